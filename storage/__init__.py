@@ -1,0 +1,9 @@
+"""storage: signed append-only feeds (BLAKE3 Merkle trees, Ed25519) in one SQLite database."""
+
+from .errors import StorageError
+from .feed import Feed, FeedEvent
+from .proof import Proof, SignedTree, verify_range
+from .ranges import RangeSet
+from .store import Store
+
+__all__ = ["Feed", "FeedEvent", "Proof", "RangeSet", "SignedTree", "StorageError", "Store", "verify_range"]

@@ -1,0 +1,233 @@
+"""The SQLite database under a store: connections, schema migrations, error mapping, and the
+single writer task.
+
+Theory of operation
+-------------------
+One database file per data directory, in WAL mode. Two aiosqlite connections: the *writer*,
+used only by :class:`Writer`, and the *reader*, used for every read. WAL lets the reader see the
+last committed state while the writer works, so reads never wait for a commit.
+
+Every aiosqlite call is a round trip to its worker thread (~30 us), so writes are not issued one
+statement at a time. Callers hand the writer a :class:`WriteJob` (a few ``executemany``
+statements plus callbacks). The writer task takes every job waiting in its queue, merges their
+statements by SQL text, runs them in one transaction and commits once (group commit). Only
+after the commit succeeds are the jobs' ``on_commit`` callbacks run, so in-memory state never
+gets ahead of what is on disk; if the transaction fails, every job in it gets ``on_abort`` and
+the mapped error, and nothing of it is stored.
+
+``synchronous=NORMAL`` in WAL mode keeps every committed transaction through a process crash
+(kill -9); only an OS crash or power loss may lose the last transactions, never consistency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+
+from .errors import (
+    StorageError,
+    StoreClosedError,
+    StoreCorruptError,
+    StoreFullError,
+    StoreReadOnlyError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_JOBS_PER_COMMIT = 512
+
+# Primary result codes (the low byte of sqlite_errorcode).
+_SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+
+
+def map_error(e: sqlite3.Error) -> StorageError:
+    """Turn a sqlite3 error into the storage error a caller can act on."""
+    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+    if code == _SQLITE_FULL:
+        return StoreFullError(f"the database is full: {e}")
+    if code == _SQLITE_READONLY:
+        return StoreReadOnlyError(f"the database is read-only: {e}")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return StoreCorruptError(f"the database is damaged or not a cobox store: {e}")
+    return StorageError(f"database error: {e}")
+
+
+def _migrations() -> list[tuple[int, str]]:
+    """The numbered schema files, in order: ``NNNN_name.sql`` -> (NNNN, sql)."""
+    files = importlib.resources.files("storage") / "sql"
+    out = []
+    for f in files.iterdir():
+        if f.name.endswith(".sql"):
+            out.append((int(f.name.split("_", 1)[0]), f.read_text()))
+    return sorted(out)
+
+
+async def connect(path: Path, *, readonly: bool) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+    """Open (creating and migrating when needed) the database; return ``(writer, reader)``."""
+    if not readonly and not path.exists():
+        # Create the file ourselves so that it, and the -wal/-shm files SQLite derives from
+        # it, are private to this user: the database holds secret keys.
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    mode = "ro" if readonly else "rwc"
+    uri = f"file:{path}?mode={mode}"
+    try:
+        writer = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as e:
+        raise map_error(e) from None
+    try:
+        await writer.execute("PRAGMA busy_timeout = 5000")
+        if not readonly:
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await writer.execute("PRAGMA synchronous = NORMAL")
+            await _migrate(writer)
+        reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        await reader.execute("PRAGMA busy_timeout = 5000")
+        await reader.execute("PRAGMA query_only = 1")
+        version = (await reader.execute_fetchall("PRAGMA user_version"))[0][0]
+        if version == 0:
+            raise StoreCorruptError(f"{path} is not a cobox store")
+    except sqlite3.Error as e:
+        await writer.close()
+        raise map_error(e) from None
+    except StorageError:
+        await writer.close()
+        raise
+    return writer, reader
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    version = (await conn.execute_fetchall("PRAGMA user_version"))[0][0]
+    migrations = _migrations()
+    latest = migrations[-1][0]
+    if version > latest:
+        raise StoreCorruptError(
+            f"the store has schema version {version}, newer than this cobox knows ({latest})"
+        )
+    for number, sql in migrations:
+        if number <= version:
+            continue
+        log.info("migrating store schema to version %d", number)
+        await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+
+@dataclass
+class WriteJob:
+    """Statements to commit together, with what to do once they are (or are not) on disk.
+
+    ``is_current`` is asked just before the job runs; a job built on state that a failed
+    commit invalidated answers False and is aborted without touching the database.
+    """
+
+    statements: Sequence[tuple[str, Sequence[tuple]]]
+    on_commit: Callable[[], None] | None = None
+    on_abort: Callable[[], None] | None = None
+    is_current: Callable[[], bool] | None = None
+    future: asyncio.Future[None] | None = field(default=None, repr=False)
+
+
+class Writer:
+    """The one task that writes to the database, committing queued jobs in groups."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._queue: asyncio.Queue[WriteJob] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="storage-writer")
+
+    async def submit(self, job: WriteJob) -> None:
+        """Queue ``job`` and wait until it is committed (or raise why it was not)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        job.future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(job)
+        await job.future
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closed = True
+        if self._task is not None:
+            self._queue.put_nowait(_STOP)
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            jobs = [await self._queue.get()]
+            while len(jobs) < MAX_JOBS_PER_COMMIT and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            stop = any(j is _STOP for j in jobs)
+            jobs = [j for j in jobs if j is not _STOP]
+            if jobs:
+                await self._commit(jobs)
+            if stop:
+                return
+
+    async def _commit(self, jobs: list[WriteJob]) -> None:
+        from .errors import WriteAbortedError
+
+        runnable = []
+        for job in jobs:
+            if job.is_current is None or job.is_current():
+                runnable.append(job)
+            else:
+                _finish(job, WriteAbortedError("an earlier write of this feed failed"))
+        if not runnable:
+            return
+        merged: dict[str, list[tuple]] = {}
+        for job in runnable:
+            for sql, rows in job.statements:
+                merged.setdefault(sql, []).extend(rows)
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in merged.items():
+                await self._conn.executemany(sql, rows)
+            await self._conn.commit()
+        except sqlite3.Error as e:
+            error = map_error(e)
+            log.warning("write of %d job(s) failed: %s", len(runnable), error)
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.rollback()
+            for job in runnable:
+                if job.on_abort is not None:
+                    job.on_abort()
+                _finish(job, error)
+            return
+        except BaseException:
+            for job in runnable:
+                if job.on_abort is not None:
+                    job.on_abort()
+                _finish(job, StoreClosedError("the store closed during a write"))
+            raise
+        for job in runnable:
+            if job.on_commit is not None:
+                job.on_commit()
+            _finish(job, None)
+
+
+_STOP = WriteJob(statements=())
+
+
+def _finish(job: WriteJob, error: BaseException | None) -> None:
+    fut = job.future
+    if fut is None or fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)

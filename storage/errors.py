@@ -1,0 +1,103 @@
+"""Errors raised by the storage layer.
+
+Every error has a stable ``code`` and a docstring a user can read. ``VerificationError`` and its
+subclasses mean that data handed to a replica did not check out: the caller should treat the
+source as misbehaving (the network layer disconnects that peer). Nothing is stored when one is
+raised.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """A storage operation failed."""
+
+    code = "storage_error"
+
+
+class StoreClosedError(StorageError):
+    """The store has been closed; no more reads or writes are possible."""
+
+    code = "store_closed"
+
+
+class StoreFullError(StorageError):
+    """The disk (or the database's size limit) is full. Nothing of this write was stored;
+    everything committed before is intact. Free some space and retry."""
+
+    code = "store_full"
+
+
+class StoreReadOnlyError(StorageError):
+    """The database is read-only (opened read-only, or its file or directory is not writable).
+    Nothing of this write was stored."""
+
+    code = "store_read_only"
+
+
+class StoreCorruptError(StorageError):
+    """The database file is not a cobox store or is damaged."""
+
+    code = "store_corrupt"
+
+
+class FeedNotFoundError(StorageError):
+    """No feed with this public key is in the store."""
+
+    code = "feed_not_found"
+
+
+class NotWritableError(StorageError):
+    """This feed is a read-only replica: only the holder of its secret key can append."""
+
+    code = "not_writable"
+
+
+class EntryMissingError(StorageError):
+    """The requested entry is not stored here (yet)."""
+
+    code = "entry_missing"
+
+
+class EntryTooLargeError(StorageError):
+    """An entry is larger than the store accepts."""
+
+    code = "entry_too_large"
+
+
+class WriteAbortedError(StorageError):
+    """An append was built on top of a batch that failed to commit; it was not stored."""
+
+    code = "write_aborted"
+
+
+class VerificationError(StorageError):
+    """Data offered to a replica did not verify; nothing was stored."""
+
+    code = "verification_failed"
+
+
+class MalformedProofError(VerificationError):
+    """A proof does not have the shape its range and length require (missing, extra or
+    misplaced nodes, impossible length)."""
+
+    code = "malformed_proof"
+
+
+class BadSignatureError(VerificationError):
+    """The signature over the tree does not verify under the feed's public key."""
+
+    code = "bad_signature"
+
+
+class ForkError(VerificationError):
+    """The writer signed two different trees for the same feed. The evidence is kept and the
+    feed is marked forked; nothing from the conflicting tree is stored."""
+
+    code = "fork_detected"
+
+
+class ProofUnavailableError(StorageError):
+    """This store lacks the tree nodes needed to prove the requested range."""
+
+    code = "proof_unavailable"

@@ -1,0 +1,321 @@
+"""A feed: a single-writer, append-only log signed with Ed25519 and hashed into a BLAKE3
+Merkle tree.
+
+Theory of operation
+-------------------
+A *writable* feed holds its secret key. ``append(entries)`` hashes the entries as new leaves,
+closes the parents they complete (``tree.append_leaves``), signs the new tree once for the whole
+batch, and hands the entries, the new nodes and the signature to the store's writer as one job.
+The in-memory tree (``_pending``) moves forward at once so that the next append can be built
+while this one commits; the *committed* tree (``_committed``), the length readers see, moves only
+when the commit is done. If a commit fails, the pending tree falls back to the committed one and
+the feed's epoch is bumped, which aborts every queued append built on the failed batch.
+
+A *replica* holds only the public key. ``put_range(start, entries, proof)`` verifies the entries
+against the proof and the signature before anything is written (``proof.verify_range``), then
+compares every node it established with the nodes already stored: two valid signatures
+that disagree on a node are a fork, which is recorded with its evidence and raised, and nothing
+of the new tree is stored. Puts of one feed are serialized, so a fork cannot slip in between
+the check and the commit. Entries may arrive in any order and any subset; ``have`` tracks which
+are stored.
+
+Listeners registered with :meth:`Feed.listen` are called after each commit with a
+:class:`FeedEvent`; :meth:`Feed.wait_change` awaits the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import nacl.signing
+
+from . import tree
+from .db import WriteJob
+from .errors import (
+    EntryMissingError,
+    EntryTooLargeError,
+    ForkError,
+    MalformedProofError,
+    NotWritableError,
+    ProofUnavailableError,
+)
+from .proof import MAX_LENGTH, Proof, SignedTree, verify_range
+from .ranges import RangeSet
+
+if TYPE_CHECKING:
+    from .store import Store
+
+KEY_SHIFT = 42
+MAX_ENTRY_BYTES = 4 * 1024 * 1024
+MAX_PUT_ENTRIES = 16384
+
+_INSERT_ENTRY = "INSERT INTO entries (key, data) VALUES (?, ?)"
+_INSERT_ENTRY_IF_NEW = "INSERT OR IGNORE INTO entries (key, data) VALUES (?, ?)"
+_INSERT_NODE = "INSERT OR IGNORE INTO nodes (key, hash) VALUES (?, ?)"
+_UPSERT_SIGNATURE = (
+    "INSERT INTO signatures (feed_id, length, tree_hash, signature) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (feed_id) DO UPDATE SET length = excluded.length, "
+    "tree_hash = excluded.tree_hash, signature = excluded.signature "
+    "WHERE excluded.length > signatures.length"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """What changed: ``append`` (this device wrote) or ``download`` (a replica stored
+    verified entries), the entries ``[start, end)`` now stored, and the feed's signed length."""
+
+    kind: Literal["append", "download"]
+    start: int
+    end: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    roots: tuple[tuple[int, bytes], ...]
+    length: int
+
+
+class Feed:
+    def __init__(
+        self,
+        store: Store,
+        feed_id: int,
+        public_key: bytes,
+        secret_key: bytes | None,
+        namespace: str,
+        signed: SignedTree | None,
+        roots: Sequence[tuple[int, bytes]],
+        have: RangeSet,
+        forked: bool,
+    ) -> None:
+        self._store = store
+        self.id = feed_id
+        self.key = public_key
+        self.namespace = namespace
+        self._signer = nacl.signing.SigningKey(secret_key) if secret_key is not None else None
+        self._signed = signed
+        self.have = have
+        self.forked = forked
+        committed = _Tree(tuple(roots), signed.length if signed else 0)
+        self._committed = committed
+        self._pending = committed
+        self._epoch = 0
+        self._put_lock = asyncio.Lock()
+        self._listeners: list[Callable[[FeedEvent], None]] = []
+        self._change: asyncio.Future[FeedEvent] | None = None
+
+    def __repr__(self) -> str:
+        kind = "writable" if self.writable else "replica"
+        return f"<Feed {self.key.hex()[:16]} {kind} length={self.length} have={len(self.have)}>"
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        return self._signer is not None
+
+    @property
+    def length(self) -> int:
+        """The length of the longest signed tree this store holds for the feed."""
+        return self._signed.length if self._signed else 0
+
+    @property
+    def signed(self) -> SignedTree | None:
+        return self._signed
+
+    @property
+    def contiguous_length(self) -> int:
+        """How many entries from the start are stored without a gap."""
+        return self.have.contiguous_from(0)
+
+    def has(self, seq: int) -> bool:
+        return seq in self.have
+
+    def _key(self, n: int) -> int:
+        return (self.id << KEY_SHIFT) | n
+
+    # -- events -----------------------------------------------------------------------------
+
+    def listen(self, callback: Callable[[FeedEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` after every committed append or put; returns an unsubscribe."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    async def wait_change(self) -> FeedEvent:
+        """Wait for the next committed append or put."""
+        if self._change is None or self._change.done():
+            self._change = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._change)
+
+    def _emit(self, event: FeedEvent) -> None:
+        for callback in list(self._listeners):
+            callback(event)
+        if self._change is not None and not self._change.done():
+            self._change.set_result(event)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def append(self, entries: Sequence[bytes]) -> int:
+        """Append a batch of entries under one signature; return the new length."""
+        if self._signer is None:
+            raise NotWritableError(f"feed {self.key.hex()[:16]} is a replica")
+        if not entries:
+            return self._pending.length
+        for e in entries:
+            if len(e) > MAX_ENTRY_BYTES:
+                raise EntryTooLargeError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_BYTES}")
+        self._store.check_writable()
+        before = self._pending
+        leaves = [tree.leaf_hash(bytes(e)) for e in entries]
+        roots, length, nodes = tree.append_leaves(list(before.roots), before.length, leaves)
+        root_hash = tree.tree_hash(roots)
+        signature = self._signer.sign(tree.signable(self.key, length, root_hash)).signature
+        after = _Tree(tuple(roots), length)
+        signed = SignedTree(length, root_hash, signature)
+        self._pending = after
+        epoch = self._epoch
+        base = self.id << KEY_SHIFT
+
+        def on_commit() -> None:
+            self._committed = after
+            self._signed = signed
+            self.have.add(before.length, length)
+            self._emit(FeedEvent("append", before.length, length, length))
+
+        def on_abort() -> None:
+            self._pending = self._committed
+            self._epoch += 1
+
+        job = WriteJob(
+            statements=[
+                (_INSERT_ENTRY, [(base | (before.length + k), bytes(e)) for k, e in enumerate(entries)]),
+                (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (_UPSERT_SIGNATURE, [(self.id, length, root_hash, signature)]),
+            ],
+            on_commit=on_commit,
+            on_abort=on_abort,
+            is_current=lambda: self._epoch == epoch,
+        )
+        await self._store.writer.submit(job)
+        return length
+
+    async def put(self, seq: int, data: bytes, proof: Proof) -> None:
+        """Verify and store one entry of a replica."""
+        await self.put_range(seq, [data], proof)
+
+    async def put_range(self, start: int, entries: Sequence[bytes], proof: Proof) -> None:
+        """Verify ``entries`` as ``start, start + 1, ...`` against ``proof`` and store them.
+
+        Raises a ``VerificationError`` (nothing stored) when they do not verify, and
+        ``ForkError`` when they verify under a tree that contradicts one already stored.
+        """
+        if self._signer is not None:
+            raise NotWritableError("a writable feed takes its entries from append(), not put()")
+        if len(entries) > MAX_PUT_ENTRIES:
+            raise MalformedProofError(f"more than {MAX_PUT_ENTRIES} entries in one put")
+        for e in entries:
+            if len(e) > MAX_ENTRY_BYTES:
+                raise EntryTooLargeError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_BYTES}")
+        entries = [bytes(e) for e in entries]
+        verified = verify_range(self.key, start, entries, proof)
+        async with self._put_lock:
+            if self.forked:
+                raise ForkError(f"feed {self.key.hex()[:16]} is marked forked")
+            await self._check_fork(verified.signed, verified.nodes)
+            end = start + len(entries)
+            base = self.id << KEY_SHIFT
+            statements: list[tuple[str, Sequence[tuple]]] = [
+                (_INSERT_ENTRY_IF_NEW, [(base | (start + k), e) for k, e in enumerate(entries)]),
+                (_INSERT_NODE, [(base | i, h) for i, h in verified.nodes.items()]),
+            ]
+            newer = verified.signed.length > self.length
+            if newer:
+                s = verified.signed
+                statements.append((_UPSERT_SIGNATURE, [(self.id, s.length, s.tree_hash, s.signature)]))
+
+            def on_commit() -> None:
+                if newer:
+                    self._signed = verified.signed
+                self.have.add(start, end)
+                self._emit(FeedEvent("download", start, end, self.length))
+
+            await self._store.writer.submit(WriteJob(statements=statements, on_commit=on_commit))
+
+    async def _check_fork(self, signed: SignedTree, nodes: dict[int, bytes]) -> None:
+        ours = self._signed
+        if ours is not None and ours.length == signed.length and ours.tree_hash != signed.tree_hash:
+            await self._record_fork(ours, signed, None, None, None)
+        stored = await self._store.read_nodes(self.id, nodes.keys())
+        for i, h in stored.items():
+            if nodes[i] != h:
+                assert ours is not None  # stored nodes always come with a stored signature
+                await self._record_fork(ours, signed, i, h, nodes[i])
+
+    async def _record_fork(
+        self, a: SignedTree, b: SignedTree, index: int | None, hash_a: bytes | None, hash_b: bytes | None
+    ) -> None:
+        statements = [
+            (
+                "INSERT INTO forks (feed_id, length_a, tree_hash_a, signature_a, length_b, "
+                "tree_hash_b, signature_b, node_index, hash_a, hash_b, detected_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(self.id, a.length, a.tree_hash, a.signature, b.length, b.tree_hash,
+                  b.signature, index, hash_a, hash_b, time.time())],
+            ),
+            ("UPDATE feeds SET forked = 1 WHERE id = ?", [(self.id,)]),
+        ]
+
+        def on_commit() -> None:
+            self.forked = True
+
+        await self._store.writer.submit(WriteJob(statements=statements, on_commit=on_commit))
+        raise ForkError(
+            f"feed {self.key.hex()[:16]}: the writer signed two different trees "
+            f"(lengths {a.length} and {b.length})"
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def get(self, seq: int) -> bytes:
+        """The entry at ``seq``; raises ``EntryMissingError`` if it is not stored here."""
+        rows = await self._store.read(
+            "SELECT data FROM entries WHERE key = ?", (self._key(seq),)
+        )
+        if not rows:
+            raise EntryMissingError(f"entry {seq} of feed {self.key.hex()[:16]} is not stored")
+        return rows[0][0]
+
+    async def get_range(self, start: int, end: int) -> list[bytes]:
+        """Entries ``[start, end)``; all of them must be stored."""
+        if start >= end:
+            return []
+        if not self.have.contains_range(start, end):
+            raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
+        rows = await self._store.read(
+            "SELECT data FROM entries WHERE key >= ? AND key < ? ORDER BY key",
+            (self._key(start), self._key(end)),
+        )
+        if len(rows) != end - start:
+            raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
+        return [r[0] for r in rows]
+
+    async def proof(self, start: int, end: int | None = None) -> Proof:
+        """A proof for entries ``[start, end)`` (one entry when ``end`` is omitted), relative to
+        the longest signed tree stored here."""
+        end = start + 1 if end is None else end
+        signed = self._signed
+        if signed is None or not 0 <= start < end <= signed.length or end > MAX_LENGTH:
+            raise ProofUnavailableError(
+                f"no signed tree covers [{start}, {end}) of feed {self.key.hex()[:16]}"
+            )
+        wanted = tree.proof_nodes(start, end, signed.length)
+        stored = await self._store.read_nodes(self.id, wanted)
+        if len(stored) != len(wanted):
+            raise ProofUnavailableError(f"tree nodes needed to prove [{start}, {end}) are missing")
+        return Proof(signed.length, signed.signature, tuple((i, stored[i]) for i in wanted))

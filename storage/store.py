@@ -1,0 +1,196 @@
+"""The store: every feed of a data directory in one SQLite database.
+
+Theory of operation
+-------------------
+``Store.open(path)`` opens (or creates) the database, loads every feed's public state (keys,
+namespace, longest signed tree, roots, which entries are stored) into memory and starts the one
+writer task. Feeds are then found by public key (:meth:`Store.feed`) or listed by namespace
+(:meth:`Store.feeds`); :meth:`Store.create_feed` makes a writable feed with a new Ed25519
+keypair, :meth:`Store.open_feed` a replica of someone else's feed.
+
+Secret keys live in the ``feeds`` table so that a restart reopens writable feeds; the database
+file is created with mode 0600 and no key is ever logged or shown in a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import aiosqlite
+import nacl.signing
+
+from . import db, tree
+from .errors import FeedNotFoundError, StorageError, StoreClosedError, StoreReadOnlyError
+from .feed import KEY_SHIFT, Feed
+from .proof import SignedTree
+from .ranges import RangeSet
+
+DB_FILENAME = "cobox.db"
+MAX_FEEDS = 1 << 21
+_SEQ_MASK = (1 << KEY_SHIFT) - 1
+_MAX_READ_PARAMS = 900
+
+
+class Store:
+    def __init__(self, path: Path, writer_conn: aiosqlite.Connection, reader: aiosqlite.Connection,
+                 readonly: bool) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._writer_conn = writer_conn
+        self._reader = reader
+        self.writer = db.Writer(writer_conn)
+        self._feeds: dict[bytes, Feed] = {}
+        self._next_id = 1
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+        """Open the store at ``path``: a database file, or a directory that holds (or will
+        hold) ``cobox.db``."""
+        p = Path(path)
+        if p.is_dir() or (not p.suffix and not p.exists()):
+            if not readonly:
+                p.mkdir(parents=True, exist_ok=True)
+            p = p / DB_FILENAME
+        writer_conn, reader = await db.connect(p, readonly=readonly)
+        store = cls(p, writer_conn, reader, readonly)
+        try:
+            await store._load()
+        except BaseException:
+            await writer_conn.close()
+            await reader.close()
+            raise
+        if not readonly:
+            store.writer.start()
+        return store
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.writer.close()
+        finally:
+            await self._writer_conn.close()
+            await self._reader.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def check_writable(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        if self.readonly:
+            raise StoreReadOnlyError(f"{self.path} is open read-only")
+
+    # -- feeds ------------------------------------------------------------------------------
+
+    async def create_feed(self, namespace: str = "") -> Feed:
+        """Create a writable feed with a fresh Ed25519 keypair."""
+        signing = nacl.signing.SigningKey.generate()
+        return await self._add_feed(bytes(signing.verify_key), bytes(signing), namespace)
+
+    async def open_feed(self, public_key: bytes, namespace: str = "") -> Feed:
+        """The feed with this public key, creating an empty replica if it is not stored yet."""
+        if len(public_key) != 32:
+            raise ValueError("a feed key is 32 bytes")
+        feed = self._feeds.get(public_key)
+        if feed is not None:
+            return feed
+        return await self._add_feed(bytes(public_key), None, namespace)
+
+    def feed(self, public_key: bytes) -> Feed:
+        try:
+            return self._feeds[public_key]
+        except KeyError:
+            raise FeedNotFoundError(f"no feed {public_key.hex()[:16]} in this store") from None
+
+    def feeds(self, namespace: str | None = None) -> list[Feed]:
+        """Every feed, or those of one namespace, in creation order."""
+        return [f for f in self._feeds.values() if namespace is None or f.namespace == namespace]
+
+    async def _add_feed(self, public_key: bytes, secret_key: bytes | None, namespace: str) -> Feed:
+        self.check_writable()
+        feed_id = self._next_id
+        if feed_id >= MAX_FEEDS:
+            raise StorageError(f"a store holds at most {MAX_FEEDS - 1} feeds")
+        self._next_id += 1
+        feed = Feed(self, feed_id, public_key, secret_key, namespace, None, (), RangeSet(), False)
+
+        def on_commit() -> None:
+            self._feeds[public_key] = feed
+
+        await self.writer.submit(db.WriteJob(
+            statements=[(
+                "INSERT INTO feeds (id, public_key, secret_key, namespace, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(feed_id, public_key, secret_key, namespace, time.time())],
+            )],
+            on_commit=on_commit,
+        ))
+        return feed
+
+    async def _load(self) -> None:
+        feeds = await self.read(
+            "SELECT f.id, f.public_key, f.secret_key, f.namespace, f.forked, "
+            "s.length, s.tree_hash, s.signature FROM feeds f "
+            "LEFT JOIN signatures s ON s.feed_id = f.id ORDER BY f.id"
+        )
+        ranges: dict[int, RangeSet] = {}
+        # Gaps and islands: consecutive keys of one feed share (key - row_number).
+        for feed_id, lo, hi in await self.read(
+            "SELECT key >> ?1, MIN(key & ?2), MAX(key & ?2) FROM ("
+            "  SELECT key, key - ROW_NUMBER() OVER (ORDER BY key) AS island FROM entries"
+            ") GROUP BY key >> ?1, island",
+            (KEY_SHIFT, _SEQ_MASK),
+        ):
+            ranges.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
+        for feed_id, pk, sk, namespace, forked, length, root_hash, signature in feeds:
+            signed = SignedTree(length, root_hash, signature) if length is not None else None
+            roots: list[tuple[int, bytes]] = []
+            if signed is not None and sk is not None:
+                wanted = tree.full_roots(signed.length)
+                got = await self.read_nodes(feed_id, wanted)
+                roots = [(i, got[i]) for i in wanted]
+            self._feeds[pk] = Feed(self, feed_id, pk, sk, namespace, signed, roots,
+                                   ranges.get(feed_id, RangeSet()), bool(forked))
+            self._next_id = max(self._next_id, feed_id + 1)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as e:
+            raise db.map_error(e) from None
+
+    async def read_nodes(self, feed_id: int, indices: Iterable[int]) -> dict[int, bytes]:
+        """The stored hashes of the given tree nodes of a feed (missing ones are left out)."""
+        keys = [(feed_id << KEY_SHIFT) | i for i in indices]
+        out: dict[int, bytes] = {}
+        for k in range(0, len(keys), _MAX_READ_PARAMS):
+            chunk = keys[k:k + _MAX_READ_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            for key, h in await self.read(f"SELECT key, hash FROM nodes WHERE key IN ({marks})", chunk):
+                out[key & _SEQ_MASK] = h
+        return out
+
+    async def forks(self, feed: Feed) -> list[dict[str, object]]:
+        """The fork evidence recorded for a feed."""
+        rows = await self.read(
+            "SELECT length_a, tree_hash_a, signature_a, length_b, tree_hash_b, signature_b, "
+            "node_index, hash_a, hash_b, detected_at FROM forks WHERE feed_id = ? ORDER BY id",
+            (feed.id,),
+        )
+        names = ("length_a", "tree_hash_a", "signature_a", "length_b", "tree_hash_b",
+                 "signature_b", "node_index", "hash_a", "hash_b", "detected_at")
+        return [dict(zip(names, r)) for r in rows]
