@@ -18,7 +18,7 @@ from pathlib import Path
 
 import platformdirs
 
-from storage import Store, StorageError
+from storage import StorageError, Store
 
 log = logging.getLogger("cobox")
 

@@ -90,7 +90,12 @@ async def connect(path: Path, *, readonly: bool) -> tuple[aiosqlite.Connection, 
     try:
         await writer.execute("PRAGMA busy_timeout = 5000")
         if not readonly:
+            # Larger pages and a larger WAL between checkpoints roughly double the insert
+            # rate of 1 KiB+ entries (page_size only takes effect on a new database).
+            await writer.execute("PRAGMA page_size = 16384")
             await writer.execute("PRAGMA journal_mode = WAL")
+            await writer.execute("PRAGMA wal_autocheckpoint = 4096")
+            await writer.execute("PRAGMA journal_size_limit = 67108864")
             await writer.execute("PRAGMA synchronous = NORMAL")
             await _migrate(writer)
         reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)

@@ -90,7 +90,6 @@ class Feed:
         secret_key: bytes | None,
         namespace: str,
         signed: SignedTree | None,
-        roots: Sequence[tuple[int, bytes]],
         have: RangeSet,
         forked: bool,
     ) -> None:
@@ -102,11 +101,12 @@ class Feed:
         self._signed = signed
         self.have = have
         self.forked = forked
-        committed = _Tree(tuple(roots), signed.length if signed else 0)
-        self._committed = committed
-        self._pending = committed
+        self._committed = _Tree((), 0)
+        self._pending = self._committed
         self._epoch = 0
         self._put_lock = asyncio.Lock()
+        self._uncommitted: dict[int, bytes] = {}  # nodes of puts checked but not yet committed
+        self._seen = signed  # the longest signed tree checked, committed or not
         self._listeners: list[Callable[[FeedEvent], None]] = []
         self._change: asyncio.Future[FeedEvent] | None = None
 
@@ -140,6 +140,22 @@ class Feed:
     def _key(self, n: int) -> int:
         return (self.id << KEY_SHIFT) | n
 
+    async def load_roots(self) -> None:
+        """Load the roots of the signed tree (a writer needs them to append)."""
+        length = self.length
+        wanted = tree.full_roots(length)
+        got = await self.node_hashes(wanted)
+        self._committed = self._pending = _Tree(tuple((i, got[i]) for i in wanted), length)
+
+    async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
+        """The hashes of the given tree nodes that this store knows. Leaves of stored entries
+        are not kept as nodes; their hashes are recomputed from the entries."""
+        found = await self._store.read_nodes(self.id, indices)
+        for i in indices:
+            if i not in found and not i & 1 and i >> 1 in self.have:
+                found[i] = tree.leaf_hash(await self.get(i >> 1))
+        return found
+
     # -- events -----------------------------------------------------------------------------
 
     def listen(self, callback: Callable[[FeedEvent], None]) -> Callable[[], None]:
@@ -172,7 +188,8 @@ class Feed:
                 raise EntryTooLargeError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_BYTES}")
         self._store.check_writable()
         before = self._pending
-        leaves = [tree.leaf_hash(bytes(e)) for e in entries]
+        entries = [e if type(e) is bytes else bytes(e) for e in entries]
+        leaves = [tree.leaf_hash(e) for e in entries]
         roots, length, nodes = tree.append_leaves(list(before.roots), before.length, leaves)
         root_hash = tree.tree_hash(roots)
         signature = self._signer.sign(tree.signable(self.key, length, root_hash)).signature
@@ -194,8 +211,9 @@ class Feed:
 
         job = WriteJob(
             statements=[
-                (_INSERT_ENTRY, [(base | (before.length + k), bytes(e)) for k, e in enumerate(entries)]),
-                (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (_INSERT_ENTRY, [(base | (before.length + k), e) for k, e in enumerate(entries)]),
+                # Leaves are not stored: the entry is, and its hash is cheap to recompute.
+                (_INSERT_NODE, [(base | i, h) for i, h in nodes if i & 1]),
                 (_UPSERT_SIGNATURE, [(self.id, length, root_hash, signature)]),
             ],
             on_commit=on_commit,
@@ -222,39 +240,65 @@ class Feed:
         for e in entries:
             if len(e) > MAX_ENTRY_BYTES:
                 raise EntryTooLargeError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_BYTES}")
-        entries = [bytes(e) for e in entries]
+        entries = [e if type(e) is bytes else bytes(e) for e in entries]
         verified = verify_range(self.key, start, entries, proof)
+        end = start + len(entries)
+        base = self.id << KEY_SHIFT
+        # Every node the proof established, except the leaves of the entries stored here,
+        # whose hashes are recomputed from the entries when needed.
+        nodes = {i: h for i, h in verified.nodes.items() if i & 1 or not start <= i >> 1 < end}
         async with self._put_lock:
+            # Check against what is stored and what earlier puts are committing, then claim
+            # this put's nodes, so that puts can be checked one by one but commit together.
             if self.forked:
                 raise ForkError(f"feed {self.key.hex()[:16]} is marked forked")
-            await self._check_fork(verified.signed, verified.nodes)
-            end = start + len(entries)
-            base = self.id << KEY_SHIFT
-            statements: list[tuple[str, Sequence[tuple]]] = [
-                (_INSERT_ENTRY_IF_NEW, [(base | (start + k), e) for k, e in enumerate(entries)]),
-                (_INSERT_NODE, [(base | i, h) for i, h in verified.nodes.items()]),
-            ]
-            newer = verified.signed.length > self.length
-            if newer:
-                s = verified.signed
-                statements.append((_UPSERT_SIGNATURE, [(self.id, s.length, s.tree_hash, s.signature)]))
+            await self._check_fork(verified.signed, verified.nodes, start, end)
+            claimed = {i: h for i, h in nodes.items() if i not in self._uncommitted}
+            self._uncommitted.update(claimed)
+            if self._seen is None or verified.signed.length > self._seen.length:
+                self._seen = verified.signed
+        statements: list[tuple[str, Sequence[tuple]]] = [
+            (_INSERT_ENTRY_IF_NEW, [(base | (start + k), e) for k, e in enumerate(entries)]),
+            (_INSERT_NODE, [(base | i, h) for i, h in nodes.items()]),
+        ]
+        signed = verified.signed
+        statements.append(
+            (_UPSERT_SIGNATURE, [(self.id, signed.length, signed.tree_hash, signed.signature)])
+        )
 
-            def on_commit() -> None:
-                if newer:
-                    self._signed = verified.signed
-                self.have.add(start, end)
-                self._emit(FeedEvent("download", start, end, self.length))
+        def release() -> None:
+            for i in claimed:
+                del self._uncommitted[i]
 
-            await self._store.writer.submit(WriteJob(statements=statements, on_commit=on_commit))
+        def on_commit() -> None:
+            release()
+            if signed.length > self.length:
+                self._signed = signed
+            self.have.add(start, end)
+            self._emit(FeedEvent("download", start, end, self.length))
 
-    async def _check_fork(self, signed: SignedTree, nodes: dict[int, bytes]) -> None:
-        ours = self._signed
-        if ours is not None and ours.length == signed.length and ours.tree_hash != signed.tree_hash:
+        await self._store.writer.submit(WriteJob(statements, on_commit=on_commit, on_abort=release))
+
+    async def _check_fork(
+        self, signed: SignedTree, nodes: dict[int, bytes], start: int, end: int
+    ) -> None:
+        """Raise ``ForkError`` (after recording the evidence) if any node established by a new
+        proof differs from one already known."""
+        ours = self._seen
+        if ours is None:
+            return  # nothing known yet, nothing to contradict
+        if ours.length == signed.length and ours.tree_hash != signed.tree_hash:
             await self._record_fork(ours, signed, None, None, None)
-        stored = await self._store.read_nodes(self.id, nodes.keys())
+        # Nodes under the range are read with one index seek (usually finding none); the few
+        # outside it (proof nodes and the path to the roots) by key.
+        lo, hi = 2 * start, 2 * end - 2
+        stored = await self._store.read_nodes_between(self.id, lo, hi)
+        stored.update(await self._store.read_nodes(self.id, [i for i in nodes if not lo <= i <= hi]))
+        stored = {i: h for i, h in stored.items() if i in nodes}
+        stored.update((i, self._uncommitted[i]) for i in nodes if i in self._uncommitted)
         for i, h in stored.items():
             if nodes[i] != h:
-                assert ours is not None  # stored nodes always come with a stored signature
+                assert ours is not None  # known nodes always come with a known signature
                 await self._record_fork(ours, signed, i, h, nodes[i])
 
     async def _record_fork(
@@ -315,7 +359,7 @@ class Feed:
                 f"no signed tree covers [{start}, {end}) of feed {self.key.hex()[:16]}"
             )
         wanted = tree.proof_nodes(start, end, signed.length)
-        stored = await self._store.read_nodes(self.id, wanted)
+        stored = await self.node_hashes(wanted)
         if len(stored) != len(wanted):
             raise ProofUnavailableError(f"tree nodes needed to prove [{start}, {end}) are missing")
         return Proof(signed.length, signed.signature, tuple((i, stored[i]) for i in wanted))

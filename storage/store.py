@@ -23,7 +23,7 @@ from pathlib import Path
 import aiosqlite
 import nacl.signing
 
-from . import db, tree
+from . import db
 from .errors import FeedNotFoundError, StorageError, StoreClosedError, StoreReadOnlyError
 from .feed import KEY_SHIFT, Feed
 from .proof import SignedTree
@@ -122,7 +122,7 @@ class Store:
         if feed_id >= MAX_FEEDS:
             raise StorageError(f"a store holds at most {MAX_FEEDS - 1} feeds")
         self._next_id += 1
-        feed = Feed(self, feed_id, public_key, secret_key, namespace, None, (), RangeSet(), False)
+        feed = Feed(self, feed_id, public_key, secret_key, namespace, None, RangeSet(), False)
 
         def on_commit() -> None:
             self._feeds[public_key] = feed
@@ -154,13 +154,11 @@ class Store:
             ranges.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
         for feed_id, pk, sk, namespace, forked, length, root_hash, signature in feeds:
             signed = SignedTree(length, root_hash, signature) if length is not None else None
-            roots: list[tuple[int, bytes]] = []
-            if signed is not None and sk is not None:
-                wanted = tree.full_roots(signed.length)
-                got = await self.read_nodes(feed_id, wanted)
-                roots = [(i, got[i]) for i in wanted]
-            self._feeds[pk] = Feed(self, feed_id, pk, sk, namespace, signed, roots,
-                                   ranges.get(feed_id, RangeSet()), bool(forked))
+            feed = Feed(self, feed_id, pk, sk, namespace, signed, ranges.get(feed_id, RangeSet()),
+                        bool(forked))
+            if feed.writable:
+                await feed.load_roots()
+            self._feeds[pk] = feed
             self._next_id = max(self._next_id, feed_id + 1)
 
     # -- reads ------------------------------------------------------------------------------
@@ -183,6 +181,14 @@ class Store:
             for key, h in await self.read(f"SELECT key, hash FROM nodes WHERE key IN ({marks})", chunk):
                 out[key & _SEQ_MASK] = h
         return out
+
+    async def read_nodes_between(self, feed_id: int, lo: int, hi: int) -> dict[int, bytes]:
+        """The stored nodes of a feed with indices in ``[lo, hi]``."""
+        base = feed_id << KEY_SHIFT
+        rows = await self.read(
+            "SELECT key, hash FROM nodes WHERE key BETWEEN ? AND ?", (base | lo, base | hi)
+        )
+        return {key & _SEQ_MASK: h for key, h in rows}
 
     async def forks(self, feed: Feed) -> list[dict[str, object]]:
         """The fork evidence recorded for a feed."""

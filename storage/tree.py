@@ -135,31 +135,31 @@ def signable(feed_key: bytes, length: int, root_hash: bytes) -> bytes:
 
 
 def append_leaves(
-    roots: list[tuple[int, bytes]], length: int, leaves: Iterable[bytes]
+    roots: Sequence[tuple[int, bytes]], length: int, leaves: Iterable[bytes]
 ) -> tuple[list[tuple[int, bytes]], int, list[tuple[int, bytes]]]:
     """Grow a tree of ``length`` leaves with ``roots`` by the given leaf hashes.
 
     Returns ``(new_roots, new_length, new_nodes)`` where ``new_nodes`` lists every node that
     became complete (the new leaves and the parents they closed). ``roots`` is not modified.
     """
-    stack = list(roots)
+    # The roots of a tree have strictly decreasing depths, so after pushing a leaf the top two
+    # roots merge exactly while they have equal depth; a left child's parent is at i + 2**d.
+    stack = [(i, h, depth(i)) for i, h in roots]
     nodes: list[tuple[int, bytes]] = []
+    add = nodes.append
     for h in leaves:
         i = 2 * length
         length += 1
-        stack.append((i, h))
-        nodes.append((i, h))
-        # Merge while the top two roots are siblings (equal depth, adjacent).
-        while len(stack) >= 2:
-            ri, rh = stack[-1]
-            li, lh = stack[-2]
-            if depth(li) != depth(ri) or sibling(li) != ri:
-                break
-            p = (parent(li), parent_hash(lh, rh))
-            del stack[-2:]
-            stack.append(p)
-            nodes.append(p)
-    return stack, length, nodes
+        d = 0
+        add((i, h))
+        while stack and stack[-1][2] == d:
+            li, lh, _ = stack.pop()
+            i = li + (1 << d)
+            h = blake3(PARENT_TYPE + lh + h).digest()
+            d += 1
+            add((i, h))
+        stack.append((i, h, d))
+    return [(i, h) for i, h, _ in stack], length, nodes
 
 
 # -- proofs -----------------------------------------------------------------------------------
@@ -211,16 +211,28 @@ def resolve_roots(
     if len(proof) != len(expected) or any(i != e for (i, _), e in zip(proof, expected)):
         raise ValueError("proof nodes do not match the range and length")
     nodes: dict[int, bytes] = dict(proof)
+    frontier = []
     for k, h in enumerate(leaves):
         nodes[2 * (start + k)] = h
-
-    def resolve(i: int) -> bytes:
-        h = nodes.get(i)
-        if h is None:
-            left, right = children(i)  # type: ignore[misc]
-            h = parent_hash(resolve(left), resolve(right))
-            nodes[i] = h
-        return h
-
-    roots = [(r, resolve(r)) for r in full_roots(length)]
-    return roots, nodes
+        frontier.append(2 * (start + k))
+    # Climb level by level from the range's leaves. Every sibling a climb needs is either
+    # in the range (computed one level below) or a proof node, because the proof matched.
+    roots = full_roots(length)
+    is_root = set(roots)
+    d = 0
+    while frontier:
+        above: list[int] = []
+        for i in frontier:
+            if i in is_root:
+                continue
+            if (i >> (d + 1)) & 1:  # a right child
+                p, left, right = i - (1 << d), i - (2 << d), i
+            else:
+                p, left, right = i + (1 << d), i, i + (2 << d)
+            if above and above[-1] == p:
+                continue
+            nodes[p] = blake3(PARENT_TYPE + nodes[left] + nodes[right]).digest()
+            above.append(p)
+        frontier = above
+        d += 1
+    return [(r, nodes[r]) for r in roots], nodes

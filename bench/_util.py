@@ -1,0 +1,30 @@
+"""Helpers shared by the benchmarks: argument parsing, peak RSS, the JSON result line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+
+# Run from a checkout without installing: make the repository's packages importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def feed_args(description: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--entries", type=int, default=100_000)
+    p.add_argument("--entry-bytes", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--profile", action="store_true", help="print a pyinstrument profile to stderr")
+    return p.parse_args()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def report(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
