@@ -335,12 +335,24 @@ class Feed:
             raise EntryMissingError(f"entry {seq} of feed {self.key.hex()[:16]} is not stored")
         return rows[0][0]
 
-    async def get_range(self, start: int, end: int) -> list[bytes]:
-        """Entries ``[start, end)``; all of them must be stored."""
+    async def get_range(self, start: int, end: int, *, max_bytes: int | None = None) -> list[bytes]:
+        """Entries ``[start, end)``; all of them must be stored. With ``max_bytes``, only the
+        longest prefix (of at least one entry) whose total size fits is returned."""
         if start >= end:
             return []
         if not self.have.contains_range(start, end):
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
+        if max_bytes is not None:
+            sizes = await self._store.read(
+                "SELECT length(data) FROM entries WHERE key >= ? AND key < ? ORDER BY key",
+                (self._key(start), self._key(end)),
+            )
+            total = 0
+            for k, (size,) in enumerate(sizes):
+                total += size
+                if total > max_bytes and k > 0:
+                    end = start + k
+                    break
         rows = await self._store.read(
             "SELECT data FROM entries WHERE key >= ? AND key < ? ORDER BY key",
             (self._key(start), self._key(end)),

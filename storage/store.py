@@ -14,6 +14,7 @@ file is created with mode 0600 and no key is ever logged or shown in a repr.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -44,6 +45,7 @@ class Store:
         self._reader = reader
         self.writer = db.Writer(writer_conn)
         self._feeds: dict[bytes, Feed] = {}
+        self._opening: dict[bytes, asyncio.Future[Feed]] = {}
         self._next_id = 1
         self._closed = False
 
@@ -104,7 +106,13 @@ class Store:
         feed = self._feeds.get(public_key)
         if feed is not None:
             return feed
-        return await self._add_feed(bytes(public_key), None, namespace)
+        # Concurrent opens of one new feed (two peers offering it at once) share one insert.
+        pending = self._opening.get(public_key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._add_feed(bytes(public_key), None, namespace))
+            self._opening[public_key] = pending
+            pending.add_done_callback(lambda _: self._opening.pop(public_key, None))
+        return await asyncio.shield(pending)
 
     def feed(self, public_key: bytes) -> Feed:
         try:

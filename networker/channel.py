@@ -1,0 +1,180 @@
+"""One group's channel inside one peer connection: feed exchange, have, request, data.
+
+Theory of operation
+-------------------
+A channel is created when either side opens it (``Open`` with the group's discovery key and a
+capability proof bound to this connection, checked by :mod:`networker.peer`). Once both sides
+have opened it, each sends ``Feeds`` (the group's feeds it holds, with membership tags) and a
+full ``Have`` for each feed. From then on:
+
+- ``Feeds``: every offered feed the group accepts gets a replica and a :class:`PeerFeed`; a feed
+  new to us is announced on every other channel of the group (multifeed gossip).
+- ``Have``: updates the peer's ranges; the feed's replicator schedules requests.
+- ``Request``: queued for the connection's server task (bounded; overflow is a protocol error).
+- ``Data``: must answer one of our outstanding requests, starting where it asked and no longer
+  than it asked; entries are verified and stored by ``Feed.put_range``. A bad proof or a fork
+  raises (the connection is then closed); entries verified earlier stay.
+- ``NoData``: the request is released and the peer is not asked for that range again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from storage import Feed, Proof, RangeSet
+from storage.errors import StorageError, VerificationError
+
+from . import messages as m
+from .errors import RemoteProtocolError
+from .group import Group
+from .replicator import FeedReplicator, PeerFeed
+
+if TYPE_CHECKING:
+    from .peer import Peer
+
+log = logging.getLogger(__name__)
+
+
+class Channel:
+    def __init__(self, peer: Peer, group: Group, local_id: int) -> None:
+        self.peer = peer
+        self.group = group
+        self.local_id = local_id
+        self.remote_id: int | None = None
+        self.opened_locally = False
+        self.live = False
+        self.feeds: dict[bytes, PeerFeed] = {}
+        self._pending_have: dict[bytes, RangeSet] = {}
+        self._flush_scheduled = False
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.group.discovery_key.hex()[:8]} local={self.local_id} remote={self.remote_id}>"
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Both sides have opened: offer our feeds and what we hold of each."""
+        self.live = True
+        feeds = self.group.feeds()
+        self.peer.post(m.Feeds(self.local_id, tuple((f.key, self.group.tag(f)) for f in feeds)))
+        for feed in feeds:
+            self._attach(feed)
+            self._send_full_have(feed)
+
+    def close(self) -> None:
+        self.live = False
+        for pf in self.feeds.values():
+            pf.replicator.remove_peer(pf)
+        self.feeds.clear()
+
+    def _replicator(self, feed: Feed) -> FeedReplicator:
+        return self.peer.replicators.get(feed)
+
+    def _attach(self, feed: Feed) -> PeerFeed:
+        pf = self.feeds.get(feed.key)
+        if pf is None:
+            rep = self._replicator(feed)
+            pf = PeerFeed(self, rep)
+            self.feeds[feed.key] = pf
+            rep.add_peer(pf)
+        return pf
+
+    def offer(self, feed: Feed) -> None:
+        """A feed joined the group locally: tell the peer about it."""
+        if not self.live or feed.key in self.feeds:
+            return
+        self.peer.post(m.Feeds(self.local_id, ((feed.key, self.group.tag(feed)),)))
+        self._attach(feed)
+        self._send_full_have(feed)
+
+    def _send_full_have(self, feed: Feed) -> None:
+        ranges = list(feed.have)
+        for k in range(0, max(len(ranges), 1), m.MAX_RANGES):
+            chunk = tuple(ranges[k:k + m.MAX_RANGES])
+            self.peer.post(m.Have(self.local_id, feed.key, feed.length, chunk, incremental=k > 0))
+
+    def announce(self, feed: Feed, start: int, end: int) -> None:
+        """Tell the peer we now hold ``[start, end)`` (coalesced until the loop is idle)."""
+        if not self.live:
+            return
+        self._pending_have.setdefault(feed.key, RangeSet()).add(start, end)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.peer.call_soon(self._flush_have)
+
+    def _flush_have(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending_have = self._pending_have, {}
+        if not self.live:
+            return
+        for key, ranges in pending.items():
+            pf = self.feeds.get(key)
+            if pf is None:
+                continue
+            rs = list(ranges)
+            for k in range(0, len(rs), m.MAX_RANGES):
+                self.peer.post(m.Have(self.local_id, key, pf.feed.length,
+                                      tuple(rs[k:k + m.MAX_RANGES]), incremental=True))
+
+    # -- requests we make ---------------------------------------------------------------------
+
+    def can_request(self) -> bool:
+        return self.live and self.peer.can_request()
+
+    def request(self, feed_key: bytes, start: int, end: int) -> int:
+        request_id = self.peer.next_request_id()
+        self.peer.post(m.Request(self.local_id, request_id, feed_key, start, end))
+        return request_id
+
+    # -- messages -------------------------------------------------------------------------------
+
+    async def on_feeds(self, msg: m.Feeds) -> None:
+        for key, tag in msg.feeds:
+            if key in self.feeds:
+                continue
+            feed = await self.group.accept_feed(key, tag)
+            if feed is not None and self.live:
+                self._attach(feed)
+                self._send_full_have(feed)
+
+    def on_have(self, msg: m.Have) -> None:
+        pf = self.feeds.get(msg.feed)
+        if pf is None:
+            return  # a feed we did not accept
+        if not msg.incremental:
+            pf.remote_have = RangeSet()
+        for start, end in msg.ranges:
+            pf.remote_have.add(start, end)
+        pf.remote_length = max(pf.remote_length, msg.length)
+        pf.replicator.schedule()
+
+    def find_feed(self, key: bytes) -> Feed | None:
+        pf = self.feeds.get(key)
+        return pf.feed if pf is not None else None
+
+    async def on_data(self, msg: m.Data) -> None:
+        pf = self.feeds.get(msg.feed)
+        req = pf.requests.get(msg.id) if pf is not None else None
+        if pf is None or req is None:
+            raise RemoteProtocolError("data that was not requested")
+        start, end = req
+        if msg.start != start or len(msg.entries) > end - start:
+            raise RemoteProtocolError("data does not match its request")
+        self.peer.request_done()
+        try:
+            await pf.feed.put_range(msg.start, msg.entries, Proof(msg.length, msg.signature, msg.nodes))
+        except VerificationError as e:
+            raise RemoteProtocolError(f"peer sent data that does not verify: {e}") from None
+        except StorageError:
+            pf.replicator.on_response(pf, msg.id, 0, 0)
+            raise
+        pf.replicator.on_response(pf, msg.id, len(msg.entries), sum(map(len, msg.entries)))
+
+    def on_no_data(self, msg: m.NoData) -> None:
+        for pf in self.feeds.values():
+            if msg.id in pf.requests:
+                self.peer.request_done()
+                pf.replicator.on_response(pf, msg.id, 0, 0)
+                return
+        raise RemoteProtocolError("no-data for a request that was not made")

@@ -1,0 +1,79 @@
+"""Errors raised by the network layer.
+
+``RemoteProtocolError`` and its subclasses mean the *remote* side misbehaved (malformed
+frames, a bad capability, unverifiable data): the connection to it is closed. Everything else
+is about our side or the network itself.
+"""
+
+from __future__ import annotations
+
+
+class NetworkError(Exception):
+    """A network operation failed."""
+
+    code = "network_error"
+
+
+class AddressError(NetworkError, ValueError):
+    """An address could not be parsed; the message names the bad part."""
+
+    code = "bad_address"
+
+
+class KeyEncodingError(NetworkError, ValueError):
+    """A key in text form is not valid base32 of the right length."""
+
+    code = "bad_key"
+
+
+class IdentityError(NetworkError):
+    """The device identity file is missing, unreadable or malformed."""
+
+    code = "bad_identity"
+
+
+class HandshakeError(NetworkError):
+    """The Noise handshake failed."""
+
+    code = "handshake_failed"
+
+
+class HandshakeTimeoutError(HandshakeError):
+    """The peer did not complete the handshake in time."""
+
+    code = "handshake_timeout"
+
+
+class PeerKeyMismatchError(HandshakeError):
+    """The peer's key differs from the key in the address that was dialed."""
+
+    code = "peer_key_mismatch"
+
+
+class DialError(NetworkError):
+    """Every alternative of an address failed to connect; ``reasons`` says why, per
+    alternative."""
+
+    code = "dial_failed"
+
+    def __init__(self, message: str, reasons: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or []
+
+
+class ConnectionClosedError(NetworkError):
+    """The connection is closed."""
+
+    code = "connection_closed"
+
+
+class MessageTooLargeError(NetworkError):
+    """A message is larger than the protocol allows."""
+
+    code = "message_too_large"
+
+
+class RemoteProtocolError(NetworkError):
+    """The remote peer broke the protocol; it is disconnected."""
+
+    code = "remote_protocol_error"

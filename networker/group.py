@@ -1,0 +1,80 @@
+"""What replication needs to know about a group, injected from above.
+
+The network layer replicates the feeds of a *group* (one namespace in the store) with every
+peer that opens a channel for the same discovery key. Which feeds belong to the group, and
+whether a feed a peer offers may join it, is the group layer's business (membership tags live in
+cobox/); the network layer only asks through the :class:`Group` protocol.
+
+:class:`OpenGroup` is the plain implementation: every feed of the namespace is offered, and
+every feed a peer offers on a capability-checked channel is accepted. It is what the network
+tests and benchmarks use, and what a group without membership tags amounts to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from storage import Feed, Store
+
+from .keys import GroupKeys
+
+
+class Group(Protocol):
+    discovery_key: bytes
+    replication_key: bytes
+
+    def feeds(self) -> list[Feed]:
+        """The local feeds to replicate for this group."""
+        ...
+
+    def tag(self, feed: Feed) -> bytes:
+        """The membership tag offered with ``feed`` (empty if none)."""
+        ...
+
+    async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
+        """The local replica of a feed a peer offers, or ``None`` to refuse it."""
+        ...
+
+    def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
+        """Call ``callback`` whenever a feed joins the group locally."""
+        ...
+
+
+class OpenGroup:
+    """A group that replicates every feed of its namespace and accepts every offered feed."""
+
+    def __init__(self, store: Store, keys: GroupKeys, namespace: str | None = None) -> None:
+        self.store = store
+        self.keys = keys
+        self.discovery_key = keys.discovery_key
+        self.replication_key = keys.replication_key
+        self.namespace = namespace if namespace is not None else keys.discovery_key.hex()
+        self._callbacks: list[Callable[[Feed], None]] = []
+
+    def feeds(self) -> list[Feed]:
+        return self.store.feeds(self.namespace)
+
+    def tag(self, feed: Feed) -> bytes:
+        return b""
+
+    async def create_feed(self) -> Feed:
+        feed = await self.store.create_feed(self.namespace)
+        self._added(feed)
+        return feed
+
+    async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
+        known = any(f.key == key for f in self.feeds())
+        feed = await self.store.open_feed(key, self.namespace)
+        if feed.namespace != self.namespace:
+            return None  # the same feed key in another group: keep groups apart
+        if not known:
+            self._added(feed)
+        return feed
+
+    def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
+        self._callbacks.append(callback)
+
+    def _added(self, feed: Feed) -> None:
+        for cb in list(self._callbacks):
+            cb(feed)

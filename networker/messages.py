@@ -1,0 +1,256 @@
+"""Every message cobox peers exchange inside a Noise session, and its encoding.
+
+Encoding
+--------
+A message is one msgpack array ``[type, channel, field...]``: ``type`` is the small integer
+below, ``channel`` the *sender's* number for the channel it belongs to (0 for the connection
+itself). The protocol version is bound into the Noise prologue (``cobox/1``), so a peer that
+speaks another version fails the handshake instead of misreading messages.
+
+Decoding is strict: unknown types, wrong field counts or types, out-of-range integers and
+oversized fields raise :class:`DecodeError` (a ``RemoteProtocolError``: the peer is
+disconnected). Limits are checked both on decode and, as a guard against our own bugs, on encode.
+
+Channel life: each side sends ``Open(channel, discovery_key, capability)``; the channel is live
+once both have. Then ``Feeds`` (which feed keys each holds for the group), ``Have`` (per feed:
+signed length and stored ranges, sent on open and after every change), ``Request`` /
+``Data`` / ``NoData`` for ranges of entries with their proof, and ``Close``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import msgpack
+
+from .errors import RemoteProtocolError
+
+KEY_BYTES = 32
+MAX_CHANNELS = 256
+MAX_FEEDS = 1024
+MAX_RANGES = 1024
+MAX_ENTRIES = 4096
+MAX_PROOF_NODES = 256
+MAX_REASON = 200
+MAX_INT = (1 << 63) - 1
+MAX_DATA_BYTES = 6 * 1024 * 1024  # below the transport's 8 MiB message cap
+
+
+class DecodeError(RemoteProtocolError):
+    """The peer sent a message that is not valid cobox protocol."""
+
+    code = "bad_message"
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise DecodeError(what)
+
+
+def _int(v: object, what: str, lo: int = 0, hi: int = MAX_INT) -> int:
+    _check(type(v) is int and lo <= v <= hi, f"{what}: expected an integer in [{lo}, {hi}]")
+    return v  # type: ignore[return-value]
+
+
+def _key(v: object, what: str) -> bytes:
+    _check(type(v) is bytes and len(v) == KEY_BYTES, f"{what}: expected {KEY_BYTES} bytes")
+    return v  # type: ignore[return-value]
+
+
+def _bytes(v: object, what: str, max_len: int) -> bytes:
+    _check(type(v) is bytes and len(v) <= max_len, f"{what}: expected at most {max_len} bytes")
+    return v  # type: ignore[return-value]
+
+
+def _str(v: object, what: str, max_len: int) -> str:
+    _check(type(v) is str and len(v) <= max_len, f"{what}: expected text of at most {max_len}")
+    return v  # type: ignore[return-value]
+
+
+def _list(v: object, what: str, max_len: int) -> list:
+    _check(type(v) is list and len(v) <= max_len, f"{what}: expected a list of at most {max_len}")
+    return v  # type: ignore[return-value]
+
+
+def _ranges(v: object) -> tuple[tuple[int, int], ...]:
+    out = []
+    for r in _list(v, "ranges", MAX_RANGES):
+        pair = _list(r, "range", 2)
+        _check(len(pair) == 2, "range: expected [start, end]")
+        s, e = _int(pair[0], "range start"), _int(pair[1], "range end")
+        _check(s < e, "range: start must be below end")
+        out.append((s, e))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    type_id: ClassVar[int] = 1
+    channel: int
+    discovery_key: bytes
+    capability: bytes
+
+    def fields(self) -> list:
+        return [self.discovery_key, self.capability]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Open:
+        return cls(channel, _key(f[0], "discovery key"), _key(f[1], "capability"))
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    type_id: ClassVar[int] = 2
+    channel: int
+    reason: str = ""
+
+    def fields(self) -> list:
+        return [self.reason]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Close:
+        return cls(channel, _str(f[0], "reason", MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class Feeds:
+    """The feeds the sender holds for the channel's group: ``(feed key, membership tag)``;
+    the tag is empty where the sender has none to offer."""
+
+    type_id: ClassVar[int] = 3
+    channel: int
+    feeds: tuple[tuple[bytes, bytes], ...]
+
+    def fields(self) -> list:
+        return [[[k, t] for k, t in self.feeds]]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Feeds:
+        out = []
+        for item in _list(f[0], "feeds", MAX_FEEDS):
+            pair = _list(item, "feed", 2)
+            _check(len(pair) == 2, "feed: expected [key, tag]")
+            out.append((_key(pair[0], "feed key"), _bytes(pair[1], "membership tag", KEY_BYTES)))
+        return cls(channel, tuple(out))
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    """The sender's signed length of a feed and the ranges of entries it stores. ``ranges``
+    lists what is new since the last ``Have`` when ``incremental``, else everything."""
+
+    type_id: ClassVar[int] = 4
+    channel: int
+    feed: bytes
+    length: int
+    ranges: tuple[tuple[int, int], ...]
+    incremental: bool = False
+
+    def fields(self) -> list:
+        return [self.feed, self.length, [list(r) for r in self.ranges], self.incremental]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Have:
+        _check(type(f[3]) is bool, "incremental: expected a boolean")
+        return cls(channel, _key(f[0], "feed key"), _int(f[1], "length"), _ranges(f[2]), f[3])
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    type_id: ClassVar[int] = 5
+    channel: int
+    id: int
+    feed: bytes
+    start: int
+    end: int
+
+    def fields(self) -> list:
+        return [self.id, self.feed, self.start, self.end]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Request:
+        start, end = _int(f[2], "start"), _int(f[3], "end")
+        _check(start < end, "request: start must be below end")
+        return cls(channel, _int(f[0], "request id"), _key(f[1], "feed key"), start, end)
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Entries ``[start, start + len(entries))`` of a feed with their proof: the length of the
+    signed tree, its signature, and the proof nodes ``(index, hash)``."""
+
+    type_id: ClassVar[int] = 6
+    channel: int
+    id: int
+    feed: bytes
+    start: int
+    entries: tuple[bytes, ...]
+    length: int
+    signature: bytes
+    nodes: tuple[tuple[int, bytes], ...]
+
+    def fields(self) -> list:
+        return [self.id, self.feed, self.start, list(self.entries), self.length, self.signature,
+                [list(n) for n in self.nodes]]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Data:
+        entries = _list(f[3], "entries", MAX_ENTRIES)
+        _check(len(entries) > 0, "data: no entries")
+        total = 0
+        for e in entries:
+            _check(type(e) is bytes, "entry: expected bytes")
+            total += len(e)
+        _check(total <= MAX_DATA_BYTES, "data: too many bytes")
+        nodes = []
+        for n in _list(f[6], "proof nodes", MAX_PROOF_NODES):
+            pair = _list(n, "proof node", 2)
+            _check(len(pair) == 2, "proof node: expected [index, hash]")
+            nodes.append((_int(pair[0], "node index"), _key(pair[1], "node hash")))
+        return cls(channel, _int(f[0], "request id"), _key(f[1], "feed key"), _int(f[2], "start"),
+                   tuple(entries), _int(f[4], "length"), _bytes(f[5], "signature", 64), tuple(nodes))
+
+
+@dataclass(frozen=True, slots=True)
+class NoData:
+    type_id: ClassVar[int] = 7
+    channel: int
+    id: int
+    reason: str = ""
+
+    def fields(self) -> list:
+        return [self.id, self.reason]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> NoData:
+        return cls(channel, _int(f[0], "request id"), _str(f[1], "reason", MAX_REASON))
+
+
+Message = Open | Close | Feeds | Have | Request | Data | NoData
+
+_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData)}
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 4, Data: 7, NoData: 2}
+
+
+def encode(msg: Message) -> bytes:
+    return msgpack.packb([msg.type_id, msg.channel, *msg.fields()], use_bin_type=True)
+
+
+def decode(data: bytes) -> Message:
+    """Parse one message; raise :class:`DecodeError` on anything malformed."""
+    try:
+        obj = msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True,
+            max_bin_len=MAX_DATA_BYTES, max_str_len=MAX_REASON * 4,
+            max_array_len=max(MAX_ENTRIES, MAX_RANGES, MAX_FEEDS) + 8, max_map_len=0, max_ext_len=0,
+        )
+    except Exception as e:  # msgpack raises a zoo of types for bad input
+        raise DecodeError(f"undecodable message: {type(e).__name__}") from None
+    _check(type(obj) is list and len(obj) >= 2, "message: expected [type, channel, ...]")
+    cls = _TYPES.get(obj[0]) if type(obj[0]) is int else None
+    _check(cls is not None, f"unknown message type {obj[0]!r}")
+    fields = obj[2:]
+    _check(len(fields) == _FIELD_COUNT[cls], f"{cls.__name__}: wrong number of fields")  # type: ignore[index]
+    channel = _int(obj[1], "channel", 0, MAX_CHANNELS)
+    return cls.parse(channel, fields)  # type: ignore[union-attr]

@@ -1,0 +1,318 @@
+"""One connection to one peer: the channel mux, the request server and the I/O loops.
+
+Theory of operation
+-------------------
+A :class:`Peer` wraps an authenticated connection (anything with ``send(bytes)``, ``recv()``,
+``close()``, ``handshake_hash``, ``is_initiator`` and ``remote_peer_id``: a Noise
+``SecureConnection``, or an in-memory pipe in tests) and runs three tasks:
+
+- the *reader* decodes each message and dispatches it; it handles one message at a time, so a
+  peer that sends faster than we verify and store is slowed by TCP flow control, not buffered;
+- the *writer* sends queued control messages first, then bulk ``Data``; control messages are
+  small and bounded by design (requests by the in-flight cap, ``Have`` coalesced per tick);
+- the *server* answers the peer's requests one at a time from a queue of at most
+  ``MAX_PEER_REQUESTS``; a peer that has more requests outstanding breaks the protocol.
+
+Channels: our ``Open`` carries our channel number, the discovery key and
+``caps.capability(replication_key, handshake_hash, we_are_initiator)``. The remote's ``Open``
+is checked against the same handshake hash with *its* role, so a proof copied from another
+connection, or made without the replication key, fails and the connection is closed. An
+``Open`` for a group we have not joined is remembered (bounded) and checked if we join later.
+
+Any :class:`RemoteProtocolError` (a malformed message, a bad capability, unrequested or
+unverifiable data, a fork) closes the connection with the reason logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from storage import Feed
+from storage.errors import StorageError
+
+from . import caps
+from . import messages as m
+from .channel import Channel
+from .errors import ConnectionClosedError, NetworkError, RemoteProtocolError
+from .group import Group
+from .replicator import FeedReplicator
+
+log = logging.getLogger(__name__)
+
+MAX_OUTSTANDING = 16      # our requests in flight to one peer
+MAX_PEER_REQUESTS = 64    # the peer's requests we queue before calling it a protocol breach
+MAX_PENDING_OPENS = 64
+SERVE_BYTES = 1024 * 1024  # bytes of entries per Data message we send
+
+
+class Connection(Protocol):
+    handshake_hash: bytes
+    is_initiator: bool
+    remote_peer_id: bytes
+
+    async def send(self, data: bytes) -> None: ...
+    async def recv(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class Replicators:
+    """The one :class:`FeedReplicator` per local feed, shared by all peers."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, FeedReplicator] = {}
+
+    def get(self, feed: Feed) -> FeedReplicator:
+        rep = self._by_key.get(feed.key)
+        if rep is None:
+            rep = self._by_key[feed.key] = FeedReplicator(feed)
+        return rep
+
+    def find(self, key: bytes) -> FeedReplicator | None:
+        return self._by_key.get(key)
+
+    def close(self) -> None:
+        for rep in self._by_key.values():
+            rep.close()
+        self._by_key.clear()
+
+
+class Peer:
+    def __init__(
+        self,
+        conn: Connection,
+        replicators: Replicators,
+        find_group: Callable[[bytes], Group | None],
+    ) -> None:
+        self.conn = conn
+        self.remote_peer_id = conn.remote_peer_id
+        self.replicators = replicators
+        self._find_group = find_group
+        self.channels: dict[int, Channel] = {}           # by our channel number
+        self._remote_channels: dict[int, Channel] = {}   # by the peer's channel number
+        self._by_topic: dict[bytes, Channel] = {}
+        self._pending_opens: dict[bytes, m.Open] = {}
+        self._control: collections.deque[m.Message] = collections.deque()
+        self._bulk: collections.deque[m.Message] = collections.deque()
+        self._wake = asyncio.Event()
+        self._bulk_room = asyncio.Event()
+        self._bulk_room.set()
+        self._requests: asyncio.Queue[tuple[Channel, m.Request]] = asyncio.Queue()
+        self._outstanding = 0
+        self._next_request = 0
+        self._next_channel = 1
+        self._tasks: list[asyncio.Task[None]] = []
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.loop = asyncio.get_running_loop()
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.remote_peer_id.hex()[:16]}>"
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, coro in (("reader", self._read_loop()), ("writer", self._write_loop()),
+                           ("server", self._serve_loop())):
+            task = self.loop.create_task(coro, name=f"peer-{name}")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, ConnectionClosedError):
+            self.close("connection closed by peer")
+        elif isinstance(exc, RemoteProtocolError):
+            log.warning("peer %s misbehaved, disconnecting: %s", self, exc)
+            self.close(f"protocol error: {exc}")
+        elif isinstance(exc, NetworkError | OSError):
+            self.close(f"connection lost: {exc}")
+        elif isinstance(exc, StorageError):
+            log.error("local storage error while replicating with %s: %s", self, exc)
+            self.close(f"local storage error: {exc}")
+        else:
+            log.error("bug while talking to %s", self, exc_info=exc)
+            self.close(f"internal error: {type(exc).__name__}")
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        for ch in list(self.channels.values()):
+            ch.close()
+        for t in self._tasks:
+            t.cancel()
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- channels ---------------------------------------------------------------------------
+
+    def open(self, group: Group) -> Channel:
+        """Open the group's channel (idempotent)."""
+        ch = self._by_topic.get(group.discovery_key)
+        if ch is None:
+            if len(self.channels) >= m.MAX_CHANNELS:
+                raise NetworkError("too many channels on one connection")
+            ch = Channel(self, group, self._next_channel)
+            self._next_channel += 1
+            self.channels[ch.local_id] = ch
+            self._by_topic[group.discovery_key] = ch
+        if not ch.opened_locally:
+            ch.opened_locally = True
+            proof = caps.capability(group.replication_key, self.conn.handshake_hash, self.conn.is_initiator)
+            self.post(m.Open(ch.local_id, group.discovery_key, proof))
+            pending = self._pending_opens.pop(group.discovery_key, None)
+            if pending is not None:
+                self._on_open(pending)
+        return ch
+
+    def close_channel(self, discovery_key: bytes, reason: str = "") -> None:
+        ch = self._by_topic.pop(discovery_key, None)
+        if ch is None:
+            return
+        self.post(m.Close(ch.local_id, reason))
+        ch.close()
+        self.channels.pop(ch.local_id, None)
+        if ch.remote_id is not None:
+            self._remote_channels.pop(ch.remote_id, None)
+
+    def _on_open(self, msg: m.Open) -> None:
+        group = self._find_group(msg.discovery_key)
+        if group is None:
+            if len(self._pending_opens) >= MAX_PENDING_OPENS:
+                raise RemoteProtocolError("too many channels opened for unknown groups")
+            self._pending_opens[msg.discovery_key] = msg
+            return
+        if not caps.verify_capability(group.replication_key, self.conn.handshake_hash,
+                                      not self.conn.is_initiator, msg.capability):
+            raise RemoteProtocolError("channel capability does not verify")
+        if msg.channel in self._remote_channels:
+            raise RemoteProtocolError("channel number reused")
+        ch = self._by_topic.get(group.discovery_key)
+        if ch is None or not ch.opened_locally:
+            ch = self.open(group)  # a group we hold: answer the open
+        if ch.remote_id is not None:
+            raise RemoteProtocolError("channel opened twice")
+        ch.remote_id = msg.channel
+        self._remote_channels[msg.channel] = ch
+        ch.start()
+
+    # -- outgoing -----------------------------------------------------------------------------
+
+    def post(self, msg: m.Message) -> None:
+        """Queue a control message (never blocks)."""
+        if self.closed.is_set():
+            return
+        self._control.append(msg)
+        self._wake.set()
+
+    async def _post_bulk(self, msg: m.Message) -> None:
+        """Queue a Data message, waiting while one is already waiting to be sent."""
+        while self._bulk and not self.closed.is_set():
+            self._bulk_room.clear()
+            await self._bulk_room.wait()
+        self._bulk.append(msg)
+        self._wake.set()
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.loop.call_soon(fn)
+
+    def can_request(self) -> bool:
+        return self._outstanding < MAX_OUTSTANDING and not self.closed.is_set()
+
+    def next_request_id(self) -> int:
+        self._outstanding += 1
+        self._next_request += 1
+        return self._next_request
+
+    def request_done(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding == MAX_OUTSTANDING - 1:
+            for ch in self.channels.values():
+                for pf in ch.feeds.values():
+                    pf.replicator.schedule()
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._control and not self._bulk:
+                self._wake.clear()
+                await self._wake.wait()
+            if self._control:
+                msg = self._control.popleft()
+            else:
+                msg = self._bulk.popleft()
+                self._bulk_room.set()
+            await self.conn.send(m.encode(msg))
+
+    # -- incoming -----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            data = await self.conn.recv()
+            await self._dispatch(m.decode(data))
+
+    async def _dispatch(self, msg: m.Message) -> None:
+        if isinstance(msg, m.Open):
+            self._on_open(msg)
+            return
+        ch = self._remote_channels.get(msg.channel)
+        if ch is None:
+            if isinstance(msg, m.Close):
+                return
+            raise RemoteProtocolError(f"{type(msg).__name__} on a channel that is not open")
+        if isinstance(msg, m.Close):
+            self._remote_channels.pop(msg.channel, None)
+            self._by_topic.pop(ch.group.discovery_key, None)
+            self.channels.pop(ch.local_id, None)
+            ch.close()
+        elif isinstance(msg, m.Feeds):
+            await ch.on_feeds(msg)
+        elif isinstance(msg, m.Have):
+            ch.on_have(msg)
+        elif isinstance(msg, m.Request):
+            if self._requests.qsize() >= MAX_PEER_REQUESTS:
+                raise RemoteProtocolError("too many requests in flight")
+            self._requests.put_nowait((ch, msg))
+        elif isinstance(msg, m.Data):
+            await ch.on_data(msg)
+        elif isinstance(msg, m.NoData):
+            ch.on_no_data(msg)
+
+    # -- serving ------------------------------------------------------------------------------
+
+    async def _serve_loop(self) -> None:
+        while True:
+            ch, req = await self._requests.get()
+            await self._serve(ch, req)
+
+    async def _serve(self, ch: Channel, req: m.Request) -> None:
+        feed = ch.find_feed(req.feed)
+        if feed is None or not ch.live:
+            self.post(m.NoData(ch.local_id, req.id, "unknown feed"))
+            return
+        # Serve the longest stored prefix of the range that fits one message.
+        end = min(req.end, feed.have.contiguous_from(req.start), req.start + m.MAX_ENTRIES)
+        if end <= req.start:
+            self.post(m.NoData(ch.local_id, req.id, "not stored here"))
+            return
+        try:
+            entries = await feed.get_range(req.start, end, max_bytes=SERVE_BYTES)
+            proof = await feed.proof(req.start, req.start + len(entries))
+        except StorageError as e:
+            self.post(m.NoData(ch.local_id, req.id, e.code))
+            return
+        await self._post_bulk(m.Data(ch.local_id, req.id, feed.key, req.start, tuple(entries),
+                                     proof.length, proof.signature, proof.nodes))

@@ -1,0 +1,149 @@
+"""Downloading one feed from every peer that has it.
+
+Theory of operation
+-------------------
+There is one :class:`FeedReplicator` per local feed, shared by every channel (peer) that
+replicates it, and one :class:`PeerFeed` per (channel, feed): what that peer says it stores
+(``Have``) and which of our requests it has not answered yet.
+
+``schedule()`` hands out work: for each peer with request slots free, the first range the peer
+has, we lack, nobody is already fetching, and (for a sparse download) we want. Requests are
+ranges of up to ``batch`` entries, sized from the entry sizes seen so far so that one response
+carries about ``REQUEST_BYTES``. Because in-flight ranges are tracked per feed, not per peer,
+several peers holding the same feed are asked for different ranges in parallel, and nothing is
+fetched twice. When a response arrives (or a peer goes away, or answers ``NoData``) its range
+is released and ``schedule()`` runs again. After a reconnect the same computation simply starts
+from what the store already holds.
+
+Local changes (our appends, verified downloads) are announced to every peer as incremental
+``Have`` messages, coalesced per event-loop tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from storage import Feed, FeedEvent, RangeSet
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+REQUEST_BYTES = 1024 * 1024
+MAX_REQUEST_ENTRIES = 1024
+FIRST_REQUEST_ENTRIES = 64
+
+
+class PeerFeed:
+    """One peer's view of one feed, as far as we know it."""
+
+    def __init__(self, channel: Channel, replicator: FeedReplicator) -> None:
+        self.channel = channel
+        self.replicator = replicator
+        self.remote_length = 0
+        self.remote_have = RangeSet()
+        self.requests: dict[int, tuple[int, int]] = {}  # request id -> [start, end)
+
+    @property
+    def feed(self) -> Feed:
+        return self.replicator.feed
+
+
+class FeedReplicator:
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self.peers: list[PeerFeed] = []
+        self.inflight = RangeSet()
+        self.wanted: RangeSet | None = None  # None: everything any peer has
+        self.entries_received = 0
+        self._bytes_received = 0
+        self._unlisten = feed.listen(self._on_change)
+        self._rotation = 0
+
+    def close(self) -> None:
+        self._unlisten()
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def add_peer(self, peer: PeerFeed) -> None:
+        self.peers.append(peer)
+
+    def remove_peer(self, peer: PeerFeed) -> None:
+        if peer in self.peers:
+            self.peers.remove(peer)
+        for start, end in peer.requests.values():
+            self.inflight.remove(start, end)
+        peer.requests.clear()
+        self.schedule()
+
+    # -- what to download -------------------------------------------------------------------
+
+    def want(self, start: int, end: int) -> None:
+        """Download only what is asked for (sparse): add ``[start, end)`` to the wanted set."""
+        if self.wanted is None:
+            self.wanted = RangeSet()
+        self.wanted.add(start, end)
+        self.schedule()
+
+    def want_all(self) -> None:
+        self.wanted = None
+        self.schedule()
+
+    def missing_from(self, peer: PeerFeed) -> int:
+        """How many entries ``peer`` has that we lack (and want)."""
+        return sum(e - s for s, e in self._gaps(peer))
+
+    def _gaps(self, peer: PeerFeed) -> Iterator[tuple[int, int]]:
+        for start, end in peer.remote_have:
+            for ms, me in self.feed.have.missing(start, end):
+                if self.wanted is None:
+                    yield ms, me
+                else:
+                    yield from self.wanted.intersection(ms, me)
+
+    def _next_range(self, peer: PeerFeed) -> tuple[int, int] | None:
+        for start, end in self._gaps(peer):
+            for gs, ge in self.inflight.missing(start, end):
+                return gs, min(ge, gs + self._batch())
+        return None
+
+    def _batch(self) -> int:
+        if self.entries_received == 0:
+            return FIRST_REQUEST_ENTRIES
+        avg = max(self._bytes_received // self.entries_received, 1)
+        return max(1, min(MAX_REQUEST_ENTRIES, REQUEST_BYTES // avg))
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """Send requests to every peer with free slots for ranges nobody is fetching yet."""
+        if self.feed.writable or not self.peers:
+            return
+        n = len(self.peers)
+        self._rotation = (self._rotation + 1) % n
+        for k in range(n):
+            peer = self.peers[(self._rotation + k) % n]
+            while peer.channel.can_request():
+                r = self._next_range(peer)
+                if r is None:
+                    break
+                self.inflight.add(*r)
+                peer.requests[peer.channel.request(self.feed.key, *r)] = r
+
+    def on_response(self, peer: PeerFeed, request_id: int, received: int, nbytes: int) -> None:
+        """A request was answered (``received`` entries of it, ``nbytes`` bytes) or refused."""
+        start, end = peer.requests.pop(request_id)
+        self.inflight.remove(start, end)
+        self.entries_received += received
+        self._bytes_received += nbytes
+        if received < end - start:
+            # The peer no longer offers the rest (or never had it): don't ask it again.
+            peer.remote_have.remove(start + received, end)
+        self.schedule()
+
+    # -- local changes ----------------------------------------------------------------------
+
+    def _on_change(self, event: FeedEvent) -> None:
+        for peer in self.peers:
+            peer.channel.announce(self.feed, event.start, event.end)
+        self.schedule()

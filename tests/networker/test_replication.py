@@ -1,0 +1,239 @@
+"""Replication between nodes over in-memory connections (no sockets): feed exchange, live
+appends, sparse downloads, several sources, resume, and misbehaving peers."""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import AsyncIterator
+
+import msgpack
+import pytest
+
+from networker import messages as m
+from networker.group import OpenGroup
+from networker.keys import GroupKeys
+from networker.node import Node
+from storage import Store
+from tests.helpers import memory_pair, until
+
+
+class Device:
+    def __init__(self, node: Node, store: Store, group: OpenGroup) -> None:
+        self.node = node
+        self.store = store
+        self.group = group
+
+    @property
+    def id(self) -> bytes:
+        return self.node.peer_id
+
+
+@pytest.fixture
+async def make_device(tmp_path) -> AsyncIterator:
+    made: list[Device] = []
+    address = os.urandom(32)
+
+    async def make(name: str, group_address: bytes | None = None) -> Device:
+        store = await Store.open(tmp_path / name)
+        node = Node(types.SimpleNamespace(peer_id=os.urandom(32)), store)  # type: ignore[arg-type]
+        group = OpenGroup(store, GroupKeys.from_address(group_address or address))
+        node.join(group)
+        dev = Device(node, store, group)
+        made.append(dev)
+        return dev
+
+    yield make
+    for dev in made:
+        await dev.node.close()
+        await dev.store.close()
+
+
+def connect(a: Device, b: Device, **kw):
+    ca, cb = memory_pair(a.id, b.id, **kw)
+    pa = a.node.add_connection(ca)
+    pb = b.node.add_connection(cb)
+    return pa, pb
+
+
+def entries(n: int, tag: str = "e") -> list[bytes]:
+    return [f"{tag}-{i}".encode() * (1 + i % 7) for i in range(n)]
+
+
+def replica(dev: Device, key: bytes):
+    return next(f for f in dev.store.feeds() if f.key == key)
+
+
+def has_feed(dev: Device, key: bytes, length: int) -> bool:
+    f = next((f for f in dev.store.feeds() if f.key == key), None)
+    return f is not None and f.contiguous_length >= length
+
+
+async def test_one_writer_one_reader(make_device):
+    a, b = await make_device("a"), await make_device("b")
+    feed = await a.group.create_feed()
+    data = entries(500)
+    for k in range(0, 500, 50):
+        await feed.append(data[k:k + 50])
+    connect(a, b)
+    await until(lambda: has_feed(b, feed.key, 500), what="b to replicate a's feed")
+    r = replica(b, feed.key)
+    assert await r.get_range(0, 500) == data
+    assert r.length == 500 and not r.writable and r.namespace == b.group.namespace
+
+
+async def test_writers_on_both_sides_and_live_appends(make_device):
+    a, b = await make_device("a"), await make_device("b")
+    fa, fb = await a.group.create_feed(), await b.group.create_feed()
+    await fa.append(entries(10, "a"))
+    connect(a, b)
+    await until(lambda: has_feed(b, fa.key, 10) and has_feed(a, fb.key, 0), what="feed exchange")
+    # Live: appends after the channel is up propagate both ways.
+    for k in range(20):
+        await fa.append([f"a-live-{k}".encode()])
+        await fb.append([f"b-live-{k}".encode()])
+    await until(lambda: has_feed(b, fa.key, 30) and has_feed(a, fb.key, 20), what="live appends")
+    assert await replica(b, fa.key).get(29) == b"a-live-19"
+    assert await replica(a, fb.key).get(19) == b"b-live-19"
+
+
+async def test_multifeed_gossip_through_a_middle_peer(make_device):
+    """C only talks to B, yet gets A's feed: B offers every feed it holds for the group."""
+    a, b, c = await make_device("a"), await make_device("b"), await make_device("c")
+    fa = await a.group.create_feed()
+    await fa.append(entries(40))
+    connect(a, b)
+    connect(b, c)
+    await until(lambda: has_feed(c, fa.key, 40), what="c to get a's feed via b")
+    await fa.append([b"more"])
+    await until(lambda: has_feed(c, fa.key, 41), what="live append to reach c via b")
+
+
+async def test_sparse_download_fetches_only_the_wanted_range(make_device):
+    a, b = await make_device("a"), await make_device("b")
+    fa = await a.group.create_feed()
+    await fa.append(entries(300))
+    rb = await b.store.open_feed(fa.key, b.group.namespace)
+    b.node.replicators.get(rb).want(100, 120)
+    connect(a, b)
+    await until(lambda: rb.have.contains_range(100, 120), what="sparse range")
+    assert list(rb.have) == [(100, 120)]
+    assert await rb.get_range(100, 120) == (await fa.get_range(100, 120))
+
+
+async def test_several_sources_are_asked_in_parallel(make_device):
+    a, b, c = await make_device("a"), await make_device("b"), await make_device("c")
+    fa = await a.group.create_feed()
+    await fa.append(entries(4000))
+    connect(a, b)
+    await until(lambda: has_feed(b, fa.key, 4000), what="b to get everything")
+    # C connects to both holders; count the Data messages each one sends.
+    pa, _ = connect(a, c)
+    pb, _ = connect(b, c)
+    await until(lambda: has_feed(c, fa.key, 4000), what="c to get everything")
+    served = {name: sum(1 for d in p.conn.sent if msgpack.unpackb(d)[0] == m.Data.type_id)
+              for name, p in (("a", pa), ("b", pb))}
+    assert served["a"] > 0 and served["b"] > 0, served
+
+
+async def test_resume_fetches_nothing_twice(make_device):
+    a, b = await make_device("a"), await make_device("b")
+    fa = await a.group.create_feed()
+    data = entries(3000)
+    for k in range(0, 3000, 500):
+        await fa.append(data[k:k + 500])
+    pa, _ = connect(a, b)
+    await until(lambda: has_feed(b, fa.key, 1) and len(replica(b, fa.key).have) >= 300,
+                what="part of the feed")
+    pa.close("test: cut mid-transfer")
+    await until(lambda: not b.node.peers, what="b to notice the disconnect")
+    got_before = len(replica(b, fa.key).have)
+    assert got_before < 3000
+    pa2, _ = connect(a, b)
+    await until(lambda: has_feed(b, fa.key, 3000), what="resume")
+    sent_after = sum(len(msgpack.unpackb(d)[5]) for d in pa2.conn.sent
+                     if msgpack.unpackb(d)[0] == m.Data.type_id)
+    assert sent_after == 3000 - got_before
+    assert await replica(b, fa.key).get_range(0, 3000) == data
+
+
+async def test_peer_without_replication_key_cannot_open_channel(make_device):
+    a = await make_device("a")
+    intruder = await make_device("x")
+    # Same discovery key (it is public), but a capability made with a wrong replication key.
+    fake = types.SimpleNamespace(
+        discovery_key=a.group.discovery_key, replication_key=os.urandom(32),
+        feeds=lambda: [], tag=lambda f: b"", on_feed_added=lambda cb: None,
+    )
+    intruder.node.leave(intruder.group.discovery_key)
+    intruder.node.join(fake)  # type: ignore[arg-type]
+    fa = await a.group.create_feed()
+    await fa.append([b"secret-ish"])
+    pa, _ = connect(a, intruder)
+    await until(lambda: pa.closed.is_set(), what="a to drop the intruder")
+    assert "capability" in pa.close_reason
+    assert not any(f.key == fa.key for f in intruder.store.feeds())
+
+
+async def test_capability_from_another_connection_is_refused(make_device):
+    a, b = await make_device("a"), await make_device("b")
+    await (await a.group.create_feed()).append([b"x"])
+    # First connection: record B's Open message.
+    _, pb1 = connect(a, b)
+    await until(lambda: any(msgpack.unpackb(d)[0] == m.Open.type_id for d in pb1.conn.sent),
+                what="b's open")
+    recorded = next(d for d in pb1.conn.sent if msgpack.unpackb(d)[0] == m.Open.type_id)
+    pb1.close("done")
+    await until(lambda: not a.node.peers, what="first connection to close")
+    # Second connection (new handshake hash): replay the recorded Open instead of a fresh one.
+    ca, cb = memory_pair(a.id, b.id)
+    cb.tap = lambda d: recorded if msgpack.unpackb(d)[0] == m.Open.type_id else d
+    pa = a.node.add_connection(ca)
+    b.node.add_connection(cb)
+    await until(lambda: pa.closed.is_set(), what="replayed capability to be refused")
+    assert "capability" in pa.close_reason
+
+
+async def test_bad_proof_disconnects_and_keeps_verified_entries(make_device):
+    a, b = await make_device("a"), await make_device("b")
+    fa = await a.group.create_feed()
+    await fa.append(entries(2000))
+    ca, cb = memory_pair(a.id, b.id)
+    data_messages = 0
+
+    def corrupt_third_data(d: bytes) -> bytes:
+        nonlocal data_messages
+        msg = msgpack.unpackb(d)
+        if msg[0] != m.Data.type_id:
+            return d
+        data_messages += 1
+        if data_messages == 3:
+            msg[5][0] = msg[5][0] + b"!"  # tamper with the first entry
+            return msgpack.packb(msg, use_bin_type=True)
+        return d
+
+    ca.tap = corrupt_third_data
+    a.node.add_connection(ca)
+    pb = b.node.add_connection(cb)
+    await until(lambda: pb.closed.is_set(), what="b to drop a after a bad proof")
+    assert "does not verify" in pb.close_reason
+    rb = replica(b, fa.key)
+    kept = list(rb.have)
+    assert kept, "entries verified before the bad message stay"
+    for start, end in kept:
+        assert await rb.get_range(start, end) == await fa.get_range(start, end)
+
+
+async def test_unrequested_data_disconnects(make_device):
+    a, b = await make_device("a"), await make_device("b")
+    fa = await a.group.create_feed()
+    await fa.append([b"one", b"two"])
+    _, pb = connect(a, b)
+    await until(lambda: has_feed(b, fa.key, 2), what="replication")
+    proof = await fa.proof(0, 1)
+    ch = next(iter(pb.channels.values()))
+    # Inject a Data message b never asked for, as if a had sent it.
+    forged = m.Data(ch.remote_id, 999, fa.key, 0, (b"one",), proof.length, proof.signature, proof.nodes)
+    await pb.conn._inbox.put(m.encode(forged))
+    await until(lambda: pb.closed.is_set(), what="disconnect on unrequested data")
+    assert "not requested" in pb.close_reason
