@@ -23,17 +23,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from storage import Store
 
+from . import transport
+from .address import MultiAddress, parse
 from .group import Group
+from .identity import DeviceIdentity
 from .peer import Connection, Peer, Replicators
-
-if TYPE_CHECKING:
-    from . import transport
-    from .address import MultiAddress
-    from .identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +86,6 @@ class Node:
     async def listen(self, address: str, *, handshake_timeout: float = 10.0) -> list[str]:
         """Listen on ``address`` (``tcp:HOST:PORT`` or ``unix:PATH``); return the addresses
         peers can dial, with this node's key."""
-        from . import transport
-        from .address import parse
-
         listener = await transport.listen(
             parse(address).alternatives[0], self.identity, self._accepted,
             handshake_timeout=handshake_timeout,
@@ -105,9 +99,6 @@ class Node:
     async def connect(self, address: str | MultiAddress, *, timeout: float = 10.0) -> Peer:
         """Dial ``address`` (trying its alternatives in order) and return the peer's
         connection, which may be an existing one if both sides dialed at once."""
-        from . import transport
-        from .address import parse
-
         addr = parse(address) if isinstance(address, str) else address
         conn = await transport.dial(addr, self.identity, timeout=timeout)
         return self.add_connection(conn)

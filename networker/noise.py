@@ -1,0 +1,147 @@
+"""Noise XX sessions, sans-IO: bytes in, bytes out, no sockets.
+
+Theory of operation
+-------------------
+Handshake: ``Noise_XX_25519_ChaChaPoly_BLAKE2b`` with the prologue ``PROLOGUE`` (which carries
+the protocol version: peers of another version fail here). The X25519 static key is the
+conversion of the device's Ed25519 key. Because that conversion cannot be inverted, messages 2
+and 3 carry the sender's Ed25519 peer id as payload; each side checks that its conversion equals
+the Noise remote static key, so after the handshake ``remote_peer_id`` is authenticated. An
+``expected_peer_id`` (the ``~noise:KEY`` of a dialed address) must match, or the handshake fails.
+
+Transport: an application message is sent as a 4-byte big-endian length followed by its bytes,
+split into Noise messages of at most ``MAX_PLAINTEXT`` bytes (noiseprotocol encrypts 65,535
+bytes but its peer then rejects the 65,551-byte ciphertext). Every Noise message goes on the
+wire behind a 2-byte length (:mod:`networker.framing`). A decrypt failure, an oversized
+message or a malformed length is fatal for the session.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from noise.connection import Keypair, NoiseConnection
+
+from .errors import HandshakeError, MessageTooLargeError, PeerKeyMismatchError, RemoteProtocolError
+from .framing import encode_frame
+from .identity import DeviceIdentity, peer_id_to_x25519
+
+PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2b"
+PROLOGUE = b"cobox/1"
+MAX_PLAINTEXT = 65535 - 16
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+_LEN = struct.Struct(">I")
+
+
+class NoiseSession:
+    def __init__(self, identity: DeviceIdentity, *, initiator: bool,
+                 expected_peer_id: bytes | None = None,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self.identity = identity
+        self.initiator = initiator
+        self.expected_peer_id = expected_peer_id
+        self.max_message_bytes = max_message_bytes
+        self.remote_peer_id: bytes | None = None
+        self.handshake_hash = b""
+        self.complete = False
+        self._noise = NoiseConnection.from_name(PROTOCOL_NAME)
+        if initiator:
+            self._noise.set_as_initiator()
+        else:
+            self._noise.set_as_responder()
+        self._noise.set_keypair_from_private_bytes(Keypair.STATIC, identity.noise_private_key())
+        self._noise.set_prologue(PROLOGUE)
+        self._noise.start_handshake()
+        self._step = 0
+        self._partial = bytearray()
+        self._expected = -1  # bytes still missing from the message being reassembled
+
+    # -- handshake ----------------------------------------------------------------------------
+
+    def start(self) -> list[bytes]:
+        """The handshake messages to send first (the initiator's ``-> e``)."""
+        if self.initiator and self._step == 0:
+            self._step = 1
+            return [bytes(self._noise.write_message())]
+        return []
+
+    def receive_handshake(self, message: bytes) -> list[bytes]:
+        """Process one handshake message from the peer; return the messages to send back."""
+        if self.complete:
+            raise HandshakeError("handshake already complete")
+        state = self._noise.noise_protocol.handshake_state
+        try:
+            payload = bytes(self._noise.read_message(message))
+        except Exception as e:  # noiseprotocol raises many unrelated types (and cryptography's)
+            raise HandshakeError(f"handshake message rejected: {type(e).__name__}") from None
+        out: list[bytes] = []
+        if self.initiator:
+            # <- e, ee, s, es (payload: responder's peer id); then -> s, se
+            self._authenticate(payload, state.rs.public_bytes)
+            out.append(bytes(self._noise.write_message(self.identity.peer_id)))
+        elif self._step == 0:
+            # -> e received; <- e, ee, s, es with our peer id
+            self._step = 1
+            out.append(bytes(self._noise.write_message(self.identity.peer_id)))
+            return out
+        else:
+            self._authenticate(payload, state.rs.public_bytes)
+        if not self._noise.handshake_finished:
+            raise HandshakeError("handshake did not finish")
+        self.handshake_hash = bytes(self._noise.get_handshake_hash())
+        self.complete = True
+        return out
+
+    def _authenticate(self, payload: bytes, remote_static: bytes) -> None:
+        if len(payload) != 32:
+            raise HandshakeError("handshake payload is not a peer id")
+        try:
+            converted = peer_id_to_x25519(payload)
+        except Exception:
+            raise HandshakeError("handshake payload is not a valid Ed25519 key") from None
+        if converted != remote_static:
+            raise HandshakeError("peer id does not match the Noise static key")
+        if self.expected_peer_id is not None and payload != self.expected_peer_id:
+            raise PeerKeyMismatchError("the peer's key differs from the key in the address")
+        self.remote_peer_id = payload
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def seal(self, message: bytes) -> bytes:
+        """Encrypt one application message; return the framed bytes to write."""
+        if len(message) > self.max_message_bytes:
+            raise MessageTooLargeError(
+                f"message of {len(message)} bytes exceeds {self.max_message_bytes}"
+            )
+        data = _LEN.pack(len(message)) + message
+        frames = []
+        for k in range(0, len(data), MAX_PLAINTEXT):
+            frames.append(encode_frame(self._noise.encrypt(bytes(data[k:k + MAX_PLAINTEXT]))))
+        return b"".join(frames)
+
+    def open(self, ciphertext: bytes) -> list[bytes]:
+        """Decrypt one Noise message; return the application messages it completes."""
+        try:
+            plain = self._noise.decrypt(bytes(ciphertext))
+        except Exception:
+            raise RemoteProtocolError("a message failed to decrypt") from None
+        out = []
+        view = memoryview(plain)
+        while view:
+            if self._expected < 0:
+                if len(view) < _LEN.size:
+                    raise RemoteProtocolError("truncated message length")
+                (n,) = _LEN.unpack(view[:_LEN.size])
+                if n > self.max_message_bytes:
+                    raise RemoteProtocolError(f"peer announced a message of {n} bytes")
+                self._expected = n
+                view = view[_LEN.size:]
+            take = min(self._expected, len(view))
+            self._partial += view[:take]
+            view = view[take:]
+            self._expected -= take
+            if self._expected == 0:
+                out.append(bytes(self._partial))
+                self._partial.clear()
+                self._expected = -1
+        return out

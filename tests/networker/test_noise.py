@@ -1,0 +1,128 @@
+"""Noise sessions driven in memory: no sockets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from networker.errors import (
+    HandshakeError,
+    MessageTooLargeError,
+    PeerKeyMismatchError,
+    RemoteProtocolError,
+)
+from networker.framing import FrameDecoder
+from networker.identity import DeviceIdentity
+from networker.noise import NoiseSession
+
+A, B = DeviceIdentity.generate(), DeviceIdentity.generate()
+
+
+def handshake(expected: bytes | None = None, tamper=None):
+    i = NoiseSession(A, initiator=True, expected_peer_id=expected)
+    r = NoiseSession(B, initiator=False)
+    to_r = i.start()
+    step = 0
+    while not (i.complete and r.complete):
+        to_i = []
+        for msg in to_r:
+            step += 1
+            to_i += r.receive_handshake(tamper(step, msg) if tamper else msg)
+        to_r = []
+        for msg in to_i:
+            step += 1
+            to_r += i.receive_handshake(tamper(step, msg) if tamper else msg)
+    return i, r
+
+
+def unframe(data: bytes) -> list[bytes]:
+    return FrameDecoder().feed(data)
+
+
+def deliver(sender: NoiseSession, receiver: NoiseSession, message: bytes) -> list[bytes]:
+    out = []
+    for frame in unframe(sender.seal(message)):
+        out += receiver.open(frame)
+    return out
+
+
+def test_both_sides_learn_each_other_and_share_the_handshake_hash():
+    i, r = handshake(expected=B.peer_id)
+    assert i.remote_peer_id == B.peer_id and r.remote_peer_id == A.peer_id
+    assert i.handshake_hash == r.handshake_hash and len(i.handshake_hash) == 64
+    assert deliver(i, r, b"hello") == [b"hello"]
+    assert deliver(r, i, b"") == [b""]
+
+
+def test_wrong_expected_key_fails():
+    with pytest.raises(PeerKeyMismatchError):
+        handshake(expected=DeviceIdentity.generate().peer_id)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_tampered_handshake_fails(step):
+    def flip(n, msg):
+        return msg[:-1] + bytes([msg[-1] ^ 1]) if n == step else msg
+
+    with pytest.raises(HandshakeError):
+        handshake(tamper=flip)
+
+
+@pytest.mark.parametrize("size", [65519, 65520, 200_000, 1 << 20])
+def test_large_messages_are_split_and_reassembled(size):
+    i, r = handshake()
+    msg = os.urandom(size)
+    frames = unframe(i.seal(msg))
+    assert len(frames) > 1
+    got = []
+    for frame in frames:
+        got += r.open(frame)
+    assert got == [msg]
+
+
+def test_oversize_is_refused_on_both_ends():
+    i, r = handshake()
+    i.max_message_bytes = 1000
+    with pytest.raises(MessageTooLargeError):
+        i.seal(bytes(1001))
+    r.max_message_bytes = 1000
+    i.max_message_bytes = 1 << 20
+    with pytest.raises(RemoteProtocolError, match="announced"):
+        deliver(i, r, bytes(5000))
+
+
+def test_flipped_ciphertext_is_fatal():
+    i, r = handshake()
+    frame = unframe(i.seal(b"payload"))[0]
+    with pytest.raises(RemoteProtocolError, match="decrypt"):
+        r.open(frame[:-1] + bytes([frame[-1] ^ 0x80]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(max_size=3000), min_size=1, max_size=10), st.data())
+def test_any_chunking_of_the_stream_reassembles(messages, data):
+    i, r = handshake()
+    stream = b"".join(i.seal(m) for m in messages)
+    decoder = FrameDecoder()
+    got = []
+    pos = 0
+    while pos < len(stream):
+        n = data.draw(st.integers(1, 5000))
+        for frame in decoder.feed(stream[pos:pos + n]):
+            got += r.open(frame)
+        pos += n
+    assert got == messages
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=300))
+def test_garbage_after_handshake_never_crashes(garbage):
+    _, r = handshake()
+    try:
+        for frame in FrameDecoder().feed(garbage):
+            r.open(frame)
+    except RemoteProtocolError:
+        pass
