@@ -162,6 +162,10 @@ class Channel:
         if msg.start != start or len(msg.entries) > end - start:
             raise RemoteProtocolError("data does not match its request")
         self.peer.request_done()
+        # Verify and store while the reader goes on to the next message (bounded per peer).
+        await self.peer.spawn_store(self._store(pf, msg))
+
+    async def _store(self, pf: PeerFeed, msg: m.Data) -> None:
         try:
             await pf.feed.put_range(msg.start, msg.entries, Proof(msg.length, msg.signature, msg.nodes))
         except VerificationError as e:
@@ -175,6 +179,6 @@ class Channel:
         for pf in self.feeds.values():
             if msg.id in pf.requests:
                 self.peer.request_done()
-                pf.replicator.on_response(pf, msg.id, 0, 0)
+                pf.replicator.on_refused(pf, msg.id)
                 return
         raise RemoteProtocolError("no-data for a request that was not made")

@@ -29,7 +29,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Protocol
 
 from storage import Feed
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_OUTSTANDING = 16      # our requests in flight to one peer
 MAX_PEER_REQUESTS = 64    # the peer's requests we queue before calling it a protocol breach
 MAX_PENDING_OPENS = 64
+MAX_STORING = 4           # received Data messages being verified and stored at once
 SERVE_BYTES = 1024 * 1024  # bytes of entries per Data message we send
 
 
@@ -106,6 +107,8 @@ class Peer:
         self._next_request = 0
         self._next_channel = 1
         self._tasks: list[asyncio.Task[None]] = []
+        self._storing: set[asyncio.Task[None]] = set()
+        self._store_slots = asyncio.Semaphore(MAX_STORING)
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.loop = asyncio.get_running_loop()
@@ -142,6 +145,20 @@ class Peer:
             log.error("bug while talking to %s", self, exc_info=exc)
             self.close(f"internal error: {type(exc).__name__}")
 
+    async def spawn_store(self, coro: Coroutine[None, None, None]) -> None:
+        """Run ``coro`` (verifying and storing one Data message) beside the reader, at most
+        ``MAX_STORING`` at once; its failure closes the connection like the reader's would."""
+        await self._store_slots.acquire()
+        task = self.loop.create_task(coro, name="peer-store")
+        self._storing.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._storing.discard(t)
+            self._store_slots.release()
+            self._task_done(t)
+
+        task.add_done_callback(done)
+
     def close(self, reason: str = "closed") -> None:
         if self.closed.is_set():
             return
@@ -149,14 +166,14 @@ class Peer:
         self.closed.set()
         for ch in list(self.channels.values()):
             ch.close()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._storing]:
             t.cancel()
         with contextlib.suppress(Exception):
             self.conn.close()
 
     async def wait_closed(self) -> None:
         await self.closed.wait()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._storing, return_exceptions=True)
 
     # -- channels ---------------------------------------------------------------------------
 

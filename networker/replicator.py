@@ -131,15 +131,20 @@ class FeedReplicator:
                 peer.requests[peer.channel.request(self.feed.key, *r)] = r
 
     def on_response(self, peer: PeerFeed, request_id: int, received: int, nbytes: int) -> None:
-        """A request was answered (``received`` entries of it, ``nbytes`` bytes) or refused."""
+        """A request was answered with ``received`` entries (``nbytes`` bytes): a prefix of
+        the range when the rest did not fit one message. Whatever was not received is free to be
+        requested again."""
         start, end = peer.requests.pop(request_id)
         self.inflight.remove(start, end)
         self.entries_received += received
         self._bytes_received += nbytes
-        if received < end - start:
-            # The peer no longer offers the rest (or never had it): don't ask it again.
-            peer.remote_have.remove(start + received, end)
         self.schedule()
+
+    def on_refused(self, peer: PeerFeed, request_id: int) -> None:
+        """The peer answered NoData: it does not (or no longer) serve that range."""
+        start, end = peer.requests[request_id]
+        peer.remote_have.remove(start, end)
+        self.on_response(peer, request_id, 0, 0)
 
     # -- local changes ----------------------------------------------------------------------
 
