@@ -23,7 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from storage import Feed, Proof, RangeSet
-from storage.errors import StorageError, VerificationError
+from storage.errors import StaleProofError, StorageError, VerificationError
 
 from . import messages as m
 from .errors import RemoteProtocolError
@@ -122,9 +122,9 @@ class Channel:
     def can_request(self) -> bool:
         return self.live and self.peer.can_request()
 
-    def request(self, feed_key: bytes, start: int, end: int) -> int:
+    def request(self, feed: Feed, start: int, end: int) -> int:
         request_id = self.peer.next_request_id()
-        self.peer.post(m.Request(self.local_id, request_id, feed_key, start, end))
+        self.peer.post(m.Request(self.local_id, request_id, feed.key, start, end, feed.known_length))
         return request_id
 
     # -- messages -------------------------------------------------------------------------------
@@ -166,10 +166,19 @@ class Channel:
         await self.peer.spawn_store(self._store(pf, msg))
 
     async def _store(self, pf: PeerFeed, msg: m.Data) -> None:
+        proof = Proof(msg.length, msg.signature, msg.nodes, msg.upgrade_from, msg.upgrade)
         try:
-            await pf.feed.put_range(msg.start, msg.entries, Proof(msg.length, msg.signature, msg.nodes))
+            await pf.feed.put_range(msg.start, msg.entries, proof)
         except VerificationError as e:
             raise RemoteProtocolError(f"peer sent data that does not verify: {e}") from None
+        except StaleProofError:
+            # Made for a length we have moved past (another peer upgraded us meanwhile), or a
+            # shorter tree we cannot connect to ours: not misbehaviour. Ask again, or elsewhere.
+            if msg.length >= pf.feed.known_length:
+                pf.replicator.on_response(pf, msg.id, 0, 0)
+            else:
+                pf.replicator.on_refused(pf, msg.id)
+            return
         except StorageError:
             pf.replicator.on_response(pf, msg.id, 0, 0)
             raise

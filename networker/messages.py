@@ -84,6 +84,15 @@ def _ranges(v: object) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def _nodes(v: object) -> tuple[tuple[int, bytes], ...]:
+    out = []
+    for n in _list(v, "proof nodes", MAX_PROOF_NODES):
+        pair = _list(n, "proof node", 2)
+        _check(len(pair) == 2, "proof node: expected [index, hash]")
+        out.append((_int(pair[0], "node index"), _key(pair[1], "node hash")))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Open:
     type_id: ClassVar[int] = 1
@@ -158,27 +167,33 @@ class Have:
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """Entries ``[start, end)`` of a feed; ``known_length`` is the signed length the requester
+    holds, so that the proof can show the server's (longer) tree extends it."""
+
     type_id: ClassVar[int] = 5
     channel: int
     id: int
     feed: bytes
     start: int
     end: int
+    known_length: int = 0
 
     def fields(self) -> list:
-        return [self.id, self.feed, self.start, self.end]
+        return [self.id, self.feed, self.start, self.end, self.known_length]
 
     @classmethod
     def parse(cls, channel: int, f: list) -> Request:
         start, end = _int(f[2], "start"), _int(f[3], "end")
         _check(start < end, "request: start must be below end")
-        return cls(channel, _int(f[0], "request id"), _key(f[1], "feed key"), start, end)
+        return cls(channel, _int(f[0], "request id"), _key(f[1], "feed key"), start, end,
+                   _int(f[4], "known length"))
 
 
 @dataclass(frozen=True, slots=True)
 class Data:
     """Entries ``[start, start + len(entries))`` of a feed with their proof: the length of the
-    signed tree, its signature, and the proof nodes ``(index, hash)``."""
+    signed tree, its signature, the proof nodes ``(index, hash)``, and the upgrade nodes from
+    ``upgrade_from`` (0: none)."""
 
     type_id: ClassVar[int] = 6
     channel: int
@@ -189,10 +204,12 @@ class Data:
     length: int
     signature: bytes
     nodes: tuple[tuple[int, bytes], ...]
+    upgrade_from: int = 0
+    upgrade: tuple[tuple[int, bytes], ...] = ()
 
     def fields(self) -> list:
         return [self.id, self.feed, self.start, list(self.entries), self.length, self.signature,
-                [list(n) for n in self.nodes]]
+                [list(n) for n in self.nodes], self.upgrade_from, [list(n) for n in self.upgrade]]
 
     @classmethod
     def parse(cls, channel: int, f: list) -> Data:
@@ -203,13 +220,9 @@ class Data:
             _check(type(e) is bytes, "entry: expected bytes")
             total += len(e)
         _check(total <= MAX_DATA_BYTES, "data: too many bytes")
-        nodes = []
-        for n in _list(f[6], "proof nodes", MAX_PROOF_NODES):
-            pair = _list(n, "proof node", 2)
-            _check(len(pair) == 2, "proof node: expected [index, hash]")
-            nodes.append((_int(pair[0], "node index"), _key(pair[1], "node hash")))
         return cls(channel, _int(f[0], "request id"), _key(f[1], "feed key"), _int(f[2], "start"),
-                   tuple(entries), _int(f[4], "length"), _bytes(f[5], "signature", 64), tuple(nodes))
+                   tuple(entries), _int(f[4], "length"), _bytes(f[5], "signature", 64),
+                   _nodes(f[6]), _int(f[7], "upgrade from"), _nodes(f[8]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +243,7 @@ class NoData:
 Message = Open | Close | Feeds | Have | Request | Data | NoData
 
 _TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData)}
-_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 4, Data: 7, NoData: 2}
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoData: 2}
 
 
 def encode(msg: Message) -> bytes:

@@ -327,9 +327,10 @@ class Peer:
             return
         try:
             entries = await feed.get_range(req.start, end, max_bytes=SERVE_BYTES)
-            proof = await feed.proof(req.start, req.start + len(entries))
+            proof = await feed.proof(req.start, req.start + len(entries), upgrade_from=req.known_length)
         except StorageError as e:
             self.post(m.NoData(ch.local_id, req.id, e.code))
             return
         await self._post_bulk(m.Data(ch.local_id, req.id, feed.key, req.start, tuple(entries),
-                                     proof.length, proof.signature, proof.nodes))
+                                     proof.length, proof.signature, proof.nodes,
+                                     proof.upgrade_from, proof.upgrade))

@@ -128,7 +128,7 @@ class FeedReplicator:
                 if r is None:
                     break
                 self.inflight.add(*r)
-                peer.requests[peer.channel.request(self.feed.key, *r)] = r
+                peer.requests[peer.channel.request(self.feed, *r)] = r
 
     def on_response(self, peer: PeerFeed, request_id: int, received: int, nbytes: int) -> None:
         """A request was answered with ``received`` entries (``nbytes`` bytes): a prefix of

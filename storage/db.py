@@ -33,6 +33,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from .blobs import BLOB_THRESHOLD, BlobFile
 from .errors import (
     StorageError,
     StoreClosedError,
@@ -44,6 +45,7 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 MAX_JOBS_PER_COMMIT = 512
+CHECKPOINT_BYTES = 64 * 1024 * 1024  # written between two checkpoints (WAL and blob bytes)
 
 # Primary result codes (the low byte of sqlite_errorcode).
 _SQLITE_READONLY = 8
@@ -74,7 +76,9 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-async def connect(path: Path, *, readonly: bool) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+async def connect(
+    path: Path, *, readonly: bool, durable: bool = False
+) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
     """Open (creating and migrating when needed) the database; return ``(writer, reader)``."""
     if not readonly and not path.exists():
         # Create the file ourselves so that it, and the -wal/-shm files SQLite derives from
@@ -87,16 +91,20 @@ async def connect(path: Path, *, readonly: bool) -> tuple[aiosqlite.Connection, 
         writer = await aiosqlite.connect(uri, uri=True, isolation_level=None)
     except sqlite3.Error as e:
         raise map_error(e) from None
+    reader: aiosqlite.Connection | None = None
     try:
         await writer.execute("PRAGMA busy_timeout = 5000")
         if not readonly:
+            # Before anything (journal mode, schema) touches the file: another application's
+            # database must be refused, not converted.
+            await _check_foreign(writer, path)
             # Larger pages and a larger WAL between checkpoints roughly double the insert
             # rate of 1 KiB+ entries (page_size only takes effect on a new database).
             await writer.execute("PRAGMA page_size = 16384")
             await writer.execute("PRAGMA journal_mode = WAL")
-            await writer.execute("PRAGMA wal_autocheckpoint = 4096")
+            await writer.execute("PRAGMA wal_autocheckpoint = 0")  # the Writer checkpoints
             await writer.execute("PRAGMA journal_size_limit = 67108864")
-            await writer.execute("PRAGMA synchronous = NORMAL")
+            await writer.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             await _migrate(writer)
         reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         await reader.execute("PRAGMA busy_timeout = 5000")
@@ -104,13 +112,23 @@ async def connect(path: Path, *, readonly: bool) -> tuple[aiosqlite.Connection, 
         version = (await reader.execute_fetchall("PRAGMA user_version"))[0][0]
         if version == 0:
             raise StoreCorruptError(f"{path} is not a cobox store")
-    except sqlite3.Error as e:
+    except (sqlite3.Error, StorageError) as e:
+        # Close both connections: one left open keeps a worker thread that hangs the
+        # interpreter at exit.
         await writer.close()
-        raise map_error(e) from None
-    except StorageError:
-        await writer.close()
+        if reader is not None:
+            await reader.close()
+        if isinstance(e, sqlite3.Error):
+            raise map_error(e) from None
         raise
     return writer, reader
+
+
+async def _check_foreign(conn: aiosqlite.Connection, path: Path) -> None:
+    """Raise ``StoreCorruptError`` if ``path`` holds a database that is not a cobox store."""
+    version = (await conn.execute_fetchall("PRAGMA user_version"))[0][0]
+    if version == 0 and await conn.execute_fetchall("SELECT 1 FROM sqlite_master LIMIT 1"):
+        raise StoreCorruptError(f"{path} is not a cobox store: it holds another application's tables")
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
@@ -137,6 +155,7 @@ class WriteJob:
     """
 
     statements: Sequence[tuple[str, Sequence[tuple]]]
+    entries: Sequence[tuple[int, bytes]] = ()  # (key, data): stored inline or in the blob file
     on_commit: Callable[[], None] | None = None
     on_abort: Callable[[], None] | None = None
     is_current: Callable[[], bool] | None = None
@@ -146,8 +165,10 @@ class WriteJob:
 class Writer:
     """The one task that writes to the database, committing queued jobs in groups."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, blobs: BlobFile) -> None:
         self._conn = conn
+        self._blobs = blobs
+        self._since_checkpoint = 0
         self._queue: asyncio.Queue[WriteJob] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -181,6 +202,7 @@ class Writer:
             if jobs:
                 await self._commit(jobs)
             if stop:
+                await self.checkpoint("TRUNCATE")
                 return
 
     async def _commit(self, jobs: list[WriteJob]) -> None:
@@ -194,17 +216,31 @@ class Writer:
                 _finish(job, WriteAbortedError("an earlier write of this feed failed"))
         if not runnable:
             return
-        merged: dict[str, list[tuple]] = {}
+        merged: dict[str, list[tuple]] = {_INSERT_ENTRY: []}
+        large: list[tuple[int, bytes]] = []
         for job in runnable:
+            for key, data in job.entries:
+                if len(data) >= BLOB_THRESHOLD:
+                    large.append((key, data))
+                else:
+                    merged[_INSERT_ENTRY].append((key, data, None, None))
             for sql, rows in job.statements:
                 merged.setdefault(sql, []).extend(rows)
         try:
+            if large:
+                # Blob bytes are durable before the rows that point at them commit.
+                offsets = self._blobs.append([data for _, data in large])
+                merged[_INSERT_ENTRY].extend(
+                    (key, None, offset, len(data)) for (key, data), offset in zip(large, offsets)
+                )
+                merged[_SET_BLOB_END] = [(self._blobs.pending_end,)]
             await self._conn.execute("BEGIN IMMEDIATE")
             for sql, rows in merged.items():
-                await self._conn.executemany(sql, rows)
+                if rows:
+                    await self._conn.executemany(sql, rows)
             await self._conn.commit()
-        except sqlite3.Error as e:
-            error = map_error(e)
+        except (sqlite3.Error, StorageError) as e:
+            error = map_error(e) if isinstance(e, sqlite3.Error) else e
             log.warning("write of %d job(s) failed: %s", len(runnable), error)
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.rollback()
@@ -219,12 +255,34 @@ class Writer:
                     job.on_abort()
                 _finish(job, StoreClosedError("the store closed during a write"))
             raise
+        if large:
+            self._blobs.commit()
         for job in runnable:
             if job.on_commit is not None:
-                job.on_commit()
+                try:
+                    job.on_commit()
+                except Exception:
+                    # The data is on disk; a failing callback must not kill the writer task
+                    # (every later write would hang) nor leave this job's caller waiting.
+                    log.exception("a write callback failed after commit")
             _finish(job, None)
+        self._since_checkpoint += sum(len(r[1] or b"") + (r[3] or 0) for r in merged[_INSERT_ENTRY])
+        self._since_checkpoint += 64 * sum(len(rows) for rows in merged.values())
+        if self._since_checkpoint >= CHECKPOINT_BYTES:
+            await self.checkpoint()
+
+    async def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Make the blob file durable, then fold the WAL into the database."""
+        self._since_checkpoint = 0
+        try:
+            self._blobs.sync()
+            await self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
+        except (sqlite3.Error, StorageError) as e:
+            log.warning("checkpoint failed: %s", e)
 
 
+_INSERT_ENTRY = "INSERT OR IGNORE INTO entries (key, data, blob_offset, blob_size) VALUES (?, ?, ?, ?)"
+_SET_BLOB_END = "UPDATE meta SET value = ? WHERE key = 'blob_end'"
 _STOP = WriteJob(statements=())
 
 

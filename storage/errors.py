@@ -97,6 +97,14 @@ class ForkError(VerificationError):
     code = "fork_detected"
 
 
+class StaleProofError(StorageError):
+    """A proof was made for another length of the feed than the one this replica now holds
+    (it was upgraded meanwhile, or cannot connect a shorter tree to its own). Nothing was stored;
+    ask again. Not a sign of misbehaviour."""
+
+    code = "stale_proof"
+
+
 class ProofUnavailableError(StorageError):
     """This store lacks the tree nodes needed to prove the requested range."""
 

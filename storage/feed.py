@@ -26,6 +26,7 @@ Listeners registered with :meth:`Feed.listen` are called after each commit with 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,19 +43,21 @@ from .errors import (
     MalformedProofError,
     NotWritableError,
     ProofUnavailableError,
+    StaleProofError,
+    StoreCorruptError,
 )
-from .proof import MAX_LENGTH, Proof, SignedTree, verify_range
+from .proof import MAX_LENGTH, Proof, SignedTree, verify_range, verify_upgrade
 from .ranges import RangeSet
 
 if TYPE_CHECKING:
     from .store import Store
 
+log = logging.getLogger(__name__)
+
 KEY_SHIFT = 42
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
 MAX_PUT_ENTRIES = 16384
 
-_INSERT_ENTRY = "INSERT INTO entries (key, data) VALUES (?, ?)"
-_INSERT_ENTRY_IF_NEW = "INSERT OR IGNORE INTO entries (key, data) VALUES (?, ?)"
 _INSERT_NODE = "INSERT OR IGNORE INTO nodes (key, hash) VALUES (?, ?)"
 _UPSERT_SIGNATURE = (
     "INSERT INTO signatures (feed_id, length, tree_hash, signature) VALUES (?, ?, ?, ?) "
@@ -107,6 +110,7 @@ class Feed:
         self._put_lock = asyncio.Lock()
         self._uncommitted: dict[int, bytes] = {}  # nodes of puts checked but not yet committed
         self._seen = signed  # the longest signed tree checked, committed or not
+        self._seen_roots: tuple[tuple[int, bytes], ...] = ()
         self._listeners: list[Callable[[FeedEvent], None]] = []
         self._change: asyncio.Future[FeedEvent] | None = None
 
@@ -124,6 +128,12 @@ class Feed:
     def length(self) -> int:
         """The length of the longest signed tree this store holds for the feed."""
         return self._signed.length if self._signed else 0
+
+    @property
+    def known_length(self) -> int:
+        """The length of the longest signed tree checked here, including one whose entries are
+        still being committed: what a proof sent to this replica should upgrade from."""
+        return self._seen.length if self._seen else 0
 
     @property
     def signed(self) -> SignedTree | None:
@@ -145,7 +155,11 @@ class Feed:
         length = self.length
         wanted = tree.full_roots(length)
         got = await self.node_hashes(wanted)
-        self._committed = self._pending = _Tree(tuple((i, got[i]) for i in wanted), length)
+        roots = tuple((i, got[i]) for i in wanted if i in got)
+        if len(roots) != len(wanted):
+            raise StoreCorruptError(f"feed {self.key.hex()[:16]}: the roots of its signed tree are missing")
+        self._committed = self._pending = _Tree(roots, length)
+        self._seen_roots = roots
 
     async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
         """The hashes of the given tree nodes that this store knows. Leaves of stored entries
@@ -171,7 +185,10 @@ class Feed:
 
     def _emit(self, event: FeedEvent) -> None:
         for callback in list(self._listeners):
-            callback(event)
+            try:
+                callback(event)
+            except Exception:
+                log.exception("a listener of feed %s failed", self.key.hex()[:16])
         if self._change is not None and not self._change.done():
             self._change.set_result(event)
 
@@ -210,8 +227,8 @@ class Feed:
             self._epoch += 1
 
         job = WriteJob(
+            entries=[(base | (before.length + k), e) for k, e in enumerate(entries)],
             statements=[
-                (_INSERT_ENTRY, [(base | (before.length + k), e) for k, e in enumerate(entries)]),
                 # Leaves are not stored: the entry is, and its hash is cheap to recompute.
                 (_INSERT_NODE, [(base | i, h) for i, h in nodes if i & 1]),
                 (_UPSERT_SIGNATURE, [(self.id, length, root_hash, signature)]),
@@ -244,31 +261,36 @@ class Feed:
         verified = verify_range(self.key, start, entries, proof)
         end = start + len(entries)
         base = self.id << KEY_SHIFT
-        # Every node the proof established, except the leaves of the entries stored here,
-        # whose hashes are recomputed from the entries when needed.
-        nodes = {i: h for i, h in verified.nodes.items() if i & 1 or not start <= i >> 1 < end}
+        signed = verified.signed
         async with self._put_lock:
             # Check against what is stored and what earlier puts are committing, then claim
             # this put's nodes, so that puts can be checked one by one but commit together.
             if self.forked:
                 raise ForkError(f"feed {self.key.hex()[:16]} is marked forked")
-            await self._check_fork(verified.signed, verified.nodes, start, end)
+            established = dict(verified.nodes)
+            established.update(await self._connect(signed, verified.roots, proof, established))
+            await self._check_fork(signed, established, start, end)
+            # Every node established, except the leaves of the entries stored here, whose
+            # hashes are recomputed from the entries when needed.
+            nodes = {i: h for i, h in established.items() if i & 1 or not start <= i >> 1 < end}
             claimed = {i: h for i, h in nodes.items() if i not in self._uncommitted}
             self._uncommitted.update(claimed)
-            if self._seen is None or verified.signed.length > self._seen.length:
-                self._seen = verified.signed
+            seen_before = (self._seen, self._seen_roots)
+            if self._seen is None or signed.length > self._seen.length:
+                self._seen, self._seen_roots = signed, tuple(verified.roots)
         statements: list[tuple[str, Sequence[tuple]]] = [
-            (_INSERT_ENTRY_IF_NEW, [(base | (start + k), e) for k, e in enumerate(entries)]),
             (_INSERT_NODE, [(base | i, h) for i, h in nodes.items()]),
+            (_UPSERT_SIGNATURE, [(self.id, signed.length, signed.tree_hash, signed.signature)]),
         ]
-        signed = verified.signed
-        statements.append(
-            (_UPSERT_SIGNATURE, [(self.id, signed.length, signed.tree_hash, signed.signature)])
-        )
 
         def release() -> None:
             for i in claimed:
                 del self._uncommitted[i]
+
+        def on_abort() -> None:
+            release()
+            if self._seen is signed:
+                self._seen, self._seen_roots = seen_before
 
         def on_commit() -> None:
             release()
@@ -277,7 +299,53 @@ class Feed:
             self.have.add(start, end)
             self._emit(FeedEvent("download", start, end, self.length))
 
-        await self._store.writer.submit(WriteJob(statements, on_commit=on_commit, on_abort=release))
+        await self._store.writer.submit(WriteJob(
+            statements,
+            entries=[(base | (start + k), e) for k, e in enumerate(entries)],
+            on_commit=on_commit,
+            on_abort=on_abort,
+        ))
+
+    async def _connect(
+        self, signed: SignedTree, roots: Sequence[tuple[int, bytes]], proof: Proof,
+        established: dict[int, bytes],
+    ) -> dict[int, bytes]:
+        """Check that a newly verified tree and the longest one known here are one history: the
+        same tree, a longer one whose upgrade nodes extend ours, or a shorter one whose roots
+        are nodes of ours. Returns the nodes this establishes; records and raises a fork when
+        the trees disagree; raises ``StaleProofError`` when they cannot be connected."""
+        ours = self._seen
+        if ours is None:
+            return {}
+        if signed.length == ours.length:
+            if signed.tree_hash != ours.tree_hash:
+                await self._record_fork(ours, signed, None, None, None)
+            return {}
+        if signed.length > ours.length:
+            if proof.upgrade_from != ours.length:
+                raise StaleProofError(
+                    f"proof upgrades from length {proof.upgrade_from}, this replica holds {ours.length}"
+                )
+            nodes = verify_upgrade(ours.length, self._seen_roots, proof, roots)
+            if nodes is None:
+                # Name a node the trees disagree on when the new proof shows one.
+                for i, h in self._seen_roots:
+                    if i in established and established[i] != h:
+                        await self._record_fork(ours, signed, i, h, established[i])
+                await self._record_fork(ours, signed, None, None, None)
+            return nodes or {}
+        # A shorter tree: its roots must be nodes of ours.
+        wanted = [i for i, _ in roots]
+        known = await self.node_hashes(wanted)
+        known.update((i, self._uncommitted[i]) for i in wanted if i in self._uncommitted)
+        for i, h in roots:
+            if i not in known:
+                raise StaleProofError(
+                    f"cannot connect a tree of length {signed.length} to this replica's {ours.length}"
+                )
+            if known[i] != h:
+                await self._record_fork(ours, signed, i, known[i], h)
+        return {}
 
     async def _check_fork(
         self, signed: SignedTree, nodes: dict[int, bytes], start: int, end: int
@@ -329,11 +397,11 @@ class Feed:
     async def get(self, seq: int) -> bytes:
         """The entry at ``seq``; raises ``EntryMissingError`` if it is not stored here."""
         rows = await self._store.read(
-            "SELECT data FROM entries WHERE key = ?", (self._key(seq),)
+            "SELECT data, blob_offset, blob_size FROM entries WHERE key = ?", (self._key(seq),)
         )
         if not rows:
             raise EntryMissingError(f"entry {seq} of feed {self.key.hex()[:16]} is not stored")
-        return rows[0][0]
+        return self._store.entry_data(rows[0])
 
     async def get_range(self, start: int, end: int, *, max_bytes: int | None = None) -> list[bytes]:
         """Entries ``[start, end)``; all of them must be stored. With ``max_bytes``, only the
@@ -344,7 +412,8 @@ class Feed:
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
         if max_bytes is not None:
             sizes = await self._store.read(
-                "SELECT length(data) FROM entries WHERE key >= ? AND key < ? ORDER BY key",
+                "SELECT COALESCE(blob_size, length(data)) FROM entries "
+                "WHERE key >= ? AND key < ? ORDER BY key",
                 (self._key(start), self._key(end)),
             )
             total = 0
@@ -354,16 +423,17 @@ class Feed:
                     end = start + k
                     break
         rows = await self._store.read(
-            "SELECT data FROM entries WHERE key >= ? AND key < ? ORDER BY key",
+            "SELECT data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key",
             (self._key(start), self._key(end)),
         )
         if len(rows) != end - start:
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
-        return [r[0] for r in rows]
+        return [self._store.entry_data(r) for r in rows]
 
-    async def proof(self, start: int, end: int | None = None) -> Proof:
+    async def proof(self, start: int, end: int | None = None, *, upgrade_from: int = 0) -> Proof:
         """A proof for entries ``[start, end)`` (one entry when ``end`` is omitted), relative to
-        the longest signed tree stored here."""
+        the longest signed tree stored here. ``upgrade_from`` is the length the receiver holds:
+        when it is shorter than ours, the proof also shows that our tree extends it."""
         end = start + 1 if end is None else end
         signed = self._signed
         if signed is None or not 0 <= start < end <= signed.length or end > MAX_LENGTH:
@@ -371,7 +441,13 @@ class Feed:
                 f"no signed tree covers [{start}, {end}) of feed {self.key.hex()[:16]}"
             )
         wanted = tree.proof_nodes(start, end, signed.length)
-        stored = await self.node_hashes(wanted)
-        if len(stored) != len(wanted):
+        upgrade: list[int] = []
+        if 0 < upgrade_from < signed.length:
+            upgrade = tree.upgrade_nodes(upgrade_from, signed.length)
+        else:
+            upgrade_from = 0
+        stored = await self.node_hashes(wanted + upgrade)
+        if len(stored) != len(set(wanted + upgrade)):
             raise ProofUnavailableError(f"tree nodes needed to prove [{start}, {end}) are missing")
-        return Proof(signed.length, signed.signature, tuple((i, stored[i]) for i in wanted))
+        return Proof(signed.length, signed.signature, tuple((i, stored[i]) for i in wanted),
+                     upgrade_from, tuple((i, stored[i]) for i in upgrade))

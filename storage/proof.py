@@ -34,9 +34,15 @@ class SignedTree:
 
 @dataclass(frozen=True, slots=True)
 class Proof:
+    """Proof nodes for a range at ``length`` and the writer's signature over that tree; when
+    ``upgrade_from`` is set, also the nodes that show this tree extends the (shorter) tree of
+    ``upgrade_from`` entries the receiver holds (``tree.upgrade_nodes``)."""
+
     length: int
     signature: bytes
     nodes: tuple[tuple[int, bytes], ...]
+    upgrade_from: int = 0
+    upgrade: tuple[tuple[int, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,7 @@ def verify_range(
         )
     if len(proof.signature) != SIGNATURE_BYTES:
         raise MalformedProofError("signature has the wrong size")
-    for _, h in proof.nodes:
+    for _, h in (*proof.nodes, *proof.upgrade):
         if len(h) != tree.HASH_BYTES:
             raise MalformedProofError("a proof node hash has the wrong size")
     leaves = [tree.leaf_hash(e) for e in entries]
@@ -85,3 +91,21 @@ def check_signature(feed_key: bytes, length: int, root_hash: bytes, signature: b
         )
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         raise BadSignatureError("the tree signature does not verify under the feed key") from None
+
+
+def verify_upgrade(
+    old_length: int, old_roots: Sequence[tuple[int, bytes]], proof: Proof,
+    new_roots: Sequence[tuple[int, bytes]],
+) -> dict[int, bytes] | None:
+    """Check that the (already verified) tree with ``new_roots`` extends the tree of
+    ``old_length`` entries with ``old_roots``, using ``proof.upgrade``. Returns the nodes that
+    establishes, or ``None`` when the trees disagree (a fork). Raises
+    :class:`MalformedProofError` when the upgrade nodes are not the ones required."""
+    expected = tree.upgrade_nodes(old_length, proof.length)
+    if proof.upgrade_from != old_length or [i for i, _ in proof.upgrade] != expected:
+        raise MalformedProofError("upgrade nodes do not match the lengths")
+    nodes = dict(old_roots)
+    nodes.update(proof.upgrade)
+    if tree.resolve_tiling(nodes, proof.length) != list(new_roots):
+        return None
+    return nodes

@@ -25,6 +25,7 @@ import aiosqlite
 import nacl.signing
 
 from . import db
+from .blobs import BlobFile
 from .errors import FeedNotFoundError, StorageError, StoreClosedError, StoreReadOnlyError
 from .feed import KEY_SHIFT, Feed
 from .proof import SignedTree
@@ -43,26 +44,38 @@ class Store:
         self.readonly = readonly
         self._writer_conn = writer_conn
         self._reader = reader
-        self.writer = db.Writer(writer_conn)
+        self.blobs: BlobFile | None = None
+        self.writer: db.Writer
         self._feeds: dict[bytes, Feed] = {}
         self._opening: dict[bytes, asyncio.Future[Feed]] = {}
         self._next_id = 1
         self._closed = False
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+    async def open(
+        cls, path: str | os.PathLike[str], *, readonly: bool = False, durability: str = "normal"
+    ) -> Store:
         """Open the store at ``path``: a database file, or a directory that holds (or will
-        hold) ``cobox.db``."""
+        hold) ``cobox.db``. ``durability`` is ``"normal"`` (survives any process crash; a power
+        loss may lose the last seconds of writes) or ``"full"`` (every commit is synced)."""
+        if durability not in ("normal", "full"):
+            raise ValueError("durability is 'normal' or 'full'")
         p = Path(path)
         if p.is_dir() or (not p.suffix and not p.exists()):
             if not readonly:
                 p.mkdir(parents=True, exist_ok=True)
             p = p / DB_FILENAME
-        writer_conn, reader = await db.connect(p, readonly=readonly)
+        writer_conn, reader = await db.connect(p, readonly=readonly, durable=durability == "full")
         store = cls(p, writer_conn, reader, readonly)
         try:
+            (end,), = await store.read("SELECT value FROM meta WHERE key = 'blob_end'")
+            store.blobs = BlobFile(p.with_suffix(".blobs"), end, readonly=readonly,
+                                   sync_each_write=durability == "full")
+            store.writer = db.Writer(writer_conn, store.blobs)
             await store._load()
         except BaseException:
+            if store.blobs is not None:
+                store.blobs.close()
             await writer_conn.close()
             await reader.close()
             raise
@@ -79,6 +92,8 @@ class Store:
         finally:
             await self._writer_conn.close()
             await self._reader.close()
+            if self.blobs is not None:
+                self.blobs.close()
 
     async def __aenter__(self) -> Store:
         return self
@@ -113,6 +128,17 @@ class Store:
             self._opening[public_key] = pending
             pending.add_done_callback(lambda _: self._opening.pop(public_key, None))
         return await asyncio.shield(pending)
+
+    async def import_feed(self, public_key: bytes, secret_key: bytes, namespace: str = "") -> Feed:
+        """Add a writable feed from an existing keypair (``secret_key`` is the 32-byte Ed25519
+        seed), e.g. to restore a device's feed from a backup of its keys."""
+        if len(secret_key) != 32:
+            raise ValueError("a feed secret key is a 32-byte Ed25519 seed")
+        if bytes(nacl.signing.SigningKey(secret_key).verify_key) != public_key:
+            raise ValueError("the secret key does not belong to this public key")
+        if public_key in self._feeds or public_key in self._opening:
+            raise ValueError(f"feed {public_key.hex()[:16]} is already in this store")
+        return await self._add_feed(bytes(public_key), bytes(secret_key), namespace)
 
     def feed(self, public_key: bytes) -> Feed:
         try:
@@ -164,7 +190,7 @@ class Store:
             signed = SignedTree(length, root_hash, signature) if length is not None else None
             feed = Feed(self, feed_id, pk, sk, namespace, signed, ranges.get(feed_id, RangeSet()),
                         bool(forked))
-            if feed.writable:
+            if signed is not None:
                 await feed.load_roots()
             self._feeds[pk] = feed
             self._next_id = max(self._next_id, feed_id + 1)
@@ -178,6 +204,14 @@ class Store:
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as e:
             raise db.map_error(e) from None
+
+    def entry_data(self, row: Sequence[object]) -> bytes:
+        """An entry's bytes from its ``(data, blob_offset, blob_size)`` row."""
+        data, offset, size = row
+        if data is not None:
+            return data  # type: ignore[return-value]
+        assert self.blobs is not None
+        return self.blobs.read(offset, size)  # type: ignore[arg-type]
 
     async def read_nodes(self, feed_id: int, indices: Iterable[int]) -> dict[int, bytes]:
         """The stored hashes of the given tree nodes of a feed (missing ones are left out)."""

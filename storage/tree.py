@@ -208,7 +208,7 @@ def resolve_roots(
     end = start + len(leaves)
     _check_range(start, end, length)
     expected = proof_nodes(start, end, length)
-    if len(proof) != len(expected) or any(i != e for (i, _), e in zip(proof, expected)):
+    if [i for i, _ in proof] != expected:
         raise ValueError("proof nodes do not match the range and length")
     nodes: dict[int, bytes] = dict(proof)
     frontier = []
@@ -236,3 +236,45 @@ def resolve_roots(
         frontier = above
         d += 1
     return [(r, nodes[r]) for r in roots], nodes
+
+
+# -- upgrades -----------------------------------------------------------------------------------
+
+
+def upgrade_nodes(old: int, new: int) -> list[int]:
+    """The maximal complete subtrees covering leaves ``[old, new)`` in a tree of ``new`` leaves,
+    left to right. With the roots of the tree of ``old`` leaves they tile ``[0, new)``, so they
+    prove that the longer tree extends the shorter one."""
+    if not 0 < old < new:
+        raise ValueError(f"no upgrade from length {old} to {new}")
+    out: list[int] = []
+
+    def walk(i: int) -> None:
+        lo, hi = leaf_span(i)
+        if lo >= old:
+            out.append(i)
+        elif hi > old:  # straddles the old end; a node wholly before it is an old root
+            left, right = children(i)  # type: ignore[misc]
+            walk(left)
+            walk(right)
+
+    for root in full_roots(new):
+        walk(root)
+    return out
+
+
+def resolve_tiling(nodes: dict[int, bytes], length: int) -> list[tuple[int, bytes]]:
+    """The roots of a tree of ``length`` leaves from ``nodes`` that tile it (adds every parent it
+    computes to ``nodes``); raises ``ValueError`` when they do not cover it."""
+
+    def resolve(i: int) -> bytes:
+        h = nodes.get(i)
+        if h is None:
+            kids = children(i)
+            if kids is None:
+                raise ValueError(f"node {i} is missing")
+            h = parent_hash(resolve(kids[0]), resolve(kids[1]))
+            nodes[i] = h
+        return h
+
+    return [(r, resolve(r)) for r in full_roots(length)]

@@ -16,11 +16,24 @@ CREATE TABLE feeds (
 );
 CREATE INDEX feeds_by_namespace ON feeds (namespace);
 
--- One row per stored entry: key = (feed_id << 42) | seq.
+-- One row per stored entry: key = (feed_id << 42) | seq. Small entries are stored inline in
+-- `data`; large ones (see storage/blobs.py) live in the store's append-only blob file at
+-- [blob_offset, blob_offset + blob_size), with `data` NULL. SQLite writes every byte twice
+-- (WAL, then checkpoint); the blob file writes large entries once.
 CREATE TABLE entries (
-    key   INTEGER PRIMARY KEY,
-    data  BLOB NOT NULL
+    key          INTEGER PRIMARY KEY,
+    data         BLOB,
+    blob_offset  INTEGER,
+    blob_size    INTEGER
 );
+
+-- Store-wide values: 'blob_end' is the committed length of the blob file; bytes past it are
+-- the remains of a transaction that never committed and are cut off when the store opens.
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+);
+INSERT INTO meta (key, value) VALUES ('blob_end', 0);
 
 -- One row per known tree node: key = (feed_id << 42) | flat-tree index. A node's hash never
 -- changes once its span is complete, so a node is written once and never updated.

@@ -1,0 +1,106 @@
+"""The blob file: large entries, appended once, outside SQLite.
+
+Theory of operation
+-------------------
+SQLite in WAL mode writes every byte twice (into the WAL, then into the database at a
+checkpoint), which caps large-entry throughput at about half the disk's speed. Entries of
+``BLOB_THRESHOLD`` bytes or more are therefore appended to one file per store
+(``cobox.blobs``), and their rows in ``entries`` hold only ``(blob_offset, blob_size)``.
+
+Only the writer task appends, at ``end``; a transaction that references new blob bytes writes
+them *before* it commits, and records the new ``end`` in the ``meta`` table in the same
+transaction. So a committed row never points past written blob bytes (a killed process loses
+nothing the OS has), and bytes past the recorded end belong to a transaction that never
+committed: the store truncates them when it opens. A failed write leaves ``end`` unchanged, so
+the next write overwrites the debris.
+
+Power loss: with ``durability="normal"`` (SQLite ``synchronous=NORMAL``) the database is made
+durable at checkpoints, and the writer syncs the blob file right before each checkpoint; the
+transactions since the last checkpoint may be lost, as SQLite's own NORMAL mode allows. With
+``durability="full"`` every commit syncs the blob file first and SQLite runs
+``synchronous=FULL``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import StorageError, StoreFullError, StoreReadOnlyError
+
+BLOB_THRESHOLD = 8 * 1024
+
+
+class BlobFile:
+    def __init__(self, path: Path, end: int, *, readonly: bool, sync_each_write: bool = False) -> None:
+        self.path = path
+        self.sync_each_write = sync_each_write
+        self.end = end
+        self.pending_end = end
+        flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
+        try:
+            self._fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            self._fd = -1  # read-only store that never stored a large entry
+        except OSError as e:
+            raise _map(e) from None
+        if not readonly and os.fstat(self._fd).st_size > end:
+            os.ftruncate(self._fd, end)  # debris of a transaction that never committed
+
+    def append(self, blobs: Sequence[bytes]) -> list[int]:
+        """Write ``blobs`` at the end and make them durable; return their offsets. ``end``
+        moves only when :meth:`commit` is called (after the referencing transaction)."""
+        offsets = []
+        pos = self.end
+        try:
+            for blob in blobs:
+                offsets.append(pos)
+                view = memoryview(blob)
+                while view:
+                    n = os.pwrite(self._fd, view, pos)
+                    view = view[n:]
+                    pos += n
+            if self.sync_each_write:
+                os.fdatasync(self._fd)
+        except OSError as e:
+            raise _map(e) from None
+        self.pending_end = pos
+        return offsets
+
+    def sync(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:
+                raise _map(e) from None
+
+    def commit(self) -> None:
+        self.end = self.pending_end
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self._fd < 0 or offset + size > self.end:
+            raise StorageError("an entry points outside the blob file")
+        try:
+            data = os.pread(self._fd, size, offset)
+        except OSError as e:
+            raise _map(e) from None
+        if len(data) != size:
+            raise StorageError("the blob file is shorter than the store expects")
+        return data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+
+def _map(e: OSError) -> StorageError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StoreFullError(f"no space left for the blob file: {e.strerror}")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreReadOnlyError(f"the blob file is not writable: {e.strerror}")
+    return StorageError(f"blob file error: {e.strerror}")

@@ -1,0 +1,91 @@
+"""Kill -9 a process that is appending to a store, many times; after every kill the store
+must reopen with every stored entry verifying and no committed append lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+from storage import Store, verify_range
+
+HELPER = Path(__file__).with_name("crash_writer.py")
+ROOT = Path(__file__).resolve().parents[2]
+ROUNDS = 12
+
+
+async def _readline(stream: asyncio.StreamReader, timeout: float = 10.0) -> str:
+    async with asyncio.timeout(timeout):
+        line = await stream.readline()
+    if not line:
+        raise AssertionError("the writer process exited early")
+    return line.decode()
+
+
+async def _run_and_kill(path: Path, seed: int, rng: random.Random) -> dict[str, int]:
+    """Run one writer round; return the last committed length it reported per feed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(HELPER), str(path), str(seed),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        assert await _readline(proc.stdout) == "ready\n"
+        first = await _readline(proc.stdout)  # an append committed: it is writing now
+        await asyncio.sleep(rng.uniform(0, 0.25))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        async with asyncio.timeout(10):
+            rest = await proc.stdout.read()
+            await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    reported: dict[str, int] = {}
+    for line in [first, *rest.decode().splitlines(keepends=True)]:
+        if not line.endswith("\n"):
+            continue  # cut off by the kill
+        key, length = line.split()
+        reported[key] = max(reported.get(key, 0), int(length))
+    return reported
+
+
+async def _check(path: Path, committed: dict[str, int]) -> dict[str, int]:
+    async with await Store.open(path) as store:
+        feeds = store.feeds()
+        assert len(feeds) == 3
+        lengths = {}
+        for feed in feeds:
+            key = feed.key.hex()
+            assert feed.length >= committed.get(key, 0), "a committed append was lost"
+            assert feed.writable
+            assert list(feed.have) == ([(0, feed.length)] if feed.length else [])
+            (count,), = await store.read(
+                "SELECT COUNT(*) FROM entries WHERE key >> 42 = ?", (feed.id,))
+            assert count == feed.length, "entries stored beyond the signed length"
+            if feed.length:
+                entries = await feed.get_range(0, feed.length)
+                verified = verify_range(feed.key, 0, entries, await feed.proof(0, feed.length))
+                assert verified.signed == feed.signed
+            lengths[key] = feed.length
+        return lengths
+
+
+async def test_kill_9_while_appending(tmp_path: Path) -> None:
+    rng = random.Random()
+    path = tmp_path / "store"
+    committed: dict[str, int] = {}
+    total = 0
+    async with asyncio.timeout(60):
+        for _ in range(ROUNDS):
+            reported = await _run_and_kill(path, rng.randrange(1 << 30), rng)
+            assert reported, "the writer reported no committed append"
+            for key, length in reported.items():
+                committed[key] = max(committed.get(key, 0), length)
+            lengths = await _check(path, committed)
+            # Each round continued the same feeds and committed at least one more append.
+            assert sum(lengths.values()) > total
+            total = sum(lengths.values())
+            committed.update(lengths)
