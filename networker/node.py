@@ -28,6 +28,7 @@ from storage import Store
 
 from . import transport
 from .address import MultiAddress, parse
+from .errors import NetworkError
 from .group import Group
 from .identity import DeviceIdentity
 from .peer import Connection, Peer, Replicators
@@ -43,8 +44,9 @@ class PeerEvent:
 
 
 class Node:
-    def __init__(self, identity: DeviceIdentity, store: Store) -> None:
+    def __init__(self, identity: DeviceIdentity, store: Store, *, max_connections: int = 64) -> None:
         self.identity = identity
+        self.max_connections = max_connections
         self.store = store
         self.groups: dict[bytes, Group] = {}
         self.peers: dict[bytes, Peer] = {}
@@ -94,7 +96,10 @@ class Node:
         return list(listener.addresses)
 
     async def _accepted(self, conn: transport.SecureConnection) -> None:
-        self.add_connection(conn)
+        try:
+            self.add_connection(conn)
+        except NetworkError as e:
+            log.info("refused connection from %s: %s", conn.remote_address, e)
 
     async def connect(self, address: str | MultiAddress, *, timeout: float = 10.0) -> Peer:
         """Dial ``address`` (trying its alternatives in order) and return the peer's
@@ -105,7 +110,13 @@ class Node:
 
     def add_connection(self, conn: Connection) -> Peer:
         pid = conn.remote_peer_id
+        if pid == self.peer_id:
+            conn.close()
+            raise NetworkError("connected to ourselves")
         existing = self.peers.get(pid)
+        if existing is None and len(self.peers) >= self.max_connections:
+            conn.close()
+            raise NetworkError(f"connection limit reached ({self.max_connections})")
         if existing is not None and not existing.closed.is_set():
             if not self._prefer(conn, existing.conn):
                 conn.close()

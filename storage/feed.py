@@ -130,6 +130,11 @@ class Feed:
         return self._signed.length if self._signed else 0
 
     @property
+    def next_seq(self) -> int:
+        """The sequence number the next appended entry gets (appends still committing count)."""
+        return self._pending.length
+
+    @property
     def known_length(self) -> int:
         """The length of the longest signed tree checked here, including one whose entries are
         still being committed: what a proof sent to this replica should upgrade from."""

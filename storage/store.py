@@ -232,6 +232,27 @@ class Store:
         )
         return {key & _SEQ_MASK: h for key, h in rows}
 
+    # -- records ----------------------------------------------------------------------------
+
+    async def put_record(self, scope: str, key: str, value: bytes) -> None:
+        """Store a small opaque record (the layers above keep their metadata here)."""
+        self.check_writable()
+        await self.writer.submit(db.WriteJob(statements=[(
+            "INSERT INTO records (scope, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+            [(scope, key, value)],
+        )]))
+
+    async def delete_record(self, scope: str, key: str) -> None:
+        self.check_writable()
+        await self.writer.submit(db.WriteJob(statements=[(
+            "DELETE FROM records WHERE scope = ? AND key = ?", [(scope, key)],
+        )]))
+
+    async def records(self, scope: str) -> dict[str, bytes]:
+        rows = await self.read("SELECT key, value FROM records WHERE scope = ? ORDER BY key", (scope,))
+        return {k: v for k, v in rows}
+
     async def forks(self, feed: Feed) -> list[dict[str, object]]:
         """The fork evidence recorded for a feed."""
         rows = await self.read(

@@ -66,3 +66,12 @@ CREATE TABLE forks (
     detected_at   REAL NOT NULL
 );
 CREATE INDEX forks_by_feed ON forks (feed_id);
+
+-- Small records the layers above keep beside their feeds (group metadata, membership tags,
+-- custody receipts), grouped by scope. Values are opaque to storage.
+CREATE TABLE records (
+    scope  TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;

@@ -365,3 +365,17 @@ async def test_blob_file_out_of_space(open_store: OpenStore, monkeypatch: pytest
     assert feed.length == 1
     assert await feed.append([b"small", bytes([7]) * 10_000]) == 3
     assert await feed.get_range(0, 3) == [bytes(10_000), b"small", bytes([7]) * 10_000]
+
+
+async def test_records_round_trip_and_survive_reopen(open_store: OpenStore) -> None:
+    store = await open_store("s")
+    await store.put_record("groups", "friends", b"one")
+    await store.put_record("groups", "work", b"two")
+    await store.put_record("other", "friends", b"three")
+    await store.put_record("groups", "friends", b"updated")
+    assert await store.records("groups") == {"friends": b"updated", "work": b"two"}
+    await store.delete_record("groups", "work")
+    await store.close()
+    store = await open_store("s")
+    assert await store.records("groups") == {"friends": b"updated"}
+    assert await store.records("other") == {"friends": b"three"}

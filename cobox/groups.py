@@ -1,0 +1,222 @@
+"""Groups: a multi-writer view over the members' feeds, and the group log.
+
+Theory of operation
+-------------------
+A group is known here by name. A *member* holds the group address and derives every key from
+it (``networker.keys``); a *backup peer* (seed) holds only the replication key: it can verify
+and store the group's feeds, not read them or add to them.
+
+Each member device writes one feed per group (created when it creates or joins the group) and
+admits it with a membership tag ``keyed_blake3(membership_key, feed_key)``. Feeds offered by
+peers are accepted only with a valid tag; a backup peer cannot check tags, so it keeps and
+relays them, and members check them, so a backup peer cannot inject a feed.
+
+Log entries are msgpack maps ``{"type": "log", "text", "time", "author"}`` encrypted with
+XChaCha20-Poly1305 under the group's encryption key, a random 24-byte nonce per entry (stored in
+front of the ciphertext), and ``feed key || u64(seq)`` as associated data, so an entry cannot be
+moved to another feed or position unnoticed.
+
+``cobox log cat`` order: entries sorted by their ``time``, then author feed key, then sequence
+number, which is the same on every device that holds the same entries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import nacl.bindings
+import nacl.exceptions
+
+from networker.keys import GroupKeys, membership_tag
+from storage import Feed, Store
+
+from .errors import NotAMemberError
+
+GROUPS_SCOPE = "groups"
+NONCE_BYTES = 24
+MAX_TEXT = 64 * 1024
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    feed: bytes
+    seq: int
+    author: bytes
+    time: float
+    text: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"feed": self.feed.hex(), "seq": self.seq, "author": self.author.hex(),
+                "time": self.time, "text": self.text}
+
+
+class Group:
+    """One group on this device (member or backup peer); what networker replicates."""
+
+    def __init__(self, store: Store, name: str, keys: GroupKeys, device_id: bytes,
+                 created: float) -> None:
+        self.store = store
+        self.name = name
+        self.keys = keys
+        self.device_id = device_id
+        self.created = created
+        self.discovery_key = keys.discovery_key
+        self.replication_key = keys.replication_key
+        self.namespace = keys.discovery_key.hex()
+        self._tags: dict[bytes, bytes] = {}
+        self._callbacks: list[Callable[[Feed], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<Group {self.name!r} {'member' if self.is_member else 'seed'}>"
+
+    @property
+    def is_member(self) -> bool:
+        return self.keys.encryption_key is not None
+
+    @property
+    def role(self) -> str:
+        return "member" if self.is_member else "seed"
+
+    @property
+    def _tag_scope(self) -> str:
+        return f"tags:{self.namespace}"
+
+    async def load(self) -> None:
+        self._tags = {bytes.fromhex(k): v for k, v in (await self.store.records(self._tag_scope)).items()}
+        if self.is_member and self.own_feed() is None:
+            await self._add_own_feed()
+
+    async def _add_own_feed(self) -> Feed:
+        feed = await self.store.create_feed(self.namespace)
+        assert self.keys.membership_key is not None
+        await self._remember_tag(feed.key, membership_tag(self.keys.membership_key, feed.key))
+        for cb in list(self._callbacks):
+            cb(feed)
+        return feed
+
+    async def _remember_tag(self, key: bytes, tag: bytes) -> None:
+        self._tags[key] = tag
+        await self.store.put_record(self._tag_scope, key.hex(), tag)
+
+    # -- the networker.group.Group protocol ---------------------------------------------------
+
+    def feeds(self) -> list[Feed]:
+        return [f for f in self.store.feeds(self.namespace) if f.key in self._tags]
+
+    def tag(self, feed: Feed) -> bytes:
+        return self._tags.get(feed.key, b"")
+
+    async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
+        if key in self._tags:
+            return self.store.feed(key)
+        if self.keys.membership_key is not None:
+            if not hmac.compare_digest(membership_tag(self.keys.membership_key, key), tag):
+                return None  # not admitted by a member
+        elif len(tag) != 32:
+            return None  # a backup peer keeps only feeds that come with a tag to relay
+        try:
+            feed = self.store.feed(key)
+        except Exception:
+            feed = await self.store.open_feed(key, self.namespace)
+        if feed.namespace != self.namespace:
+            return None
+        await self._remember_tag(key, tag)
+        for cb in list(self._callbacks):
+            cb(feed)
+        return feed
+
+    def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
+        self._callbacks.append(callback)
+
+    # -- the log ------------------------------------------------------------------------------
+
+    def own_feed(self) -> Feed | None:
+        return next((f for f in self.store.feeds(self.namespace) if f.writable), None)
+
+    async def append(self, text: str) -> int:
+        """Append a log entry to this device's feed; return its sequence number."""
+        if not self.is_member:
+            raise NotAMemberError(f"this device backs up {self.name!r} but cannot write to it")
+        if len(text.encode()) > MAX_TEXT:
+            raise ValueError(f"an entry holds at most {MAX_TEXT} bytes of text")
+        feed = self.own_feed() or await self._add_own_feed()
+        plain = msgpack.packb({"type": "log", "text": text, "time": time.time(),
+                               "author": self.device_id}, use_bin_type=True)
+        seq = feed.next_seq  # no await until append() takes it: the sequence number is ours
+        await feed.append([self.seal(feed.key, seq, plain)])
+        return seq
+
+    def seal(self, feed_key: bytes, seq: int, plain: bytes) -> bytes:
+        assert self.keys.encryption_key is not None
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            plain, feed_key + _U64.pack(seq), nonce, self.keys.encryption_key)
+
+    def open(self, feed_key: bytes, seq: int, data: bytes) -> bytes | None:
+        """Decrypt an entry; ``None`` if it does not authenticate."""
+        if self.keys.encryption_key is None or len(data) < NONCE_BYTES + 16:
+            return None
+        try:
+            return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                data[NONCE_BYTES:], feed_key + _U64.pack(seq), data[:NONCE_BYTES],
+                self.keys.encryption_key)
+        except nacl.exceptions.CryptoError:
+            return None
+
+    async def log(self) -> list[LogEntry]:
+        """Every readable log entry this device holds, in the documented order."""
+        if not self.is_member:
+            raise NotAMemberError(f"this device backs up {self.name!r} but cannot read it")
+        out = []
+        for feed in self.feeds():
+            for start, end in list(feed.have):
+                for k, data in enumerate(await feed.get_range(start, end)):
+                    entry = self._decode(feed.key, start + k, data)
+                    if entry is not None:
+                        out.append(entry)
+        out.sort(key=lambda e: (e.time, e.feed, e.seq))
+        return out
+
+    def _decode(self, feed_key: bytes, seq: int, data: bytes) -> LogEntry | None:
+        plain = self.open(feed_key, seq, data)
+        if plain is None:
+            return None
+        try:
+            obj = msgpack.unpackb(plain, raw=False)
+            if obj.get("type") != "log":
+                return None
+            return LogEntry(feed_key, seq, bytes(obj["author"]), float(obj["time"]), str(obj["text"]))
+        except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
+            return None
+
+    def status(self) -> dict[str, Any]:
+        own = self.own_feed()
+        return {
+            "name": self.name,
+            "role": self.role,
+            "discovery_key": self.discovery_key.hex(),
+            "feeds": [{"key": f.key.hex(), "length": f.length, "have": len(f.have),
+                       "writable": f.writable, "own": own is not None and f.key == own.key}
+                      for f in self.feeds()],
+        }
+
+
+def encode_info(keys: GroupKeys, created: float) -> bytes:
+    if keys.address is not None:
+        return msgpack.packb({"address": keys.address, "created": created}, use_bin_type=True)
+    return msgpack.packb({"replication_key": keys.replication_key, "created": created}, use_bin_type=True)
+
+
+def decode_info(value: bytes) -> tuple[GroupKeys, float]:
+    obj = msgpack.unpackb(value, raw=False)
+    if "address" in obj:
+        return GroupKeys.from_address(bytes(obj["address"])), float(obj["created"])
+    return GroupKeys.from_replication_key(bytes(obj["replication_key"])), float(obj["created"])
