@@ -1,8 +1,7 @@
-"""The `cobox` command.
+"""The ``cobox`` command: argument parsing and dispatch.
 
-For now it has one subcommand, ``daemon``, which opens this device's store in the data
-directory and stays in the foreground until SIGINT/SIGTERM. Networking, groups and the control
-API arrive with the daemon issue; the CLI will then be a client of that API.
+Every command but ``daemon`` (and ``demo``, which runs daemons) is a client of the daemon's
+control API. Exit codes: 0 success, 1 failure, 2 usage error; errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -10,57 +9,84 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
-import os
-import signal
 import sys
 from pathlib import Path
 
-import platformdirs
-
-from storage import StorageError, Store
-
-log = logging.getLogger("cobox")
+from . import commands
+from .errors import CoboxError
+from .paths import Home, default_home
 
 
-def default_home() -> Path:
-    env = os.environ.get("COBOX_HOME")
-    if env:
-        return Path(env)
-    return Path(platformdirs.user_data_dir("cobox", appauthor=False))
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cobox", description="Peer-to-peer sync and backup, end-to-end encrypted.")
+    p.add_argument("--home", type=Path, default=None,
+                   help="data directory (default: $COBOX_HOME or the platform's user data dir)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    d = sub.add_parser("daemon", help="run the daemon in the foreground")
+    d.add_argument("--listen", action="append", metavar="ADDR", help="peer address to listen on (repeatable)")
+    d.add_argument("--dht-port", type=int, metavar="N", help="UDP port of the DHT node")
+    d.add_argument("--dht-host", metavar="HOST", help="address the DHT node binds to")
+    d.add_argument("--bootstrap", action="append", metavar="HOST:PORT", help="DHT bootstrap node (repeatable)")
+    d.add_argument("--no-lan", action="store_true", help="no LAN (mDNS) discovery")
+    d.add_argument("--no-dht", action="store_true", help="no DHT")
+    d.add_argument("--api-port", type=int, metavar="N", help="port of the control API on 127.0.0.1")
 
-async def run_daemon(home: Path) -> None:
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await Store.open(home)
-    try:
-        feeds = store.feeds()
-        print(f"cobox: store {store.path} open, {len(feeds)} feed(s); Ctrl-C to stop", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await store.close()
+    sub.add_parser("start", help="start the daemon in the background")
+    sub.add_parser("stop", help="stop the daemon gracefully")
+    s = sub.add_parser("status", help="identity, addresses, groups, peers")
+    s.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("group", help="create, join, list, invite, leave groups")
+    gs = g.add_subparsers(dest="action", required=True, metavar="ACTION")
+    gs.add_parser("create", help="create a group and print its invite URI").add_argument("name")
+    j = gs.add_parser("join", help="join a group from an invite URI")
+    j.add_argument("uri")
+    j.add_argument("--name")
+    gs.add_parser("list", help="groups on this device").add_argument("--json", action="store_true")
+    i = gs.add_parser("invite", help="print a group's invite URI")
+    i.add_argument("name")
+    i.add_argument("--seed", action="store_true", help="the backup-peer URI (replicates, cannot read)")
+    gs.add_parser("leave", help="leave a group").add_argument("name")
+
+    lg = sub.add_parser("log", help="the group log")
+    ls = lg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ls.add_parser("append", help="append an entry ('-' reads stdin)")
+    a.add_argument("group")
+    a.add_argument("text")
+    c = ls.add_parser("cat", help="print the group's entries from every member")
+    c.add_argument("group")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--follow", action="store_true", help="keep printing new entries")
+
+    pe = sub.add_parser("peers", help="connected peers")
+    pe.add_argument("--json", action="store_true")
+    pes = pe.add_subparsers(dest="action", metavar="ACTION")
+    pes.add_parser("add", help="connect to a peer address directly").add_argument("address")
+
+    sy = sub.add_parser("sync", help="wait for a group to be in sync")
+    sys_ = sy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    w = sys_.add_parser("wait", help="wait until this device holds what its peers have")
+    w.add_argument("group")
+    w.add_argument("--timeout", type=float, default=300.0, metavar="S")
+
+    sub.add_parser("demo", help="three daemons on this machine replicating a group, live")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cobox", description="peer-to-peer sync and backup")
-    parser.add_argument("--home", type=Path, default=None, help="data directory")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("daemon", help="run in the foreground")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    home = args.home or default_home()
+    args = build_parser().parse_args(argv)
+    home = Home((args.home or default_home()).expanduser().resolve())
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_daemon(home))
-    except StorageError as e:
+            return asyncio.run(commands.run(args, home))
+        return 130
+    except CoboxError as e:
         print(f"cobox: {e}", file=sys.stderr)
         return 1
-    return 0
+    except OSError as e:
+        print(f"cobox: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

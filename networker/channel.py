@@ -44,6 +44,7 @@ class Channel:
         self.remote_id: int | None = None
         self.opened_locally = False
         self.live = False
+        self.feeds_received = False  # the peer's Feeds message has arrived
         self.feeds: dict[bytes, PeerFeed] = {}
         self._pending_have: dict[bytes, RangeSet] = {}
         self._flush_scheduled = False
@@ -130,6 +131,7 @@ class Channel:
     # -- messages -------------------------------------------------------------------------------
 
     async def on_feeds(self, msg: m.Feeds) -> None:
+        self.feeds_received = True
         for key, tag in msg.feeds:
             if key in self.feeds:
                 continue
@@ -142,12 +144,20 @@ class Channel:
         pf = self.feeds.get(msg.feed)
         if pf is None:
             return  # a feed we did not accept
+        pf.have_received = True
         if not msg.incremental:
             pf.remote_have = RangeSet()
         for start, end in msg.ranges:
             pf.remote_have.add(start, end)
         pf.remote_length = max(pf.remote_length, msg.length)
         pf.replicator.schedule()
+
+    def missing(self) -> tuple[int, bool]:
+        """How many entries the peer has (for this group) that we lack, and whether it has
+        told us about every feed it offered."""
+        missing = sum(pf.replicator.missing_from(pf) for pf in self.feeds.values())
+        settled = self.live and self.feeds_received and all(pf.have_received for pf in self.feeds.values())
+        return missing, settled
 
     def find_feed(self, key: bytes) -> Feed | None:
         pf = self.feeds.get(key)

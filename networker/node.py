@@ -54,6 +54,9 @@ class Node:
         self.listeners: list[transport.Listener] = []
         self.on_event: list[Callable[[PeerEvent], None]] = []
         self._watchers: set[asyncio.Task[None]] = set()
+        self.bytes_sent_closed = 0  # totals of connections that are gone
+        self.bytes_received_closed = 0
+        self.protocol_errors = 0
         self._closed = False
 
     @property
@@ -146,6 +149,10 @@ class Node:
         await peer.wait_closed()
         if self.peers.get(peer.remote_peer_id) is peer:
             del self.peers[peer.remote_peer_id]
+        self.bytes_sent_closed += getattr(peer.conn, "bytes_sent", 0)
+        self.bytes_received_closed += getattr(peer.conn, "bytes_received", 0)
+        if peer.close_reason.startswith("protocol error"):
+            self.protocol_errors += 1
         self._emit(PeerEvent("disconnected", peer.remote_peer_id, peer.close_reason))
 
     def _emit(self, event: PeerEvent) -> None:
@@ -154,6 +161,13 @@ class Node:
                 cb(event)
             except Exception:
                 log.exception("peer event callback failed")
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes sent and received on every connection so far."""
+        sent = self.bytes_sent_closed + sum(getattr(p.conn, "bytes_sent", 0) for p in self.peers.values())
+        received = self.bytes_received_closed + sum(
+            getattr(p.conn, "bytes_received", 0) for p in self.peers.values())
+        return sent, received
 
     async def close(self) -> None:
         if self._closed:

@@ -42,6 +42,7 @@ class PeerFeed:
         self.replicator = replicator
         self.remote_length = 0
         self.remote_have = RangeSet()
+        self.have_received = False
         self.requests: dict[int, tuple[int, int]] = {}  # request id -> [start, end)
 
     @property

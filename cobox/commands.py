@@ -1,0 +1,287 @@
+"""What each ``cobox`` command does (parsing is in :mod:`cobox.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import fcntl
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from . import config as configuration
+from .control.client import Client
+from .errors import CoboxError, DaemonNotRunningError, UsageError
+from .paths import Home
+
+
+async def run(args: argparse.Namespace, home: Home) -> int:
+    cmd = args.command
+    if cmd == "daemon":
+        return await daemon(args, home)
+    if cmd == "start":
+        return await start(home)
+    if cmd == "demo":
+        from .demo import demo
+
+        return await demo()
+    async with Client(home) as api:
+        if cmd == "stop":
+            return await stop(api, home)
+        if cmd == "status":
+            return show_status(await api.get("/v1/status"), args.json)
+        if cmd == "group":
+            return await group(api, args)
+        if cmd == "log":
+            return await log_command(api, args)
+        if cmd == "peers":
+            if args.action == "add":
+                peer = await api.post("/v1/peers", {"address": args.address})
+                print(f"connected to {peer['peer_id']}")
+                return 0
+            return show_peers(await api.get("/v1/peers"), args.json)
+        if cmd == "sync":
+            return await sync_wait(api, args.group, args.timeout)
+    raise UsageError(f"unknown command {cmd}")
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=... level=... logger=... msg="..."``: one structured line per event."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg={json.dumps(record.getMessage())}'
+        if record.exc_info:
+            line += f" error={json.dumps(self.formatException(record.exc_info))}"
+        return line
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("kademlia").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    o: dict[str, dict[str, Any]] = {}
+    if args.listen:
+        o.setdefault("network", {})["listen"] = args.listen
+    if args.dht_port is not None:
+        o.setdefault("dht", {})["port"] = args.dht_port
+    if args.dht_host is not None:
+        o.setdefault("dht", {})["host"] = args.dht_host
+    if args.bootstrap:
+        o.setdefault("dht", {})["bootstrap"] = args.bootstrap
+    if args.no_lan:
+        o.setdefault("lan", {})["enabled"] = False
+    if args.no_dht:
+        o.setdefault("dht", {})["enabled"] = False
+    if args.api_port is not None:
+        o.setdefault("api", {})["port"] = args.api_port
+    return o
+
+
+async def daemon(args: argparse.Namespace, home: Home) -> int:
+    from .daemon import Daemon
+
+    home.ensure()
+    config = configuration.load(home.root, overrides=flag_overrides(args))
+    setup_logging(config["log"]["level"])
+    d = Daemon(home.root, config)
+    ready = asyncio.Event()
+    task = asyncio.create_task(d.run(ready=ready))
+    done, _ = await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises why it could not start
+        return 1
+    print(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}", flush=True)
+    for address in d.listen_addresses:
+        print(f"cobox: listening on {address}", flush=True)
+    if d.dht is not None:
+        print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
+    await task
+    return 0
+
+
+def daemon_running(home: Home) -> bool:
+    if not home.lock.exists():
+        return False
+    fd = os.open(home.lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+async def start(home: Home, timeout: float = 30.0) -> int:
+    if daemon_running(home):
+        print(f"cobox: a daemon is already running for {home.root}")
+        return 0
+    home.ensure()
+    configuration.load(home.root)  # a broken config fails here, with its message, not in the background
+    logfile = open(home.log, "ab")  # noqa: SIM115 (handed to the child)
+    proc = subprocess.Popen([sys.executable, "-m", "cobox.cli", "--home", str(home.root), "daemon"],
+                            stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True)
+    logfile.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = home.log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise CoboxError(f"the daemon exited at start: {tail[0] if tail else 'see ' + str(home.log)}")
+        try:
+            async with Client(home, timeout=2) as api:
+                status = await api.get("/v1/status")
+            print(f"cobox: daemon started (pid {proc.pid}), peer id {status['peer_id'][:16]}; log in {home.log}")
+            return 0
+        except DaemonNotRunningError:
+            await asyncio.sleep(0.1)
+    raise CoboxError(f"the daemon did not answer within {timeout:.0f}s; see {home.log}")
+
+
+async def stop(api: Client, home: Home, timeout: float = 30.0) -> int:
+    await api.post("/v1/stop")
+    deadline = time.monotonic() + timeout
+    while daemon_running(home):
+        if time.monotonic() > deadline:
+            raise CoboxError("the daemon did not stop in time")
+        await asyncio.sleep(0.05)
+    print("cobox: daemon stopped")
+    return 0
+
+
+# -- listings -------------------------------------------------------------------------------------
+
+
+def show_status(s: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"device     {s['peer_id']}")
+    print(f"home       {s['home']}   (pid {s['pid']}, up {s['uptime']:.0f}s)")
+    for a in s["advertised"]:
+        print(f"address    {a}")
+    dht = s["dht"]
+    print(f"dht        {'off' if not dht.get('enabled', True) else json.dumps(dht)}")
+    print(f"lan        {'on' if s['lan']['enabled'] else 'off'}")
+    print(f"traffic    {s['bytes_sent']} bytes out, {s['bytes_received']} bytes in")
+    print(f"groups     {len(s['groups'])}")
+    for g in s["groups"]:
+        print_group(g, indent="  ")
+    print(f"peers      {len(s['peers'])}")
+    for p in s["peers"]:
+        print(f"  {p['peer_id'][:16]}  {p['address']}  groups: {', '.join(p['groups']) or '-'}")
+    return 0
+
+
+def print_group(g: dict[str, Any], indent: str = "") -> None:
+    sync = g["sync"]
+    state = "in sync" if sync["synced"] else f"{sync['missing']} entries missing" if sync["peers"] else "no peers"
+    print(f"{indent}{g['name']}  ({g['role']}, {len(g['feeds'])} feeds, {sync['peers']} peers, {state})")
+    for f in g["feeds"]:
+        mark = " (this device)" if f["own"] else ""
+        print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
+
+
+def show_peers(peers: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(peers, indent=2))
+        return 0
+    if not peers:
+        print("no peers connected")
+    for p in peers:
+        print(f"{p['peer_id']}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
+              f"{p['bytes_sent']} out / {p['bytes_received']} in")
+    return 0
+
+
+async def group(api: Client, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        g = await api.post("/v1/groups", {"name": args.name})
+        print(g["invite"])
+    elif args.action == "join":
+        body = {"uri": args.uri}
+        if args.name:
+            body["name"] = args.name
+        g = await api.post("/v1/groups/join", body)
+        print(f"joined {g['name']} ({g['role']})")
+    elif args.action == "list":
+        groups = await api.get("/v1/groups")
+        if args.json:
+            print(json.dumps(groups, indent=2))
+        elif not groups:
+            print("no groups")
+        for g in [] if args.json else groups:
+            print_group(g)
+    elif args.action == "invite":
+        print((await api.get(f"/v1/groups/{_q(args.name)}/invite", **({"seed": "1"} if args.seed else {})))["uri"])
+    elif args.action == "leave":
+        await api.delete(f"/v1/groups/{_q(args.name)}")
+        print(f"left {args.name}")
+    return 0
+
+
+async def log_command(api: Client, args: argparse.Namespace) -> int:
+    path = f"/v1/groups/{_q(args.group)}/log"
+    if args.action == "append":
+        text = sys.stdin.read() if args.text == "-" else args.text
+        r = await api.post(path, {"text": text})
+        print(f"appended entry {r['seq']}")
+        return 0
+    if args.follow:
+        async for entry in api.stream(path, follow="1"):
+            print_entry(entry, args.json)
+        return 0
+    for entry in await api.get(path):
+        print_entry(entry, args.json)
+    return 0
+
+
+def print_entry(e: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(e), flush=True)
+        return
+    when = datetime.datetime.fromtimestamp(e["time"]).strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{when}  {e['author'][:8]}  {e['text']}", flush=True)
+
+
+async def sync_wait(api: Client, name: str, timeout: float) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("entries"), TimeElapsedColumn(), transient=False,
+                  disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(f"sync {name}", total=None)
+        while True:
+            s = await api.get(f"/v1/groups/{_q(name)}/sync")
+            progress.update(task, total=s["have"] + s["missing"], completed=s["have"],
+                            description=f"sync {name} ({s['peers']} peers)")
+            if s["synced"]:
+                break
+            if time.monotonic() > deadline:
+                what = "no peer connected" if not s["peers"] else f"{s['missing']} entries still missing"
+                raise CoboxError(f"timed out after {timeout:.0f}s: {what}")
+            await asyncio.sleep(0.1)
+    print(f"{name}: in sync ({s['have']} entries, {s['peers']} peers)")
+    return 0
+
+
+def _q(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")

@@ -1,0 +1,58 @@
+"""The OpenAPI description of the control API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _op(summary: str, body: dict[str, Any] | None = None, *, status: str = "200") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {
+        status: {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}},
+        "401": {"$ref": "#/components/responses/Error"},
+        "default": {"$ref": "#/components/responses/Error"},
+    }}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": list(body), "properties": body}}}}
+    return op
+
+
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+_TEXT = {"type": "string"}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "cobox control API", "version": "1"},
+    "components": {
+        "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        "responses": {"Error": {"description": "an error", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"error": {"type": "object", "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}}}}}}}}},
+    },
+    "security": [{"token": []}],
+    "paths": {
+        "/v1/status": {"get": _op("identity, addresses, DHT state, groups, peers, traffic")},
+        "/v1/stop": {"post": _op("shut the daemon down gracefully")},
+        "/v1/peers": {"get": _op("connected peers"),
+                      "post": _op("connect to a peer address", {"address": _TEXT})},
+        "/v1/groups": {"get": _op("groups with their feeds"),
+                       "post": _op("create a group; returns its invite URI", {"name": _TEXT}, status="201")},
+        "/v1/groups/join": {"post": _op("join a group (or back it up) from an invite URI",
+                                        {"uri": _TEXT}, status="201")},
+        "/v1/groups/{name}": {"parameters": _NAME, "get": _op("one group"),
+                              "delete": _op("leave a group")},
+        "/v1/groups/{name}/invite": {"parameters": _NAME, "get": {
+            **_op("the member invite URI, or with ?seed=1 the backup-peer URI"),
+            "parameters": [{"name": "seed", "in": "query", "schema": {"type": "string"}}]}},
+        "/v1/groups/{name}/log": {"parameters": _NAME,
+                                  "get": {**_op("the group log, decrypted; ?follow=1 streams NDJSON"),
+                                          "parameters": [{"name": "follow", "in": "query",
+                                                          "schema": {"type": "string"}}]},
+                                  "post": _op("append a log entry", {"text": _TEXT}, status="201")},
+        "/v1/groups/{name}/sync": {"parameters": _NAME,
+                                   "get": _op("how much of what connected peers have is still missing")},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+            "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": _op("this description")},
+    },
+}

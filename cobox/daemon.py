@@ -1,0 +1,337 @@
+"""The daemon: one process that owns the store, the node, discovery and the control API.
+
+Theory of operation
+-------------------
+``Daemon.run()`` takes the home's lock (a second daemon on the same home refuses to start),
+loads the device identity and the store, listens for peers, starts the DHT node and LAN
+discovery (when enabled), the swarm, and the control API; then rejoins every group it knows.
+It runs until SIGINT/SIGTERM or an API stop request, then shuts down in reverse order: the API
+stops taking requests, the swarm leaves its topics, connections close, the store commits what
+is queued and closes.
+
+Groups (name -> group address, or replication key for a backup peer) are records in the store;
+their secrets never leave the home directory except through ``group invite``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from networker.address import Address, parse
+from networker.errors import NetworkError
+from networker.identity import DeviceIdentity
+from networker.keys import GroupKeys
+from networker.node import Node, PeerEvent
+from networker.swarm import Discovery, Swarm
+from storage import Store
+
+from . import config as configuration
+from .errors import DaemonRunningError, GroupExistsError, GroupNotFoundError
+from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
+from .paths import Home, write_private
+from .uri import Invite, validate_name
+
+log = logging.getLogger("cobox.daemon")
+
+
+class Daemon:
+    def __init__(self, home: Path, config: dict[str, dict[str, Any]]) -> None:
+        self.home = Home(home)
+        self.config = config
+        self.started = time.time()
+        self.groups: dict[str, Group] = {}
+        self.events: list[dict[str, Any]] = []  # recent peer events, for status and the dashboard
+        self._stop = asyncio.Event()
+        self._lock_fd: int | None = None
+        self.identity: DeviceIdentity
+        self.store: Store
+        self.node: Node
+        self.swarm: Swarm
+        self.dht: Any = None
+        self.lan: Any = None
+        self.api: Any = None
+        self.listen_addresses: list[str] = []
+
+    # -- life -------------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        self.home.ensure()
+        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DaemonRunningError(f"another cobox daemon is running with home {self.home.root}") from None
+        self._lock_fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, ready: asyncio.Event | None = None) -> None:
+        self.lock()
+        try:
+            await self._start()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.stop)
+            if ready is not None:
+                ready.set()
+            await self._stop.wait()
+            log.info("shutting down")
+        finally:
+            await self._shutdown()
+            self.unlock()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.identity = DeviceIdentity.load_or_create(self.home.identity)
+        self.store = await Store.open(self.home.root, durability=cfg["storage"]["durability"])
+        self.node = Node(self.identity, self.store, max_connections=cfg["network"]["max_connections"])
+        self.node.on_event.append(self._on_peer_event)
+        for address in cfg["network"]["listen"]:
+            self.listen_addresses += await self.node.listen(
+                address, handshake_timeout=cfg["network"]["handshake_timeout"])
+        sources: list[Discovery] = []
+        if cfg["dht"]["enabled"]:
+            self.dht = await self._start_dht()
+            if self.dht is not None:
+                sources.append(self.dht)
+        if cfg["lan"]["enabled"]:
+            self.lan = await self._start_lan()
+            if self.lan is not None:
+                sources.append(self.lan)
+        sw = cfg["swarm"]
+        self.swarm = Swarm(self.node, sources, advertised=self.advertised,
+                           lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
+                           reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"])
+        for name, value in (await self.store.records(GROUPS_SCOPE)).items():
+            keys, created = decode_info(value)
+            await self._activate(name, keys, created)
+        from .control.server import ControlServer
+
+        self.api = ControlServer(self)
+        await self.api.start()
+        log.info("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
+
+    async def _start_dht(self) -> Any:
+        try:
+            from networker.dht import DHTDiscovery
+        except ImportError:
+            log.warning("DHT support is not available in this build")
+            return None
+        d = self.config["dht"]
+        bootstrap = [_host_port(b) for b in d["bootstrap"]]
+        dht = DHTDiscovery(self.identity, host=d["host"], port=d["port"], bootstrap=bootstrap,
+                           state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"],
+                           record_ttl=d["record_ttl"])
+        await dht.start()
+        return dht
+
+    async def _start_lan(self) -> Any:
+        try:
+            from networker.lan import LanDiscovery
+        except ImportError:
+            log.warning("LAN discovery is not available in this build")
+            return None
+        port = next((a.port for a in self._tcp_listen() if a.port), 0)
+        if not port:
+            return None
+        lan = LanDiscovery(self.identity.peer_id, port, on_peer=self._on_lan_peer,
+                           interfaces=self._lan_interfaces())
+        try:
+            await lan.start()
+        except (OSError, NetworkError) as e:
+            log.warning("LAN discovery could not start: %s", e)
+            return None
+        return lan
+
+    def _lan_interfaces(self) -> list[str] | None:
+        hosts = {a.host for a in self._tcp_listen()}
+        if hosts and all(ipaddress.ip_address(h).is_loopback for h in hosts if _is_ip(h)):
+            return sorted(hosts)
+        return None
+
+    def _on_lan_peer(self, topic: bytes, peer_id: bytes, address: str) -> None:
+        self.swarm.add_candidate(topic, peer_id, address, "lan")
+
+    async def _shutdown(self) -> None:
+        for step in (self._stop_api, self._stop_swarm, self._stop_node, self._stop_discovery, self._stop_store):
+            try:
+                await step()
+            except Exception:
+                log.exception("error during shutdown")
+
+    async def _stop_api(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+
+    async def _stop_swarm(self) -> None:
+        if hasattr(self, "swarm"):
+            await self.swarm.close()
+
+    async def _stop_node(self) -> None:
+        if hasattr(self, "node"):
+            await self.node.close()
+
+    async def _stop_discovery(self) -> None:
+        for d in (self.lan, self.dht):
+            if d is not None:
+                await d.stop()
+
+    async def _stop_store(self) -> None:
+        if hasattr(self, "store"):
+            await self.store.close()
+
+    # -- addresses ----------------------------------------------------------------------------
+
+    def _tcp_listen(self) -> list[Address]:
+        out = []
+        for text in self.listen_addresses:
+            for alt in parse(text).alternatives:
+                if alt.transport == "tcp":
+                    out.append(alt)
+        return out
+
+    def advertised(self) -> list[str]:
+        """The addresses peers can dial: wildcard binds expanded to this machine's addresses."""
+        out: list[str] = []
+        for text in self.listen_addresses:
+            for alt in parse(text).alternatives:
+                if alt.transport == "tcp" and alt.host in ("0.0.0.0", "::"):
+                    for ip in _local_ips(v6=alt.host == "::"):
+                        out.append(Address("tcp", host=ip, port=alt.port, peer_key=alt.peer_key).format())
+                else:
+                    out.append(alt.format())
+        # Dial the most local first: a peer on this machine or network need not go further.
+        order = {"device": 0, "local": 1, "public": 2}
+        return sorted(out, key=lambda a: order[parse(a).alternatives[0].scope])[:8]
+
+    # -- groups -------------------------------------------------------------------------------
+
+    def group(self, name: str) -> Group:
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise GroupNotFoundError(f"no group named {name!r}") from None
+
+    async def create_group(self, name: str) -> Group:
+        return await self.add_group(validate_name(name), GroupKeys.from_address(os.urandom(32)))
+
+    async def join(self, invite: Invite, name: str | None = None) -> Group:
+        if invite.kind == "join":
+            keys = GroupKeys.from_address(invite.key)
+            name = validate_name(name or invite.name or f"group-{keys.discovery_key.hex()[:8]}")
+        else:
+            keys = GroupKeys.from_replication_key(invite.key)
+            name = validate_name(name or f"seed-{keys.discovery_key.hex()[:8]}")
+        return await self.add_group(name, keys)
+
+    async def add_group(self, name: str, keys: GroupKeys) -> Group:
+        if name in self.groups:
+            raise GroupExistsError(f"a group named {name!r} already exists")
+        for g in self.groups.values():
+            if g.discovery_key == keys.discovery_key:
+                raise GroupExistsError(f"this device already has that group, as {g.name!r}")
+        created = time.time()
+        await self.store.put_record(GROUPS_SCOPE, name, encode_info(keys, created))
+        return await self._activate(name, keys, created)
+
+    async def _activate(self, name: str, keys: GroupKeys, created: float) -> Group:
+        group = Group(self.store, name, keys, self.identity.peer_id, created)
+        await group.load()
+        self.groups[name] = group
+        self.node.join(group)
+        self.swarm.join(group.discovery_key)
+        return group
+
+    async def leave_group(self, name: str) -> None:
+        group = self.group(name)
+        await self.swarm.leave(group.discovery_key)
+        self.node.leave(group.discovery_key)
+        del self.groups[name]
+        await self.store.delete_record(GROUPS_SCOPE, name)
+
+    def sync_state(self, group: Group) -> dict[str, Any]:
+        missing = 0
+        peers = 0
+        settled = True
+        for peer in self.node.peers.values():
+            for ch in peer.channels.values():
+                if ch.group is group and ch.live:
+                    peers += 1
+                    m, s = ch.missing()
+                    missing += m
+                    settled = settled and s
+        have = sum(len(f.have) for f in group.feeds())
+        return {"group": group.name, "peers": peers, "have": have, "missing": missing,
+                "synced": peers > 0 and settled and missing == 0}
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _on_peer_event(self, event: PeerEvent) -> None:
+        log.info("peer %s %s%s", event.peer_id.hex()[:16], event.kind,
+                 f": {event.reason}" if event.reason else "")
+        self.events.append({"time": time.time(), "kind": event.kind, "peer": event.peer_id.hex(),
+                            "reason": event.reason})
+        del self.events[:-100]
+
+    async def connect(self, address: str) -> bytes:
+        peer = await self.node.connect(address)
+        return peer.remote_peer_id
+
+    def write_api_files(self, port: int, token: str) -> None:
+        write_private(self.home.token, token.encode())
+        write_private(self.home.api_port, str(port).encode())
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"bad bootstrap address {text!r} (expected HOST:PORT)")
+    return host, int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _local_ips(v6: bool) -> list[str]:
+    ips = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family.name == ("AF_INET6" if v6 else "AF_INET"):
+                ip = a.address.split("%")[0]
+                if v6 and ipaddress.ip_address(ip).is_link_local:
+                    continue
+                ips.append(ip)
+    return ips or (["::1"] if v6 else ["127.0.0.1"])
+
+
+def load_config(home: Path, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    return configuration.load(home, overrides=overrides)
