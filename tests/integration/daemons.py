@@ -1,0 +1,93 @@
+"""Run real cobox daemons and CLI commands as separate processes, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def env() -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("COBOX_")}
+    e["PYTHONPATH"] = str(ROOT)
+    return e
+
+
+async def cli(home: Path, *args: str, stdin: bytes | None = None, timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cobox.cli", "--home", str(home), *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env(), cwd=ROOT)
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate(stdin)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"cobox {' '.join(args)} did not finish in {timeout}s") from None
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def ok(home: Path, *args: str, **kw: object) -> str:
+    rc, out, err = await cli(home, *args, **kw)  # type: ignore[arg-type]
+    assert rc == 0, f"cobox {' '.join(args)} failed ({rc}): {err.strip()}"
+    return out
+
+
+class Daemon:
+    def __init__(self, home: Path, extra: list[str] | None = None) -> None:
+        self.home = home
+        self.extra = extra or []
+        self.proc: asyncio.subprocess.Process | None = None
+        self.output: list[str] = []
+
+    async def start(self, timeout: float = 30) -> Daemon:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cobox.cli", "--home", str(self.home), "daemon",
+            "--listen", "tcp:127.0.0.1:0", "--dht-host", "127.0.0.1", *self.extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env(), cwd=ROOT)
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()  # type: ignore[union-attr]
+                if not line:
+                    raise AssertionError("daemon exited at start:\n" + "".join(self.output))
+                self.output.append(line.decode())
+                if "daemon" in line.decode() and "running" in line.decode():
+                    break
+        self._drain = asyncio.ensure_future(self._read_rest())
+        return self
+
+    async def _read_rest(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.output.append(line.decode())
+
+    async def status(self) -> dict:
+        return json.loads(await ok(self.home, "status", "--json"))
+
+    async def address(self) -> str:
+        return (await self.status())["listening"][0]
+
+    async def stop(self, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._drain
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        await self.proc.wait()
+        await self._drain

@@ -1,0 +1,131 @@
+"""End to end through the cobox command, with real daemon processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.integration.daemons import Daemon, cli, ok
+
+NO_DISCOVERY = ["--no-lan", "--no-dht"]
+
+
+@pytest.fixture
+async def daemons(tmp_path) -> AsyncIterator:
+    started: list[Daemon] = []
+
+    async def start(name: str, extra: list[str] | None = None) -> Daemon:
+        d = await Daemon(tmp_path / name, extra if extra is not None else NO_DISCOVERY).start()
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        await d.stop()
+
+
+async def log_texts(home) -> list[str]:
+    return [json.loads(line)["text"] for line in (await ok(home, "log", "cat", "g", "--json")).splitlines()]
+
+
+async def test_two_devices_share_a_log_and_survive_a_kill(daemons, tmp_path):
+    a, b = await daemons("a"), await daemons("b")
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    assert uri.startswith("cobox://join/")
+    assert "joined g (member)" in await ok(b.home, "group", "join", uri)
+    await ok(b.home, "peers", "add", await a.address())
+    await ok(a.home, "log", "append", "g", "from a")
+    await ok(b.home, "sync", "wait", "g", "--timeout", "20")
+    assert await log_texts(b.home) == ["from a"]
+    await ok(b.home, "log", "append", "g", "-", stdin=b"from b via stdin")
+    await ok(a.home, "sync", "wait", "g", "--timeout", "20")
+    assert await log_texts(a.home) == ["from a", "from b via stdin"]
+
+    # B is killed; A writes meanwhile; B restarts with everything and catches up.
+    await b.kill()
+    await ok(a.home, "log", "append", "g", "while b was down")
+    b = await daemons("b")
+    assert await log_texts(b.home) == ["from a", "from b via stdin"]
+    await ok(b.home, "peers", "add", await a.address())
+    await ok(b.home, "sync", "wait", "g", "--timeout", "20")
+    assert await log_texts(b.home) == ["from a", "from b via stdin", "while b was down"]
+
+    # A third device joins late and catches up with everything.
+    c = await daemons("c")
+    await ok(c.home, "group", "join", uri, "--name", "g")
+    await ok(c.home, "peers", "add", await b.address())
+    await ok(c.home, "sync", "wait", "g", "--timeout", "20")
+    assert await log_texts(c.home) == ["from a", "from b via stdin", "while b was down"]
+    groups = json.loads(await ok(c.home, "group", "list", "--json"))
+    assert groups[0]["name"] == "g" and len(groups[0]["feeds"]) == 3
+
+
+async def test_bad_input_gives_one_line_and_the_right_exit_code(daemons, tmp_path):
+    a = await daemons("a")
+    for uri in ("cobox://join/abc", "https://example.org", "cobox://nope/x", "cobox://join/"):
+        rc, out, err = await cli(a.home, "group", "join", uri)
+        assert rc == 1 and err.startswith("cobox: ") and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+    rc, _, err = await cli(a.home, "log", "append", "nosuch", "x")
+    assert rc == 1 and "no group named 'nosuch'" in err
+    rc, _, err = await cli(a.home, "group", "frobnicate")
+    assert rc == 2
+    rc, _, err = await cli(tmp_path / "nobody", "status")
+    assert rc == 1 and "no cobox daemon is running" in err
+    # A second daemon on the same home refuses.
+    rc, _, err = await cli(a.home, "daemon", "--no-lan", "--no-dht", "--listen", "tcp:127.0.0.1:0")
+    assert rc == 1 and "another cobox daemon is running" in err
+
+
+async def test_invalid_config_is_named_and_kept(tmp_path):
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "config.toml").write_text('[api]\nport = "eighty"\n')
+    rc, _, err = await cli(home, "daemon", "--no-lan", "--no-dht")
+    assert rc == 1 and "api.port" in err and "config.toml" in err
+    (home / "config.toml").write_text("[api\n")
+    rc, _, err = await cli(home, "start")
+    assert rc == 1 and "not valid TOML" in err
+    assert (home / "config.toml").read_text() == "[api\n"
+    (home / "config.toml").write_text("[nonsense]\nx = 1\n")
+    rc, _, err = await cli(home, "daemon")
+    assert rc == 1 and "unknown section [nonsense]" in err
+
+
+async def test_api_token_modes_openapi_and_metrics(daemons):
+    a = await daemons("a")
+    s = await a.status()
+    port = s["api"]["port"]
+    for path in ("api.token", "api.sock", "identity.key", "cobox.db"):
+        assert stat.S_IMODE(os.stat(a.home / path).st_mode) == 0o600, path
+    token = (a.home / "api.token").read_text().strip()
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            async with http.get(f"{base}/v1/status", headers=headers) as r:
+                assert r.status == 401
+                assert (await r.json())["error"]["code"] == "unauthorized"
+        auth = {"Authorization": f"Bearer {token}"}
+        async with http.get(f"{base}/openapi.json", headers=auth) as r:
+            spec = await r.json()
+            assert spec["openapi"].startswith("3.") and "/v1/groups/{name}/log" in spec["paths"]
+        async with http.post(f"{base}/v1/groups", headers=auth, json={"name": "m"}) as r:
+            assert r.status == 201
+        async with http.post(f"{base}/v1/groups/m/log", headers=auth, json={"text": "x"}) as r:
+            assert r.status == 201
+        async with http.post(f"{base}/v1/groups", headers=auth, json={"name": "m"}) as r:
+            assert r.status == 409 and (await r.json())["error"]["code"] == "group_exists"
+        async with http.post(f"{base}/v1/groups", headers=auth, data=b"{not json") as r:
+            assert r.status == 400
+        async with http.get(f"{base}/v1/groups/zzz", headers=auth) as r:
+            assert r.status == 404
+        async with http.get(f"{base}/metrics", headers=auth) as r:
+            text = await r.text()
+            assert "cobox_groups 1" in text and 'cobox_group_entries{group="m"} 1' in text
+    # The token never shows up in the daemon's output.
+    assert not any(token in line for line in a.output)
