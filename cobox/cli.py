@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("group")
     w.add_argument("--timeout", type=float, default=300.0, metavar="S")
 
+    se = sub.add_parser("seed", help="back up a group: `seed URI`, `seed list [--json]`, `seed remove NAME`")
+    se.add_argument("what", metavar="URI|list|remove")
+    se.add_argument("name", nargs="?", help="the group to remove")
+    se.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("backup", help="what backup peers hold of this device's data")
+    bs = b.add_subparsers(dest="action", required=True, metavar="ACTION")
+    st = bs.add_parser("status", help="per backup peer and feed: how far it is held")
+    st.add_argument("group")
+    st.add_argument("--json", action="store_true")
+
     sub.add_parser("demo", help="three daemons on this machine replicating a group, live")
     return p
 

@@ -47,6 +47,10 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return show_peers(await api.get("/v1/peers"), args.json)
         if cmd == "sync":
             return await sync_wait(api, args.group, args.timeout)
+        if cmd == "seed":
+            return await seed(api, args)
+        if cmd == "backup":
+            return await backup_status(api, args.group, args.json)
     raise UsageError(f"unknown command {cmd}")
 
 
@@ -278,6 +282,52 @@ async def sync_wait(api: Client, name: str, timeout: float) -> int:
                 raise CoboxError(f"timed out after {timeout:.0f}s: {what}")
             await asyncio.sleep(0.1)
     print(f"{name}: in sync ({s['have']} entries, {s['peers']} peers)")
+    return 0
+
+
+async def seed(api: Client, args: argparse.Namespace) -> int:
+    if args.what == "list":
+        seeds = [g for g in await api.get("/v1/groups") if g["role"] == "seed"]
+        if args.json:
+            print(json.dumps(seeds, indent=2))
+        elif not seeds:
+            print("not backing up any group")
+        for g in [] if args.json else seeds:
+            quota = ""
+            if g["quota_bytes"]:
+                quota = f", quota {g['quota_bytes']} bytes{' REACHED' if g['quota_full'] else ''}"
+            print(f"{g['name']}  {len(g['feeds'])} feeds, {g['stored_bytes']} bytes{quota}, "
+                  f"{g['sync']['peers']} peers")
+        return 0
+    if args.what == "remove":
+        if not args.name:
+            raise UsageError("seed remove needs the group's name (see `cobox seed list`)")
+        await api.delete(f"/v1/groups/{_q(args.name)}")
+        print(f"no longer backing up {args.name}")
+        return 0
+    from .uri import parse_invite
+
+    if parse_invite(args.what).kind != "seed":
+        raise UsageError("not a backup-peer invite: ask a member for `cobox group invite NAME --seed`")
+    g = await api.post("/v1/groups/join", {"uri": args.what})
+    print(f"backing up {g['name']} (can verify and serve, cannot read)")
+    return 0
+
+
+async def backup_status(api: Client, name: str, as_json: bool) -> int:
+    peers = await api.get(f"/v1/groups/{_q(name)}/backup")
+    if as_json:
+        print(json.dumps(peers, indent=2))
+        return 0
+    if not peers:
+        print(f"{name}: no backup peer has confirmed holding anything yet")
+    for p in peers:
+        state = "everything backed up" if p["backed_up"] else "behind"
+        print(f"backup peer {p['peer'][:16]}: {state}{' (its quota is full)' if p['quota_full'] else ''}")
+        for f in p["feeds"]:
+            when = datetime.datetime.fromtimestamp(f["confirmed"]).strftime("%Y-%m-%d %H:%M:%S") \
+                if f["confirmed"] else "never"
+            print(f"  feed {f['feed'][:16]}  held {f['held']}/{f['length']}  confirmed {when}")
     return 0
 
 

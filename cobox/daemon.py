@@ -258,7 +258,8 @@ class Daemon:
         return await self._activate(name, keys, created)
 
     async def _activate(self, name: str, keys: GroupKeys, created: float) -> Group:
-        group = Group(self.store, name, keys, self.identity.peer_id, created)
+        group = Group(self.store, name, keys, self.identity, created,
+                      quota_bytes=int(self.config["backup"]["quota_mb"] * 1024 * 1024))
         await group.load()
         self.groups[name] = group
         self.node.join(group)

@@ -22,7 +22,9 @@ number, which is the same on every device that holds the same entries.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import os
 import struct
 import time
@@ -34,10 +36,19 @@ import msgpack
 import nacl.bindings
 import nacl.exceptions
 
+from networker import messages as m
+from networker.channel import Channel
+from networker.errors import RemoteProtocolError
+from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys, membership_tag
 from storage import Feed, Store
+from storage.errors import StorageError
 
+from .backup.receipts import BadReceiptError, Receipt
 from .errors import NotAMemberError
+
+log = logging.getLogger(__name__)
+RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per feed
 
 GROUPS_SCOPE = "groups"
 NONCE_BYTES = 24
@@ -61,13 +72,21 @@ class LogEntry:
 class Group:
     """One group on this device (member or backup peer); what networker replicates."""
 
-    def __init__(self, store: Store, name: str, keys: GroupKeys, device_id: bytes,
-                 created: float) -> None:
+    def __init__(self, store: Store, name: str, keys: GroupKeys, identity: DeviceIdentity,
+                 created: float, *, quota_bytes: int = 0) -> None:
         self.store = store
         self.name = name
         self.keys = keys
-        self.device_id = device_id
+        self.identity = identity
+        self.device_id = identity.peer_id
         self.created = created
+        self.quota_bytes = quota_bytes  # a backup peer stops taking data past this (0: no limit)
+        self.quota_full = False
+        self._channels: set[Channel] = set()
+        self._dirty: set[bytes] = set()  # feeds whose receipts are due
+        self._receipt_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.receipts: dict[tuple[bytes, bytes], Receipt] = {}  # (backup peer, feed) -> latest
         self.discovery_key = keys.discovery_key
         self.replication_key = keys.replication_key
         self.namespace = keys.discovery_key.hex()
@@ -91,8 +110,15 @@ class Group:
 
     async def load(self) -> None:
         self._tags = {bytes.fromhex(k): v for k, v in (await self.store.records(self._tag_scope)).items()}
+        for value in (await self.store.records(self._receipt_scope)).values():
+            r = Receipt.decode(value)
+            self.receipts[(r.signer, r.feed)] = r
         if self.is_member and self.own_feed() is None:
             await self._add_own_feed()
+        if not self.is_member:
+            for feed in self.feeds():
+                feed.listen(lambda ev, k=feed.key: self._stored(k))
+            self._check_quota()
 
     async def _add_own_feed(self) -> Feed:
         feed = await self.store.create_feed(self.namespace)
@@ -129,6 +155,8 @@ class Group:
         if feed.namespace != self.namespace:
             return None
         await self._remember_tag(key, tag)
+        if not self.is_member:
+            feed.listen(lambda ev, k=feed.key: self._stored(k))
         for cb in list(self._callbacks):
             cb(feed)
         return feed
@@ -197,12 +225,130 @@ class Group:
         except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
             return None
 
+    # -- backup peer: quota and receipts ---------------------------------------------------------
+
+    @property
+    def _receipt_scope(self) -> str:
+        return f"receipts:{self.namespace}"
+
+    def stored_bytes(self) -> int:
+        return sum(f.stored_bytes for f in self.feeds())
+
+    def on_channel_live(self, channel: Channel) -> None:
+        self._channels.add(channel)
+        self._apply_quota(channel)
+        if not self.is_member:
+            self._dirty.update(f.key for f in self.feeds())
+            self._schedule_receipts()
+
+    def on_channel_closed(self, channel: Channel) -> None:
+        self._channels.discard(channel)
+
+    def _stored(self, feed_key: bytes) -> None:
+        self._check_quota()
+        self._dirty.add(feed_key)
+        self._schedule_receipts()
+
+    def _check_quota(self) -> None:
+        full = bool(self.quota_bytes) and self.stored_bytes() >= self.quota_bytes
+        if full != self.quota_full:
+            self.quota_full = full
+            if full:
+                log.warning("group %s reached its quota of %d bytes: taking no new data", self.name,
+                            self.quota_bytes)
+            self._dirty.update(f.key for f in self.feeds())
+        for ch in self._channels:
+            self._apply_quota(ch)
+
+    def _apply_quota(self, channel: Channel) -> None:
+        for pf in channel.feeds.values():
+            pf.replicator.paused = self.quota_full
+            if not self.quota_full:
+                pf.replicator.schedule()
+
+    def _schedule_receipts(self) -> None:
+        if self._receipt_timer is None and self._channels:
+            loop = asyncio.get_running_loop()
+            self._receipt_timer = loop.call_later(RECEIPT_DELAY, self._flush_receipts)
+
+    def _flush_receipts(self) -> None:
+        self._receipt_timer = None
+        task = asyncio.get_running_loop().create_task(self._send_receipts())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_receipts(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            try:
+                feed = self.store.feed(key)
+                length = feed.contiguous_length
+                if length == 0:
+                    continue
+                root = await feed.tree_hash_at(length)
+            except StorageError as e:
+                log.debug("no receipt for %s: %s", key.hex()[:16], e)
+                continue
+            r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
+                             int(time.time() * 1000), self.quota_full)
+            for ch in list(self._channels):
+                ch.post_receipt(m.Receipt(ch.local_id, r.feed, r.length, r.root_hash, r.time_ms, r.signer,
+                                          r.signature, r.quota_full))
+
+    async def on_receipt(self, peer_id: bytes, msg: m.Receipt) -> None:
+        """A backup peer's receipt: keep it if it verifies and names our data exactly."""
+        r = Receipt(self.discovery_key, msg.feed, msg.length, msg.root_hash, msg.time_ms, msg.signer,
+                    msg.signature, msg.quota_full)
+        try:
+            if r.signer != peer_id:
+                raise BadReceiptError("a receipt signed by another peer than the sender")
+            r.verify()
+            feed = next((f for f in self.feeds() if f.key == r.feed), None)
+            if feed is None:
+                return  # not a feed of ours to track
+            if r.length > feed.length:
+                raise BadReceiptError("a receipt for more entries than the feed has")
+            try:
+                ours = await feed.tree_hash_at(r.length)
+            except StorageError:
+                ours = None  # a length whose tree we cannot rebuild here: the signature stands
+            if ours is not None and ours != r.root_hash:
+                raise BadReceiptError("a receipt for data that differs from ours")
+        except BadReceiptError as e:
+            raise RemoteProtocolError(str(e)) from None
+        previous = self.receipts.get((r.signer, r.feed))
+        if previous is not None and previous.time_ms >= r.time_ms:
+            return
+        self.receipts[(r.signer, r.feed)] = r
+        await self.store.put_record(self._receipt_scope, f"{r.signer.hex()}:{r.feed.hex()}", r.encode())
+
+    def backup_status(self) -> list[dict[str, Any]]:
+        """For each backup peer that sent receipts: how far it holds each of this device's feeds."""
+        own = [f for f in self.feeds() if f.writable]
+        peers = sorted({signer for signer, _ in self.receipts})
+        out = []
+        for signer in peers:
+            feeds = []
+            for f in own:
+                r = self.receipts.get((signer, f.key))
+                held = r.length if r else 0
+                feeds.append({"feed": f.key.hex(), "length": f.length, "held": held,
+                              "confirmed": r.time_ms / 1000 if r else None,
+                              "backed_up": held >= f.length})
+            quota = any(r.quota_full for (s, _), r in self.receipts.items() if s == signer)
+            out.append({"peer": signer.hex(), "feeds": feeds, "quota_full": quota,
+                        "backed_up": all(x["backed_up"] for x in feeds)})
+        return out
+
     def status(self) -> dict[str, Any]:
         own = self.own_feed()
         return {
             "name": self.name,
             "role": self.role,
             "discovery_key": self.discovery_key.hex(),
+            "stored_bytes": self.stored_bytes(),
+            "quota_bytes": self.quota_bytes,
+            "quota_full": self.quota_full,
             "feeds": [{"key": f.key.hex(), "length": f.length, "have": len(f.have),
                        "writable": f.writable, "own": own is not None and f.key == own.key}
                       for f in self.feeds()],

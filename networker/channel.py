@@ -62,8 +62,15 @@ class Channel:
         for feed in feeds:
             self._attach(feed)
             self._send_full_have(feed)
+        hook = getattr(self.group, "on_channel_live", None)
+        if hook is not None:
+            hook(self)
 
     def close(self) -> None:
+        if self.live:
+            hook = getattr(self.group, "on_channel_closed", None)
+            if hook is not None:
+                hook(self)
         self.live = False
         for pf in self.feeds.values():
             pf.replicator.remove_peer(pf)
@@ -193,6 +200,17 @@ class Channel:
             pf.replicator.on_response(pf, msg.id, 0, 0)
             raise
         pf.replicator.on_response(pf, msg.id, len(msg.entries), sum(map(len, msg.entries)))
+
+    async def on_receipt(self, msg: m.Receipt) -> None:
+        """A custody receipt: the group layer checks and keeps it (raising
+        ``RemoteProtocolError`` for a forged one); groups without receipts ignore it."""
+        hook = getattr(self.group, "on_receipt", None)
+        if hook is not None:
+            await hook(self.peer.remote_peer_id, msg)
+
+    def post_receipt(self, receipt: m.Receipt) -> None:
+        if self.live:
+            self.peer.post(receipt)
 
     def on_no_data(self, msg: m.NoData) -> None:
         for pf in self.feeds.values():

@@ -240,10 +240,37 @@ class NoData:
         return cls(channel, _int(f[0], "request id"), _str(f[1], "reason", MAX_REASON))
 
 
-Message = Open | Close | Feeds | Have | Request | Data | NoData
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A custody receipt: ``signer`` holds the first ``length`` entries of ``feed`` (tree hash
+    ``root_hash``) as of ``time_ms``; signed with the signer's device key. The group layer
+    checks it; the network layer only carries it."""
 
-_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData)}
-_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoData: 2}
+    type_id: ClassVar[int] = 8
+    channel: int
+    feed: bytes
+    length: int
+    root_hash: bytes
+    time_ms: int
+    signer: bytes
+    signature: bytes
+    quota_full: bool = False
+
+    def fields(self) -> list:
+        return [self.feed, self.length, self.root_hash, self.time_ms, self.signer, self.signature,
+                self.quota_full]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Receipt:
+        _check(type(f[6]) is bool, "quota_full: expected a boolean")
+        return cls(channel, _key(f[0], "feed key"), _int(f[1], "length"), _key(f[2], "root hash"),
+                   _int(f[3], "time"), _key(f[4], "signer"), _bytes(f[5], "signature", 64), f[6])
+
+
+Message = Open | Close | Feeds | Have | Request | Data | NoData | Receipt
+
+_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Receipt)}
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7}
 
 
 def encode(msg: Message) -> bytes:

@@ -307,6 +307,8 @@ class Peer:
             await ch.on_data(msg)
         elif isinstance(msg, m.NoData):
             ch.on_no_data(msg)
+        elif isinstance(msg, m.Receipt):
+            await ch.on_receipt(msg)
 
     # -- serving ------------------------------------------------------------------------------
 

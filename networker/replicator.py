@@ -56,6 +56,7 @@ class FeedReplicator:
         self.peers: list[PeerFeed] = []
         self.inflight = RangeSet()
         self.wanted: RangeSet | None = None  # None: everything any peer has
+        self.paused = False  # e.g. a backup peer over its quota: request nothing more
         self.entries_received = 0
         self._bytes_received = 0
         self._unlisten = feed.listen(self._on_change)
@@ -118,7 +119,7 @@ class FeedReplicator:
 
     def schedule(self) -> None:
         """Send requests to every peer with free slots for ranges nobody is fetching yet."""
-        if self.feed.writable or not self.peers:
+        if self.feed.writable or not self.peers or self.paused:
             return
         n = len(self.peers)
         self._rotation = (self._rotation + 1) % n

@@ -103,6 +103,7 @@ class Feed:
         self._signer = nacl.signing.SigningKey(secret_key) if secret_key is not None else None
         self._signed = signed
         self.have = have
+        self.stored_bytes = 0  # total size of the entries stored here
         self.forked = forked
         self._committed = _Tree((), 0)
         self._pending = self._committed
@@ -166,6 +167,14 @@ class Feed:
         self._committed = self._pending = _Tree(roots, length)
         self._seen_roots = roots
 
+    async def tree_hash_at(self, length: int) -> bytes:
+        """The hash of this feed's tree of its first ``length`` entries (needs its roots)."""
+        wanted = tree.full_roots(length)
+        got = await self.node_hashes(wanted)
+        if len(got) != len(wanted):
+            raise ProofUnavailableError(f"the roots of length {length} are not known here")
+        return tree.tree_hash([(i, got[i]) for i in wanted])
+
     async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
         """The hashes of the given tree nodes that this store knows. Leaves of stored entries
         are not kept as nodes; their hashes are recomputed from the entries."""
@@ -225,6 +234,7 @@ class Feed:
             self._committed = after
             self._signed = signed
             self.have.add(before.length, length)
+            self.stored_bytes += sum(map(len, entries))
             self._emit(FeedEvent("append", before.length, length, length))
 
         def on_abort() -> None:
@@ -301,6 +311,7 @@ class Feed:
             release()
             if signed.length > self.length:
                 self._signed = signed
+            self.stored_bytes += sum(len(e) for k, e in enumerate(entries) if start + k not in self.have)
             self.have.add(start, end)
             self._emit(FeedEvent("download", start, end, self.length))
 

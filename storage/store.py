@@ -186,10 +186,15 @@ class Store:
             (KEY_SHIFT, _SEQ_MASK),
         ):
             ranges.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
+        sizes = dict(await self.read(
+            "SELECT key >> ?, SUM(COALESCE(blob_size, length(data))) FROM entries GROUP BY key >> ?",
+            (KEY_SHIFT, KEY_SHIFT),
+        ))
         for feed_id, pk, sk, namespace, forked, length, root_hash, signature in feeds:
             signed = SignedTree(length, root_hash, signature) if length is not None else None
             feed = Feed(self, feed_id, pk, sk, namespace, signed, ranges.get(feed_id, RangeSet()),
                         bool(forked))
+            feed.stored_bytes = sizes.get(feed_id, 0) or 0
             if signed is not None:
                 await feed.load_roots()
             self._feeds[pk] = feed

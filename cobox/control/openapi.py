@@ -51,6 +51,8 @@ OPENAPI: dict[str, Any] = {
                                   "post": _op("append a log entry", {"text": _TEXT}, status="201")},
         "/v1/groups/{name}/sync": {"parameters": _NAME,
                                    "get": _op("how much of what connected peers have is still missing")},
+        "/v1/groups/{name}/backup": {"parameters": _NAME,
+                                     "get": _op("per backup peer and own feed: how far it is held (receipts)")},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": _op("this description")},

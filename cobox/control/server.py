@@ -64,6 +64,7 @@ class ControlServer:
         r.add_get("/v1/groups/{name}/log", self.read_log)
         r.add_post("/v1/groups/{name}/log", self.append_log)
         r.add_get("/v1/groups/{name}/sync", self.sync)
+        r.add_get("/v1/groups/{name}/backup", self.backup)
         self.extra_routes: list[Callable[[web.Application], None]] = []
 
     # -- life -------------------------------------------------------------------------------
@@ -252,6 +253,10 @@ class ControlServer:
     async def sync(self, request: web.Request) -> web.Response:
         group = self.daemon.group(request.match_info["name"])
         return web.json_response(self.daemon.sync_state(group))
+
+    async def backup(self, request: web.Request) -> web.Response:
+        group = self.daemon.group(request.match_info["name"])
+        return web.json_response(group.backup_status())
 
     async def metrics(self, request: web.Request) -> web.Response:
         d = self.daemon

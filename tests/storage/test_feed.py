@@ -523,3 +523,22 @@ async def test_entry_too_large(open_store: OpenStore) -> None:
     assert not dst.have
 
 
+
+
+async def test_stored_bytes_and_tree_hash_at(open_store: OpenStore) -> None:
+    store = await open_store("w")
+    src = await store.create_feed()
+    await src.append([b"a" * 10, b"b" * 20000])
+    await src.append([b"c" * 5])
+    assert src.stored_bytes == 20015
+    assert src.signed is not None and await src.tree_hash_at(3) == src.signed.tree_hash
+    early = await src.tree_hash_at(2)
+    rep = await (await open_store("r")).open_feed(src.key)
+    await deliver(src, rep, 1, 3)
+    await deliver(src, rep, 1, 2)  # again: counted once
+    assert rep.stored_bytes == 20005
+    await deliver(src, rep, 0, 1)
+    assert await rep.tree_hash_at(2) == early
+    await store.close()
+    store = await open_store("w")
+    assert store.feed(src.key).stored_bytes == 20015

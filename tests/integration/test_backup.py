@@ -1,0 +1,124 @@
+"""The backup peer end to end: blind replication, receipts, quota."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.integration.daemons import Daemon, cli, ok
+
+NO_DISCOVERY = ["--no-lan", "--no-dht"]
+MARKER = "plaintext-marker-7f3a9c"
+
+
+@pytest.fixture
+async def daemons(tmp_path) -> AsyncIterator:
+    started: list[Daemon] = []
+
+    async def start(name: str, env_extra: dict | None = None) -> Daemon:
+        home = tmp_path / name
+        home.mkdir(exist_ok=True)
+        if env_extra:
+            (home / "config.toml").write_text("".join(f"{line}\n" for line in env_extra["config"]))
+        d = await Daemon(home, NO_DISCOVERY).start()
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        await d.stop()
+
+
+def files_contain(home, needle: bytes) -> list[str]:
+    hits = []
+    for path in home.rglob("*"):
+        if path.is_file() and needle in path.read_bytes():
+            hits.append(path.name)
+    return hits
+
+
+async def backup_status(home) -> list[dict]:
+    return json.loads(await ok(home, "backup", "status", "g", "--json"))
+
+
+async def test_seed_serves_a_newcomer_and_cannot_read(daemons, tmp_path):
+    a, s = await daemons("a"), await daemons("s")
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    for k in range(5):
+        await ok(a.home, "log", "append", "g", f"{MARKER} entry {k}")
+    seed_uri = (await ok(a.home, "group", "invite", "g", "--seed")).strip()
+    assert seed_uri.startswith("cobox://seed/")
+    rc, _, err = await cli(s.home, "seed", uri)
+    assert rc == 1 and "not a backup-peer invite" in err
+    assert "backing up" in await ok(s.home, "seed", seed_uri)
+    assert await backup_status(a.home) == []
+    await ok(s.home, "peers", "add", await a.address())
+    await ok(s.home, "sync", "wait", (json.loads(await ok(s.home, "seed", "list", "--json")))[0]["name"],
+             "--timeout", "20")
+    # Receipts: A learns that S holds all 5 entries of its feed.
+    async def backed_up() -> bool:
+        st = await backup_status(a.home)
+        return bool(st) and st[0]["backed_up"] and st[0]["feeds"][0]["held"] == 5
+
+    for _ in range(200):
+        if await backed_up():
+            break
+    assert await backed_up()
+    # The seed can neither read nor write.
+    name = json.loads(await ok(s.home, "seed", "list", "--json"))[0]["name"]
+    rc, _, err = await cli(s.home, "log", "cat", name)
+    assert rc == 1 and "cannot read" in err
+    rc, _, err = await cli(s.home, "group", "invite", name)
+    assert rc == 1 and "seed invite" in err
+    # A goes away; B joins for the first time and gets everything from S alone.
+    await ok(a.home, "log", "append", "g", "after the seed synced")
+    await ok(s.home, "sync", "wait", name, "--timeout", "20")
+    await a.stop()
+    b = await daemons("b")
+    await ok(b.home, "group", "join", uri)
+    await ok(b.home, "peers", "add", await s.address())
+    await ok(b.home, "sync", "wait", "g", "--timeout", "20")
+    texts = [json.loads(x)["text"] for x in (await ok(b.home, "log", "cat", "g", "--json")).splitlines()]
+    assert texts == [f"{MARKER} entry {k}" for k in range(5)] + ["after the seed synced"]
+    await s.stop()
+    assert files_contain(s.home, MARKER.encode()) == []
+    assert files_contain(b.home, MARKER.encode()) == []  # stored encrypted on members too
+    assert "seed-" in name
+
+
+async def test_quota_stops_the_seed_and_deletes_nothing(daemons):
+    a = await daemons("a")
+    s = await daemons("s", {"config": ["[backup]", "quota_mb = 0.01"]})  # ~10 KiB
+    await ok(a.home, "group", "create", "g")
+    seed_uri = (await ok(a.home, "group", "invite", "g", "--seed")).strip()
+    await ok(s.home, "seed", seed_uri)
+    await ok(s.home, "peers", "add", await a.address())
+    name = json.loads(await ok(s.home, "seed", "list", "--json"))[0]["name"]
+    for k in range(8):  # one entry at a time, each fetched by its own request
+        await ok(a.home, "log", "append", "g", f"{k}: " + "x" * 3000)
+        await cli(s.home, "sync", "wait", name, "--timeout", "2")
+    seeds: list[dict] = []
+
+    async def full() -> bool:
+        seeds[:] = json.loads(await ok(s.home, "seed", "list", "--json"))
+        return seeds[0]["quota_full"]
+
+    for _ in range(100):
+        if await full():
+            break
+    assert await full()
+    held = seeds[0]["stored_bytes"]
+    assert 10 * 1024 <= held < 8 * 3000
+    # Writes continue locally; the seed takes nothing more, and A is told.
+    await ok(a.home, "log", "append", "g", "more")
+    st = await backup_status(a.home)
+    assert st and not st[0]["backed_up"]
+    for _ in range(50):
+        st = await backup_status(a.home)
+        if st[0]["quota_full"]:
+            break
+    assert st[0]["quota_full"]
+    assert json.loads(await ok(s.home, "seed", "list", "--json"))[0]["stored_bytes"] == held
+    assert "REACHED" in await ok(s.home, "seed", "list")
