@@ -1,5 +1,5 @@
 """The pure parts of LAN discovery: the TXT record format, addresses, the peer table. No
-sockets here; mDNS on loopback is in tests/integration/test_lan.py."""
+sockets here; mDNS on loopback is in tests/integration/test_lan_mdns.py."""
 
 from __future__ import annotations
 
