@@ -152,5 +152,6 @@ async def test_malformed_records_are_ignored(started, caplog) -> None:
                         "the malformed records to be seen and ignored")
         finally:
             await raw.async_close()
-    assert seen.calls == []
+    # (other processes on this machine may run mDNS on loopback too: look only at our records)
+    assert [c for c in seen.calls if c[0] == t1 or c[1] in (good_peer, bad_topic_peer)] == []
     assert a.lookup(t1) == []
