@@ -77,3 +77,17 @@ class RemoteProtocolError(NetworkError):
     """The remote peer broke the protocol; it is disconnected."""
 
     code = "remote_protocol_error"
+
+
+class LanError(NetworkError):
+    """LAN discovery (mDNS) could not start: the mDNS port or the chosen interfaces are not
+    usable, or another device already advertises this peer id on the network."""
+
+    code = "lan_failed"
+
+
+class MalformedLanRecordError(RemoteProtocolError):
+    """A device on the local network advertised a cobox mDNS record that cannot be parsed (bad
+    peer id, bad discovery key, missing fields); the record is ignored."""
+
+    code = "bad_lan_record"
