@@ -164,7 +164,7 @@ class Daemon:
         except (OSError, NetworkError) as e:
             log.warning("LAN discovery could not start: %s", e)
             return None
-        return lan
+        return LanSource(lan)
 
     def _lan_interfaces(self) -> list[str] | None:
         hosts = {a.host for a in self._tcp_listen()}
@@ -304,6 +304,31 @@ class Daemon:
     def write_api_files(self, port: int, token: str) -> None:
         write_private(self.home.token, token.encode())
         write_private(self.home.api_port, str(port).encode())
+
+
+class LanSource:
+    """LAN discovery as a swarm source: announcing a topic adds it to the advertised set."""
+
+    name = "lan"
+
+    def __init__(self, lan: Any) -> None:
+        self.lan = lan
+        self.topics: set[bytes] = set()
+
+    async def announce(self, topic: bytes, addresses: list[str]) -> None:
+        if topic not in self.topics:
+            self.topics.add(topic)
+            self.lan.set_topics(set(self.topics))
+
+    async def unannounce(self, topic: bytes) -> None:
+        self.topics.discard(topic)
+        self.lan.set_topics(set(self.topics))
+
+    async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]:
+        return self.lan.lookup(topic)
+
+    async def stop(self) -> None:
+        await self.lan.stop()
 
 
 def _host_port(text: str) -> tuple[str, int]:
