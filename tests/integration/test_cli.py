@@ -129,3 +129,13 @@ async def test_api_token_modes_openapi_and_metrics(daemons):
             assert "cobox_groups 1" in text and 'cobox_group_entries{group="m"} 1' in text
     # The token never shows up in the daemon's output.
     assert not any(token in line for line in a.output)
+
+
+async def test_lan_discovery_connects_two_daemons_without_any_address(daemons):
+    a, b = await daemons("a", ["--no-dht"]), await daemons("b", ["--no-dht"])
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    await ok(a.home, "log", "append", "g", "found on the lan")
+    await ok(b.home, "group", "join", uri)
+    await ok(b.home, "sync", "wait", "g", "--timeout", "30")
+    assert await log_texts(b.home) == ["found on the lan"]
+    assert (await b.status())["lan"]["enabled"]
