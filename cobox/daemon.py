@@ -135,18 +135,14 @@ class Daemon:
         log.info("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
 
     async def _start_dht(self) -> Any:
-        try:
-            from networker.dht import DHTDiscovery
-        except ImportError:
-            log.warning("DHT support is not available in this build")
-            return None
+        from networker.dht import DHT
+
         d = self.config["dht"]
         bootstrap = [_host_port(b) for b in d["bootstrap"]]
-        dht = DHTDiscovery(self.identity, host=d["host"], port=d["port"], bootstrap=bootstrap,
-                           state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"],
-                           record_ttl=d["record_ttl"])
+        dht = DHT(self.identity, host=d["host"], port=d["port"], bootstrap=bootstrap,
+                  state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"])
         await dht.start()
-        return dht
+        return DhtSource(dht)
 
     async def _start_lan(self) -> Any:
         try:
@@ -304,6 +300,43 @@ class Daemon:
     def write_api_files(self, port: int, token: str) -> None:
         write_private(self.home.token, token.encode())
         write_private(self.home.api_port, str(port).encode())
+
+
+class DhtSource:
+    """The DHT as a swarm source; the DHT re-announces a topic by itself until unannounced."""
+
+    name = "dht"
+
+    def __init__(self, dht: Any) -> None:
+        self.dht = dht
+        self._announced: dict[bytes, tuple[str, ...]] = {}
+
+    @property
+    def host(self) -> str:
+        return self.dht.host
+
+    @property
+    def port(self) -> int:
+        return self.dht.port
+
+    async def announce(self, topic: bytes, addresses: list[str]) -> None:
+        if self._announced.get(topic) != tuple(addresses):
+            self._announced[topic] = tuple(addresses)
+            await self.dht.announce(topic, addresses)
+
+    async def unannounce(self, topic: bytes) -> None:
+        self._announced.pop(topic, None)
+        await self.dht.unannounce(topic)
+
+    async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]:
+        return [(r.peer_id, ";".join(r.addresses)) for r in await self.dht.lookup(topic)]
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": True, "host": self.dht.host, "port": self.dht.port,
+                "contacts": len(self.dht.contacts()), "announcing": len(self._announced)}
+
+    async def stop(self) -> None:
+        await self.dht.stop()
 
 
 class LanSource:
