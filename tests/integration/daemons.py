@@ -40,17 +40,20 @@ async def ok(home: Path, *args: str, **kw: object) -> str:
 
 
 class Daemon:
-    def __init__(self, home: Path, extra: list[str] | None = None) -> None:
+    def __init__(self, home: Path, extra: list[str] | None = None, *, host: str = "127.0.0.1",
+                 wrap: list[str] | None = None) -> None:
         self.home = home
         self.extra = extra or []
+        self.host = host  # the address it listens and runs its DHT node on
+        self.wrap = wrap or []  # e.g. ["ip", "netns", "exec", NAME]
         self.proc: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
 
     async def start(self, timeout: float = 30) -> Daemon:
         self.home.mkdir(parents=True, exist_ok=True)
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cobox.cli", "--home", str(self.home), "daemon",
-            "--listen", "tcp:127.0.0.1:0", "--dht-host", "127.0.0.1", *self.extra,
+            *self.wrap, sys.executable, "-m", "cobox.cli", "--home", str(self.home), "daemon",
+            "--listen", f"tcp:{self.host}:0", "--dht-host", self.host, *self.extra,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env(), cwd=ROOT)
         async with asyncio.timeout(timeout):
             while True:
