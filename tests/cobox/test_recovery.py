@@ -257,11 +257,12 @@ def test_illegal_transitions_raise():
 
 
 def test_failed_machines_stay_failed():
-    c = _wrong_password_run({"alice": register()}, "alice", Wire())
+    s = _wrong_password_run({"alice": register()}, "alice", Wire())
     with pytest.raises(LoginFailedError):
-        c.on_client_confirm(m.ClientConfirm(bytes(32)))
+        s.on_client_confirm(m.ClientConfirm(bytes(32)))
     with pytest.raises(IllegalTransitionError):
-        c.on_client_confirm(m.ClientConfirm(bytes(32)))
+        s.on_client_confirm(m.ClientConfirm(bytes(32)))
+    assert s.state is ServerState.FAILED
 
 
 def test_receive_dispatches_by_type():
