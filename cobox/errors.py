@@ -68,3 +68,62 @@ class AuthError(CoboxError):
 
     code = "unauthorized"
     status = 401
+
+
+class RecoveryError(CoboxError):
+    """Password-based key recovery with a backup peer failed."""
+
+    code = "recovery_failed"
+    status = 401
+
+
+class WrongPasswordError(RecoveryError):
+    """The password is wrong, or this backup peer holds no account by that name (the two
+    cannot be told apart, on purpose). Check the name and the password and try again."""
+
+    code = "wrong_password"
+
+
+class LoginFailedError(RecoveryError):
+    """(Backup peer side) the client did not prove that it knows the password."""
+
+    code = "login_failed"
+
+
+class RecoveryProtocolError(RecoveryError):
+    """The other side sent a malformed or out-of-place recovery message; end the session."""
+
+    code = "bad_recovery_message"
+    status = 400
+
+
+class WeakParametersError(RecoveryProtocolError):
+    """The password-hashing parameters offered are weaker (or far costlier) than this device
+    accepts, so it refused to hash the password with them."""
+
+    code = "weak_parameters"
+
+
+class IllegalTransitionError(RecoveryError):
+    """A recovery state machine was driven out of order (a bug in the caller, or a message
+    that arrived in the wrong state)."""
+
+    code = "illegal_transition"
+    status = 500
+
+
+class KeyringDecryptError(RecoveryError):
+    """The keyring could not be opened: the password is wrong or the blob is damaged."""
+
+    code = "keyring_locked"
+
+
+class RateLimitedError(RecoveryError):
+    """Too many failed attempts for this name; wait and try again later."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
