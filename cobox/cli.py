@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("group")
     st.add_argument("--json", action="store_true")
 
+    k = sub.add_parser("keys", help="back up this device's keys on a backup peer, or restore them")
+    ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("backup", "store the keyring, encrypted under a password"),
+                         ("restore", "recover the keyring on a fresh home")):
+        kp = ks.add_parser(action, help=text)
+        kp.add_argument("--peer", required=True, metavar="ADDR", help="the backup peer's address")
+        kp.add_argument("--user", required=True, metavar="NAME")
+        kp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
     sub.add_parser("demo", help="three daemons on this machine replicating a group, live")
     return p
 

@@ -23,7 +23,10 @@ from .paths import Home
 async def run(args: argparse.Namespace, home: Home) -> int:
     cmd = args.command
     if cmd == "daemon":
-        return await daemon(args, home)
+        while True:  # a key restore restarts the daemon under the recovered identity
+            rc, restart = await daemon(args, home)
+            if not restart:
+                return rc
     if cmd == "start":
         return await start(home)
     if cmd == "demo":
@@ -51,6 +54,8 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return await seed(api, args)
         if cmd == "backup":
             return await backup_status(api, args.group, args.json)
+        if cmd == "keys":
+            return await keys(api, args)
     raise UsageError(f"unknown command {cmd}")
 
 
@@ -97,7 +102,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return o
 
 
-async def daemon(args: argparse.Namespace, home: Home) -> int:
+async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
     from .daemon import Daemon
 
     home.ensure()
@@ -109,14 +114,16 @@ async def daemon(args: argparse.Namespace, home: Home) -> int:
     done, _ = await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # raises why it could not start
-        return 1
+        return 1, False
     print(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}", flush=True)
     for address in d.listen_addresses:
         print(f"cobox: listening on {address}", flush=True)
     if d.dht is not None:
         print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
     await task
-    return 0
+    if d.restart_requested:
+        print("cobox: restarting with the recovered keys", flush=True)
+    return 0, d.restart_requested
 
 
 def daemon_running(home: Home) -> bool:
@@ -328,6 +335,35 @@ async def backup_status(api: Client, name: str, as_json: bool) -> int:
             when = datetime.datetime.fromtimestamp(f["confirmed"]).strftime("%Y-%m-%d %H:%M:%S") \
                 if f["confirmed"] else "never"
             print(f"  feed {f['feed'][:16]}  held {f['held']}/{f['length']}  confirmed {when}")
+    return 0
+
+
+def read_password(args: argparse.Namespace, confirm: bool) -> str:
+    """From stdin with --password-stdin, else from the terminal; never from argv."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        if not sys.stdin.isatty():
+            raise UsageError("no terminal to ask for the password: use --password-stdin")
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if confirm and getpass.getpass("again: ") != password:
+            raise UsageError("the passwords differ")
+    if len(password) < 8:
+        raise UsageError("the password must have at least 8 characters")
+    return password
+
+
+async def keys(api: Client, args: argparse.Namespace) -> int:
+    password = read_password(args, confirm=args.action == "backup")
+    body = {"peer": args.peer, "user": args.user, "password": password}
+    if args.action == "backup":
+        await api.post("/v1/keys/backup", body)
+        print(f"keys backed up on {args.peer.split('~')[0]} as {args.user!r}")
+        return 0
+    r = await api.post("/v1/keys/restore", body)
+    print(f"recovered device {r['peer_id'][:16]} with {len(r['groups'])} group(s); the daemon restarts and resyncs")
     return 0
 
 

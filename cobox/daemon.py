@@ -37,6 +37,9 @@ from networker.swarm import Discovery, Swarm
 from storage import Store
 
 from . import config as configuration
+from .backup.keyring import GroupSecret, Keyring
+from .backup.service import SERVICE as RECOVERY_SERVICE
+from .backup.service import RecoveryServer, backup_keys, restore_keys
 from .errors import DaemonRunningError, GroupExistsError, GroupNotFoundError
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
@@ -62,6 +65,8 @@ class Daemon:
         self.lan: Any = None
         self.api: Any = None
         self.listen_addresses: list[str] = []
+        self.recovery: RecoveryServer | None = None
+        self.restart_requested = False
 
     # -- life -------------------------------------------------------------------------------
 
@@ -128,6 +133,10 @@ class Daemon:
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
             keys, created = decode_info(value)
             await self._activate(name, keys, created)
+        if cfg["backup"]["recovery_server"]:
+            self.recovery = RecoveryServer(self.store, self.identity.peer_id)
+            await self.recovery.load()
+            self.node.services[RECOVERY_SERVICE] = self.recovery.handle
         from .control.server import ControlServer
 
         self.api = ControlServer(self)
@@ -292,6 +301,41 @@ class Daemon:
         self.events.append({"time": time.time(), "kind": event.kind, "peer": event.peer_id.hex(),
                             "reason": event.reason})
         del self.events[:-100]
+
+    # -- key backup and recovery --------------------------------------------------------------
+
+    def keyring(self) -> Keyring:
+        groups = {}
+        for name, g in self.groups.items():
+            if g.keys.address is not None:
+                groups[name] = GroupSecret("address", g.keys.address)
+            else:
+                groups[name] = GroupSecret("replication_key", g.keys.replication_key)
+        return Keyring(self.identity.seed, groups)
+
+    async def backup_keys(self, address: str, username: str, password: str) -> None:
+        peer = await self.node.connect(address)
+        await backup_keys(peer, username, password, self.keyring())
+
+    async def restore_keys(self, address: str, username: str, password: str) -> dict[str, Any]:
+        """Recover the keyring, make its identity this device's and add its groups; the daemon
+        then restarts itself under the recovered identity and rejoins every group."""
+        peer = await self.node.connect(address)
+        keyring = await restore_keys(peer, username, password)
+        DeviceIdentity.from_seed(keyring.identity_seed).save(self.home.identity)
+        known = await self.store.records(GROUPS_SCOPE)
+        added = []
+        for name, secret in keyring.groups.items():
+            if name in known:
+                continue
+            keys = (GroupKeys.from_address(secret.key) if secret.kind == "address"
+                    else GroupKeys.from_replication_key(secret.key))
+            await self.store.put_record(GROUPS_SCOPE, name, encode_info(keys, time.time()))
+            added.append(name)
+        self.restart_requested = True
+        asyncio.get_running_loop().call_later(0.2, self.stop)
+        return {"peer_id": bytes(DeviceIdentity.from_seed(keyring.identity_seed).peer_id).hex(),
+                "groups": sorted(keyring.groups), "added": added, "restarting": True}
 
     async def connect(self, address: str) -> bytes:
         peer = await self.node.connect(address)

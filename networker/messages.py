@@ -267,10 +267,57 @@ class Receipt:
                    _int(f[3], "time"), _key(f[4], "signer"), _bytes(f[5], "signature", 64), f[6])
 
 
-Message = Open | Close | Feeds | Have | Request | Data | NoData | Receipt
+MAX_SERVICE = 64
+MAX_CALL_BYTES = 256 * 1024
 
-_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Receipt)}
-_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7}
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request to a named service of the peer (on channel 0): e.g. key recovery on a backup
+    peer. The network layer only carries it; the service is registered by the layer above."""
+
+    type_id: ClassVar[int] = 9
+    channel: int
+    id: int
+    service: str
+    body: bytes
+
+    def fields(self) -> list:
+        return [self.id, self.service, self.body]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Call:
+        _check(channel == 0, "call: only on channel 0")
+        return cls(channel, _int(f[0], "call id"), _str(f[1], "service", MAX_SERVICE),
+                   _bytes(f[2], "call body", MAX_CALL_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to a :class:`Call`: ``ok`` with a body, or not ok with a reason in ``body``."""
+
+    type_id: ClassVar[int] = 10
+    channel: int
+    id: int
+    ok: bool
+    body: bytes
+
+    def fields(self) -> list:
+        return [self.id, self.ok, self.body]
+
+    @classmethod
+    def parse(cls, channel: int, f: list) -> Reply:
+        _check(channel == 0, "reply: only on channel 0")
+        _check(type(f[1]) is bool, "ok: expected a boolean")
+        return cls(channel, _int(f[0], "call id"), f[1], _bytes(f[2], "reply body", MAX_CALL_BYTES))
+
+
+Message = Open | Close | Feeds | Have | Request | Data | NoData | Receipt | Call | Reply
+
+_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Receipt,
+                                                   Call, Reply)}
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7, Call: 3,
+                Reply: 3}
 
 
 def encode(msg: Message) -> bytes:

@@ -31,7 +31,7 @@ from .address import MultiAddress, parse
 from .errors import NetworkError
 from .group import Group
 from .identity import DeviceIdentity
-from .peer import Connection, Peer, Replicators
+from .peer import Connection, Peer, Replicators, Service
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Node:
         self.peers: dict[bytes, Peer] = {}
         self.replicators = Replicators()
         self.listeners: list[transport.Listener] = []
+        self.services: dict[str, Service] = {}  # named services peers may call (see Peer.call)
         self.on_event: list[Callable[[PeerEvent], None]] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self.bytes_sent_closed = 0  # totals of connections that are gone
@@ -125,7 +126,7 @@ class Node:
                 conn.close()
                 return existing
             existing.close("replaced by another connection to the same peer")
-        peer = Peer(conn, self.replicators, self.groups.get)
+        peer = Peer(conn, self.replicators, self.groups.get, self.services)
         self.peers[pid] = peer
         peer.start()
         for group in list(self.groups.values()):

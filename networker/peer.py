@@ -49,6 +49,16 @@ MAX_PEER_REQUESTS = 64    # the peer's requests we queue before calling it a pro
 MAX_PENDING_OPENS = 64
 MAX_STORING = 4           # received Data messages being verified and stored at once
 SERVE_BYTES = 1024 * 1024  # bytes of entries per Data message we send
+MAX_CALLS = 4             # the peer's service calls we run at once
+
+
+class ServiceError(NetworkError):
+    """A service call was refused; the message is the service's reason."""
+
+    code = "service_error"
+
+
+Service = Callable[["Peer", bytes], Coroutine[None, None, bytes]]
 
 
 class Connection(Protocol):
@@ -88,6 +98,7 @@ class Peer:
         conn: Connection,
         replicators: Replicators,
         find_group: Callable[[bytes], Group | None],
+        services: dict[str, Service] | None = None,
     ) -> None:
         self.conn = conn
         self.remote_peer_id = conn.remote_peer_id
@@ -106,6 +117,11 @@ class Peer:
         self._outstanding = 0
         self._next_request = 0
         self._next_channel = 1
+        self._services = services if services is not None else {}
+        self._calls: dict[int, asyncio.Future[bytes]] = {}
+        self._serving_calls: set[asyncio.Task[None]] = set()
+        self._next_call = 0
+        self.state: dict[str, object] = {}  # per-connection state of the services above
         self._tasks: list[asyncio.Task[None]] = []
         self._storing: set[asyncio.Task[None]] = set()
         self._store_slots = asyncio.Semaphore(MAX_STORING)
@@ -166,7 +182,7 @@ class Peer:
         self.closed.set()
         for ch in list(self.channels.values()):
             ch.close()
-        for t in [*self._tasks, *self._storing]:
+        for t in [*self._tasks, *self._storing, *self._serving_calls]:
             t.cancel()
         with contextlib.suppress(Exception):
             self.conn.close()
@@ -285,6 +301,19 @@ class Peer:
         if isinstance(msg, m.Open):
             self._on_open(msg)
             return
+        if isinstance(msg, m.Call):
+            self._on_call(msg)
+            return
+        if isinstance(msg, m.Reply):
+            fut = self._calls.pop(msg.id, None)
+            if fut is None:
+                raise RemoteProtocolError("a reply to no call")
+            if not fut.done():
+                if msg.ok:
+                    fut.set_result(msg.body)
+                else:
+                    fut.set_exception(ServiceError(msg.body.decode(errors="replace")))
+            return
         ch = self._remote_channels.get(msg.channel)
         if ch is None:
             if isinstance(msg, m.Close):
@@ -309,6 +338,49 @@ class Peer:
             ch.on_no_data(msg)
         elif isinstance(msg, m.Receipt):
             await ch.on_receipt(msg)
+
+    # -- services ---------------------------------------------------------------------------
+
+    async def call(self, service: str, body: bytes, *, timeout: float = 30.0) -> bytes:
+        """Call a service of the peer; raise :class:`ServiceError` with its reason if it
+        refuses, ``TimeoutError`` if it does not answer in time."""
+        self._next_call += 1
+        fut: asyncio.Future[bytes] = self.loop.create_future()
+        self._calls[self._next_call] = fut
+        self.post(m.Call(0, self._next_call, service, body))
+        closed = self.loop.create_task(self.closed.wait())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wait({fut, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            self._calls.pop(self._next_call, None)
+        if not fut.done():
+            raise ConnectionClosedError(f"connection closed during the call: {self.close_reason}")
+        return fut.result()
+
+    def _on_call(self, msg: m.Call) -> None:
+        if len(self._serving_calls) >= MAX_CALLS:
+            raise RemoteProtocolError("too many calls in flight")
+        task = self.loop.create_task(self._serve_call(msg), name="peer-call")
+        self._serving_calls.add(task)
+        task.add_done_callback(self._serving_calls.discard)
+
+    async def _serve_call(self, msg: m.Call) -> None:
+        handler = self._services.get(msg.service)
+        if handler is None:
+            self.post(m.Reply(0, msg.id, False, f"no service {msg.service!r} here".encode()))
+            return
+        try:
+            body = await handler(self, msg.body)
+        except ServiceError as e:
+            self.post(m.Reply(0, msg.id, False, str(e).encode()[:1000]))
+            return
+        except Exception:
+            log.exception("service %s failed", msg.service)
+            self.post(m.Reply(0, msg.id, False, b"internal error"))
+            return
+        self.post(m.Reply(0, msg.id, True, body))
 
     # -- serving ------------------------------------------------------------------------------
 

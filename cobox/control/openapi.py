@@ -53,6 +53,10 @@ OPENAPI: dict[str, Any] = {
                                    "get": _op("how much of what connected peers have is still missing")},
         "/v1/groups/{name}/backup": {"parameters": _NAME,
                                      "get": _op("per backup peer and own feed: how far it is held (receipts)")},
+        "/v1/keys/backup": {"post": _op("store this device's keyring on a backup peer under a password",
+                                        {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
+        "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",
+                                         {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": _op("this description")},

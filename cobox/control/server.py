@@ -23,9 +23,10 @@ from aiohttp import web
 
 from networker.encoding import encode_key
 from networker.errors import NetworkError
+from networker.peer import ServiceError
 from storage.errors import StorageError
 
-from ..errors import AuthError, CoboxError, UsageError
+from ..errors import AuthError, CoboxError, RecoveryError, UsageError
 from ..uri import Invite, parse_invite
 from .openapi import OPENAPI
 
@@ -65,6 +66,8 @@ class ControlServer:
         r.add_post("/v1/groups/{name}/log", self.append_log)
         r.add_get("/v1/groups/{name}/sync", self.sync)
         r.add_get("/v1/groups/{name}/backup", self.backup)
+        r.add_post("/v1/keys/backup", self.keys_backup)
+        r.add_post("/v1/keys/restore", self.keys_restore)
         self.extra_routes: list[Callable[[web.Application], None]] = []
 
     # -- life -------------------------------------------------------------------------------
@@ -107,6 +110,10 @@ class ControlServer:
             if e.status >= 400:
                 return error_response(e.status, "http_error", e.reason)
             raise
+        except RecoveryError as e:
+            return error_response(403, e.code, str(e))
+        except ServiceError as e:
+            return error_response(403, e.code, f"the backup peer refused: {e}")
         except CoboxError as e:
             return error_response(e.status, e.code, str(e))
         except (NetworkError, StorageError) as e:
@@ -257,6 +264,16 @@ class ControlServer:
     async def backup(self, request: web.Request) -> web.Response:
         group = self.daemon.group(request.match_info["name"])
         return web.json_response(group.backup_status())
+
+    async def keys_backup(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        await self.daemon.backup_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"))
+        return web.json_response({"backed_up": True})
+
+    async def keys_restore(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        result = await self.daemon.restore_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"))
+        return web.json_response(result)
 
     async def metrics(self, request: web.Request) -> web.Response:
         d = self.daemon

@@ -122,3 +122,36 @@ async def test_quota_stops_the_seed_and_deletes_nothing(daemons):
     assert st[0]["quota_full"]
     assert json.loads(await ok(s.home, "seed", "list", "--json"))[0]["stored_bytes"] == held
     assert "REACHED" in await ok(s.home, "seed", "list")
+
+
+async def test_keys_backup_and_restore_on_a_fresh_home(daemons):
+    a, s = await daemons("a"), await daemons("s")
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    await ok(a.home, "log", "append", "g", "before the loss")
+    peer_s = await s.address()
+    password = b"correct horse battery staple\n"
+    await ok(a.home, "keys", "backup", "--peer", peer_s, "--user", "alice", "--password-stdin", stdin=password)
+    a_id = (await a.status())["peer_id"]
+    # Without a password source, it refuses instead of reading argv or hanging.
+    rc, _, err = await cli(a.home, "keys", "backup", "--peer", peer_s, "--user", "alice")
+    assert rc == 1 and "--password-stdin" in err
+
+    fresh = await daemons("fresh")
+    assert (await fresh.status())["peer_id"] != a_id
+    rc, _, wrong = await cli(fresh.home, "keys", "restore", "--peer", peer_s, "--user", "alice",
+                             "--password-stdin", stdin=b"not the password\n")
+    assert rc == 1 and "password" in wrong.lower()
+    rc, _, unknown = await cli(fresh.home, "keys", "restore", "--peer", peer_s, "--user", "nobody",
+                               "--password-stdin", stdin=b"not the password\n")
+    assert rc == 1 and unknown == wrong.replace("alice", "nobody")
+    out = await ok(fresh.home, "keys", "restore", "--peer", peer_s, "--user", "alice", "--password-stdin",
+                   stdin=password)
+    assert a_id[:16] in out
+    # The daemon restarts under the recovered identity and rejoins the group.
+    for _ in range(100):
+        rc, out, _ = await cli(fresh.home, "status", "--json")
+        if rc == 0 and json.loads(out)["peer_id"] == a_id:
+            break
+    status = json.loads(out)
+    assert status["peer_id"] == a_id and [g["name"] for g in status["groups"]] == ["g"]
+    assert (await ok(fresh.home, "group", "invite", "g")).strip().split("?")[0] == uri.split("?")[0]

@@ -237,3 +237,22 @@ async def test_unrequested_data_disconnects(make_device):
     await pb.conn._inbox.put(m.encode(forged))
     await until(lambda: pb.closed.is_set(), what="disconnect on unrequested data")
     assert "not requested" in pb.close_reason
+
+
+async def test_service_calls(make_device):
+    from networker.peer import ServiceError
+
+    a, b = await make_device("a"), await make_device("b")
+
+    async def echo(peer, body: bytes) -> bytes:
+        if body == b"refuse":
+            raise ServiceError("refused on purpose")
+        return body[::-1]
+
+    b.node.services["echo"] = echo
+    pa, _ = connect(a, b)
+    assert await pa.call("echo", b"abc", timeout=5) == b"cba"
+    with pytest.raises(ServiceError, match="on purpose"):
+        await pa.call("echo", b"refuse", timeout=5)
+    with pytest.raises(ServiceError, match="no service"):
+        await pa.call("nothing", b"", timeout=5)
