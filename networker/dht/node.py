@@ -184,6 +184,8 @@ class DHT:
             return
         await cancel_all(list(self._tasks))
         self._announcing.clear()
+        if self._server.protocol is not None:
+            await self._server.protocol.close()
         if self.state_path is not None:
             self.save_state()
         self._server.stop()

@@ -13,7 +13,7 @@ which hold one value per key and cannot carry many signed records):
 ``find_node(nodeid, key) -> [[id, ip, port], ...]``
 ``lookup(nodeid, key) -> [records, nodes, token]``
     ``records``: the valid records held under ``key`` (encoded, shuffled, truncated so the reply
-    fits in :data:`MAX_DATAGRAM`); ``nodes``: the k closest contacts known, so an iterative lookup
+    fits in :data:`MAX_DATAGRAM`); ``nodes``: the 1.5 k closest contacts known, so an iterative lookup
     can go on; ``token``: an announce token for the *sender's real address* (BEP 5 style):
     ``keyed_blake3(secret, "ip:port")``, where ``secret`` rotates every ``token_rotation`` seconds
     and the previous one is still accepted.
@@ -26,7 +26,8 @@ Receive-path hardening over rpcudp: malformed datagrams, wrong argument shapes a
 RPCs are dropped without raising; requests are answered synchronously (no orphan tasks);
 replies for calls that were abandoned (a lookup finished without them) are dropped. The per-RPC
 timeout is ``rpc_timeout`` (rpcudp's ``_wait_timeout``). A timed-out contact is removed from the
-routing table (kademlia's ``handle_call_response``); this node never adds itself
+routing table (kademlia's ``handle_call_response``); ``find_neighbors`` ranks all contacts
+(:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node never adds itself
 (``welcome_if_new``, which also no longer re-hashes keys: records are not pushed to new nodes,
 their owners re-announce them).
 """
@@ -34,6 +35,7 @@ their owners re-announce them).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import hmac
 import ipaddress
 import logging
@@ -47,6 +49,7 @@ import blake3
 import umsgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
+from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
 from .records import DHT_KEY_BYTES, PeerRecord, decode_valid
@@ -59,6 +62,7 @@ HEADER_BYTES = 21
 TOKEN_BYTES = 20
 SECRET_BYTES = 32
 MAX_NODES_IN_REPLY = 40
+VERIFIED_CACHE_SIZE = 4096
 SERVED_RPCS = frozenset({"ping", "find_node", "lookup", "announce"})
 
 LookupReply = tuple[list[PeerRecord], list[Node], bytes]
@@ -66,6 +70,20 @@ LookupReply = tuple[list[PeerRecord], list[Node], bytes]
 
 def valid_id(value: object) -> bool:
     return isinstance(value, bytes) and len(value) == DHT_KEY_BYTES
+
+
+class DHTRoutingTable(RoutingTable):
+    """kademlia's table, but ``find_neighbors`` ranks *every* contact by distance: kademlia's
+    ``TableTraverser`` stops as soon as one side of the bucket list is exhausted, so it can
+    return fewer than k contacts while more are known."""
+
+    def find_neighbors(self, node: Node, k: int | None = None, exclude: Node | None = None) -> list[Node]:
+        k = k or self.ksize
+        contacts = [
+            n for b in self.buckets for n in b.get_nodes()
+            if n.id != node.id and (exclude is None or not n.same_home_as(exclude))
+        ]
+        return heapq.nsmallest(k, contacts, key=node.distance_to)
 
 
 class DHTProtocol(KademliaProtocol):
@@ -80,6 +98,7 @@ class DHTProtocol(KademliaProtocol):
         token_rotation: float = 300.0,
     ) -> None:
         super().__init__(source_node, storage, ksize)
+        self.router = DHTRoutingTable(self, ksize, source_node)
         self.storage: RecordStorage = storage
         self._wait_timeout = rpc_timeout
         self.clock = clock
@@ -87,6 +106,25 @@ class DHTProtocol(KademliaProtocol):
         self._secrets = [os.urandom(SECRET_BYTES), os.urandom(SECRET_BYTES)]
         self._rotated_at = time.monotonic()
         self.refused_announces = 0
+        self.background: set[asyncio.Task[Any]] = set()
+        self.srtt: float | None = None
+        self._verified_cache: dict[bytes, PeerRecord] = {}
+
+    def observe_rtt(self, rtt: float) -> None:
+        """Smoothed round-trip time of answered calls (as TCP's SRTT, gain 1/8)."""
+        self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
+
+    def stall_estimate(self, ceiling: float) -> float:
+        """How long before an unanswered query is presumed slow: 4 SRTT, 10 ms .. ceiling."""
+        return ceiling if self.srtt is None else min(ceiling, max(0.01, 4 * self.srtt))
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to a task left to finish on its own; :meth:`close` cancels it."""
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def close(self) -> None:
+        await cancel_all(list(self.background))
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -213,16 +251,19 @@ class DHTProtocol(KademliaProtocol):
         return True
 
     def _neighbors(self, key: bytes, exclude: Node | None) -> list[tuple]:
-        found = self.router.find_neighbors(Node(key), exclude=exclude)
+        # More than k, so a lookup can walk past the dead among the k closest without waiting.
+        found = self.router.find_neighbors(Node(key), k=self.router.ksize * 3 // 2, exclude=exclude)
         return [tuple(n) for n in found[:MAX_NODES_IN_REPLY]]
 
     # -- outbound RPCs --------------------------------------------------------------------
 
     async def call_lookup(self, node: Node, key: bytes) -> tuple[bool, LookupReply | None]:
+        started = time.monotonic()
         result = await self.lookup((node.ip, node.port), self.source_node.id, key)
         ok, reply = self.handle_call_response(result, node)
         if not ok:
             return False, None
+        self.observe_rtt(time.monotonic() - started)
         parsed = self._parse_lookup_reply(reply)
         if parsed is None:
             self.router.remove_contact(node)
@@ -237,6 +278,21 @@ class DHTProtocol(KademliaProtocol):
         ok, reply = self.handle_call_response(await call, node)
         return bool(ok and reply is True)
 
+    def _verified(self, blob: object, now: float) -> PeerRecord | None:
+        """decode_valid, remembering records already verified (the k closest nodes return the
+        same records, so each signature is checked once, not k times)."""
+        if not isinstance(blob, bytes):
+            return None
+        record = self._verified_cache.get(blob)
+        if record is None:
+            record = decode_valid(blob, now)
+            if record is None:
+                return None
+            if len(self._verified_cache) >= VERIFIED_CACHE_SIZE:
+                self._verified_cache.clear()
+            self._verified_cache[blob] = record
+        return record if record.expires > now else None
+
     def _parse_lookup_reply(self, reply: Any) -> LookupReply | None:
         if not (isinstance(reply, list | tuple) and len(reply) == 3):
             return None
@@ -246,7 +302,7 @@ class DHTProtocol(KademliaProtocol):
         if not isinstance(token, bytes):
             return None
         now = self.clock()
-        records = [r for r in (decode_valid(b, now) for b in raw_records) if r is not None]
+        records = [r for r in (self._verified(b, now) for b in raw_records) if r is not None]
         nodes = [n for n in (_parse_node(x) for x in raw_nodes[:MAX_NODES_IN_REPLY]) if n is not None]
         return records, [n for n in nodes if n.id != self.source_node.id], token
 
