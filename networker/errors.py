@@ -91,3 +91,34 @@ class MalformedLanRecordError(RemoteProtocolError):
     peer id, bad discovery key, missing fields); the record is ignored."""
 
     code = "bad_lan_record"
+
+
+class DHTError(NetworkError):
+    """A DHT operation failed."""
+
+    code = "dht_error"
+
+
+class DHTNotStartedError(DHTError):
+    """The DHT node is not running: call ``start()`` first (or it was stopped)."""
+
+    code = "dht_not_started"
+
+
+class InvalidRecordError(DHTError, RemoteProtocolError):
+    """A peer record is malformed, too large, wrongly signed or names a foreign key; it is
+    dropped."""
+
+    code = "invalid_record"
+
+
+class RecordExpiredError(InvalidRecordError):
+    """A peer record is past its expiry time; it is dropped."""
+
+    code = "record_expired"
+
+
+class DHTStateError(DHTError):
+    """The saved DHT state file cannot be read or is malformed (the node starts without it)."""
+
+    code = "bad_dht_state"

@@ -1,0 +1,125 @@
+"""The iterative lookup: find the k closest live nodes to a key and the records they hold.
+
+Theory of operation
+-------------------
+kademlia's ``SpiderCrawl`` queries alpha nodes per round and waits for the whole round, so one
+dead contact costs a full RPC timeout per round. :class:`TopicCrawl` subclasses it (keeping its
+``NodeHeap`` of the k nearest candidates) and replaces the loop:
+
+1. keep up to ``alpha`` queries *active*, always to the closest candidates not yet asked;
+   candidates being asked are passed over when choosing (a slow or dead one never holds the
+   walk back), and a query unanswered after 4 smoothed round-trip times (at most
+   ``stall_after`` seconds) stops counting as active (it stays in flight until its own
+   timeout and is still used if it answers);
+2. as soon as *any* answer arrives: remember the responder (and its announce token), merge the
+   valid records, push the returned contacts into the candidate heap and refill the slots;
+   a query that times out removes its node from the candidates (and, in the protocol, from the
+   routing table);
+3. stop when the k closest candidates, passing over those in flight, have all answered (or,
+   if fewer than k ever answer, when nothing is left to ask or in flight); queries
+   still in flight are left to time out in the background (the protocol owns them), so a dead
+   node is still dropped from the routing table.
+
+The result is the k closest nodes that answered (with their tokens, which an announce needs),
+the union of the valid records they returned, and ``queries``: how many RPCs were sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from kademlia.crawling import SpiderCrawl
+from kademlia.node import Node
+
+from .protocol import DHTProtocol, LookupReply
+from .records import PeerRecord
+
+
+class TopicCrawl(SpiderCrawl):
+    def __init__(
+        self,
+        protocol: DHTProtocol,
+        key: bytes,
+        peers: list[Node],
+        ksize: int,
+        alpha: int,
+        stall_after: float,
+    ) -> None:
+        own = protocol.source_node.id
+        super().__init__(protocol, Node(key), [p for p in peers if p.id != own], ksize, alpha)
+        self.protocol: DHTProtocol = protocol
+        self.key = key
+        self.stall_after = stall_after
+        self.records: list[PeerRecord] = []
+        self.responders: dict[bytes, tuple[Node, bytes]] = {}
+        self.queries = 0
+        self._failed: set[bytes] = set()
+
+    async def find(self) -> list[tuple[Node, bytes]]:
+        """Run the lookup; return the k closest responders with their announce tokens."""
+        inflight: dict[asyncio.Task[tuple[bool, LookupReply | None]], tuple[Node, float]] = {}
+        try:
+            while True:
+                now = time.monotonic()
+                stall = self.protocol.stall_estimate(self.stall_after)
+                eligible, active, enough = self._plan(inflight, now, stall)
+                if not eligible and (enough or not inflight):
+                    break
+                for node in eligible[: max(0, self.alpha - len(active))]:
+                    self.nearest.mark_contacted(node)
+                    task = asyncio.create_task(self.protocol.call_lookup(node, self.key))
+                    inflight[task] = (node, now)
+                    self.queries += 1
+                deadlines = [s + stall - now for _, s in inflight.values()]
+                pending = [d for d in deadlines if d > 0]
+                done, _ = await asyncio.wait(
+                    inflight,
+                    timeout=min(pending) if pending else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done:
+                    node, _ = inflight.pop(task)
+                    self._on_answer(node, *task.result())
+        finally:
+            # Abandoned queries run out in the background, so that a dead node's timeout
+            # still removes it from the routing table.
+            for task in inflight:
+                self.protocol.adopt(task)
+        target = self.node
+        closest = sorted(self.responders.values(), key=lambda nt: nt[0].distance_to(target))
+        return closest[: self.ksize]
+
+    def _plan(
+        self, inflight: dict[Any, tuple[Node, float]], now: float, stall: float
+    ) -> tuple[list[Node], list[Node], bool]:
+        """Walk the candidates from the closest until k that answered or not asked yet are
+        counted; queries in flight are passed over (never waited for while there is someone
+        else to ask). Return (not asked yet, active queries, whether k were counted)."""
+        asking = {n.id: now - started < stall for n, started in inflight.values()}
+        active = [n for n, _ in inflight.values() if asking[n.id]]
+        eligible: list[Node] = []
+        counted = 0
+        for _, node in sorted(self.nearest.heap, key=lambda dn: dn[0]):
+            if counted >= self.ksize:
+                break
+            if node.id in self.responders:
+                counted += 1
+            elif node.id not in asking and node.id not in self.nearest.contacted:
+                eligible.append(node)
+                counted += 1
+        return eligible, active, counted >= self.ksize
+
+    def _on_answer(self, node: Node, ok: bool, reply: LookupReply | None) -> None:
+        if not ok or reply is None:
+            self._failed.add(node.id)
+            self.nearest.remove([node.id])
+            return
+        records, nodes, token = reply
+        self.responders[node.id] = (node, token)
+        self.records.extend(records)
+        self.nearest.push([n for n in nodes if n.id not in self._failed])
+
+    async def _nodes_found(self, responses: object) -> None:  # pragma: no cover - unused
+        raise NotImplementedError("TopicCrawl.find replaces the round-based crawl")

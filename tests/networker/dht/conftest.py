@@ -1,0 +1,104 @@
+"""An in-process DHT network on 127.0.0.1 (port 0), and a raw UDP client for forging RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import pytest_asyncio
+import umsgpack
+
+from networker.dht import DHT
+from networker.identity import DeviceIdentity
+
+RPC_TIMEOUT = 0.5
+
+
+class Clock:
+    """Wall-clock time plus an offset that tests can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+async def start_network(n: int, clock: Clock, **kwargs: Any) -> list[DHT]:
+    first = DHT(DeviceIdentity.generate(), rpc_timeout=RPC_TIMEOUT, clock=clock, **kwargs)
+    await first.start()
+    nodes = [first]
+    while len(nodes) < n:
+        boot = [d.address for d in nodes[:3]]
+        batch = [
+            DHT(DeviceIdentity.generate(), bootstrap=boot, rpc_timeout=RPC_TIMEOUT, clock=clock, **kwargs)
+            for _ in range(min(10, n - len(nodes)))
+        ]
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(d.start() for d in batch))
+        nodes.extend(batch)
+    # Refresh the first nodes' tables now that everyone is there.
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(d.join([]) for d in nodes[:10]))
+    return nodes
+
+
+async def stop_all(nodes: list[DHT]) -> None:
+    await asyncio.gather(*(d.stop() for d in nodes))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def clock() -> Clock:
+    return Clock()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def network(clock: Clock):
+    nodes = await start_network(50, clock)
+    yield nodes
+    await stop_all(nodes)
+
+
+class RawClient(asyncio.DatagramProtocol):
+    """Speaks the rpcudp framing directly, to send what a DHT node never would."""
+
+    def __init__(self) -> None:
+        self.waiters: dict[bytes, asyncio.Future[Any]] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        fut = self.waiters.pop(data[1:21], None)
+        if fut is not None and not fut.done() and data[:1] == b"\x01":
+            fut.set_result(umsgpack.unpackb(data[21:]))
+
+    async def call(self, addr: tuple[str, int], name: str, *args: Any, timeout: float = 2.0) -> Any:
+        assert self.transport is not None
+        msg_id = os.urandom(20)
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters[msg_id] = fut
+        self.transport.sendto(b"\x00" + msg_id + umsgpack.packb([name, list(args)]), addr)
+        return await asyncio.wait_for(fut, timeout)
+
+    def send_raw(self, addr: tuple[str, int], data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def raw_client() -> RawClient:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(RawClient, local_addr=("127.0.0.1", 0))
+    return proto
