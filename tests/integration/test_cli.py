@@ -139,3 +139,20 @@ async def test_lan_discovery_connects_two_daemons_without_any_address(daemons):
     await ok(b.home, "sync", "wait", "g", "--timeout", "30")
     assert await log_texts(b.home) == ["found on the lan"]
     assert (await b.status())["lan"]["enabled"]
+
+
+async def test_demo_runs_three_daemons_and_cleans_up():
+    import asyncio
+    import sys
+
+    from tests.integration.daemons import ROOT, env
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cobox.cli", "demo", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env(), cwd=ROOT)
+    async with asyncio.timeout(120):
+        out, err = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert text.count("on all 3 devices") == 6
+    assert "hello #1 from carol" in text and "removed their homes" in text
