@@ -67,6 +67,14 @@ class NoiseSession:
 
     def receive_handshake(self, message: bytes) -> list[bytes]:
         """Process one handshake message from the peer; return the messages to send back."""
+        try:
+            return self._receive_handshake(message)
+        except HandshakeError:
+            raise
+        except Exception as e:  # e.g. an all-zero ephemeral key makes the library raise ValueError
+            raise HandshakeError(f"handshake failed: {type(e).__name__}") from None
+
+    def _receive_handshake(self, message: bytes) -> list[bytes]:
         if self.complete:
             raise HandshakeError("handshake already complete")
         state = self._noise.noise_protocol.handshake_state

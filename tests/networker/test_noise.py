@@ -126,3 +126,9 @@ def test_garbage_after_handshake_never_crashes(garbage):
             r.open(frame)
     except RemoteProtocolError:
         pass
+
+
+def test_all_zero_ephemeral_key_is_a_handshake_error():
+    r = NoiseSession(B, initiator=False)
+    with pytest.raises(HandshakeError):
+        r.receive_handshake(bytes(32))
