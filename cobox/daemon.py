@@ -40,7 +40,7 @@ from . import config as configuration
 from .backup.keyring import GroupSecret, Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
 from .backup.service import RecoveryServer, backup_keys, restore_keys
-from .errors import DaemonRunningError, GroupExistsError, GroupNotFoundError
+from .errors import ConfigError, DaemonRunningError, GroupExistsError, GroupNotFoundError
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
 from .uri import Invite, validate_name
@@ -314,8 +314,14 @@ class Daemon:
         return Keyring(self.identity.seed, groups)
 
     async def backup_keys(self, address: str, username: str, password: str) -> None:
+        from .backup import kdf
+
+        strength = self.config["backup"]["keys_strength"]
+        params = {"interactive": kdf.INTERACTIVE, "moderate": kdf.MODERATE, "sensitive": kdf.CEILING}.get(strength)
+        if params is None:
+            raise ConfigError(f"backup.keys_strength must be interactive, moderate or sensitive, not {strength!r}")
         peer = await self.node.connect(address)
-        await backup_keys(peer, username, password, self.keyring())
+        await backup_keys(peer, username, password, self.keyring(), params)
 
     async def restore_keys(self, address: str, username: str, password: str) -> dict[str, Any]:
         """Recover the keyring, make its identity this device's and add its groups; the daemon

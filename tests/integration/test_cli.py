@@ -156,3 +156,27 @@ async def test_demo_runs_three_daemons_and_cleans_up():
     assert proc.returncode == 0, err.decode()
     assert text.count("on all 3 devices") == 6
     assert "hello #1 from carol" in text and "removed their homes" in text
+
+
+async def test_log_cat_follow_streams_new_entries(daemons):
+    import asyncio
+    import sys
+
+    from tests.integration.daemons import ROOT, env
+
+    a = await daemons("a")
+    await ok(a.home, "group", "create", "g")
+    await ok(a.home, "log", "append", "g", "first")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cobox.cli", "--home", str(a.home), "log", "cat", "g", "--json", "--follow",
+        stdout=asyncio.subprocess.PIPE, env=env(), cwd=ROOT)
+    try:
+        async with asyncio.timeout(20):
+            assert json.loads(await proc.stdout.readline())["text"] == "first"
+            await ok(a.home, "log", "append", "g", "second")
+            entry = json.loads(await proc.stdout.readline())
+            assert entry["text"] == "second" and entry["seq"] == 1
+            assert set(entry) == {"feed", "seq", "author", "time", "text"}
+    finally:
+        proc.kill()
+        await proc.wait()
