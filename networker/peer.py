@@ -182,7 +182,8 @@ class Peer:
         self.closed.set()
         for ch in list(self.channels.values()):
             ch.close()
-        for t in [*self._tasks, *self._storing, *self._serving_calls]:
+        # Stores already running finish: entries verified before a bad message stay.
+        for t in [*self._tasks, *self._serving_calls]:
             t.cancel()
         with contextlib.suppress(Exception):
             self.conn.close()

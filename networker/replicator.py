@@ -136,16 +136,19 @@ class FeedReplicator:
         """A request was answered with ``received`` entries (``nbytes`` bytes): a prefix of
         the range when the rest did not fit one message. Whatever was not received is free to be
         requested again."""
-        start, end = peer.requests.pop(request_id)
-        self.inflight.remove(start, end)
         self.entries_received += received
         self._bytes_received += nbytes
+        req = peer.requests.pop(request_id, None)
+        if req is None:
+            return  # the peer went away meanwhile; its requests were released then
+        self.inflight.remove(*req)
         self.schedule()
 
     def on_refused(self, peer: PeerFeed, request_id: int) -> None:
         """The peer answered NoData: it does not (or no longer) serve that range."""
-        start, end = peer.requests[request_id]
-        peer.remote_have.remove(start, end)
+        if request_id in peer.requests:
+            start, end = peer.requests[request_id]
+            peer.remote_have.remove(start, end)
         self.on_response(peer, request_id, 0, 0)
 
     # -- local changes ----------------------------------------------------------------------

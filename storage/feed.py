@@ -67,6 +67,17 @@ _UPSERT_SIGNATURE = (
 )
 
 
+RECOMPUTED_DEPTH = 1  # nodes this low over stored entries are recomputed, not stored
+
+
+def _recomputable(i: int, start: int, end: int) -> bool:
+    """Whether node ``i`` lies over entries ``[start, end)`` and is low enough to recompute."""
+    if tree.depth(i) > RECOMPUTED_DEPTH:
+        return False
+    lo, hi = tree.leaf_span(i)
+    return start <= lo and hi <= end
+
+
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
     """What changed: ``append`` (this device wrote) or ``download`` (a replica stored
@@ -176,12 +187,19 @@ class Feed:
         return tree.tree_hash([(i, got[i]) for i in wanted])
 
     async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
-        """The hashes of the given tree nodes that this store knows. Leaves of stored entries
-        are not kept as nodes; their hashes are recomputed from the entries."""
+        """The hashes of the given tree nodes that this store knows. Nodes up to
+        ``RECOMPUTED_DEPTH`` over stored entries are not kept; they are recomputed from the
+        entries (one or two reads)."""
         found = await self._store.read_nodes(self.id, indices)
         for i in indices:
-            if i not in found and not i & 1 and i >> 1 in self.have:
-                found[i] = tree.leaf_hash(await self.get(i >> 1))
+            if i in found or tree.depth(i) > RECOMPUTED_DEPTH:
+                continue
+            lo, hi = tree.leaf_span(i)
+            if self.have.contains_range(lo, hi):
+                hashes = [tree.leaf_hash(e) for e in await self.get_range(lo, hi)]
+                while len(hashes) > 1:
+                    hashes = [tree.parent_hash(hashes[k], hashes[k + 1]) for k in range(0, len(hashes), 2)]
+                found[i] = hashes[0]
         return found
 
     # -- events -----------------------------------------------------------------------------
@@ -244,8 +262,9 @@ class Feed:
         job = WriteJob(
             entries=[(base | (before.length + k), e) for k, e in enumerate(entries)],
             statements=[
-                # Leaves are not stored: the entry is, and its hash is cheap to recompute.
-                (_INSERT_NODE, [(base | i, h) for i, h in nodes if i & 1]),
+                # Leaves and their parents are not stored: the entries are, and those hashes
+                # are cheap to recompute (node_hashes); that halves the node rows.
+                (_INSERT_NODE, [(base | i, h) for i, h in nodes if tree.depth(i) > RECOMPUTED_DEPTH]),
                 (_UPSERT_SIGNATURE, [(self.id, length, root_hash, signature)]),
             ],
             on_commit=on_commit,
@@ -285,9 +304,9 @@ class Feed:
             established = dict(verified.nodes)
             established.update(await self._connect(signed, verified.roots, proof, established))
             await self._check_fork(signed, established, start, end)
-            # Every node established, except the leaves of the entries stored here, whose
-            # hashes are recomputed from the entries when needed.
-            nodes = {i: h for i, h in established.items() if i & 1 or not start <= i >> 1 < end}
+            # Every node established, except the low ones over the entries stored here,
+            # whose hashes are recomputed from the entries when needed (node_hashes).
+            nodes = {i: h for i, h in established.items() if not _recomputable(i, start, end)}
             claimed = {i: h for i, h in nodes.items() if i not in self._uncommitted}
             self._uncommitted.update(claimed)
             seen_before = (self._seen, self._seen_roots)
