@@ -123,7 +123,7 @@ def move_file(root: Path, src: str, dst: str, expect: LocalFile) -> None:
 def clean_temp(root: Path) -> int:
     """Remove temp files a crash left behind; return how many."""
     n = 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirs, filenames in os.walk(root):
         for name in filenames:
             if name.startswith(TMP_PREFIX):
                 with contextlib.suppress(FileNotFoundError):

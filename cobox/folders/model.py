@@ -219,7 +219,7 @@ def _content(obj: dict[str, Any]) -> tuple[int, int, int, tuple[ChunkRef, ...]]:
 def decode_op(data: bytes) -> Op:
     """Parse a decrypted feed entry into an op; ``MalformedOpError`` unless exactly valid."""
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=8 * 1024 * 1024)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise MalformedOpError(f"not a msgpack record: {e}") from None
     if type(obj) is not dict or obj.get("type") not in _KEYS:
