@@ -7,7 +7,7 @@ from cobox.folders.merge import FolderState, heads
 from cobox.folders.model import Op, Stamp
 from cobox.folders.paths import conflict_path
 
-from .helpers import A, B, C, T0, delete, put, rename
+from .helpers import T0, A, B, C, delete, put, rename
 
 
 def merged(*ops: Op) -> FolderState:

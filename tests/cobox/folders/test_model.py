@@ -5,7 +5,7 @@ from cobox.errors import InvalidPathError, MalformedOpError
 from cobox.folders.model import ChunkRef, Delete, Put, Stamp, decode_op, encode_op
 from cobox.folders.paths import case_key, conflict_path, normalize_path
 
-from .helpers import A, B, FEED, put, ref, rename
+from .helpers import FEED, A, B, put, ref, rename
 
 FEED2 = b"\xfd" * 32
 
