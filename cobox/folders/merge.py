@@ -24,8 +24,10 @@ pure function of the set; nothing depends on arrival order.
 4. A conflict copy is itself a version (the loser's stamp and content, base ``None``) of its
    conflict path, merged with whatever real ops name that path: a device that deletes or edits
    the copy writes an op on the conflict path with the loser's stamp as base, which supersedes
-   it. Conflict paths are strictly longer than their origin, so paths are processed shortest
-   first and every copy is known before its path is resolved.
+   it. Paths are resolved shortest first and a conflict path is longer than its origin, so
+   every copy is known before its path is resolved; when a long name had to be shortened and
+   the copy's path is already resolved, the next free ``-2``, ``-3``... name is used. The
+   order of resolution is a function of the set of ops, so this choice is deterministic too.
 
 Lamport clocks make the highest stamp the latest edit that saw the others: a device stamps a
 new op with ``next_clock()`` (one more than any clock it has merged), so an op made after
@@ -122,15 +124,21 @@ class FolderState:
         heapq.heapify(queue)
         queued = set(versions)
         files: dict[str, Version] = {}
+        done: set[str] = set()
         while queue:
             _, path = heapq.heappop(queue)
+            done.add(path)
             candidates = {**copies.get(path, {}), **versions.get(path, {})}  # a real op wins a clash
             puts = [v for v in heads(candidates.values()) if not v.deleted]
             if not puts:
                 continue
             files[path] = puts[-1]
             for loser in puts[:-1]:
+                attempt = 1
                 cpath = conflict_path(path, loser.stamp.author, loser.mtime)
+                while cpath in done:  # a shortened long name can land on a resolved path
+                    attempt += 1
+                    cpath = conflict_path(path, loser.stamp.author, loser.mtime, attempt)
                 copies.setdefault(cpath, {})[loser.stamp] = Version(
                     cpath, loser.stamp, None, False, loser.size, loser.mode, loser.mtime, loser.chunks,
                     kind="conflict", origin=path)

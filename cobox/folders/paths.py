@@ -21,7 +21,8 @@ Conflict copies are named ``stem.conflict-<peer8>-<YYYYmmdd-HHMMSS>.ext``: ``pee
 first 8 hex digits of the losing author's device id and the time is the losing version's
 mtime in UTC, so every device derives the same name from the same operation. ``.ext`` is the
 last suffix of the file name (``a.tar.gz`` -> ``a.tar.conflict-....gz``); a name without one,
-or a dotfile like ``.bashrc``, gets no extension.
+or a dotfile like ``.bashrc``, gets no extension. A stem is shortened to keep the name within
+255 bytes; if that name is already resolved (``merge``), ``-2``, ``-3``... follow the time.
 """
 
 from __future__ import annotations
@@ -76,13 +77,14 @@ def case_key(path: str) -> str:
     return unicodedata.normalize("NFC", path.casefold())
 
 
-def conflict_path(path: str, author: bytes, mtime_ns: int) -> str:
-    """The deterministic name of the conflict copy of ``path`` written by ``author``."""
+def conflict_path(path: str, author: bytes, mtime_ns: int, attempt: int = 1) -> str:
+    """The deterministic name of the conflict copy of ``path`` written by ``author``; an
+    ``attempt`` above 1 appends ``-<attempt>`` (used when the first name is taken)."""
     head, sep, name = path.rpartition("/")
     dot = name.rfind(".")
     stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mtime_ns // 1_000_000_000))
-    suffix = f".conflict-{author.hex()[:8]}-{stamp}"
+    suffix = f".conflict-{author.hex()[:8]}-{stamp}" + (f"-{attempt}" if attempt > 1 else "")
     room = MAX_COMPONENT - len((suffix + ext).encode())
     while len(stem.encode()) > room:  # keep the component within the limit
         stem = stem[:-1]

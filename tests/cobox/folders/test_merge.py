@@ -186,3 +186,15 @@ def test_merge_is_order_independent_and_loses_nothing(steps, rnd) -> None:
         for h in heads(versions.values()):
             if not h.deleted:
                 assert (h.stamp, h.chunks) in shown
+
+
+def test_conflict_copies_of_long_names_never_land_on_a_resolved_path() -> None:
+    name = "n" * 251 + ".txt"
+    a, b = put(name, b"a", 1, A), put(name, b"b", 1, B)
+    cp = conflict_path(name, A, a.mtime)
+    assert len(cp) <= len(name)  # shortened: would be resolved before its origin
+    squatter = put(cp, b"squatter", 1, C)
+    s = merged(a, b, squatter)
+    assert s.files[cp].stamp == squatter.stamp
+    assert s.files[conflict_path(name, A, a.mtime, 2)].stamp == a.stamp
+    assert merged(squatter, b, a).files == s.files
