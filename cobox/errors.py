@@ -127,3 +127,42 @@ class RateLimitedError(RecoveryError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class FolderError(CoboxError):
+    """Folder sync could not do something."""
+
+    code = "folder_error"
+
+
+class InvalidPathError(FolderError, UsageError):
+    """A path in a synced folder is not allowed (absolute, '..', NUL, too long, ...)."""
+
+    code = "invalid_path"
+    status = 400
+
+
+class MalformedOpError(FolderError):
+    """A folder operation record read from a feed is malformed; it is skipped."""
+
+    code = "malformed_op"
+
+
+class UnknownVersionError(FolderError):
+    """No such version of that file in the folder's history."""
+
+    code = "unknown_version"
+    status = 404
+
+
+class FileChangedError(FolderError):
+    """A local file changed since it was indexed (it may be being written): not overwritten."""
+
+    code = "file_changed"
+    status = 409
+
+
+class UnsafePathError(FolderError):
+    """A path would be written through a symlink or a non-directory: refused."""
+
+    code = "unsafe_path"

@@ -1,0 +1,132 @@
+"""Apply remote changes to the local disk, atomically and without clobbering local writes.
+
+Theory of operation
+-------------------
+``write_file(root, path, data, ...)`` writes a file from an iterator of chunk bytes:
+
+1. check the parents of ``path`` are real directories (``lstat``, no symlink anywhere below
+   ``root``: a peer's path must not write through a local symlink), creating missing ones;
+2. check the target is what the plan expected (``expect``: size and mtime of the file it may
+   replace, or ``None``: nothing may be there), else ``FileChangedError``;
+3. write a temp file ``.cobox-tmp-<random>`` in the same directory (``O_EXCL``, mode 0600),
+   stream the chunks into it, check the size, ``fsync``, set mode and mtime;
+4. check ``expect`` again (the window left is between this check and the rename), then
+   ``os.replace`` the temp file onto the target and ``fsync`` the directory.
+
+Any exception removes the temp file and leaves the old file untouched; a crash (kill -9) may
+leave a temp file, which scans ignore and ``clean_temp`` removes. ``remove_file`` and
+``move_file`` make the same ``expect`` check; ``move_file`` refuses to replace an existing
+target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from cobox.errors import FileChangedError, UnsafePathError
+
+from .paths import TMP_PREFIX, normalize_path
+from .plan import LocalFile
+
+
+def _parent(root: Path, path: str, create: bool) -> Path:
+    parts = normalize_path(path).split("/")
+    d = root
+    for part in parts[:-1]:
+        d = d / part
+        try:
+            st = d.lstat()
+        except FileNotFoundError:
+            if not create:
+                raise
+            d.mkdir()
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"{d} is not a directory (a symlink or a file): not writing {path!r}")
+    return d / parts[-1]
+
+
+def _check(target: Path, expect: LocalFile | None) -> None:
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        if expect is not None:
+            raise FileChangedError(f"{target} vanished since it was indexed") from None
+        return
+    if expect is None:
+        raise FileChangedError(f"{target} appeared since the folder was indexed")
+    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (expect.size, expect.mtime):
+        raise FileChangedError(f"{target} changed since it was indexed (it may be being written)")
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(root: Path, path: str, data: Iterable[bytes], *, size: int, mode: int, mtime: int,
+               expect: LocalFile | None) -> LocalFile:
+    """Atomically make ``root/path`` hold ``data``; return what was written (for ``Synced``)."""
+    target = _parent(root, path, create=True)
+    _check(target, expect)
+    tmp = target.with_name(f"{TMP_PREFIX}{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            written = 0
+            for piece in data:
+                f.write(piece)
+                written += len(piece)
+            if written != size:
+                raise ValueError(f"{path!r}: got {written} bytes, expected {size}")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode & 0o7777)
+        os.utime(tmp, ns=(mtime, mtime))
+        _check(target, expect)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(target.parent)
+    st = target.lstat()
+    return LocalFile(st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+
+
+def remove_file(root: Path, path: str, expect: LocalFile) -> None:
+    target = _parent(root, path, create=False)
+    _check(target, expect)
+    target.unlink()
+    _fsync_dir(target.parent)
+
+
+def move_file(root: Path, src: str, dst: str, expect: LocalFile) -> None:
+    source = _parent(root, src, create=False)
+    target = _parent(root, dst, create=True)
+    _check(source, expect)
+    _check(target, None)
+    os.rename(source, target)
+    _fsync_dir(target.parent)
+    if target.parent != source.parent:
+        _fsync_dir(source.parent)
+
+
+def clean_temp(root: Path) -> int:
+    """Remove temp files a crash left behind; return how many."""
+    n = 0
+    for dirpath, _dirs, filenames in os.walk(root):
+        for name in filenames:
+            if name.startswith(TMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n

@@ -1,0 +1,87 @@
+"""Walk a folder into a local index: path -> ``LocalFile``.
+
+Theory of operation
+-------------------
+``scan(root, rules)`` walks ``root`` with ``os.scandir`` without following symlinks. It keeps
+regular files only: a symlink (to a file or a directory) and any special file (fifo, socket,
+device) is skipped with a log line, and so is a name that is not valid Unicode or not a valid
+folder path, or that collides with another name after NFC normalization. Ignored directories
+(``IgnoreRules``) are pruned, not walked. Unreadable directories are logged and skipped, and a
+file that vanishes during the walk is simply absent: a scan is a snapshot that may be stale the
+moment it returns, which ``plan``/``apply`` tolerate (``apply`` re-checks before it writes).
+
+Content ids are expensive (the whole file is read and chunked), so they are computed only for
+the paths for which ``want_content(path, size, mtime)`` holds, typically those whose size/mtime
+differ from the ``Synced`` record, to tell a touch from an edit. ``file_content`` streams one
+file through the chunker in bounded memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from cobox.errors import InvalidPathError
+
+from .chunking import hash_content
+from .ignore import IgnoreRules
+from .paths import normalize_path
+from .plan import LocalFile
+
+log = logging.getLogger(__name__)
+
+
+def file_content(path: Path) -> tuple[bytes, int]:
+    """``(content_id, size)`` of a file, read in bounded memory."""
+    with open(path, "rb") as f:
+        return hash_content(f)
+
+
+def scan(root: Path, rules: IgnoreRules | None = None,
+         want_content: Callable[[str, int, int], bool] | None = None) -> dict[str, LocalFile]:
+    rules = rules if rules is not None else IgnoreRules.load(root)
+    index: dict[str, LocalFile] = {}
+    stack = [(root, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as e:
+            log.warning("skipping unreadable directory %s: %s", directory, e)
+            continue
+        for entry in entries:
+            try:
+                entry.name.encode("utf-8")
+                rel = normalize_path(prefix + entry.name)
+            except (UnicodeEncodeError, InvalidPathError) as e:
+                if not entry.name.startswith(".cobox-tmp-"):
+                    log.info("skipping %s: not a valid folder path (%s)", entry.path, e)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # vanished
+            if stat.S_ISLNK(st.st_mode):
+                log.info("skipping symlink %s", entry.path)
+            elif stat.S_ISDIR(st.st_mode):
+                if not rules.match(rel, is_dir=True):
+                    stack.append((Path(entry.path), rel + "/"))
+            elif not stat.S_ISREG(st.st_mode):
+                log.info("skipping special file %s (mode %o)", entry.path, stat.S_IFMT(st.st_mode))
+            elif rules.match(rel):
+                continue
+            elif rel in index:
+                log.warning("skipping %s: another name there normalizes to the same path %r", entry.path, rel)
+            else:
+                content = None
+                if want_content is not None and want_content(rel, st.st_size, st.st_mtime_ns):
+                    try:
+                        content, _ = file_content(Path(entry.path))
+                    except OSError as e:
+                        log.info("cannot read %s: %s", entry.path, e)
+                        continue
+                index[rel] = LocalFile(st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), content)
+    return index

@@ -1,0 +1,114 @@
+import io
+import os
+import random
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+
+from cobox.folders.chunking import GEAR, chunk_id, chunks, content_id, hash_content, masks
+
+
+def reference_cuts(data: bytes, avg: int, lo: int, hi: int) -> list[int]:
+    """The classic byte-at-a-time FastCDC loop (hash started 64 bytes before ``min``)."""
+    mask_s, mask_l = masks(avg)
+    gear = [int(g) for g in GEAR]
+    out, start, m64 = [], 0, (1 << 64) - 1
+    while start < len(data):
+        n = len(data) - start
+        cut = n if n <= lo else min(n, hi)
+        if n > lo:
+            h = 0
+            for i in range(lo - 64, min(n, hi)):
+                h = ((h << 1) + gear[data[start + i]]) & m64
+                length = i + 1
+                if length >= lo and length < min(n, hi) and not h & (mask_s if length < avg else mask_l):
+                    cut = length
+                    break
+        out.append(cut)
+        start += cut
+    return out
+
+
+def rand(n: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def test_matches_the_byte_at_a_time_definition() -> None:
+    data = rand(200_000, 7)
+    sizes = [len(c) for c in chunks(io.BytesIO(data), avg=1024, min=256, max=4096)]
+    assert sizes == reference_cuts(data, 1024, 256, 4096)
+
+
+def test_deterministic_and_lossless_whatever_the_pieces() -> None:
+    data = rand(3_000_000)
+    a = list(chunks(io.BytesIO(data)))
+    rng = random.Random(3)
+
+    def pieces() -> Iterator[bytes]:
+        i = 0
+        while i < len(data):
+            n = rng.choice([1, 100, 4096, 70_000, 300_000])
+            yield data[i:i + n]
+            i += n
+
+    b = list(chunks(pieces()))
+    assert a == b
+    assert b"".join(a) == data
+
+
+def test_bounds() -> None:
+    data = rand(5_000_000, 2)
+    sizes = [len(c) for c in chunks(io.BytesIO(data))]
+    assert all(16 * 1024 <= s <= 256 * 1024 for s in sizes[:-1])
+    assert 0 < sizes[-1] <= 256 * 1024
+    assert 40 * 1024 < sum(sizes) / len(sizes) < 110 * 1024  # around the 64 KiB average
+
+
+def test_runs_of_equal_bytes_cut_at_max() -> None:
+    sizes = [len(c) for c in chunks(io.BytesIO(b"\0" * 1_000_000))]
+    assert sizes[:3] == [256 * 1024] * 3 and sum(sizes) == 1_000_000
+
+
+def test_insertion_changes_only_nearby_chunks() -> None:
+    data = rand(4_000_000, 5)
+    edited = data[:100_000] + b"an insertion" + data[100_000:]
+    before = [chunk_id(c) for c in chunks(io.BytesIO(data))]
+    after = [chunk_id(c) for c in chunks(io.BytesIO(edited))]
+    assert len(set(after) - set(before)) <= 2
+    assert len(set(before) - set(after)) <= 2
+    assert before[-20:] == after[-20:]
+
+
+def test_empty_and_small() -> None:
+    assert list(chunks(io.BytesIO(b""))) == []
+    assert list(chunks(iter([b"", b"abc", b""]))) == [b"abc"]
+    assert hash_content(io.BytesIO(b"")) == (content_id([]), 0)
+
+
+def test_bad_sizes() -> None:
+    with pytest.raises(ValueError):
+        list(chunks(io.BytesIO(b"x"), avg=1000, min=100, max=4000))
+    with pytest.raises(ValueError):
+        list(chunks(io.BytesIO(b"x"), avg=1024, min=32, max=4096))
+
+
+def test_bounded_memory_on_a_large_stream() -> None:
+    total = 200 * 1024 * 1024
+    block = os.urandom(1024 * 1024)
+
+    def generate() -> Iterator[bytes]:
+        for i in range(total // len(block)):
+            yield bytes([i % 256]) + block[1:]  # fresh bytes each time, never all held
+
+    tracemalloc.start()
+    try:
+        n = size = 0
+        for c in chunks(generate()):
+            n += 1
+            size += len(c)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == total and n > 1000
+    assert peak < 6 * 1024 * 1024, peak
