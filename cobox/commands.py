@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from . import config as configuration
@@ -56,6 +57,8 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return await backup_status(api, args.group, args.json)
         if cmd == "keys":
             return await keys(api, args)
+        if cmd == "folder":
+            return await folder(api, args)
     raise UsageError(f"unknown command {cmd}")
 
 
@@ -335,6 +338,55 @@ async def backup_status(api: Client, name: str, as_json: bool) -> int:
             when = datetime.datetime.fromtimestamp(f["confirmed"]).strftime("%Y-%m-%d %H:%M:%S") \
                 if f["confirmed"] else "never"
             print(f"  feed {f['feed'][:16]}  held {f['held']}/{f['length']}  confirmed {when}")
+    return 0
+
+
+async def folder(api: Client, args: argparse.Namespace) -> int:
+    a = args.action
+    if a == "add":
+        path = str(Path(args.path).expanduser().resolve())
+        f = await api.post("/v1/folders", {"group": args.group, "path": path})
+        print(f"syncing {f['path']} with group {f['group']}")
+    elif a == "list":
+        folders = await api.get("/v1/folders")
+        if args.json:
+            print(json.dumps(folders, indent=2))
+        elif not folders:
+            print("no folders")
+        for f in [] if args.json else folders:
+            print(f"{f['group']}  {f['path']}  {f['files']} files, {f['bytes']} bytes")
+    elif a == "remove":
+        await api.delete(f"/v1/folders/{_q(args.group)}")
+        print(f"stopped syncing the folder of {args.group} (its files stay)")
+    elif a == "status":
+        f = await api.get(f"/v1/folders/{_q(args.group)}")
+        if args.json:
+            print(json.dumps(f, indent=2))
+        else:
+            print(f"{f['path']}: {f['files']} files, {f['bytes']} bytes, {f['pending_up']} to upload, "
+                  f"{f['pending_down']} to download, {len(f['conflicts'])} conflicts")
+            for c in f["conflicts"]:
+                print(f"  conflict copy: {c}")
+            if f["error"]:
+                print(f"  error: {f['error']}")
+    elif a == "history":
+        from urllib.parse import quote
+
+        versions = await api.get(f"/v1/folders/{_q(args.group)}/history?file={quote(args.file)}")
+        if args.json:
+            print(json.dumps(versions, indent=2))
+        for v in [] if args.json else versions:
+            when = datetime.datetime.fromtimestamp(v["mtime"]).strftime("%Y-%m-%d %H:%M:%S")
+            what = "deleted" if v["deleted"] else f"{v['size']} bytes"
+            print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}")
+    elif a == "restore":
+        body = {"file": args.file}
+        if args.version:
+            body["version"] = args.version
+        if args.to:
+            body["to"] = str(Path(args.to).expanduser().resolve())
+        r = await api.post(f"/v1/folders/{_q(args.group)}/restore", body)
+        print(f"restored {args.file} (version {r['version']})" + (f" to {args.to}" if args.to else ""))
     return 0
 
 

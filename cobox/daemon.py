@@ -40,10 +40,21 @@ from . import config as configuration
 from .backup.keyring import GroupSecret, Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
 from .backup.service import RecoveryServer, backup_keys, restore_keys
-from .errors import ConfigError, DaemonRunningError, GroupExistsError, GroupNotFoundError
+from .errors import (
+    CoboxError,
+    ConfigError,
+    DaemonRunningError,
+    GroupExistsError,
+    GroupNotFoundError,
+    NotAMemberError,
+    UsageError,
+)
+from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
 from .uri import Invite, validate_name
+
+FOLDERS_SCOPE = "folders"
 
 log = logging.getLogger("cobox.daemon")
 
@@ -67,6 +78,7 @@ class Daemon:
         self.listen_addresses: list[str] = []
         self.recovery: RecoveryServer | None = None
         self.restart_requested = False
+        self.folders: dict[str, FolderSync] = {}
 
     # -- life -------------------------------------------------------------------------------
 
@@ -133,6 +145,9 @@ class Daemon:
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
             keys, created = decode_info(value)
             await self._activate(name, keys, created)
+        for name, path in (await self.store.records(FOLDERS_SCOPE)).items():
+            if name in self.groups:
+                await self._start_folder(self.groups[name], Path(path.decode()))
         if cfg["backup"]["recovery_server"]:
             self.recovery = RecoveryServer(self.store, self.identity.peer_id)
             await self.recovery.load()
@@ -181,7 +196,9 @@ class Daemon:
         self.swarm.add_candidate(topic, peer_id, address, "lan")
 
     async def _shutdown(self) -> None:
-        for step in (self._stop_api, self._stop_swarm, self._stop_node, self._stop_discovery, self._stop_store):
+        steps = (self._stop_api, self._stop_folders, self._stop_swarm, self._stop_node, self._stop_discovery,
+                 self._stop_store)
+        for step in steps:
             try:
                 await step()
             except Exception:
@@ -190,6 +207,10 @@ class Daemon:
     async def _stop_api(self) -> None:
         if self.api is not None:
             await self.api.stop()
+
+    async def _stop_folders(self) -> None:
+        for f in list(self.folders.values()):
+            await f.stop()
 
     async def _stop_swarm(self) -> None:
         if hasattr(self, "swarm"):
@@ -271,7 +292,48 @@ class Daemon:
         self.swarm.join(group.discovery_key)
         return group
 
+    # -- folders ------------------------------------------------------------------------------
+
+    async def _start_folder(self, group: Group, root: Path) -> FolderSync:
+        sync = FolderSync(group, root)
+        try:
+            await sync.start()
+        except (OSError, CoboxError) as e:
+            log.warning("folder %s of group %s not started: %s", root, group.name, e)
+            sync.last_error = str(e)
+        self.folders[group.name] = sync
+        return sync
+
+    async def add_folder(self, name: str, path: str) -> FolderSync:
+        group = self.group(name)
+        if not group.is_member:
+            raise NotAMemberError(f"{name!r} is backed up here, not joined: it has no folder to show")
+        if name in self.folders:
+            raise GroupExistsError(f"group {name!r} already has a folder: {self.folders[name].root}")
+        root = Path(path).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"{root} is not a directory")
+        for f in self.folders.values():
+            if root == f.root or root in f.root.parents or f.root in root.parents:
+                raise UsageError(f"{root} overlaps the folder of group {f.group.name!r}")
+        await self.store.put_record(FOLDERS_SCOPE, name, str(root).encode())
+        return await self._start_folder(group, root)
+
+    def folder(self, name: str) -> FolderSync:
+        try:
+            return self.folders[name]
+        except KeyError:
+            raise GroupNotFoundError(f"group {name!r} has no folder here") from None
+
+    async def remove_folder(self, name: str) -> None:
+        sync = self.folder(name)
+        await sync.stop()
+        del self.folders[name]
+        await self.store.delete_record(FOLDERS_SCOPE, name)
+
     async def leave_group(self, name: str) -> None:
+        if name in self.folders:
+            await self.remove_folder(name)
         group = self.group(name)
         await self.swarm.leave(group.discovery_key)
         self.node.leave(group.discovery_key)
@@ -290,8 +352,10 @@ class Daemon:
                     missing += m
                     settled = settled and s
         have = sum(len(f.have) for f in group.feeds())
+        folder = self.folders.get(group.name)
+        pending = folder.pending_downloads if folder is not None else 0
         return {"group": group.name, "peers": peers, "have": have, "missing": missing,
-                "synced": peers > 0 and settled and missing == 0}
+                "folder_pending": pending, "synced": peers > 0 and settled and missing == 0 and pending == 0}
 
     # -- events -------------------------------------------------------------------------------
 

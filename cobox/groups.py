@@ -182,6 +182,16 @@ class Group:
         await feed.append([self.seal(feed.key, seq, plain)])
         return seq
 
+    async def append_records(self, plaintexts: list[bytes]) -> int:
+        """Append encrypted entries to this device's feed in one signed batch; return the
+        sequence number of the first."""
+        if not self.is_member:
+            raise NotAMemberError(f"this device backs up {self.name!r} but cannot write to it")
+        feed = self.own_feed() or await self._add_own_feed()
+        first = feed.next_seq  # no await until append() takes them: the numbers are ours
+        await feed.append([self.seal(feed.key, first + k, p) for k, p in enumerate(plaintexts)])
+        return first
+
     def seal(self, feed_key: bytes, seq: int, plain: bytes) -> bytes:
         assert self.keys.encryption_key is not None
         nonce = os.urandom(NONCE_BYTES)

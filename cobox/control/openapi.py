@@ -53,6 +53,16 @@ OPENAPI: dict[str, Any] = {
                                    "get": _op("how much of what connected peers have is still missing")},
         "/v1/groups/{name}/backup": {"parameters": _NAME,
                                      "get": _op("per backup peer and own feed: how far it is held (receipts)")},
+        "/v1/folders": {"get": _op("bound folders and their status"),
+                        "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201")},
+        "/v1/folders/{name}": {"parameters": _NAME, "get": _op("files, bytes, pending up/down, conflicts"),
+                               "delete": _op("unbind the folder (its files stay)")},
+        "/v1/folders/{name}/history": {"parameters": _NAME, "get": {
+            **_op("every version of a file"),
+            "parameters": [{"name": "file", "in": "query", "required": True, "schema": {"type": "string"}}]}},
+        "/v1/folders/{name}/restore": {"parameters": _NAME, "post": _op(
+            "restore a version (the latest if none given), in place or to another path",
+            {"file": _TEXT})},
         "/v1/keys/backup": {"post": _op("store this device's keyring on a backup peer under a password",
                                         {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",

@@ -17,6 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -27,6 +28,9 @@ from networker.peer import ServiceError
 from storage.errors import StorageError
 
 from ..errors import AuthError, CoboxError, RecoveryError, UsageError
+from ..folders.model import encode_op
+from ..folders.paths import normalize_path
+from ..folders.sync import find_version, version_id
 from ..uri import Invite, parse_invite
 from .openapi import OPENAPI
 
@@ -66,6 +70,12 @@ class ControlServer:
         r.add_post("/v1/groups/{name}/log", self.append_log)
         r.add_get("/v1/groups/{name}/sync", self.sync)
         r.add_get("/v1/groups/{name}/backup", self.backup)
+        r.add_get("/v1/folders", self.list_folders)
+        r.add_post("/v1/folders", self.add_folder)
+        r.add_get("/v1/folders/{name}", self.folder_status)
+        r.add_delete("/v1/folders/{name}", self.remove_folder)
+        r.add_get("/v1/folders/{name}/history", self.folder_history)
+        r.add_post("/v1/folders/{name}/restore", self.folder_restore)
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_post("/v1/keys/restore", self.keys_restore)
         self.extra_routes: list[Callable[[web.Application], None]] = []
@@ -155,6 +165,7 @@ class ControlServer:
             "dht": d.dht.status() if d.dht is not None else {"enabled": False},
             "lan": {"enabled": d.lan is not None},
             "groups": [self.group_doc(g) for g in d.groups.values()],
+            "folders": [f.status() for f in d.folders.values()],
             "peers": self.peers_doc(),
             "bytes_sent": sent,
             "bytes_received": received,
@@ -264,6 +275,45 @@ class ControlServer:
     async def backup(self, request: web.Request) -> web.Response:
         group = self.daemon.group(request.match_info["name"])
         return web.json_response(group.backup_status())
+
+    async def list_folders(self, request: web.Request) -> web.Response:
+        return web.json_response([f.status() for f in self.daemon.folders.values()])
+
+    async def add_folder(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        sync = await self.daemon.add_folder(_field(body, "group"), _field(body, "path"))
+        return web.json_response(sync.status(), status=201)
+
+    async def folder_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.daemon.folder(request.match_info["name"]).status())
+
+    async def remove_folder(self, request: web.Request) -> web.Response:
+        await self.daemon.remove_folder(request.match_info["name"])
+        return web.json_response({"removed": request.match_info["name"]})
+
+    async def folder_history(self, request: web.Request) -> web.Response:
+        sync = self.daemon.folder(request.match_info["name"])
+        path = normalize_path(request.query.get("file", ""))
+        await sync.read_ops()
+        shown = sync.state.files.get(path)
+        return web.json_response([
+            {"version": version_id(v), "author": v.stamp.author.hex(), "clock": v.stamp.clock,
+             "mtime": v.mtime / 1e9, "size": v.size, "deleted": v.deleted,
+             "current": shown is not None and shown.stamp == v.stamp}
+            for v in sync.state.history(path)])
+
+    async def folder_restore(self, request: web.Request) -> web.Response:
+        sync = self.daemon.folder(request.match_info["name"])
+        body = await _json(request)
+        path = normalize_path(_field(body, "file"))
+        await sync.read_ops()
+        v = find_version(sync.state, path, body.get("version"))
+        if body.get("to"):
+            await sync.write_version(v, Path(str(body["to"])).expanduser().resolve())
+            return web.json_response({"written": str(body["to"]), "version": version_id(v)})
+        await sync.group.append_records([encode_op(sync.state.restore(path, v.stamp, sync.group.device_id))])
+        sync.wake()
+        return web.json_response({"restored": path, "version": version_id(v)})
 
     async def keys_backup(self, request: web.Request) -> web.Response:
         body = await _json(request)

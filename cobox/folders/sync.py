@@ -1,0 +1,365 @@
+"""A folder bound to a group, kept in sync: the daemon's executor of :mod:`cobox.folders.plan`.
+
+Theory of operation
+-------------------
+Everything lives in the group's feeds, encrypted like the log: each file operation
+(:mod:`cobox.folders.model`) is one entry, and each new content chunk is one entry
+``{"type": "chunk", "data": ...}`` in this device's feed, appended before the operation that
+references it (``ChunkRef(feed, seq)``). A chunk already referenced anywhere in the group (or
+already stored by this device) is referenced again, never stored twice.
+
+A *round* reads the entries not read yet (per feed), merges all operations
+(``FolderState``), scans the folder, asks ``plan`` what to do and does it: downloads stream
+chunks from the store, verified against their BLAKE3 ids, into ``apply.write_file`` (temp file,
+fsync, rename) in a worker thread, so memory stays bounded whatever the file size; local
+changes are chunked in a worker thread and recorded. A download waits until every chunk it
+needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
+on file-system events (``watchfiles``), and every ``rescan`` seconds.
+
+The ``Synced`` record of each path (the version the disk last agreed with) is kept in the
+store, so a restart does not mistake old remote changes for local edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from ..errors import FolderError
+from .apply import clean_temp, move_file, remove_file, write_file
+from .chunking import chunk_id, chunks
+from .ignore import IgnoreRules
+from .merge import FolderState, Version
+from .model import ChunkRef, Op, Stamp, decode_op, encode_op, is_folder_record
+from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
+from .scan import scan
+
+if TYPE_CHECKING:
+    from ..groups import Group
+
+log = logging.getLogger(__name__)
+APPEND_BATCH = 16  # chunks per signed append
+
+
+class FolderSync:
+    def __init__(self, group: Group, root: Path, *, rescan: float = 30.0) -> None:
+        self.group = group
+        self.root = root
+        self.rescan = rescan
+        self.state = FolderState.merge([])
+        self.pending_downloads = 0
+        self.last_error = ""
+        self._ops: list[Op] = []
+        self._read: dict[bytes, set[int]] = {}  # feed -> seqs read
+        self._own_chunks: dict[bytes, ChunkRef] = {}
+        self._synced: dict[str, Synced] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unlisten: list[Any] = []
+        self.rounds = 0
+
+    @property
+    def _scope(self) -> str:
+        return f"folder-synced:{self.group.namespace}"
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.root.is_dir():
+            raise FolderError(f"{self.root} is not a directory")
+        await asyncio.to_thread(clean_temp, self.root)
+        for path, value in (await self.group.store.records(self._scope)).items():
+            clock, author, size, mtime, content = msgpack.unpackb(value)
+            self._synced[path] = Synced(Stamp(clock, author), size, mtime, content)
+        for feed in self.group.feeds():
+            self._unlisten.append(feed.listen(lambda _e: self._wake.set()))
+        self.group.on_feed_added(lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set())))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(), name="folder-sync"),
+                       loop.create_task(self._watch(), name="folder-watch")]
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for u in self._unlisten:
+            u()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.rescan)
+            self._wake.clear()
+            try:
+                await self.round()
+                self.last_error = ""
+            except (OSError, FolderError) as e:
+                self.last_error = str(e)
+                log.warning("folder %s: %s", self.root, e)
+
+    async def _watch(self) -> None:
+        try:
+            import watchfiles
+        except ImportError:
+            return
+        async for _changes in watchfiles.awatch(self.root, debounce=300, recursive=True,
+                                                watch_filter=lambda _c, p: ".cobox-tmp-" not in p):
+            self._wake.set()
+
+    # -- one round ----------------------------------------------------------------------------
+
+    async def read_ops(self) -> FolderState:
+        """Merge every folder operation of the group read so far, reading new entries first."""
+        group = self.group
+        new = False
+        for feed in group.feeds():
+            done = self._read.setdefault(feed.key, set())
+            for start, end in list(feed.have):
+                todo = [s for s in range(start, end) if s not in done]
+                if not todo:
+                    continue
+                for seq, data in zip(range(todo[0], end), await feed.get_range(todo[0], end), strict=True):
+                    done.add(seq)
+                    plain = group.open(feed.key, seq, data)
+                    if plain is None:
+                        continue
+                    try:
+                        obj = msgpack.unpackb(plain, raw=False)
+                    except (ValueError, msgpack.UnpackException):
+                        continue
+                    if is_folder_record(obj):
+                        try:
+                            self._ops.append(decode_op(plain))
+                            new = True
+                        except FolderError as e:
+                            log.warning("ignoring a malformed folder record: %s", e)
+                    elif feed.writable and isinstance(obj, dict) and obj.get("type") == "chunk":
+                        cid = chunk_id(obj["data"])
+                        self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(obj["data"]))
+        if new:
+            self.state = FolderState.merge(self._ops)
+        return self.state
+
+    async def round(self) -> None:
+        self.rounds += 1
+        state = await self.read_ops()
+        rules = await asyncio.to_thread(IgnoreRules.load, self.root)
+        synced = dict(self._synced)
+
+        def want(path: str, size: int, mtime: int) -> bool:
+            s = synced.get(path)
+            return s is None or s.size != size or s.mtime != mtime
+
+        local = await asyncio.to_thread(scan, self.root, rules, want)
+        actions = plan(state, local, synced, ignored=rules)
+        waiting = 0
+        for a in actions:
+            if isinstance(a, Download):
+                if not self._available(a.version):
+                    waiting += 1
+                    continue
+                await self._download(a)
+            elif isinstance(a, MoveLocal):
+                await asyncio.to_thread(move_file, self.root, a.src, a.dst, a.expect)
+                await self._forget(a.src)
+                await self._mark(a.dst, Synced(a.version.stamp, a.expect.size, a.expect.mtime, a.version.content))
+            elif isinstance(a, RemoveLocal):
+                await asyncio.to_thread(remove_file, self.root, a.path, a.expect)
+                await self._forget(a.path)
+            elif isinstance(a, MarkSynced):
+                st = (self.root / a.path).stat()
+                await self._mark(a.path, Synced(a.version.stamp, st.st_size, st.st_mtime_ns, a.version.content))
+            elif isinstance(a, Forget):
+                await self._forget(a.path)
+            elif isinstance(a, RecordDelete):
+                await self._append([encode_op(self.state.delete(a.path, self.group.device_id, a.base))])
+                await self._forget(a.path)
+                state = await self.read_ops()
+            elif isinstance(a, RecordPut):
+                await self._record_put(a)
+                state = await self.read_ops()
+        self.pending_downloads = waiting
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _available(self, v: Version) -> bool:
+        for ref in v.chunks:
+            try:
+                if not self.group.store.feed(ref.feed).has(ref.seq):
+                    return False
+            except Exception:
+                return False
+        return True
+
+    async def _chunk(self, ref: ChunkRef) -> bytes:
+        feed = self.group.store.feed(ref.feed)
+        plain = self.group.open(ref.feed, ref.seq, await feed.get(ref.seq))
+        data = msgpack.unpackb(plain, raw=False)["data"] if plain is not None else None
+        if data is None or chunk_id(data) != ref.id:
+            raise FolderError(f"chunk {ref.id.hex()[:16]} does not match its id")
+        return data
+
+    async def _download(self, a: Download) -> None:
+        loop = asyncio.get_running_loop()
+        v = a.version
+
+        def pieces() -> Iterator[bytes]:  # runs in the writer thread, one chunk at a time
+            for ref in v.chunks:
+                yield asyncio.run_coroutine_threadsafe(self._chunk(ref), loop).result()
+
+        try:
+            out = await asyncio.to_thread(write_file, self.root, a.path, pieces(), size=v.size, mode=v.mode,
+                                          mtime=v.mtime, expect=a.replace)
+        except FolderError as e:  # the file changed under us (being written): next round
+            log.info("not replacing %s now: %s", a.path, e)
+            return
+        await self._mark(a.path, Synced(v.stamp, out.size, out.mtime, v.content))
+
+    async def _record_put(self, a: RecordPut) -> None:
+        path = self.root / a.path
+        known = {**self.state.known_chunks(), **self._own_chunks}
+        refs: list[ChunkRef] = []
+        batch: list[bytes] = []
+        batch_ids: list[tuple[bytes, int]] = []
+
+        async def flush() -> None:
+            if batch:
+                first = await self._append(batch)
+                feed = self.group.own_feed()
+                assert feed is not None
+                for k, (cid, size) in enumerate(batch_ids):
+                    ref = ChunkRef(cid, feed.key, first + k, size)
+                    known[cid] = self._own_chunks[cid] = ref
+                batch.clear()
+                batch_ids.clear()
+
+        order: list[bytes] = []
+        async for c in _chunks_of(path):
+            cid = chunk_id(c)
+            order.append(cid)
+            if cid not in known and cid not in {i for i, _ in batch_ids}:
+                batch.append(msgpack.packb({"type": "chunk", "data": c}, use_bin_type=True))
+                batch_ids.append((cid, len(c)))
+                if len(batch) >= APPEND_BATCH:
+                    await flush()
+        await flush()
+        refs = [known[cid] for cid in order]
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) != (a.local.size, a.local.mtime):
+            self._wake.set()  # still being written: record it when it settles
+            return
+        op = self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs), self.group.device_id,
+                            a.base)
+        await self._append([encode_op(op)])
+        await self._mark(a.path, Synced(op.stamp, st.st_size, st.st_mtime_ns, op.content))
+
+    async def _append(self, plaintexts: list[bytes]) -> int:
+        return await self.group.append_records(plaintexts)
+
+    async def _mark(self, path: str, s: Synced) -> None:
+        self._synced[path] = s
+        value = msgpack.packb([s.stamp.clock, s.stamp.author, s.size, s.mtime, s.content], use_bin_type=True)
+        await self.group.store.put_record(self._scope, path, value)
+
+    async def _forget(self, path: str) -> None:
+        if self._synced.pop(path, None) is not None:
+            await self.group.store.delete_record(self._scope, path)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        files = self.state.files
+        return {
+            "group": self.group.name,
+            "path": str(self.root),
+            "files": len(files),
+            "bytes": sum(v.size for v in files.values()),
+            "pending_down": self.pending_downloads,
+            "pending_up": sum(1 for p in files if p not in self._synced),
+            "conflicts": sorted(self.state.conflicts()),
+            "rounds": self.rounds,
+            "error": self.last_error,
+        }
+
+    async def write_version(self, v: Version, target: Path) -> None:
+        """Write an old version to ``target`` (outside or inside the folder)."""
+        loop = asyncio.get_running_loop()
+
+        def pieces() -> Iterator[bytes]:
+            for ref in v.chunks:
+                yield asyncio.run_coroutine_threadsafe(self._chunk(ref), loop).result()
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_file, target.parent, target.name, pieces(), size=v.size, mode=v.mode,
+                                mtime=v.mtime, expect=None)
+
+
+async def _chunks_of(path: Path) -> Any:
+    """Chunk a file in a worker thread, handing chunks over through a small queue (bounded
+    memory, the event loop never blocks on the disk)."""
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            with open(path, "rb") as f:
+                for c in chunks(f):
+                    while not stop.is_set():
+                        try:
+                            q.put(c, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            q.put(None)
+        except BaseException as e:
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await asyncio.to_thread(q.get)
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        await asyncio.to_thread(thread.join, 5)
+
+
+def version_id(v: Version) -> str:
+    return f"{v.stamp.clock}-{v.stamp.author.hex()[:8]}"
+
+
+def find_version(state: FolderState, path: str, vid: str | None) -> Version:
+    history = [v for v in state.history(path) if not v.deleted]
+    if not history:
+        raise FolderError(f"no version of {path!r} is known")
+    if vid is None:
+        return history[-1]
+    for v in history:
+        if version_id(v) == vid:
+            return v
+    raise FolderError(f"{path!r} has no version {vid!r} (see `cobox folder history`)")
+
+
+__all__ = ["FolderSync", "find_version", "version_id"]
