@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("group")
     w.add_argument("--timeout", type=float, default=300.0, metavar="S")
 
+    o = sub.add_parser("open", help="open the web dashboard in the browser (one-time login link)")
+    o.add_argument("--no-browser", action="store_true", help="only print the link")
+
     sub.add_parser("demo", help="three daemons on this machine replicating a group, live")
     return p
 

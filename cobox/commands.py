@@ -47,6 +47,8 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return show_peers(await api.get("/v1/peers"), args.json)
         if cmd == "sync":
             return await sync_wait(api, args.group, args.timeout)
+        if cmd == "open":
+            return await open_dashboard(api, args.no_browser)
     raise UsageError(f"unknown command {cmd}")
 
 
@@ -278,6 +280,19 @@ async def sync_wait(api: Client, name: str, timeout: float) -> int:
                 raise CoboxError(f"timed out after {timeout:.0f}s: {what}")
             await asyncio.sleep(0.1)
     print(f"{name}: in sync ({s['have']} entries, {s['peers']} peers)")
+    return 0
+
+
+async def open_dashboard(api: Client, no_browser: bool) -> int:
+    """Print a one-time login link to the dashboard and (unless told not to) open it."""
+    link = await api.post("/v1/login-link")
+    print(link["url"], flush=True)
+    if not no_browser:
+        import webbrowser
+
+        if not webbrowser.open(link["url"]):
+            print("cobox: no browser found; open the link above (valid once, "
+                  f"for {link['expires_in']:.0f}s)", file=sys.stderr)
     return 0
 
 

@@ -68,3 +68,10 @@ class AuthError(CoboxError):
 
     code = "unauthorized"
     status = 401
+
+
+class CsrfError(CoboxError):
+    """A dashboard request that changes something came without the page's X-Cobox-CSRF header."""
+
+    code = "csrf_required"
+    status = 403
