@@ -59,7 +59,7 @@ PAGE_HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer"
 
 LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cobox: log in</title>
-<link rel="stylesheet" href="/static/style.css"></head>
+<link rel="icon" href="/static/favicon.svg"><link rel="stylesheet" href="/static/style.css"></head>
 <body><main class="login"><h1>cobox</h1><p id="login-message">{message}</p>
 <p>Run <code>cobox open</code> on this machine: it opens the dashboard with a one-time login link.</p>
 </main></body></html>

@@ -159,7 +159,7 @@ function renderGroup(g, peers) {
       el("h3", { text: g.name }),
       el("span", { class: "pill", text: g.role === "seed" ? "backup (seed)" : "member" }),
       el("span", { class: `pill sync ${stateCls}`, text: stateText }),
-      el("span", { class: "pill entries", text: `${entries} entries` }),
+      el("span", { class: "pill entries", text: `${entries} ${entries === 1 ? "entry" : "entries"}` }),
       el("span", { class: "buttons" },
         el("button", { type: "button", class: "invite-btn", text: "Invite",
           onclick: () => showInvite(g.name, g.role === "seed") }),
