@@ -167,10 +167,7 @@ class Dashboard:
     async def qr(self, request: web.Request) -> web.Response:
         group = self.server.daemon.group(request.match_info["name"])
         uri = self.server._invite(group, request.query.get("seed", "") in ("1", "true"))
-        buf = io.BytesIO()
-        segno.make(uri, error="m").save(buf, kind="svg", scale=4, border=2, xmldecl=False,
-                                        title=f"invite to {group.name}")
-        return web.Response(body=buf.getvalue(), content_type="image/svg+xml",
+        return web.Response(body=qr_svg(uri), content_type="image/svg+xml",
                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     # -- live data ------------------------------------------------------------------------------
@@ -284,6 +281,13 @@ class Dashboard:
         self._closing = True  # open streams end, so the server need not wait for them
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
+
+
+def qr_svg(text: str) -> bytes:
+    """``text`` as a QR code (error correction M), an SVG document."""
+    buf = io.BytesIO()
+    segno.make(text, error="m").save(buf, kind="svg", scale=4, border=2, xmldecl=False, title="cobox invite")
+    return buf.getvalue()
 
 
 def _login_page(message: str) -> web.Response:
