@@ -15,9 +15,10 @@ Pages and their data share the control API's address (127.0.0.1) and its authent
    401 with a page that says to run ``cobox open``.
 4. ``GET /v1/events`` is a stream of server-sent events: ``throughput`` (the history, once),
    ``status`` (the status document, whenever it changed) and ``sample`` (each new throughput
-   sample). A sampler task, owned by the app's lifetime, refreshes the document and records a
-   sample every ``INTERVAL`` seconds, and at once after a peer connects or leaves; every stream
-   waits on that one tick, so any number of open pages cost one computation a second.
+   sample). A sampler task, owned by the app's lifetime, records a sample every ``INTERVAL``
+   seconds and, while a stream is open, refreshes the document, also at once after a peer
+   connects or leaves; every stream waits on that one tick, so any number of open pages cost
+   one computation a second, and none costs next to nothing.
 
 Static assets (``/static/...``) hold no data and are served to anyone who can reach loopback.
 """
@@ -81,6 +82,7 @@ class Dashboard:
         self._tick = asyncio.Event()  # set (and replaced) after every refresh
         self._poke = asyncio.Event()  # something happened: refresh now
         self._closing = False
+        self._watchers = 0  # open event streams: the status document is recomputed only for them
         self._authors: dict[bytes, bytes] = {}  # feed key -> device that writes it
         self._assets = {f.name: f for f in _static().iterdir()
                         if f.name != "index.html" and f.name[f.name.rfind("."):] in STATIC_TYPES}
@@ -179,10 +181,11 @@ class Dashboard:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
-        if self.doc is None:
-            await self.refresh()
         by_session = request.get("auth") == "session"
+        self._watchers += 1
         try:
+            if self._watchers == 1:
+                await self.refresh()  # the document may be old: nobody watched
             await resp.write(b"retry: 2000\n\n")
             await _send(resp, "throughput", {"interval": INTERVAL, "history": self.throughput.history()})
             seen = -1
@@ -205,32 +208,34 @@ class Dashboard:
                     await _send(resp, "sample", sample)
         except (ConnectionResetError, ConnectionError):
             pass  # the page went away
+        finally:
+            self._watchers -= 1
         return resp
 
     async def refresh(self) -> None:
-        """Recompute the status document and record a throughput sample; wake the streams."""
+        """Record a throughput sample and, while a page watches, recompute the status document;
+        wake the streams."""
         d = self.server.daemon
-        doc = self.server.status_doc()
-        doc["events"] = d.events[-10:]
         counters: dict[str, tuple[int, int]] = {}
-        for gdoc in doc["groups"]:
-            group = d.groups.get(gdoc["name"])
-            if group is None:
-                continue
-            gdoc["connected"] = [p["peer_id"] for p in doc["peers"] if group.name in p["groups"]]
-            gdoc["members"] = await self._members(group)
-            nbytes = 0
-            for feed in group.feeds():
-                rep = d.node.replicators.find(feed.key)
-                nbytes += rep.bytes_received if rep is not None else 0
-            counters[group.name] = (sum(f["have"] for f in gdoc["feeds"]), nbytes)
+        for group in d.groups.values():
+            feeds = group.feeds()
+            reps = [d.node.replicators.find(f.key) for f in feeds]
+            counters[group.name] = (sum(len(f.have) for f in feeds),
+                                    sum(r.bytes_received for r in reps if r is not None))
         self.throughput.record(time.time(), counters)
-        stable = {k: v for k, v in doc.items() if k != "uptime"}
-        digest = hashlib.blake2b(json.dumps(stable, sort_keys=True, default=str).encode()).digest()
-        if digest != self._digest:
-            self._digest = digest
-            self.version += 1
-        self.doc = doc
+        if self._watchers or self.doc is None:
+            doc = self.server.status_doc()
+            doc["events"] = d.events[-10:]
+            for gdoc in doc["groups"]:
+                gdoc["connected"] = [p["peer_id"] for p in doc["peers"] if gdoc["name"] in p["groups"]]
+                group = d.groups.get(gdoc["name"])
+                gdoc["members"] = await self._members(group) if group is not None else []
+            stable = {k: v for k, v in doc.items() if k != "uptime"}
+            digest = hashlib.blake2b(json.dumps(stable, sort_keys=True, default=str).encode()).digest()
+            if digest != self._digest:
+                self._digest = digest
+                self.version += 1
+            self.doc = doc
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
 
