@@ -100,6 +100,14 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons):
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
+            # Leave: two clicks (the first asks), then the group is gone, live.
+            leave = group.locator("button.leave")
+            await leave.click()
+            await expect(leave).to_have_text("Really leave g?")
+            await leave.click()
+            await expect(group).to_have_count(0, timeout=LIVE)
+            await expect(page.locator("#no-groups")).to_be_visible()
+
             # A used link, a wrong code, no session: refused, with the way to log in.
             other = await browser.new_context()
             stranger = await other.new_page()

@@ -11,6 +11,7 @@ let statusAt = 0;         // when it arrived (ms), to count the uptime on
 let samples = [];         // throughput samples: {t, groups: {name: {entries, bytes}}}
 let source = null;        // the EventSource
 const groupErrors = {};   // group name -> inline error text
+const leaveArmed = {};    // group name -> until when its Leave button asks for confirmation
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -152,7 +153,9 @@ function renderGroup(g, peers) {
   const [stateText, stateCls] = syncState(g);
   const entries = g.feeds.reduce((n, f) => n + f.length, 0);
   const held = g.sync.have, total = g.sync.have + g.sync.missing;
-  const leave = el("button", { type: "button", class: "danger leave", text: "Leave" });
+  const armed = leaveArmed[g.name] > Date.now();
+  const leave = el("button", { type: "button", class: `danger leave${armed ? " armed" : ""}`,
+    text: armed ? `Really leave ${g.name}?` : "Leave" });
   leave.addEventListener("click", () => armLeave(leave, g.name));
   const card = el("article", { class: "group", "data-group": g.name },
     el("header", {},
@@ -358,19 +361,20 @@ $("#copy-invite").addEventListener("click", async () => {
 });
 
 function armLeave(button, name) {
-  if (!button.classList.contains("armed")) {
-    button.classList.add("armed");
-    button.textContent = `Really leave ${name}?`;
-    setTimeout(() => { button.classList.remove("armed"); button.textContent = "Leave"; }, 4000);
+  // Two clicks: the first arms the button for a few seconds (kept across re-renders).
+  if (!(leaveArmed[name] > Date.now())) {
+    leaveArmed[name] = Date.now() + 4000;
+    setTimeout(() => { delete leaveArmed[name]; render(); }, 4000);
+    render();
     return;
   }
+  delete leaveArmed[name];
   button.disabled = true;
   api("DELETE", `/v1/groups/${encodeURIComponent(name)}`).then(() => {
     delete groupErrors[name];
     if ($("#invite-name").textContent === name) $("#invite").hidden = true;
   }, (err) => {
     groupErrors[name] = err.message;
-    button.disabled = false;
     render();
   });
 }
