@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         kp.add_argument("--peer", required=True, metavar="ADDR", help="the backup peer's address")
         kp.add_argument("--user", required=True, metavar="NAME")
         kp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    o = sub.add_parser("open", help="open the web dashboard in the browser (one-time login link)")
+    o.add_argument("--no-browser", action="store_true", help="only print the link")
 
     sub.add_parser("demo", help="three daemons on this machine replicating a group, live")
     return p

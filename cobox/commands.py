@@ -59,6 +59,8 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return await keys(api, args)
         if cmd == "folder":
             return await folder(api, args)
+        if cmd == "open":
+            return await open_dashboard(api, args.no_browser)
     raise UsageError(f"unknown command {cmd}")
 
 
@@ -416,6 +418,16 @@ async def keys(api: Client, args: argparse.Namespace) -> int:
         return 0
     r = await api.post("/v1/keys/restore", body)
     print(f"recovered device {r['peer_id'][:16]} with {len(r['groups'])} group(s); the daemon restarts and resyncs")
+async def open_dashboard(api: Client, no_browser: bool) -> int:
+    """Print a one-time login link to the dashboard and (unless told not to) open it."""
+    link = await api.post("/v1/login-link")
+    print(link["url"], flush=True)
+    if not no_browser:
+        import webbrowser
+
+        if not webbrowser.open(link["url"]):
+            print("cobox: no browser found; open the link above (valid once, "
+                  f"for {link['expires_in']:.0f}s)", file=sys.stderr)
     return 0
 
 

@@ -166,3 +166,8 @@ class UnsafePathError(FolderError):
     """A path would be written through a symlink or a non-directory: refused."""
 
     code = "unsafe_path"
+class CsrfError(CoboxError):
+    """A dashboard request that changes something came without the page's X-Cobox-CSRF header."""
+
+    code = "csrf_required"
+    status = 403

@@ -223,6 +223,14 @@ class Group:
         out.sort(key=lambda e: (e.time, e.feed, e.seq))
         return out
 
+    async def author_of(self, feed: Feed) -> bytes | None:
+        """The device that writes ``feed``, from its first entry (``None`` until it is held, or
+        when this device cannot read the group)."""
+        if not self.is_member or not feed.has(0):
+            return None
+        entry = self._decode(feed.key, 0, await feed.get(0))
+        return entry.author if entry is not None else None
+
     def _decode(self, feed_key: bytes, seq: int, data: bytes) -> LogEntry | None:
         plain = self.open(feed_key, seq, data)
         if plain is None:

@@ -91,6 +91,11 @@ class FeedReplicator:
         self.wanted = None
         self.schedule()
 
+    @property
+    def bytes_received(self) -> int:
+        """Bytes of verified entries downloaded for this feed since the daemon started."""
+        return self._bytes_received
+
     def missing_from(self, peer: PeerFeed) -> int:
         """How many entries ``peer`` has that we lack (and want)."""
         return sum(e - s for s, e in self._gaps(peer))

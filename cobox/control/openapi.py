@@ -24,12 +24,16 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "cobox control API", "version": "1"},
     "components": {
-        "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "token": {"type": "http", "scheme": "bearer"},
+            # the dashboard: a cookie from /login?code=, plus the X-Cobox-CSRF header on changes
+            "session": {"type": "apiKey", "in": "cookie", "name": "cobox_session_PORT"},
+        },
         "responses": {"Error": {"description": "an error", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"error": {"type": "object", "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"}}}}}}}}},
     },
-    "security": [{"token": []}],
+    "security": [{"token": []}, {"session": []}],
     "paths": {
         "/v1/status": {"get": _op("identity, addresses, DHT state, groups, peers, traffic")},
         "/v1/stop": {"post": _op("shut the daemon down gracefully")},
@@ -67,6 +71,22 @@ OPENAPI: dict[str, Any] = {
                                         {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",
                                          {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
+        "/v1/groups/{name}/qr.svg": {"parameters": _NAME, "get": {
+            "summary": "the invite URI (or with ?seed=1 the backup-peer URI) as a QR code",
+            "parameters": [{"name": "seed", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "an SVG image", "content": {"image/svg+xml": {}}},
+                          "401": {"$ref": "#/components/responses/Error"},
+                          "default": {"$ref": "#/components/responses/Error"}}}},
+        "/v1/login-link": {"post": _op("a one-time dashboard login URL, valid about a minute (API token only)",
+                                       status="201")},
+        "/v1/logout": {"post": _op("end the dashboard session of this cookie")},
+        "/v1/events": {"get": {
+            "summary": "server-sent events: `throughput` (history, once), `status` (the status document with "
+                       "connected peers and members per group, when it changes), `sample` (each second)",
+            "responses": {"200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                          "401": {"$ref": "#/components/responses/Error"}}}},
+        "/v1/throughput": {"get": _op("per-group counters (entries held, bytes received) sampled each second, "
+                                      "the last five minutes")},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": _op("this description")},

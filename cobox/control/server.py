@@ -1,10 +1,11 @@
 """The control API: HTTP+JSON on 127.0.0.1 and on a unix socket in the home.
 
-Every request carries ``Authorization: Bearer <token>``; the token is made at start and kept in
-``<home>/api.token`` (mode 0600), the socket is mode 0600 too. Errors are JSON
-``{"error": {"code": ..., "message": ...}}`` with a matching status. ``/openapi.json`` describes
-every route; ``/metrics`` is Prometheus text. The CLI (and the dashboard) are clients of this
-API only.
+Every request carries ``Authorization: Bearer <token>`` (or, from the web dashboard, a session
+cookie and, when it changes something, the page's CSRF header: see :mod:`cobox.web`); the token
+is made at start and kept in ``<home>/api.token`` (mode 0600), the socket is mode 0600 too.
+Errors are JSON ``{"error": {"code": ..., "message": ...}}`` with a matching status.
+``/openapi.json`` describes every route; ``/metrics`` is Prometheus text. The CLI (and the
+dashboard) are clients of this API only.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class ControlServer:
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_post("/v1/keys/restore", self.keys_restore)
         self.extra_routes: list[Callable[[web.Application], None]] = []
+        self.public_paths: set[str] = set()  # routes that check credentials themselves
+        from ..web.routes import Dashboard
+
+        self.web = Dashboard(self)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -133,8 +138,14 @@ class ControlServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not self.authorized(request):
-            raise AuthError("missing or wrong API token (see <home>/api.token)")
+        if request.path in self.public_paths:
+            return await handler(request)
+        if self.authorized(request):
+            request["auth"] = "token"
+        elif self.web.authorized(request):  # a dashboard session; raises CsrfError without the header
+            request["auth"] = "session"
+        else:
+            raise AuthError("missing or wrong API token (see <home>/api.token), or not logged in (`cobox open`)")
         return await handler(request)
 
     def authorized(self, request: web.Request) -> bool:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_DISCOVERY = ["--no-lan", "--no-dht"]
 
 
 def env() -> dict[str, str]:

@@ -5,28 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
-from tests.integration.daemons import Daemon, cli, ok
-
-NO_DISCOVERY = ["--no-lan", "--no-dht"]
-
-
-@pytest.fixture
-async def daemons(tmp_path) -> AsyncIterator:
-    started: list[Daemon] = []
-
-    async def start(name: str, extra: list[str] | None = None) -> Daemon:
-        d = await Daemon(tmp_path / name, extra if extra is not None else NO_DISCOVERY).start()
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        await d.stop()
+from tests.integration.daemons import cli, ok
 
 
 async def log_texts(home) -> list[str]:

@@ -1,0 +1,389 @@
+// The cobox dashboard: plain JS, no framework. Data comes from the daemon's server-sent events
+// (/v1/events); actions are calls to the control API with the session cookie and the CSRF header.
+"use strict";
+
+const CSRF = document.querySelector('meta[name="cobox-csrf"]').content;
+const HISTORY_SECONDS = 300;
+const MAX_SAMPLES = 400;
+
+let status = null;        // the last status document
+let statusAt = 0;         // when it arrived (ms), to count the uptime on
+let samples = [];         // throughput samples: {t, groups: {name: {entries, bytes}}}
+let source = null;        // the EventSource
+const groupErrors = {};   // group name -> inline error text
+const leaveArmed = {};    // group name -> until when its Leave button asks for confirmation
+
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function short(hex) { return hex ? hex.slice(0, 16) : ""; }
+
+function fmtBytes(n) {
+  if (n < 1024) return `${Math.round(n)} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < units.length - 1);
+  return `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function fmtDuration(s) {
+  s = Math.floor(s);
+  const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
+  if (d) return `${d}d ${h}h ${m}m`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s % 60}s`;
+  return `${s}s`;
+}
+
+// -- talking to the daemon -----------------------------------------------------------------------
+
+class ApiError extends Error {}
+
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: { "X-Cobox-CSRF": CSRF } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let r;
+  try {
+    r = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError("The daemon cannot be reached. Is it running?");
+  }
+  const data = await r.json().catch(() => null);
+  if (r.status === 401) {
+    loggedOut();
+    throw new ApiError("You are not logged in: run `cobox open` to log in again.");
+  }
+  if (!r.ok) {
+    throw new ApiError((data && data.error && data.error.message) || `The daemon answered ${r.status}.`);
+  }
+  return data;
+}
+
+function loggedOut() {
+  $("#auth-error").hidden = false;
+  setLive("logged out", "down");
+  if (source) { source.close(); source = null; }
+}
+
+function setLive(text, cls) {
+  const b = $("#live");
+  b.textContent = text;
+  b.className = `badge ${cls || ""}`;
+}
+
+function connect() {
+  source = new EventSource("/v1/events");
+  source.addEventListener("open", () => setLive("live", "live"));
+  source.addEventListener("status", (e) => { status = JSON.parse(e.data); statusAt = Date.now(); render(); });
+  source.addEventListener("throughput", (e) => { samples = JSON.parse(e.data).history; drawPlot(); });
+  source.addEventListener("sample", (e) => {
+    samples.push(JSON.parse(e.data));
+    if (samples.length > MAX_SAMPLES) samples.splice(0, samples.length - MAX_SAMPLES);
+    drawPlot();
+  });
+  source.addEventListener("logout", loggedOut);
+  source.addEventListener("error", async () => {
+    setLive("reconnecting…", "down");
+    // EventSource does not tell why; ask once whether we are still logged in.
+    try {
+      const r = await fetch("/v1/status", { credentials: "same-origin" });
+      if (r.status === 401) loggedOut();
+    } catch (e) { /* the daemon is away; EventSource retries by itself */ }
+  });
+}
+
+// -- rendering -----------------------------------------------------------------------------------
+
+function render() {
+  if (!status) return;
+  renderDevice();
+  renderGroups();
+  renderEvents();
+}
+
+function renderDevice() {
+  const s = status;
+  $("#peer-id").textContent = s.peer_id;
+  $("#addresses").replaceChildren(...(s.advertised.length ? s.advertised : ["none"]).map(
+    (a) => el("div", { text: a })));
+  const dht = s.dht || {};
+  if (dht.enabled === false) $("#dht").textContent = "off";
+  else $("#dht").textContent = Object.entries(dht).map(([k, v]) => `${k.replace(/_/g, " ")}: ${
+    typeof v === "object" ? JSON.stringify(v) : v}`).join(", ") || "on";
+  $("#lan").textContent = s.lan.enabled ? "on" : "off";
+  $("#traffic").textContent = `${fmtBytes(s.bytes_received)} in, ${fmtBytes(s.bytes_sent)} out`;
+  $("#peer-count").textContent = `${s.peers.length} connected`;
+  tickUptime();
+}
+
+function tickUptime() {
+  if (status) $("#uptime").textContent = fmtDuration(status.uptime + (Date.now() - statusAt) / 1000);
+}
+
+function syncState(g) {
+  const s = g.sync;
+  if (!s.peers) return ["no peers connected", ""];
+  if (s.synced) return ["in sync", "ok"];
+  if (s.missing) return [`${s.missing} entries missing`, "warn"];
+  return ["syncing", "warn"];
+}
+
+function renderGroups() {
+  const groups = status.groups;
+  $("#no-groups").hidden = groups.length > 0;
+  const names = new Map(status.peers.map((p) => [p.peer_id, p]));
+  $("#groups").replaceChildren(...groups.map((g) => renderGroup(g, names)));
+}
+
+function renderGroup(g, peers) {
+  const [stateText, stateCls] = syncState(g);
+  const entries = g.feeds.reduce((n, f) => n + f.length, 0);
+  const held = g.sync.have, total = g.sync.have + g.sync.missing;
+  const armed = leaveArmed[g.name] > Date.now();
+  const leave = el("button", { type: "button", class: `danger leave${armed ? " armed" : ""}`,
+    text: armed ? `Really leave ${g.name}?` : "Leave" });
+  leave.addEventListener("click", () => armLeave(leave, g.name));
+  const card = el("article", { class: "group", "data-group": g.name },
+    el("header", {},
+      el("h3", { text: g.name }),
+      el("span", { class: "pill", text: g.role === "seed" ? "backup (seed)" : "member" }),
+      el("span", { class: `pill sync ${stateCls}`, text: stateText }),
+      el("span", { class: "pill entries", text: `${entries} ${entries === 1 ? "entry" : "entries"}` }),
+      el("span", { class: "buttons" },
+        el("button", { type: "button", class: "invite-btn", text: "Invite",
+          onclick: () => showInvite(g.name, g.role === "seed") }),
+        leave)),
+    el("div", { class: "progress" },
+      el("progress", { max: String(Math.max(total, 1)), value: String(total ? held : 0) }),
+      el("span", { class: "hint", text: total ? `${held} of ${total} entries held` : "nothing to fetch" })),
+  );
+  card.append(el("h4", { text: `Connected peers (${g.connected.length})` }));
+  card.append(g.connected.length
+    ? el("ul", { class: "list connected" }, ...g.connected.map((id) => {
+      const p = peers.get(id);
+      return el("li", { class: "mono", text: `${short(id)}  ${p ? p.address : ""}` });
+    }))
+    : el("p", { class: "hint", text: "none" }));
+  if (g.members) {
+    card.append(el("h4", { text: `Members (${g.members.length})` }));
+    card.append(el("ul", { class: "list members" }, ...g.members.map((m) =>
+      el("li", { class: "mono", text: `${short(m.peer_id)}${m.name ? "  " + m.name : ""}${
+        m.this_device ? "  (this device)" : ""}` }))));
+  }
+  card.append(el("h4", { text: `Feeds (${g.feeds.length})` }));
+  card.append(el("table", { class: "feeds" },
+    el("thead", {}, el("tr", {}, el("th", { text: "feed" }), el("th", { class: "num", text: "length" }),
+      el("th", { class: "num", text: "held" }), el("th", { text: "" }))),
+    el("tbody", {}, ...g.feeds.map((f) => el("tr", { "data-feed": f.key },
+      el("td", { class: "mono", text: short(f.key) }),
+      el("td", { class: "num length", text: String(f.length) }),
+      el("td", { class: "num held", text: String(f.have) }),
+      el("td", { class: "hint", text: f.own ? "this device" : "" }))))));
+  // Sections that exist only once the daemon reports them (folder sync, backup receipts).
+  if (Array.isArray(g.folders)) {
+    card.append(el("h4", { text: `Folders (${g.folders.length})` }));
+    card.append(el("ul", { class: "list folders" }, ...g.folders.map((f) =>
+      el("li", { text: `${f.path || f.name || ""}  ${f.status || ""}` }))));
+  }
+  if (Array.isArray(g.conflicts) && g.conflicts.length) {
+    card.append(el("h4", { text: `Conflicts (${g.conflicts.length})` }));
+    card.append(el("ul", { class: "list conflicts" }, ...g.conflicts.map((c) =>
+      el("li", { text: typeof c === "string" ? c : (c.path || JSON.stringify(c)) }))));
+  }
+  if (Array.isArray(g.receipts)) {
+    card.append(el("h4", { text: "Backup peers holding this device's data" }));
+    card.append(el("table", { class: "receipts" },
+      el("thead", {}, el("tr", {}, el("th", { text: "backup peer" }), el("th", { class: "num", text: "holds" }),
+        el("th", { text: "as of" }))),
+      el("tbody", {}, ...g.receipts.map((r) => {
+        const own = g.feeds.find((f) => f.own);
+        const of = own ? ` of ${own.length}` : "";
+        return el("tr", {}, el("td", { class: "mono", text: short(r.peer_id || r.peer || "") }),
+          el("td", { class: "num", text: `${r.length}${of}` }),
+          el("td", { text: r.time ? new Date(r.time * 1000).toLocaleString() : "" }));
+      }))));
+  }
+  const err = el("p", { class: "error", role: "alert", text: groupErrors[g.name] || "" });
+  err.hidden = !groupErrors[g.name];
+  card.append(err);
+  return card;
+}
+
+function renderEvents() {
+  const events = (status.events || []).slice().reverse();
+  $("#events").replaceChildren(...(events.length ? events.map((e) => el("li", {},
+    el("span", { class: "hint", text: new Date(e.time * 1000).toLocaleTimeString() + "  " }),
+    el("span", { class: "mono", text: short(e.peer) }),
+    ` ${e.kind}${e.reason ? ": " + e.reason : ""}`)) : [el("li", { class: "hint", text: "none yet" })]));
+}
+
+// -- the throughput plot -------------------------------------------------------------------------
+
+function drawPlot() {
+  const svg = $("#plot");
+  const metric = $("#plot-metric").value;
+  const W = 800, H = 160;
+  const now = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
+  const names = [...new Set(samples.flatMap((s) => Object.keys(s.groups)))].sort();
+  const series = names.map((name) => {
+    const pts = [];
+    for (let i = 1; i < samples.length; i++) {
+      const a = samples[i - 1].groups[name], b = samples[i].groups[name];
+      const dt = samples[i].t - samples[i - 1].t;
+      if (!a || !b || dt <= 0 || now - samples[i].t > HISTORY_SECONDS) continue;
+      pts.push([samples[i].t, Math.max(0, (b[metric] - a[metric]) / dt)]);
+    }
+    return { name, pts };
+  });
+  const max = Math.max(1, ...series.flatMap((s) => s.pts.map((p) => p[1])));
+  const ns = "http://www.w3.org/2000/svg";
+  const kids = [];
+  for (let k = 1; k < 4; k++) {
+    const line = document.createElementNS(ns, "line");
+    line.setAttribute("class", "grid");
+    line.setAttribute("x1", 0); line.setAttribute("x2", W);
+    line.setAttribute("y1", H * k / 4); line.setAttribute("y2", H * k / 4);
+    kids.push(line);
+  }
+  series.forEach((s, i) => {
+    if (!s.pts.length) return;
+    const pl = document.createElementNS(ns, "polyline");
+    pl.setAttribute("class", `sw${i % 6}`);
+    pl.setAttribute("points", s.pts.map(([t, v]) =>
+      `${(W - (now - t) / HISTORY_SECONDS * W).toFixed(1)},${(H - 4 - v / max * (H - 8)).toFixed(1)}`).join(" "));
+    kids.push(pl);
+  });
+  svg.replaceChildren(...kids);
+  const unit = metric === "bytes" ? `${fmtBytes(max)}/s` : `${max.toFixed(max < 10 ? 1 : 0)} entries/s`;
+  $("#plot-axis").textContent = `last ${HISTORY_SECONDS / 60} minutes; top of the plot: ${unit}`;
+  $("#legend").replaceChildren(...series.map((s, i) => el("li", {},
+    el("span", { class: `swatch sw${i % 6}` }), s.name)));
+}
+
+// -- actions -------------------------------------------------------------------------------------
+
+function formError(form, message) {
+  const p = form.querySelector(".error");
+  p.textContent = message || "";
+  p.hidden = !message;
+}
+
+function wireForm(id, action) {
+  const form = $(id);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    formError(form, "");
+    button.disabled = true;
+    try {
+      await action(form);
+      form.reset();
+    } catch (err) {
+      formError(form, err.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+wireForm("#create-form", async (form) => {
+  const name = form.elements.name.value.trim();
+  if (!name) throw new ApiError("Give the new group a name.");
+  const g = await api("POST", "/v1/groups", { name });
+  showInviteUri(g.name, g.invite, false);
+});
+
+wireForm("#join-form", async (form) => {
+  const uri = form.elements.uri.value.trim();
+  if (!uri) throw new ApiError("Paste an invite (cobox://join/…) first.");
+  if (uri.startsWith("cobox://seed/")) {
+    throw new ApiError("That is a backup (seed) invite: add it below as a seed instead.");
+  }
+  const body = { uri };
+  const name = form.elements.name.value.trim();
+  if (name) body.name = name;
+  await api("POST", "/v1/groups/join", body);
+});
+
+wireForm("#seed-form", async (form) => {
+  const uri = form.elements.uri.value.trim();
+  if (!uri.startsWith("cobox://seed/")) {
+    throw new ApiError("A seed invite starts with cobox://seed/ (get one with `cobox group invite NAME --seed`).");
+  }
+  await api("POST", "/v1/groups/join", { uri });
+});
+
+async function showInvite(name, seed) {
+  try {
+    const r = await api("GET", `/v1/groups/${encodeURIComponent(name)}/invite${seed ? "?seed=1" : ""}`);
+    showInviteUri(name, r.uri, seed);
+    delete groupErrors[name];
+  } catch (err) {
+    groupErrors[name] = err.message;
+    render();
+  }
+}
+
+function showInviteUri(name, uri, seed) {
+  $("#invite").hidden = false;
+  $("#invite-name").textContent = name;
+  $("#invite-kind").textContent = seed
+    ? "a backup peer with it stores the group, and cannot read it."
+    : "whoever has it can read and write the group.";
+  $("#invite-uri").value = uri;
+  $("#copy-done").hidden = true;
+  $("#invite-qr").src = `/v1/groups/${encodeURIComponent(name)}/qr.svg${seed ? "?seed=1" : ""}`;
+}
+
+$("#copy-invite").addEventListener("click", async () => {
+  const input = $("#invite-uri");
+  try {
+    await navigator.clipboard.writeText(input.value);
+  } catch (e) {
+    input.select();
+    document.execCommand("copy");
+  }
+  $("#copy-done").hidden = false;
+});
+
+function armLeave(button, name) {
+  // Two clicks: the first arms the button for a few seconds (kept across re-renders).
+  if (!(leaveArmed[name] > Date.now())) {
+    leaveArmed[name] = Date.now() + 4000;
+    setTimeout(() => { delete leaveArmed[name]; render(); }, 4000);
+    render();
+    return;
+  }
+  delete leaveArmed[name];
+  button.disabled = true;
+  api("DELETE", `/v1/groups/${encodeURIComponent(name)}`).then(() => {
+    delete groupErrors[name];
+    if ($("#invite-name").textContent === name) $("#invite").hidden = true;
+  }, (err) => {
+    groupErrors[name] = err.message;
+    render();
+  });
+}
+
+$("#logout").addEventListener("click", async () => {
+  try { await api("POST", "/v1/logout"); } catch (e) { /* logged out either way */ }
+  loggedOut();
+});
+
+$("#plot-metric").addEventListener("change", drawPlot);
+setInterval(tickUptime, 1000);
+connect();
