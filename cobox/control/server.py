@@ -185,6 +185,18 @@ class ControlServer:
     def group_doc(self, group: Any) -> dict[str, Any]:
         doc = group.status()
         doc["sync"] = self.daemon.sync_state(group)
+        folder = self.daemon.folders.get(group.name)
+        if folder is not None:
+            f = folder.status()
+            doc["folders"] = [{"path": f["path"], "status": f"{f['files']} files, {f['bytes']} bytes, "
+                               f"{f['pending_down']} to download{', error: ' + f['error'] if f['error'] else ''}"}]
+            doc["conflicts"] = f["conflicts"]
+        if group.is_member:
+            doc["receipts"] = [
+                {"peer": b["peer"], "length": min((x["held"] for x in b["feeds"]), default=0),
+                 "time": max((x["confirmed"] or 0 for x in b["feeds"]), default=0),
+                 "backed_up": b["backed_up"], "quota_full": b["quota_full"]}
+                for b in group.backup_status()]
         return doc
 
     def peers_doc(self) -> list[dict[str, Any]]:

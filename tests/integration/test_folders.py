@@ -1,0 +1,96 @@
+"""Folder sync end to end: daemon processes on loopback syncing real directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+from blake3 import blake3
+
+from tests.integration.daemons import ok
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """The synced files (the test's ignored *.tmp files and the applier's temp files left out)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".cobox-tmp-" not in p.name and not p.name.endswith(".tmp")}
+
+
+async def converge(*roots: Path, timeout: float = 40, check=None) -> dict[str, bytes]:
+    deadline = time.monotonic() + timeout
+    while True:
+        trees = [tree(r) for r in roots]
+        if all(t == trees[0] for t in trees) and (check is None or check(trees[0])):
+            return trees[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"folders did not converge: {[sorted(t) for t in trees]}")
+        await asyncio.sleep(0.2)
+
+
+async def own_bytes(home: Path) -> int:
+    groups = json.loads(await ok(home, "group", "list", "--json"))
+    return groups[0]["stored_bytes"]
+
+
+async def test_two_devices_sync_a_folder(daemons, tmp_path):
+    a, b = await daemons("a"), await daemons("b")
+    da, db = tmp_path / "fa", tmp_path / "fb"
+    da.mkdir()
+    db.mkdir()
+    big = os.urandom(3 * 1024 * 1024)
+    (da / "notes.txt").write_text("hello")
+    (da / "empty").write_bytes(b"")
+    (da / "big.bin").write_bytes(big)
+    (da / "deep" / "er").mkdir(parents=True)
+    (da / "deep" / "er" / "ünïcödé ✓.md").write_text("unicode")
+    (da / ".coboxignore").write_text("*.tmp\n")
+    (da / "scratch.tmp").write_text("not synced")
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    await ok(a.home, "folder", "add", "g", str(da))
+    await ok(b.home, "group", "join", uri)
+    await ok(b.home, "folder", "add", "g", str(db))
+    await ok(b.home, "peers", "add", await a.address())
+    files = await converge(da, db, check=lambda t: "big.bin" in t and "deep/er/ünïcödé ✓.md" in t)
+    assert files["big.bin"] == big and not (db / "scratch.tmp").exists()
+    assert blake3((db / "big.bin").read_bytes()).digest() == blake3(big).digest()
+
+    # Modify, delete and rename on B; A follows.
+    (db / "notes.txt").write_text("hello again")
+    os.remove(db / "empty")
+    os.rename(db / "deep" / "er" / "ünïcödé ✓.md", db / "moved.md")
+    files = await converge(da, db, check=lambda t: t.get("notes.txt") == b"hello again" and "moved.md" in t
+                           and "empty" not in t)
+
+    # Dedup: a copy of the big file stores (almost) nothing new.
+    before = await own_bytes(a.home)
+    (da / "copy.bin").write_bytes(big)
+    await converge(da, db, check=lambda t: "copy.bin" in t)
+    assert await own_bytes(a.home) - before < 64 * 1024
+
+    # Concurrent edits: B is offline while both edit; one conflict copy on both sides.
+    await b.stop()
+    (da / "notes.txt").write_text("A's edit")
+    await asyncio.sleep(0)
+    (db / "notes.txt").write_text("B's edit while offline")
+    b = await daemons("b")
+    await ok(b.home, "peers", "add", await a.address())
+    files = await converge(da, db, check=lambda t: any(".conflict-" in p for p in t))
+    conflicts = [p for p in files if ".conflict-" in p]
+    assert len(conflicts) == 1
+    assert {files["notes.txt"], files[conflicts[0]]} == {b"A's edit", b"B's edit while offline"}
+    status = json.loads(await ok(a.home, "folder", "status", "g", "--json"))
+    assert status["conflicts"] == conflicts
+
+    # History and restore.
+    history = json.loads(await ok(a.home, "folder", "history", "g", "notes.txt", "--json"))
+    first = next(v for v in history if not v["deleted"] and v["size"] == 5)
+    await ok(a.home, "folder", "restore", "g", "notes.txt", "--version", first["version"], "--to",
+             str(tmp_path / "old-notes.txt"))
+    assert (tmp_path / "old-notes.txt").read_bytes() == b"hello"
+    await ok(b.home, "folder", "restore", "g", "notes.txt", "--version", first["version"])
+    await converge(da, db, check=lambda t: t.get("notes.txt") == b"hello")
+    listed = json.loads(await ok(a.home, "folder", "list", "--json"))
+    assert listed[0]["path"] == str(da)
