@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from storage import RangeSet
+
 from ..errors import FolderError
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import chunk_id, chunks
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 APPEND_BATCH = 16  # chunks per signed append
+READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
 
 
 class FolderSync:
@@ -58,7 +61,7 @@ class FolderSync:
         self.pending_downloads = 0
         self.last_error = ""
         self._ops: list[Op] = []
-        self._read: dict[bytes, set[int]] = {}  # feed -> seqs read
+        self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._own_chunks: dict[bytes, ChunkRef] = {}
         self._synced: dict[str, Synced] = {}
         self._wake = asyncio.Event()
@@ -125,32 +128,40 @@ class FolderSync:
         group = self.group
         new = False
         for feed in group.feeds():
-            done = self._read.setdefault(feed.key, set())
+            done = self._read.setdefault(feed.key, RangeSet())
             for start, end in list(feed.have):
-                todo = [s for s in range(start, end) if s not in done]
-                if not todo:
-                    continue
-                for seq, data in zip(range(todo[0], end), await feed.get_range(todo[0], end), strict=True):
-                    done.add(seq)
-                    plain = group.open(feed.key, seq, data)
-                    if plain is None:
-                        continue
-                    try:
-                        obj = msgpack.unpackb(plain, raw=False)
-                    except (ValueError, msgpack.UnpackException):
-                        continue
-                    if is_folder_record(obj):
-                        try:
-                            self._ops.append(decode_op(plain))
-                            new = True
-                        except FolderError as e:
-                            log.warning("ignoring a malformed folder record: %s", e)
-                    elif feed.writable and isinstance(obj, dict) and obj.get("type") == "chunk":
-                        cid = chunk_id(obj["data"])
-                        self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(obj["data"]))
+                for gap_start, gap_end in done.missing(start, end):
+                    seq = gap_start
+                    while seq < gap_end:
+                        # Bounded slices: a feed of large chunks is never held in memory at once.
+                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
+                        for data in batch:
+                            new |= self._take(feed, seq, data)
+                            seq += 1
+                        done.add(gap_start, seq)
         if new:
             self.state = FolderState.merge(self._ops)
         return self.state
+
+    def _take(self, feed: Any, seq: int, data: bytes) -> bool:
+        """Note one entry: an operation (returns True), one of our chunks, or something else."""
+        plain = self.group.open(feed.key, seq, data)
+        if plain is None:
+            return False
+        try:
+            obj = msgpack.unpackb(plain, raw=False)
+        except (ValueError, msgpack.UnpackException):
+            return False
+        if is_folder_record(obj):
+            try:
+                self._ops.append(decode_op(plain))
+                return True
+            except FolderError as e:
+                log.warning("ignoring a malformed folder record: %s", e)
+        elif feed.writable and isinstance(obj, dict) and obj.get("type") == "chunk":
+            cid = chunk_id(obj["data"])
+            self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(obj["data"]))
+        return False
 
     async def round(self) -> None:
         self.rounds += 1

@@ -94,3 +94,32 @@ async def test_two_devices_sync_a_folder(daemons, tmp_path):
     await converge(da, db, check=lambda t: t.get("notes.txt") == b"hello")
     listed = json.loads(await ok(a.home, "folder", "list", "--json"))
     assert listed[0]["path"] == str(da)
+
+
+async def test_sigkill_during_a_large_transfer_then_the_file_completes(daemons, tmp_path):
+    a, b = await daemons("a"), await daemons("b")
+    da, db = tmp_path / "fa", tmp_path / "fb"
+    da.mkdir()
+    db.mkdir()
+    big = os.urandom(40 * 1024 * 1024)
+    (da / "large.bin").write_bytes(big)
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    await ok(a.home, "folder", "add", "g", str(da))
+    await ok(b.home, "group", "join", uri)
+    await ok(b.home, "folder", "add", "g", str(db))
+    await ok(b.home, "peers", "add", await a.address())
+    # Kill B once part of the file's chunks have arrived, before it is complete.
+    deadline = time.monotonic() + 60
+    while True:
+        have = json.loads(await ok(b.home, "group", "list", "--json"))[0]["sync"]["have"]
+        if have > 20:
+            break
+        assert time.monotonic() < deadline, "no chunk arrived"
+        await asyncio.sleep(0.05)
+    await b.kill()
+    assert not (db / "large.bin").exists(), "the transfer finished before the kill: nothing was tested"
+    b = await daemons("b")
+    await ok(b.home, "peers", "add", await a.address())
+    await converge(da, db, timeout=90, check=lambda t: "large.bin" in t)
+    assert blake3((db / "large.bin").read_bytes()).digest() == blake3(big).digest()
+    assert not [p for p in db.iterdir() if p.name.startswith(".cobox-tmp-")]

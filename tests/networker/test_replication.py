@@ -3,6 +3,7 @@ appends, sparse downloads, several sources, resume, and misbehaving peers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import types
 from collections.abc import AsyncIterator
@@ -216,6 +217,8 @@ async def test_bad_proof_disconnects_and_keeps_verified_entries(make_device):
     a.node.add_connection(ca)
     pb = b.node.add_connection(cb)
     await until(lambda: pb.closed.is_set(), what="b to drop a after a bad proof")
+    async with asyncio.timeout(10):
+        await pb.wait_closed()  # stores already under way finish
     assert "does not verify" in pb.close_reason
     rb = replica(b, fa.key)
     kept = list(rb.have)
