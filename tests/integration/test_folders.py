@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from blake3 import blake3
 
 from tests.integration.daemons import ok
@@ -123,3 +124,42 @@ async def test_sigkill_during_a_large_transfer_then_the_file_completes(daemons, 
     await converge(da, db, timeout=90, check=lambda t: "large.bin" in t)
     assert blake3((db / "large.bin").read_bytes()).digest() == blake3(big).digest()
     assert not [p for p in db.iterdir() if p.name.startswith(".cobox-tmp-")]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_a_1gb_file_syncs_in_bounded_memory(daemons, tmp_path):
+    a, b = await daemons("a"), await daemons("b")
+    da, db = tmp_path / "fa", tmp_path / "fb"
+    da.mkdir()
+    db.mkdir()
+    digest = blake3()
+    with open(da / "huge.bin", "wb") as f:
+        for _ in range(1024):
+            block = os.urandom(1 << 20)
+            digest.update(block)
+            f.write(block)
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    await ok(a.home, "folder", "add", "g", str(da), timeout=600)
+    await ok(b.home, "group", "join", uri)
+    await ok(b.home, "folder", "add", "g", str(db))
+    await ok(b.home, "peers", "add", await a.address())
+    deadline = time.monotonic() + 800
+    while not ((db / "huge.bin").exists() and (db / "huge.bin").stat().st_size == 1 << 30):
+        assert time.monotonic() < deadline, "the 1 GB file did not arrive"
+        await asyncio.sleep(0.5)
+    h = blake3()
+    with open(db / "huge.bin", "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    assert h.digest() == digest.digest()
+    for d in (a, b):
+        assert d.proc is not None
+        assert _peak_rss_mb(d.proc.pid) < 200, f"peak RSS {_peak_rss_mb(d.proc.pid):.0f} MB"
