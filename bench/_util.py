@@ -28,3 +28,18 @@ def peak_rss_mb() -> float:
 
 def report(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
+
+
+async def pipelined(coros, depth: int = 8) -> None:  # type: ignore[no-untyped-def]
+    """Await the coroutines with up to ``depth`` of them in flight, as a busy writer does."""
+    import asyncio
+
+    in_flight: set = set()
+    for coro in coros:
+        in_flight.add(asyncio.ensure_future(coro))
+        if len(in_flight) >= depth:
+            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for d in done:
+                d.result()
+    if in_flight:
+        await asyncio.gather(*in_flight)

@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 
-from _util import feed_args, peak_rss_mb, report
+from _util import feed_args, peak_rss_mb, pipelined, report
 
 from storage import Store
 
@@ -29,17 +29,10 @@ async def main() -> None:
             profiler.start()
         t0 = time.perf_counter()
         # Keep a few appends in flight, as a busy writer does: the store commits them together.
-        in_flight: set[asyncio.Task[int]] = set()
-        for start in range(0, args.entries, args.batch):
-            n = min(args.batch, args.entries - start)
-            batch = [payloads[(start + k) % len(payloads)] for k in range(n)]
-            in_flight.add(asyncio.create_task(feed.append(batch)))
-            if len(in_flight) >= 8:
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for d in done:
-                    d.result()
-        if in_flight:
-            await asyncio.gather(*in_flight)
+        await pipelined(
+            feed.append([payloads[(start + k) % len(payloads)] for k in range(min(args.batch, args.entries - start))])
+            for start in range(0, args.entries, args.batch)
+        )
         elapsed = time.perf_counter() - t0
         if profiler is not None:
             profiler.stop()

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from _util import feed_args, peak_rss_mb, report
+from _util import feed_args, peak_rss_mb, pipelined, report
 
 from storage import Store
 
@@ -42,15 +42,7 @@ async def main() -> None:
             profiler = Profiler(async_mode="enabled")
             profiler.start()
         t0 = time.perf_counter()
-        in_flight: set[asyncio.Task[None]] = set()
-        for start, entries, proof in batches:
-            in_flight.add(asyncio.create_task(replica.put_range(start, entries, proof)))
-            if len(in_flight) >= 8:
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for d in done:
-                    d.result()
-        if in_flight:
-            await asyncio.gather(*in_flight)
+        await pipelined(replica.put_range(start, entries, proof) for start, entries, proof in batches)
         elapsed = time.perf_counter() - t0
         if profiler is not None:
             profiler.stop()

@@ -213,16 +213,22 @@ def print_group(g: dict[str, Any], indent: str = "") -> None:
         print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
 
 
-def show_peers(peers: list[dict[str, Any]], as_json: bool) -> int:
+def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any) -> int:
+    """A listing: JSON with --json, else one ``show(item)`` per item (or ``empty``)."""
     if as_json:
-        print(json.dumps(peers, indent=2))
+        print(json.dumps(items, indent=2))
         return 0
-    if not peers:
-        print("no peers connected")
-    for p in peers:
-        print(f"{p['peer_id']}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
-              f"{p['bytes_sent']} out / {p['bytes_received']} in")
+    if not items:
+        print(empty)
+    for item in items:
+        show(item)
     return 0
+
+
+def show_peers(peers: list[dict[str, Any]], as_json: bool) -> int:
+    return show_list(peers, as_json, "no peers connected", lambda p: print(
+        f"{p['peer_id']}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
+        f"{p['bytes_sent']} out / {p['bytes_received']} in"))
 
 
 async def group(api: Client, args: argparse.Namespace) -> int:
@@ -236,13 +242,7 @@ async def group(api: Client, args: argparse.Namespace) -> int:
         g = await api.post("/v1/groups/join", body)
         print(f"joined {g['name']} ({g['role']})")
     elif args.action == "list":
-        groups = await api.get("/v1/groups")
-        if args.json:
-            print(json.dumps(groups, indent=2))
-        elif not groups:
-            print("no groups")
-        for g in [] if args.json else groups:
-            print_group(g)
+        show_list(await api.get("/v1/groups"), args.json, "no groups", print_group)
     elif args.action == "invite":
         print((await api.get(f"/v1/groups/{_q(args.name)}/invite", **({"seed": "1"} if args.seed else {})))["uri"])
     elif args.action == "leave":
@@ -276,17 +276,24 @@ def print_entry(e: dict[str, Any], as_json: bool) -> None:
 
 
 async def sync_wait(api: Client, name: str, timeout: float) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     deadline = time.monotonic() + timeout
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("entries"), TimeElapsedColumn(), transient=False,
-                  disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task(f"sync {name}", total=None)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+                  TimeElapsedColumn(), transient=False, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(f"sync {name}", total=None, amount="")
+        files = None
         while True:
             s = await api.get(f"/v1/groups/{_q(name)}/sync")
             progress.update(task, total=s["have"] + s["missing"], completed=s["have"],
-                            description=f"sync {name} ({s['peers']} peers)")
+                            description=f"sync {name} ({s['peers']} peers)",
+                            amount=f"{s['have']}/{s['have'] + s['missing']} entries")
+            if "folder_bytes" in s:  # a bound folder: the bytes still to write locally
+                if files is None:
+                    files = progress.add_task("  folder", total=None, amount="")
+                done = s["folder_bytes"] - s["folder_pending_bytes"]
+                progress.update(files, total=s["folder_bytes"], completed=done,
+                                amount=f"{done / 1e6:.1f}/{s['folder_bytes'] / 1e6:.1f} MB")
             if s["synced"]:
                 break
             if time.monotonic() > deadline:
@@ -299,18 +306,15 @@ async def sync_wait(api: Client, name: str, timeout: float) -> int:
 
 async def seed(api: Client, args: argparse.Namespace) -> int:
     if args.what == "list":
-        seeds = [g for g in await api.get("/v1/groups") if g["role"] == "seed"]
-        if args.json:
-            print(json.dumps(seeds, indent=2))
-        elif not seeds:
-            print("not backing up any group")
-        for g in [] if args.json else seeds:
+        def show(g: dict[str, Any]) -> None:
             quota = ""
             if g["quota_bytes"]:
                 quota = f", quota {g['quota_bytes']} bytes{' REACHED' if g['quota_full'] else ''}"
             print(f"{g['name']}  {len(g['feeds'])} feeds, {g['stored_bytes']} bytes{quota}, "
                   f"{g['sync']['peers']} peers")
-        return 0
+
+        seeds = [g for g in await api.get("/v1/groups") if g["role"] == "seed"]
+        return show_list(seeds, args.json, "not backing up any group", show)
     if args.what == "remove":
         if not args.name:
             raise UsageError("seed remove needs the group's name (see `cobox seed list`)")
@@ -350,13 +354,8 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
         f = await api.post("/v1/folders", {"group": args.group, "path": path})
         print(f"syncing {f['path']} with group {f['group']}")
     elif a == "list":
-        folders = await api.get("/v1/folders")
-        if args.json:
-            print(json.dumps(folders, indent=2))
-        elif not folders:
-            print("no folders")
-        for f in [] if args.json else folders:
-            print(f"{f['group']}  {f['path']}  {f['files']} files, {f['bytes']} bytes")
+        show_list(await api.get("/v1/folders"), args.json, "no folders",
+                  lambda f: print(f"{f['group']}  {f['path']}  {f['files']} files, {f['bytes']} bytes"))
     elif a == "remove":
         await api.delete(f"/v1/folders/{_q(args.group)}")
         print(f"stopped syncing the folder of {args.group} (its files stay)")

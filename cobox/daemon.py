@@ -354,8 +354,12 @@ class Daemon:
         have = sum(len(f.have) for f in group.feeds())
         folder = self.folders.get(group.name)
         pending = folder.pending_downloads if folder is not None else 0
-        return {"group": group.name, "peers": peers, "have": have, "missing": missing,
-                "folder_pending": pending, "synced": peers > 0 and settled and missing == 0 and pending == 0}
+        doc = {"group": group.name, "peers": peers, "have": have, "missing": missing, "folder_pending": pending,
+               "synced": peers > 0 and settled and missing == 0 and pending == 0}
+        if folder is not None:
+            doc["folder_bytes"] = sum(v.size for v in folder.state.files.values())
+            doc["folder_pending_bytes"] = folder.pending_bytes
+        return doc
 
     # -- events -------------------------------------------------------------------------------
 

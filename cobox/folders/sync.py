@@ -59,6 +59,7 @@ class FolderSync:
         self.rescan = rescan
         self.state = FolderState.merge([])
         self.pending_downloads = 0
+        self.pending_bytes = 0
         self.last_error = ""
         self._ops: list[Op] = []
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
@@ -175,11 +176,12 @@ class FolderSync:
 
         local = await asyncio.to_thread(scan, self.root, rules, want)
         actions = plan(state, local, synced, ignored=rules)
-        waiting = 0
+        waiting = waiting_bytes = 0
         for a in actions:
             if isinstance(a, Download):
                 if not self._available(a.version):
                     waiting += 1
+                    waiting_bytes += a.version.size
                     continue
                 await self._download(a)
             elif isinstance(a, MoveLocal):
@@ -201,7 +203,7 @@ class FolderSync:
             elif isinstance(a, RecordPut):
                 await self._record_put(a)
                 state = await self.read_ops()
-        self.pending_downloads = waiting
+        self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -298,6 +300,7 @@ class FolderSync:
             "files": len(files),
             "bytes": sum(v.size for v in files.values()),
             "pending_down": self.pending_downloads,
+            "pending_down_bytes": self.pending_bytes,
             "pending_up": sum(1 for p in files if p not in self._synced),
             "conflicts": sorted(self.state.conflicts()),
             "rounds": self.rounds,

@@ -163,3 +163,25 @@ async def test_a_1gb_file_syncs_in_bounded_memory(daemons, tmp_path):
     for d in (a, b):
         assert d.proc is not None
         assert _peak_rss_mb(d.proc.pid) < 200, f"peak RSS {_peak_rss_mb(d.proc.pid):.0f} MB"
+
+
+async def test_three_devices_converge(daemons, tmp_path):
+    devs = [await daemons(n) for n in "abc"]
+    dirs = [tmp_path / f"f{n}" for n in "abc"]
+    for d in dirs:
+        d.mkdir()
+    (dirs[0] / "from-a.txt").write_text("a")
+    uri = (await ok(devs[0].home, "group", "create", "g")).strip()
+    await ok(devs[0].home, "folder", "add", "g", str(dirs[0]))
+    for dev, d in zip(devs[1:], dirs[1:], strict=True):
+        await ok(dev.home, "group", "join", uri)
+        (d / f"from-{d.name[-1]}.txt").write_text(d.name[-1])
+        await ok(dev.home, "folder", "add", "g", str(d))
+    # A chain: c talks only to b, b to a.
+    await ok(devs[1].home, "peers", "add", await devs[0].address())
+    await ok(devs[2].home, "peers", "add", await devs[1].address())
+    files = await converge(*dirs, check=lambda t: len(t) == 3)
+    assert files == {"from-a.txt": b"a", "from-b.txt": b"b", "from-c.txt": b"c"}
+    (dirs[2] / "from-a.txt").write_text("edited on c")
+    await converge(*dirs, check=lambda t: t["from-a.txt"] == b"edited on c")
+    await ok(devs[0].home, "sync", "wait", "g", "--timeout", "30")
