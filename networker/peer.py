@@ -50,6 +50,7 @@ MAX_PENDING_OPENS = 64
 MAX_STORING = 4           # received Data messages being verified and stored at once
 SERVE_BYTES = 1024 * 1024  # bytes of entries per Data message we send
 MAX_CALLS = 4             # the peer's service calls we run at once
+MAX_SERVING = 4           # the peer's requests we answer at once (each up to SERVE_BYTES)
 
 
 class ServiceError(NetworkError):
@@ -254,8 +255,8 @@ class Peer:
         self._wake.set()
 
     async def _post_bulk(self, msg: m.Message) -> None:
-        """Queue a Data message, waiting while one is already waiting to be sent."""
-        while self._bulk and not self.closed.is_set():
+        """Queue a Data message, waiting while ``MAX_SERVING`` are already waiting to be sent."""
+        while len(self._bulk) >= MAX_SERVING and not self.closed.is_set():
             self._bulk_room.clear()
             await self._bulk_room.wait()
         self._bulk.append(msg)
@@ -386,9 +387,26 @@ class Peer:
     # -- serving ------------------------------------------------------------------------------
 
     async def _serve_loop(self) -> None:
-        while True:
-            ch, req = await self._requests.get()
-            await self._serve(ch, req)
+        """Answer requests, up to ``MAX_SERVING`` at once: reading the store for one overlaps
+        sending another (the peer is latency-bound otherwise)."""
+        slots = asyncio.Semaphore(MAX_SERVING)
+        serving: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                ch, req = await self._requests.get()
+                await slots.acquire()
+                task = self.loop.create_task(self._serve(ch, req), name="peer-serve")
+                serving.add(task)
+
+                def done(t: asyncio.Task[None]) -> None:
+                    serving.discard(t)
+                    slots.release()
+                    self._task_done(t)
+
+                task.add_done_callback(done)
+        finally:
+            for t in serving:
+                t.cancel()
 
     async def _serve(self, ch: Channel, req: m.Request) -> None:
         feed = ch.find_feed(req.feed)
