@@ -33,6 +33,7 @@ from networker.errors import NetworkError
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
 from networker.node import Node, PeerEvent
+from networker.sources import DhtSource, LanSource
 from networker.swarm import Discovery, Swarm
 from storage import Store
 
@@ -418,68 +419,6 @@ class Daemon:
     def write_api_files(self, port: int, token: str) -> None:
         write_private(self.home.token, token.encode())
         write_private(self.home.api_port, str(port).encode())
-
-
-class DhtSource:
-    """The DHT as a swarm source; the DHT re-announces a topic by itself until unannounced."""
-
-    name = "dht"
-
-    def __init__(self, dht: Any) -> None:
-        self.dht = dht
-        self._announced: dict[bytes, tuple[str, ...]] = {}
-
-    @property
-    def host(self) -> str:
-        return self.dht.host
-
-    @property
-    def port(self) -> int:
-        return self.dht.port
-
-    async def announce(self, topic: bytes, addresses: list[str]) -> None:
-        if self._announced.get(topic) != tuple(addresses):
-            self._announced[topic] = tuple(addresses)
-            await self.dht.announce(topic, addresses)
-
-    async def unannounce(self, topic: bytes) -> None:
-        self._announced.pop(topic, None)
-        await self.dht.unannounce(topic)
-
-    async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]:
-        return [(r.peer_id, ";".join(r.addresses)) for r in await self.dht.lookup(topic)]
-
-    def status(self) -> dict[str, Any]:
-        return {"enabled": True, "host": self.dht.host, "port": self.dht.port,
-                "contacts": len(self.dht.contacts()), "announcing": len(self._announced)}
-
-    async def stop(self) -> None:
-        await self.dht.stop()
-
-
-class LanSource:
-    """LAN discovery as a swarm source: announcing a topic adds it to the advertised set."""
-
-    name = "lan"
-
-    def __init__(self, lan: Any) -> None:
-        self.lan = lan
-        self.topics: set[bytes] = set()
-
-    async def announce(self, topic: bytes, addresses: list[str]) -> None:
-        if topic not in self.topics:
-            self.topics.add(topic)
-            self.lan.set_topics(set(self.topics))
-
-    async def unannounce(self, topic: bytes) -> None:
-        self.topics.discard(topic)
-        self.lan.set_topics(set(self.topics))
-
-    async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]:
-        return self.lan.lookup(topic)
-
-    async def stop(self) -> None:
-        await self.lan.stop()
 
 
 def _host_port(text: str) -> tuple[str, int]:
