@@ -189,9 +189,11 @@ class Channel:
         except VerificationError as e:
             raise RemoteProtocolError(f"peer sent data that does not verify: {e}") from None
         except StaleProofError:
-            # Made for a length we have moved past (another peer upgraded us meanwhile), or a
-            # shorter tree we cannot connect to ours: not misbehaviour. Ask again, or elsewhere.
-            if msg.length >= pf.feed.known_length:
+            # Made for a length we have moved past (a later answer upgraded us meanwhile), or a
+            # shorter tree we cannot connect to ours yet: not misbehaviour. Ask again: the next
+            # request carries our length. Only a peer that is itself behind us is not asked for
+            # that range again (its proofs would never connect).
+            if pf.remote_length >= pf.feed.known_length:
                 pf.replicator.on_response(pf, msg.id, 0, 0)
             else:
                 pf.replicator.on_refused(pf, msg.id)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -63,6 +64,7 @@ class FolderSync:
         self.last_error = ""
         self._ops: list[Op] = []
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
+        self._next_clock = 0  # the lowest clock the next recorded operation may take
         self._own_chunks: dict[bytes, ChunkRef] = {}
         self._synced: dict[str, Synced] = {}
         self._wake = asyncio.Event()
@@ -197,12 +199,11 @@ class FolderSync:
             elif isinstance(a, Forget):
                 await self._forget(a.path)
             elif isinstance(a, RecordDelete):
-                await self._append([encode_op(self.state.delete(a.path, self.group.device_id, a.base))])
+                await self._append([encode_op(self._stamped(self.state.delete(a.path, self.group.device_id,
+                                                                                  a.base)))])
                 await self._forget(a.path)
-                state = await self.read_ops()
             elif isinstance(a, RecordPut):
                 await self._record_put(a)
-                state = await self.read_ops()
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
 
     # -- actions ------------------------------------------------------------------------------
@@ -273,10 +274,18 @@ class FolderSync:
         if (st.st_size, st.st_mtime_ns) != (a.local.size, a.local.mtime):
             self._wake.set()  # still being written: record it when it settles
             return
-        op = self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs), self.group.device_id,
-                            a.base)
+        op = self._stamped(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
+                                          self.group.device_id, a.base))
         await self._append([encode_op(op)])
         await self._mark(a.path, Synced(op.stamp, st.st_size, st.st_mtime_ns, op.content))
+
+    def _stamped(self, op: Op) -> Op:
+        """Give ``op`` a clock above every operation merged and every one recorded since, so
+        a round can record many files without re-merging after each (which would make a round
+        quadratic in the number of files)."""
+        clock = max(op.clock, self._next_clock)
+        self._next_clock = clock + 1
+        return dataclasses.replace(op, clock=clock)
 
     async def _append(self, plaintexts: list[bytes]) -> int:
         return await self.group.append_records(plaintexts)
