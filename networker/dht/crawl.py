@@ -46,12 +46,16 @@ class TopicCrawl(SpiderCrawl):
         ksize: int,
         alpha: int,
         stall_after: float,
+        max_inflight: int | None = None,
     ) -> None:
         own = protocol.source_node.id
-        super().__init__(protocol, Node(key), [p for p in peers if p.id != own], ksize, alpha)
+        peers = [p for p in peers if p.id != own and not protocol.is_dead(p.id)]
+        super().__init__(protocol, Node(key), peers, ksize, alpha)
         self.protocol: DHTProtocol = protocol
         self.key = key
         self.stall_after = stall_after
+        self.max_inflight = max(alpha, max_inflight if max_inflight is not None else 4 * alpha)
+        self.peak_inflight = 0
         self.records: list[PeerRecord] = []
         self.responders: dict[bytes, tuple[Node, bytes]] = {}
         self.queries = 0
@@ -67,11 +71,13 @@ class TopicCrawl(SpiderCrawl):
                 eligible, active, enough = self._plan(inflight, now, stall)
                 if not eligible and (enough or not inflight):
                     break
-                for node in eligible[: max(0, self.alpha - len(active))]:
+                room = min(self.alpha - len(active), self.max_inflight - len(inflight))
+                for node in eligible[: max(0, room)]:
                     self.nearest.mark_contacted(node)
                     task = asyncio.create_task(self.protocol.call_lookup(node, self.key))
                     inflight[task] = (node, now)
                     self.queries += 1
+                self.peak_inflight = max(self.peak_inflight, len(inflight))
                 deadlines = [s + stall - now for _, s in inflight.values()]
                 pending = [d for d in deadlines if d > 0]
                 done, _ = await asyncio.wait(
@@ -119,7 +125,8 @@ class TopicCrawl(SpiderCrawl):
         records, nodes, token = reply
         self.responders[node.id] = (node, token)
         self.records.extend(records)
-        self.nearest.push([n for n in nodes if n.id not in self._failed])
+        dead = self.protocol.is_dead
+        self.nearest.push([n for n in nodes if n.id not in self._failed and not dead(n.id)])
 
     async def _nodes_found(self, responses: object) -> None:  # pragma: no cover - unused
         raise NotImplementedError("TopicCrawl.find replaces the round-based crawl")
