@@ -100,22 +100,28 @@ class TopicCrawl(SpiderCrawl):
     def _plan(
         self, inflight: dict[Any, tuple[Node, float]], now: float, stall: float
     ) -> tuple[list[Node], list[Node], bool]:
-        """Walk the candidates from the closest until k that answered or not asked yet are
-        counted; queries in flight are passed over (never waited for while there is someone
-        else to ask). Return (not asked yet, active queries, whether k were counted)."""
+        """Walk the candidates from the closest until k that answered, are being asked or are
+        not asked yet are counted; stalled queries are passed over (never waited for while
+        there is someone else to ask). Return (not asked yet, active queries, whether the k
+        counted have all answered)."""
         asking = {n.id: now - started < stall for n, started in inflight.values()}
         active = [n for n, _ in inflight.values() if asking[n.id]]
         eligible: list[Node] = []
         counted = 0
+        waiting = False
         for _, node in sorted(self.nearest.heap, key=lambda dn: dn[0]):
             if counted >= self.ksize:
                 break
             if node.id in self.responders:
                 counted += 1
-            elif node.id not in asking and node.id not in self.nearest.contacted:
+            elif node.id in asking:
+                if asking[node.id]:
+                    counted += 1
+                    waiting = True
+            elif node.id not in self.nearest.contacted:
                 eligible.append(node)
                 counted += 1
-        return eligible, active, counted >= self.ksize
+        return eligible, active, counted >= self.ksize and not waiting
 
     def _on_answer(self, node: Node, ok: bool, reply: LookupReply | None) -> None:
         if not ok or reply is None:
