@@ -6,16 +6,21 @@ kademlia's ``SpiderCrawl`` queries alpha nodes per round and waits for the whole
 dead contact costs a full RPC timeout per round. :class:`TopicCrawl` subclasses it (keeping its
 ``NodeHeap`` of the k nearest candidates) and replaces the loop:
 
-1. keep up to ``alpha`` queries *active*, always to the closest candidates not yet asked;
+1. keep up to ``alpha`` queries *active*, always to the closest candidates not yet asked
+   (never to contacts the protocol saw time out recently, :meth:`DHTProtocol.is_dead`);
    candidates being asked are passed over when choosing (a slow or dead one never holds the
-   walk back), and a query unanswered after 4 smoothed round-trip times (at most
-   ``stall_after`` seconds) stops counting as active (it stays in flight until its own
-   timeout and is still used if it answers);
+   walk back), and a query unanswered after the protocol's stall estimate (SRTT + 4 RTTVAR of
+   recent answers, at most ``stall_after`` seconds) is *stalled*: it stops counting as active,
+   so the next candidate is asked at once (it stays in flight until its own timeout and is
+   still used if it answers). At most ``max_inflight`` (default 4 alpha) queries, stalled
+   ones included, are in flight at once;
 2. as soon as *any* answer arrives: remember the responder (and its announce token), merge the
-   valid records, push the returned contacts into the candidate heap and refill the slots;
+   valid records, push the returned contacts (less those known dead) into the candidate heap
+   and refill the slots;
    a query that times out removes its node from the candidates (and, in the protocol, from the
    routing table);
-3. stop when the k closest candidates, passing over those in flight, have all answered (or,
+3. stop when the k closest candidates, passing over stalled queries (but waiting for active
+   ones), have all answered (or,
    if fewer than k ever answer, when nothing is left to ask or in flight); queries
    still in flight are left to time out in the background (the protocol owns them), so a dead
    node is still dropped from the routing table.

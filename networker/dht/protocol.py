@@ -26,8 +26,13 @@ Receive-path hardening over rpcudp: malformed datagrams, wrong argument shapes a
 RPCs are dropped without raising; requests are answered synchronously (no orphan tasks);
 replies for calls that were abandoned (a lookup finished without them) are dropped. The per-RPC
 timeout is ``rpc_timeout`` (rpcudp's ``_wait_timeout``). A timed-out contact is removed from the
-routing table (kademlia's ``handle_call_response``); ``find_neighbors`` ranks all contacts
-(:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node never adds itself
+routing table (kademlia's ``handle_call_response``) and remembered as *recently dead* for
+:data:`DEAD_MEMORY` seconds or until it is heard from again: lookups skip it when others hand it
+out, and this node never hands it out. The stall estimate that lookups use is SRTT + 4 RTTVAR of
+answered calls, restarted after :data:`RTT_MEMORY` idle seconds (a seeker's estimate from a busy
+past would otherwise make it wait on dead contacts far longer than needed); ``find_neighbors``
+ranks all contacts (:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node
+never adds itself
 (``welcome_if_new``, which also no longer re-hashes keys: records are not pushed to new nodes,
 their owners re-announce them).
 """
