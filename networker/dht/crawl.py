@@ -6,16 +6,21 @@ kademlia's ``SpiderCrawl`` queries alpha nodes per round and waits for the whole
 dead contact costs a full RPC timeout per round. :class:`TopicCrawl` subclasses it (keeping its
 ``NodeHeap`` of the k nearest candidates) and replaces the loop:
 
-1. keep up to ``alpha`` queries *active*, always to the closest candidates not yet asked;
+1. keep up to ``alpha`` queries *active*, always to the closest candidates not yet asked
+   (never to contacts the protocol saw time out recently, :meth:`DHTProtocol.is_dead`);
    candidates being asked are passed over when choosing (a slow or dead one never holds the
-   walk back), and a query unanswered after 4 smoothed round-trip times (at most
-   ``stall_after`` seconds) stops counting as active (it stays in flight until its own
-   timeout and is still used if it answers);
+   walk back), and a query unanswered after the protocol's stall estimate (SRTT + 4 RTTVAR of
+   recent answers, at most ``stall_after`` seconds) is *stalled*: it stops counting as active,
+   so the next candidate is asked at once (it stays in flight until its own timeout and is
+   still used if it answers). At most ``max_inflight`` (default 4 alpha) queries, stalled
+   ones included, are in flight at once;
 2. as soon as *any* answer arrives: remember the responder (and its announce token), merge the
-   valid records, push the returned contacts into the candidate heap and refill the slots;
+   valid records, push the returned contacts (less those known dead) into the candidate heap
+   and refill the slots;
    a query that times out removes its node from the candidates (and, in the protocol, from the
    routing table);
-3. stop when the k closest candidates, passing over those in flight, have all answered (or,
+3. stop when the k closest candidates, passing over stalled queries (but waiting for active
+   ones), have all answered (or,
    if fewer than k ever answer, when nothing is left to ask or in flight); queries
    still in flight are left to time out in the background (the protocol owns them), so a dead
    node is still dropped from the routing table.
@@ -46,12 +51,16 @@ class TopicCrawl(SpiderCrawl):
         ksize: int,
         alpha: int,
         stall_after: float,
+        max_inflight: int | None = None,
     ) -> None:
         own = protocol.source_node.id
-        super().__init__(protocol, Node(key), [p for p in peers if p.id != own], ksize, alpha)
+        peers = [p for p in peers if p.id != own and not protocol.is_dead(p.id)]
+        super().__init__(protocol, Node(key), peers, ksize, alpha)
         self.protocol: DHTProtocol = protocol
         self.key = key
         self.stall_after = stall_after
+        self.max_inflight = max(alpha, max_inflight if max_inflight is not None else 4 * alpha)
+        self.peak_inflight = 0
         self.records: list[PeerRecord] = []
         self.responders: dict[bytes, tuple[Node, bytes]] = {}
         self.queries = 0
@@ -67,11 +76,13 @@ class TopicCrawl(SpiderCrawl):
                 eligible, active, enough = self._plan(inflight, now, stall)
                 if not eligible and (enough or not inflight):
                     break
-                for node in eligible[: max(0, self.alpha - len(active))]:
+                room = min(self.alpha - len(active), self.max_inflight - len(inflight))
+                for node in eligible[: max(0, room)]:
                     self.nearest.mark_contacted(node)
                     task = asyncio.create_task(self.protocol.call_lookup(node, self.key))
                     inflight[task] = (node, now)
                     self.queries += 1
+                self.peak_inflight = max(self.peak_inflight, len(inflight))
                 deadlines = [s + stall - now for _, s in inflight.values()]
                 pending = [d for d in deadlines if d > 0]
                 done, _ = await asyncio.wait(
@@ -94,22 +105,28 @@ class TopicCrawl(SpiderCrawl):
     def _plan(
         self, inflight: dict[Any, tuple[Node, float]], now: float, stall: float
     ) -> tuple[list[Node], list[Node], bool]:
-        """Walk the candidates from the closest until k that answered or not asked yet are
-        counted; queries in flight are passed over (never waited for while there is someone
-        else to ask). Return (not asked yet, active queries, whether k were counted)."""
+        """Walk the candidates from the closest until k that answered, are being asked or are
+        not asked yet are counted; stalled queries are passed over (never waited for while
+        there is someone else to ask). Return (not asked yet, active queries, whether the k
+        counted have all answered)."""
         asking = {n.id: now - started < stall for n, started in inflight.values()}
         active = [n for n, _ in inflight.values() if asking[n.id]]
         eligible: list[Node] = []
         counted = 0
+        waiting = False
         for _, node in sorted(self.nearest.heap, key=lambda dn: dn[0]):
             if counted >= self.ksize:
                 break
             if node.id in self.responders:
                 counted += 1
-            elif node.id not in asking and node.id not in self.nearest.contacted:
+            elif node.id in asking:
+                if asking[node.id]:
+                    counted += 1
+                    waiting = True
+            elif node.id not in self.nearest.contacted:
                 eligible.append(node)
                 counted += 1
-        return eligible, active, counted >= self.ksize
+        return eligible, active, counted >= self.ksize and not waiting
 
     def _on_answer(self, node: Node, ok: bool, reply: LookupReply | None) -> None:
         if not ok or reply is None:
@@ -119,7 +136,8 @@ class TopicCrawl(SpiderCrawl):
         records, nodes, token = reply
         self.responders[node.id] = (node, token)
         self.records.extend(records)
-        self.nearest.push([n for n in nodes if n.id not in self._failed])
+        dead = self.protocol.is_dead
+        self.nearest.push([n for n in nodes if n.id not in self._failed and not dead(n.id)])
 
     async def _nodes_found(self, responses: object) -> None:  # pragma: no cover - unused
         raise NotImplementedError("TopicCrawl.find replaces the round-based crawl")

@@ -26,8 +26,13 @@ Receive-path hardening over rpcudp: malformed datagrams, wrong argument shapes a
 RPCs are dropped without raising; requests are answered synchronously (no orphan tasks);
 replies for calls that were abandoned (a lookup finished without them) are dropped. The per-RPC
 timeout is ``rpc_timeout`` (rpcudp's ``_wait_timeout``). A timed-out contact is removed from the
-routing table (kademlia's ``handle_call_response``); ``find_neighbors`` ranks all contacts
-(:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node never adds itself
+routing table (kademlia's ``handle_call_response``) and remembered as *recently dead* for
+:data:`DEAD_MEMORY` seconds or until it is heard from again: lookups skip it when others hand it
+out, and this node never hands it out. The stall estimate that lookups use is SRTT + 4 RTTVAR of
+answered calls, restarted after :data:`RTT_MEMORY` idle seconds (a seeker's estimate from a busy
+past would otherwise make it wait on dead contacts far longer than needed); ``find_neighbors``
+ranks all contacts (:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node
+never adds itself
 (``welcome_if_new``, which also no longer re-hashes keys: records are not pushed to new nodes,
 their owners re-announce them).
 """
@@ -63,6 +68,10 @@ TOKEN_BYTES = 20
 SECRET_BYTES = 32
 MAX_NODES_IN_REPLY = 40
 VERIFIED_CACHE_SIZE = 4096
+RTT_MEMORY = 5.0
+STALL_FLOOR = 0.01
+DEAD_MEMORY = 60.0
+DEAD_CACHE_SIZE = 1024
 SERVED_RPCS = frozenset({"ping", "find_node", "lookup", "announce"})
 
 LookupReply = tuple[list[PeerRecord], list[Node], bytes]
@@ -108,15 +117,55 @@ class DHTProtocol(KademliaProtocol):
         self.refused_announces = 0
         self.background: set[asyncio.Task[Any]] = set()
         self.srtt: float | None = None
+        self.rttvar = 0.0
+        self._rtt_at = 0.0
+        self._dead: dict[bytes, float] = {}
         self._verified_cache: dict[bytes, PeerRecord] = {}
 
-    def observe_rtt(self, rtt: float) -> None:
-        """Smoothed round-trip time of answered calls (as TCP's SRTT, gain 1/8)."""
-        self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
+    def observe_rtt(self, rtt: float, now: float | None = None) -> None:
+        """Smoothed round-trip time and its variation of answered calls (RFC 6298's SRTT and
+        RTTVAR, gains 1/8 and 1/4). After :data:`RTT_MEMORY` seconds without a sample the
+        estimate restarts from the next one: RTTs seen long ago (say while the network was
+        busy joining) say little about now."""
+        now = time.monotonic() if now is None else now
+        if self.srtt is None or now - self._rtt_at > RTT_MEMORY:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self._rtt_at = now
 
-    def stall_estimate(self, ceiling: float) -> float:
-        """How long before an unanswered query is presumed slow: 4 SRTT, 10 ms .. ceiling."""
-        return ceiling if self.srtt is None else min(ceiling, max(0.01, 4 * self.srtt))
+    def stall_estimate(self, ceiling: float, now: float | None = None) -> float:
+        """How long before an unanswered query is presumed slow: SRTT + 4 RTTVAR (TCP's RTO)
+        from recent samples, at least :data:`STALL_FLOOR`, at most ``ceiling``. With no recent
+        sample, the last estimate (a stale, usually pessimistic one) still applies until the
+        first answer."""
+        if self.srtt is None:
+            return ceiling
+        return min(ceiling, max(STALL_FLOOR, self.srtt + 4 * self.rttvar))
+
+    # -- contacts that did not answer -----------------------------------------------------
+
+    def mark_dead(self, node_id: bytes, now: float | None = None) -> None:
+        """Remember that ``node_id`` just timed out, for :data:`DEAD_MEMORY` seconds."""
+        now = time.monotonic() if now is None else now
+        self._dead.pop(node_id, None)
+        self._dead[node_id] = now + DEAD_MEMORY
+        while len(self._dead) > DEAD_CACHE_SIZE:
+            del self._dead[next(iter(self._dead))]
+
+    def is_dead(self, node_id: bytes, now: float | None = None) -> bool:
+        """Whether ``node_id`` timed out recently and has not been heard from since."""
+        expiry = self._dead.get(node_id)
+        if expiry is None:
+            return False
+        if (time.monotonic() if now is None else now) >= expiry:
+            del self._dead[node_id]
+            return False
+        return True
+
+    def heard_from(self, node_id: bytes) -> None:
+        self._dead.pop(node_id, None)
 
     def adopt(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a task left to finish on its own; :meth:`close` cancels it."""
@@ -191,7 +240,9 @@ class DHTProtocol(KademliaProtocol):
         if not result[0]:
             log.debug("no response from %s, removing it from the routing table", node)
             self.router.remove_contact(node)
+            self.mark_dead(node.id)
         else:
+            self.heard_from(node.id)
             self.welcome_if_new(node)
         return result
 
@@ -206,6 +257,7 @@ class DHTProtocol(KademliaProtocol):
     def rpc_ping(self, sender: tuple[str, int], nodeid: object) -> bytes | None:
         if not valid_id(nodeid):
             return None
+        self.heard_from(nodeid)
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
         return self.source_node.id
 
@@ -213,6 +265,7 @@ class DHTProtocol(KademliaProtocol):
         if not (valid_id(nodeid) and valid_id(key)):
             return None
         source = Node(nodeid, sender[0], sender[1])
+        self.heard_from(nodeid)
         self.welcome_if_new(source)
         return self._neighbors(key, source)
 
@@ -220,6 +273,7 @@ class DHTProtocol(KademliaProtocol):
         if not (valid_id(nodeid) and valid_id(key)):
             return None
         source = Node(nodeid, sender[0], sender[1])
+        self.heard_from(nodeid)
         self.welcome_if_new(source)
         nodes = self._neighbors(key, source)
         token = self.make_token(sender)
@@ -251,9 +305,11 @@ class DHTProtocol(KademliaProtocol):
         return True
 
     def _neighbors(self, key: bytes, exclude: Node | None) -> list[tuple]:
-        # More than k, so a lookup can walk past the dead among the k closest without waiting.
-        found = self.router.find_neighbors(Node(key), k=self.router.ksize * 3 // 2, exclude=exclude)
-        return [tuple(n) for n in found[:MAX_NODES_IN_REPLY]]
+        # More than k, so a lookup can walk past the dead among the k closest without waiting;
+        # never contacts that just timed out here (a replacement promoted into a bucket may be).
+        found = self.router.find_neighbors(Node(key), k=self.router.ksize * 3 // 2 + 8, exclude=exclude)
+        live = [n for n in found if not self.is_dead(n.id)][: self.router.ksize * 3 // 2]
+        return [tuple(n) for n in live[:MAX_NODES_IN_REPLY]]
 
     # -- outbound RPCs --------------------------------------------------------------------
 

@@ -1,0 +1,174 @@
+"""Dead contacts and slow queries: the RTT-based stall threshold, the recently-dead set (skipped
+by lookups, never handed out) and the cap on queries in flight when stalled queries widen a
+lookup. The crawl tests run against a synthetic network (no sockets): every live node knows
+everyone and answers after ``RTT``; dead nodes answer nothing until ``TIMEOUT``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+from kademlia.node import Node
+
+from networker.dht.crawl import TopicCrawl
+from networker.dht.protocol import DEAD_MEMORY, RTT_MEMORY, STALL_FLOOR, DHTProtocol
+from networker.dht.storage import RecordStorage
+
+RTT = 0.002
+TIMEOUT = 0.3
+STALL = 0.01
+REPLY_NODES = 60  # enough that the k closest live nodes are handed out with half the nodes dead
+
+
+class FakeNetwork:
+    """Stands in for DHTProtocol in TopicCrawl; ``calls`` records whom the crawl asked."""
+
+    def __init__(self, n: int, dead_fraction: float, seed: int, known_dead: int = 0) -> None:
+        rng = random.Random(seed)
+        self.source_node = Node(rng.randbytes(20))
+        self.nodes = [Node(rng.randbytes(20), "127.0.0.1", 10000 + i) for i in range(n)]
+        self.dead = {n.id for n in rng.sample(self.nodes, round(n * dead_fraction))}
+        self.known_dead = set(list(self.dead)[:known_dead])
+        self.calls: list[bytes] = []
+        self.inflight = 0
+        self.peak = 0
+        self.background: set[asyncio.Task[object]] = set()
+
+    def is_dead(self, node_id: bytes) -> bool:
+        return node_id in self.known_dead
+
+    def stall_estimate(self, ceiling: float) -> float:
+        return min(ceiling, STALL)
+
+    def adopt(self, task: asyncio.Task[object]) -> None:
+        self.background.add(task)
+
+    async def call_lookup(self, node: Node, key: bytes):
+        self.calls.append(node.id)
+        self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
+        try:
+            if node.id in self.dead:
+                await asyncio.sleep(TIMEOUT)
+                return False, None
+            await asyncio.sleep(RTT)
+            target = Node(key)
+            # Live nodes keep handing out dead contacts (they have not timed out on them).
+            closest = sorted((n for n in self.nodes if n.id != node.id), key=target.distance_to)
+            return True, ([], closest[:REPLY_NODES], b"t" * 20)
+        finally:
+            self.inflight -= 1
+
+    def closest_live(self, key: bytes, k: int) -> list[bytes]:
+        live = [n for n in self.nodes if n.id not in self.dead]
+        return [n.id for n in sorted(live, key=Node(key).distance_to)[:k]]
+
+    async def close(self) -> None:
+        for t in self.background:
+            t.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+
+
+async def crawl(net: FakeNetwork, key: bytes, **kwargs) -> TopicCrawl:
+    peers = random.Random(1).sample(net.nodes, 8)
+    c = TopicCrawl(net, key, peers, ksize=20, alpha=3, stall_after=0.25, **kwargs)  # type: ignore[arg-type]
+    async with asyncio.timeout(5):
+        found = await c.find()
+    assert [n.id for n, _ in found] == net.closest_live(key, 20)
+    return c
+
+
+async def test_finds_the_k_closest_live_nodes_with_a_fifth_dead():
+    net = FakeNetwork(300, 0.2, seed=1)
+    try:
+        c = await crawl(net, os.urandom(20))
+        assert c.queries == len(net.calls)
+    finally:
+        await net.close()
+
+
+async def test_known_dead_contacts_are_never_queried():
+    net = FakeNetwork(300, 0.2, seed=2, known_dead=60)
+    try:
+        await crawl(net, os.urandom(20))
+        assert net.known_dead  # everyone hands them out, yet nobody asks them
+        assert not set(net.calls) & net.known_dead
+    finally:
+        await net.close()
+
+
+async def test_stall_widening_keeps_at_most_max_inflight():
+    # Half the nodes dead: every stalled query widens the lookup, up to the cap.
+    net = FakeNetwork(200, 0.5, seed=3)
+    try:
+        c = await crawl(net, os.urandom(20), max_inflight=6)
+        assert net.peak <= 6 and c.peak_inflight <= 6
+    finally:
+        await net.close()
+    # Without that cap the same lookup would have had more in flight.
+    net = FakeNetwork(200, 0.5, seed=3)
+    try:
+        c = await crawl(net, os.urandom(20), max_inflight=100)
+        assert net.peak > 6
+    finally:
+        await net.close()
+
+
+async def test_stalled_queries_do_not_hold_the_lookup_until_their_timeout():
+    net = FakeNetwork(300, 0.2, seed=4)
+    try:
+        t0 = asyncio.get_running_loop().time()
+        await crawl(net, os.urandom(20))
+        assert asyncio.get_running_loop().time() - t0 < TIMEOUT
+    finally:
+        await net.close()
+
+
+def make_protocol() -> DHTProtocol:
+    return DHTProtocol(Node(os.urandom(20)), RecordStorage(), 20)
+
+
+def test_stall_estimate_follows_recent_rtts_and_forgets_old_ones():
+    p = make_protocol()
+    assert p.stall_estimate(0.25) == 0.25  # nothing seen yet: the ceiling
+    for i in range(20):
+        p.observe_rtt(0.2, now=float(i))  # a busy period
+    assert p.stall_estimate(0.25) > 0.2
+    # Long after: the first new sample replaces the old estimate instead of nudging it.
+    p.observe_rtt(0.002, now=20 + RTT_MEMORY + 1)
+    assert p.stall_estimate(0.25) == STALL_FLOOR
+    for i in range(20):
+        p.observe_rtt(0.02, now=30 + i * 0.01)
+    assert 0.02 <= p.stall_estimate(0.25) < 0.1
+
+
+def test_dead_contacts_expire_and_are_forgotten_when_heard_from():
+    p = make_protocol()
+    a, b = os.urandom(20), os.urandom(20)
+    p.mark_dead(a, now=100.0)
+    p.mark_dead(b, now=100.0)
+    assert p.is_dead(a, now=100.0 + DEAD_MEMORY - 1)
+    assert not p.is_dead(a, now=100.0 + DEAD_MEMORY)
+    p.heard_from(b)
+    assert not p.is_dead(b, now=101.0)
+
+
+def test_timed_out_contact_is_not_handed_out():
+    p = make_protocol()
+    contacts = [Node(os.urandom(20), "127.0.0.1", 20000 + i) for i in range(10)]
+    for n in contacts:
+        p.router.add_contact(n)
+    victim = contacts[3]
+    p.handle_call_response((False, None), victim)  # its query timed out
+    assert p.is_dead(victim.id)
+    # Even if it comes back into a bucket (say as a promoted replacement), it is not handed out.
+    p.router.add_contact(victim)
+    asker, key = os.urandom(20), os.urandom(20)
+    reply = p.rpc_find_node(("127.0.0.1", 30000), asker, key)
+    assert reply is not None and victim.id not in {n[0] for n in reply}
+    assert len(reply) == 9  # the other nine (never the asker itself)
+    # Once it answers again it is handed out again.
+    p.handle_call_response((True, victim.id), victim)
+    reply = p.rpc_find_node(("127.0.0.1", 30000), asker, key)
+    assert victim.id in {n[0] for n in reply}
