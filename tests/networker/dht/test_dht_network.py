@@ -12,7 +12,7 @@ import random
 import pytest
 import pytest_asyncio
 import umsgpack
-from conftest import RPC_TIMEOUT, Clock, raw_client, start_network, stop_all
+from tests.networker.dht.conftest import RPC_TIMEOUT, Clock, raw_client, start_network, stop_all
 
 from networker.dht import DHT, PeerRecord, dht_key
 from networker.dht.records import _signing_payload
