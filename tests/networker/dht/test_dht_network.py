@@ -12,12 +12,12 @@ import random
 import pytest
 import pytest_asyncio
 import umsgpack
-from tests.networker.dht.conftest import RPC_TIMEOUT, Clock, raw_client, start_network, stop_all
 
 from networker.dht import DHT, PeerRecord, dht_key
 from networker.dht.records import _signing_payload
 from networker.encoding import encode_key
 from networker.identity import DeviceIdentity
+from tests.networker.dht.conftest import RPC_TIMEOUT, Clock, raw_client, start_network, stop_all
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
