@@ -17,6 +17,7 @@ def feed_args(description: str) -> argparse.Namespace:
     p.add_argument("--entries", type=int, default=100_000)
     p.add_argument("--entry-bytes", type=int, default=1024)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--in-flight", type=int, default=8, help="batches appended/verified concurrently")
     p.add_argument("--profile", action="store_true", help="print a pyinstrument profile to stderr")
     return p.parse_args()
 

@@ -29,10 +29,11 @@ async def main() -> None:
             profiler.start()
         t0 = time.perf_counter()
         # Keep a few appends in flight, as a busy writer does: the store commits them together.
-        await pipelined(
+        appends = (
             feed.append([payloads[(start + k) % len(payloads)] for k in range(min(args.batch, args.entries - start))])
             for start in range(0, args.entries, args.batch)
         )
+        await pipelined(appends, depth=args.in_flight)
         elapsed = time.perf_counter() - t0
         if profiler is not None:
             profiler.stop()
