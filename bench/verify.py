@@ -42,7 +42,8 @@ async def main() -> None:
             profiler = Profiler(async_mode="enabled")
             profiler.start()
         t0 = time.perf_counter()
-        await pipelined(replica.put_range(start, entries, proof) for start, entries, proof in batches)
+        await pipelined((replica.put_range(start, entries, proof) for start, entries, proof in batches),
+                        depth=args.in_flight)
         elapsed = time.perf_counter() - t0
         if profiler is not None:
             profiler.stop()
