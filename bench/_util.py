@@ -44,3 +44,37 @@ async def pipelined(coros, depth: int = 8) -> None:  # type: ignore[no-untyped-d
                 d.result()
     if in_flight:
         await asyncio.gather(*in_flight)
+
+
+class Timed:
+    """Time (and with ``--profile``, profile) the block: ``with Timed(args) as t: ...``."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.elapsed = 0.0
+        self._profiler = None
+
+    def __enter__(self) -> Timed:
+        import time
+
+        if self.args.profile:
+            from pyinstrument import Profiler
+
+            self._profiler = Profiler(async_mode="enabled")
+            self._profiler.start()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        self.elapsed = time.perf_counter() - self._t0
+        if self._profiler is not None:
+            self._profiler.stop()
+            self._profiler.print(file=sys.stderr)
+
+
+def report_feed_bench(name: str, args: argparse.Namespace, elapsed: float) -> None:
+    report(bench=name, entry_bytes=args.entry_bytes, entries=args.entries, batch=args.batch,
+           entries_per_s=round(args.entries / elapsed),
+           mb_per_s=round(args.entries * args.entry_bytes / elapsed / 1e6, 1), peak_rss_mb=peak_rss_mb())

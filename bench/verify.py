@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import tempfile
-import time
 
-from _util import feed_args, peak_rss_mb, pipelined, report
+from _util import Timed, feed_args, pipelined, report_feed_bench
 
 from storage import Store
 
@@ -35,31 +33,13 @@ async def main() -> None:
             end = min(start + args.batch, args.entries)
             batches.append((start, await feed.get_range(start, end), await feed.proof(start, end)))
         replica = await replica_store.open_feed(feed.key, "bench")
-        profiler = None
-        if args.profile:
-            from pyinstrument import Profiler
-
-            profiler = Profiler(async_mode="enabled")
-            profiler.start()
-        t0 = time.perf_counter()
-        await pipelined((replica.put_range(start, entries, proof) for start, entries, proof in batches),
-                        depth=args.in_flight)
-        elapsed = time.perf_counter() - t0
-        if profiler is not None:
-            profiler.stop()
-            profiler.print(file=sys.stderr)
+        with Timed(args) as timed:
+            await pipelined((replica.put_range(start, entries, proof) for start, entries, proof in batches),
+                            depth=args.in_flight)
         assert replica.contiguous_length == args.entries
         await source.close()
         await replica_store.close()
-    report(
-        bench="verify",
-        entry_bytes=args.entry_bytes,
-        entries=args.entries,
-        batch=args.batch,
-        entries_per_s=round(args.entries / elapsed),
-        mb_per_s=round(args.entries * args.entry_bytes / elapsed / 1e6, 1),
-        peak_rss_mb=peak_rss_mb(),
-    )
+    report_feed_bench("verify", args, timed.elapsed)
 
 
 if __name__ == "__main__":
