@@ -148,10 +148,7 @@ class Group:
                 return None  # not admitted by a member
         elif len(tag) != 32:
             return None  # a backup peer keeps only feeds that come with a tag to relay
-        try:
-            feed = self.store.feed(key)
-        except Exception:
-            feed = await self.store.open_feed(key, self.namespace)
+        feed = await self.store.open_feed(key, self.namespace)  # the stored one, or a new replica
         if feed.namespace != self.namespace:
             return None
         await self._remember_tag(key, tag)
@@ -175,12 +172,9 @@ class Group:
             raise NotAMemberError(f"this device backs up {self.name!r} but cannot write to it")
         if len(text.encode()) > MAX_TEXT:
             raise ValueError(f"an entry holds at most {MAX_TEXT} bytes of text")
-        feed = self.own_feed() or await self._add_own_feed()
         plain = msgpack.packb({"type": "log", "text": text, "time": time.time(),
                                "author": self.device_id}, use_bin_type=True)
-        seq = feed.next_seq  # no await until append() takes it: the sequence number is ours
-        await feed.append([self.seal(feed.key, seq, plain)])
-        return seq
+        return await self.append_records([plain])
 
     async def append_records(self, plaintexts: list[bytes]) -> int:
         """Append encrypted entries to this device's feed in one signed batch; return the
@@ -310,13 +304,11 @@ class Group:
             r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
                              int(time.time() * 1000), self.quota_full)
             for ch in list(self._channels):
-                ch.post_receipt(m.Receipt(ch.local_id, r.feed, r.length, r.root_hash, r.time_ms, r.signer,
-                                          r.signature, r.quota_full))
+                ch.post_receipt(r.to_message(ch.local_id))
 
     async def on_receipt(self, peer_id: bytes, msg: m.Receipt) -> None:
         """A backup peer's receipt: keep it if it verifies and names our data exactly."""
-        r = Receipt(self.discovery_key, msg.feed, msg.length, msg.root_hash, msg.time_ms, msg.signer,
-                    msg.signature, msg.quota_full)
+        r = Receipt.from_message(self.discovery_key, msg)
         try:
             if r.signer != peer_id:
                 raise BadReceiptError("a receipt signed by another peer than the sender")

@@ -17,6 +17,8 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
+from networker import messages as m
+
 from ..errors import CoboxError
 
 CONTEXT = b"cobox custody receipt v1\x00"
@@ -51,6 +53,16 @@ class Receipt:
         unsigned = cls(discovery_key, feed, length, root_hash, time_ms, signer, b"", quota_full)
         return cls(discovery_key, feed, length, root_hash, time_ms, signer,
                    sign(unsigned.signable()), quota_full)  # type: ignore[operator]
+
+    def to_message(self, channel: int) -> m.Receipt:
+        """The receipt on the wire (the group is the channel's, so it is not sent)."""
+        return m.Receipt(channel, self.feed, self.length, self.root_hash, self.time_ms, self.signer,
+                         self.signature, self.quota_full)
+
+    @classmethod
+    def from_message(cls, discovery_key: bytes, msg: m.Receipt) -> Receipt:
+        return cls(discovery_key, msg.feed, msg.length, msg.root_hash, msg.time_ms, msg.signer, msg.signature,
+                   msg.quota_full)
 
     def verify(self) -> None:
         try:

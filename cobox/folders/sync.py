@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from storage import RangeSet
+from storage.errors import FeedNotFoundError
 
 from ..errors import FolderError
 from .apply import clean_temp, move_file, remove_file, write_file
@@ -213,7 +214,7 @@ class FolderSync:
             try:
                 if not self.group.store.feed(ref.feed).has(ref.seq):
                     return False
-            except Exception:
+            except FeedNotFoundError:
                 return False
         return True
 
@@ -247,6 +248,7 @@ class FolderSync:
         refs: list[ChunkRef] = []
         batch: list[bytes] = []
         batch_ids: list[tuple[bytes, int]] = []
+        batched: set[bytes] = set()
 
         async def flush() -> None:
             if batch:
@@ -258,14 +260,16 @@ class FolderSync:
                     known[cid] = self._own_chunks[cid] = ref
                 batch.clear()
                 batch_ids.clear()
+                batched.clear()
 
         order: list[bytes] = []
         async for c in _chunks_of(path):
             cid = chunk_id(c)
             order.append(cid)
-            if cid not in known and cid not in {i for i, _ in batch_ids}:
+            if cid not in known and cid not in batched:
                 batch.append(msgpack.packb({"type": "chunk", "data": c}, use_bin_type=True))
                 batch_ids.append((cid, len(c)))
+                batched.add(cid)
                 if len(batch) >= APPEND_BATCH:
                     await flush()
         await flush()

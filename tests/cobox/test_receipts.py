@@ -17,7 +17,7 @@ from storage import Store
 
 
 def wire(r: Receipt) -> m.Receipt:
-    return m.Receipt(1, r.feed, r.length, r.root_hash, r.time_ms, r.signer, r.signature, r.quota_full)
+    return r.to_message(1)
 
 
 async def test_member_keeps_valid_receipts_and_refuses_tampered_ones(tmp_path):

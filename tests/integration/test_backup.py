@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import pytest
+from tests.integration.daemons import cli, ok
 
-from tests.integration.daemons import Daemon, cli, ok
-
-NO_DISCOVERY = ["--no-lan", "--no-dht"]
 MARKER = "plaintext-marker-7f3a9c"
-
-
-@pytest.fixture
-async def daemons(tmp_path) -> AsyncIterator:
-    started: list[Daemon] = []
-
-    async def start(name: str, env_extra: dict | None = None) -> Daemon:
-        home = tmp_path / name
-        home.mkdir(exist_ok=True)
-        if env_extra:
-            (home / "config.toml").write_text("".join(f"{line}\n" for line in env_extra["config"]))
-        d = await Daemon(home, NO_DISCOVERY).start()
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        await d.stop()
 
 
 def files_contain(home, needle: bytes) -> list[str]:
@@ -90,7 +68,7 @@ async def test_seed_serves_a_newcomer_and_cannot_read(daemons, tmp_path):
 
 async def test_quota_stops_the_seed_and_deletes_nothing(daemons):
     a = await daemons("a")
-    s = await daemons("s", {"config": ["[backup]", "quota_mb = 0.01"]})  # ~10 KiB
+    s = await daemons("s", config=["[backup]", "quota_mb = 0.01"])  # ~10 KiB
     await ok(a.home, "group", "create", "g")
     seed_uri = (await ok(a.home, "group", "invite", "g", "--seed")).strip()
     await ok(s.home, "seed", seed_uri)

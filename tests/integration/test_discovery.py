@@ -9,31 +9,16 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.daemons import Daemon, ok
+from tests.integration.daemons import ok
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-async def daemons(tmp_path) -> AsyncIterator:
-    started: list[Daemon] = []
-
-    async def start(name: str, extra: list[str], **kw: object) -> Daemon:
-        d = await Daemon(tmp_path / name, extra, **kw).start()  # type: ignore[arg-type]
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        await d.stop()
 
 
 async def texts(home) -> list[str]:
