@@ -29,6 +29,7 @@ from .errors import RemoteProtocolError
 KEY_BYTES = 32
 MAX_CHANNELS = 256
 MAX_FEEDS = 1024
+MAX_ADMISSION = 256  # bytes of the opaque admission proof a group attaches to a feed (cobox: owner + tag)
 MAX_RANGES = 1024
 MAX_ENTRIES = 4096
 MAX_PROOF_NODES = 256
@@ -124,8 +125,10 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Feeds:
-    """The feeds the sender holds for the channel's group: ``(feed key, membership tag)``;
-    the tag is empty where the sender has none to offer."""
+    """The feeds the sender holds for the channel's group: ``(feed key, admission)``. The
+    admission is opaque to the network layer (the group checks it: in cobox, the owning device's
+    signature and the membership tag), at most ``MAX_ADMISSION`` bytes, empty where the sender
+    has none to offer."""
 
     type_id: ClassVar[int] = 3
     channel: int
@@ -140,7 +143,7 @@ class Feeds:
         for item in _list(f[0], "feeds", MAX_FEEDS):
             pair = _list(item, "feed", 2)
             _check(len(pair) == 2, "feed: expected [key, tag]")
-            out.append((_key(pair[0], "feed key"), _bytes(pair[1], "membership tag", KEY_BYTES)))
+            out.append((_key(pair[0], "feed key"), _bytes(pair[1], "admission", MAX_ADMISSION)))
         return cls(channel, tuple(out))
 
 

@@ -72,7 +72,7 @@ def test_mutated_messages_decode_or_raise_decode_error(msg, data):
     ([4, 0, bytes(32), 3, [[5, 2]], False], "start must be below end"),
     ([4, 0, bytes(32), 3, [[1, 2]], 1], "incremental"),
     ([6, 0, 1, bytes(32), 0, [], 1, bytes(64), [], 0, []], "no entries"),
-    ([3, 0, [[bytes(32), bytes(33)]]], "membership tag"),
+    ([3, 0, [[bytes(32), bytes(257)]]], "admission"),
     ({"a": 1}, "undecodable"),
 ])
 def test_malformed_messages_are_refused_with_a_reason(obj, why):
