@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("group", help="create, join, list, invite, leave groups")
     gs = g.add_subparsers(dest="action", required=True, metavar="ACTION")
     gs.add_parser("create", help="create a group and print its invite URI").add_argument("name")
-    j = gs.add_parser("join", help="join a group from an invite URI")
-    j.add_argument("uri")
+    j = gs.add_parser("join", help="join a group from an invite URI (best given on stdin)")
+    j.add_argument("uri", nargs="?", default="-", metavar="URI|-",
+                   help="'-' or nothing: read it from stdin, or ask for it (not shown) on a terminal")
     j.add_argument("--name")
     gs.add_parser("list", help="groups on this device").add_argument("--json", action="store_true")
     i = gs.add_parser("invite", help="print a group's invite URI")
@@ -70,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("group")
     w.add_argument("--timeout", type=float, default=300.0, metavar="S")
 
-    se = sub.add_parser("seed", help="back up a group: `seed URI`, `seed list [--json]`, `seed remove NAME`")
-    se.add_argument("what", metavar="URI|list|remove")
+    se = sub.add_parser("seed", help="back up a group: `seed [URI|-]` (the URI best on stdin), "
+                        "`seed list [--json]`, `seed remove NAME`")
+    se.add_argument("what", nargs="?", default="-", metavar="URI|-|list|remove",
+                    help="'-' or nothing: read the seed URI from stdin, or ask for it (not shown) on a terminal")
     se.add_argument("name", nargs="?", help="the group to remove")
     se.add_argument("--json", action="store_true")
 
@@ -110,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         kp.add_argument("--user", required=True, metavar="NAME")
         kp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     o = sub.add_parser("open", help="open the web dashboard in the browser (one-time login link)")
-    o.add_argument("--no-browser", action="store_true", help="only print the link")
+    o.add_argument("--no-browser", action="store_true",
+                   help="only print the link (paste it into the address bar; never pass it on a command line)")
 
     sub.add_parser("demo", help="three daemons on this machine replicating a group, live")
     return p

@@ -18,7 +18,7 @@ from typing import Any
 from . import config as configuration
 from .control.client import Client
 from .errors import CoboxError, DaemonNotRunningError, UsageError
-from .paths import Home
+from .paths import Home, write_private
 
 
 async def run(args: argparse.Namespace, home: Home) -> int:
@@ -60,7 +60,7 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "folder":
             return await folder(api, args)
         if cmd == "open":
-            return await open_dashboard(api, args.no_browser)
+            return await open_dashboard(api, home, args.no_browser)
     raise UsageError(f"unknown command {cmd}")
 
 
@@ -150,7 +150,9 @@ async def start(home: Home, timeout: float = 30.0) -> int:
         return 0
     home.ensure()
     configuration.load(home.root)  # a broken config fails here, with its message, not in the background
-    logfile = open(home.log, "ab")  # noqa: SIM115 (handed to the child)
+    fd = os.open(home.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    logfile = os.fdopen(fd, "ab")  # handed to the child
     proc = subprocess.Popen([sys.executable, "-m", "cobox.cli", "--home", str(home.root), "daemon"],
                             stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True)
     logfile.close()
@@ -236,7 +238,7 @@ async def group(api: Client, args: argparse.Namespace) -> int:
         g = await api.post("/v1/groups", {"name": args.name})
         print(g["invite"])
     elif args.action == "join":
-        body = {"uri": args.uri}
+        body = {"uri": read_uri(args.uri)}
         if args.name:
             body["name"] = args.name
         g = await api.post("/v1/groups/join", body)
@@ -323,9 +325,10 @@ async def seed(api: Client, args: argparse.Namespace) -> int:
         return 0
     from .uri import parse_invite
 
-    if parse_invite(args.what).kind != "seed":
+    uri = read_uri(args.what)
+    if parse_invite(uri).kind != "seed":
         raise UsageError("not a backup-peer invite: ask a member for `cobox group invite NAME --seed`")
-    g = await api.post("/v1/groups/join", {"uri": args.what})
+    g = await api.post("/v1/groups/join", {"uri": uri})
     print(f"backing up {g['name']} (can verify and serve, cannot read)")
     return 0
 
@@ -417,16 +420,51 @@ async def keys(api: Client, args: argparse.Namespace) -> int:
         return 0
     r = await api.post("/v1/keys/restore", body)
     print(f"recovered device {r['peer_id'][:16]} with {len(r['groups'])} group(s); the daemon restarts and resyncs")
-async def open_dashboard(api: Client, no_browser: bool) -> int:
-    """Print a one-time login link to the dashboard and (unless told not to) open it."""
-    link = await api.post("/v1/login-link")
-    print(link["url"], flush=True)
-    if not no_browser:
-        import webbrowser
+def read_uri(arg: str) -> str:
+    """An invite URI: ``arg``, or for ``-`` from stdin (a terminal is asked, without echo). A URI
+    on the command line shows in every user's process list; stdin and the prompt do not."""
+    if arg != "-":
+        return arg
+    if sys.stdin.isatty():
+        import getpass
 
-        if not webbrowser.open(link["url"]):
-            print("cobox: no browser found; open the link above (valid once, "
-                  f"for {link['expires_in']:.0f}s)", file=sys.stderr)
+        uri = getpass.getpass("invite URI (not shown): ")
+    else:
+        uri = sys.stdin.readline()
+    if not uri.strip():
+        raise UsageError("no invite URI given: pass it on stdin (`cobox group join < file`) or type it when asked")
+    return uri.strip()
+
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">
+<meta http-equiv="refresh" content="0;url={url}"><title>cobox: logging in</title></head>
+<body><p>Opening the cobox dashboard&hellip; <a href="{url}">continue</a></p></body></html>
+"""
+
+
+async def open_dashboard(api: Client, home: Home, no_browser: bool) -> int:
+    """Log in to the dashboard with a one-time link that never shows on a command line.
+
+    The link (``http://127.0.0.1:PORT/#code=...``) goes into a 0600 page in the 0700 home that
+    redirects to it; the browser is started with that page's path, which is all that another
+    user sees in the process list, and cannot read. With ``--no-browser`` the link is printed."""
+    import html
+
+    link = await api.post("/v1/login-link")
+    if no_browser:
+        print(link["url"], flush=True)
+        return 0
+    page = home.login_page
+    write_private(page, LOGIN_PAGE.format(url=html.escape(link["url"], quote=True)).encode())
+    import webbrowser
+
+    if webbrowser.open(page.as_uri()):
+        print(f"cobox: opened the dashboard in the browser (the login in {page} is valid once, "
+              f"for {link['expires_in']:.0f}s)")
+    else:
+        print(f"cobox: no browser found; open {page.as_uri()} in one within {link['expires_in']:.0f}s "
+              "(or use --no-browser and paste the link into the address bar)", file=sys.stderr)
     return 0
 
 

@@ -84,7 +84,12 @@ class Daemon:
     # -- life -------------------------------------------------------------------------------
 
     def lock(self) -> None:
+        os.umask(0o077)  # every file and directory the daemon makes is this user's alone
         self.home.ensure()
+        changes = self.home.tighten()
+        if changes:
+            log.warning("the home %s was open to other users: tightened %d mode(s) to this user only: %s",
+                        self.home.root, len(changes), "; ".join(changes[:5]) + ("; ..." if len(changes) > 5 else ""))
         fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -166,8 +166,8 @@ class UnsafePathError(FolderError):
     """A path would be written through a symlink or a non-directory: refused."""
 
     code = "unsafe_path"
-class CsrfError(CoboxError):
-    """A dashboard request that changes something came without the page's X-Cobox-CSRF header."""
+class ForeignOriginError(CoboxError):
+    """A dashboard request came from a page of another origin (another site, or another local port)."""
 
-    code = "csrf_required"
+    code = "foreign_origin"
     status = 403

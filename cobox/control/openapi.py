@@ -26,8 +26,8 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {
             "token": {"type": "http", "scheme": "bearer"},
-            # the dashboard: a cookie from /login?code=, plus the X-Cobox-CSRF header on changes
-            "session": {"type": "apiKey", "in": "cookie", "name": "cobox_session_PORT"},
+            # the dashboard: a secret from POST /v1/session, kept in the page's sessionStorage
+            "session": {"type": "apiKey", "in": "header", "name": "X-Cobox-Session"},
         },
         "responses": {"Error": {"description": "an error", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"error": {"type": "object", "properties": {
@@ -77,9 +77,11 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "an SVG image", "content": {"image/svg+xml": {}}},
                           "401": {"$ref": "#/components/responses/Error"},
                           "default": {"$ref": "#/components/responses/Error"}}}},
-        "/v1/login-link": {"post": _op("a one-time dashboard login URL, valid about a minute (API token only)",
+        "/v1/login-link": {"post": _op("a one-time dashboard login URL, code in the fragment (API token only)",
                                        status="201")},
-        "/v1/logout": {"post": _op("end the dashboard session of this cookie")},
+        "/v1/session": {"post": _op("trade a login code, once, for a dashboard session secret, sent as "
+                                    "X-Cobox-Session from then on", {"code": _TEXT}, status="201")},
+        "/v1/logout": {"post": _op("end the dashboard session of this X-Cobox-Session header")},
         "/v1/events": {"get": {
             "summary": "server-sent events: `throughput` (history, once), `status` (the status document with "
                        "connected peers and members per group, when it changes), `sample` (each second)",

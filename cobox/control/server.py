@@ -1,8 +1,8 @@
 """The control API: HTTP+JSON on 127.0.0.1 and on a unix socket in the home.
 
-Every request carries ``Authorization: Bearer <token>`` (or, from the web dashboard, a session
-cookie and, when it changes something, the page's CSRF header: see :mod:`cobox.web`); the token
-is made at start and kept in ``<home>/api.token`` (mode 0600), the socket is mode 0600 too.
+Every request carries ``Authorization: Bearer <token>`` (or, from the web dashboard, the page's
+session secret in ``X-Cobox-Session``; no cookie ever authorizes anything: see :mod:`cobox.web`);
+the token is made at start and kept in ``<home>/api.token`` (mode 0600), the socket is mode 0600 too.
 Errors are JSON ``{"error": {"code": ..., "message": ...}}`` with a matching status.
 ``/openapi.json`` describes every route; ``/metrics`` is Prometheus text. The CLI (and the
 dashboard) are clients of this API only.
@@ -142,7 +142,7 @@ class ControlServer:
             return await handler(request)
         if self.authorized(request):
             request["auth"] = "token"
-        elif self.web.authorized(request):  # a dashboard session; raises CsrfError without the header
+        elif self.web.authorized(request):  # a dashboard session; raises ForeignOriginError from another origin
             request["auth"] = "session"
         else:
             raise AuthError("missing or wrong API token (see <home>/api.token), or not logged in (`cobox open`)")

@@ -2,17 +2,21 @@
 
 Theory of operation
 -------------------
-Pages and their data share the control API's address (127.0.0.1) and its authentication:
+Pages and their data share the control API's address (127.0.0.1) and its authentication. No
+cookie is set or honoured: cookies are not scoped by port, so any server on another 127.0.0.1
+port (reached by a link from any page) would receive them. Instead:
 
 1. ``cobox open`` calls ``POST /v1/login-link`` with the API token and gets
-   ``http://127.0.0.1:PORT/login?code=...`` (one use, about a minute).
-2. ``GET /login?code=`` trades the code for a session cookie (HttpOnly, SameSite=Strict, named
-   after the port so that daemons side by side keep theirs apart) and redirects to ``/``: no
-   token and no code stays in the address bar.
-3. ``GET /`` serves the page with the session's CSRF value inside; the page's requests carry the
-   cookie, and the ones that change something also ``X-Cobox-CSRF``. A session is accepted only
-   with a ``Host`` of this port on loopback (no DNS rebinding). Without a session ``/`` answers
-   401 with a page that says to run ``cobox open``.
+   ``http://127.0.0.1:PORT/#code=...`` (one use, about a minute). The CLI writes it into a 0600
+   file in the (0700) home that redirects there and opens that *file* in the browser, so the
+   browser's command line shows only a path nobody else can read.
+2. The fragment is never sent to the server. The page (``/``, a static shell with no data)
+   reads it, clears it from the address bar, and trades the code with ``POST /v1/session`` for
+   a session secret that it keeps in ``sessionStorage`` (scoped by scheme, host and port).
+3. Every request of the page, the live stream included (a ``fetch()`` stream, not
+   ``EventSource``), carries ``X-Cobox-Session: <secret>``. A session counts only with a
+   ``Host`` of this port on loopback (no DNS rebinding) and with no ``Origin`` or our own (a
+   page of another port cannot set our header without a CORS preflight we never answer).
 4. ``GET /v1/events`` is a stream of server-sent events: ``throughput`` (the history, once),
    ``status`` (the status document, whenever it changed) and ``sample`` (each new throughput
    sample). A sampler task, owned by the app's lifetime, records a sample every ``INTERVAL``
@@ -20,7 +24,8 @@ Pages and their data share the control API's address (127.0.0.1) and its authent
    connects or leaves; every stream waits on that one tick, so any number of open pages cost
    one computation a second, and none costs next to nothing.
 
-Static assets (``/static/...``) hold no data and are served to anyone who can reach loopback.
+The page and its assets (``/``, ``/static/...``) hold no data and are served to anyone who can
+reach loopback.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import segno
 from aiohttp import web
 
-from ..errors import AuthError, CsrfError
+from ..errors import AuthError, ForeignOriginError, UsageError
 from .sessions import Sessions
 from .throughput import Throughput
 
@@ -50,22 +55,12 @@ log = logging.getLogger("cobox.web")
 
 INTERVAL = 1.0  # seconds between samples (and at most this long between status pushes)
 HEARTBEAT = 15.0  # an SSE comment this often keeps idle streams open through proxies
-CSRF_HEADER = "X-Cobox-CSRF"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SESSION_HEADER = "X-Cobox-Session"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
                 "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-
-LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cobox: log in</title>
-<link rel="icon" href="/static/favicon.svg"><link rel="stylesheet" href="/static/style.css"></head>
-<body><main class="login"><h1>cobox</h1><p id="login-message">{message}</p>
-<p>Run <code>cobox open</code> on this machine: it opens the dashboard with a one-time login link.</p>
-</main></body></html>
-"""
-
 
 def _static() -> importlib.resources.abc.Traversable:
     return importlib.resources.files("cobox.web").joinpath("static")
@@ -88,74 +83,73 @@ class Dashboard:
                         if f.name != "index.html" and f.name[f.name.rfind("."):] in STATIC_TYPES}
         r = server.app.router
         r.add_get("/", self.index)
-        r.add_get("/login", self.login)
         r.add_get("/static/{file}", self.static)
         r.add_post("/v1/login-link", self.login_link)
+        r.add_post("/v1/session", self.new_session)
         r.add_post("/v1/logout", self.logout)
         r.add_get("/v1/events", self.events)
         r.add_get("/v1/throughput", self.get_throughput)
         r.add_get("/v1/groups/{name}/qr.svg", self.qr)
-        server.public_paths |= {"/", "/login"} | {f"/static/{name}" for name in self._assets}
+        server.public_paths |= {"/", "/v1/session"} | {f"/static/{name}" for name in self._assets}
         server.app.cleanup_ctx.append(self._sampling)
         server.app.on_shutdown.append(self._on_shutdown)
 
     # -- authentication -------------------------------------------------------------------------
 
-    @property
-    def cookie_name(self) -> str:
-        return f"cobox_session_{self.server.port}"
-
-    def _session_id(self, request: web.Request) -> str:
+    def _loopback_host(self, request: web.Request) -> bool:
         port = self.server.port
-        if request.host not in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
-            return ""  # a session only counts on this port on loopback: no DNS rebinding
-        return request.cookies.get(self.cookie_name, "")
+        return request.host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}")
+
+    def _check_origin(self, request: web.Request) -> None:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"http://{request.host}":
+            raise ForeignOriginError(f"a page of {origin} may not use this dashboard")
 
     def authorized(self, request: web.Request) -> bool:
-        """Is there a valid session cookie? A state-changing request needs the CSRF header too."""
-        session = self.sessions.get(self._session_id(request))
-        if session is None:
+        """Does the request carry a valid session secret in its header, from our own origin?
+        A cookie is never looked at."""
+        secret = request.headers.get(SESSION_HEADER, "")
+        if not secret or not self._loopback_host(request):
+            return False  # a session only counts on this port on loopback: no DNS rebinding
+        if self.sessions.get(secret) is None:
             return False
-        if request.method not in SAFE_METHODS:
-            origin = request.headers.get("Origin")
-            if origin is not None and origin != f"http://{request.host}":
-                raise CsrfError(f"a request from {origin} may not change anything here")
-            if not self.sessions.check_csrf(session, request.headers.get(CSRF_HEADER, "")):
-                raise CsrfError(f"this request needs the dashboard's {CSRF_HEADER} header; reload the page")
+        self._check_origin(request)
         return True
 
     async def login_link(self, request: web.Request) -> web.Response:
         if request.get("auth") != "token":
             raise AuthError("a login link is given only for the API token (`cobox open`)")
         code = self.sessions.new_code()
-        url = f"http://127.0.0.1:{self.server.port}/login?code={code}"
+        url = f"http://127.0.0.1:{self.server.port}/#code={code}"
         return web.json_response({"url": url, "expires_in": self.sessions.code_ttl}, status=201)
 
-    async def login(self, request: web.Request) -> web.Response:
-        redeemed = self.sessions.redeem(request.query.get("code", ""))
+    async def new_session(self, request: web.Request) -> web.Response:
+        """Trade a login code (from the page's fragment) for a session secret, once."""
+        if not self._loopback_host(request):
+            raise AuthError("log in at http://127.0.0.1:PORT only")
+        self._check_origin(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise UsageError("the request body is not JSON") from None
+        code = body.get("code") if isinstance(body, dict) else None
+        redeemed = self.sessions.redeem(code) if isinstance(code, str) else None
         if redeemed is None:
-            return _login_page("This login link is not valid: it was used already, has expired, or is wrong.")
-        session_id, _ = redeemed
-        resp = web.HTTPSeeOther("/", headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
-        resp.set_cookie(self.cookie_name, session_id, httponly=True, samesite="Strict", path="/",
-                        max_age=int(self.sessions.session_ttl))
+            raise AuthError("this login link is not valid: it was used already, has expired, or is wrong; "
+                            "run `cobox open` again")
+        secret, _ = redeemed
         log.info("dashboard: new session")
-        raise resp
+        return web.json_response({"session": secret, "expires_in": self.sessions.session_ttl}, status=201,
+                                 headers={"Cache-Control": "no-store"})
 
     async def logout(self, request: web.Request) -> web.Response:
-        self.sessions.end(self._session_id(request))
-        resp = web.json_response({"logged_out": True})
-        resp.del_cookie(self.cookie_name, path="/")
-        return resp
+        self.sessions.end(request.headers.get(SESSION_HEADER, ""))
+        return web.json_response({"logged_out": True})
 
     # -- pages ----------------------------------------------------------------------------------
 
     async def index(self, request: web.Request) -> web.Response:
-        session = self.sessions.get(self._session_id(request))
-        if session is None:
-            return _login_page("You are not logged in.")
         html = _static().joinpath("index.html").read_text(encoding="utf-8")
-        html = html.replace("{{csrf}}", session.csrf)
         return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)
 
     async def static(self, request: web.Request) -> web.Response:
@@ -293,12 +287,6 @@ def qr_svg(text: str) -> bytes:
     buf = io.BytesIO()
     segno.make(text, error="m").save(buf, kind="svg", scale=4, border=2, xmldecl=False, title="cobox invite")
     return buf.getvalue()
-
-
-def _login_page(message: str) -> web.Response:
-    headers = {**PAGE_HEADERS}
-    return web.Response(text=LOGIN_PAGE.format(message=message), status=401, content_type="text/html",
-                        headers=headers)
 
 
 async def _send(resp: web.StreamResponse, event: str, data: Any) -> None:

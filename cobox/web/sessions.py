@@ -2,19 +2,21 @@
 
 Theory of operation
 -------------------
-``cobox open`` asks the daemon (with the API token) for a login link; the link carries a random
-*code* that is valid once, for ``CODE_TTL`` seconds. ``GET /login?code=`` trades it for a
-*session*: a random id sent back as an HttpOnly, SameSite=Strict cookie, and a CSRF value that
-the page receives inside the HTML and sends back as the ``X-Cobox-CSRF`` header on every
-state-changing request. Neither the token nor a code stays in a page URL (the login answer is a
-redirect to ``/``). Only hashes of codes and session ids are kept, compared in constant time by
-dictionary lookup of a hash; every table is bounded (the oldest entry goes first).
+``cobox open`` asks the daemon (with the API token) for a login *code*: random, valid once, for
+``CODE_TTL`` seconds. The CLI hands it to the browser only inside a file that this user alone can
+read (see :mod:`cobox.web.routes`), never on a command line. The page trades it with
+``POST /v1/session`` for a *session secret*, which it keeps in ``sessionStorage`` (scoped to this
+scheme, host and port, unlike cookies) and sends as the ``X-Cobox-Session`` header on every
+request. No cookie is set or read: a page of another local port can make the browser send
+requests here, but it cannot read our ``sessionStorage`` nor set our header, so it gets nothing.
+
+Only hashes of codes and session secrets are kept, compared by dictionary lookup of a hash (no
+timing leak of the secret); every table is bounded (the oldest entry goes first).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -32,7 +34,6 @@ def _digest(secret: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    csrf: str
     expires: float
 
 
@@ -43,7 +44,7 @@ class Sessions:
         self.code_ttl = code_ttl
         self.session_ttl = session_ttl
         self._codes: dict[bytes, float] = {}  # digest of code -> expiry
-        self._sessions: dict[bytes, Session] = {}  # digest of session id -> session
+        self._sessions: dict[bytes, Session] = {}  # digest of session secret -> session
 
     def new_code(self) -> str:
         """A fresh one-time login code."""
@@ -54,27 +55,24 @@ class Sessions:
         return code
 
     def redeem(self, code: str) -> tuple[str, Session] | None:
-        """Trade a valid code (once) for a new session: ``(session id, session)``."""
+        """Trade a valid code (once) for a new session: ``(session secret, session)``."""
         self._expire()
         if not code or self._codes.pop(_digest(code), None) is None:
             return None
-        session_id = secrets.token_urlsafe(32)
-        session = Session(csrf=secrets.token_urlsafe(24), expires=self._clock() + self.session_ttl)
-        self._sessions[_digest(session_id)] = session
+        secret = secrets.token_urlsafe(32)
+        session = Session(expires=self._clock() + self.session_ttl)
+        self._sessions[_digest(secret)] = session
         _bound(self._sessions, MAX_SESSIONS)
-        return session_id, session
+        return secret, session
 
-    def get(self, session_id: str) -> Session | None:
-        if not session_id:
+    def get(self, secret: str) -> Session | None:
+        if not secret:
             return None
         self._expire()
-        return self._sessions.get(_digest(session_id))
+        return self._sessions.get(_digest(secret))
 
-    def check_csrf(self, session: Session, supplied: str) -> bool:
-        return bool(supplied) and hmac.compare_digest(supplied.encode(), session.csrf.encode())
-
-    def end(self, session_id: str) -> None:
-        self._sessions.pop(_digest(session_id), None)
+    def end(self, secret: str) -> None:
+        self._sessions.pop(_digest(secret), None)
 
     def _expire(self) -> None:
         now = self._clock()

@@ -46,11 +46,12 @@ def test_sessions_expire_and_end():
     assert s.get("") is None
 
 
-def test_csrf_must_match_the_session():
+def test_a_session_secret_is_not_the_code_and_not_guessable_from_it():
     s = Sessions(Clock())
-    _, session = s.redeem(s.new_code())  # type: ignore[misc]
-    assert s.check_csrf(session, session.csrf)
-    assert not s.check_csrf(session, "") and not s.check_csrf(session, session.csrf[:-1] + "x")
+    code = s.new_code()
+    secret, _ = s.redeem(code)  # type: ignore[misc]
+    assert secret != code and s.get(code) is None
+    assert s.get(secret[:-1]) is None and len(secret) >= 43
 
 
 def test_codes_and_sessions_are_bounded_oldest_first():

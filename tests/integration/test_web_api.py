@@ -1,11 +1,10 @@
 """The control API endpoints the dashboard uses, against a real daemon process on loopback:
-login links, session cookies, the CSRF header, server-sent events, QR codes."""
+login links, session secrets in a header (never a cookie), server-sent events, QR codes."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 
@@ -27,21 +26,19 @@ async def api(daemons) -> AsyncIterator:
         yield d, f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}, http
 
 
-async def login(http: aiohttp.ClientSession, base: str, auth: dict[str, str]) -> tuple[dict[str, str], str]:
-    """Log in as the page does; return the cookie header and the page's CSRF value."""
+SESSION = "X-Cobox-Session"
+
+
+async def login(http: aiohttp.ClientSession, base: str, auth: dict[str, str]) -> dict[str, str]:
+    """Log in as the page does (code from the link's fragment -> POST /v1/session); return the
+    session header."""
     async with http.post(f"{base}/v1/login-link", headers=auth) as r:
         assert r.status == 201
         link = (await r.json())["url"]
-    async with http.get(link, allow_redirects=False) as r:
-        assert r.status == 303 and r.headers["Location"] == "/"
-        morsel = next(iter(r.cookies.values()))
-        cookie = {"Cookie": f"{morsel.key}={morsel.value}"}
-    async with http.get(f"{base}/", headers=cookie) as r:
-        assert r.status == 200
-        html = await r.text()
-    match = re.search(r'name="cobox-csrf" content="([^"]+)"', html)
-    assert match is not None
-    return cookie, match.group(1)
+    code = link.split("#code=")[1]
+    async with http.post(f"{base}/v1/session", json={"code": code}) as r:
+        assert r.status == 201 and "Set-Cookie" not in r.headers
+        return {SESSION: (await r.json())["session"]}
 
 
 async def events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict]]:
@@ -58,70 +55,103 @@ async def events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict]
             name, data = "", ""
 
 
-async def test_login_link_is_single_use_needs_the_token_and_sets_a_strict_cookie(api):
+async def test_login_link_is_single_use_needs_the_token_and_keeps_the_code_in_the_fragment(api):
     d, base, auth, http = api
-    port = base.rsplit(":", 1)[1]
     async with http.post(f"{base}/v1/login-link") as r:
         assert r.status == 401
     async with http.post(f"{base}/v1/login-link", headers=auth) as r:
         assert r.status == 201
         body = await r.json()
-    assert body["url"].startswith(f"{base}/login?code=") and body["expires_in"] == 60
-    async with http.get(body["url"], allow_redirects=False) as r:
-        assert r.status == 303 and r.headers["Location"] == "/"
-        set_cookie = r.headers["Set-Cookie"]
-    assert set_cookie.startswith(f"cobox_session_{port}=")
-    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/" in set_cookie
-    async with http.get(body["url"], allow_redirects=False) as r:  # used once already
-        assert r.status == 401 and "not valid" in await r.text()
-    async with http.get(f"{base}/login?code=nonsense", allow_redirects=False) as r:
-        assert r.status == 401
+    assert body["url"].startswith(f"{base}/#code=") and body["expires_in"] == 60
+    code = body["url"].split("#code=")[1]
+    async with http.post(f"{base}/v1/session", json={"code": code}) as r:
+        assert r.status == 201 and "Set-Cookie" not in r.headers
+        secret = (await r.json())["session"]
+    assert secret != code
+    async with http.post(f"{base}/v1/session", json={"code": code}) as r:  # used once already
+        assert r.status == 401 and "not valid" in (await r.json())["error"]["message"]
+    for bad in ({"code": "nonsense"}, {"code": 5}, {}, []):
+        async with http.post(f"{base}/v1/session", json=bad) as r:
+            assert r.status == 401
+    # A page of another origin cannot trade a code, even a good one.
+    async with http.post(f"{base}/v1/login-link", headers=auth) as r:
+        code = (await r.json())["url"].split("#code=")[1]
+    async with http.post(f"{base}/v1/session", json={"code": code}, headers={"Origin": "http://127.0.0.1:1"}) as r:
+        assert r.status == 403
+    async with http.post(f"{base}/v1/session", json={"code": code}) as r:  # not spent by the refused try
+        assert r.status == 201
+    # The old query-string login is gone.
+    async with http.get(f"{base}/login?code={code}", allow_redirects=False) as r:
+        assert r.status in (401, 404) and "Set-Cookie" not in r.headers
     # A session cannot mint login links: that takes the token.
-    cookie, csrf = await login(http, base, auth)
-    async with http.post(f"{base}/v1/login-link", headers={**cookie, "X-Cobox-CSRF": csrf}) as r:
+    session = await login(http, base, auth)
+    async with http.post(f"{base}/v1/login-link", headers=session) as r:
         assert r.status == 401
     # `cobox open --no-browser` prints a working link; neither it nor the token is logged.
     link = (await ok(d.home, "open", "--no-browser")).strip()
-    async with http.get(link, allow_redirects=False) as r:
-        assert r.status == 303
-    code = link.split("code=")[1]
+    code = link.split("#code=")[1]
+    async with http.post(f"{base}/v1/session", json={"code": code}) as r:
+        assert r.status == 201
     token = auth["Authorization"][7:]
     assert not any(code in line or token in line for line in d.output)
 
 
-async def test_a_session_cookie_authenticates_and_changes_need_the_csrf_header(api):
+async def test_only_the_session_header_authenticates_never_a_cookie(api):
     d, base, auth, http = api
+    port = base.rsplit(":", 1)[1]
     async with http.get(f"{base}/v1/status") as r:
         assert r.status == 401
-    async with http.get(f"{base}/") as r:
-        assert r.status == 401 and "cobox open" in await r.text()
-    cookie, csrf = await login(http, base, auth)
-    async with http.get(f"{base}/v1/status", headers=cookie) as r:
+    async with http.get(f"{base}/") as r:  # the page is a shell without data, for anyone
+        html = await r.text()
+        assert r.status == 200 and "cobox open" in html and "peer" not in html.split("<main>")[0]
+    session = await login(http, base, auth)
+    secret = session[SESSION]
+    async with http.get(f"{base}/v1/status", headers=session) as r:
         assert r.status == 200 and "peer_id" in await r.json()
     async with http.get(f"{base}/static/app.js") as r:  # assets hold no data
         assert r.status == 200 and r.content_type == "text/javascript"
-    # Changes: the cookie alone is not enough.
-    async with http.post(f"{base}/v1/groups", headers=cookie, json={"name": "m"}) as r:
-        assert r.status == 403 and (await r.json())["error"]["code"] == "csrf_required"
-    async with http.post(f"{base}/v1/groups", headers={**cookie, "X-Cobox-CSRF": "guess"}, json={"name": "m"}) as r:
-        assert r.status == 403
-    with_csrf = {**cookie, "X-Cobox-CSRF": csrf}
-    async with http.post(f"{base}/v1/groups", headers={**with_csrf, "Origin": "http://evil.example"},
-                         json={"name": "m"}) as r:
-        assert r.status == 403
-    async with http.post(f"{base}/v1/groups", headers=with_csrf, json={"name": "m"}) as r:
+    # The attack of issue 12.16: the secret as a cookie (what another port's server would get) is nothing.
+    for name in (f"cobox_session_{port}", "cobox_session", SESSION):
+        cookie = {"Cookie": f"{name}={secret}"}
+        async with http.get(f"{base}/v1/groups", headers=cookie) as r:
+            assert r.status == 401
+        async with http.post(f"{base}/v1/groups", headers=cookie, json={"name": "evil"}) as r:
+            assert r.status == 401
+    # A changing request with the header needs nothing more; from another origin it is refused.
+    for origin in ("http://evil.example", f"http://127.0.0.1:{int(port) + 1}", "null"):
+        async with http.post(f"{base}/v1/groups", headers={**session, "Origin": origin}, json={"name": "m"}) as r:
+            assert r.status == 403 and (await r.json())["error"]["code"] == "foreign_origin"
+        async with http.get(f"{base}/v1/groups", headers={**session, "Origin": origin}) as r:
+            assert r.status == 403
+    async with http.post(f"{base}/v1/groups", headers={**session, "Origin": base}, json={"name": "m"}) as r:
         assert r.status == 201 and (await r.json())["invite"].startswith("cobox://join/")
-    async with http.post(f"{base}/v1/groups/join", headers=with_csrf, json={"uri": "cobox://join/abc"}) as r:
+    async with http.post(f"{base}/v1/groups/join", headers=session, json={"uri": "cobox://join/abc"}) as r:
         assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_uri"
-    # The cookie counts only for this port on loopback (no DNS rebinding).
-    port = base.rsplit(":", 1)[1]
-    async with http.get(f"{base}/v1/status", headers={**cookie, "Host": f"evil.example:{port}"}) as r:
+    assert [g["name"] for g in json.loads(await ok(d.home, "group", "list", "--json"))] == ["m"]
+    # The session counts only for this port on loopback (no DNS rebinding).
+    async with http.get(f"{base}/v1/status", headers={**session, "Host": f"evil.example:{port}"}) as r:
         assert r.status == 401
     # Logging out ends the session.
-    async with http.post(f"{base}/v1/logout", headers=with_csrf) as r:
+    async with http.post(f"{base}/v1/logout", headers=session) as r:
         assert r.status == 200
-    async with http.get(f"{base}/v1/status", headers=cookie) as r:
+    async with http.get(f"{base}/v1/status", headers=session) as r:
         assert r.status == 401
+
+
+async def test_the_event_stream_takes_the_session_header(api):
+    d, base, auth, http = api
+    session = await login(http, base, auth)
+    async with http.get(f"{base}/v1/events", headers={"Cookie": f"x={session[SESSION]}"}) as r:
+        assert r.status == 401
+    async with http.get(f"{base}/v1/events", headers=session, timeout=aiohttp.ClientTimeout(total=20)) as r:
+        assert r.status == 200
+        name, _ = await anext(events(r))
+        assert name == "throughput"
+        async with http.post(f"{base}/v1/logout", headers=session) as out:
+            assert out.status == 200
+        async for name, _ in events(r):  # bounded by the timeout: the stream says so and ends
+            if name == "logout":
+                break
 
 
 async def test_events_stream_pushes_the_status_and_throughput_samples(api):
@@ -177,3 +207,5 @@ async def test_qr_code_of_the_invite_as_svg(api):
         assert r.status == 404
     async with http.get(f"{base}/v1/groups/m/qr.svg") as r:
         assert r.status == 401
+    async with http.get(f"{base}/v1/groups/m/qr.svg", headers=await login(http, base, auth)) as r:
+        assert r.status == 200 and await r.read() == svg

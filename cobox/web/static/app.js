@@ -1,15 +1,25 @@
 // The cobox dashboard: plain JS, no framework. Data comes from the daemon's server-sent events
-// (/v1/events); actions are calls to the control API with the session cookie and the CSRF header.
+// (/v1/events, read with a fetch() stream); actions are calls to the control API.
+//
+// Login: `cobox open` sends the browser here with a one-time code in the fragment (#code=...),
+// which never reaches the server in the URL. The page drops it from the address bar at once and
+// trades it (POST /v1/session) for a session secret kept in sessionStorage, which is scoped to
+// this scheme, host and port. Every request carries it in the X-Cobox-Session header and sends
+// no cookie (credentials: "omit"): the daemon never honours cookies, which any other local port
+// would receive too.
 "use strict";
 
-const CSRF = document.querySelector('meta[name="cobox-csrf"]').content;
+const SESSION_KEY = "cobox-session";
+const SESSION_HEADER = "X-Cobox-Session";
 const HISTORY_SECONDS = 300;
 const MAX_SAMPLES = 400;
 
 let status = null;        // the last status document
 let statusAt = 0;         // when it arrived (ms), to count the uptime on
 let samples = [];         // throughput samples: {t, groups: {name: {entries, bytes}}}
-let source = null;        // the EventSource
+let session = sessionStorage.getItem(SESSION_KEY);  // the session secret, or null
+let stream = null;        // the AbortController of the live stream
+let qrUrl = null;         // the object URL of the QR code shown
 const groupErrors = {};   // group name -> inline error text
 const leaveArmed = {};    // group name -> until when its Leave button asks for confirmation
 
@@ -50,8 +60,12 @@ function fmtDuration(s) {
 
 class ApiError extends Error {}
 
-async function api(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: { "X-Cobox-CSRF": CSRF } };
+function authHeaders() {
+  return session ? { [SESSION_HEADER]: session } : {};
+}
+
+async function request(method, path, body) {
+  const init = { method, credentials: "omit", headers: authHeaders() };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -62,21 +76,29 @@ async function api(method, path, body) {
   } catch (e) {
     throw new ApiError("The daemon cannot be reached. Is it running?");
   }
-  const data = await r.json().catch(() => null);
   if (r.status === 401) {
     loggedOut();
     throw new ApiError("You are not logged in: run `cobox open` to log in again.");
   }
+  return r;
+}
+
+async function api(method, path, body) {
+  const r = await request(method, path, body);
+  const data = await r.json().catch(() => null);
   if (!r.ok) {
     throw new ApiError((data && data.error && data.error.message) || `The daemon answered ${r.status}.`);
   }
   return data;
 }
 
-function loggedOut() {
+function loggedOut(message) {
+  session = null;
+  sessionStorage.removeItem(SESSION_KEY);
+  if (message) $("#login-message").textContent = message;
   $("#auth-error").hidden = false;
   setLive("logged out", "down");
-  if (source) { source.close(); source = null; }
+  if (stream) { stream.abort(); stream = null; }
 }
 
 function setLive(text, cls) {
@@ -85,25 +107,77 @@ function setLive(text, cls) {
   b.className = `badge ${cls || ""}`;
 }
 
-function connect() {
-  source = new EventSource("/v1/events");
-  source.addEventListener("open", () => setLive("live", "live"));
-  source.addEventListener("status", (e) => { status = JSON.parse(e.data); statusAt = Date.now(); render(); });
-  source.addEventListener("throughput", (e) => { samples = JSON.parse(e.data).history; drawPlot(); });
-  source.addEventListener("sample", (e) => {
-    samples.push(JSON.parse(e.data));
+async function login() {
+  // A code in the fragment: take it out of the address bar first, then trade it once.
+  const m = /^#code=([A-Za-z0-9_-]{16,128})$/.exec(location.hash);
+  if (location.hash) history.replaceState(null, "", location.pathname);
+  if (!m) return;
+  let r, data;
+  try {
+    r = await fetch("/v1/session", { method: "POST", credentials: "omit",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code: m[1] }) });
+    data = await r.json().catch(() => null);
+  } catch (e) {
+    loggedOut("The daemon cannot be reached. Is it running?");
+    return;
+  }
+  if (r.ok && data && typeof data.session === "string") {
+    session = data.session;
+    sessionStorage.setItem(SESSION_KEY, session);
+  } else if (!session) {
+    loggedOut((data && data.error && data.error.message) || "This login link is not valid.");
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function onEvent(name, data) {
+  if (name === "status") { status = JSON.parse(data); statusAt = Date.now(); render(); }
+  else if (name === "throughput") { samples = JSON.parse(data).history; drawPlot(); }
+  else if (name === "sample") {
+    samples.push(JSON.parse(data));
     if (samples.length > MAX_SAMPLES) samples.splice(0, samples.length - MAX_SAMPLES);
     drawPlot();
-  });
-  source.addEventListener("logout", loggedOut);
-  source.addEventListener("error", async () => {
-    setLive("reconnecting…", "down");
-    // EventSource does not tell why; ask once whether we are still logged in.
+  } else if (name === "logout") loggedOut();
+}
+
+async function readEvents(body) {
+  // Server-sent events: blocks of "event: NAME" / "data: JSON" lines ended by a blank line.
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      let name = "", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) name = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      if (name) onEvent(name, data);
+    }
+  }
+}
+
+async function connect() {
+  while (session) {
+    stream = new AbortController();
     try {
-      const r = await fetch("/v1/status", { credentials: "same-origin" });
-      if (r.status === 401) loggedOut();
-    } catch (e) { /* the daemon is away; EventSource retries by itself */ }
-  });
+      const r = await fetch("/v1/events", { credentials: "omit", headers: authHeaders(), signal: stream.signal });
+      if (r.status === 401) { loggedOut(); return; }
+      if (r.ok) {
+        setLive("live", "live");
+        await readEvents(r.body);
+      }
+    } catch (e) { /* the daemon went away, or we aborted */ }
+    if (!session) return;
+    setLive("reconnecting…", "down");
+    await sleep(2000);
+  }
 }
 
 // -- rendering -----------------------------------------------------------------------------------
@@ -338,6 +412,17 @@ async function showInvite(name, seed) {
   }
 }
 
+async function showQr(name, seed) {
+  // An <img src> could not send the session header: fetch the SVG and show it as a blob.
+  try {
+    const r = await request("GET", `/v1/groups/${encodeURIComponent(name)}/qr.svg${seed ? "?seed=1" : ""}`);
+    if (!r.ok) return;
+    if (qrUrl) URL.revokeObjectURL(qrUrl);
+    qrUrl = URL.createObjectURL(await r.blob());
+    $("#invite-qr").src = qrUrl;
+  } catch (e) { /* the invite text is shown all the same */ }
+}
+
 function showInviteUri(name, uri, seed) {
   $("#invite").hidden = false;
   $("#invite-name").textContent = name;
@@ -346,7 +431,7 @@ function showInviteUri(name, uri, seed) {
     : "whoever has it can read and write the group.";
   $("#invite-uri").value = uri;
   $("#copy-done").hidden = true;
-  $("#invite-qr").src = `/v1/groups/${encodeURIComponent(name)}/qr.svg${seed ? "?seed=1" : ""}`;
+  showQr(name, seed);
 }
 
 $("#copy-invite").addEventListener("click", async () => {
@@ -381,9 +466,12 @@ function armLeave(button, name) {
 
 $("#logout").addEventListener("click", async () => {
   try { await api("POST", "/v1/logout"); } catch (e) { /* logged out either way */ }
-  loggedOut();
+  loggedOut("You logged out.");
 });
 
 $("#plot-metric").addEventListener("change", drawPlot);
 setInterval(tickUptime, 1000);
-connect();
+login().then(() => {
+  if (session) connect();
+  else if ($("#auth-error").hidden) loggedOut("You are not logged in.");
+});
