@@ -3,7 +3,7 @@
 A home holds keys, the API token and every group's secrets: it is mode 0700 and every file in
 it 0600. ``Home.ensure`` creates it so; ``Home.tighten`` (the daemon, at start) fixes a home that
 exists with looser modes (made by hand, by an older version, or by a tool with umask 022) and
-returns what it changed, so that the daemon can say so once.
+returns what it changed, so that the daemon can say so (once: the next start finds nothing).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Home:
 
     def tighten(self) -> list[str]:
         """Take group and other permissions away from the home and everything in it (symlinks
-        are not followed); one line per change made, e.g. ``"/h: 0755 -> 0700"``."""
+        are not followed); one line per change made, e.g. ``".: 0755 -> 0700"`` (paths relative to the home)."""
         changes: list[str] = []
 
         def fix(path: str) -> None:
@@ -76,7 +76,7 @@ class Home:
                 mode = stat.S_IMODE(os.lstat(path).st_mode)
                 if mode & 0o077:
                     os.chmod(path, mode & 0o700)
-                    changes.append(f"{path}: {mode:04o} -> {mode & 0o700:04o}")
+                    changes.append(f"{os.path.relpath(path, self.root)}: {mode:04o} -> {mode & 0o700:04o}")
             except FileNotFoundError:
                 pass  # gone meanwhile (a temporary file)
 
