@@ -62,6 +62,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
                 "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
+
 def _static() -> importlib.resources.abc.Traversable:
     return importlib.resources.files("cobox.web").joinpath("static")
 
