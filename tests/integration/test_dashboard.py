@@ -234,8 +234,20 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_p
                 await attacker.stop()
             groups = [g["name"] for g in json.loads(await ok(a.home, "group", "list", "--json"))]
             assert groups == ["h"], groups
-            # The dashboard itself is still logged in and live.
+            # The dashboard itself is still logged in and live, also after a reload (sessionStorage).
             await expect(page.locator('article.group[data-group="h"]')).to_have_count(1, timeout=LIVE)
+            secret = await page.evaluate("() => sessionStorage.getItem('cobox-session')")
+            await page.reload()
+            await expect(page.locator("#live")).to_have_text("live")
+            await expect(page.locator('article.group[data-group="h"]')).to_have_count(1, timeout=LIVE)
+
+            # Log out: the secret is forgotten by the page and dead at the daemon.
+            await page.click("#logout")
+            await expect(page.locator("#auth-error")).to_be_visible()
+            await expect(page.locator("#live")).to_have_text("logged out")
+            assert await page.evaluate("() => sessionStorage.getItem('cobox-session')") is None
+            r = await page.request.get(base + "/v1/status", headers={"X-Cobox-Session": secret})
+            assert r.status == 401
             assert not errors, errors
             assert not failed, failed
             assert not outside, f"the page loaded something from elsewhere: {outside}"
