@@ -420,6 +420,9 @@ async def keys(api: Client, args: argparse.Namespace) -> int:
         return 0
     r = await api.post("/v1/keys/restore", body)
     print(f"recovered device {r['peer_id'][:16]} with {len(r['groups'])} group(s); the daemon restarts and resyncs")
+    return 0
+
+
 def read_uri(arg: str) -> str:
     """An invite URI: ``arg``, or for ``-`` from stdin (a terminal is asked, without echo). A URI
     on the command line shows in every user's process list; stdin and the prompt do not."""
