@@ -338,13 +338,24 @@ async def backup_status(api: Client, name: str, as_json: bool) -> int:
     if not peers:
         print(f"{name}: no backup peer has confirmed holding anything yet")
     for p in peers:
-        state = "everything backed up" if p["backed_up"] else "behind"
+        state = "everything backed up" if p["backed_up"] else "not backed up"
         print(f"backup peer {p['peer'][:16]}: {state}{' (its quota is full)' if p['quota_full'] else ''}")
         for f in p["feeds"]:
-            when = datetime.datetime.fromtimestamp(f["confirmed"]).strftime("%Y-%m-%d %H:%M:%S") \
-                if f["confirmed"] else "never"
-            print(f"  feed {f['feed'][:16]}  held {f['held']}/{f['length']}  confirmed {when}")
+            print(f"  feed {f['feed'][:16]}  claimed {f['held']}/{f['length']}, {_audit_text(f['audit'])}")
     return 0
+
+
+def _audit_text(audit: dict) -> str:
+    """``verified by audit at T (k samples)``, ``audit failed (reason)`` or ``not audited yet``."""
+    if audit["state"] == "verified":
+        return f"verified by audit at {_when(audit['time'])} ({audit['samples']} samples)"
+    if audit["state"] == "failed":
+        return f"audit failed ({audit['reason']}) at {_when(audit['time'])}"
+    return audit["state"]
+
+
+def _when(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def folder(api: Client, args: argparse.Namespace) -> int:
