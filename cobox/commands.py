@@ -211,6 +211,11 @@ def print_group(g: dict[str, Any], indent: str = "") -> None:
     for f in g["feeds"]:
         mark = " (this device)" if f["own"] else ""
         print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
+    for r in g.get("receipts", []):
+        a = r["audit"]
+        audit = ("not audited yet" if a is None else f"audit passed at {_when(a['time'])} ({a['samples']} samples)"
+                 if a["passed"] else f"audit failed ({a['reason']}) at {_when(a['time'])}")
+        print(f"{indent}  backup peer {r['peer'][:16]}  {'backed up' if r['backed_up'] else 'not backed up'}, {audit}")
 
 
 def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any) -> int:
