@@ -9,10 +9,13 @@ import dataclasses
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from storage import tree
 from storage.errors import BadUpgradeError, ForkError, MalformedProofError, VerificationError
 from storage.feed import Feed
-from storage.proof import Proof
+from storage.proof import Proof, verify_upgrade
 
 from .conftest import OpenStore, deliver
 
@@ -97,3 +100,24 @@ async def test_upgrade_nodes_from_another_tree_of_the_writer_are_still_a_bad_pro
     with pytest.raises(BadUpgradeError):
         await replica.put_range(0, [b"a"], mixed)
     assert not replica.forked
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 300), st.data())
+def test_any_tampered_upgrade_node_is_a_bad_upgrade(old: int, extra: int, data: st.DataObject) -> None:
+    """Pure: for any lengths, the honest upgrade nodes rebuild the new roots, and changing any
+    one of them raises ``BadUpgradeError`` (never returns, never another error)."""
+    new = old + extra
+    leaves = [tree.leaf_hash(f"e{k}".encode()) for k in range(new)]
+    old_roots, _, _ = tree.append_leaves([], 0, leaves[:old])
+    new_roots, _, all_nodes = tree.append_leaves([], 0, leaves)
+    nodes = dict(all_nodes)
+    upgrade = tuple((i, nodes[i]) for i in tree.upgrade_nodes(old, new))
+    proof = Proof(new, bytes(64), (), old, upgrade)
+    established = verify_upgrade(old, old_roots, proof, new_roots)
+    assert all(established[i] == h for i, h in new_roots)
+    k = data.draw(st.integers(0, len(upgrade) - 1))
+    garbage = data.draw(st.binary(min_size=32, max_size=32).filter(lambda b: b != upgrade[k][1]))
+    tampered = (*upgrade[:k], (upgrade[k][0], garbage), *upgrade[k + 1:])
+    with pytest.raises(BadUpgradeError):
+        verify_upgrade(old, old_roots, dataclasses.replace(proof, upgrade=tampered), new_roots)
