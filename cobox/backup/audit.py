@@ -69,6 +69,7 @@ NONCE_BYTES = 32
 ANSWER_BYTES = 32
 KEY_BYTES = 32
 INTERVAL = 3600.0       # seconds between audits of one backup peer, on average
+MIN_INTERVAL = 10.0     # a configured interval below this is raised to it
 AFTER_RECEIPT = 2.0     # seconds after new receipts before an audit (times [1, 2))
 TIMEOUT = 30.0          # seconds a backup peer has to answer
 
@@ -341,7 +342,7 @@ class Auditor:
                  timeout: float = TIMEOUT, after_receipt: float = AFTER_RECEIPT,
                  rng: random.Random | None = None) -> None:
         self.group = group
-        self.interval = interval
+        self.interval = max(interval, MIN_INTERVAL)
         self.samples = samples
         self.timeout = timeout
         self.after_receipt = after_receipt
