@@ -309,6 +309,9 @@ async def test_the_auditor_audits_after_receipts_keeps_results_and_stops_without
     await s.receipt(120)  # schedules an audit soon
     await until(lambda: s.seed_id.peer_id in auditor.results, what="an audit after the receipt")
     assert auditor.results[s.seed_id.peer_id].passed and s.status()["backed_up"]
+    # The next audit is due at a jittered time: the interval times a factor in [0.5, 1.5).
+    due = auditor._due[s.seed_id.peer_id] - asyncio.get_running_loop().time()
+    assert 0.5 * 3600 - 5 < due < 1.5 * 3600
     auditor.on_channel_closed(peer)  # type: ignore[arg-type]
     task = auditor._task
     assert task is not None
