@@ -213,6 +213,11 @@ def print_group(g: dict[str, Any], indent: str = "") -> None:
     for f in g["feeds"]:
         mark = " (this device)" if f["own"] else ""
         print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
+    for r in g.get("receipts", []):
+        a = r["audit"]
+        audit = ("not audited yet" if a is None else f"audit passed at {_when(a['time'])} ({a['samples']} samples)"
+                 if a["passed"] else f"audit failed ({a['reason']}) at {_when(a['time'])}")
+        print(f"{indent}  backup peer {r['peer'][:16]}  {'backed up' if r['backed_up'] else 'not backed up'}, {audit}")
 
 
 def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any) -> int:
@@ -341,13 +346,24 @@ async def backup_status(api: Client, name: str, as_json: bool) -> int:
     if not peers:
         print(f"{name}: no backup peer has confirmed holding anything yet")
     for p in peers:
-        state = "everything backed up" if p["backed_up"] else "behind"
+        state = "everything backed up" if p["backed_up"] else "not backed up"
         print(f"backup peer {p['peer'][:16]}: {state}{' (its quota is full)' if p['quota_full'] else ''}")
         for f in p["feeds"]:
-            when = datetime.datetime.fromtimestamp(f["confirmed"]).strftime("%Y-%m-%d %H:%M:%S") \
-                if f["confirmed"] else "never"
-            print(f"  feed {f['feed'][:16]}  held {f['held']}/{f['length']}  confirmed {when}")
+            print(f"  feed {f['feed'][:16]}  claimed {f['held']}/{f['length']}, {_audit_text(f['audit'])}")
     return 0
+
+
+def _audit_text(audit: dict) -> str:
+    """``verified by audit at T (k samples)``, ``audit failed (reason)`` or ``not audited yet``."""
+    if audit["state"] == "verified":
+        return f"verified by audit at {_when(audit['time'])} ({audit['samples']} samples)"
+    if audit["state"] == "failed":
+        return f"audit failed ({audit['reason']}) at {_when(audit['time'])}"
+    return audit["state"]
+
+
+def _when(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def folder(api: Client, args: argparse.Namespace) -> int:

@@ -38,6 +38,8 @@ from networker.swarm import Discovery, Swarm
 from storage import Store
 
 from . import config as configuration
+from .backup.audit import SERVICE as AUDIT_SERVICE
+from .backup.audit import AuditServer
 from .backup.keyring import GroupSecret, Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
 from .backup.service import RecoveryServer, backup_keys, restore_keys
@@ -148,6 +150,8 @@ class Daemon:
         self.swarm = Swarm(self.node, sources, advertised=self.advertised,
                            lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
                            reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"])
+        self.node.services[AUDIT_SERVICE] = AuditServer(
+            lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
             keys, created = decode_info(value)
             await self._activate(name, keys, created)
@@ -291,7 +295,8 @@ class Daemon:
 
     async def _activate(self, name: str, keys: GroupKeys, created: float) -> Group:
         group = Group(self.store, name, keys, self.identity, created,
-                      quota_bytes=int(self.config["backup"]["quota_mb"] * 1024 * 1024))
+                      quota_bytes=int(self.config["backup"]["quota_mb"] * 1024 * 1024),
+                      audit_interval=self.config["backup"]["audit_interval"])
         await group.load()
         self.groups[name] = group
         self.node.join(group)
@@ -344,6 +349,7 @@ class Daemon:
         await self.swarm.leave(group.discovery_key)
         self.node.leave(group.discovery_key)
         del self.groups[name]
+        group.audits.close()
         await self.store.delete_record(GROUPS_SCOPE, name)
 
     def sync_state(self, group: Group) -> dict[str, Any]:

@@ -44,6 +44,8 @@ from networker.keys import GroupKeys, membership_tag
 from storage import Feed, Store
 from storage.errors import StorageError
 
+from .backup.audit import INTERVAL as AUDIT_INTERVAL
+from .backup.audit import Auditor
 from .backup.receipts import BadReceiptError, Receipt
 from .errors import NotAMemberError
 
@@ -73,7 +75,7 @@ class Group:
     """One group on this device (member or backup peer); what networker replicates."""
 
     def __init__(self, store: Store, name: str, keys: GroupKeys, identity: DeviceIdentity,
-                 created: float, *, quota_bytes: int = 0) -> None:
+                 created: float, *, quota_bytes: int = 0, audit_interval: float = AUDIT_INTERVAL) -> None:
         self.store = store
         self.name = name
         self.keys = keys
@@ -92,6 +94,7 @@ class Group:
         self.namespace = keys.discovery_key.hex()
         self._tags: dict[bytes, bytes] = {}
         self._callbacks: list[Callable[[Feed], None]] = []
+        self.audits = Auditor(self, interval=audit_interval)  # of the backup peers (cobox.backup.audit)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} {'member' if self.is_member else 'seed'}>"
@@ -113,6 +116,7 @@ class Group:
         for value in (await self.store.records(self._receipt_scope)).values():
             r = Receipt.decode(value)
             self.receipts[(r.signer, r.feed)] = r
+        await self.audits.load()
         if self.is_member and self.own_feed() is None:
             await self._add_own_feed()
         if not self.is_member:
@@ -249,12 +253,14 @@ class Group:
     def on_channel_live(self, channel: Channel) -> None:
         self._channels.add(channel)
         self._apply_quota(channel)
+        self.audits.on_channel_live(channel.peer)
         if not self.is_member:
             self._dirty.update(f.key for f in self.feeds())
             self._schedule_receipts()
 
     def on_channel_closed(self, channel: Channel) -> None:
         self._channels.discard(channel)
+        self.audits.on_channel_closed(channel.peer)
 
     def _stored(self, feed_key: bytes) -> None:
         self._check_quota()
@@ -331,9 +337,11 @@ class Group:
             return
         self.receipts[(r.signer, r.feed)] = r
         await self.store.put_record(self._receipt_scope, f"{r.signer.hex()}:{r.feed.hex()}", r.encode())
+        self.audits.on_receipt(r.signer)
 
     def backup_status(self) -> list[dict[str, Any]]:
-        """For each backup peer that sent receipts: how far it holds each of this device's feeds."""
+        """For each backup peer that sent receipts: how far it claims to hold each of this
+        device's feeds and the audit that backs the claim (``backed_up`` needs a passed one)."""
         own = [f for f in self.feeds() if f.writable]
         peers = sorted({signer for signer, _ in self.receipts})
         out = []
@@ -344,9 +352,10 @@ class Group:
                 held = r.length if r else 0
                 feeds.append({"feed": f.key.hex(), "length": f.length, "held": held,
                               "confirmed": r.time_ms / 1000 if r else None,
-                              "backed_up": held >= f.length})
+                              **self.audits.feed_status(signer, f, held)})
             quota = any(r.quota_full for (s, _), r in self.receipts.items() if s == signer)
             out.append({"peer": signer.hex(), "feeds": feeds, "quota_full": quota,
+                        "audit": self.audits.peer_status(signer),
                         "backed_up": all(x["backed_up"] for x in feeds)})
         return out
 

@@ -84,6 +84,14 @@ class MalformedProofError(VerificationError):
     code = "malformed_proof"
 
 
+class BadUpgradeError(MalformedProofError):
+    """The upgrade nodes of a proof, with the roots this replica trusts, do not rebuild the tree
+    the writer signed. Upgrade nodes are covered by no signature, so this is a bad proof from
+    the peer that sent it (it is disconnected), never a sign that the writer forked."""
+
+    code = "bad_upgrade"
+
+
 class BadSignatureError(VerificationError):
     """The signature over the tree does not verify under the feed's public key."""
 

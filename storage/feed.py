@@ -15,7 +15,13 @@ A *replica* holds only the public key. ``put_range(start, entries, proof)`` veri
 against the proof and the signature before anything is written (``proof.verify_range``), then
 compares every node it established with the nodes already stored: two valid signatures
 that disagree on a node are a fork, which is recorded with its evidence and raised, and nothing
-of the new tree is stored. Puts of one feed are serialized, so a fork cannot slip in between
+of the new tree is stored. Only nodes a signature covers are evidence: the roots rebuilt from
+the entries and the range proof (checked against the new signature) and the nodes of our own
+signed tree. The upgrade nodes that connect a longer tree to ours are covered by no signature;
+when they and our roots do not rebuild the signed roots, the proof is bad (``BadUpgradeError``,
+that peer is dropped), never a fork. So a fork is recorded only for two signed trees of the same
+length with different hashes, or a signed node of the new tree that differs from ours.
+Puts of one feed are serialized, so a fork cannot slip in between
 the check and the commit. Entries may arrive in any order and any subset; ``have`` tracks which
 are stored.
 
@@ -27,16 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import nacl.signing
 
-from . import tree
+from . import forks, tree
 from .db import WriteJob
 from .errors import (
+    BadUpgradeError,
     EntryMissingError,
     EntryTooLargeError,
     ForkError,
@@ -348,27 +354,28 @@ class Feed:
         """Check that a newly verified tree and the longest one known here are one history: the
         same tree, a longer one whose upgrade nodes extend ours, or a shorter one whose roots
         are nodes of ours. Returns the nodes this establishes; records and raises a fork when
-        the trees disagree; raises ``StaleProofError`` when they cannot be connected."""
+        signed nodes disagree; raises ``BadUpgradeError`` when the upgrade nodes do not rebuild
+        the signed tree and ``StaleProofError`` when the trees cannot be connected."""
         ours = self._seen
         if ours is None:
             return {}
         if signed.length == ours.length:
             if signed.tree_hash != ours.tree_hash:
-                await self._record_fork(ours, signed, None, None, None)
+                await forks.record_fork(self, ours, signed, None, None, None)
             return {}
         if signed.length > ours.length:
             if proof.upgrade_from != ours.length:
                 raise StaleProofError(
                     f"proof upgrades from length {proof.upgrade_from}, this replica holds {ours.length}"
                 )
-            nodes = verify_upgrade(ours.length, self._seen_roots, proof, roots)
-            if nodes is None:
-                # Name a node the trees disagree on when the new proof shows one.
-                for i, h in self._seen_roots:
-                    if i in established and established[i] != h:
-                        await self._record_fork(ours, signed, i, h, established[i])
-                await self._record_fork(ours, signed, None, None, None)
-            return nodes or {}
+            try:
+                return verify_upgrade(ours.length, self._seen_roots, proof, roots)
+            except BadUpgradeError:
+                # The upgrade nodes are covered by no signature, so a tiling that does not
+                # rebuild the signed roots proves nothing but a bad proof. Only nodes that the
+                # new signature does cover (the range proof's) can show a fork.
+                await forks.fork_by_signed_nodes(self, ours, signed, established, self._seen_roots, self._uncommitted)
+                raise
         # A shorter tree: its roots must be nodes of ours.
         wanted = [i for i, _ in roots]
         known = await self.node_hashes(wanted)
@@ -379,7 +386,7 @@ class Feed:
                     f"cannot connect a tree of length {signed.length} to this replica's {ours.length}"
                 )
             if known[i] != h:
-                await self._record_fork(ours, signed, i, known[i], h)
+                await forks.record_fork(self, ours, signed, i, known[i], h)
         return {}
 
     async def _check_fork(
@@ -391,7 +398,7 @@ class Feed:
         if ours is None:
             return  # nothing known yet, nothing to contradict
         if ours.length == signed.length and ours.tree_hash != signed.tree_hash:
-            await self._record_fork(ours, signed, None, None, None)
+            await forks.record_fork(self, ours, signed, None, None, None)
         # Nodes under the range are read with one index seek (usually finding none); the few
         # outside it (proof nodes and the path to the roots) by key.
         lo, hi = 2 * start, 2 * end - 2
@@ -402,30 +409,7 @@ class Feed:
         for i, h in stored.items():
             if nodes[i] != h:
                 assert ours is not None  # known nodes always come with a known signature
-                await self._record_fork(ours, signed, i, h, nodes[i])
-
-    async def _record_fork(
-        self, a: SignedTree, b: SignedTree, index: int | None, hash_a: bytes | None, hash_b: bytes | None
-    ) -> None:
-        statements = [
-            (
-                "INSERT INTO forks (feed_id, length_a, tree_hash_a, signature_a, length_b, "
-                "tree_hash_b, signature_b, node_index, hash_a, hash_b, detected_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(self.id, a.length, a.tree_hash, a.signature, b.length, b.tree_hash,
-                  b.signature, index, hash_a, hash_b, time.time())],
-            ),
-            ("UPDATE feeds SET forked = 1 WHERE id = ?", [(self.id,)]),
-        ]
-
-        def on_commit() -> None:
-            self.forked = True
-
-        await self._store.writer.submit(WriteJob(statements=statements, on_commit=on_commit))
-        raise ForkError(
-            f"feed {self.key.hex()[:16]}: the writer signed two different trees "
-            f"(lengths {a.length} and {b.length})"
-        )
+                await forks.record_fork(self, ours, signed, i, h, nodes[i])
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import nacl.exceptions
 import nacl.signing
 
 from . import tree
-from .errors import BadSignatureError, MalformedProofError
+from .errors import BadSignatureError, BadUpgradeError, MalformedProofError
 
 SIGNATURE_BYTES = 64
 MAX_LENGTH = 1 << 40  # no feed grows past a trillion entries; keeps the store's keys in range
@@ -96,16 +96,25 @@ def check_signature(feed_key: bytes, length: int, root_hash: bytes, signature: b
 def verify_upgrade(
     old_length: int, old_roots: Sequence[tuple[int, bytes]], proof: Proof,
     new_roots: Sequence[tuple[int, bytes]],
-) -> dict[int, bytes] | None:
-    """Check that the (already verified) tree with ``new_roots`` extends the tree of
-    ``old_length`` entries with ``old_roots``, using ``proof.upgrade``. Returns the nodes that
-    establishes, or ``None`` when the trees disagree (a fork). Raises
-    :class:`MalformedProofError` when the upgrade nodes are not the ones required."""
+) -> dict[int, bytes]:
+    """Check that the (already verified) tree with ``new_roots`` extends the trusted tree of
+    ``old_length`` entries with ``old_roots``, using ``proof.upgrade``; return the nodes that
+    establishes.
+
+    The upgrade nodes are covered by no signature of their own: they count only when, with the
+    trusted roots, they rebuild exactly the roots the signature covers (as Hypercore rebuilds the
+    tree from its roots plus the upgrade and checks the signature over the result). When they do
+    not, the proof is bad (:class:`BadUpgradeError`), never evidence of a fork: whoever sent it
+    can put anything there. Raises :class:`MalformedProofError` when the upgrade nodes are not
+    the ones the lengths require."""
     expected = tree.upgrade_nodes(old_length, proof.length)
     if proof.upgrade_from != old_length or [i for i, _ in proof.upgrade] != expected:
         raise MalformedProofError("upgrade nodes do not match the lengths")
     nodes = dict(old_roots)
     nodes.update(proof.upgrade)
     if tree.resolve_tiling(nodes, proof.length) != list(new_roots):
-        return None
+        raise BadUpgradeError(
+            f"the upgrade nodes do not rebuild the signed tree of length {proof.length} "
+            f"from the trusted tree of length {old_length}"
+        )
     return nodes

@@ -56,7 +56,7 @@ OPENAPI: dict[str, Any] = {
         "/v1/groups/{name}/sync": {"parameters": _NAME,
                                    "get": _op("how much of what connected peers have is still missing")},
         "/v1/groups/{name}/backup": {"parameters": _NAME,
-                                     "get": _op("per backup peer and own feed: how far it is held (receipts)")},
+                                     "get": _op("per backup peer and own feed: claims (receipts) and audits")},
         "/v1/folders": {"get": _op("bound folders and their status"),
                         "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201")},
         "/v1/folders/{name}": {"parameters": _NAME, "get": _op("files, bytes, pending up/down, conflicts"),

@@ -195,7 +195,7 @@ class ControlServer:
             doc["receipts"] = [
                 {"peer": b["peer"], "length": min((x["held"] for x in b["feeds"]), default=0),
                  "time": max((x["confirmed"] or 0 for x in b["feeds"]), default=0),
-                 "backed_up": b["backed_up"], "quota_full": b["quota_full"]}
+                 "backed_up": b["backed_up"], "quota_full": b["quota_full"], "audit": b["audit"]}
                 for b in group.backup_status()]
         return doc
 

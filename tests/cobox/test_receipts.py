@@ -50,11 +50,14 @@ async def test_member_keeps_valid_receipts_and_refuses_tampered_ones(tmp_path):
                 await group.on_receipt(seed.peer_id, wire(r))
         with pytest.raises(RemoteProtocolError, match="another peer"):
             await group.on_receipt(DeviceIdentity.generate().peer_id, wire(good))
-        # A newer receipt for everything: backed up; kept across a reload.
+        # A newer receipt for everything: claimed in full, kept across a reload; but a receipt
+        # alone is a claim, not backed up until an audit passes (tests/cobox/test_audit.py).
         full = Receipt.make(seed.sign, seed.peer_id, keys.discovery_key, feed.key, 3,
                             await feed.tree_hash_at(3), 3000)
         await group.on_receipt(seed.peer_id, wire(full))
-        assert group.backup_status()[0]["backed_up"]
+        status = group.backup_status()[0]
+        assert status["feeds"][0]["held"] == status["feeds"][0]["claimed"] == 3
+        assert not status["backed_up"] and status["feeds"][0]["audit"] == {"state": "not audited yet"}
         again = Group(store, "g", keys, group.identity, 0.0)
         await again.load()
         assert again.backup_status() == group.backup_status()

@@ -44,6 +44,11 @@ async def test_seed_serves_a_newcomer_and_cannot_read(daemons, tmp_path):
         if await backed_up():
             break
     assert await backed_up()
+    # Backed up means audited: S answered for every one of the 5 entries (fewer than 90).
+    audit = (await backup_status(a.home))[0]["feeds"][0]["audit"]
+    assert audit["state"] == "verified" and audit["samples"] == 5 and audit["claimed"] == 5
+    assert "claimed 5/5, verified by audit at" in await ok(a.home, "backup", "status", "g")
+    assert "backed up, audit passed at" in await ok(a.home, "status")
     # The seed can neither read nor write.
     name = json.loads(await ok(s.home, "seed", "list", "--json"))[0]["name"]
     rc, _, err = await cli(s.home, "log", "cat", name)

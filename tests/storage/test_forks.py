@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from storage.errors import ForkError, VerificationError
+from storage import tree
+from storage.errors import BadUpgradeError, ForkError, VerificationError
 
 from .conftest import OpenStore, deliver
 
@@ -78,8 +79,11 @@ async def test_fork_with_different_lengths_is_detected_by_node(open_store: OpenS
 
 
 async def test_fork_hidden_behind_a_parent_node_is_detected(open_store: OpenStore) -> None:
-    """The second tree's proof covers the replica's stored leaf only by an ancestor node: the
-    fork must still be found, not silently adopted."""
+    """The second tree's proof covers the replica's stored leaf only by an ancestor node, and
+    its upgrade nodes (signed by nobody) do not rebuild it from the replica's roots. From that
+    proof alone a fork cannot be told from garbage upgrade nodes, so it is a bad proof: nothing
+    adopted, the feed not frozen. A proof whose signed nodes cover the differing leaf then proves
+    the fork, with both hashes as evidence."""
     s1, s2 = await open_store("w1"), await open_store("w2")
     w1 = await s1.create_feed()
     w2 = await s2.import_feed(w1.key, bytes(w1._signer))  # type: ignore[arg-type]
@@ -87,8 +91,12 @@ async def test_fork_hidden_behind_a_parent_node_is_detected(open_store: OpenStor
     await w2.append([b"X", b"b", b"c", b"d"])
     replica = await (await open_store("r")).open_feed(w1.key)
     await deliver(w1, replica, 0, 1)
-    with pytest.raises(ForkError):
+    with pytest.raises(BadUpgradeError):
         await deliver(w2, replica, 2, 3)
+    assert not replica.forked and replica.length == 1 and list(replica.have) == [(0, 1)]
+    with pytest.raises(ForkError):
+        await deliver(w2, replica, 0, 1)
     assert replica.forked
-
-
+    (ev,) = await replica._store.forks(replica)
+    assert ev["node_index"] == 0 and ev["hash_a"] == tree.leaf_hash(b"a") and ev["hash_b"] == tree.leaf_hash(b"X")
+    assert ev["length_a"] == 1 and ev["length_b"] == 4
