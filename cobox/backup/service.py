@@ -18,7 +18,9 @@ peer's device key (its peer id is the SPAKE2+EE server id).
 
 Who may register: only a peer this daemon shares a group with (it opened a channel for one of
 our groups, which proves it holds that group's replication key) or one the operator lists
-(``[backup] recovery_allow``), within a per-peer quota of records and bytes and a per-peer rate.
+(``[backup] recovery_allow``), within a per-peer quota of records and bytes, a per-peer rate,
+and a total for all peers together (``max_total_bytes``: many identities of one member cannot
+fill the disk).
 Logins are open to anyone: whoever lost every device has no group with us any more.
 
 Unknown names are indistinguishable from real ones:
@@ -100,12 +102,15 @@ class RecoveryServer:
     def __init__(self, store: Store, server_id: bytes, *, params: Argon2Params = MODERATE,
                  allowed_peers: Collection[bytes] = (), quota_records: int = 4,
                  quota_bytes: int = 512 * 1024, rate: tuple[int, float] = (10, 3600.0),
-                 limiter: RateLimiter | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_total_bytes: int = 64 * 1024 * 1024, limiter: RateLimiter | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.server_id = server_id
         self.params = params
         self.allowed_peers = frozenset(allowed_peers)
         self.quota_records, self.quota_bytes = quota_records, quota_bytes
+        self.max_total_bytes = max_total_bytes
+        self.total_bytes = 0  # what every stored backup takes, counted at load and on each write
         self.limiter = limiter if limiter is not None else RateLimiter(clock=clock)
         self._rate = _PeerRate(rate[0], rate[1], clock)
         self.secret = b""
@@ -116,6 +121,8 @@ class RecoveryServer:
             secret = os.urandom(32)
             await self.store.put_record(SECRET_SCOPE, "secret", secret)
         self.secret = secret
+        rows = await self.store.read("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM records WHERE scope = ?", (SCOPE,))
+        self.total_bytes = int(rows[0][0])
 
     async def handle(self, peer: Peer, body: bytes) -> bytes:
         try:
@@ -195,9 +202,14 @@ class RecoveryServer:
         if len(held) + 1 > self.quota_records or sum(int(v) for v in held.values()) + size > self.quota_bytes:
             raise ServiceError(f"registration refused: this peer's quota ({self.quota_records} backups, "
                                f"{self.quota_bytes // 1024} KiB) is used up")
+        value = msgpack.packb([record, keyring, owner], use_bin_type=True)
+        old = len(msgpack.packb(list(stored), use_bin_type=True)) if stored is not None else 0
+        if self.total_bytes - old + len(value) > self.max_total_bytes:
+            raise ServiceError("registration refused: this backup peer keeps no more key backups")
         if stored is not None and stored[2] != owner:
             await self.store.delete_record(OWNER_SCOPE + bytes(stored[2]).hex(), name)
-        await self.store.put_record(SCOPE, name, msgpack.packb([record, keyring, owner], use_bin_type=True))
+        await self.store.put_record(SCOPE, name, value)
+        self.total_bytes += len(value) - old
         await self.store.put_record(OWNER_SCOPE + owner.hex(), name, str(size).encode())
         return b"ok"
 

@@ -152,6 +152,21 @@ def test_junk_names_do_not_evict_a_lock() -> None:
     assert rl.retry_after("bob") > 0
 
 
+async def test_junk_hellos_through_the_service_do_not_unlock_a_name(tmp_path) -> None:
+    async with await Store.open(tmp_path / "s") as store:
+        srv = RecoveryServer(store, SERVER_ID, params=MINIMUM, limiter=RateLimiter(max_names=500))
+        await srv.load()
+        await backup_keys(member(srv), "alice", PASSWORD, KEYRING, MINIMUM)  # type: ignore[arg-type]
+        for _ in range(5):
+            assert not await _guess(stranger(srv), "alice", "wrong password")
+        attacker = stranger(srv)
+        for i in range(2000):  # 4x the table, from one connection
+            await attacker.call(service.SERVICE, service._pack("hello", m.encode(m.LoginHello(f"junk{i}"))))
+        assert len(srv.limiter) <= 500
+        assert not await _guess(stranger(srv), "alice", PASSWORD)  # still locked: not even the right one
+        assert srv.limiter.retry_after("alice") > 0
+
+
 def test_a_table_full_of_locks_refuses_new_names_instead_of_evicting() -> None:
     from cobox.errors import RateLimitedError
 
@@ -227,6 +242,22 @@ async def test_per_peer_quota_of_records_and_bytes(server) -> None:
     assert not hasattr(fresh, "records")
     names = sorted(await server.store.records(service.SCOPE))
     assert names == ["big", "small", "user0", "user1", "user2", "user3", "user4"]
+
+
+async def test_a_total_cap_holds_against_many_identities(server) -> None:
+    capped = RecoveryServer(server.store, SERVER_ID, params=MINIMUM, max_total_bytes=300 * 1024)
+    await capped.load()
+    accepted = 0
+    for n in range(10):  # ten identities of one member, each within its own quota
+        try:
+            await _register(member(capped, 10 + n), f"id{n}", keyring=b"x" * 100_000)
+            accepted += 1
+        except ServiceError as e:
+            assert "no more key backups" in str(e)
+    assert accepted == 3 and capped.total_bytes <= 300 * 1024
+    again = RecoveryServer(server.store, SERVER_ID, params=MINIMUM)
+    await again.load()
+    assert again.total_bytes == capped.total_bytes  # counted from disk at start
 
 
 async def test_per_peer_registration_rate(tmp_path) -> None:
