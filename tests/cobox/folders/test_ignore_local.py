@@ -5,7 +5,7 @@ import logging
 
 from cobox.folders.chunking import chunk_id
 from cobox.folders.ignore import IGNORE_FILE, IgnoreRules
-from cobox.folders.model import ChunkRef, decode_op, encode_op
+from cobox.folders.model import ChunkRef, Put, decode_op, encode_op
 from cobox.folders.scan import scan
 
 from .helpers import T0, A, B
@@ -28,22 +28,24 @@ def test_remote_empty_coboxignore_does_not_make_the_victim_upload_its_secret(tmp
     (victim.root / "private" / "secret.key").write_bytes(b"-----BEGIN PRIVATE KEY-----")
     (victim.root / "notes.txt").write_text("shared")
     settle(victim)
-    assert _paths(log) == {"notes.txt"}  # neither the secret nor the local rules file went out
+    assert "private/secret.key" not in _paths(log)
 
-    # The attacker (a member) records an empty .coboxignore, and one with a negation, under its id.
+    # The attacker (a member) records an empty .coboxignore, then one of negations, under its id.
     state = victim.state()
-    empty = state.put(IGNORE_FILE, 0, 0o644, T0, (), ATTACKER, None)
-    log.append(victim_op := encode_op(empty))
+    empty = state.put(IGNORE_FILE, 0, 0o644, T0, (), ATTACKER, state.head(IGNORE_FILE))
     negation = b"!private/\n!private/secret.key\n"
     blobs[chunk_id(negation)] = negation
     ref = ChunkRef(chunk_id(negation), ATTACKER, 0, len(negation))
-    log.append(encode_op(victim.state().put(IGNORE_FILE, len(negation), 0o644, T0 + 1, (ref,), ATTACKER, None)))
-    assert victim_op in log
+    negations = Put(IGNORE_FILE, len(negation), 0o644, T0 + 1, (ref,), empty.clock + 1, ATTACKER, empty.stamp)
+    log += [encode_op(empty), encode_op(negations)]
+    settle(victim)
+    assert victim.state().files[IGNORE_FILE].stamp == negations.stamp  # the attack is in the merged state
     for _ in range(4):
         settle(victim)
-    assert (victim.root / IGNORE_FILE).read_text() == "private/\n"  # the remote op was not applied
     assert not any(p.startswith("private/") for p in _paths(log))
+    assert (victim.root / IGNORE_FILE).read_text() == "private/\n"  # the remote op was not applied
     assert "private/secret.key" not in victim.state().files
+    assert {decode_op(e).path for e in log if decode_op(e).author == VICTIM} == {"notes.txt"}  # nor its rules
 
 
 def test_coboxignore_is_never_scanned_or_recorded(tmp_path) -> None:
