@@ -109,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("backup", "store the keyring, encrypted under a password"),
                          ("restore", "recover the keyring on a fresh home")):
         kp = ks.add_parser(action, help=text)
-        kp.add_argument("--peer", required=True, metavar="ADDR", help="the backup peer's address")
+        kp.add_argument("--peer", required=True, metavar="ADDR",
+                        help="the backup peer's full address, with ~noise:KEY (`cobox status` there)")
+        kp.add_argument("--trust-first-use", action="store_true",
+                        help="accept an address without ~noise:KEY and print the key the peer presents")
         kp.add_argument("--user", required=True, metavar="NAME")
         kp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     o = sub.add_parser("open", help="open the web dashboard in the browser (one-time login link)")

@@ -429,14 +429,22 @@ def read_password(args: argparse.Namespace, confirm: bool) -> str:
 
 async def keys(api: Client, args: argparse.Namespace) -> int:
     password = read_password(args, confirm=args.action == "backup")
-    body = {"peer": args.peer, "user": args.user, "password": password}
+    body = {"peer": args.peer, "user": args.user, "password": password, "trust_first_use": args.trust_first_use}
     if args.action == "backup":
-        await api.post("/v1/keys/backup", body)
+        r = await api.post("/v1/keys/backup", body)
+        _print_pinned(r.get("pinned"))
         print(f"keys backed up on {args.peer.split('~')[0]} as {args.user!r}")
         return 0
     r = await api.post("/v1/keys/restore", body)
+    _print_pinned(r.get("pinned"))
     print(f"recovered device {r['peer_id'][:16]} with {len(r['groups'])} group(s); the daemon restarts and resyncs")
     return 0
+
+
+def _print_pinned(pinned: str | None) -> None:
+    if pinned:
+        print(f"trusted on first use: the backup peer presented the key in {pinned}\n"
+              "check it against `cobox status` on the backup peer, and use this address next time")
 
 
 def read_uri(arg: str) -> str:

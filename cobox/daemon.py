@@ -42,7 +42,13 @@ from .backup.audit import SERVICE as AUDIT_SERVICE
 from .backup.audit import AuditServer
 from .backup.keyring import GroupSecret, Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
-from .backup.service import RecoveryServer, backup_keys, restore_keys
+from .backup.service import (
+    RecoveryServer,
+    backup_keys,
+    backup_peer_address,
+    pinned_address,
+    restore_keys,
+)
 from .errors import (
     CoboxError,
     ConfigError,
@@ -159,7 +165,8 @@ class Daemon:
             if name in self.groups:
                 await self._start_folder(self.groups[name], Path(path.decode()))
         if cfg["backup"]["recovery_server"]:
-            self.recovery = RecoveryServer(self.store, self.identity.peer_id)
+            self.recovery = RecoveryServer(self.store, self.identity.peer_id,
+                                           allowed_peers=_peer_ids(cfg["backup"]["recovery_allow"]))
             await self.recovery.load()
             self.node.services[RECOVERY_SERVICE] = self.recovery.handle
         from .control.server import ControlServer
@@ -393,20 +400,31 @@ class Daemon:
                 groups[name] = GroupSecret("replication_key", g.keys.replication_key)
         return Keyring(self.identity.seed, groups)
 
-    async def backup_keys(self, address: str, username: str, password: str) -> None:
+    async def _backup_peer(self, address: str, trust_first_use: bool) -> tuple[Any, str | None]:
+        """Connect to a backup peer; with ``trust_first_use`` and no key in ``address``, also
+        the address pinned to the key it presented (to show the user)."""
+        addr = backup_peer_address(address, trust_first_use=trust_first_use)
+        peer = await self.node.connect(addr)
+        unpinned = any(a.peer_key is None for a in addr.alternatives)
+        return peer, (pinned_address(addr, peer.remote_peer_id) if unpinned else None)
+
+    async def backup_keys(self, address: str, username: str, password: str,
+                          trust_first_use: bool = False) -> str | None:
         from .backup import kdf
 
         strength = self.config["backup"]["keys_strength"]
         params = {"interactive": kdf.INTERACTIVE, "moderate": kdf.MODERATE, "sensitive": kdf.CEILING}.get(strength)
         if params is None:
             raise ConfigError(f"backup.keys_strength must be interactive, moderate or sensitive, not {strength!r}")
-        peer = await self.node.connect(address)
+        peer, pinned = await self._backup_peer(address, trust_first_use)
         await backup_keys(peer, username, password, self.keyring(), params)
+        return pinned
 
-    async def restore_keys(self, address: str, username: str, password: str) -> dict[str, Any]:
+    async def restore_keys(self, address: str, username: str, password: str,
+                           trust_first_use: bool = False) -> dict[str, Any]:
         """Recover the keyring, make its identity this device's and add its groups; the daemon
         then restarts itself under the recovered identity and rejoins every group."""
-        peer = await self.node.connect(address)
+        peer, pinned = await self._backup_peer(address, trust_first_use)
         keyring = await restore_keys(peer, username, password)
         DeviceIdentity.from_seed(keyring.identity_seed).save(self.home.identity)
         known = await self.store.records(GROUPS_SCOPE)
@@ -421,7 +439,7 @@ class Daemon:
         self.restart_requested = True
         asyncio.get_running_loop().call_later(0.2, self.stop)
         return {"peer_id": bytes(DeviceIdentity.from_seed(keyring.identity_seed).peer_id).hex(),
-                "groups": sorted(keyring.groups), "added": added, "restarting": True}
+                "groups": sorted(keyring.groups), "added": added, "restarting": True, "pinned": pinned}
 
     async def connect(self, address: str) -> bytes:
         peer = await self.node.connect(address)
@@ -430,6 +448,17 @@ class Daemon:
     def write_api_files(self, port: int, token: str) -> None:
         write_private(self.home.token, token.encode())
         write_private(self.home.api_port, str(port).encode())
+
+
+def _peer_ids(texts: list[str]) -> set[bytes]:
+    """``[backup] recovery_allow``: peer ids (64 hex digits) that may register key backups."""
+    try:
+        ids = {bytes.fromhex(t) for t in texts}
+    except ValueError:
+        ids = set()
+    if any(len(i) != 32 for i in ids) or len(ids) != len(set(texts)):
+        raise ConfigError("backup.recovery_allow must list peer ids of 64 hex digits")
+    return ids
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -162,6 +162,12 @@ class FileChangedError(FolderError):
     status = 409
 
 
+class MalformedChunkError(FolderError):
+    """A chunk entry from another device is not a well-formed, well-padded chunk; it is refused."""
+
+    code = "malformed_chunk"
+
+
 class UnsafePathError(FolderError):
     """A path would be written through a symlink or a non-directory: refused."""
 

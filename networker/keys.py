@@ -4,6 +4,7 @@ A group's *address* is 32 random bytes, the secret members share. Everything els
 one way with BLAKE3's key-derivation mode and a distinct context string per purpose:
 
     address         -> encryption_key   (content encryption; members only)
+    encryption_key  -> chunker_key      (the folder chunker's gear table; members only)
     address         -> replication_key  (replicate and verify, not decrypt: a backup peer's key)
     address         -> membership_key   (tags that admit a member's feed to the group)
     replication_key -> discovery_key    (the DHT topic; reveals nothing else)
@@ -23,6 +24,7 @@ ENCRYPTION_CONTEXT = "cobox 2026-11 group encryption key"
 REPLICATION_CONTEXT = "cobox 2026-11 group replication key"
 MEMBERSHIP_CONTEXT = "cobox 2026-11 group membership key"
 DISCOVERY_CONTEXT = "cobox 2026-11 group discovery key"
+CHUNKER_CONTEXT = "cobox 2026-12 group folder chunker key"
 
 
 def derive(context: str, material: bytes) -> bytes:
@@ -41,6 +43,7 @@ class GroupKeys:
     encryption_key: bytes | None = None
     membership_key: bytes | None = None
     address: bytes | None = None
+    chunker_key: bytes | None = None
 
     def __repr__(self) -> str:
         return f"GroupKeys(discovery_key={self.discovery_key.hex()[:16]}…)"
@@ -48,17 +51,25 @@ class GroupKeys:
     @classmethod
     def from_address(cls, address: bytes) -> GroupKeys:
         replication = derive(REPLICATION_CONTEXT, address)
+        encryption = derive(ENCRYPTION_CONTEXT, address)
         return cls(
             replication_key=replication,
             discovery_key=derive(DISCOVERY_CONTEXT, replication),
-            encryption_key=derive(ENCRYPTION_CONTEXT, address),
+            encryption_key=encryption,
             membership_key=derive(MEMBERSHIP_CONTEXT, address),
             address=address,
+            chunker_key=chunker_key(encryption),
         )
 
     @classmethod
     def from_replication_key(cls, replication_key: bytes) -> GroupKeys:
         return cls(replication_key, derive(DISCOVERY_CONTEXT, replication_key))
+
+
+def chunker_key(encryption_key: bytes) -> bytes:
+    """The key of a group's content-defined chunker (``cobox.folders.chunking``): without it,
+    nobody can predict where a known file is cut, so chunk sizes do not identify files."""
+    return derive(CHUNKER_CONTEXT, encryption_key)
 
 
 def membership_tag(membership_key: bytes, feed_key: bytes) -> bytes:

@@ -13,14 +13,15 @@ the associated data, so a blob cannot be moved to another account or have its li
 After a login, the backup peer sends the blob wrapped once more under the session key
 (``wrap_for_session``), so only the client that just proved the password receives it.
 
-:class:`RateLimiter` counts failed attempts per username (known or not, alike): after
-``max_failures`` within ``window`` seconds the name is locked for ``base_lockout`` seconds,
-doubling with each further lockout up to ``max_lockout``; the level decays after a quiet
-``max_lockout``. The clock is injected.
+:class:`RateLimiter` counts login attempts per username (known or not, alike), reserved before
+the guess can be made: after ``max_failures`` within ``window`` seconds the name is locked for
+``base_lockout`` seconds, doubling with each further lockout up to ``max_lockout``; the level
+decays after a quiet ``max_lockout``. Junk names never evict a lock. The clock is injected.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -170,7 +171,19 @@ class _Entry:
 
 
 class RateLimiter:
-    """Failed attempts per username, with exponential lockout. Use it for every name alike."""
+    """Login attempts per username, with exponential lockout; one instance per server, shared by
+    every connection (the lock is global per name). Use it for every name alike, known or not.
+
+    A guess is paid for before it can be made: :meth:`reserve` (at ``hello``) refuses a locked
+    name and otherwise counts the attempt as a failure at once; :meth:`success` (a valid
+    confirmation) refunds it by clearing the name. So ``max_failures`` parallel sessions are
+    the most that can ever hold a guess, however they interleave.
+
+    The table is bounded (``max_names``) without letting junk names push out a lock: when it is
+    full, entries that have gone quiet are dropped first, then unlocked entries in order of least
+    evidence (fewest lockouts, fewest recent failures, oldest); a locked entry is never evicted.
+    If every entry is locked, a new name is refused (:class:`RateLimitedError`) until the first
+    lock expires: failing closed is the price of bounded memory."""
 
     def __init__(self, *, max_failures: int = 5, window: float = 600.0, base_lockout: float = 60.0,
                  max_lockout: float = 86400.0, max_names: int = 100_000,
@@ -180,6 +193,9 @@ class RateLimiter:
         self.max_names = max_names
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def retry_after(self, username: str) -> float:
         """Seconds until ``username`` may try again (0: now)."""
@@ -191,11 +207,17 @@ class RateLimiter:
         if wait > 0:
             raise RateLimitedError(f"too many failed attempts; retry in {wait:.0f} s", wait)
 
+    def reserve(self, username: str) -> None:
+        """Before a login on ``username`` may make its one guess: refuse a locked name, else
+        count the attempt as failed now (:meth:`success` refunds it)."""
+        self.check(username)
+        self.failure(username)
+
     def failure(self, username: str) -> None:
         now = self._clock()
         e = self._entries.get(username)
         if e is None:
-            self._prune(now)
+            self._make_room(now)
             e = self._entries[username] = _Entry()
         elif now - e.last_failure > self.max_lockout:
             e.lockouts = 0
@@ -211,11 +233,19 @@ class RateLimiter:
     def success(self, username: str) -> None:
         self._entries.pop(username, None)
 
-    def _prune(self, now: float) -> None:
+    def _make_room(self, now: float) -> None:
         if len(self._entries) < self.max_names:
             return
-        for name in [n for n, e in self._entries.items()
-                     if e.locked_until <= now and now - e.last_failure >= self.window]:
-            del self._entries[name]
-        while len(self._entries) >= self.max_names:  # still full: drop the longest quiet
-            del self._entries[min(self._entries, key=lambda n: self._entries[n].last_failure)]
+        entries = self._entries
+        for name in [n for n, e in entries.items()
+                     if e.locked_until <= now and now - e.last_failure >= max(self.window, self.max_lockout)]:
+            del entries[name]  # gone quiet: the same as never seen
+        if len(entries) < self.max_names:
+            return
+        unlocked = [(e.lockouts, sum(1 for t in e.failures if now - t < self.window), e.last_failure, n)
+                    for n, e in entries.items() if e.locked_until <= now]
+        if not unlocked:
+            wait = min(e.locked_until for e in entries.values()) - now
+            raise RateLimitedError(f"too many names locked; retry in {wait:.0f} s", wait)
+        for *_, name in heapq.nsmallest(max(1, self.max_names // 10), unlocked):
+            del entries[name]

@@ -37,9 +37,11 @@ and a failure leaves it in ``FAILED`` with its secrets dropped.
 
 Unknown usernames look like wrong passwords: :func:`record_or_decoy` answers with a decoy
 record whose salt and points are derived from a server secret and the name (stable across
-attempts), with the server's default limits; the run then fails confirmation exactly like a
-wrong password. This holds as long as real accounts use the default limits, the rate limiter
-treats every name alike, and the timing of a record lookup is not observable.
+attempts), with the server's limits; the run then fails confirmation exactly like a wrong
+password. It runs one code path for both (the decoy is always derived and the chosen record
+always decoded from bytes), so a decoy costs what a real record costs. This holds as long as
+every real record uses the server's one set of limits (``service.RecoveryServer`` refuses
+others) and the rate limiter treats every name alike.
 
 Mapping to the reference: ``crypto_spake_server_store`` = :class:`ClientRegistration`;
 ``step0`` / ``step0_dummy`` = :meth:`ServerLogin.start` on a real / decoy record; ``step1`` =
@@ -50,17 +52,9 @@ Differences: Argon2id yields 32 bytes that BLAKE3 splits (the reference splits 1
 order; received points are checked to be in the prime-order subgroup; the transcript also binds
 salt and limits; one session key instead of a pair; msgpack messages instead of fixed buffers.
 
-Protocol glue (not wired into the daemon yet)
-----------------------------------------------
-- The backup peer stores, per username, ``{record: ServerStore, keyring: bytes}``.
-- Before ``ServerLogin.start`` it calls ``RateLimiter.check(username)`` (same for unknown
-  names) and records a failure as soon as it sends ``ServerCommit`` (the client learns from it
-  whether its one guess was right, even if it never confirms); ``success`` on a valid confirm.
-- After a successful login the server sends ``keyring.wrap_for_session(session_key, blob)``;
-  the client unwraps it with its session key and opens the blob with the password.
-- Registration goes over an authenticated session: registering a new name is open; replacing
-  the record or keyring of an existing name requires a login to that name first in the same
-  connection (its session key authenticates the ``Register`` and the new keyring).
+Protocol glue: :mod:`cobox.backup.service` (who may register, the per-name rate limit reserved
+at ``hello`` and refunded on a valid confirmation, records on disk, the keyring wrapped under
+the session key after a login).
 
 Caveat: whoever holds a :class:`ServerStore` can test password guesses offline at the cost of
 one Argon2id each (as with any verifier-based PAKE); what the scheme prevents is learning
@@ -227,7 +221,8 @@ def decoy_record(username: str, server_secret: bytes, params: Argon2Params) -> S
 def record_or_decoy(username: str, lookup: Callable[[str], ServerStore | None], *, server_secret: bytes,
                     default_params: Argon2Params = INTERACTIVE) -> ServerStore:
     record = lookup(username)
-    return record if record is not None else decoy_record(username, server_secret, default_params)
+    decoy = decoy_record(username, server_secret, default_params)  # always: same cost either way
+    return ServerStore.decode((decoy if record is None else record).encode())
 
 
 class ClientLogin(_Machine):

@@ -340,12 +340,14 @@ class ControlServer:
 
     async def keys_backup(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        await self.daemon.backup_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"))
-        return web.json_response({"backed_up": True})
+        pinned = await self.daemon.backup_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"),
+                                               body.get("trust_first_use") is True)
+        return web.json_response({"backed_up": True, "pinned": pinned})
 
     async def keys_restore(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        result = await self.daemon.restore_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"))
+        result = await self.daemon.restore_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"),
+                                                body.get("trust_first_use") is True)
         return web.json_response(result)
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -13,7 +13,8 @@ moment it returns, which ``plan``/``apply`` tolerate (``apply`` re-checks before
 Content ids are expensive (the whole file is read and chunked), so they are computed only for
 the paths for which ``want_content(path, size, mtime)`` holds, typically those whose size/mtime
 differ from the ``Synced`` record, to tell a touch from an edit. ``file_content`` streams one
-file through the chunker in bounded memory.
+file through the chunker in bounded memory; content ids depend on the group's chunker key, so
+the daemon passes the group's ``Chunker`` (the unkeyed default is for tests).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from cobox.errors import InvalidPathError
 
-from .chunking import hash_content
+from .chunking import UNKEYED, Chunker
 from .ignore import IgnoreRules
 from .paths import normalize_path
 from .plan import LocalFile
@@ -34,14 +35,15 @@ from .plan import LocalFile
 log = logging.getLogger(__name__)
 
 
-def file_content(path: Path) -> tuple[bytes, int]:
-    """``(content_id, size)`` of a file, read in bounded memory."""
+def file_content(path: Path, chunker: Chunker = UNKEYED) -> tuple[bytes, int]:
+    """``(content_id, size)`` of a file as ``chunker`` (the group's) cuts it, in bounded memory."""
     with open(path, "rb") as f:
-        return hash_content(f)
+        return chunker.hash_content(f)
 
 
 def scan(root: Path, rules: IgnoreRules | None = None,
-         want_content: Callable[[str, int, int], bool] | None = None) -> dict[str, LocalFile]:
+         want_content: Callable[[str, int, int], bool] | None = None,
+         chunker: Chunker = UNKEYED) -> dict[str, LocalFile]:
     rules = rules if rules is not None else IgnoreRules.load(root)
     index: dict[str, LocalFile] = {}
     stack = [(root, "")]
@@ -79,7 +81,7 @@ def scan(root: Path, rules: IgnoreRules | None = None,
                 content = None
                 if want_content is not None and want_content(rel, st.st_size, st.st_mtime_ns):
                     try:
-                        content, _ = file_content(Path(entry.path))
+                        content, _ = file_content(Path(entry.path), chunker)
                     except OSError as e:
                         log.info("cannot read %s: %s", entry.path, e)
                         continue

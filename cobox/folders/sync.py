@@ -5,7 +5,8 @@ Theory of operation
 Everything lives in the group's feeds, encrypted like the log: each file operation
 (:mod:`cobox.folders.model`) is one entry, and each new content chunk is one entry
 ``{"type": "chunk", "data": ...}`` in this device's feed, appended before the operation that
-references it (``ChunkRef(feed, seq)``). A chunk already referenced anywhere in the group (or
+references it (``ChunkRef(feed, seq)``), cut with the group's keyed chunker and padded to a size
+class (:mod:`cobox.folders.padding`). A chunk already referenced anywhere in the group (or
 already stored by this device) is referenced again, never stored twice.
 
 A *round* reads the entries not read yet (per feed), merges all operations
@@ -39,10 +40,11 @@ from storage.errors import FeedNotFoundError
 
 from ..errors import FolderError
 from .apply import clean_temp, move_file, remove_file, write_file
-from .chunking import chunk_id, chunks
+from .chunking import Chunker, chunk_id
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
 from .model import ChunkRef, Op, Stamp, decode_op, encode_op, is_folder_record
+from .padding import chunk_of, decode_chunk, encode_chunk, is_chunk_record
 from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .scan import scan
 
@@ -72,6 +74,7 @@ class FolderSync:
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: list[Any] = []
         self.rounds = 0
+        self.chunker = Chunker(group.keys.chunker_key)  # the group's keyed boundaries
 
     @property
     def _scope(self) -> str:
@@ -162,9 +165,14 @@ class FolderSync:
                 return True
             except FolderError as e:
                 log.warning("ignoring a malformed folder record: %s", e)
-        elif feed.writable and isinstance(obj, dict) and obj.get("type") == "chunk":
-            cid = chunk_id(obj["data"])
-            self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(obj["data"]))
+        elif feed.writable and is_chunk_record(obj):
+            try:
+                data = chunk_of(obj)
+            except FolderError as e:
+                log.warning("ignoring a malformed chunk entry: %s", e)
+                return False
+            cid = chunk_id(data)
+            self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(data))
         return False
 
     async def round(self) -> None:
@@ -177,7 +185,7 @@ class FolderSync:
             s = synced.get(path)
             return s is None or s.size != size or s.mtime != mtime
 
-        local = await asyncio.to_thread(scan, self.root, rules, want)
+        local = await asyncio.to_thread(scan, self.root, rules, want, self.chunker)
         actions = plan(state, local, synced, ignored=rules)
         waiting = waiting_bytes = 0
         for a in actions:
@@ -221,7 +229,7 @@ class FolderSync:
     async def _chunk(self, ref: ChunkRef) -> bytes:
         feed = self.group.store.feed(ref.feed)
         plain = self.group.open(ref.feed, ref.seq, await feed.get(ref.seq))
-        data = msgpack.unpackb(plain, raw=False)["data"] if plain is not None else None
+        data = decode_chunk(plain) if plain is not None else None  # MalformedChunkError: refused
         if data is None or chunk_id(data) != ref.id:
             raise FolderError(f"chunk {ref.id.hex()[:16]} does not match its id")
         return data
@@ -263,11 +271,11 @@ class FolderSync:
                 batched.clear()
 
         order: list[bytes] = []
-        async for c in _chunks_of(path):
+        async for c in _chunks_of(path, self.chunker):
             cid = chunk_id(c)
             order.append(cid)
             if cid not in known and cid not in batched:
-                batch.append(msgpack.packb({"type": "chunk", "data": c}, use_bin_type=True))
+                batch.append(encode_chunk(c))  # padded to its size class
                 batch_ids.append((cid, len(c)))
                 batched.add(cid)
                 if len(batch) >= APPEND_BATCH:
@@ -333,7 +341,7 @@ class FolderSync:
                                 mtime=v.mtime, expect=None)
 
 
-async def _chunks_of(path: Path) -> Any:
+async def _chunks_of(path: Path, chunker: Chunker) -> Any:
     """Chunk a file in a worker thread, handing chunks over through a small queue (bounded
     memory, the event loop never blocks on the disk)."""
     q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
@@ -342,7 +350,7 @@ async def _chunks_of(path: Path) -> Any:
     def produce() -> None:
         try:
             with open(path, "rb") as f:
-                for c in chunks(f):
+                for c in chunker.chunks(f):
                     while not stop.is_set():
                         try:
                             q.put(c, timeout=0.1)

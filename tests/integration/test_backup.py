@@ -113,6 +113,20 @@ async def test_keys_backup_and_restore_on_a_fresh_home(daemons):
     await ok(a.home, "log", "append", "g", "before the loss")
     peer_s = await s.address()
     password = b"correct horse battery staple\n"
+    # S shares no group with A yet: a stranger's registration is refused.
+    rc, _, err = await cli(a.home, "keys", "backup", "--peer", peer_s, "--user", "alice", "--password-stdin",
+                           stdin=password)
+    assert rc == 1 and "shares a group" in err
+    await ok(s.home, "seed", (await ok(a.home, "group", "invite", "g", "--seed")).strip())  # S: A's backup peer
+    # An address without ~noise:KEY is refused: whoever answers there would get the keyring.
+    bare = peer_s.split(";")[0].split("~")[0]
+    rc, _, err = await cli(a.home, "keys", "backup", "--peer", bare, "--user", "alice", "--password-stdin",
+                           stdin=password)
+    assert rc == 1 and "~noise:KEY" in err and "--trust-first-use" in err
+    out = await ok(a.home, "keys", "backup", "--peer", bare, "--trust-first-use", "--user", "alice",
+                   "--password-stdin", stdin=password)
+    s_key = peer_s.split(";")[0].split("~noise:")[1]
+    assert "trusted on first use" in out and s_key in out  # the key it got, printed
     await ok(a.home, "keys", "backup", "--peer", peer_s, "--user", "alice", "--password-stdin", stdin=password)
     a_id = (await a.status())["peer_id"]
     # Without a password source, it refuses instead of reading argv or hanging.

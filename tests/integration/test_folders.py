@@ -48,6 +48,7 @@ async def test_two_devices_sync_a_folder(daemons, tmp_path):
     (da / "deep" / "er").mkdir(parents=True)
     (da / "deep" / "er" / "ünïcödé ✓.md").write_text("unicode")
     (da / ".coboxignore").write_text("*.tmp\n")
+    (db / ".coboxignore").write_text("*.tmp\n")  # each device's own: the rules file is not synced
     (da / "scratch.tmp").write_text("not synced")
     uri = (await ok(a.home, "group", "create", "g")).strip()
     await ok(a.home, "folder", "add", "g", str(da))

@@ -6,13 +6,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from cobox.folders.chunking import GEAR, chunk_id, chunks, content_id, hash_content, masks
+from cobox.folders.chunking import (
+    GEAR,
+    UNKEYED,
+    Chunker,
+    chunk_id,
+    chunks,
+    content_id,
+    gear_table,
+    hash_content,
+    masks,
+)
+from networker.keys import GroupKeys, chunker_key
 
 
-def reference_cuts(data: bytes, avg: int, lo: int, hi: int) -> list[int]:
+def reference_cuts(data: bytes, avg: int, lo: int, hi: int, table=GEAR) -> list[int]:
     """The classic byte-at-a-time FastCDC loop (hash started 64 bytes before ``min``)."""
     mask_s, mask_l = masks(avg)
-    gear = [int(g) for g in GEAR]
+    gear = [int(g) for g in table]
     out, start, m64 = [], 0, (1 << 64) - 1
     while start < len(data):
         n = len(data) - start
@@ -112,3 +123,50 @@ def test_bounded_memory_on_a_large_stream() -> None:
         tracemalloc.stop()
     assert size == total and n > 1000
     assert peak < 6 * 1024 * 1024, peak
+
+
+# --- keyed boundaries (issue 11 item 11) ------------------------------------------------------
+
+KEY_A, KEY_B = chunker_key(b"\x01" * 32), chunker_key(b"\x02" * 32)
+
+
+def test_keyed_chunker_matches_the_definition_with_its_own_table() -> None:
+    data = rand(200_000, 8)
+    small = Chunker(KEY_A, avg=1024, min=256, max=4096)
+    assert [len(c) for c in small.chunks(io.BytesIO(data))] == reference_cuts(data, 1024, 256, 4096,
+                                                                             gear_table(KEY_A))
+
+
+def test_same_key_same_boundaries_on_every_member() -> None:
+    address = b"\x09" * 32
+    a, b = GroupKeys.from_address(address), GroupKeys.from_address(address)  # two members
+    assert a.chunker_key == b.chunker_key == chunker_key(a.encryption_key)  # type: ignore[arg-type]
+    assert GroupKeys.from_replication_key(a.replication_key).chunker_key is None  # a backup peer has none
+    data = rand(2_000_000, 9)
+    cuts_a = list(Chunker(a.chunker_key).chunks(io.BytesIO(data)))
+    cuts_b = list(Chunker(b.chunker_key).chunks(io.BytesIO(data)))
+    assert cuts_a == cuts_b and b"".join(cuts_a) == data
+    copy = data[:500_000] + b"edit" + data[500_000:]  # dedup within the group still works
+    assert len({chunk_id(c) for c in Chunker(a.chunker_key).chunks(io.BytesIO(copy))}
+               - {chunk_id(c) for c in cuts_a}) <= 2
+
+
+def test_boundaries_of_a_known_file_cannot_be_predicted_without_the_key() -> None:
+    """The attack: a backup peer chunks a candidate file with the public table (or any key it
+    can guess) and compares the chunk sizes with the entry sizes it stores."""
+    known = rand(4_000_000, 10)
+    group = [len(c) for c in Chunker(KEY_A).chunks(io.BytesIO(known))]
+    for guess in (UNKEYED, Chunker(KEY_B), Chunker(chunker_key(bytes(32)))):
+        sizes = [len(c) for c in guess.chunks(io.BytesIO(known))]
+        assert sizes != group
+        shared = set(sizes) & set(group)
+        assert len(shared) <= 2, shared  # (equal sizes by chance: max-size chunks)
+    assert Chunker(KEY_A).hash_content(io.BytesIO(known)) != UNKEYED.hash_content(io.BytesIO(known))
+    assert repr(Chunker(KEY_A)) == "Chunker(avg=65536)"
+
+
+def test_keyed_tables_are_distinct_and_checked() -> None:
+    assert not (gear_table(KEY_A) == gear_table(KEY_B)).any()
+    assert not (gear_table(KEY_A) == GEAR).any()
+    with pytest.raises(ValueError):
+        gear_table(b"short")

@@ -18,7 +18,7 @@ RULES = IgnoreRules("# comment\n*.tmp\n!keep.tmp\nbuild/\n/rootonly\n**/cache/**
     (".cobox-tmp-1a2b", False, True),
     ("d/.cobox-tmp-1a2b", False, True),
     (".cobox", True, True),
-    (".coboxignore", False, False),
+    (".coboxignore", False, True),  # this device's own, never synced
     ("notes.txt", False, False),
 ])
 def test_match(path: str, is_dir: bool, expected: bool) -> None:

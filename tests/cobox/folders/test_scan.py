@@ -42,8 +42,8 @@ def test_scan_honours_ignore_rules_and_skips_temp_files(tmp_path) -> None:
     (tmp_path / "node_modules" / "pkg" / "i.js").write_text("x")
     (tmp_path / ".cobox-tmp-0123").write_text("partial")
     (tmp_path / "keep.txt").write_text("x")
-    assert set(scan(tmp_path)) == {".coboxignore", "keep.txt"}
-    assert set(scan(tmp_path, IgnoreRules())) == {".coboxignore", "keep.txt", "x.log", "node_modules/pkg/i.js"}
+    assert set(scan(tmp_path)) == {"keep.txt"}  # the local rules file is not synced
+    assert set(scan(tmp_path, IgnoreRules())) == {"keep.txt", "x.log", "node_modules/pkg/i.js"}
 
 
 def test_scan_unicode_names_are_nfc(tmp_path) -> None:

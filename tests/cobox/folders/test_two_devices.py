@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cobox.folders.apply import move_file, remove_file, write_file
 from cobox.folders.chunking import chunk_id, chunks
+from cobox.folders.ignore import IgnoreRules
 from cobox.folders.merge import FolderState
 from cobox.folders.model import ChunkRef, Op, decode_op, encode_op
 from cobox.folders.plan import (
@@ -46,8 +47,9 @@ class Device:
 
     def round(self) -> None:
         state = self.state()
-        local = scan(self.root, want_content=lambda *_: True)
-        for a in plan(state, local, self.synced):
+        rules = IgnoreRules.load(self.root)  # as FolderSync.round does
+        local = scan(self.root, rules, want_content=lambda *_: True)
+        for a in plan(state, local, self.synced, ignored=rules):
             if isinstance(a, RecordPut):
                 known = state.known_chunks()
                 refs = []
