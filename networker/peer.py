@@ -347,16 +347,17 @@ class Peer:
         """Call a service of the peer; raise :class:`ServiceError` with its reason if it
         refuses, ``TimeoutError`` if it does not answer in time."""
         self._next_call += 1
+        call_id = self._next_call  # concurrent calls move _next_call on: keep our own id
         fut: asyncio.Future[bytes] = self.loop.create_future()
-        self._calls[self._next_call] = fut
-        self.post(m.Call(0, self._next_call, service, body))
+        self._calls[call_id] = fut
+        self.post(m.Call(0, call_id, service, body))
         closed = self.loop.create_task(self.closed.wait())
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.wait({fut, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
-            self._calls.pop(self._next_call, None)
+            self._calls.pop(call_id, None)
         if not fut.done():
             raise ConnectionClosedError(f"connection closed during the call: {self.close_reason}")
         return fut.result()

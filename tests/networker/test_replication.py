@@ -261,6 +261,28 @@ async def test_service_calls(make_device):
         await pa.call("nothing", b"", timeout=5)
 
 
+async def test_concurrent_service_calls_each_get_their_own_reply(make_device):
+    """Two calls in flight at once (an audit beside a key backup): the older one finishing first
+    must not forget the newer one's call id (its reply was then "a reply to no call")."""
+    a, b = await make_device("a"), await make_device("b")
+    gates = {b"1": asyncio.Event(), b"2": asyncio.Event()}
+
+    async def gated(peer, body: bytes) -> bytes:
+        await gates[body].wait()
+        return b"done:" + body
+
+    b.node.services["gated"] = gated
+    pa, _ = connect(a, b)
+    older = asyncio.ensure_future(pa.call("gated", b"1", timeout=5))
+    newer = asyncio.ensure_future(pa.call("gated", b"2", timeout=5))
+    await asyncio.sleep(0)  # both posted, the older with the smaller id
+    gates[b"1"].set()
+    assert await older == b"done:1"
+    gates[b"2"].set()
+    assert await newer == b"done:2"
+    assert not pa.closed.is_set()
+
+
 async def test_answers_out_of_order_while_the_writer_appends(make_device):
     """Answers arrive out of order while the writer appends, so some are made for a shorter tree
     than one already seen: everything still arrives."""
