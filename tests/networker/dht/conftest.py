@@ -102,3 +102,43 @@ async def raw_client() -> RawClient:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_datagram_endpoint(RawClient, local_addr=("127.0.0.1", 0))
     return proto
+
+
+class FakeNode(asyncio.DatagramProtocol):
+    """A hostile DHT node: answers ``ping`` with its id and every other RPC with whatever
+    ``answer(name, args, addr)`` returns (``None``: no reply)."""
+
+    def __init__(self, node_id: bytes, answer: Any) -> None:
+        self.node_id = node_id
+        self.answer = answer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.requests: list[tuple[str, list[Any]]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data[:1] != b"\x00":
+            return
+        name, args = umsgpack.unpackb(data[21:])
+        self.requests.append((name, args))
+        reply = self.node_id if name == "ping" else self.answer(name, args, addr)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(b"\x01" + data[1:21] + umsgpack.packb(reply), addr)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return (host, int(port))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def fake_node(answer: Any, node_id: bytes | None = None, host: str = "127.0.0.1") -> FakeNode:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(
+        lambda: FakeNode(node_id or os.urandom(20), answer), local_addr=(host, 0))
+    return proto
