@@ -33,7 +33,12 @@ class DhtSource:
         await self.dht.unannounce(topic)
 
     async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]:
-        return [(r.peer_id, ";".join(r.addresses)) for r in await self.dht.lookup(topic)]
+        found = []
+        for record in await self.dht.lookup(topic):
+            dialable = self.dht.dialable(record)
+            if dialable:
+                found.append((record.peer_id, ";".join(dialable)))
+        return found
 
     def status(self) -> dict[str, Any]:
         return {"enabled": True, "host": self.dht.host, "port": self.dht.port,

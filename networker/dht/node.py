@@ -18,7 +18,10 @@ send ``announce`` to each of them in parallel; also keep it locally when this no
 k closest. A task per topic re-announces at half the ttl until ``unannounce(topic)``.
 
 ``lookup(topic)``: the same crawl; the answer is the union of valid records from every node that
-answered plus local storage, newest record per peer. ``last_lookup_queries`` counts the RPCs
+answered plus local storage, newest record per peer, less records with no address the
+:class:`~.policy.AddressPolicy` accepts (:meth:`DHT.dialable` gives the ones that may be
+dialled). ``announce`` likewise publishes only the acceptable addresses it is given (none: it
+announces nothing and says so). ``last_lookup_queries`` counts the RPCs
 the last crawl sent (for the benchmark).
 
 All background work is owned by tasks kept in ``self._tasks``; ``stop()`` cancels and awaits
@@ -44,9 +47,10 @@ from kademlia.node import Node
 from ..errors import DHTError, DHTNotStartedError, DHTStateError
 from ..identity import DeviceIdentity
 from .crawl import TopicCrawl
+from .policy import AddressPolicy
 from .protocol import DHTProtocol, cancel_all, valid_id
-from .records import DHT_KEY_BYTES, KEY_BYTES, PeerRecord, dht_key, newest_per_peer
-from .storage import RecordStorage
+from .records import DHT_KEY_BYTES, KEY_BYTES, MAX_ADDRESSES, PeerRecord, dht_key, newest_per_peer
+from .storage import RecordStorage, TopicLimits
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +149,8 @@ class DHT:
         stall_after: float | None = None,
         clock: Callable[[], float] = time.time,
         maintenance_interval: float = 60.0,
+        allow_loopback: bool = False,
+        topic_limits: TopicLimits | None = None,
     ) -> None:
         self.identity = identity
         self.host = host
@@ -158,7 +164,8 @@ class DHT:
         self.stall_after = stall_after if stall_after is not None else rpc_timeout / 4
         self.clock = clock
         self.maintenance_interval = maintenance_interval
-        self.storage = RecordStorage(clock=clock)
+        self.policy = AddressPolicy(allow_loopback=allow_loopback)
+        self.storage = RecordStorage(clock=clock, limits=topic_limits, policy=self.policy)
         self.last_lookup_queries = 0
         self._server: DHTServer | None = None
         self._announcing: dict[bytes, asyncio.Task[None]] = {}
@@ -259,7 +266,13 @@ class DHT:
         re-announcing it before it expires until :meth:`unannounce`. Returns how many nodes
         (this one included) accepted it."""
         _check_topic(topic)
-        addrs = tuple(addresses)
+        given = tuple(addresses)
+        addrs = self.policy.filter(given, self.identity.peer_id)[:MAX_ADDRESSES]
+        if not addrs:
+            log.info("nothing to announce on the DHT: none of %d addresses is dialable from the network "
+                     "(loopback, link-local, unix: or key-less)", len(given))
+            await self.unannounce(topic)
+            return 0
         stored = await self._announce_once(topic, addrs)
         old = self._announcing.pop(topic, None)
         if old is not None:
@@ -307,7 +320,11 @@ class DHT:
         self.last_lookup_queries = crawl.queries
         now = self.clock()
         found = [r for r in crawl.records + self.storage.records(key) if r.topic == topic]
-        return [r for r in newest_per_peer(found) if r.is_valid(now)]
+        return [r for r in newest_per_peer(found) if r.is_valid(now) and self.policy.dialable(r)]
+
+    def dialable(self, record: PeerRecord) -> tuple[str, ...]:
+        """The addresses of a found record that this node may dial (:class:`~.policy.AddressPolicy`)."""
+        return self.policy.dialable(record)
 
     # -- maintenance ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import pytest_asyncio
 import umsgpack
 
 from networker.dht import DHT
+from networker.dht.storage import TopicLimits
 from networker.identity import DeviceIdentity
 
 RPC_TIMEOUT = 0.5
@@ -26,7 +27,13 @@ class Clock:
         return time.time() + self.offset
 
 
+# Every test node runs on 127.0.0.1: records name loopback addresses, and all announces come
+# from one IP, so the per-IP topic limits are lifted (tests of those limits set their own).
+TEST_NETWORK = {"allow_loopback": True, "topic_limits": TopicLimits(per_ip=1000, per_subnet=1000)}
+
+
 async def start_network(n: int, clock: Clock, **kwargs: Any) -> list[DHT]:
+    kwargs = {**TEST_NETWORK, **kwargs}
     first = DHT(DeviceIdentity.generate(), rpc_timeout=RPC_TIMEOUT, clock=clock, **kwargs)
     await first.start()
     nodes = [first]
