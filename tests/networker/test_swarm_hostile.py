@@ -112,7 +112,7 @@ async def test_records_pointing_anywhere_are_never_dialled():
 
     def answer(name: str, args: list, addr: tuple[str, int]) -> object:
         if name == "lookup":
-            return [[bad.encode(), good.encode()], [], os.urandom(20)]
+            return [[bad.encode(), good.encode()], [], os.urandom(20), os.urandom(16)]
         return True
 
     hostile = await fake_node(answer)

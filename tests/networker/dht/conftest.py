@@ -91,6 +91,12 @@ class RawClient(asyncio.DatagramProtocol):
         self.transport.sendto(b"\x00" + msg_id + umsgpack.packb([name, list(args)]), addr)
         return await asyncio.wait_for(fut, timeout)
 
+    async def lookup(self, addr: tuple[str, int], key: bytes, nodeid: bytes | None = None) -> list[Any]:
+        """A full ``lookup`` reply: ask, then ask again with the address cookie."""
+        nodeid = nodeid or os.urandom(20)
+        first = await self.call(addr, "lookup", nodeid, key)
+        return await self.call(addr, "lookup", nodeid, key, first[3])
+
     def send_raw(self, addr: tuple[str, int], data: bytes) -> None:
         assert self.transport is not None
         self.transport.sendto(data, addr)

@@ -102,9 +102,9 @@ BAD = signed(("tcp:1.2.3.4:²",), NOW + 600)
 def test_lookup_reply_parser_takes_only_valid_records(reply, blobs):
     proto = protocol()
     assert proto._parse_lookup_reply(reply) is None or True  # never raises
-    parsed = proto._parse_lookup_reply([blobs, [reply], os.urandom(20)])
+    parsed = proto._parse_lookup_reply([blobs, [reply], os.urandom(20), os.urandom(16)])
     assert parsed is not None
-    found, nodes, _ = parsed
+    found, nodes, _, _ = parsed
     assert all(r == GOOD for r in found)
     assert found.count(GOOD) == blobs.count(GOOD.encode())
 
@@ -119,7 +119,7 @@ async def test_hostile_node_serving_bad_records_breaks_nothing():
 
     def answer(name: str, args: list, addr: tuple[str, int]) -> object:
         if name == "lookup":
-            return [[bad.encode(), b"\xc1", "text", good.encode(), 7], junk_nodes, os.urandom(20)]
+            return [[bad.encode(), b"\xc1", "text", good.encode(), 7], junk_nodes, os.urandom(20), os.urandom(16)]
         if name == "announce":
             return True
         return [{"x": 1}]

@@ -64,7 +64,7 @@ async def test_binds_only_the_given_host(network: list[DHT]):
 
 
 async def _token_for(client, node: DHT, key: bytes) -> bytes:
-    _records, nodes, token = await client.call(node.address, "lookup", os.urandom(20), key)
+    _records, nodes, token, _cookie = await client.lookup(node.address, key)
     assert isinstance(token, bytes) and isinstance(nodes, list)
     return token
 
@@ -138,7 +138,8 @@ async def test_lookup_reply_fits_in_a_datagram(network: list[DHT]):
         addrs = (f"tcp:127.0.0.1:1~noise:{key}", *(f"unix:/{'y' * 60}/{i}~noise:{key}" for i in range(4)))
         rec = PeerRecord.create(ident, topic, addrs, ttl=600, now=target.clock())
         assert target.storage.add(dht_key(topic), rec, "10.1.1.1")
-    reply = target.protocol.rpc_lookup(("127.0.0.1", 9), os.urandom(20), dht_key(topic))
+    cookie = target.protocol.tokens.cookie(("127.0.0.1", 9))
+    reply = target.protocol.rpc_lookup(("127.0.0.1", 9), os.urandom(20), dht_key(topic), cookie)
     assert 21 + len(umsgpack.packb(reply)) <= 8192
     assert 0 < len(reply[0]) < 40
 
