@@ -47,6 +47,7 @@ from kademlia.node import Node
 from ..errors import DHTError, DHTNotStartedError, DHTStateError
 from ..identity import DeviceIdentity
 from .crawl import TopicCrawl
+from .limits import Diversity
 from .policy import AddressPolicy
 from .protocol import DHTProtocol, cancel_all, valid_id
 from .records import DHT_KEY_BYTES, KEY_BYTES, MAX_ADDRESSES, PeerRecord, dht_key, newest_per_peer
@@ -72,16 +73,18 @@ class DHTServer(Server):
         storage: RecordStorage,
         rpc_timeout: float,
         clock: Callable[[], float],
+        diversity: Diversity | None = None,
     ) -> None:
         super().__init__(ksize=ksize, alpha=alpha, node_id=node_id or os.urandom(DHT_KEY_BYTES),
                          storage=storage)
         self.rpc_timeout = rpc_timeout
         self.clock = clock
+        self.diversity = diversity
         self.protocol: DHTProtocol | None = None
 
     def _create_protocol(self) -> DHTProtocol:
         return DHTProtocol(self.node, self.storage, self.ksize, rpc_timeout=self.rpc_timeout,
-                           clock=self.clock)
+                           clock=self.clock, diversity=self.diversity)
 
     async def listen(self, port: int, interface: str = "127.0.0.1") -> None:  # type: ignore[override]
         loop = asyncio.get_running_loop()
@@ -151,6 +154,8 @@ class DHT:
         maintenance_interval: float = 60.0,
         allow_loopback: bool = False,
         topic_limits: TopicLimits | None = None,
+        diversity: Diversity | None = None,
+        retry_base: float = 2.0,
     ) -> None:
         self.identity = identity
         self.host = host
@@ -165,6 +170,8 @@ class DHT:
         self.clock = clock
         self.maintenance_interval = maintenance_interval
         self.policy = AddressPolicy(allow_loopback=allow_loopback)
+        self.diversity = diversity if diversity is not None else Diversity(loopback_ports_distinct=allow_loopback)
+        self.retry_base = retry_base
         self.storage = RecordStorage(clock=clock, limits=topic_limits, policy=self.policy)
         self.last_lookup_queries = 0
         self._server: DHTServer | None = None
@@ -180,7 +187,8 @@ class DHT:
                 node_id, contacts = read_state(self.state_path)
             except DHTStateError as e:
                 log.warning("%s", e)
-        server = DHTServer(self.ksize, self.alpha, node_id, self.storage, self.rpc_timeout, self.clock)
+        server = DHTServer(self.ksize, self.alpha, node_id, self.storage, self.rpc_timeout, self.clock,
+                           self.diversity)
         await server.listen(self._requested_port, self.host)
         self._server = server
         await self.join(self.bootstrap_addresses + contacts)
@@ -277,7 +285,7 @@ class DHT:
         old = self._announcing.pop(topic, None)
         if old is not None:
             old.cancel()
-        self._announcing[topic] = self._spawn(self._reannounce(topic, addrs))
+        self._announcing[topic] = self._spawn(self._reannounce(topic, addrs, stored))
         return stored
 
     async def unannounce(self, topic: bytes) -> None:
@@ -291,8 +299,7 @@ class DHT:
         record = PeerRecord.create(self.identity, topic, addresses, self.record_ttl, now=self.clock())
         key = record.key
         crawl = await self._crawl(key)
-        closest = sorted(crawl.responders.values(), key=lambda nt: nt[0].distance_to(Node(key)))
-        closest = closest[: self.ksize]
+        closest = [(node, token) for node, token in crawl.closest() if token]
         blob = record.encode()
         results = await asyncio.gather(
             *(self.protocol.call_announce(node, blob, token) for node, token in closest)
@@ -303,13 +310,25 @@ class DHT:
             stored += int(self.storage.add(key, record))
         return stored
 
-    async def _reannounce(self, topic: bytes, addresses: tuple[str, ...]) -> None:
+    async def _reannounce(self, topic: bytes, addresses: tuple[str, ...], stored: int) -> None:
+        """Re-announce at half the ttl; after an announce that no other node took (a failed
+        or eclipsed one), again after ``retry_base`` seconds, doubling up to half the ttl."""
+        failures = 0
         while True:
-            await asyncio.sleep(max(0.5, self.record_ttl / 2) * random.uniform(0.9, 1.0))
+            failures = failures + 1 if stored <= self._local_only(topic) else 0
+            wait = max(0.5, self.record_ttl / 2)
+            if failures:
+                wait = min(wait, self.retry_base * 2 ** (failures - 1))
+            await asyncio.sleep(wait * random.uniform(0.9, 1.0))
             try:
-                await self._announce_once(topic, addresses)
+                stored = await self._announce_once(topic, addresses)
             except (DHTError, OSError) as e:
                 log.warning("re-announcing a topic failed: %s", e)
+                stored = 0
+
+    def _local_only(self, topic: bytes) -> int:
+        """How many of an announce's stores can have been this node's own (0 or 1)."""
+        return int(self.storage.entry(dht_key(topic), self.identity.peer_id) is not None)
 
     async def lookup(self, topic: bytes) -> list[PeerRecord]:
         """The valid records of every peer announced under ``topic`` that the k closest nodes

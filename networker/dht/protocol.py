@@ -61,7 +61,7 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
-from .limits import RateLimitedLog
+from .limits import Diversity, DiversityCount, RateLimitedLog
 from .records import DHT_KEY_BYTES, PeerRecord, decode_valid
 from .storage import RecordStorage
 from .tokens import AMPLIFICATION, COOKIE_BYTES, TOKEN_BYTES, TokenIssuer
@@ -89,7 +89,26 @@ def valid_id(value: object) -> bool:
 class DHTRoutingTable(RoutingTable):
     """kademlia's table, but ``find_neighbors`` ranks *every* contact by distance: kademlia's
     ``TableTraverser`` stops as soon as one side of the bucket list is exhausted, so it can
-    return fewer than k contacts while more are known."""
+    return fewer than k contacts while more are known; and a bucket (with its replacement list)
+    holds at most :class:`~.limits.Diversity` ``per_ip`` contacts of one host and ``per_subnet``
+    of one network, so one machine cannot fill the buckets near a key (``refused_contacts``
+    counts those turned away)."""
+
+    def __init__(self, protocol: Any, ksize: int, node: Node, diversity: Diversity | None = None) -> None:
+        super().__init__(protocol, ksize, node)
+        self.diversity = diversity if diversity is not None else Diversity()
+        self.refused_contacts = 0
+
+    def add_contact(self, node: Node) -> None:
+        bucket = self.buckets[self.get_bucket_for(node)]
+        if node.id not in bucket.nodes and node.id not in bucket.replacement_nodes:
+            count = DiversityCount(self.diversity)
+            for other in (*bucket.nodes.values(), *bucket.replacement_nodes.values()):
+                count.add(other.ip, other.port)
+            if not count.fits(node.ip, node.port):
+                self.refused_contacts += 1
+                return
+        super().add_contact(node)
 
     def find_neighbors(self, node: Node, k: int | None = None, exclude: Node | None = None) -> list[Node]:
         k = k or self.ksize
@@ -110,9 +129,11 @@ class DHTProtocol(KademliaProtocol):
         rpc_timeout: float = 1.0,
         clock: Callable[[], float] = time.time,
         token_rotation: float = 300.0,
+        diversity: Diversity | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
-        self.router = DHTRoutingTable(self, ksize, source_node)
+        self.diversity = diversity if diversity is not None else Diversity()
+        self.router = DHTRoutingTable(self, ksize, source_node, self.diversity)
         self.storage: RecordStorage = storage
         self._wait_timeout = rpc_timeout
         self.clock = clock
@@ -331,7 +352,7 @@ class DHTProtocol(KademliaProtocol):
         if parsed is None or not self.check_token(sender, parsed.key, token):
             self.refused_announces += 1
             return False
-        if not self.storage.add(parsed.key, parsed, sender[0]):
+        if not self.storage.add(parsed.key, parsed, self.diversity.source(sender)):
             self.refused_announces += 1
             return False
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))

@@ -126,11 +126,14 @@ class FakeNode(asyncio.DatagramProtocol):
         self.answer = answer
         self.transport: asyncio.DatagramTransport | None = None
         self.requests: list[tuple[str, list[Any]]] = []
+        self.replies = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data[:1] == b"\x01":
+            self.replies += 1
         if data[:1] != b"\x00":
             return
         name, args = umsgpack.unpackb(data[21:])
@@ -138,6 +141,11 @@ class FakeNode(asyncio.DatagramProtocol):
         reply = self.node_id if name == "ping" else self.answer(name, args, addr)
         if reply is not None and self.transport is not None:
             self.transport.sendto(b"\x01" + data[1:21] + umsgpack.packb(reply), addr)
+
+    def send(self, addr: tuple[str, int], name: str, *args: Any) -> None:
+        """Send a request; its reply only counts in ``replies``."""
+        assert self.transport is not None
+        self.transport.sendto(b"\x00" + os.urandom(20) + umsgpack.packb([name, list(args)]), addr)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -196,7 +196,7 @@ async def test_state_saved_as_json_and_reloaded(network: list[DHT], tmp_path):
     topic = os.urandom(32)
     await announce_all(network[25:28], topic)
     d = DHT(DeviceIdentity.generate(), bootstrap=[network[0].address], state_path=path,
-            rpc_timeout=RPC_TIMEOUT)
+            rpc_timeout=RPC_TIMEOUT, **TEST_NETWORK)
     await d.start()
     node_id = d.node_id
     await d.stop()
