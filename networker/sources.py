@@ -41,8 +41,12 @@ class DhtSource:
         return found
 
     def status(self) -> dict[str, Any]:
+        protocol = self.dht.protocol
         return {"enabled": True, "host": self.dht.host, "port": self.dht.port,
-                "contacts": len(self.dht.contacts()), "announcing": len(self._announced)}
+                "contacts": len(self.dht.contacts()), "announcing": len(self._announced),
+                "refused_announces": protocol.refused_announces,
+                "dropped_datagrams": protocol.dropped_datagrams,
+                "refused_contacts": protocol.router.refused_contacts}
 
     async def stop(self) -> None:
         await self.dht.stop()

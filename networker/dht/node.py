@@ -15,7 +15,12 @@ records).
 ``announce(topic, addresses)``: sign a record with the device key; run a :class:`~.crawl.TopicCrawl`
 for ``dht_key(topic)`` to find the k closest live nodes *and* get an announce token from each;
 send ``announce`` to each of them in parallel; also keep it locally when this node is among the
-k closest. A task per topic re-announces at half the ttl until ``unannounce(topic)``.
+k closest. A task per topic re-announces at half the ttl until ``unannounce(topic)``; after an
+announce that no other node took, it tries again after ``retry_base`` seconds, doubling up to
+half the ttl (so a member announcing into an empty or eclipsed neighbourhood is not lost for
+15 minutes). The k closest nodes an announce goes to are counted with
+:class:`~.limits.Diversity` (two per host, four per /24 or /64), in the crawl and in every
+routing-table bucket, so one machine running many node ids cannot take all k places.
 
 ``lookup(topic)``: the same crawl; the answer is the union of valid records from every node that
 answered plus local storage, newest record per peer, less records with no address the
