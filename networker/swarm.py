@@ -109,7 +109,7 @@ class Swarm:
         self.dial_timeout = dial_timeout
         self.retry_base = retry_base
         loop = asyncio.get_running_loop()
-        self.dial_bucket = TokenBucket(dial_rate, dial_burst, loop.time())
+        self.dial_bucket = TokenBucket(max(dial_rate, 0.01), max(dial_burst, 1), loop.time())
         self.dials_started = 0
         self.refused_addresses = 0
         self.candidates: dict[bytes, Candidate] = {}

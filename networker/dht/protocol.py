@@ -437,9 +437,11 @@ def _parse_node(item: object) -> Node | None:
     if not (valid_id(node_id) and isinstance(ip, str) and type(port) is int and 0 < port < 65536):
         return None
     try:
-        ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    if addr.is_unspecified or addr.is_multicast or addr.is_reserved or str(addr) != ip:
+        return None  # nowhere a node can be (and no reflecting our queries at broadcast ranges)
     return Node(node_id, ip, port)
 
 

@@ -115,7 +115,8 @@ async def test_hostile_node_serving_bad_records_breaks_nothing():
     record comes back."""
     good = PeerRecord.create(IDENT, TOPIC, [f"tcp:1.2.3.4:5~noise:{KEY}"], ttl=600)
     bad = signed(("tcp:1.2.3.4:²",), int(good.expires))
-    junk_nodes = [[os.urandom(20), "not an ip", 1], [b"x", "1.2.3.4", 5], "junk", [os.urandom(20), "1.2.3.4", "²"]]
+    junk_nodes = [[os.urandom(20), "not an ip", 1], [b"x", "1.2.3.4", 5], "junk", [os.urandom(20), "1.2.3.4", "²"],
+                  *([os.urandom(20), ip, 5] for ip in ("0.0.0.0", "255.255.255.255", "224.0.0.1", "٣.2.3.4"))]
 
     def answer(name: str, args: list, addr: tuple[str, int]) -> object:
         if name == "lookup":

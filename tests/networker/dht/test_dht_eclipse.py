@@ -13,9 +13,12 @@ import os
 from typing import Any
 
 import pytest
+from kademlia.node import Node
 
 from networker.dht import DHT, PeerRecord, dht_key
 from networker.dht.limits import Diversity
+from networker.dht.protocol import DHTProtocol
+from networker.dht.storage import RecordStorage
 from networker.encoding import encode_key
 from networker.identity import DeviceIdentity
 from tests.networker.dht.conftest import RPC_TIMEOUT, FakeNode, fake_node, raw_client
@@ -169,3 +172,29 @@ async def test_a_failed_announce_is_retried_in_seconds_not_at_half_the_ttl():
     finally:
         await d.stop()
         refuser.close()
+
+
+def test_routing_table_slots_per_host_and_per_subnet():
+    own = Node(bytes(20))
+    near_ids = [bytes([0x80]) + os.urandom(19) for _ in range(40)]  # all in the same bucket of ``own``
+    p = DHTProtocol(own, RecordStorage(), 20)
+    for i, node_id in enumerate(near_ids[:10]):
+        p.router.add_contact(Node(node_id, "198.51.100.1", 5000 + i))  # one host, ten ports
+    for i, node_id in enumerate(near_ids[10:20]):
+        p.router.add_contact(Node(node_id, f"203.0.113.{i + 1}", 5000))  # one /24, ten hosts
+    for i, node_id in enumerate(near_ids[20:30]):
+        p.router.add_contact(Node(node_id, f"2001:db8:0:1::{i + 1}", 5000))  # one /64
+    kept = [n for b in p.router.buckets for n in b.get_nodes()]
+    assert sorted(n.ip for n in kept if n.ip == "198.51.100.1") == ["198.51.100.1"] * 2
+    assert len([n for n in kept if n.ip.startswith("203.0.113.")]) == 4
+    assert len([n for n in kept if n.ip.startswith("2001:db8:0:1::")]) == 4
+    assert p.router.refused_contacts == 8 + 6 + 6
+    # A contact already held is refreshed, never refused.
+    held = next(n for n in kept if n.ip == "198.51.100.1")
+    p.router.add_contact(held)
+    assert p.router.refused_contacts == 20
+    # Where every node runs on loopback, each port counts as a host.
+    q = DHTProtocol(own, RecordStorage(), 20, diversity=Diversity(loopback_ports_distinct=True))
+    for i, node_id in enumerate(near_ids[30:40]):
+        q.router.add_contact(Node(node_id, "127.0.0.1", 5000 + i))
+    assert len([n for b in q.router.buckets for n in b.get_nodes()]) == 10
