@@ -138,3 +138,13 @@ async def test_hostile_node_serving_bad_records_breaks_nothing():
         await dht.stop()
         hostile.close()
     assert dht_key(TOPIC) in [args[1] for name, args in hostile.requests if name == "lookup"]
+
+
+def test_announcing_the_superscript_record_is_refused_quietly():
+    """The "²" record sent as an announce (with a valid token): refused, nothing stored, no raise."""
+    proto = protocol()
+    sender = ("198.51.100.3", 4000)
+    token = proto.make_token(sender, BAD.key)
+    assert proto.rpc_announce(sender, os.urandom(20), BAD.encode(), token) is False
+    assert proto.refused_announces == 1 and proto.storage.count() == 0
+    assert proto.rpc_announce(sender, os.urandom(20), GOOD.encode(), proto.make_token(sender, GOOD.key)) is True
