@@ -29,6 +29,7 @@ from typing import Any
 from _util import report
 
 from networker.dht import DHT
+from networker.encoding import encode_key
 from networker.identity import DeviceIdentity
 
 NODES_PER_WORKER = 250
@@ -52,7 +53,8 @@ class Worker:
         async def one() -> None:
             async with gate:
                 known = bootstrap + [d.address for d in self.rng.sample(self.nodes, min(2, len(self.nodes)))]
-                d = DHT(DeviceIdentity.generate(), bootstrap=known)
+                # Every node is on 127.0.0.1: loopback records allowed, each port its own host.
+                d = DHT(DeviceIdentity.generate(), bootstrap=known, allow_loopback=True)
                 await d.start()
                 self.nodes.append(d)
 
@@ -61,6 +63,10 @@ class Worker:
             bootstrap = [self.nodes[0].address]
         await asyncio.gather(*(one() for _ in range(count - len(self.nodes))))
         return {"addresses": [list(d.address) for d in self.nodes[:8]]}
+
+    @staticmethod
+    def _address(d: DHT) -> str:
+        return f"tcp:127.0.0.1:{d.port}~noise:{encode_key(d.identity.peer_id)}"
 
     async def refresh(self) -> dict[str, Any]:
         gate = asyncio.Semaphore(25)
@@ -79,7 +85,7 @@ class Worker:
             picked = self.rng.sample(free, per_topic)
             self.announcers.update(picked)
             topic = bytes.fromhex(t)
-            await asyncio.gather(*(self.nodes[i].announce(topic, [f"tcp:127.0.0.1:{self.nodes[i].port}"])
+            await asyncio.gather(*(self.nodes[i].announce(topic, [self._address(self.nodes[i])])
                                    for i in picked))
             out[t] = [self.nodes[i].identity.peer_id.hex() for i in picked]
         return {"announced": out}

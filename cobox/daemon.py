@@ -155,7 +155,8 @@ class Daemon:
         sw = cfg["swarm"]
         self.swarm = Swarm(self.node, sources, advertised=self.advertised,
                            lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
-                           reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"])
+                           reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
+                           dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"])
         self.node.services[AUDIT_SERVICE] = AuditServer(
             lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
@@ -181,7 +182,8 @@ class Daemon:
         d = self.config["dht"]
         bootstrap = [_host_port(b) for b in d["bootstrap"]]
         dht = DHT(self.identity, host=d["host"], port=d["port"], bootstrap=bootstrap,
-                  state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"])
+                  state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"],
+                  allow_loopback=d["allow_loopback"])
         await dht.start()
         return DhtSource(dht)
 

@@ -109,8 +109,8 @@ def parse_one(text: str, n: int = 1) -> Address:
     if not sep:
         raise AddressError(f"{where}: missing transport (expected 'tcp:' or 'unix:')")
     if kind == "unix":
-        if not rest:
-            raise AddressError(f"{where}: unix address without a path")
+        if not rest or "\x00" in rest:
+            raise AddressError(f"{where}: unix address without a path (or with a NUL byte)")
         return Address("unix", path=rest, peer_key=peer_key)
     if kind != "tcp":
         raise AddressError(f"{where}: unknown transport {kind!r} (expected 'tcp' or 'unix')")
@@ -119,19 +119,54 @@ def parse_one(text: str, n: int = 1) -> Address:
         if not bracket or not port_part.startswith(":"):
             raise AddressError(f"{where}: bad IPv6 host (expected [ADDR]:PORT)")
         port_text = port_part[1:]
-        try:
-            if ipaddress.ip_address(host).version != 6:
-                raise ValueError
-        except ValueError:
-            raise AddressError(f"{where}: bad IPv6 host {host!r}") from None
+        if not _canonical_ip(host, 6):
+            raise AddressError(f"{where}: bad IPv6 host {host!r} (expected its canonical form)")
     else:
         host, colon, port_text = rest.rpartition(":")
         if not colon or not host:
             raise AddressError(f"{where}: tcp address needs HOST:PORT")
         if ":" in host:
             raise AddressError(f"{where}: IPv6 hosts must be in brackets, e.g. tcp:[::1]:4000")
-        if not all(c.isalnum() or c in ".-" for c in host):
+        if not _valid_host(host):
             raise AddressError(f"{where}: bad host {host!r}")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise AddressError(f"{where}: bad port {port_text!r} (expected 0-65535)")
-    return Address("tcp", host=host, port=int(port_text), peer_key=peer_key)
+    return Address("tcp", host=host, port=parse_port(port_text, where), peer_key=peer_key)
+
+
+def parse_port(text: str, where: str = "port") -> int:
+    """A port in canonical decimal: ASCII digits only, no sign, no leading zero, 0-65535."""
+    if not (0 < len(text) <= 5 and all(c in _DIGITS for c in text)) or (len(text) > 1 and text[0] == "0"):
+        raise AddressError(f"{where}: bad port {text[:8]!r} (expected 0-65535 in ASCII digits)")
+    port = int(text)
+    if port > 65535:
+        raise AddressError(f"{where}: bad port {text!r} (expected 0-65535)")
+    return port
+
+
+_DIGITS = frozenset("0123456789")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def _canonical_ip(text: str, version: int) -> bool:
+    """Whether ``text`` is an IP address of ``version`` written exactly as Python writes it (so
+    no zone ids, no leading zeros, IPv6 compressed and lowercase)."""
+    if not text.isascii() or "%" in text:
+        return False
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return ip.version == version and str(ip) == text
+
+
+def _valid_host(host: str) -> bool:
+    """An IPv4 address in dotted-quad canonical form, or a DNS name of ASCII letters, digits and
+    hyphens (labels of 1-63 characters that neither start nor end with a hyphen)."""
+    if not host.isascii() or len(host) > 253:
+        return False
+    if all(c in _DIGITS or c == "." for c in host):
+        return _canonical_ip(host, 4)
+    labels = host.split(".")
+    return all(
+        0 < len(label) <= 63 and set(label) <= _LABEL_CHARS and label[0] != "-" and label[-1] != "-"
+        for label in labels
+    )

@@ -33,11 +33,20 @@ class DhtSource:
         await self.dht.unannounce(topic)
 
     async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]:
-        return [(r.peer_id, ";".join(r.addresses)) for r in await self.dht.lookup(topic)]
+        found = []
+        for record in await self.dht.lookup(topic):
+            dialable = self.dht.dialable(record)
+            if dialable:
+                found.append((record.peer_id, ";".join(dialable)))
+        return found
 
     def status(self) -> dict[str, Any]:
+        protocol = self.dht.protocol
         return {"enabled": True, "host": self.dht.host, "port": self.dht.port,
-                "contacts": len(self.dht.contacts()), "announcing": len(self._announced)}
+                "contacts": len(self.dht.contacts()), "announcing": len(self._announced),
+                "refused_announces": protocol.refused_announces,
+                "dropped_datagrams": protocol.dropped_datagrams,
+                "refused_contacts": protocol.router.refused_contacts}
 
     async def stop(self) -> None:
         await self.dht.stop()

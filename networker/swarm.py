@@ -7,6 +7,18 @@ every discovery source (the DHT, the LAN) and looks the topic up, every ``lookup
 seconds or sooner when woken. Each peer found is a *candidate*: if it is not connected, not
 being dialed, and the node has room (``max_connections``), a dial task tries it.
 
+Addresses come from the network, so they are untrusted: a candidate keeps only the alternatives
+that name the candidate's own key (``~noise:PEERKEY``, so the handshake fails unless the far end
+really is that peer); a found address without one is never dialled. Dials start at a bounded
+rate, whatever the sources hand in: every dial attempt takes a token from a :class:`TokenBucket`
+(``dial_rate`` per second, bursts of ``dial_burst``).
+
+A topic's loop survives its sources: an announce or lookup that fails (or raises anything at
+all, which is logged as the bug it is) is skipped for that round. When a round found no peer at
+all (every lookup failed or came back with nobody but this node), the next round comes sooner: after
+``retry_base`` seconds, doubling each such round up to ``lookup_interval``, so a member that
+joined while the DHT was empty or under attack is found in seconds once it recovers.
+
 Failed dials back off exponentially with jitter (``reconnect_base`` doubling up to
 ``reconnect_max``); after ``give_up_after`` failures in a row the peer is given up until a
 lookup finds it at a different address. A peer whose connection drops is redialed with the
@@ -24,7 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import NetworkError
+from .address import parse
+from .errors import AddressError, NetworkError
 from .node import Node, PeerEvent
 
 log = logging.getLogger(__name__)
@@ -38,6 +51,35 @@ class Discovery(Protocol):
     async def announce(self, topic: bytes, addresses: list[str]) -> None: ...
     async def unannounce(self, topic: bytes) -> None: ...
     async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]: ...
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up; :meth:`take` returns how long to
+    wait before the token it takes is there (0: now). Pure: the clock is passed in."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = now
+
+    def take(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def keyed_alternatives(peer_id: bytes, address: str) -> str | None:
+    """The alternatives of ``address`` that name ``peer_id``'s key, or ``None`` if none does."""
+    try:
+        multi = parse(address)
+    except AddressError:
+        return None
+    kept = [a.format() for a in multi.alternatives if a.peer_key == peer_id]
+    return ";".join(kept) if kept else None
 
 
 @dataclass
@@ -55,7 +97,8 @@ class Swarm:
     def __init__(self, node: Node, sources: list[Discovery], *,
                  advertised: Callable[[], list[str]],
                  lookup_interval: float = 60.0, reconnect_base: float = 1.0,
-                 reconnect_max: float = 300.0, give_up_after: int = 8, dial_timeout: float = 10.0) -> None:
+                 reconnect_max: float = 300.0, give_up_after: int = 8, dial_timeout: float = 10.0,
+                 dial_rate: float = 4.0, dial_burst: int = 8, retry_base: float = 2.0) -> None:
         self.node = node
         self.sources = sources
         self.advertised = advertised
@@ -64,6 +107,11 @@ class Swarm:
         self.reconnect_max = reconnect_max
         self.give_up_after = give_up_after
         self.dial_timeout = dial_timeout
+        self.retry_base = retry_base
+        loop = asyncio.get_running_loop()
+        self.dial_bucket = TokenBucket(max(dial_rate, 0.01), max(dial_burst, 1), loop.time())
+        self.dials_started = 0
+        self.refused_addresses = 0
         self.candidates: dict[bytes, Candidate] = {}
         self._topics: dict[bytes, asyncio.Task[None]] = {}
         self._wake: dict[bytes, asyncio.Event] = {}
@@ -103,6 +151,12 @@ class Swarm:
         """A peer found for ``topic`` (by a lookup, or pushed by a source such as the LAN)."""
         if peer_id == self.node.peer_id or topic not in self._topics:
             return
+        keyed = keyed_alternatives(peer_id, address)
+        if keyed is None:
+            self.refused_addresses += 1
+            log.debug("not dialling %s from %s: no alternative holds its key", peer_id.hex()[:16], source)
+            return
+        address = keyed
         cand = self.candidates.get(peer_id)
         if cand is None:
             cand = self.candidates[peer_id] = Candidate(peer_id, address, source=source)
@@ -124,27 +178,44 @@ class Swarm:
     # -- lookups ------------------------------------------------------------------------------
 
     async def _topic_loop(self, topic: bytes) -> None:
+        empty_rounds = 0
         while True:
-            addresses = self.advertised()
-            for source in self.sources:
-                try:
-                    await source.announce(topic, addresses)
-                except (NetworkError, OSError, TimeoutError) as e:
-                    log.info("announce on %s failed: %s", source.name, e)
-            for source in self.sources:
-                try:
-                    found = await source.lookup(topic)
-                except (NetworkError, OSError, TimeoutError) as e:
-                    log.info("lookup on %s failed: %s", source.name, e)
-                    continue
-                for peer_id, address in found:
-                    self.add_candidate(topic, peer_id, address, source.name)
+            found_any = await self._round(topic)
+            empty_rounds = 0 if found_any else empty_rounds + 1
             wake = self._wake.get(topic)
             if wake is None:
                 return
+            wait = self.lookup_interval
+            if empty_rounds:
+                wait = min(wait, self.retry_base * 2 ** (empty_rounds - 1)) * random.uniform(0.8, 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.lookup_interval)
+                await asyncio.wait_for(wake.wait(), wait)
             wake.clear()
+
+    async def _round(self, topic: bytes) -> bool:
+        """Announce to and look up in every source; whether any peer was found."""
+        addresses = self.advertised()
+        for source in self.sources:
+            try:
+                await source.announce(topic, addresses)
+            except (NetworkError, OSError, TimeoutError) as e:
+                log.info("announce on %s failed: %s", source.name, e)
+            except Exception:
+                log.exception("announce on %s failed (a bug)", source.name)
+        found_any = False
+        for source in self.sources:
+            try:
+                found = await source.lookup(topic)
+            except (NetworkError, OSError, TimeoutError) as e:
+                log.info("lookup on %s failed: %s", source.name, e)
+                continue
+            except Exception:
+                log.exception("lookup on %s failed (a bug)", source.name)
+                continue
+            for peer_id, address in found:
+                found_any = found_any or peer_id != self.node.peer_id
+                self.add_candidate(topic, peer_id, address, source.name)
+        return found_any
 
     # -- dialing ------------------------------------------------------------------------------
 
@@ -160,6 +231,12 @@ class Swarm:
                 if cand.failures:
                     delay = min(self.reconnect_max, self.reconnect_base * 2 ** (cand.failures - 1))
                     await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                wait = self.dial_bucket.take(asyncio.get_running_loop().time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not cand.topics or cand.peer_id in self.node.peers or self._closed:
+                    return
+                self.dials_started += 1
                 try:
                     await self.node.connect(cand.address, timeout=self.dial_timeout)
                     cand.failures = 0

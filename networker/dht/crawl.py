@@ -19,6 +19,10 @@ dead contact costs a full RPC timeout per round. :class:`TopicCrawl` subclasses 
    and refill the slots;
    a query that times out removes its node from the candidates (and, in the protocol, from the
    routing table);
+   Candidates are counted towards the k closest only as far as :class:`~.limits.Diversity`
+   allows (two per host, four per network): the others are passed over, never asked. So 20
+   node ids chosen near the key and run from one machine take two of the k places, and the
+   walk goes on to the honest nodes behind them (the eclipse attack);
 3. stop when the k closest candidates, passing over stalled queries (but waiting for active
    ones), have all answered (or,
    if fewer than k ever answer, when nothing is left to ask or in flight); queries
@@ -38,6 +42,7 @@ from typing import Any
 from kademlia.crawling import SpiderCrawl
 from kademlia.node import Node
 
+from .limits import DiversityCount
 from .protocol import DHTProtocol, LookupReply
 from .records import PeerRecord
 
@@ -98,9 +103,14 @@ class TopicCrawl(SpiderCrawl):
             # still removes it from the routing table.
             for task in inflight:
                 self.protocol.adopt(task)
+        return self.closest()
+
+    def closest(self) -> list[tuple[Node, bytes]]:
+        """The k closest responders (with their tokens), as diverse as :meth:`_plan` counts them."""
         target = self.node
-        closest = sorted(self.responders.values(), key=lambda nt: nt[0].distance_to(target))
-        return closest[: self.ksize]
+        count = DiversityCount(self.protocol.diversity)
+        ranked = sorted(self.responders.values(), key=lambda nt: nt[0].distance_to(target))
+        return [nt for nt in ranked if count.admit(nt[0].ip, nt[0].port)][: self.ksize]
 
     def _plan(
         self, inflight: dict[Any, tuple[Node, float]], now: float, stall: float
@@ -114,18 +124,25 @@ class TopicCrawl(SpiderCrawl):
         eligible: list[Node] = []
         counted = 0
         waiting = False
+        diverse = DiversityCount(self.protocol.diversity)
         for _, node in sorted(self.nearest.heap, key=lambda dn: dn[0]):
             if counted >= self.ksize:
                 break
+            if not diverse.fits(node.ip, node.port):
+                continue
             if node.id in self.responders:
                 counted += 1
             elif node.id in asking:
-                if asking[node.id]:
-                    counted += 1
-                    waiting = True
+                if not asking[node.id]:
+                    continue
+                counted += 1
+                waiting = True
             elif node.id not in self.nearest.contacted:
                 eligible.append(node)
                 counted += 1
+            else:
+                continue
+            diverse.add(node.ip, node.port)
         return eligible, active, counted >= self.ksize and not waiting
 
     def _on_answer(self, node: Node, ok: bool, reply: LookupReply | None) -> None:

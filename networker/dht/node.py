@@ -15,10 +15,18 @@ records).
 ``announce(topic, addresses)``: sign a record with the device key; run a :class:`~.crawl.TopicCrawl`
 for ``dht_key(topic)`` to find the k closest live nodes *and* get an announce token from each;
 send ``announce`` to each of them in parallel; also keep it locally when this node is among the
-k closest. A task per topic re-announces at half the ttl until ``unannounce(topic)``.
+k closest. A task per topic re-announces at half the ttl until ``unannounce(topic)``; after an
+announce that no other node took, it tries again after ``retry_base`` seconds, doubling up to
+half the ttl (so a member announcing into an empty or eclipsed neighbourhood is not lost for
+15 minutes). The k closest nodes an announce goes to are counted with
+:class:`~.limits.Diversity` (two per host, four per /24 or /64), in the crawl and in every
+routing-table bucket, so one machine running many node ids cannot take all k places.
 
 ``lookup(topic)``: the same crawl; the answer is the union of valid records from every node that
-answered plus local storage, newest record per peer. ``last_lookup_queries`` counts the RPCs
+answered plus local storage, newest record per peer, less records with no address the
+:class:`~.policy.AddressPolicy` accepts (:meth:`DHT.dialable` gives the ones that may be
+dialled). ``announce`` likewise publishes only the acceptable addresses it is given (none: it
+announces nothing and says so). ``last_lookup_queries`` counts the RPCs
 the last crawl sent (for the benchmark).
 
 All background work is owned by tasks kept in ``self._tasks``; ``stop()`` cancels and awaits
@@ -44,9 +52,11 @@ from kademlia.node import Node
 from ..errors import DHTError, DHTNotStartedError, DHTStateError
 from ..identity import DeviceIdentity
 from .crawl import TopicCrawl
+from .limits import Diversity
+from .policy import AddressPolicy
 from .protocol import DHTProtocol, cancel_all, valid_id
-from .records import DHT_KEY_BYTES, KEY_BYTES, PeerRecord, dht_key, newest_per_peer
-from .storage import RecordStorage
+from .records import DHT_KEY_BYTES, KEY_BYTES, MAX_ADDRESSES, PeerRecord, dht_key, newest_per_peer
+from .storage import RecordStorage, TopicLimits
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +78,18 @@ class DHTServer(Server):
         storage: RecordStorage,
         rpc_timeout: float,
         clock: Callable[[], float],
+        diversity: Diversity | None = None,
     ) -> None:
         super().__init__(ksize=ksize, alpha=alpha, node_id=node_id or os.urandom(DHT_KEY_BYTES),
                          storage=storage)
         self.rpc_timeout = rpc_timeout
         self.clock = clock
+        self.diversity = diversity
         self.protocol: DHTProtocol | None = None
 
     def _create_protocol(self) -> DHTProtocol:
         return DHTProtocol(self.node, self.storage, self.ksize, rpc_timeout=self.rpc_timeout,
-                           clock=self.clock)
+                           clock=self.clock, diversity=self.diversity)
 
     async def listen(self, port: int, interface: str = "127.0.0.1") -> None:  # type: ignore[override]
         loop = asyncio.get_running_loop()
@@ -145,6 +157,10 @@ class DHT:
         stall_after: float | None = None,
         clock: Callable[[], float] = time.time,
         maintenance_interval: float = 60.0,
+        allow_loopback: bool = False,
+        topic_limits: TopicLimits | None = None,
+        diversity: Diversity | None = None,
+        retry_base: float = 2.0,
     ) -> None:
         self.identity = identity
         self.host = host
@@ -158,7 +174,10 @@ class DHT:
         self.stall_after = stall_after if stall_after is not None else rpc_timeout / 4
         self.clock = clock
         self.maintenance_interval = maintenance_interval
-        self.storage = RecordStorage(clock=clock)
+        self.policy = AddressPolicy(allow_loopback=allow_loopback)
+        self.diversity = diversity if diversity is not None else Diversity(loopback_ports_distinct=allow_loopback)
+        self.retry_base = retry_base
+        self.storage = RecordStorage(clock=clock, limits=topic_limits, policy=self.policy)
         self.last_lookup_queries = 0
         self._server: DHTServer | None = None
         self._announcing: dict[bytes, asyncio.Task[None]] = {}
@@ -173,7 +192,8 @@ class DHT:
                 node_id, contacts = read_state(self.state_path)
             except DHTStateError as e:
                 log.warning("%s", e)
-        server = DHTServer(self.ksize, self.alpha, node_id, self.storage, self.rpc_timeout, self.clock)
+        server = DHTServer(self.ksize, self.alpha, node_id, self.storage, self.rpc_timeout, self.clock,
+                           self.diversity)
         await server.listen(self._requested_port, self.host)
         self._server = server
         await self.join(self.bootstrap_addresses + contacts)
@@ -259,12 +279,18 @@ class DHT:
         re-announcing it before it expires until :meth:`unannounce`. Returns how many nodes
         (this one included) accepted it."""
         _check_topic(topic)
-        addrs = tuple(addresses)
+        given = tuple(addresses)
+        addrs = self.policy.filter(given, self.identity.peer_id)[:MAX_ADDRESSES]
+        if not addrs:
+            log.info("nothing to announce on the DHT: none of %d addresses is dialable from the network "
+                     "(loopback, link-local, unix: or key-less)", len(given))
+            await self.unannounce(topic)
+            return 0
         stored = await self._announce_once(topic, addrs)
         old = self._announcing.pop(topic, None)
         if old is not None:
             old.cancel()
-        self._announcing[topic] = self._spawn(self._reannounce(topic, addrs))
+        self._announcing[topic] = self._spawn(self._reannounce(topic, addrs, stored))
         return stored
 
     async def unannounce(self, topic: bytes) -> None:
@@ -278,8 +304,7 @@ class DHT:
         record = PeerRecord.create(self.identity, topic, addresses, self.record_ttl, now=self.clock())
         key = record.key
         crawl = await self._crawl(key)
-        closest = sorted(crawl.responders.values(), key=lambda nt: nt[0].distance_to(Node(key)))
-        closest = closest[: self.ksize]
+        closest = [(node, token) for node, token in crawl.closest() if token]
         blob = record.encode()
         results = await asyncio.gather(
             *(self.protocol.call_announce(node, blob, token) for node, token in closest)
@@ -290,13 +315,25 @@ class DHT:
             stored += int(self.storage.add(key, record))
         return stored
 
-    async def _reannounce(self, topic: bytes, addresses: tuple[str, ...]) -> None:
+    async def _reannounce(self, topic: bytes, addresses: tuple[str, ...], stored: int) -> None:
+        """Re-announce at half the ttl; after an announce that no other node took (a failed
+        or eclipsed one), again after ``retry_base`` seconds, doubling up to half the ttl."""
+        failures = 0
         while True:
-            await asyncio.sleep(max(0.5, self.record_ttl / 2) * random.uniform(0.9, 1.0))
+            failures = failures + 1 if stored <= self._local_only(topic) else 0
+            wait = max(0.5, self.record_ttl / 2)
+            if failures:
+                wait = min(wait, self.retry_base * 2 ** (failures - 1))
+            await asyncio.sleep(wait * random.uniform(0.9, 1.0))
             try:
-                await self._announce_once(topic, addresses)
+                stored = await self._announce_once(topic, addresses)
             except (DHTError, OSError) as e:
                 log.warning("re-announcing a topic failed: %s", e)
+                stored = 0
+
+    def _local_only(self, topic: bytes) -> int:
+        """How many of an announce's stores can have been this node's own (0 or 1)."""
+        return int(self.storage.entry(dht_key(topic), self.identity.peer_id) is not None)
 
     async def lookup(self, topic: bytes) -> list[PeerRecord]:
         """The valid records of every peer announced under ``topic`` that the k closest nodes
@@ -307,7 +344,11 @@ class DHT:
         self.last_lookup_queries = crawl.queries
         now = self.clock()
         found = [r for r in crawl.records + self.storage.records(key) if r.topic == topic]
-        return [r for r in newest_per_peer(found) if r.is_valid(now)]
+        return [r for r in newest_per_peer(found) if r.is_valid(now) and self.policy.dialable(r)]
+
+    def dialable(self, record: PeerRecord) -> tuple[str, ...]:
+        """The addresses of a found record that this node may dial (:class:`~.policy.AddressPolicy`)."""
+        return self.policy.dialable(record)
 
     # -- maintenance ----------------------------------------------------------------------
 

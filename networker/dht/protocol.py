@@ -10,27 +10,34 @@ Inbound RPCs served (anything else is ignored, including kademlia's ``store``/``
 which hold one value per key and cannot carry many signed records):
 
 ``ping(nodeid) -> nodeid``
-``find_node(nodeid, key) -> [[id, ip, port], ...]``
-``lookup(nodeid, key) -> [records, nodes, token]``
+``find_node(nodeid, key[, cookie]) -> [[id, ip, port], ...]``
+``lookup(nodeid, key[, cookie]) -> [records, nodes, token, cookie]``
     ``records``: the valid records held under ``key`` (encoded, shuffled, truncated so the reply
     fits in :data:`MAX_DATAGRAM`); ``nodes``: the 1.5 k closest contacts known, so an iterative lookup
-    can go on; ``token``: an announce token for the *sender's real address* (BEP 5 style):
-    ``keyed_blake3(secret, "ip:port")``, where ``secret`` rotates every ``token_rotation`` seconds
-    and the previous one is still accepted.
+    can go on; ``token``: an announce token for the *sender's real address and this key*;
+    ``cookie``: proof of the sender's address (:mod:`.tokens`).
 ``announce(nodeid, record, token) -> bool``
-    stored only if ``token`` is valid for the address the datagram came from and the record
-    verifies. So a forged STORE from a socket that never looked the key up is refused, and a
-    spoofed source address never gets to see the token it would need.
+    stored only if ``token`` was issued to the address the datagram came from for the key the
+    record lives under, and the record verifies. So a forged STORE from a socket that never
+    looked the key up is refused, and a spoofed source address never sees the token it needs.
 
-Receive-path hardening over rpcudp: malformed datagrams, wrong argument shapes and unknown
-RPCs are dropped without raising; requests are answered synchronously (no orphan tasks);
-replies for calls that were abandoned (a lookup finished without them) are dropped. The per-RPC
-timeout is ``rpc_timeout`` (rpcudp's ``_wait_timeout``). A timed-out contact is removed from the
-routing table (kademlia's ``handle_call_response``) and remembered as *recently dead* for
-:data:`DEAD_MEMORY` seconds or until it is heard from again: lookups skip it when others hand it
-out, and this node never hands it out. The stall estimate that lookups use is SRTT + 4 RTTVAR of
-answered calls, restarted after :data:`RTT_MEMORY` idle seconds (a seeker's estimate from a busy
-past would otherwise make it wait on dead contacts far longer than needed); ``find_neighbors``
+Amplification: a request without a valid cookie for its source address gets an answer at most
+:data:`~.tokens.AMPLIFICATION` times its own size: ``lookup`` answers ``[[], [], b"", cookie]``,
+``find_node`` as many contacts as fit. :meth:`DHTProtocol.call_lookup` keeps the cookies it gets
+(per address, bounded) and asks again with the cookie at once, so a crawl pays one extra round
+trip per node per cookie lifetime.
+
+Receive-path hardening over rpcudp: malformed datagrams (undecodable, an RPC name that is not a
+string, wrong argument shapes or types) and unknown RPCs are dropped without raising, counted
+(``dropped_datagrams``) and logged at debug level at most a few lines per 10 s; requests are
+answered synchronously (no orphan tasks); replies for calls that were abandoned (a lookup
+finished without them) are dropped. The per-RPC timeout is ``rpc_timeout`` (rpcudp's
+``_wait_timeout``). A timed-out contact is removed from the routing table (kademlia's
+``handle_call_response``) and remembered as *recently dead* for :data:`DEAD_MEMORY` seconds or
+until it is heard from again: lookups skip it when others hand it out, and this node never
+hands it out. The stall estimate that lookups use is SRTT + 4 RTTVAR of answered calls,
+restarted after :data:`RTT_MEMORY` idle seconds (a seeker's estimate from a busy past would
+otherwise make it wait on dead contacts far longer than needed); ``find_neighbors``
 ranks all contacts (:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node
 never adds itself
 (``welcome_if_new``, which also no longer re-hashes keys: records are not pushed to new nodes,
@@ -41,32 +48,30 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import hmac
 import ipaddress
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
 from typing import Any
 
-import blake3
 import umsgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from rpcudp.exceptions import MalformedMessage
 
+from .limits import Diversity, DiversityCount, RateLimitedLog
 from .records import DHT_KEY_BYTES, PeerRecord, decode_valid
 from .storage import RecordStorage
+from .tokens import AMPLIFICATION, COOKIE_BYTES, TOKEN_BYTES, TokenIssuer
 
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 8192
 HEADER_BYTES = 21
-TOKEN_BYTES = 20
-SECRET_BYTES = 32
 MAX_NODES_IN_REPLY = 40
+MAX_COOKIES = 4096
 VERIFIED_CACHE_SIZE = 4096
 RTT_MEMORY = 5.0
 STALL_FLOOR = 0.01
@@ -84,7 +89,26 @@ def valid_id(value: object) -> bool:
 class DHTRoutingTable(RoutingTable):
     """kademlia's table, but ``find_neighbors`` ranks *every* contact by distance: kademlia's
     ``TableTraverser`` stops as soon as one side of the bucket list is exhausted, so it can
-    return fewer than k contacts while more are known."""
+    return fewer than k contacts while more are known; and a bucket (with its replacement list)
+    holds at most :class:`~.limits.Diversity` ``per_ip`` contacts of one host and ``per_subnet``
+    of one network, so one machine cannot fill the buckets near a key (``refused_contacts``
+    counts those turned away)."""
+
+    def __init__(self, protocol: Any, ksize: int, node: Node, diversity: Diversity | None = None) -> None:
+        super().__init__(protocol, ksize, node)
+        self.diversity = diversity if diversity is not None else Diversity()
+        self.refused_contacts = 0
+
+    def add_contact(self, node: Node) -> None:
+        bucket = self.buckets[self.get_bucket_for(node)]
+        if node.id not in bucket.nodes and node.id not in bucket.replacement_nodes:
+            count = DiversityCount(self.diversity)
+            for other in (*bucket.nodes.values(), *bucket.replacement_nodes.values()):
+                count.add(other.ip, other.port)
+            if not count.fits(node.ip, node.port):
+                self.refused_contacts += 1
+                return
+        super().add_contact(node)
 
     def find_neighbors(self, node: Node, k: int | None = None, exclude: Node | None = None) -> list[Node]:
         k = k or self.ksize
@@ -105,16 +129,21 @@ class DHTProtocol(KademliaProtocol):
         rpc_timeout: float = 1.0,
         clock: Callable[[], float] = time.time,
         token_rotation: float = 300.0,
+        diversity: Diversity | None = None,
     ) -> None:
         super().__init__(source_node, storage, ksize)
-        self.router = DHTRoutingTable(self, ksize, source_node)
+        self.diversity = diversity if diversity is not None else Diversity()
+        self.router = DHTRoutingTable(self, ksize, source_node, self.diversity)
         self.storage: RecordStorage = storage
         self._wait_timeout = rpc_timeout
         self.clock = clock
-        self.token_rotation = token_rotation
-        self._secrets = [os.urandom(SECRET_BYTES), os.urandom(SECRET_BYTES)]
-        self._rotated_at = time.monotonic()
+        self.tokens = TokenIssuer(token_rotation)
+        self._cookies: dict[tuple[str, int], bytes] = {}
+        self._reply_budget = MAX_DATAGRAM
         self.refused_announces = 0
+        self.dropped_datagrams = 0
+        self.unverified_replies = 0
+        self._log_bad = RateLimitedLog(log)
         self.background: set[asyncio.Task[Any]] = set()
         self.srtt: float | None = None
         self.rttvar = 0.0
@@ -175,50 +204,61 @@ class DHTProtocol(KademliaProtocol):
     async def close(self) -> None:
         await cancel_all(list(self.background))
 
-    # -- tokens ---------------------------------------------------------------------------
+    # -- tokens and cookies ---------------------------------------------------------------
 
-    def _current_secrets(self) -> list[bytes]:
-        if time.monotonic() - self._rotated_at >= self.token_rotation:
-            self._secrets = [os.urandom(SECRET_BYTES), self._secrets[0]]
-            self._rotated_at = time.monotonic()
-        return self._secrets
+    def make_token(self, address: tuple[str, int], key: bytes) -> bytes:
+        return self.tokens.token(address, key)
 
-    def make_token(self, address: tuple[str, int]) -> bytes:
-        return _token(self._current_secrets()[0], address)
+    def check_token(self, address: tuple[str, int], key: bytes, token: object) -> bool:
+        return self.tokens.check_token(address, key, token)
 
-    def check_token(self, address: tuple[str, int], token: object) -> bool:
-        if not isinstance(token, bytes) or len(token) != TOKEN_BYTES:
-            return False
-        return any(hmac.compare_digest(_token(s, address), token) for s in self._current_secrets())
+    def _remember_cookie(self, address: tuple[str, int], cookie: bytes) -> None:
+        self._cookies.pop(address, None)
+        self._cookies[address] = cookie
+        while len(self._cookies) > MAX_COOKIES:
+            del self._cookies[next(iter(self._cookies))]
 
     # -- receive path ---------------------------------------------------------------------
 
+    def _drop(self, why: str, addr: tuple[str, int]) -> None:
+        self.dropped_datagrams += 1
+        self._log_bad("dropped a datagram from %s: %s", addr, why)
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         if not HEADER_BYTES < len(data) <= MAX_DATAGRAM:
+            self._drop(f"{len(data)} bytes", addr)
             return
         kind, msg_id = data[:1], data[1:HEADER_BYTES]
         try:
             payload = umsgpack.unpackb(data[HEADER_BYTES:])
         except Exception:
-            log.debug("undecodable datagram from %s", addr)
+            self._drop("not msgpack", addr)
             return
         if kind == b"\x00":
-            self._on_request(msg_id, payload, addr)
+            self._on_request(msg_id, payload, addr, len(data))
         elif kind == b"\x01":
             self._accept_response(msg_id, payload, addr)
+        else:
+            self._drop("unknown datagram type", addr)
 
-    def _on_request(self, msg_id: bytes, payload: Any, addr: tuple[str, int]) -> None:
+    def _on_request(self, msg_id: bytes, payload: Any, addr: tuple[str, int], size: int) -> None:
         if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[1], list)):
+            self._drop("not a [name, args] request", addr)
             return
         name, args = payload
-        if name not in SERVED_RPCS or self.transport is None:
+        if not isinstance(name, str) or name not in SERVED_RPCS or self.transport is None:
+            self._drop(f"unknown rpc {str(name)[:40]!r}", addr)
             return
+        self._reply_budget = AMPLIFICATION * size
         try:
             response = getattr(self, f"rpc_{name}")(addr, *args)
         except (TypeError, ValueError) as e:
-            log.debug("bad %s request from %s: %s", name, addr, e)
+            self._drop(f"bad {name} request: {e}", addr)
             return
+        finally:
+            self._reply_budget = MAX_DATAGRAM
         if response is None:
+            self._drop(f"bad {name} arguments", addr)
             return
         self.transport.sendto(b"\x01" + msg_id + umsgpack.packb(response), addr)
 
@@ -261,25 +301,39 @@ class DHTProtocol(KademliaProtocol):
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
         return self.source_node.id
 
-    def rpc_find_node(self, sender: tuple[str, int], nodeid: object, key: object) -> list | None:
-        if not (valid_id(nodeid) and valid_id(key)):
-            return None
-        source = Node(nodeid, sender[0], sender[1])
-        self.heard_from(nodeid)
-        self.welcome_if_new(source)
-        return self._neighbors(key, source)
-
-    def rpc_lookup(self, sender: tuple[str, int], nodeid: object, key: object) -> list | None:
+    def rpc_find_node(
+        self, sender: tuple[str, int], nodeid: object, key: object, cookie: object = None
+    ) -> list | None:
         if not (valid_id(nodeid) and valid_id(key)):
             return None
         source = Node(nodeid, sender[0], sender[1])
         self.heard_from(nodeid)
         self.welcome_if_new(source)
         nodes = self._neighbors(key, source)
-        token = self.make_token(sender)
+        if not self.tokens.check_cookie(sender, cookie):
+            self.unverified_replies += 1
+            while nodes and HEADER_BYTES + len(umsgpack.packb(nodes)) > self._reply_budget:
+                nodes.pop()
+        return nodes
+
+    def rpc_lookup(
+        self, sender: tuple[str, int], nodeid: object, key: object, cookie: object = None
+    ) -> list | None:
+        if not (valid_id(nodeid) and valid_id(key)):
+            return None
+        fresh = self.tokens.cookie(sender)
+        source = Node(nodeid, sender[0], sender[1])
+        if not self.tokens.check_cookie(sender, cookie):
+            # Not yet shown to receive at this address: a reply no bigger than the request.
+            self.unverified_replies += 1
+            return [[], [], b"", fresh]
+        self.heard_from(nodeid)
+        self.welcome_if_new(source)
+        nodes = self._neighbors(key, source)
+        token = self.make_token(sender, key)
         encoded = [r.encode() for r in self.storage.records(key)]
         random.shuffle(encoded)
-        budget = MAX_DATAGRAM - HEADER_BYTES - len(umsgpack.packb([[], nodes, token])) - 8
+        budget = MAX_DATAGRAM - HEADER_BYTES - len(umsgpack.packb([[], nodes, token, fresh])) - 8
         records: list[bytes] = []
         for blob in encoded:
             cost = len(umsgpack.packb(blob))
@@ -287,18 +341,18 @@ class DHTProtocol(KademliaProtocol):
                 break
             records.append(blob)
             budget -= cost
-        return [records, nodes, token]
+        return [records, nodes, token, fresh]
 
     def rpc_announce(
         self, sender: tuple[str, int], nodeid: object, record: object, token: object
     ) -> bool | None:
         if not valid_id(nodeid):
             return None
-        if not self.check_token(sender, token):
+        parsed = decode_valid(record, self.clock())
+        if parsed is None or not self.check_token(sender, parsed.key, token):
             self.refused_announces += 1
             return False
-        parsed = decode_valid(record, self.clock())
-        if parsed is None or not self.storage.add(parsed.key, parsed, sender[0]):
+        if not self.storage.add(parsed.key, parsed, self.diversity.source(sender)):
             self.refused_announces += 1
             return False
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
@@ -314,17 +368,28 @@ class DHTProtocol(KademliaProtocol):
     # -- outbound RPCs --------------------------------------------------------------------
 
     async def call_lookup(self, node: Node, key: bytes) -> tuple[bool, LookupReply | None]:
-        started = time.monotonic()
-        result = await self.lookup((node.ip, node.port), self.source_node.id, key)
-        ok, reply = self.handle_call_response(result, node)
-        if not ok:
-            return False, None
-        self.observe_rtt(time.monotonic() - started)
-        parsed = self._parse_lookup_reply(reply)
-        if parsed is None:
-            self.router.remove_contact(node)
-            return False, None
-        return True, parsed
+        """``lookup`` at ``node``, showing it our address first if it has not seen it yet (it
+        then answers only with a cookie, and the call is made again with it)."""
+        address = (node.ip, node.port)
+        for _attempt in range(2):
+            cookie = self._cookies.get(address)
+            args = (self.source_node.id, key) if cookie is None else (self.source_node.id, key, cookie)
+            started = time.monotonic()
+            result = await self.lookup(address, *args)
+            ok, reply = self.handle_call_response(result, node)
+            if not ok:
+                return False, None
+            self.observe_rtt(time.monotonic() - started)
+            parsed = self._parse_lookup_reply(reply)
+            if parsed is None:
+                self.router.remove_contact(node)
+                return False, None
+            records, nodes, token, fresh = parsed
+            if fresh:
+                self._remember_cookie(address, fresh)
+            if token or not fresh or fresh == cookie:
+                break
+        return True, (records, nodes, token)
 
     async def call_announce(self, node: Node, record: bytes, token: bytes) -> bool:
         try:
@@ -349,23 +414,20 @@ class DHTProtocol(KademliaProtocol):
             self._verified_cache[blob] = record
         return record if record.expires > now else None
 
-    def _parse_lookup_reply(self, reply: Any) -> LookupReply | None:
-        if not (isinstance(reply, list | tuple) and len(reply) == 3):
+    def _parse_lookup_reply(self, reply: Any) -> tuple[list[PeerRecord], list[Node], bytes, bytes] | None:
+        if not (isinstance(reply, list | tuple) and len(reply) == 4):
             return None
-        raw_records, raw_nodes, token = reply
+        raw_records, raw_nodes, token, cookie = reply
         if not (isinstance(raw_records, list) and isinstance(raw_nodes, list)):
             return None
-        if not isinstance(token, bytes):
+        if not (isinstance(token, bytes) and len(token) in (0, TOKEN_BYTES)):
+            return None
+        if not (isinstance(cookie, bytes) and len(cookie) in (0, COOKIE_BYTES)):
             return None
         now = self.clock()
         records = [r for r in (self._verified(b, now) for b in raw_records) if r is not None]
         nodes = [n for n in (_parse_node(x) for x in raw_nodes[:MAX_NODES_IN_REPLY]) if n is not None]
-        return records, [n for n in nodes if n.id != self.source_node.id], token
-
-
-def _token(secret: bytes, address: tuple[str, int]) -> bytes:
-    text = f"{address[0]}:{address[1]}".encode()
-    return blake3.blake3(text, key=secret).digest(length=TOKEN_BYTES)
+        return records, [n for n in nodes if n.id != self.source_node.id], token, cookie
 
 
 def _parse_node(item: object) -> Node | None:
@@ -375,9 +437,11 @@ def _parse_node(item: object) -> Node | None:
     if not (valid_id(node_id) and isinstance(ip, str) and type(port) is int and 0 < port < 65536):
         return None
     try:
-        ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    if addr.is_unspecified or addr.is_multicast or addr.is_reserved or str(addr) != ip:
+        return None  # nowhere a node can be (and no reflecting our queries at broadcast ranges)
     return Node(node_id, ip, port)
 
 

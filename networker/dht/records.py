@@ -17,12 +17,16 @@ On the wire a record is one msgpack array ``[peer_id, topic, addresses, expires,
 Invariants checked by :meth:`PeerRecord.verify` (every node checks them on store, on lookup
 replies and before handing records to callers):
 
-- types and lengths: 32-byte peer id and topic, 64-byte signature, integer expiry;
-- at most :data:`MAX_ADDRESSES` addresses, each parseable by :func:`networker.address.parse`,
-  and every ``~noise:`` key in them equal to ``peer_id`` (a peer cannot point at another key);
-- encoded size at most :data:`MAX_RECORD_BYTES`;
-- not expired (``expires > now``) and not absurdly far in the future (:data:`MAX_TTL`);
-- the signature verifies under ``peer_id``.
+1. types and lengths: 32-byte peer id and topic, 64-byte signature, integer expiry, 1 to
+   :data:`MAX_ADDRESSES` address strings; encoded size at most :data:`MAX_RECORD_BYTES`;
+2. the signature verifies under ``peer_id`` (before anything else is parsed);
+3. not expired (``expires > now``) and not absurdly far in the future (:data:`MAX_TTL`);
+4. each address parseable by :func:`networker.address.parse`, and every ``~noise:`` key in them
+   equal to ``peer_id`` (a peer cannot point at another key).
+
+Every failure is an :class:`InvalidRecordError` (the only error :meth:`PeerRecord.decode` and
+:meth:`PeerRecord.verify` raise). Which of a valid record's addresses may be *dialled* is a
+separate, local decision: :mod:`.policy`.
 """
 
 from __future__ import annotations
@@ -117,21 +121,36 @@ class PeerRecord:
             raise InvalidRecordError("a record's signature is 64 bytes")
         if type(self.expires) is not int or self.expires < 0:
             raise InvalidRecordError("a record's expiry is a non-negative integer")
-        if not 1 <= len(self.addresses) <= MAX_ADDRESSES:
+        if not (isinstance(self.addresses, tuple) and 1 <= len(self.addresses) <= MAX_ADDRESSES):
             raise InvalidRecordError(f"a record has 1..{MAX_ADDRESSES} addresses")
+        if not all(type(a) is str for a in self.addresses):
+            raise InvalidRecordError("record addresses are strings")
 
     def verify(self, now: float | None = None) -> None:
         """Raise :class:`InvalidRecordError` (or :class:`RecordExpiredError`) unless this record
-        is well formed, small enough, unexpired and signed by ``peer_id``."""
+        is well formed, small enough, signed by ``peer_id`` and unexpired.
+
+        The order matters: only the shape (types and lengths) is looked at before the signature;
+        the addresses are parsed only once the signature shows that ``peer_id`` wrote them, so
+        a forged record costs one signature check and nothing else."""
         self._check_shape()
+        try:
+            payload = _signing_payload(self.peer_id, self.topic, self.addresses, self.expires)
+            encoded = self.encode()
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidRecordError("the record cannot be encoded") from None
+        if len(encoded) > MAX_RECORD_BYTES:
+            raise InvalidRecordError(f"the record is larger than {MAX_RECORD_BYTES} bytes")
+        try:
+            nacl.signing.VerifyKey(self.peer_id).verify(payload, self.signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError, TypeError):
+            raise InvalidRecordError("the record's signature does not verify") from None
         now = time.time() if now is None else now
         if self.expires <= now:
             raise RecordExpiredError("the record has expired")
         if self.expires > now + MAX_TTL + 60:
             raise InvalidRecordError("the record expires too far in the future")
         for text in self.addresses:
-            if not isinstance(text, str):
-                raise InvalidRecordError("record addresses are strings")
             try:
                 multi = parse(text)
             except AddressError as e:
@@ -139,13 +158,6 @@ class PeerRecord:
             for alt in multi.alternatives:
                 if alt.peer_key is not None and alt.peer_key != self.peer_id:
                     raise InvalidRecordError("an address names another peer's key")
-        if len(self.encode()) > MAX_RECORD_BYTES:
-            raise InvalidRecordError(f"the record is larger than {MAX_RECORD_BYTES} bytes")
-        payload = _signing_payload(self.peer_id, self.topic, self.addresses, self.expires)
-        try:
-            nacl.signing.VerifyKey(self.peer_id).verify(payload, self.signature)
-        except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
-            raise InvalidRecordError("the record's signature does not verify") from None
 
     def is_valid(self, now: float | None = None) -> bool:
         try:

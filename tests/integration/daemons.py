@@ -16,6 +16,8 @@ NO_DISCOVERY = ["--no-lan", "--no-dht"]
 def env() -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("COBOX_")}
     e["PYTHONPATH"] = str(ROOT)
+    # Every test daemon runs on 127.0.0.1 and finds the others through the DHT.
+    e["COBOX_DHT_ALLOW_LOOPBACK"] = "true"
     return e
 
 

@@ -94,3 +94,61 @@ def test_bad_keys(bad):
 def test_format_parse_round_trip(alts):
     m = MultiAddress(tuple(alts))
     assert parse(m.format()) == m
+
+
+# -- strictness: ASCII digits, canonical forms (issue 12.8) ----------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "tcp:1.2.3.4:²",  # passes str.isdigit(), int() raises a bare ValueError
+    "tcp:1.2.3.4:٣٤",  # Arabic-Indic digits: int() would accept them
+    "tcp:1.2.3.4:\uff11\uff12",  # fullwidth digits
+    "tcp:1.2.3.4:080",  # leading zero
+    "tcp:1.2.3.4:00",
+    "tcp:1.2.3.4:+80",
+    "tcp:1.2.3.4: 80",
+    "tcp:1.2.3.4:",
+    "tcp:1.2.3.4:655350",
+    "tcp:01.2.3.4:80",  # leading zero in an IPv4 octet
+    "tcp:1.2.3:80",  # digits and dots but not a dotted quad
+    "tcp:ünicode.example:80",  # non-ASCII letters pass str.isalnum()
+    "tcp:exa²mple:80",
+    "tcp:-bad.example:80",
+    "tcp:a..b:80",
+    "tcp:[0:0::1]:80",  # not the canonical IPv6 form
+    "tcp:[::FFFF:1.2.3.4]:80",
+    "tcp:[fe80::1%eth0]:80",  # zone ids are not portable
+    "unix:/tmp/a\x00b",
+])
+def test_only_ascii_canonical_forms(text):
+    with pytest.raises(AddressError):
+        parse(text)
+
+
+@pytest.mark.parametrize("text", ["tcp:1.2.3.4:0", "tcp:1.2.3.4:65535", "tcp:[::1]:7", "tcp:my-host.example:80",
+                                  "tcp:localhost:1", "tcp:[2001:db8::1]:443"])
+def test_canonical_forms_accepted(text):
+    assert parse(text).format() == text
+
+
+@given(st.text(max_size=120))
+def test_parse_raises_only_address_error(text):
+    try:
+        parse(text)
+    except AddressError:
+        pass
+
+
+ADDRESSY = st.text(alphabet="tcpunix:[]0123456789.;~noise²٣abcdef-/%", max_size=80)
+
+
+@given(st.one_of(ADDRESSY, st.builds(lambda a, b: f"tcp:{a}:{b}", ADDRESSY, ADDRESSY),
+                 st.builds(lambda a: f"tcp:1.2.3.4:5~noise:{a}", st.text(max_size=60))))
+def test_parse_raises_only_address_error_near_valid(text):
+    try:
+        multi = parse(text)
+    except AddressError:
+        return
+    for alt in multi.alternatives:  # whatever is accepted is canonical: it formats back to itself
+        assert parse(alt.format()).alternatives[0] == alt
+        assert all(c in "0123456789" for c in str(alt.port))

@@ -11,6 +11,7 @@ import pytest_asyncio
 import umsgpack
 
 from networker.dht import DHT
+from networker.dht.storage import TopicLimits
 from networker.identity import DeviceIdentity
 
 RPC_TIMEOUT = 0.5
@@ -26,7 +27,13 @@ class Clock:
         return time.time() + self.offset
 
 
+# Every test node runs on 127.0.0.1: records name loopback addresses, and all announces come
+# from one IP, so the per-IP topic limits are lifted (tests of those limits set their own).
+TEST_NETWORK = {"allow_loopback": True, "topic_limits": TopicLimits(per_ip=1000, per_subnet=1000)}
+
+
 async def start_network(n: int, clock: Clock, **kwargs: Any) -> list[DHT]:
+    kwargs = {**TEST_NETWORK, **kwargs}
     first = DHT(DeviceIdentity.generate(), rpc_timeout=RPC_TIMEOUT, clock=clock, **kwargs)
     await first.start()
     nodes = [first]
@@ -84,6 +91,12 @@ class RawClient(asyncio.DatagramProtocol):
         self.transport.sendto(b"\x00" + msg_id + umsgpack.packb([name, list(args)]), addr)
         return await asyncio.wait_for(fut, timeout)
 
+    async def lookup(self, addr: tuple[str, int], key: bytes, nodeid: bytes | None = None) -> list[Any]:
+        """A full ``lookup`` reply: ask, then ask again with the address cookie."""
+        nodeid = nodeid or os.urandom(20)
+        first = await self.call(addr, "lookup", nodeid, key)
+        return await self.call(addr, "lookup", nodeid, key, first[3])
+
     def send_raw(self, addr: tuple[str, int], data: bytes) -> None:
         assert self.transport is not None
         self.transport.sendto(data, addr)
@@ -101,4 +114,52 @@ class RawClient(asyncio.DatagramProtocol):
 async def raw_client() -> RawClient:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_datagram_endpoint(RawClient, local_addr=("127.0.0.1", 0))
+    return proto
+
+
+class FakeNode(asyncio.DatagramProtocol):
+    """A hostile DHT node: answers ``ping`` with its id and every other RPC with whatever
+    ``answer(name, args, addr)`` returns (``None``: no reply)."""
+
+    def __init__(self, node_id: bytes, answer: Any) -> None:
+        self.node_id = node_id
+        self.answer = answer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.requests: list[tuple[str, list[Any]]] = []
+        self.replies = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data[:1] == b"\x01":
+            self.replies += 1
+        if data[:1] != b"\x00":
+            return
+        name, args = umsgpack.unpackb(data[21:])
+        self.requests.append((name, args))
+        reply = self.node_id if name == "ping" else self.answer(name, args, addr)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(b"\x01" + data[1:21] + umsgpack.packb(reply), addr)
+
+    def send(self, addr: tuple[str, int], name: str, *args: Any) -> None:
+        """Send a request; its reply only counts in ``replies``."""
+        assert self.transport is not None
+        self.transport.sendto(b"\x00" + os.urandom(20) + umsgpack.packb([name, list(args)]), addr)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return (host, int(port))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def fake_node(answer: Any, node_id: bytes | None = None, host: str = "127.0.0.1") -> FakeNode:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(
+        lambda: FakeNode(node_id or os.urandom(20), answer), local_addr=(host, 0))
     return proto

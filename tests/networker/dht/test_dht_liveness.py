@@ -12,6 +12,7 @@ import random
 from kademlia.node import Node
 
 from networker.dht.crawl import TopicCrawl
+from networker.dht.limits import Diversity
 from networker.dht.protocol import DEAD_MEMORY, RTT_MEMORY, STALL_FLOOR, DHTProtocol
 from networker.dht.storage import RecordStorage
 
@@ -34,6 +35,7 @@ class FakeNetwork:
         self.inflight = 0
         self.peak = 0
         self.background: set[asyncio.Task[object]] = set()
+        self.diversity = Diversity(loopback_ports_distinct=True)  # every fake node is on 127.0.0.1
 
     def is_dead(self, node_id: bytes) -> bool:
         return node_id in self.known_dead
@@ -126,7 +128,7 @@ async def test_stalled_queries_do_not_hold_the_lookup_until_their_timeout():
 
 
 def make_protocol() -> DHTProtocol:
-    return DHTProtocol(Node(os.urandom(20)), RecordStorage(), 20)
+    return DHTProtocol(Node(os.urandom(20)), RecordStorage(), 20, diversity=Diversity(loopback_ports_distinct=True))
 
 
 def test_stall_estimate_follows_recent_rtts_and_forgets_old_ones():

@@ -17,7 +17,7 @@ from networker.dht import DHT, PeerRecord, dht_key
 from networker.dht.records import _signing_payload
 from networker.encoding import encode_key
 from networker.identity import DeviceIdentity
-from tests.networker.dht.conftest import RPC_TIMEOUT, Clock, raw_client, start_network, stop_all
+from tests.networker.dht.conftest import RPC_TIMEOUT, TEST_NETWORK, Clock, raw_client, start_network, stop_all
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -64,7 +64,7 @@ async def test_binds_only_the_given_host(network: list[DHT]):
 
 
 async def _token_for(client, node: DHT, key: bytes) -> bytes:
-    _records, nodes, token = await client.call(node.address, "lookup", os.urandom(20), key)
+    _records, nodes, token, _cookie = await client.lookup(node.address, key)
     assert isinstance(token, bytes) and isinstance(nodes, list)
     return token
 
@@ -73,7 +73,8 @@ async def test_announce_needs_a_token_for_the_senders_address(network: list[DHT]
     target = network[20]
     ident = DeviceIdentity.generate()
     topic = os.urandom(32)
-    rec = PeerRecord.create(ident, topic, ["tcp:127.0.0.1:9"], ttl=600, now=target.clock())
+    address = f"tcp:127.0.0.1:9~noise:{encode_key(ident.peer_id)}"
+    rec = PeerRecord.create(ident, topic, [address], ttl=600, now=target.clock())
     forger, honest = await raw_client(), await raw_client()
     try:
         async with asyncio.timeout(5):
@@ -100,9 +101,10 @@ async def test_invalid_records_refused_even_with_a_token(network: list[DHT]):
     ident = DeviceIdentity.generate()
     topic = os.urandom(32)
     now = target.clock()
-    good = PeerRecord.create(ident, topic, ["tcp:127.0.0.1:9"], ttl=600, now=now)
+    address = f"tcp:127.0.0.1:9~noise:{encode_key(ident.peer_id)}"
+    good = PeerRecord.create(ident, topic, [address], ttl=600, now=now)
     wrongly_signed = dataclasses.replace(good, signature=DeviceIdentity.generate().sign(b"x"))
-    expired = PeerRecord.create(ident, topic, ["tcp:127.0.0.1:9"], ttl=10, now=now - 100)
+    expired = PeerRecord.create(ident, topic, [address], ttl=10, now=now - 100)
     key = encode_key(ident.peer_id)
     big_addrs = tuple(f"unix:/{'x' * 120}/{i}~noise:{key}" for i in range(8))
     oversized = PeerRecord(ident.peer_id, topic, big_addrs, int(now) + 600,
@@ -133,10 +135,11 @@ async def test_lookup_reply_fits_in_a_datagram(network: list[DHT]):
     for _ in range(40):
         ident = DeviceIdentity.generate()
         key = encode_key(ident.peer_id)
-        addrs = tuple(f"unix:/{'y' * 60}/{i}~noise:{key}" for i in range(5))
+        addrs = (f"tcp:127.0.0.1:1~noise:{key}", *(f"unix:/{'y' * 60}/{i}~noise:{key}" for i in range(4)))
         rec = PeerRecord.create(ident, topic, addrs, ttl=600, now=target.clock())
         assert target.storage.add(dht_key(topic), rec, "10.1.1.1")
-    reply = target.protocol.rpc_lookup(("127.0.0.1", 9), os.urandom(20), dht_key(topic))
+    cookie = target.protocol.tokens.cookie(("127.0.0.1", 9))
+    reply = target.protocol.rpc_lookup(("127.0.0.1", 9), os.urandom(20), dht_key(topic), cookie)
     assert 21 + len(umsgpack.packb(reply)) <= 8192
     assert 0 < len(reply[0]) < 40
 
@@ -181,7 +184,7 @@ async def test_reannounced_before_expiry(network: list[DHT]):
 
 
 async def test_alone_node_works():
-    async with DHT(DeviceIdentity.generate()) as alone:
+    async with DHT(DeviceIdentity.generate(), allow_loopback=True) as alone:
         topic = os.urandom(32)
         assert await alone.announce(topic, addr_of(alone)) == 1
         [rec] = await alone.lookup(topic)
@@ -193,13 +196,13 @@ async def test_state_saved_as_json_and_reloaded(network: list[DHT], tmp_path):
     topic = os.urandom(32)
     await announce_all(network[25:28], topic)
     d = DHT(DeviceIdentity.generate(), bootstrap=[network[0].address], state_path=path,
-            rpc_timeout=RPC_TIMEOUT)
+            rpc_timeout=RPC_TIMEOUT, **TEST_NETWORK)
     await d.start()
     node_id = d.node_id
     await d.stop()
     data = json.loads(path.read_text())
     assert data["node_id"] == node_id.hex() and len(data["contacts"]) >= 10
-    again = DHT(DeviceIdentity.generate(), state_path=path, rpc_timeout=RPC_TIMEOUT)  # no bootstrap
+    again = DHT(DeviceIdentity.generate(), state_path=path, rpc_timeout=RPC_TIMEOUT, **TEST_NETWORK)  # no bootstrap
     async with again:
         assert again.node_id == node_id
         assert len(again.contacts()) >= 10
