@@ -142,10 +142,42 @@ class InvalidPathError(FolderError, UsageError):
     status = 400
 
 
-class MalformedOpError(FolderError):
+class MalformedRecordError(CoboxError):
+    """An entry read from another device's feed is not a valid record: it is refused (skipped,
+    counted and reported per device), never fatal."""
+
+    code = "malformed_record"
+
+
+class MalformedOpError(MalformedRecordError, FolderError):
     """A folder operation record read from a feed is malformed; it is skipped."""
 
     code = "malformed_op"
+
+
+class MalformedChunkError(MalformedRecordError, FolderError):
+    """A chunk reference names an entry that is not a valid chunk (or not the chunk named)."""
+
+    code = "malformed_chunk"
+
+
+class MalformedLogEntryError(MalformedRecordError):
+    """A group log entry is malformed; it is shown as refused."""
+
+    code = "malformed_log_entry"
+
+
+class AdmissionError(CoboxError):
+    """A feed offered to a group comes with an admission that does not check out (wrong
+    signature, wrong membership tag, malformed), or past a per-device or per-group limit."""
+
+    code = "feed_refused"
+
+
+class DiskReserveError(FolderError):
+    """A download would leave less free disk space than ``[folders] min_disk_free``: not started."""
+
+    code = "disk_reserve"
 
 
 class UnknownVersionError(FolderError):
@@ -166,6 +198,8 @@ class UnsafePathError(FolderError):
     """A path would be written through a symlink or a non-directory: refused."""
 
     code = "unsafe_path"
+
+
 class CsrfError(CoboxError):
     """A dashboard request that changes something came without the page's X-Cobox-CSRF header."""
 
