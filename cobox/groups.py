@@ -67,7 +67,7 @@ RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per fe
 GROUPS_SCOPE = "groups"
 NONCE_BYTES = 24
 MAX_TEXT = 64 * 1024
-MAX_TIME = 2**40  # seconds since the epoch (year ~36800): a sane upper bound for ``time``
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second ``datetime`` can show
 MAX_FEEDS_PER_DEVICE = 64
 MAX_FEEDS = 4096  # per group on a backup peer
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice
@@ -300,7 +300,7 @@ class Group:
                 raise MalformedLogEntryError("does not decrypt with the group key")
             obj = unpack(plain)
             kind = record_type(obj)
-            if kind == "chunk" or (kind is not None and kind.startswith("folder/")):
+            if kind in ("chunk", "filler") or (kind is not None and kind.startswith("folder/")):
                 return None  # the folder's records (their decoder reports them)
             when, text = decode_log(obj)
         except (MalformedLogEntryError, MalformedRecordError) as e:

@@ -189,7 +189,10 @@ class ControlServer:
         if folder is not None:
             f = folder.status()
             doc["folders"] = [{"path": f["path"], "status": f"{f['files']} files, {f['bytes']} bytes, "
-                               f"{f['pending_down']} to download{', error: ' + f['error'] if f['error'] else ''}"}]
+                               f"{f['pending_down']} to download{', error: ' + f['error'] if f['error'] else ''}"
+                               f"{', %d paths cannot be applied' % f['failed_count'] if f['failed_count'] else ''}",
+                               "error": f["error"], "last_error": f["last_error"],
+                               "last_error_time": f["last_error_time"], "failed_count": f["failed_count"]}]
             doc["conflicts"] = f["conflicts"]
         if group.is_member:
             doc["receipts"] = [

@@ -36,7 +36,6 @@ from cobox.errors import FileChangedError, UnsafePathError
 from .paths import TMP_PREFIX, normalize_path
 from .plan import LocalFile
 
-
 _umask_lock = threading.Lock()
 
 

@@ -32,8 +32,11 @@ Clock space: a record at entry ``seq`` of its feed may carry a clock of at most
 alone, so every device accepts the same records whatever order they arrive in; an honest
 device (one more than the highest clock seen, per record) never gets near it, and no single
 value a member writes can push the clocks of the group to the end of their range: to lift the
-highest clock by ``n * 2**32`` a member has to write ``n`` entries. Clocks are unsigned 64-bit
-integers in msgpack; the bound stays below ``2**64`` for the first ``2**32 - 1`` entries of a feed.
+highest clock by ``n * 2**32`` a member has to write ``n`` entries. A device whose next clock
+is above the bound of its own next entry first appends that many tiny ``FILLER`` entries
+(``{"type": "filler"}``, skipped by every reader): the same cost as the member's, once. Clocks
+are unsigned 64-bit integers in msgpack; the bound stays below ``2**64`` for the first
+``2**32 - 1`` entries of a feed.
 
 Encoding: a msgpack map with a ``type`` (``folder/put``, ``folder/delete``, ``folder/rename``),
 a format version ``v`` (1) and short keys. Chunk refs are ``[id, feed index, seq, size]`` into
@@ -154,6 +157,14 @@ def _chunks_out(chunks: tuple[ChunkRef, ...]) -> tuple[list[bytes], list[list[An
     for c in chunks:
         out.append([c.id, feeds.setdefault(c.feed, len(feeds)), c.seq, c.size])
     return list(feeds), out
+
+
+FILLER = msgpack.packb({"type": "filler"}, use_bin_type=True)  # clock room, nothing else
+
+
+def fillers_needed(clock: int, seq: int) -> int:
+    """How many entries must precede, at ``seq``, a record with ``clock`` for it to be valid."""
+    return max(0, -(-clock // CLOCK_STEP) - 1 - seq)
 
 
 def clock_bound(seq: int) -> int:

@@ -58,12 +58,13 @@ from .disk import DiskReserve, SpaceFn, disk_space, reason
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
 from .model import (
+    FILLER,
     ChunkRef,
     Op,
     Stamp,
-    clock_bound,
     decode_chunk,
     encode_op,
+    fillers_needed,
     is_folder_record,
     op_from,
     record_type,
@@ -80,6 +81,8 @@ APPEND_BATCH = 16  # chunks per signed append
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
+MAX_FILLERS = 1 << 20  # entries written at most to make clock room for one op
+APPEND_FILLERS = 1024  # filler entries per signed append
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +249,9 @@ class FolderSync:
                 if feed.writable:
                     cid = chunk_id(chunk)
                     self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
+            elif kind == "filler":
+                if set(obj) != {"type"}:
+                    raise MalformedRecordError("a filler entry with fields")
             elif kind != "log":  # log entries: Group.log decodes (and reports) them
                 raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
         except MalformedRecordError as e:
@@ -302,7 +308,7 @@ class FolderSync:
         elif isinstance(a, Forget):
             await self._forget(a.path)
         elif isinstance(a, RecordDelete):
-            await self._append([encode_op(self._stamped(self.state.delete(a.path, self.group.device_id, a.base)))])
+            await self._record(self.state.delete(a.path, self.group.device_id, a.base))
             await self._forget(a.path)
         elif isinstance(a, RecordPut):
             await self._record_put(a)
@@ -390,22 +396,32 @@ class FolderSync:
         if (st.st_size, st.st_mtime_ns) != (a.local.size, a.local.mtime):
             self._wake.set()  # still being written: record it when it settles
             return
-        op = self._stamped(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
-                                          self.group.device_id, a.base))
-        await self._append([encode_op(op)])
+        op = await self._record(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
+                                               self.group.device_id, a.base))
         await self._mark(a.path, Synced(op.stamp, st.st_size, st.st_mtime_ns, op.content))
 
-    def _stamped(self, op: Op) -> Op:
-        """Give ``op`` a clock above every operation merged and every one recorded since, so
-        a round can record many files without re-merging after each (which would make a round
-        quadratic in the number of files)."""
+    async def _record(self, op: Op) -> Op:
+        """Append ``op`` with a clock above every operation merged and every one recorded since,
+        so a round can record many files without re-merging after each (which would make a round
+        quadratic in the number of files). If a member pushed the clocks beyond what our next
+        entry may carry (``model.clock_bound``), filler entries make the room first."""
         clock = max(op.clock, self._next_clock)
         feed = self.group.own_feed()
-        seq = feed.next_seq if feed is not None else 0  # where the op lands (no await until appended)
-        if clock > clock_bound(seq):
-            raise FolderError("a member wrote clocks far ahead of this device's feed: the change waits")
+        need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
+        if need > MAX_FILLERS:
+            raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
+        while need > 0:
+            n = min(need, APPEND_FILLERS)
+            await self._append([FILLER] * n)
+            need -= n
+        op = dataclasses.replace(op, clock=clock)
+        data = encode_op(op)
+        feed = self.group.own_feed()
+        if fillers_needed(clock, feed.next_seq if feed is not None else 0):  # an append came between
+            return await self._record(op)
+        await self._append([data])
         self._next_clock = clock + 1
-        return dataclasses.replace(op, clock=clock)
+        return op
 
     async def _append(self, plaintexts: list[bytes]) -> int:
         return await self.group.append_records(plaintexts)
