@@ -188,9 +188,10 @@ class ControlServer:
         folder = self.daemon.folders.get(group.name)
         if folder is not None:
             f = folder.status()
+            failed = f", {f['failed_count']} paths cannot be applied" if f["failed_count"] else ""
             doc["folders"] = [{"path": f["path"], "status": f"{f['files']} files, {f['bytes']} bytes, "
                                f"{f['pending_down']} to download{', error: ' + f['error'] if f['error'] else ''}"
-                               f"{', %d paths cannot be applied' % f['failed_count'] if f['failed_count'] else ''}",
+                               f"{failed}",
                                "error": f["error"], "last_error": f["last_error"],
                                "last_error_time": f["last_error_time"], "failed_count": f["failed_count"]}]
             doc["conflicts"] = f["conflicts"]
