@@ -110,7 +110,8 @@ class FolderSync:
         self.failures = 0  # rounds failed in a row
         self.restarts = 0  # tasks restarted after they died
         self.failed: dict[str, PathFailure] = {}  # paths that cannot be applied or recorded now
-        self._bad_versions: set[tuple[str, Stamp]] = set()  # reference chunks that are not valid
+        self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
+        self._stopping = False
         self._ops: list[Op] = []
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._next_clock = 0  # the lowest clock the next recorded operation may take
@@ -342,8 +343,9 @@ class FolderSync:
     async def _download(self, a: Download) -> None:
         loop = asyncio.get_running_loop()
         v = a.version
-        if (v.path, v.stamp) in self._bad_versions:
-            raise MalformedChunkError("this version references entries that are not its chunks (refused)")
+        bad = self._bad_versions.get((v.path, v.stamp))
+        if bad is not None:
+            raise MalformedChunkError(bad)
         await asyncio.to_thread(self.min_disk_free.check, self.root, v.size, self.disk_space)
 
         def pieces() -> Iterator[bytes]:  # runs in the writer thread, one chunk at a time
@@ -354,7 +356,7 @@ class FolderSync:
             out = await asyncio.to_thread(write_file, self.root, a.path, pieces(), size=v.size, mode=v.mode,
                                           mtime=v.mtime, expect=a.replace)
         except MalformedChunkError as e:
-            self._bad_versions.add((v.path, v.stamp))
+            self._bad_versions[(v.path, v.stamp)] = str(e)
             # counted against the op's author, once per stamp
             self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
             raise
