@@ -73,8 +73,8 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-async def members(tmp_path) -> AsyncIterator[Callable[..., Any]]:
+@pytest.fixture(name="members")
+async def members_fixture(tmp_path) -> AsyncIterator[Callable[..., Any]]:
     made: list[Member] = []
     address = os.urandom(32)
 

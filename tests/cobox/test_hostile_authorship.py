@@ -13,7 +13,7 @@ from cobox.folders.chunking import chunk_id
 from cobox.folders.model import ChunkRef, Put, encode_op
 from cobox.groups import MAX_TEXT
 
-from .hostile import connect, members, tree  # noqa: F401 - the fixture
+from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
 
 T = int(time.time()) * 10**9
 

@@ -8,7 +8,7 @@ import pytest
 from cobox.errors import MalformedOpError
 from cobox.folders.model import CLOCK_STEP, Delete, Put, clock_bound, decode_op, encode_op
 
-from .hostile import connect, members, tree  # noqa: F401 - the fixture
+from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
 
 A = b"\xaa" * 32
 
