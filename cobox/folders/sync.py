@@ -39,8 +39,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -53,7 +51,7 @@ from storage.errors import FeedNotFoundError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
 from .apply import clean_temp, move_file, remove_file, write_file
-from .chunking import chunk_id, chunks
+from .chunking import chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
@@ -72,6 +70,7 @@ from .model import (
 )
 from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .scan import scan
+from .stream import chunks_of
 
 if TYPE_CHECKING:
     from ..groups import Group
@@ -383,7 +382,7 @@ class FolderSync:
                 batched.clear()
 
         order: list[bytes] = []
-        async for c in _chunks_of(path):
+        async for c in chunks_of(path):
             cid = chunk_id(c)
             order.append(cid)
             if cid not in known and cid not in batched:
@@ -473,46 +472,6 @@ class FolderSync:
         target.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(write_file, target.parent, target.name, pieces(), size=v.size, mode=v.mode,
                                 mtime=v.mtime, expect=None)
-
-
-async def _chunks_of(path: Path) -> Any:
-    """Chunk a file in a worker thread, handing chunks over through a small queue (bounded
-    memory, the event loop never blocks on the disk)."""
-    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            with open(path, "rb") as f:
-                for c in chunks(f):
-                    while not stop.is_set():
-                        try:
-                            q.put(c, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            q.put(None)
-        except BaseException as e:
-            q.put(e)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = await asyncio.to_thread(q.get)
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        await asyncio.to_thread(thread.join, 5)
 
 
 def version_id(v: Version) -> str:
