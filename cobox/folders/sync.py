@@ -50,6 +50,7 @@ from storage import RangeSet
 from storage.errors import FeedNotFoundError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
+from ..groups import decode_log
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
@@ -252,7 +253,9 @@ class FolderSync:
             elif kind == "filler":
                 if set(obj) != {"type"}:
                     raise MalformedRecordError("a filler entry with fields")
-            elif kind != "log":  # log entries: Group.log decodes (and reports) them
+            elif kind == "log":
+                decode_log(obj)  # (Group.log shows them)
+            else:
                 raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
         except MalformedRecordError as e:
             self.group.refuse(feed.key, seq, str(e))
