@@ -29,7 +29,6 @@ from networker.peer import ServiceError
 from storage.errors import StorageError
 
 from ..errors import AuthError, CoboxError, RecoveryError, UsageError
-from ..folders.model import encode_op
 from ..folders.paths import normalize_path
 from ..folders.sync import find_version, version_id
 from ..uri import Invite, parse_invite
@@ -338,7 +337,7 @@ class ControlServer:
         if body.get("to"):
             await sync.write_version(v, Path(str(body["to"])).expanduser().resolve())
             return web.json_response({"written": str(body["to"]), "version": version_id(v)})
-        await sync.group.append_records([encode_op(sync.state.restore(path, v.stamp, sync.group.device_id))])
+        await sync.record(sync.state.restore(path, v.stamp, sync.group.device_id))
         sync.wake()
         return web.json_response({"restored": path, "version": version_id(v)})
 

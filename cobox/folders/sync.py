@@ -311,7 +311,7 @@ class FolderSync:
         elif isinstance(a, Forget):
             await self._forget(a.path)
         elif isinstance(a, RecordDelete):
-            await self._record(self.state.delete(a.path, self.group.device_id, a.base))
+            await self.record(self.state.delete(a.path, self.group.device_id, a.base))
             await self._forget(a.path)
         elif isinstance(a, RecordPut):
             await self._record_put(a)
@@ -400,11 +400,11 @@ class FolderSync:
         if (st.st_size, st.st_mtime_ns) != (a.local.size, a.local.mtime):
             self._wake.set()  # still being written: record it when it settles
             return
-        op = await self._record(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
+        op = await self.record(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
                                                self.group.device_id, a.base))
         await self._mark(a.path, Synced(op.stamp, st.st_size, st.st_mtime_ns, op.content))
 
-    async def _record(self, op: Op) -> Op:
+    async def record(self, op: Op) -> Op:
         """Append ``op`` with a clock above every operation merged and every one recorded since,
         so a round can record many files without re-merging after each (which would make a round
         quadratic in the number of files). If a member pushed the clocks beyond what our next
@@ -422,7 +422,7 @@ class FolderSync:
         data = encode_op(op)
         feed = self.group.own_feed()
         if fillers_needed(clock, feed.next_seq if feed is not None else 0):  # an append came between
-            return await self._record(op)
+            return await self.record(op)
         await self._append([data])
         self._next_clock = clock + 1
         return op
