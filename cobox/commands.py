@@ -211,6 +211,14 @@ def print_group(g: dict[str, Any], indent: str = "") -> None:
     for f in g["feeds"]:
         mark = " (this device)" if f["own"] else ""
         print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
+    for dev, d in g.get("devices", {}).items():
+        if d.get("records_refused") or d.get("feeds_refused"):
+            print(f"{indent}  device {dev[:16]}: {d.get('records_refused', 0)} records refused "
+                  f"(last: {d.get('last_refused_reason', '')}), {d.get('feeds_refused', 0)} feeds refused")
+    for f in g.get("folders", []):
+        print(f"{indent}  folder {f['path']}: {f['status']}")
+        if f.get("last_error") and not f.get("error"):
+            print(f"{indent}    last error (recovered): {f['last_error']}")
 
 
 def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any) -> int:
