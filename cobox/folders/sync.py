@@ -410,21 +410,18 @@ class FolderSync:
         quadratic in the number of files). If a member pushed the clocks beyond what our next
         entry may carry (``model.clock_bound``), filler entries make the room first."""
         clock = max(op.clock, self._next_clock)
+        self._next_clock = clock + 1  # taken now: a record() running beside this one gets another
+        op = dataclasses.replace(op, clock=clock)
+        data = encode_op(op)
         feed = self.group.own_feed()
         need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
         if need > MAX_FILLERS:
             raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
-        while need > 0:
+        while need > 0:  # appends in between only add room
             n = min(need, APPEND_FILLERS)
             await self._append([FILLER] * n)
             need -= n
-        op = dataclasses.replace(op, clock=clock)
-        data = encode_op(op)
-        feed = self.group.own_feed()
-        if fillers_needed(clock, feed.next_seq if feed is not None else 0):  # an append came between
-            return await self.record(op)
         await self._append([data])
-        self._next_clock = clock + 1
         return op
 
     async def _append(self, plaintexts: list[bytes]) -> int:
