@@ -303,7 +303,7 @@ class Group:
             if kind in ("chunk", "filler") or (kind is not None and kind.startswith("folder/")):
                 return None  # the folder's records (their decoder reports them)
             when, text = decode_log(obj)
-        except (MalformedLogEntryError, MalformedRecordError) as e:
+        except MalformedRecordError as e:  # MalformedLogEntryError or a refused msgpack entry
             self.refuse(feed_key, seq, f"log entry: {e}")
             return LogEntry(feed_key, seq, author, 0.0, "", refused=str(e))
         return LogEntry(feed_key, seq, author, when, text)
