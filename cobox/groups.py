@@ -135,6 +135,7 @@ class Group:
         self.max_feeds = max_feeds  # as a backup peer
         self._admissions: dict[bytes, bytes] = {}  # feed key -> admission (its owner first)
         self._per_device: dict[bytes, int] = {}  # owner -> feeds admitted
+        self._opening: set[bytes] = set()  # feeds being admitted (an await in progress)
         self.refusals = Refusals()
         self._callbacks: list[Callable[[Feed], None]] = []
 
@@ -181,6 +182,11 @@ class Group:
             self._per_device[owner] = self._per_device.get(owner, 0) + 1
         self._admissions[key] = adm
 
+    def _unadmit(self, key: bytes) -> None:
+        adm = self._admissions.pop(key, None)
+        if adm is not None:
+            self._per_device[admission.owner(adm)] -= 1
+
     async def _remember(self, key: bytes, adm: bytes) -> None:
         self._admit(key, adm)
         await self.store.put_record(self._tag_scope, key.hex(), adm)
@@ -199,6 +205,8 @@ class Group:
         return self._admissions.get(feed.key, b"")
 
     async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
+        if key in self._opening:
+            return None  # being admitted by another call right now
         if key in self._admissions:
             return self.store.feed(key)
         try:
@@ -212,10 +220,19 @@ class Group:
         except AdmissionError as e:
             log.debug("group %s: feed %s refused: %s", self.name, key.hex()[:16], e)
             return None
-        feed = await self.store.open_feed(key, self.namespace)  # the stored one, or a new replica
-        if feed.namespace != self.namespace:
-            return None
-        await self._remember(key, tag)
+        self._opening.add(key)
+        self._admit(key, tag)  # counted before any await, so concurrent offers cannot pass a limit
+        try:
+            feed = await self.store.open_feed(key, self.namespace)  # the stored one, or a new replica
+            if feed.namespace != self.namespace:
+                self._unadmit(key)
+                return None
+            await self._remember(key, tag)
+        except BaseException:
+            self._unadmit(key)
+            raise
+        finally:
+            self._opening.discard(key)
         if not self.is_member:
             feed.listen(lambda ev, k=feed.key: self._stored(k))
         for cb in list(self._callbacks):

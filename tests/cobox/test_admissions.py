@@ -4,6 +4,7 @@ backup peer takes at most so many per group. Refusing a feed is not an error."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from cobox import admission
@@ -91,5 +92,22 @@ async def test_a_backup_peer_checks_signatures_and_bounds_feeds_per_group(tmp_pa
             assert await member.accept_feed(k0, adm0) is None
         finally:
             await member_store.close()
+    finally:
+        await store.close()
+
+
+async def test_concurrent_offers_cannot_pass_the_limit(tmp_path):
+    store = await Store.open(tmp_path / "m")
+    try:
+        keys = GroupKeys.from_address(os.urandom(32))
+        group = await _group(store, keys, max_feeds_per_device=3)
+        flooder = DeviceIdentity.generate()
+        offers = [(k, admission.make(flooder, keys.discovery_key, keys.membership_key, k))
+                  for k in (os.urandom(32) for _ in range(10))]
+        got = await asyncio.gather(*(group.accept_feed(k, a) for k, a in offers),
+                                   *(group.accept_feed(k, a) for k, a in offers[:3]))  # and offered twice
+        assert sum(f is not None for f in got[:10]) == 3
+        assert len([f for f in group.feeds() if group.owner(f.key) == flooder.peer_id]) == 3
+        assert group.status()["devices"][flooder.peer_id.hex()]["feeds"] == 3
     finally:
         await store.close()
