@@ -135,7 +135,7 @@ class Group:
         self.max_feeds = max_feeds  # as a backup peer
         self._admissions: dict[bytes, bytes] = {}  # feed key -> admission (its owner first)
         self._per_device: dict[bytes, int] = {}  # owner -> feeds admitted
-        self._opening: set[bytes] = set()  # feeds being admitted (an await in progress)
+        self._opening: dict[bytes, asyncio.Future[Feed | None]] = {}  # feeds being admitted (awaiting)
         self.refusals = Refusals()
         self._callbacks: list[Callable[[Feed], None]] = []
 
@@ -205,8 +205,9 @@ class Group:
         return self._admissions.get(feed.key, b"")
 
     async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
-        if key in self._opening:
-            return None  # being admitted by another call right now
+        pending = self._opening.get(key)
+        if pending is not None:  # being admitted by another call right now: its answer
+            return await asyncio.shield(pending)
         if key in self._admissions:
             return self.store.feed(key)
         try:
@@ -220,19 +221,25 @@ class Group:
         except AdmissionError as e:
             log.debug("group %s: feed %s refused: %s", self.name, key.hex()[:16], e)
             return None
-        self._opening.add(key)
+        done: asyncio.Future[Feed | None] = asyncio.get_running_loop().create_future()
+        self._opening[key] = done
         self._admit(key, tag)  # counted before any await, so concurrent offers cannot pass a limit
         try:
-            feed = await self.store.open_feed(key, self.namespace)  # the stored one, or a new replica
-            if feed.namespace != self.namespace:
+            feed: Feed | None = await self.store.open_feed(key, self.namespace)  # stored, or a new replica
+            if feed is not None and feed.namespace != self.namespace:
+                feed = None
                 self._unadmit(key)
-                return None
-            await self._remember(key, tag)
+            else:
+                await self._remember(key, tag)
         except BaseException:
             self._unadmit(key)
+            done.set_result(None)
             raise
         finally:
-            self._opening.discard(key)
+            del self._opening[key]
+        done.set_result(feed)
+        if feed is None:
+            return None
         if not self.is_member:
             feed.listen(lambda ev, k=feed.key: self._stored(k))
         for cb in list(self._callbacks):

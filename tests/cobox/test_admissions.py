@@ -107,6 +107,7 @@ async def test_concurrent_offers_cannot_pass_the_limit(tmp_path):
         got = await asyncio.gather(*(group.accept_feed(k, a) for k, a in offers),
                                    *(group.accept_feed(k, a) for k, a in offers[:3]))  # and offered twice
         assert sum(f is not None for f in got[:10]) == 3
+        assert [f is not None for f in got[10:]] == [f is not None for f in got[:3]]  # the same answer twice
         assert len([f for f in group.feeds() if group.owner(f.key) == flooder.peer_id]) == 3
         assert group.status()["devices"][flooder.peer_id.hex()]["feeds"] == 3
     finally:
