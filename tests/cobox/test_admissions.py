@@ -112,3 +112,21 @@ async def test_concurrent_offers_cannot_pass_the_limit(tmp_path):
         assert group.status()["devices"][flooder.peer_id.hex()]["feeds"] == 3
     finally:
         await store.close()
+
+
+async def test_the_1100_feed_flood_with_valid_tags_stops_at_the_default_limit(tmp_path):
+    store = await Store.open(tmp_path / "m")
+    try:
+        keys = GroupKeys.from_address(os.urandom(32))
+        group = await _group(store, keys)  # defaults: 64 feeds per device
+        flooder = DeviceIdentity.generate()
+        accepted = 0
+        for _ in range(1100):
+            k = os.urandom(32)
+            accepted += await group.accept_feed(k, admission.make(flooder, keys.discovery_key,
+                                                                  keys.membership_key, k)) is not None
+        assert accepted == 64
+        assert group.status()["devices"][flooder.peer_id.hex()]["feeds_refused"] == 1100 - 64
+        assert len(group.feeds()) == 65  # the flooder's 64 and this device's own: nothing more to relay
+    finally:
+        await store.close()
