@@ -218,6 +218,14 @@ def print_group(g: dict[str, Any], indent: str = "") -> None:
         audit = ("not audited yet" if a is None else f"audit passed at {_when(a['time'])} ({a['samples']} samples)"
                  if a["passed"] else f"audit failed ({a['reason']}) at {_when(a['time'])}")
         print(f"{indent}  backup peer {r['peer'][:16]}  {'backed up' if r['backed_up'] else 'not backed up'}, {audit}")
+    for dev, d in g.get("devices", {}).items():
+        if d.get("records_refused") or d.get("feeds_refused"):
+            print(f"{indent}  device {dev[:16]}: {d.get('records_refused', 0)} records refused "
+                  f"(last: {d.get('last_refused_reason', '')}), {d.get('feeds_refused', 0)} feeds refused")
+    for f in g.get("folders", []):
+        print(f"{indent}  folder {f['path']}: {f['status']}")
+        if f.get("last_error") and not f.get("error"):
+            print(f"{indent}    last error (recovered): {f['last_error']}")
 
 
 def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any) -> int:
@@ -277,6 +285,9 @@ async def log_command(api: Client, args: argparse.Namespace) -> int:
 def print_entry(e: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(e), flush=True)
+        return
+    if e.get("refused"):
+        print(f"{'(refused)':19}  {e['author'][:8]}  entry {e['seq']} refused: {e['refused']}", flush=True)
         return
     when = datetime.datetime.fromtimestamp(e["time"]).strftime("%Y-%m-%d %H:%M:%S")
     print(f"{when}  {e['author'][:8]}  {e['text']}", flush=True)
@@ -389,6 +400,16 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
                 print(f"  conflict copy: {c}")
             if f["error"]:
                 print(f"  error: {f['error']}")
+            elif f.get("last_error"):
+                print(f"  last error (recovered): {f['last_error']}")
+            for p in f.get("failed", []):
+                print(f"  {p['path']}: {p['reason']}")
+            if f.get("failed_count", 0) > len(f.get("failed", [])):
+                print(f"  ... {f['failed_count'] - len(f['failed'])} more paths that cannot be applied")
+            for dev, d in f.get("devices", {}).items():
+                if d.get("records_refused") or d.get("feeds_refused"):
+                    print(f"  device {dev[:8]}: {d.get('records_refused', 0)} records refused "
+                          f"(last: {d.get('last_refused_reason', '')}), {d.get('feeds_refused', 0)} feeds refused")
     elif a == "history":
         from urllib.parse import quote
 

@@ -39,7 +39,15 @@ def load(home: Path, env: Mapping[str, str] | None = None,
     merge(config, from_env(env if env is not None else os.environ, config), "environment")
     if overrides:
         merge(config, overrides, "command line")
+    validate(config)
     return config
+
+
+def validate(config: Mapping[str, Mapping[str, Any]]) -> None:
+    """Settings whose form a type alone does not check."""
+    from .folders.disk import DiskReserve
+
+    DiskReserve.parse(config["folders"]["min_disk_free"])
 
 
 def merge(config: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:

@@ -58,6 +58,7 @@ from .errors import (
     NotAMemberError,
     UsageError,
 )
+from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
@@ -305,7 +306,9 @@ class Daemon:
     async def _activate(self, name: str, keys: GroupKeys, created: float) -> Group:
         group = Group(self.store, name, keys, self.identity, created,
                       quota_bytes=int(self.config["backup"]["quota_mb"] * 1024 * 1024),
-                      audit_interval=self.config["backup"]["audit_interval"])
+                      audit_interval=self.config["backup"]["audit_interval"],
+                      max_feeds_per_device=self.config["groups"]["max_feeds_per_device"],
+                      max_feeds=self.config["backup"]["max_feeds"])
         await group.load()
         self.groups[name] = group
         self.node.join(group)
@@ -315,12 +318,12 @@ class Daemon:
     # -- folders ------------------------------------------------------------------------------
 
     async def _start_folder(self, group: Group, root: Path) -> FolderSync:
-        sync = FolderSync(group, root)
+        sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(self.config["folders"]["min_disk_free"]))
         try:
             await sync.start()
         except (OSError, CoboxError) as e:
             log.warning("folder %s of group %s not started: %s", root, group.name, e)
-            sync.last_error = str(e)
+            sync.error = sync.last_error = str(e)
         self.folders[group.name] = sync
         return sync
 

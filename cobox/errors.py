@@ -142,10 +142,43 @@ class InvalidPathError(FolderError, UsageError):
     status = 400
 
 
-class MalformedOpError(FolderError):
+class MalformedRecordError(CoboxError):
+    """An entry read from another device's feed is not a valid record: it is refused (skipped,
+    counted and reported per device), never fatal."""
+
+    code = "malformed_record"
+
+
+class MalformedOpError(MalformedRecordError, FolderError):
     """A folder operation record read from a feed is malformed; it is skipped."""
 
     code = "malformed_op"
+
+
+class MalformedChunkError(MalformedRecordError, FolderError):
+    """A chunk entry is not a well-formed, well-padded chunk, or a chunk reference names an entry
+    that is not the chunk named; it is refused."""
+
+    code = "malformed_chunk"
+
+
+class MalformedLogEntryError(MalformedRecordError):
+    """A group log entry is malformed; it is shown as refused."""
+
+    code = "malformed_log_entry"
+
+
+class AdmissionError(CoboxError):
+    """A feed offered to a group comes with an admission that does not check out (wrong
+    signature, wrong membership tag, malformed), or past a per-device or per-group limit."""
+
+    code = "feed_refused"
+
+
+class DiskReserveError(FolderError):
+    """A download would leave less free disk space than ``[folders] min_disk_free``: not started."""
+
+    code = "disk_reserve"
 
 
 class UnknownVersionError(FolderError):
@@ -162,16 +195,12 @@ class FileChangedError(FolderError):
     status = 409
 
 
-class MalformedChunkError(FolderError):
-    """A chunk entry from another device is not a well-formed, well-padded chunk; it is refused."""
-
-    code = "malformed_chunk"
-
-
 class UnsafePathError(FolderError):
     """A path would be written through a symlink or a non-directory: refused."""
 
     code = "unsafe_path"
+
+
 class ForeignOriginError(CoboxError):
     """A dashboard request came from a page of another origin (another site, or another local port)."""
 

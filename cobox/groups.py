@@ -7,24 +7,35 @@ it (``networker.keys``); a *backup peer* (seed) holds only the replication key: 
 and store the group's feeds, not read them or add to them.
 
 Each member device writes one feed per group (created when it creates or joins the group) and
-admits it with a membership tag ``keyed_blake3(membership_key, feed_key)``. Feeds offered by
-peers are accepted only with a valid tag; a backup peer cannot check tags, so it keeps and
-relays them, and members check them, so a backup peer cannot inject a feed.
+admits it with an *admission* (``cobox.admission``): its device id, its signature over the
+group's discovery key and the feed key, and a membership tag over feed key and device id.
+Feeds offered by peers are accepted only with a valid admission; a backup peer cannot check
+tags, so it checks the signature, keeps and relays the admission, and members check both, so
+a backup peer cannot inject a feed. The admission's device is the feed's *owner*, persisted
+with it: the author of every record in the feed (``owner``).
 
-Log entries are msgpack maps ``{"type": "log", "text", "time", "author"}`` encrypted with
+Limits: at most ``max_feeds_per_device`` feeds per owner device (default 64), and on a backup
+peer at most ``max_feeds`` feeds per group; feeds beyond are refused (``accept_feed`` returns
+``None``: the connection stays up) and counted in ``refusals`` against their owner.
+
+Log entries are msgpack maps ``{"type": "log", "text", "time"}`` (the author is the feed's
+owner, never a field) encrypted with
 XChaCha20-Poly1305 under the group's encryption key, a random 24-byte nonce per entry (stored in
 front of the ciphertext), and ``feed key || u64(seq)`` as associated data, so an entry cannot be
 moved to another feed or position unnoticed.
 
 ``cobox log cat`` order: entries sorted by their ``time``, then author feed key, then sequence
-number, which is the same on every device that holds the same entries.
+number, which is the same on every device that holds the same entries. ``decode_log`` is
+strict: exact keys, ``text`` a string of at most ``MAX_TEXT`` bytes, ``time`` a finite number
+between 0 and ``MAX_TIME``; an entry that fails is listed as refused (``LogEntry.refused``,
+time 0) and counted, never an error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
+import math
 import os
 import struct
 import time
@@ -40,14 +51,17 @@ from networker import messages as m
 from networker.channel import Channel
 from networker.errors import RemoteProtocolError
 from networker.identity import DeviceIdentity
-from networker.keys import GroupKeys, membership_tag
+from networker.keys import GroupKeys
 from storage import Feed, Store
 from storage.errors import StorageError
 
+from . import admission
 from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
 from .backup.receipts import BadReceiptError, Receipt
-from .errors import NotAMemberError
+from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
+from .folders.model import record_type, unpack
+from .refusals import Refusals
 
 log = logging.getLogger(__name__)
 RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per feed
@@ -55,27 +69,54 @@ RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per fe
 GROUPS_SCOPE = "groups"
 NONCE_BYTES = 24
 MAX_TEXT = 64 * 1024
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second ``datetime`` can show
+MAX_FEEDS_PER_DEVICE = 64
+MAX_FEEDS = 4096  # per group on a backup peer
+READ_BYTES = 4 * 1024 * 1024  # entries read per slice
 _U64 = struct.Struct(">Q")
+_LOG_KEYS = {"type", "text", "time"}
 
 
 @dataclass(frozen=True)
 class LogEntry:
     feed: bytes
     seq: int
-    author: bytes
+    author: bytes  # the feed's owner
     time: float
     text: str
+    refused: str | None = None  # why the entry could not be read as a log entry
 
     def as_json(self) -> dict[str, Any]:
-        return {"feed": self.feed.hex(), "seq": self.seq, "author": self.author.hex(),
-                "time": self.time, "text": self.text}
+        out = {"feed": self.feed.hex(), "seq": self.seq, "author": self.author.hex(),
+               "time": self.time, "text": self.text}
+        if self.refused is not None:
+            out["refused"] = self.refused
+        return out
+
+
+def decode_log(obj: Any) -> tuple[float, str]:
+    """``(time, text)`` of an unpacked log entry; ``MalformedLogEntryError`` unless exactly valid."""
+    if type(obj) is not dict or obj.get("type") != "log" or set(obj) != _LOG_KEYS:
+        raise MalformedLogEntryError("not a log entry (unexpected or missing fields)")
+    text, when = obj["text"], obj["time"]
+    if type(text) is not str or len(text) > MAX_TEXT:
+        raise MalformedLogEntryError("text: expected a string of at most 64 KiB")
+    try:
+        if len(text.encode()) > MAX_TEXT:
+            raise MalformedLogEntryError("text: more than 64 KiB")
+    except UnicodeEncodeError:
+        raise MalformedLogEntryError("text: not valid Unicode") from None
+    if type(when) not in (int, float) or not math.isfinite(when) or not 0 <= when <= MAX_TIME:
+        raise MalformedLogEntryError("time: expected a finite number of seconds since the epoch")
+    return float(when), text
 
 
 class Group:
     """One group on this device (member or backup peer); what networker replicates."""
 
     def __init__(self, store: Store, name: str, keys: GroupKeys, identity: DeviceIdentity,
-                 created: float, *, quota_bytes: int = 0, audit_interval: float = AUDIT_INTERVAL) -> None:
+                 created: float, *, quota_bytes: int = 0, audit_interval: float = AUDIT_INTERVAL,
+                 max_feeds_per_device: int = MAX_FEEDS_PER_DEVICE, max_feeds: int = MAX_FEEDS) -> None:
         self.store = store
         self.name = name
         self.keys = keys
@@ -92,7 +133,12 @@ class Group:
         self.discovery_key = keys.discovery_key
         self.replication_key = keys.replication_key
         self.namespace = keys.discovery_key.hex()
-        self._tags: dict[bytes, bytes] = {}
+        self.max_feeds_per_device = max_feeds_per_device
+        self.max_feeds = max_feeds  # as a backup peer
+        self._admissions: dict[bytes, bytes] = {}  # feed key -> admission (its owner first)
+        self._per_device: dict[bytes, int] = {}  # owner -> feeds admitted
+        self._opening: dict[bytes, asyncio.Future[Feed | None]] = {}  # feeds being admitted (awaiting)
+        self.refusals = Refusals()
         self._callbacks: list[Callable[[Feed], None]] = []
         self.audits = Auditor(self, interval=audit_interval)  # of the backup peers (cobox.backup.audit)
 
@@ -109,10 +155,11 @@ class Group:
 
     @property
     def _tag_scope(self) -> str:
-        return f"tags:{self.namespace}"
+        return f"admissions:{self.namespace}"
 
     async def load(self) -> None:
-        self._tags = {bytes.fromhex(k): v for k, v in (await self.store.records(self._tag_scope)).items()}
+        for k, v in (await self.store.records(self._tag_scope)).items():
+            self._admit(bytes.fromhex(k), v)
         for value in (await self.store.records(self._receipt_scope)).values():
             r = Receipt.decode(value)
             self.receipts[(r.signer, r.feed)] = r
@@ -127,35 +174,76 @@ class Group:
     async def _add_own_feed(self) -> Feed:
         feed = await self.store.create_feed(self.namespace)
         assert self.keys.membership_key is not None
-        await self._remember_tag(feed.key, membership_tag(self.keys.membership_key, feed.key))
+        await self._remember(feed.key, admission.make(self.identity, self.discovery_key, self.keys.membership_key,
+                                                      feed.key))
         for cb in list(self._callbacks):
             cb(feed)
         return feed
 
-    async def _remember_tag(self, key: bytes, tag: bytes) -> None:
-        self._tags[key] = tag
-        await self.store.put_record(self._tag_scope, key.hex(), tag)
+    def _admit(self, key: bytes, adm: bytes) -> None:
+        if key not in self._admissions:
+            owner = admission.owner(adm)
+            self._per_device[owner] = self._per_device.get(owner, 0) + 1
+        self._admissions[key] = adm
+
+    def _unadmit(self, key: bytes) -> None:
+        adm = self._admissions.pop(key, None)
+        if adm is not None:
+            self._per_device[admission.owner(adm)] -= 1
+
+    async def _remember(self, key: bytes, adm: bytes) -> None:
+        self._admit(key, adm)
+        await self.store.put_record(self._tag_scope, key.hex(), adm)
+
+    def owner(self, feed_key: bytes) -> bytes | None:
+        """The device that owns (writes) ``feed_key``, from its admission."""
+        adm = self._admissions.get(feed_key)
+        return admission.owner(adm) if adm is not None else None
 
     # -- the networker.group.Group protocol ---------------------------------------------------
 
     def feeds(self) -> list[Feed]:
-        return [f for f in self.store.feeds(self.namespace) if f.key in self._tags]
+        return [f for f in self.store.feeds(self.namespace) if f.key in self._admissions]
 
     def tag(self, feed: Feed) -> bytes:
-        return self._tags.get(feed.key, b"")
+        return self._admissions.get(feed.key, b"")
 
     async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
-        if key in self._tags:
+        pending = self._opening.get(key)
+        if pending is not None:  # being admitted by another call right now: its answer
+            return await asyncio.shield(pending)
+        if key in self._admissions:
             return self.store.feed(key)
-        if self.keys.membership_key is not None:
-            if not hmac.compare_digest(membership_tag(self.keys.membership_key, key), tag):
-                return None  # not admitted by a member
-        elif len(tag) != 32:
-            return None  # a backup peer keeps only feeds that come with a tag to relay
-        feed = await self.store.open_feed(key, self.namespace)  # the stored one, or a new replica
-        if feed.namespace != self.namespace:
+        try:
+            owner = admission.check(tag, self.discovery_key, key, self.keys.membership_key)
+            if self._per_device.get(owner, 0) >= self.max_feeds_per_device:
+                self.refusals.feed(owner, key, f"more than {self.max_feeds_per_device} feeds of one device")
+                return None
+            if not self.is_member and len(self._admissions) >= self.max_feeds:
+                self.refusals.feed(owner, key, f"more than {self.max_feeds} feeds in this group")
+                return None
+        except AdmissionError as e:
+            log.debug("group %s: feed %s refused: %s", self.name, key.hex()[:16], e)
             return None
-        await self._remember_tag(key, tag)
+        done: asyncio.Future[Feed | None] = asyncio.get_running_loop().create_future()
+        self._opening[key] = done
+        self._admit(key, tag)  # counted before any await, so concurrent offers cannot pass a limit
+        try:
+            feed: Feed | None = await self.store.open_feed(key, self.namespace)  # stored, or a new replica
+            if feed is not None and feed.namespace != self.namespace:
+                feed = None
+                self._unadmit(key)
+            else:
+                await self._remember(key, tag)
+        except BaseException:
+            self._unadmit(key)
+            done.set_result(None)
+            raise
+        finally:
+            del self._opening[key]
+        done.set_result(feed)
+        if feed is None:
+            return None
         if not self.is_member:
             feed.listen(lambda ev, k=feed.key: self._stored(k))
         for cb in list(self._callbacks):
@@ -176,8 +264,7 @@ class Group:
             raise NotAMemberError(f"this device backs up {self.name!r} but cannot write to it")
         if len(text.encode()) > MAX_TEXT:
             raise ValueError(f"an entry holds at most {MAX_TEXT} bytes of text")
-        plain = msgpack.packb({"type": "log", "text": text, "time": time.time(),
-                               "author": self.device_id}, use_bin_type=True)
+        plain = msgpack.packb({"type": "log", "text": text, "time": time.time()}, use_bin_type=True)
         return await self.append_records([plain])
 
     async def append_records(self, plaintexts: list[bytes]) -> int:
@@ -208,38 +295,46 @@ class Group:
             return None
 
     async def log(self) -> list[LogEntry]:
-        """Every readable log entry this device holds, in the documented order."""
+        """Every log entry this device holds (refused ones as placeholders), in the documented order."""
         if not self.is_member:
             raise NotAMemberError(f"this device backs up {self.name!r} but cannot read it")
         out = []
         for feed in self.feeds():
             for start, end in list(feed.have):
-                for k, data in enumerate(await feed.get_range(start, end)):
-                    entry = self._decode(feed.key, start + k, data)
-                    if entry is not None:
-                        out.append(entry)
+                seq = start
+                while seq < end:  # bounded slices: chunk entries are large
+                    for data in await feed.get_range(seq, end, max_bytes=READ_BYTES):
+                        entry = self._decode(feed.key, seq, data)
+                        if entry is not None:
+                            out.append(entry)
+                        seq += 1
         out.sort(key=lambda e: (e.time, e.feed, e.seq))
         return out
 
     async def author_of(self, feed: Feed) -> bytes | None:
-        """The device that writes ``feed``, from its first entry (``None`` until it is held, or
-        when this device cannot read the group)."""
-        if not self.is_member or not feed.has(0):
-            return None
-        entry = self._decode(feed.key, 0, await feed.get(0))
-        return entry.author if entry is not None else None
+        """The device that writes ``feed`` (its admission's owner)."""
+        return self.owner(feed.key)
+
+    def refuse(self, feed_key: bytes, seq: int, reason: str) -> None:
+        """Count a refused record of ``feed_key`` against its owner."""
+        self.refusals.record(self.owner(feed_key) or bytes(32), feed_key, seq, reason)
 
     def _decode(self, feed_key: bytes, seq: int, data: bytes) -> LogEntry | None:
-        plain = self.open(feed_key, seq, data)
-        if plain is None:
-            return None
+        """The log entry at ``seq``; a placeholder if it is refused; ``None`` for other records."""
+        author = self.owner(feed_key) or bytes(32)
         try:
-            obj = msgpack.unpackb(plain, raw=False)
-            if obj.get("type") != "log":
-                return None
-            return LogEntry(feed_key, seq, bytes(obj["author"]), float(obj["time"]), str(obj["text"]))
-        except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
-            return None
+            plain = self.open(feed_key, seq, data)
+            if plain is None:
+                raise MalformedLogEntryError("does not decrypt with the group key")
+            obj = unpack(plain)
+            kind = record_type(obj)
+            if kind in ("chunk", "filler") or (kind is not None and kind.startswith("folder/")):
+                return None  # the folder's records (their decoder reports them)
+            when, text = decode_log(obj)
+        except MalformedRecordError as e:  # MalformedLogEntryError or a refused msgpack entry
+            self.refuse(feed_key, seq, f"log entry: {e}")
+            return LogEntry(feed_key, seq, author, 0.0, "", refused=str(e))
+        return LogEntry(feed_key, seq, author, when, text)
 
     # -- backup peer: quota and receipts ---------------------------------------------------------
 
@@ -369,9 +464,20 @@ class Group:
             "quota_bytes": self.quota_bytes,
             "quota_full": self.quota_full,
             "feeds": [{"key": f.key.hex(), "length": f.length, "have": len(f.have),
-                       "writable": f.writable, "own": own is not None and f.key == own.key}
+                       "writable": f.writable, "own": own is not None and f.key == own.key,
+                       "owner": (self.owner(f.key) or b"").hex()}
                       for f in self.feeds()],
+            "devices": self.devices_status(),
         }
+
+    def devices_status(self) -> dict[str, dict[str, Any]]:
+        """Per device of the group (hex id): feeds admitted, records and feeds refused."""
+        out: dict[str, dict[str, Any]] = {
+            dev.hex(): {"feeds": n, "records_refused": 0, "last_refused_reason": "", "feeds_refused": 0}
+            for dev, n in sorted(self._per_device.items())}
+        for dev, r in self.refusals.as_json().items():
+            out.setdefault(dev, {"feeds": 0}).update(r)
+        return out
 
 
 def encode_info(keys: GroupKeys, created: float) -> bytes:

@@ -9,7 +9,8 @@ one way with BLAKE3's key-derivation mode and a distinct context string per purp
     address         -> membership_key   (tags that admit a member's feed to the group)
     replication_key -> discovery_key    (the DHT topic; reveals nothing else)
 
-``membership_tag`` is a keyed BLAKE3 hash of a feed key under the membership key.
+``membership_tag`` is a keyed BLAKE3 hash of a feed key under the membership key; ``owner_tag``
+binds a feed key and the device that owns it the same way (cobox's feed admissions).
 """
 
 from __future__ import annotations
@@ -74,3 +75,10 @@ def chunker_key(encryption_key: bytes) -> bytes:
 
 def membership_tag(membership_key: bytes, feed_key: bytes) -> bytes:
     return blake3(b"cobox membership tag v1" + feed_key, key=membership_key).digest()
+
+
+FEED_OWNER_CONTEXT = b"cobox/feed-owner/v1"  # signed by the owner device: context || discovery key || feed key
+
+
+def owner_tag(membership_key: bytes, feed_key: bytes, device_id: bytes) -> bytes:
+    return blake3(FEED_OWNER_CONTEXT + feed_key + device_id, key=membership_key).digest()

@@ -29,7 +29,6 @@ from networker.peer import ServiceError
 from storage.errors import StorageError
 
 from ..errors import AuthError, CoboxError, RecoveryError, UsageError
-from ..folders.model import encode_op
 from ..folders.paths import normalize_path
 from ..folders.sync import find_version, version_id
 from ..uri import Invite, parse_invite
@@ -188,8 +187,12 @@ class ControlServer:
         folder = self.daemon.folders.get(group.name)
         if folder is not None:
             f = folder.status()
+            failed = f", {f['failed_count']} paths cannot be applied" if f["failed_count"] else ""
             doc["folders"] = [{"path": f["path"], "status": f"{f['files']} files, {f['bytes']} bytes, "
-                               f"{f['pending_down']} to download{', error: ' + f['error'] if f['error'] else ''}"}]
+                               f"{f['pending_down']} to download{', error: ' + f['error'] if f['error'] else ''}"
+                               f"{failed}",
+                               "error": f["error"], "last_error": f["last_error"],
+                               "last_error_time": f["last_error_time"], "failed_count": f["failed_count"]}]
             doc["conflicts"] = f["conflicts"]
         if group.is_member:
             doc["receipts"] = [
@@ -334,7 +337,7 @@ class ControlServer:
         if body.get("to"):
             await sync.write_version(v, Path(str(body["to"])).expanduser().resolve())
             return web.json_response({"written": str(body["to"]), "version": version_id(v)})
-        await sync.group.append_records([encode_op(sync.state.restore(path, v.stamp, sync.group.device_id))])
+        await sync.record(sync.state.restore(path, v.stamp, sync.group.device_id))
         sync.wake()
         return web.json_response({"restored": path, "version": version_id(v)})
 

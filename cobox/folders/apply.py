@@ -9,7 +9,9 @@ Theory of operation
 2. check the target is what the plan expected (``expect``: size and mtime of the file it may
    replace, or ``None``: nothing may be there), else ``FileChangedError``;
 3. write a temp file ``.cobox-tmp-<random>`` in the same directory (``O_EXCL``, mode 0600),
-   stream the chunks into it, check the size, ``fsync``, set mode and mtime;
+   stream the chunks into it, check the size, ``fsync``, set mode and mtime; the mode keeps
+   only the rwx bits (``0o777``) allowed by the process umask: a peer never makes a file
+   setuid, setgid or sticky;
 4. check ``expect`` again (the window left is between this check and the rename), then
    ``os.replace`` the temp file onto the target and ``fsync`` the directory.
 
@@ -25,6 +27,7 @@ import contextlib
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,6 +35,28 @@ from cobox.errors import FileChangedError, UnsafePathError
 
 from .paths import TMP_PREFIX, normalize_path
 from .plan import LocalFile
+
+_umask_lock = threading.Lock()
+
+
+def umask() -> int:
+    """The process umask (read from /proc without changing it, where possible)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # the portable way sets it for a moment
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def file_mode(mode: int) -> int:
+    """The permission bits a file written from a peer's ``mode`` gets."""
+    return mode & 0o777 & ~umask()
 
 
 def _parent(root: Path, path: str, create: bool) -> Path:
@@ -89,7 +114,7 @@ def write_file(root: Path, path: str, data: Iterable[bytes], *, size: int, mode:
                 raise ValueError(f"{path!r}: got {written} bytes, expected {size}")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode & 0o7777)
+        os.chmod(tmp, file_mode(mode))
         os.utime(tmp, ns=(mtime, mtime))
         _check(target, expect)
         os.replace(tmp, target)

@@ -19,6 +19,19 @@ on file-system events (``watchfiles``), and every ``rescan`` seconds.
 
 The ``Synced`` record of each path (the version the disk last agreed with) is kept in the
 store, so a restart does not mistake old remote changes for local edits.
+
+Hostile input: every entry of another device is decoded strictly (``model.op_from``,
+``model.decode_chunk``, ``groups.decode_log``) with the feed's owner as author; a refused entry
+is skipped and counted against that device (``Group.refusals``). One action that fails for one
+path (an ``OSError`` such as ENAMETOOLONG or EACCES, a ``FolderError`` such as an unsafe path,
+a chunk reference that names no valid chunk, the disk reserve) is recorded against that path
+(``failed`` in ``status``) and the round goes on; a version found to reference bad chunks is
+not tried again. A download that would cross ``min_disk_free`` is not started.
+
+Supervision: a round that fails for any other reason is recorded (``error``, ``last_error``,
+its time) and the next one waits an exponential backoff (``backoff`` doubling up to
+``BACKOFF_MAX``); the sync and watch tasks are restarted the same way if they ever end with an
+exception. Nothing here dies silently.
 """
 
 from __future__ import annotations
@@ -27,9 +40,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import queue
-import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,15 +50,30 @@ import msgpack
 from storage import RangeSet
 from storage.errors import FeedNotFoundError
 
-from ..errors import FolderError
+from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
+from ..groups import decode_log
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import Chunker, chunk_id
+from .disk import DiskReserve, SpaceFn, disk_space, reason
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
-from .model import ChunkRef, Op, Stamp, decode_op, encode_op, is_folder_record
-from .padding import chunk_of, decode_chunk, encode_chunk, is_chunk_record
+from .model import (
+    FILLER,
+    ChunkRef,
+    Op,
+    Stamp,
+    decode_chunk,
+    encode_op,
+    fillers_needed,
+    is_folder_record,
+    op_from,
+    record_type,
+    unpack,
+)
+from .padding import encode_chunk
 from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .scan import scan
+from .stream import chunks_of
 
 if TYPE_CHECKING:
     from ..groups import Group
@@ -54,17 +81,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 APPEND_BATCH = 16  # chunks per signed append
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
+BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
+MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
+MAX_FILLERS = 1 << 20  # entries written at most to make clock room for one op
+APPEND_FILLERS = 1024  # filler entries per signed append
+
+
+@dataclasses.dataclass(frozen=True)
+class PathFailure:
+    path: str
+    reason: str  # "cannot apply: name too long for this file system"
+    time: float
 
 
 class FolderSync:
-    def __init__(self, group: Group, root: Path, *, rescan: float = 30.0) -> None:
+    def __init__(self, group: Group, root: Path, *, rescan: float = 30.0, backoff: float = 1.0,
+                 min_disk_free: DiskReserve | None = None, disk_space: SpaceFn = disk_space) -> None:
         self.group = group
         self.root = root
         self.rescan = rescan
+        self.backoff = backoff  # first delay after a failed round
+        self.min_disk_free = min_disk_free if min_disk_free is not None else DiskReserve(percent=1.0)
+        self.disk_space = disk_space
         self.state = FolderState.merge([])
         self.pending_downloads = 0
         self.pending_bytes = 0
-        self.last_error = ""
+        self.error = ""  # why the last round failed ("" once a round succeeds)
+        self.last_error = ""  # the last failure ever seen, and when
+        self.last_error_time: float | None = None
+        self.failures = 0  # rounds failed in a row
+        self.restarts = 0  # tasks restarted after they died
+        self.failed: dict[str, PathFailure] = {}  # paths that cannot be applied or recorded now
+        self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
+        self._stopping = False
         self._ops: list[Op] = []
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._next_clock = 0  # the lowest clock the next recorded operation may take
@@ -92,12 +141,13 @@ class FolderSync:
         for feed in self.group.feeds():
             self._unlisten.append(feed.listen(lambda _e: self._wake.set()))
         self.group.on_feed_added(lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set())))
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run(), name="folder-sync"),
-                       loop.create_task(self._watch(), name="folder-watch")]
+        self._stopping = False
+        self._spawn("folder-sync", self._run)
+        self._spawn("folder-watch", self._watch)
         self._wake.set()
 
     async def stop(self) -> None:
+        self._stopping = True
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -107,6 +157,34 @@ class FolderSync:
     def wake(self) -> None:
         self._wake.set()
 
+    def _spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]], delay: float = 0.0) -> None:
+        """Run ``fn`` as a task; if it ever ends with an exception, record it and start it again
+        after a backoff (doubling up to ``BACKOFF_MAX``)."""
+        async def body() -> None:
+            if delay:
+                await asyncio.sleep(delay)
+            await fn()
+
+        task = asyncio.get_running_loop().create_task(body(), name=name)
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
+
+        def done(t: asyncio.Task[None]) -> None:
+            if t.cancelled() or self._stopping:
+                return
+            e = t.exception()
+            if e is None:
+                return
+            self._note_error(f"{name} task died", e)
+            self.restarts += 1
+            self._spawn(name, fn, min(BACKOFF_MAX, self.backoff * 2 ** min(self.restarts, 16)))
+
+        task.add_done_callback(done)
+
+    def _note_error(self, what: str, e: BaseException) -> None:
+        self.error = self.last_error = f"{what}: {type(e).__name__}: {e}"[:500]
+        self.last_error_time = time.time()
+        log.warning("folder %s: %s", self.root, self.error, exc_info=not isinstance(e, (OSError, FolderError)))
+
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -114,10 +192,14 @@ class FolderSync:
             self._wake.clear()
             try:
                 await self.round()
-                self.last_error = ""
-            except (OSError, FolderError) as e:
-                self.last_error = str(e)
-                log.warning("folder %s: %s", self.root, e)
+            except Exception as e:  # any failure is recorded and retried, never fatal
+                self.failures += 1
+                self._note_error("round failed", e)
+                await asyncio.sleep(min(BACKOFF_MAX, self.backoff * 2 ** min(self.failures - 1, 16)))
+                self._wake.set()
+            else:
+                self.failures = 0
+                self.error = ""
 
     async def _watch(self) -> None:
         try:
@@ -151,28 +233,35 @@ class FolderSync:
         return self.state
 
     def _take(self, feed: Any, seq: int, data: bytes) -> bool:
-        """Note one entry: an operation (returns True), one of our chunks, or something else."""
+        """Note one entry: an operation (returns True), one of our chunks, or something else.
+        A refused entry is counted against the feed's owner and skipped."""
+        author = self.group.owner(feed.key)
+        if author is None:
+            return False  # not an admitted feed
         plain = self.group.open(feed.key, seq, data)
         if plain is None:
+            self.group.refuse(feed.key, seq, "does not decrypt with the group key")
             return False
         try:
-            obj = msgpack.unpackb(plain, raw=False)
-        except (ValueError, msgpack.UnpackException):
-            return False
-        if is_folder_record(obj):
-            try:
-                self._ops.append(decode_op(plain))
+            obj = unpack(plain)
+            if is_folder_record(obj):
+                self._ops.append(op_from(obj, author=author, seq=seq))
                 return True
-            except FolderError as e:
-                log.warning("ignoring a malformed folder record: %s", e)
-        elif feed.writable and is_chunk_record(obj):
-            try:
-                data = chunk_of(obj)
-            except FolderError as e:
-                log.warning("ignoring a malformed chunk entry: %s", e)
-                return False
-            cid = chunk_id(data)
-            self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(data))
+            kind = record_type(obj)
+            if kind == "chunk":
+                chunk = decode_chunk(obj)
+                if feed.writable:
+                    cid = chunk_id(chunk)
+                    self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
+            elif kind == "filler":
+                if set(obj) != {"type"}:
+                    raise MalformedRecordError("a filler entry with fields")
+            elif kind == "log":
+                decode_log(obj)  # (Group.log shows them)
+            else:
+                raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
+        except MalformedRecordError as e:
+            self.group.refuse(feed.key, seq, str(e))
         return False
 
     async def round(self) -> None:
@@ -189,31 +278,46 @@ class FolderSync:
         actions = plan(state, local, synced, ignored=rules)
         waiting = waiting_bytes = 0
         for a in actions:
-            if isinstance(a, Download):
-                if not self._available(a.version):
-                    waiting += 1
-                    waiting_bytes += a.version.size
-                    continue
-                await self._download(a)
-            elif isinstance(a, MoveLocal):
-                await asyncio.to_thread(move_file, self.root, a.src, a.dst, a.expect)
-                await self._forget(a.src)
-                await self._mark(a.dst, Synced(a.version.stamp, a.expect.size, a.expect.mtime, a.version.content))
-            elif isinstance(a, RemoveLocal):
-                await asyncio.to_thread(remove_file, self.root, a.path, a.expect)
-                await self._forget(a.path)
-            elif isinstance(a, MarkSynced):
-                st = (self.root / a.path).stat()
-                await self._mark(a.path, Synced(a.version.stamp, st.st_size, st.st_mtime_ns, a.version.content))
-            elif isinstance(a, Forget):
-                await self._forget(a.path)
-            elif isinstance(a, RecordDelete):
-                await self._append([encode_op(self._stamped(self.state.delete(a.path, self.group.device_id,
-                                                                                  a.base)))])
-                await self._forget(a.path)
-            elif isinstance(a, RecordPut):
-                await self._record_put(a)
+            if isinstance(a, Download) and not self._available(a.version):
+                waiting += 1
+                waiting_bytes += a.version.size
+                continue
+            path = a.dst if isinstance(a, MoveLocal) else a.path
+            try:
+                await self._act(a)
+            except FileChangedError as e:  # the file changed under us (being written): next round
+                log.info("not touching %s now: %s", path, e)
+            except (OSError, FolderError) as e:  # this path only; the round goes on
+                verb = "cannot record" if isinstance(a, RecordPut | RecordDelete) else "cannot apply"
+                if path not in self.failed:
+                    log.warning("folder %s: %s: %s: %s", self.root, path, verb, reason(e))
+                self.failed[path] = PathFailure(path, f"{verb}: {reason(e)}", time.time())
+            else:
+                self.failed.pop(path, None)
+        for path in [p for p in self.failed if p not in state.files and p not in local]:
+            del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
+
+    async def _act(self, a: Any) -> None:
+        if isinstance(a, Download):
+            await self._download(a)
+        elif isinstance(a, MoveLocal):
+            await asyncio.to_thread(move_file, self.root, a.src, a.dst, a.expect)
+            await self._forget(a.src)
+            await self._mark(a.dst, Synced(a.version.stamp, a.expect.size, a.expect.mtime, a.version.content))
+        elif isinstance(a, RemoveLocal):
+            await asyncio.to_thread(remove_file, self.root, a.path, a.expect)
+            await self._forget(a.path)
+        elif isinstance(a, MarkSynced):
+            st = (self.root / a.path).stat()
+            await self._mark(a.path, Synced(a.version.stamp, st.st_size, st.st_mtime_ns, a.version.content))
+        elif isinstance(a, Forget):
+            await self._forget(a.path)
+        elif isinstance(a, RecordDelete):
+            await self.record(self.state.delete(a.path, self.group.device_id, a.base))
+            await self._forget(a.path)
+        elif isinstance(a, RecordPut):
+            await self._record_put(a)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -227,16 +331,27 @@ class FolderSync:
         return True
 
     async def _chunk(self, ref: ChunkRef) -> bytes:
+        """The verified bytes of ``ref``; ``MalformedChunkError`` if the entry it names is not
+        that chunk (a log entry, an op, other bytes)."""
         feed = self.group.store.feed(ref.feed)
         plain = self.group.open(ref.feed, ref.seq, await feed.get(ref.seq))
-        data = decode_chunk(plain) if plain is not None else None  # MalformedChunkError: refused
-        if data is None or chunk_id(data) != ref.id:
-            raise FolderError(f"chunk {ref.id.hex()[:16]} does not match its id")
+        try:
+            if plain is None:
+                raise MalformedChunkError("does not decrypt with the group key")
+            data = decode_chunk(unpack(plain))
+        except MalformedRecordError as e:
+            raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} names an entry that is not a chunk ({e})") from None
+        if len(data) != ref.size or chunk_id(data) != ref.id:
+            raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} does not match its id")
         return data
 
     async def _download(self, a: Download) -> None:
         loop = asyncio.get_running_loop()
         v = a.version
+        bad = self._bad_versions.get((v.path, v.stamp))
+        if bad is not None:
+            raise MalformedChunkError(bad)
+        await asyncio.to_thread(self.min_disk_free.check, self.root, v.size, self.disk_space)
 
         def pieces() -> Iterator[bytes]:  # runs in the writer thread, one chunk at a time
             for ref in v.chunks:
@@ -245,9 +360,11 @@ class FolderSync:
         try:
             out = await asyncio.to_thread(write_file, self.root, a.path, pieces(), size=v.size, mode=v.mode,
                                           mtime=v.mtime, expect=a.replace)
-        except FolderError as e:  # the file changed under us (being written): next round
-            log.info("not replacing %s now: %s", a.path, e)
-            return
+        except MalformedChunkError as e:
+            self._bad_versions[(v.path, v.stamp)] = str(e)
+            # counted against the op's author, once per stamp
+            self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
+            raise
         await self._mark(a.path, Synced(v.stamp, out.size, out.mtime, v.content))
 
     async def _record_put(self, a: RecordPut) -> None:
@@ -271,7 +388,7 @@ class FolderSync:
                 batched.clear()
 
         order: list[bytes] = []
-        async for c in _chunks_of(path, self.chunker):
+        async for c in chunks_of(path, self.chunker):
             cid = chunk_id(c)
             order.append(cid)
             if cid not in known and cid not in batched:
@@ -286,18 +403,29 @@ class FolderSync:
         if (st.st_size, st.st_mtime_ns) != (a.local.size, a.local.mtime):
             self._wake.set()  # still being written: record it when it settles
             return
-        op = self._stamped(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
-                                          self.group.device_id, a.base))
-        await self._append([encode_op(op)])
+        op = await self.record(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
+                                               self.group.device_id, a.base))
         await self._mark(a.path, Synced(op.stamp, st.st_size, st.st_mtime_ns, op.content))
 
-    def _stamped(self, op: Op) -> Op:
-        """Give ``op`` a clock above every operation merged and every one recorded since, so
-        a round can record many files without re-merging after each (which would make a round
-        quadratic in the number of files)."""
+    async def record(self, op: Op) -> Op:
+        """Append ``op`` with a clock above every operation merged and every one recorded since,
+        so a round can record many files without re-merging after each (which would make a round
+        quadratic in the number of files). If a member pushed the clocks beyond what our next
+        entry may carry (``model.clock_bound``), filler entries make the room first."""
         clock = max(op.clock, self._next_clock)
-        self._next_clock = clock + 1
-        return dataclasses.replace(op, clock=clock)
+        self._next_clock = clock + 1  # taken now: a record() running beside this one gets another
+        op = dataclasses.replace(op, clock=clock)
+        data = encode_op(op)
+        feed = self.group.own_feed()
+        need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
+        if need > MAX_FILLERS:
+            raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
+        while need > 0:  # appends in between only add room
+            n = min(need, APPEND_FILLERS)
+            await self._append([FILLER] * n)
+            need -= n
+        await self._append([data])
+        return op
 
     async def _append(self, plaintexts: list[bytes]) -> int:
         return await self.group.append_records(plaintexts)
@@ -325,7 +453,15 @@ class FolderSync:
             "pending_up": sum(1 for p in files if p not in self._synced),
             "conflicts": sorted(self.state.conflicts()),
             "rounds": self.rounds,
-            "error": self.last_error,
+            "error": self.error,
+            "last_error": self.last_error,
+            "last_error_time": self.last_error_time,
+            "failures": self.failures,
+            "restarts": self.restarts,
+            "failed": [{"path": f.path, "reason": f.reason, "time": f.time}
+                       for f in sorted(self.failed.values(), key=lambda f: f.path)[:MAX_FAILED_SHOWN]],
+            "failed_count": len(self.failed),
+            "devices": self.group.devices_status(),
         }
 
     async def write_version(self, v: Version, target: Path) -> None:
@@ -339,46 +475,6 @@ class FolderSync:
         target.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(write_file, target.parent, target.name, pieces(), size=v.size, mode=v.mode,
                                 mtime=v.mtime, expect=None)
-
-
-async def _chunks_of(path: Path, chunker: Chunker) -> Any:
-    """Chunk a file in a worker thread, handing chunks over through a small queue (bounded
-    memory, the event loop never blocks on the disk)."""
-    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            with open(path, "rb") as f:
-                for c in chunker.chunks(f):
-                    while not stop.is_set():
-                        try:
-                            q.put(c, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            q.put(None)
-        except BaseException as e:
-            q.put(e)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = await asyncio.to_thread(q.get)
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        await asyncio.to_thread(thread.join, 5)
 
 
 def version_id(v: Version) -> str:

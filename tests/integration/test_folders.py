@@ -8,9 +8,17 @@ import os
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 from blake3 import blake3
 
+from cobox.folders.sync import FolderSync
+from cobox.groups import Group
+from cobox.uri import parse_invite
+from networker.identity import DeviceIdentity
+from networker.keys import GroupKeys
+from networker.node import Node
+from storage import Store
 from tests.integration.daemons import ok
 
 
@@ -186,3 +194,45 @@ async def test_three_devices_converge(daemons, tmp_path):
     (dirs[2] / "from-a.txt").write_text("edited on c")
     await converge(*dirs, check=lambda t: t["from-a.txt"] == b"edited on c")
     await ok(devs[0].home, "sync", "wait", "g", "--timeout", "30")
+
+
+async def test_a_hostile_member_is_refused_and_reported_by_a_daemon(daemons, tmp_path):
+    """An in-process member writes malformed records into its own feed and connects to a daemon:
+    the daemon syncs the honest file and reports the refusals per device (issue 11)."""
+    a = await daemons("a")
+    da = tmp_path / "fa"
+    da.mkdir()
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    await ok(a.home, "folder", "add", "g", str(da))
+    store = await Store.open(tmp_path / "hostile")
+    identity = DeviceIdentity.generate()
+    node = Node(identity, store)
+    try:
+        group = Group(store, "g", GroupKeys.from_address(parse_invite(uri).key), identity, 0.0)
+        await group.load()
+        node.join(group)
+        root = tmp_path / "hostile-folder"
+        root.mkdir()
+        (root / "honest.txt").write_text("from a hostile member, but valid")
+        await FolderSync(group, root).round()
+        await group.append_records([msgpack.packb(o) for o in (
+            {"type": [1]}, {"type": "log", "text": "x", "time": 1.0, "author": 2**40})])
+        await node.connect(await a.address())
+        me = identity.peer_id.hex()
+        deadline = time.monotonic() + 40
+        while True:
+            status = json.loads(await ok(a.home, "folder", "status", "g", "--json"))
+            if (da / "honest.txt").exists() and status["devices"].get(me, {}).get("records_refused") == 2:
+                break
+            assert time.monotonic() < deadline, f"not refused and reported: {status}"
+            await asyncio.sleep(0.2)
+        assert status["devices"][me]["last_refused_reason"] and status["error"] == ""
+        doc = json.loads(await ok(a.home, "status", "--json"))
+        assert doc["groups"][0]["devices"][me]["records_refused"] == 2
+        entries = [json.loads(line) for line in (await ok(a.home, "log", "cat", "g", "--json")).splitlines()]
+        assert [e for e in entries if e.get("refused")] and all(e["author"] == me for e in entries
+                                                                  if e.get("refused"))
+        assert "records refused" in await ok(a.home, "folder", "status", "g")
+    finally:
+        await node.close()
+        await store.close()

@@ -17,7 +17,7 @@ def test_round_trips() -> None:
     r = rename(p, "docs/b.txt", 9, A)
     e = Put("empty", 0, 0o644, 0, (), 1, A, None)
     for op in (p, d, r, e):
-        assert decode_op(encode_op(op)) == op
+        assert decode_op(encode_op(op), author=op.author, seq=None) == op
 
 
 def test_feed_table_keeps_records_small() -> None:
@@ -25,7 +25,7 @@ def test_feed_table_keeps_records_small() -> None:
     p = Put("big", 65536 * 10_000, 0o644, 0, refs, 2, A, None)
     data = encode_op(p)
     assert len(data) < 10_000 * 48
-    assert decode_op(data) == p
+    assert decode_op(data, author=A, seq=0) == p
 
 
 def _raw(op: Put) -> dict:
@@ -38,7 +38,7 @@ def _raw(op: Put) -> dict:
     lambda o: o.pop("m"),
     lambda o: o.update(k=True),
     lambda o: o.update(k=0),
-    lambda o: o.update(a=b"short"),
+    lambda o: o.update(a=A),  # records carry no author: the feed's owner is the author
     lambda o: o.update(p="../etc/passwd"),
     lambda o: o.update(p="/abs"),
     lambda o: o.update(p="a//b"),
@@ -54,21 +54,21 @@ def test_strict_decode(mutate) -> None:
     obj = _raw(put("a.txt", b"hello", 5, A, Stamp(2, B)))
     mutate(obj)
     with pytest.raises(MalformedOpError):
-        decode_op(msgpack.packb(obj, use_bin_type=True))
+        decode_op(msgpack.packb(obj, use_bin_type=True), author=A, seq=0)
 
 
 @pytest.mark.parametrize("data", [b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"type": "log"}),
                                   encode_op(put("a", b"x", 1, A)) + b"\x00"])
 def test_garbage(data: bytes) -> None:
     with pytest.raises(MalformedOpError):
-        decode_op(data)
+        decode_op(data, author=A, seq=0)
 
 
 def test_rename_onto_itself_is_refused() -> None:
     obj = msgpack.unpackb(encode_op(rename(put("a", b"x", 1, A), "b", 2, A)), raw=False)
     obj["d"] = "a"
     with pytest.raises(MalformedOpError):
-        decode_op(msgpack.packb(obj, use_bin_type=True))
+        decode_op(msgpack.packb(obj, use_bin_type=True), author=A, seq=0)
 
 
 def test_encode_refuses_what_decode_would() -> None:

@@ -28,22 +28,22 @@ SMALL = {"avg": 1024, "min": 256, "max": 4096}
 
 
 class Device:
-    def __init__(self, root: Path, author: bytes, blobs: dict[bytes, bytes], ops: list[bytes]) -> None:
+    def __init__(self, root: Path, author: bytes, blobs: dict[bytes, bytes], ops: list[tuple[bytes, bytes]]) -> None:
         self.root, self.author, self.blobs, self.feed_log = root, author, blobs, ops
         self.synced: dict[str, Synced] = {}
-        self.seen: set[bytes] = set()
+        self.seen: set[tuple[bytes, bytes]] = set()
 
     def state(self) -> FolderState:
-        return FolderState.merge(decode_op(e) for e in self.feed_log if e in self.seen)
+        return FolderState.merge(decode_op(d, author=a, seq=None) for a, d in self.feed_log if (a, d) in self.seen)
 
     def sync(self) -> None:
         self.seen.update(self.feed_log)  # "replication": everything appended so far
         self.round()
 
     def append(self, op: Op) -> None:
-        data = encode_op(op)
-        self.feed_log.append(data)
-        self.seen.add(data)
+        entry = (op.author, encode_op(op))
+        self.feed_log.append(entry)
+        self.seen.add(entry)
 
     def round(self) -> None:
         state = self.state()
@@ -98,7 +98,7 @@ def settle(*devices: Device) -> None:
 
 def test_two_devices_converge_with_conflict_copies_and_dedup(tmp_path) -> None:
     blobs: dict[bytes, bytes] = {}
-    ops: list[bytes] = []
+    ops: list[tuple[bytes, bytes]] = []
     a = Device(tmp_path / "a", A, blobs, ops)
     b = Device(tmp_path / "b", B, blobs, ops)
     a.root.mkdir()
