@@ -65,7 +65,7 @@ from .paths import is_normal
 FORMAT = 1
 ID_BYTES = 32
 MAX_CHUNKS = 65536
-MAX_CHUNK_BYTES = 4 * 1024 * 1024 - 64  # one feed entry, less the nonce and tag
+MAX_CHUNK_BYTES = 4 * 1024 * 1024 - 64 * 1024 - 1  # the largest chunk whose padded entry fits one feed entry
 MAX_INT = 2**63 - 1
 MAX_CLOCK = 2**64 - 1  # msgpack uint64
 CLOCK_STEP = 2**32  # clock room per entry of a feed

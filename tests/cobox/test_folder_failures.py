@@ -15,6 +15,7 @@ from cobox.folders.apply import write_file
 from cobox.folders.chunking import chunk_id
 from cobox.folders.disk import DiskReserve
 from cobox.folders.model import MAX_CHUNK_BYTES, MAX_FILE_BYTES, ChunkRef, Put, encode_op
+from cobox.folders.padding import pad
 from tests.helpers import until
 
 from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
@@ -71,7 +72,7 @@ async def test_mode_bits_are_rwx_only_and_masked_by_the_umask(members, tmp_path)
         assert out.mode == 0o755
         victim, attacker = await members("victim"), await members("attacker")
         connect(victim, attacker)
-        seq = await attacker.write({"type": "chunk", "data": b"#!/bin/sh\n"})
+        seq = await attacker.write({"type": "chunk", "data": pad(b"#!/bin/sh\n")})
         ref = ChunkRef(chunk_id(b"#!/bin/sh\n"), attacker.feed.key, seq, 10)
         await attacker.write(encode_op(Put("suid", 10, 0o6777, T, (ref,), 1, attacker.id, None)),
                              encode_op(Put("sticky", 10, 0o1777, T, (ref,), 2, attacker.id, None)))
@@ -84,15 +85,15 @@ async def test_mode_bits_are_rwx_only_and_masked_by_the_umask(members, tmp_path)
 
 
 async def test_a_download_that_would_cross_the_disk_reserve_is_not_started(members):
-    free = {"bytes": 500 * 10**6}
+    free = {"bytes": 400 * 10**6}
     victim = await members("victim", disk_space=lambda _p: (free["bytes"], 10 * 10**9))  # 1%: 100 MB
     attacker = await members("attacker")
     connect(victim, attacker)
     (attacker.root / "keep.txt").write_bytes(b"already here")
     await attacker.sync.round()
     await _synced(victim, attacker)
-    chunk = os.urandom(MAX_CHUNK_BYTES)
-    seq = await attacker.write({"type": "chunk", "data": chunk})
+    chunk = os.urandom(3 * 2**20)  # x200: 629 MB
+    seq = await attacker.write({"type": "chunk", "data": pad(chunk)})
     ref = ChunkRef(chunk_id(chunk), attacker.feed.key, seq, len(chunk))
     await attacker.write(encode_op(Put("amplified", 200 * len(chunk), 0o644, T, (ref,) * 200, 10, attacker.id,
                                        None)))
@@ -103,7 +104,7 @@ async def test_a_download_that_would_cross_the_disk_reserve_is_not_started(membe
     assert not [p for p in victim.root.rglob("*") if ".cobox-tmp-" in p.name]
     reason = {f["path"]: f["reason"] for f in victim.sync.status()["failed"]}["amplified"]
     assert reason.startswith("cannot apply: not enough free disk space")
-    free["bytes"] = 900 * 10**6  # it would fit, but leave under the reserve: still not started...
+    free["bytes"] = 700 * 10**6  # it would fit, but leave under the reserve: still not started...
     await victim.sync.round()
     assert not (victim.root / "amplified").exists()
     # ...while the same chunk twice is fine (the check is per download, against its size)

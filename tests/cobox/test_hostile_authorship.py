@@ -11,6 +11,7 @@ import msgpack
 from cobox.commands import print_entry
 from cobox.folders.chunking import chunk_id
 from cobox.folders.model import ChunkRef, Put, encode_op
+from cobox.folders.padding import pad
 from cobox.groups import MAX_TEXT
 
 from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
@@ -27,7 +28,7 @@ async def test_a_member_cannot_write_as_another_device(members):
     real = (await attacker.sync.read_ops()).files["doc.txt"]
     assert real.stamp.author == victim.id
 
-    seq = await attacker.write({"type": "chunk", "data": b"forged A"}, {"type": "chunk", "data": b"forged B"})
+    seq = await attacker.write({"type": "chunk", "data": pad(b"forged A")}, {"type": "chunk", "data": pad(b"forged B")})
     forged = [ChunkRef(chunk_id(b"forged A"), attacker.feed.key, seq, 8),
               ChunkRef(chunk_id(b"forged B"), attacker.feed.key, seq + 1, 8)]
     old_style = msgpack.unpackb(encode_op(Put("doc.txt", 8, 0o644, T, (forged[0],), real.stamp.clock + 1,

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from cobox import admission
 from cobox.errors import AdmissionError, MalformedChunkError, MalformedLogEntryError, MalformedOpError
 from cobox.folders.model import ChunkRef, Delete, Put, Rename, Stamp, decode_chunk, decode_op, encode_op
+from cobox.folders.padding import pad
 from cobox.folders.sync import FolderSync
 from cobox.groups import Group, decode_log
 from networker.identity import DeviceIdentity
@@ -34,7 +35,7 @@ HONEST_OPS = [
     Rename("dir/b.txt", "c.txt", 10, 0o755, 10**18, (REF, REF), 4, H, Stamp(2, H), None),
 ]
 NEAR = [msgpack.unpackb(encode_op(op)) for op in HONEST_OPS] + [
-    {"type": "chunk", "data": b"hello"}, {"type": "log", "text": "hi", "time": 1.0}, {"type": "filler"}]
+    {"type": "chunk", "data": pad(b"hello")}, {"type": "log", "text": "hi", "time": 1.0}, {"type": "filler"}]
 KEYS_SEEN = [*sorted({k for obj in NEAR for k in obj}), "a", "author", "x"]
 
 leaves = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=12)

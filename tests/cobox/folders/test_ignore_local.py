@@ -14,13 +14,13 @@ from .test_two_devices import Device, settle
 VICTIM, ATTACKER = A, B
 
 
-def _paths(log: list[bytes]) -> set[str]:
-    return {decode_op(e).path for e in log}
+def _paths(log: list[tuple[bytes, bytes]]) -> set[str]:
+    return {decode_op(d, author=a, seq=None).path for a, d in log}
 
 
 def test_remote_empty_coboxignore_does_not_make_the_victim_upload_its_secret(tmp_path) -> None:
     blobs: dict[bytes, bytes] = {}
-    log: list[bytes] = []
+    log: list[tuple[bytes, bytes]] = []
     victim = Device(tmp_path / "victim", VICTIM, blobs, log)
     victim.root.mkdir()
     (victim.root / IGNORE_FILE).write_text("private/\n")
@@ -37,7 +37,7 @@ def test_remote_empty_coboxignore_does_not_make_the_victim_upload_its_secret(tmp
     blobs[chunk_id(negation)] = negation
     ref = ChunkRef(chunk_id(negation), ATTACKER, 0, len(negation))
     negations = Put(IGNORE_FILE, len(negation), 0o644, T0 + 1, (ref,), empty.clock + 1, ATTACKER, empty.stamp)
-    log += [encode_op(empty), encode_op(negations)]
+    log += [(ATTACKER, encode_op(empty)), (ATTACKER, encode_op(negations))]
     settle(victim)
     assert victim.state().files[IGNORE_FILE].stamp == negations.stamp  # the attack is in the merged state
     for _ in range(4):
@@ -45,7 +45,7 @@ def test_remote_empty_coboxignore_does_not_make_the_victim_upload_its_secret(tmp
     assert not any(p.startswith("private/") for p in _paths(log))
     assert (victim.root / IGNORE_FILE).read_text() == "private/\n"  # the remote op was not applied
     assert "private/secret.key" not in victim.state().files
-    assert {decode_op(e).path for e in log if decode_op(e).author == VICTIM} == {"notes.txt"}  # nor its rules
+    assert {decode_op(d, author=a, seq=None).path for a, d in log if a == VICTIM} == {"notes.txt"}  # nor its rules
 
 
 def test_coboxignore_is_never_scanned_or_recorded(tmp_path) -> None:
