@@ -232,9 +232,11 @@ class Listener:
         self._loop = asyncio.get_running_loop()
         self._accept = accept or self._loop.sock_accept
         self.throttle = LogThrottle(log, clock=self._loop.time)
+        self.backoff = ACCEPT_BACKOFF
         self._fallback = addresses[0] if addresses else "?"
         self._tokens = itertools.count()
         self._handshakes: dict[int, asyncio.Task[None]] = {}
+        self._unstarted: dict[int, socket.socket] = {}  # a task cancelled before it ran closes nothing
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -269,7 +271,7 @@ class Listener:
                     return
                 if e.errno in _ACCEPT_TRANSIENT:
                     continue
-                pause = min(ACCEPT_BACKOFF[1], pause * 2 or ACCEPT_BACKOFF[0])
+                pause = min(self.backoff[1], pause * 2 or self.backoff[0])
                 if e.errno in _OUT_OF_RESOURCES:
                     self._shed()
                     self.throttle.note("resources", logging.WARNING,
@@ -280,7 +282,13 @@ class Listener:
                 await asyncio.sleep(pause)
                 continue
             pause = 0.0
-            self._admit(conn, addr)
+            try:
+                self._admit(conn, addr)
+            except Exception:  # a bug: keep accepting, say so (rarely)
+                conn.close()
+                if self.throttle.counts["bug"] == 0:
+                    log.exception("bug while accepting a peer connection")
+                self.throttle.note("bug", logging.ERROR, "bug while accepting a peer connection")
 
     def _admit(self, conn: socket.socket, addr: object) -> None:
         where, host = _where(conn.family, addr, self._fallback)
@@ -304,10 +312,14 @@ class Listener:
                                self.pending.max_total, self.pending.max_per_ip)
         task = self._loop.create_task(self._handshake(token, conn, where, host, ip), name="listener-handshake")
         self._handshakes[token] = task
+        self._unstarted[token] = conn
         task.add_done_callback(lambda _t, token=token: self._ended(token))
 
     def _ended(self, token: int) -> None:
         self._handshakes.pop(token, None)
+        sock = self._unstarted.pop(token, None)
+        if sock is not None:
+            sock.close()
         self.pending.remove(token)
 
     def _shed(self) -> None:
@@ -322,6 +334,7 @@ class Listener:
     async def _handshake(self, token: int, conn: socket.socket, where: str, host: str | None,
                          ip: str | None) -> None:
         writer: asyncio.StreamWriter | None = None
+        del self._unstarted[token]
         try:
             conn.setblocking(False)
             reader = asyncio.StreamReader(limit=2 ** 16, loop=self._loop)
