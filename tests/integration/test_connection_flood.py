@@ -11,6 +11,11 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+
+from cobox import config
+from cobox.daemon import connection_limits
+from cobox.errors import ConfigError
 from tests.integration.daemons import ok
 
 NOFILE = 1024
@@ -103,3 +108,12 @@ async def test_raw_connection_flood_under_a_1024_fd_limit(daemons):
     assert not any("Traceback" in line for line in log), "".join(log[:40])
     assert not any(str(errno.EMFILE) in line and "Errno" in line for line in log)
     assert len(log) <= 20, f"{len(log)} log lines:\n" + "".join(log[:40])
+
+
+def test_the_limits_come_from_the_network_settings():
+    net = config.defaults()["network"]
+    made = connection_limits(net)
+    assert made["limits"].max_pending == net["max_pending"] and made["limits"].idle_timeout == net["idle_timeout"]
+    assert made["penalties"].cap == net["refuse_max_seconds"]
+    with pytest.raises(ConfigError, match="network"):
+        connection_limits({**net, "group_reserve": 1.5})
