@@ -55,7 +55,7 @@ class PeerEvent:
     reason: str = ""
 
 
-class _Peer(Peer):
+class NodePeer(Peer):
     """A :class:`Peer` with what the node's idle rule needs: where it is, since when, and its
     service calls in flight (ours through :meth:`call`, the remote's through the node's
     service table)."""
@@ -84,7 +84,7 @@ class _Services(dict[str, Service]):
 
     def __setitem__(self, name: str, handler: Service) -> None:
         async def served(peer: Peer, body: bytes) -> bytes:
-            if not isinstance(peer, _Peer):
+            if not isinstance(peer, NodePeer):
                 return await handler(peer, body)
             peer.usage.call_started()
             try:
@@ -209,7 +209,7 @@ class Node:
 
     def _slots(self) -> list[Slot]:
         return [Slot(pid, p.ip, p.since, p.shares_group()) for pid, p in self.peers.items()
-                if isinstance(p, _Peer) and not p.closed.is_set()]
+                if isinstance(p, NodePeer) and not p.closed.is_set()]
 
     def add_connection(self, conn: Connection, *, ip: str | None = None) -> Peer:
         """Take an authenticated connection from a peer at IP key ``ip`` (``None``: unknown, a
@@ -241,7 +241,7 @@ class Node:
             return existing
         else:
             existing.close("replaced by another connection to the same peer")
-        peer = _Peer(conn, self, ip)
+        peer = NodePeer(conn, self, ip)
         self.peers[pid] = peer
         peer.start()
         self._schedule_idle_check(peer, self.limits.idle_timeout)
@@ -262,10 +262,10 @@ class Node:
             return new_initiator < old_initiator
         return True
 
-    def _schedule_idle_check(self, peer: _Peer, delay: float) -> None:
+    def _schedule_idle_check(self, peer: NodePeer, delay: float) -> None:
         peer.idle_timer = self._loop.call_later(delay, self._check_idle, peer)
 
-    def _check_idle(self, peer: _Peer) -> None:
+    def _check_idle(self, peer: NodePeer) -> None:
         peer.idle_timer = None
         if peer.closed.is_set() or self._closed:
             return
@@ -280,7 +280,7 @@ class Node:
             del self.peers[peer.remote_peer_id]
         peer.close(f"idle: no channel open for {timeout:g}s")
 
-    async def _watch(self, peer: _Peer) -> None:
+    async def _watch(self, peer: NodePeer) -> None:
         await peer.wait_closed()
         if peer.idle_timer is not None:
             peer.idle_timer.cancel()

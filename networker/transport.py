@@ -165,8 +165,9 @@ async def dial_one(address: Address, identity: DeviceIdentity, *,
     except BaseException:
         writer.close()
         raise
-    return SecureConnection(reader, writer, session, address.format(),
-                            address.host if address.transport == "tcp" else None)
+    sock = writer.get_extra_info("socket")
+    _, host = _where(sock.family if sock is not None else -1, writer.get_extra_info("peername"), "")
+    return SecureConnection(reader, writer, session, address.format(), host)
 
 
 async def dial(address: MultiAddress, identity: DeviceIdentity, *,

@@ -17,7 +17,7 @@ from networker.group import OpenGroup
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
 from networker.limits import ConnectionLimits
-from networker.node import Node, PeerEvent
+from networker.node import Node, NodePeer, PeerEvent
 from networker.penalty import PenaltyPolicy
 from storage import Store
 from tests.helpers import memory_pair, until
@@ -135,15 +135,19 @@ async def test_per_ip_cap_on_strangers_and_idle_service_users(nodes):
             await until(lambda: not victim.peers, what="the silent ones to go")
             peer = await caller.connect(address)
             call = asyncio.ensure_future(peer.call("slow", b"", timeout=30))
-            await until(lambda: victim.peers and next(iter(victim.peers.values())).usage.calls == 1,
+            await until(lambda: caller.peer_id in victim.peers and victim.peers[caller.peer_id].usage.calls == 1,
                         what="the call to arrive")
-            closed = asyncio.ensure_future(peer.closed.wait())
-            done, _ = await asyncio.wait({closed}, timeout=2.5 * limits.idle_timeout)
-            assert not done, "closed during a call"
+            served = victim.peers[caller.peer_id]
+            assert isinstance(served, NodePeer)
+            # Two idle checks have found it busy (each moves quiet_since on) and kept it.
+            t0 = asyncio.get_running_loop().time()
+            await until(lambda: served.usage.quiet_since >= t0 + 2 * limits.idle_timeout, what="two idle checks")
+            assert not served.closed.is_set() and not peer.closed.is_set()
             gate.set()
             assert await call == b"done"
             # ...and closed once idle after it.
-            await asyncio.wait_for(closed, 10)
+            await asyncio.wait_for(peer.closed.wait(), 10)
+            assert served.close_reason.startswith("idle:")
             assert peer.close_reason == "connection closed by peer"
     finally:
         for c in silent:
