@@ -111,7 +111,7 @@ class Node:
         self.identity = identity
         self.store = store
         self.groups: dict[bytes, Group] = {}
-        self.peers: dict[bytes, Peer] = {}
+        self.peers: dict[bytes, NodePeer] = {}
         self.replicators = Replicators()
         self.listeners: list[transport.Listener] = []
         self.services: dict[str, Service] = _Services()  # named services peers may call (see Peer.call)
@@ -209,7 +209,7 @@ class Node:
 
     def _slots(self) -> list[Slot]:
         return [Slot(pid, p.ip, p.since, p.shares_group()) for pid, p in self.peers.items()
-                if isinstance(p, NodePeer) and not p.closed.is_set()]
+                if not p.closed.is_set()]
 
     def add_connection(self, conn: Connection, *, ip: str | None = None) -> Peer:
         """Take an authenticated connection from a peer at IP key ``ip`` (``None``: unknown, a
