@@ -357,7 +357,13 @@ class Listener:
                 conn.close()
             raise
         self.pending.remove(token)
-        await self._on_connection(SecureConnection(reader, writer, session, where, host))
+        try:
+            await self._on_connection(SecureConnection(reader, writer, session, where, host))
+        except Exception:  # a bug of the callback: the connection is dropped, the listener goes on
+            writer.close()
+            if self.throttle.counts["callback"] == 0:
+                log.exception("bug while taking a connection from %s", where)
+            self.throttle.note("callback", logging.ERROR, "bug while taking a connection from %s", where)
 
     def _failed(self, writer: asyncio.StreamWriter | None, conn: socket.socket, where: str, ip: str | None,
                 error: HandshakeError) -> None:

@@ -105,6 +105,7 @@ async def test_raw_connection_flood_under_a_1024_fd_limit(daemons):
             s.close()
     await a.stop()
     log = a.output[lines_before:]
+    print(f"flood: {len(log)} log lines during the flood and shutdown")
     assert not any("Traceback" in line for line in log), "".join(log[:40])
     assert not any(str(errno.EMFILE) in line and "Errno" in line for line in log)
     assert len(log) <= 20, f"{len(log)} log lines:\n" + "".join(log[:40])
