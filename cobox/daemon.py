@@ -32,7 +32,9 @@ from networker.address import Address, parse
 from networker.errors import NetworkError
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
+from networker.limits import ConnectionLimits
 from networker.node import Node, PeerEvent
+from networker.penalty import PenaltyPolicy
 from networker.sources import DhtSource, LanSource
 from networker.swarm import Discovery, Swarm
 from storage import Store
@@ -139,7 +141,7 @@ class Daemon:
         cfg = self.config
         self.identity = DeviceIdentity.load_or_create(self.home.identity)
         self.store = await Store.open(self.home.root, durability=cfg["storage"]["durability"])
-        self.node = Node(self.identity, self.store, max_connections=cfg["network"]["max_connections"])
+        self.node = Node(self.identity, self.store, **connection_limits(cfg["network"]))
         self.node.on_event.append(self._on_peer_event)
         for address in cfg["network"]["listen"]:
             self.listen_addresses += await self.node.listen(
@@ -464,6 +466,20 @@ def _peer_ids(texts: list[str]) -> set[bytes]:
     if any(len(i) != 32 for i in ids) or len(ids) != len(set(texts)):
         raise ConfigError("backup.recovery_allow must list peer ids of 64 hex digits")
     return ids
+
+
+def connection_limits(net: dict[str, Any]) -> dict[str, Any]:
+    """``Node``'s ``limits`` and ``penalties`` from the ``[network]`` settings."""
+    try:
+        return {
+            "limits": ConnectionLimits(
+                max_connections=net["max_connections"], group_reserve=net["group_reserve"],
+                max_per_ip=net["max_per_ip"], idle_timeout=net["idle_timeout"],
+                max_pending=net["max_pending"], max_pending_per_ip=net["max_pending_per_ip"]),
+            "penalties": PenaltyPolicy(base=net["refuse_seconds"], cap=net["refuse_max_seconds"]),
+        }
+    except ValueError as e:
+        raise ConfigError(f"[network]: {e}") from None
 
 
 def _host_port(text: str) -> tuple[str, int]:

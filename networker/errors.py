@@ -122,3 +122,27 @@ class DHTStateError(DHTError):
     """The saved DHT state file cannot be read or is malformed (the node starts without it)."""
 
     code = "bad_dht_state"
+
+
+class HandshakeClosedError(HandshakeError):
+    """The peer closed the connection (or it broke) before the handshake finished."""
+
+    code = "handshake_closed"
+
+
+class ConnectionLimitError(NetworkError):
+    """No slot for this connection: every connection slot is held by a peer that shares a group
+    with this device (``network.max_connections``)."""
+
+    code = "connection_limit"
+
+
+class PeerRefusedError(NetworkError):
+    """The peer, or its IP address, broke the protocol recently and keeps coming back: it is
+    refused for ``retry_after`` more seconds (the refusal doubles with each new offence)."""
+
+    code = "peer_refused"
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

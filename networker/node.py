@@ -14,12 +14,22 @@ joined; joining a group later opens its channel on every connected peer. Replica
 feed (:class:`Replicators`) is shared by all peers, so several peers are asked for different
 ranges of the same feed in parallel.
 
+Strangers at the peer port (:mod:`networker.limits`, :mod:`networker.penalty`): every new
+connection is a stranger until one of its channels is open on both sides. Admission follows
+:func:`networker.limits.admit` (a reserve of slots for group peers, a per-IP cap on strangers,
+the oldest stranger evicted for a newcomer); a connection without a live channel or a service
+call for ``idle_timeout`` seconds is closed. A connection closed for a protocol error is an
+offence of its peer id and of its IP; a handshake of garbage (seen by the listener) is one of
+its IP. A remote that keeps offending is refused for a while (:class:`PenaltyBox`): a refused IP
+before the handshake, a refused peer id right after it, and we do not dial a refused peer id.
+
 Events (``connected``, ``disconnected`` with a reason) go to the callbacks in ``on_event``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +38,12 @@ from storage import Store
 
 from . import transport
 from .address import MultiAddress, parse
-from .errors import NetworkError
+from .errors import ConnectionLimitError, NetworkError, PeerRefusedError
 from .group import Group
 from .identity import DeviceIdentity
+from .limits import ConnectionLimits, LogThrottle, Slot, Usage, admit, ip_key
 from .peer import Connection, Peer, Replicators, Service
+from .penalty import PenaltyBox, PenaltyPolicy
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +55,80 @@ class PeerEvent:
     reason: str = ""
 
 
+class NodePeer(Peer):
+    """A :class:`Peer` with what the node's idle rule needs: where it is, since when, and its
+    service calls in flight (ours through :meth:`call`, the remote's through the node's
+    service table)."""
+
+    def __init__(self, conn: Connection, node: Node, ip: str | None) -> None:
+        super().__init__(conn, node.replicators, node.groups.get, node.services)
+        self.ip = ip
+        self.since = self.loop.time()
+        self.usage = Usage(self.since)
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def shares_group(self) -> bool:
+        return any(ch.live for ch in self.channels.values())
+
+    async def call(self, service: str, body: bytes, *, timeout: float = 30.0) -> bytes:
+        self.usage.call_started()
+        try:
+            return await super().call(service, body, timeout=timeout)
+        finally:
+            self.usage.call_ended(self.loop.time())
+
+
+class _Services(dict[str, Service]):
+    """The node's service table; each handler registered is wrapped so that a call being served
+    counts as use of the connection (the idle rule)."""
+
+    def __setitem__(self, name: str, handler: Service) -> None:
+        async def served(peer: Peer, body: bytes) -> bytes:
+            if not isinstance(peer, NodePeer):
+                return await handler(peer, body)
+            peer.usage.call_started()
+            try:
+                return await handler(peer, body)
+            finally:
+                peer.usage.call_ended(peer.loop.time())
+
+        super().__setitem__(name, served)
+
+    def update(self, *args: object, **kw: Service) -> None:  # type: ignore[override]
+        for name, handler in dict(*args, **kw).items():  # type: ignore[call-overload]
+            self[name] = handler
+
+
 class Node:
-    def __init__(self, identity: DeviceIdentity, store: Store, *, max_connections: int = 64) -> None:
+    def __init__(self, identity: DeviceIdentity, store: Store, *, max_connections: int | None = None,
+                 limits: ConnectionLimits | None = None, penalties: PenaltyPolicy | None = None) -> None:
+        """``limits``: connection slots, pending handshakes, idle time (``max_connections``, if
+        given, overrides its field); ``penalties``: how long misbehaving remotes are refused."""
+        limits = limits or ConnectionLimits()
+        if max_connections is not None:
+            limits = dataclasses.replace(limits, max_connections=max_connections)
+        self.limits = limits
         self.identity = identity
-        self.max_connections = max_connections
         self.store = store
         self.groups: dict[bytes, Group] = {}
-        self.peers: dict[bytes, Peer] = {}
+        self.peers: dict[bytes, NodePeer] = {}
         self.replicators = Replicators()
         self.listeners: list[transport.Listener] = []
-        self.services: dict[str, Service] = {}  # named services peers may call (see Peer.call)
+        self.services: dict[str, Service] = _Services()  # named services peers may call (see Peer.call)
         self.on_event: list[Callable[[PeerEvent], None]] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self.bytes_sent_closed = 0  # totals of connections that are gone
         self.bytes_received_closed = 0
         self.protocol_errors = 0
+        self._loop = asyncio.get_running_loop()
+        self.id_penalties: PenaltyBox[bytes] = PenaltyBox(penalties, clock=self._loop.time)
+        self.ip_penalties: PenaltyBox[str] = PenaltyBox(penalties, clock=self._loop.time)
+        self.throttle = LogThrottle(log, clock=self._loop.time)
         self._closed = False
+
+    @property
+    def max_connections(self) -> int:
+        return self.limits.max_connections
 
     @property
     def peer_id(self) -> bytes:
@@ -94,41 +164,87 @@ class Node:
         peers can dial, with this node's key."""
         listener = await transport.listen(
             parse(address).alternatives[0], self.identity, self._accepted,
-            handshake_timeout=handshake_timeout,
+            handshake_timeout=handshake_timeout, max_pending=self.limits.max_pending,
+            max_pending_per_ip=self.limits.max_pending_per_ip,
+            refuse=self.ip_penalties.refused_for, on_bad_handshake=self._bad_handshake,
         )
         self.listeners.append(listener)
         return list(listener.addresses)
 
+    def _bad_handshake(self, ip: str) -> None:
+        refused = self.ip_penalties.offend(ip)
+        if refused:
+            log.info("refusing %s for %.0fs: repeated handshakes of garbage", ip, refused)
+
     async def _accepted(self, conn: transport.SecureConnection) -> None:
         try:
-            self.add_connection(conn)
+            self.add_connection(conn, ip=ip_key(conn.remote_host))
         except NetworkError as e:
-            log.info("refused connection from %s: %s", conn.remote_address, e)
+            log.debug("refused connection from %s: %s", conn.remote_address, e)
+            self.throttle.note(type(e).__name__, logging.INFO, "refused a connection from %s: %s",
+                               conn.remote_address, e)
 
     async def connect(self, address: str | MultiAddress, *, timeout: float = 10.0) -> Peer:
         """Dial ``address`` (trying its alternatives in order) and return the peer's
-        connection, which may be an existing one if both sides dialed at once."""
+        connection, which may be an existing one if both sides dialed at once. A peer that is
+        refused for a while (it broke the protocol repeatedly) is not dialed."""
         addr = parse(address) if isinstance(address, str) else address
+        for alt in addr.alternatives:
+            if alt.peer_key is not None:
+                self._check_refused(alt.peer_key, None)
         conn = await transport.dial(addr, self.identity, timeout=timeout)
-        return self.add_connection(conn)
+        return self.add_connection(conn, ip=ip_key(conn.remote_host))
 
-    def add_connection(self, conn: Connection) -> Peer:
+    def _check_refused(self, peer_id: bytes, ip: str | None) -> None:
+        for what, refused in (("peer", self.id_penalties.refused_for(peer_id)),
+                              (ip, self.ip_penalties.refused_for(ip) if ip is not None else 0.0)):
+            if refused > 0:
+                raise PeerRefusedError(f"{what} broke the protocol repeatedly; refused for {refused:.0f}s more",
+                                       refused)
+
+    def room_for_peer(self) -> bool:
+        """Whether a new connection (from an IP with no stranger connection yet) would get a
+        slot now; the swarm dials only then."""
+        return admit(self.limits, self._slots(), None).admitted
+
+    def _slots(self) -> list[Slot]:
+        return [Slot(pid, p.ip, p.since, p.shares_group()) for pid, p in self.peers.items()
+                if not p.closed.is_set()]
+
+    def add_connection(self, conn: Connection, *, ip: str | None = None) -> Peer:
+        """Take an authenticated connection from a peer at IP key ``ip`` (``None``: unknown, a
+        unix socket); raise :class:`NetworkError` (closing ``conn``) if it gets no slot."""
         pid = conn.remote_peer_id
         if pid == self.peer_id:
             conn.close()
             raise NetworkError("connected to ourselves")
-        existing = self.peers.get(pid)
-        if existing is None and len(self.peers) >= self.max_connections:
+        try:
+            self._check_refused(pid, ip)
+        except PeerRefusedError:
             conn.close()
-            raise NetworkError(f"connection limit reached ({self.max_connections})")
-        if existing is not None and not existing.closed.is_set():
-            if not self._prefer(conn, existing.conn):
+            raise
+        existing = self.peers.get(pid)
+        if existing is not None and existing.closed.is_set():
+            existing = None
+        if existing is None:
+            decision = admit(self.limits, self._slots(), ip)
+            if not decision.admitted:
                 conn.close()
-                return existing
+                raise ConnectionLimitError(decision.reason)
+            for victim_id in decision.evict:
+                victim = self.peers.pop(victim_id)
+                self.throttle.note("evicted", logging.INFO, "closed a connection to make room: %s",
+                                   decision.reason)
+                victim.close(f"evicted: {decision.reason}")
+        elif not self._prefer(conn, existing.conn):
+            conn.close()
+            return existing
+        else:
             existing.close("replaced by another connection to the same peer")
-        peer = Peer(conn, self.replicators, self.groups.get, self.services)
+        peer = NodePeer(conn, self, ip)
         self.peers[pid] = peer
         peer.start()
+        self._schedule_idle_check(peer, self.limits.idle_timeout)
         for group in list(self.groups.values()):
             peer.open(group)
         self._emit(PeerEvent("connected", pid))
@@ -146,14 +262,41 @@ class Node:
             return new_initiator < old_initiator
         return True
 
-    async def _watch(self, peer: Peer) -> None:
+    def _schedule_idle_check(self, peer: NodePeer, delay: float) -> None:
+        peer.idle_timer = self._loop.call_later(delay, self._check_idle, peer)
+
+    def _check_idle(self, peer: NodePeer) -> None:
+        peer.idle_timer = None
+        if peer.closed.is_set() or self._closed:
+            return
+        timeout = self.limits.idle_timeout
+        delay = peer.usage.check(self._loop.time(), peer.shares_group(), timeout)
+        if delay is not None:
+            self._schedule_idle_check(peer, delay)
+            return
+        self.throttle.note("idle", logging.INFO, "closed an idle connection (no channel, no call for %gs): %s",
+                           timeout, peer.ip or peer)
+        if self.peers.get(peer.remote_peer_id) is peer:
+            del self.peers[peer.remote_peer_id]
+        peer.close(f"idle: no channel open for {timeout:g}s")
+
+    async def _watch(self, peer: NodePeer) -> None:
         await peer.wait_closed()
+        if peer.idle_timer is not None:
+            peer.idle_timer.cancel()
+            peer.idle_timer = None
         if self.peers.get(peer.remote_peer_id) is peer:
             del self.peers[peer.remote_peer_id]
         self.bytes_sent_closed += getattr(peer.conn, "bytes_sent", 0)
         self.bytes_received_closed += getattr(peer.conn, "bytes_received", 0)
         if peer.close_reason.startswith("protocol error"):
             self.protocol_errors += 1
+            refused = self.id_penalties.offend(peer.remote_peer_id)
+            if peer.ip is not None:
+                refused = max(refused, self.ip_penalties.offend(peer.ip))
+            if refused:
+                log.info("refusing %s (%s) for %.0fs: it broke the protocol repeatedly",
+                         peer.remote_peer_id.hex()[:16], peer.ip or "no IP", refused)
         self._emit(PeerEvent("disconnected", peer.remote_peer_id, peer.close_reason))
 
     def _emit(self, event: PeerEvent) -> None:

@@ -3,9 +3,23 @@
 
 ``dial`` tries an address's alternatives in order and returns the first
 :class:`SecureConnection` whose handshake succeeds (and whose peer key matches the address).
-``listen`` accepts connections, runs the handshake under a timeout, and hands each
-authenticated connection to a callback; a client that sends garbage, stalls or breaks limits is
-closed with a logged reason while the listener keeps serving others.
+
+``listen`` runs its own accept loop (not ``asyncio.start_server``, which can neither bound nor
+pause accepting and logs a traceback per failed accept):
+
+- a connection from an IP the caller refuses (the penalty box) is closed at once, unread;
+- every other one becomes a *pending handshake* in :class:`networker.limits.PendingHandshakes`
+  (bounded in total and per IP; the oldest is pushed out when full) and gets
+  ``handshake_timeout`` seconds to finish the Noise handshake;
+- a handshake of garbage (not a stall, not a close) is reported to ``on_bad_handshake`` so the
+  caller can refuse a remote that keeps doing it;
+- when the process is out of file descriptors (``EMFILE``/``ENFILE``) or kernel memory, the
+  loop sheds the oldest pending handshake and pauses accepting, backing off from 50 ms to 2 s;
+- each kind of event above is logged through a :class:`networker.limits.LogThrottle`: one line
+  per minute with a count, whatever the rate of connections. Per-connection detail is at
+  debug level.
+
+Authenticated connections go to the callback; what they may then do is the node's business.
 """
 
 from __future__ import annotations
@@ -13,8 +27,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
+import itertools
 import logging
 import os
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,30 +40,39 @@ from .address import Address, MultiAddress
 from .errors import (
     ConnectionClosedError,
     DialError,
+    HandshakeClosedError,
     HandshakeError,
     HandshakeTimeoutError,
     NetworkError,
     RemoteProtocolError,
 )
 from .identity import DeviceIdentity
+from .limits import LogThrottle, PendingHandshakes, ip_key
 from .noise import NoiseSession
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
+MAX_PENDING = 64
+MAX_PENDING_PER_IP = 8
+BACKLOG = 128
+ACCEPT_BACKOFF = (0.05, 2.0)  # first and longest pause of accepting when out of resources
 _LEN = struct.Struct(">H")
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_ACCEPT_TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN}
 
 
 class SecureConnection:
     """An authenticated, encrypted, message-oriented connection."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 session: NoiseSession, remote_address: str) -> None:
+                 session: NoiseSession, remote_address: str, remote_host: str | None = None) -> None:
         self._reader = reader
         self._writer = writer
         self._session = session
         self._inbox: collections.deque[bytes] = collections.deque()
         self.remote_address = remote_address
+        self.remote_host = remote_host  # the IP (or host name dialed); None for unix sockets
         assert session.remote_peer_id is not None
         self.remote_peer_id: bytes = session.remote_peer_id
         self.handshake_hash = session.handshake_hash
@@ -113,16 +139,12 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             await writer.drain()
     except TimeoutError:
         raise HandshakeTimeoutError(f"handshake not completed within {timeout}s") from None
-    except (ConnectionClosedError, RemoteProtocolError) as e:
+    except ConnectionClosedError as e:
+        raise HandshakeClosedError(f"handshake failed: {e}") from None
+    except RemoteProtocolError as e:
         raise HandshakeError(f"handshake failed: {e}") from None
-
-
-def _peername(writer: asyncio.StreamWriter, fallback: str) -> str:
-    name = writer.get_extra_info("peername")
-    if isinstance(name, tuple) and len(name) >= 2:
-        host = f"[{name[0]}]" if ":" in str(name[0]) else name[0]
-        return f"tcp:{host}:{name[1]}"
-    return fallback
+    except (ConnectionError, OSError) as e:  # from drain
+        raise HandshakeClosedError(f"handshake failed: connection lost: {e}") from None
 
 
 async def dial_one(address: Address, identity: DeviceIdentity, *,
@@ -143,7 +165,9 @@ async def dial_one(address: Address, identity: DeviceIdentity, *,
     except BaseException:
         writer.close()
         raise
-    return SecureConnection(reader, writer, session, address.format())
+    sock = writer.get_extra_info("socket")
+    _, host = _where(sock.family if sock is not None else -1, writer.get_extra_info("peername"), "")
+    return SecureConnection(reader, writer, session, address.format(), host)
 
 
 async def dial(address: MultiAddress, identity: DeviceIdentity, *,
@@ -163,53 +187,267 @@ async def dial(address: MultiAddress, identity: DeviceIdentity, *,
                     "; ".join(r for _, r in reasons), reasons)
 
 
+
+
+def is_garbage(error: HandshakeError) -> bool:
+    """Whether a failed handshake means the remote sent something that is no handshake (as
+    opposed to stalling, closing, or a network failure)."""
+    return not isinstance(error, HandshakeTimeoutError | HandshakeClosedError)
+
+
+def _where(family: int, addr: object, fallback: str) -> tuple[str, str | None]:
+    """The remote's address as text and its host (``None`` for a unix socket)."""
+    if family in (socket.AF_INET, socket.AF_INET6) and isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return (f"tcp:[{host}]:{addr[1]}" if ":" in host else f"tcp:{host}:{addr[1]}"), host
+    return fallback, None
+
+
 class Listener:
-    def __init__(self, server: asyncio.AbstractServer, addresses: list[str], path: Path | None) -> None:
-        self._server = server
+    """Listening sockets, their accept loops and the handshakes in progress (module docstring)."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        addresses: list[str],
+        path: Path | None,
+        identity: DeviceIdentity,
+        on_connection: Callable[[SecureConnection], Awaitable[None]],
+        *,
+        handshake_timeout: float,
+        max_pending: int,
+        max_pending_per_ip: int,
+        refuse: Callable[[str], float] | None,
+        on_bad_handshake: Callable[[str], None] | None,
+        accept: Callable[[socket.socket], Awaitable[tuple[socket.socket, object]]] | None = None,
+    ) -> None:
         self.addresses = addresses
+        self._sockets = sockets
         self._path = path
+        self._identity = identity
+        self._on_connection = on_connection
+        self.handshake_timeout = handshake_timeout
+        self.pending: PendingHandshakes[int] = PendingHandshakes(max_pending, max_pending_per_ip)
+        self._refuse = refuse
+        self._on_bad_handshake = on_bad_handshake
+        self._loop = asyncio.get_running_loop()
+        self._accept = accept or self._loop.sock_accept
+        self.throttle = LogThrottle(log, clock=self._loop.time)
+        self.backoff = ACCEPT_BACKOFF
+        self._fallback = addresses[0] if addresses else "?"
+        self._tokens = itertools.count()
+        self._handshakes: dict[int, asyncio.Task[None]] = {}
+        self._unstarted: dict[int, socket.socket] = {}  # a task cancelled before it ran closes nothing
+        self._loops: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    def start(self) -> None:
+        for sock in self._sockets:
+            self._loops.append(self._loop.create_task(self._accept_loop(sock), name="listener-accept"))
 
     def close(self) -> None:
-        self._server.close()
+        if self._closed:
+            return
+        self._closed = True
+        for task in [*self._loops, *self._handshakes.values()]:
+            task.cancel()
+        for sock in self._sockets:
+            sock.close()
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
 
     async def wait_closed(self) -> None:
-        await self._server.wait_closed()
+        await asyncio.gather(*self._loops, *self._handshakes.values(), return_exceptions=True)
+
+    # -- accepting ----------------------------------------------------------------------------
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        pause = 0.0
+        while not self._closed:
+            try:
+                conn, addr = await self._accept(sock)
+            except OSError as e:
+                if self._closed:
+                    return
+                if e.errno in _ACCEPT_TRANSIENT:
+                    continue
+                pause = min(self.backoff[1], pause * 2 or self.backoff[0])
+                if e.errno in _OUT_OF_RESOURCES:
+                    self._shed()
+                    self.throttle.note("resources", logging.WARNING,
+                                       "cannot accept peer connections: %s; pausing accept, shedding "
+                                       "pending handshakes", os.strerror(e.errno or 0))
+                else:
+                    self.throttle.note("accept", logging.WARNING, "accepting a peer connection failed: %s", e)
+                await asyncio.sleep(pause)
+                continue
+            pause = 0.0
+            try:
+                self._admit(conn, addr)
+            except Exception:  # a bug: keep accepting, say so (rarely)
+                conn.close()
+                if self.throttle.counts["bug"] == 0:
+                    log.exception("bug while accepting a peer connection")
+                self.throttle.note("bug", logging.ERROR, "bug while accepting a peer connection")
+
+    def _admit(self, conn: socket.socket, addr: object) -> None:
+        where, host = _where(conn.family, addr, self._fallback)
+        ip = ip_key(host)
+        if ip is not None and self._refuse is not None:
+            refused = self._refuse(ip)
+            if refused > 0:
+                conn.close()
+                log.debug("refused %s: misbehaved recently (%.0fs left)", where, refused)
+                self.throttle.note("refused", logging.INFO,
+                                   "refused a connection from %s for %.0fs more: it broke the protocol "
+                                   "repeatedly", ip, refused)
+                return
+        token = next(self._tokens)
+        for old in self.pending.add(token, ip):
+            task = self._handshakes.pop(old, None)
+            if task is not None:
+                task.cancel()
+            self.throttle.note("evicted", logging.INFO,
+                               "too many peer handshakes in progress (%d, %d per IP): closed the oldest",
+                               self.pending.max_total, self.pending.max_per_ip)
+        task = self._loop.create_task(self._handshake(token, conn, where, host, ip), name="listener-handshake")
+        self._handshakes[token] = task
+        self._unstarted[token] = conn
+        task.add_done_callback(lambda _t, token=token: self._ended(token))
+
+    def _ended(self, token: int) -> None:
+        self._handshakes.pop(token, None)
+        sock = self._unstarted.pop(token, None)
+        if sock is not None:
+            sock.close()
+        self.pending.remove(token)
+
+    def _shed(self) -> None:
+        token = self.pending.oldest()
+        if token is None:
+            return
+        self.pending.remove(token)
+        task = self._handshakes.pop(token, None)
+        if task is not None:
+            task.cancel()
+
+    async def _handshake(self, token: int, conn: socket.socket, where: str, host: str | None,
+                         ip: str | None) -> None:
+        writer: asyncio.StreamWriter | None = None
+        del self._unstarted[token]
+        try:
+            conn.setblocking(False)
+            reader = asyncio.StreamReader(limit=2 ** 16, loop=self._loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=self._loop)
+            transport, _ = await self._loop.connect_accepted_socket(lambda: protocol, conn)
+            writer = asyncio.StreamWriter(transport, protocol, reader, self._loop)
+            session = NoiseSession(self._identity, initiator=False)
+            await _handshake(reader, writer, session, self.handshake_timeout)
+        except HandshakeError as e:
+            self._failed(writer, conn, where, ip, e)
+            return
+        except (NetworkError, OSError) as e:
+            self._failed(writer, conn, where, ip, HandshakeClosedError(str(e)))
+            return
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            else:
+                conn.close()
+            raise
+        self.pending.remove(token)
+        try:
+            await self._on_connection(SecureConnection(reader, writer, session, where, host))
+        except Exception:  # a bug of the callback: the connection is dropped, the listener goes on
+            writer.close()
+            if self.throttle.counts["callback"] == 0:
+                log.exception("bug while taking a connection from %s", where)
+            self.throttle.note("callback", logging.ERROR, "bug while taking a connection from %s", where)
+
+    def _failed(self, writer: asyncio.StreamWriter | None, conn: socket.socket, where: str, ip: str | None,
+                error: HandshakeError) -> None:
+        if writer is not None:
+            writer.close()
+        else:
+            conn.close()
+        log.debug("closed incoming connection from %s: %s", where, error)
+        if is_garbage(error):
+            if ip is not None and self._on_bad_handshake is not None:
+                self._on_bad_handshake(ip)
+            self.throttle.note("garbage", logging.INFO, "closed a connection from %s: %s", where, error)
+        else:
+            self.throttle.note("handshake", logging.INFO,
+                               "closed a connection from %s that did not complete the handshake: %s", where, error)
+
+
+async def _tcp_sockets(host: str, port: int) -> list[socket.socket]:
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _, sockaddr in infos:
+            if (family, sockaddr) in seen:
+                continue
+            seen.add((family, sockaddr))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()  # a stale socket of a previous run
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
 
 
 async def listen(address: Address, identity: DeviceIdentity,
                  on_connection: Callable[[SecureConnection], Awaitable[None]], *,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> Listener:
-    """Accept connections on ``address``; each authenticated one goes to ``on_connection``."""
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 max_pending: int = MAX_PENDING, max_pending_per_ip: int = MAX_PENDING_PER_IP,
+                 refuse: Callable[[str], float] | None = None,
+                 on_bad_handshake: Callable[[str], None] | None = None) -> Listener:
+    """Accept connections on ``address``; each authenticated one goes to ``on_connection``.
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        where = _peername(writer, address.format())
-        session = NoiseSession(identity, initiator=False)
-        try:
-            await _handshake(reader, writer, session, handshake_timeout)
-        except (HandshakeError, NetworkError, OSError) as e:
-            log.info("closed incoming connection from %s: %s", where, e)
-            writer.close()
-            return
-        await on_connection(SecureConnection(reader, writer, session, where))
-
+    ``refuse(ip_key)`` returns the seconds a remote IP is still refused (0: accept it);
+    ``on_bad_handshake(ip_key)`` is told of each handshake of garbage."""
+    path: Path | None = None
     if address.transport == "tcp":
-        server = await asyncio.start_server(handle, address.host, address.port)
+        sockets = await _tcp_sockets(address.host, address.port)
         addresses = []
-        for sock in server.sockets:
+        for sock in sockets:
             host, port = sock.getsockname()[:2]
             addresses.append(Address("tcp", host=host, port=port, peer_key=identity.peer_id).format())
-        return Listener(server, addresses, None)
-    path = Path(address.path)
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_socket():
-            path.unlink()  # a stale socket of a previous run
-    old_umask = os.umask(0o177)
-    try:
-        server = await asyncio.start_unix_server(handle, str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    return Listener(server, [Address("unix", path=str(path), peer_key=identity.peer_id).format()], path)
+    else:
+        path = Path(address.path)
+        sockets = [_unix_socket(path)]
+        addresses = [Address("unix", path=str(path), peer_key=identity.peer_id).format()]
+    listener = Listener(sockets, addresses, path, identity, on_connection, handshake_timeout=handshake_timeout,
+                        max_pending=max_pending, max_pending_per_ip=max_pending_per_ip, refuse=refuse,
+                        on_bad_handshake=on_bad_handshake)
+    listener.start()
+    return listener

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
+import socket
 import stat
 
 import pytest
@@ -11,6 +15,7 @@ from networker import transport
 from networker.address import Address, parse
 from networker.errors import DialError, PeerKeyMismatchError
 from networker.identity import DeviceIdentity
+from tests.helpers import until
 
 SERVER, CLIENT = DeviceIdentity.generate(), DeviceIdentity.generate()
 
@@ -118,3 +123,68 @@ async def test_alternatives_are_tried_in_order():
         assert len(err.value.reasons) == 2
     finally:
         listener.close()
+
+
+async def test_pending_handshakes_are_capped_and_the_newest_gets_its_chance():
+    listener, accepted = await echo_server(Address("tcp", host="127.0.0.1", port=0), max_pending=4,
+                                           max_pending_per_ip=2)
+    port = parse(listener.addresses[0]).alternatives[0].port
+    stalls: list[asyncio.StreamWriter] = []
+    try:
+        async with asyncio.timeout(10):
+            for i in range(12):  # never say a word, from three IPs
+                _, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{2 + i % 3}", 0))
+                stalls.append(w)
+            await until(lambda: listener.throttle.counts["evicted"] >= 8, what="the listener to push out the oldest")
+            assert len(listener.pending) <= 4
+            for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+                assert listener.pending.count(ip) <= 2
+            reply, _ = await roundtrip(listener.addresses[0], b"hi")  # an honest client still gets through
+            assert reply == b"echo:hi" and len(accepted) == 1
+    finally:
+        for w in stalls:
+            w.close()
+        listener.close()
+
+
+async def test_out_of_file_descriptors_pauses_accepting_with_one_log_line(caplog):
+    """``accept`` failing with EMFILE: the listener sheds pending handshakes, backs off and logs
+    one line for all of it, no traceback."""
+    errors = 0
+    shed = []
+    release = asyncio.Event()
+
+    async def accept(sock):
+        nonlocal errors
+        if len(shed) < 2:
+            ours, theirs = socket.socketpair()
+            shed.append(theirs)
+            return ours, ""
+        if errors < 200:
+            errors += 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        await release.wait()
+        raise OSError(errno.EBADF, "closed")
+
+    probe = socket.socket()
+    listener = transport.Listener([probe], ["tcp:127.0.0.1:1"], None, SERVER, lambda conn: asyncio.sleep(0),
+                                  handshake_timeout=30, max_pending=8, max_pending_per_ip=8, refuse=None,
+                                  on_bad_handshake=None, accept=accept)
+    listener.backoff = (0.0001, 0.001)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="networker.transport"):
+            listener.start()
+            await until(lambda: errors == 200, what="200 failed accepts")
+            for theirs in shed:  # the pending handshakes were shed to free descriptors
+                theirs.settimeout(5)
+                assert theirs.recv(1024) == b""
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "Too many open files" in warnings[0].getMessage()
+        assert not any(r.exc_info for r in caplog.records)
+        assert listener.throttle.counts["resources"] == 200
+    finally:
+        listener.close()
+        release.set()
+        await listener.wait_closed()
+        for s in shed:
+            s.close()
