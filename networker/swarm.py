@@ -5,7 +5,7 @@ Theory of operation
 For each joined topic (a group's discovery key) a task announces this node's addresses to
 every discovery source (the DHT, the LAN) and looks the topic up, every ``lookup_interval``
 seconds or sooner when woken. Each peer found is a *candidate*: if it is not connected, not
-being dialed, and the node has room (``max_connections``), a dial task tries it.
+being dialed, and the node has room (``Node.room_for_peer``: a stranger can be evicted for it), a dial task tries it.
 
 Addresses come from the network, so they are untrusted: a candidate keeps only the alternatives
 that name the candidate's own key (``~noise:PEERKEY``, so the handshake fails unless the far end
@@ -221,7 +221,7 @@ class Swarm:
 
     def _maybe_dial(self, cand: Candidate) -> None:
         if (self._closed or cand.given_up or cand.dialing is not None or not cand.topics
-                or cand.peer_id in self.node.peers or len(self.node.peers) >= self.node.max_connections):
+                or cand.peer_id in self.node.peers or not self.node.room_for_peer()):
             return
         cand.dialing = asyncio.get_running_loop().create_task(self._dial(cand), name="swarm-dial")
 

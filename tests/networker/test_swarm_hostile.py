@@ -32,6 +32,9 @@ class FakeNode:
         self.dialled: list[str] = []
         self.dialled_event = asyncio.Event()
 
+    def room_for_peer(self) -> bool:
+        return len(self.peers) < self.max_connections
+
     async def connect(self, address: str, timeout: float = 10.0) -> None:
         self.dialled.append(address)
         self.dialled_event.set()
