@@ -11,6 +11,18 @@ Decoding is strict: unknown types, wrong field counts or types, out-of-range int
 oversized fields raise :class:`DecodeError` (a ``RemoteProtocolError``: the peer is
 disconnected). Limits are checked both on decode and, as a guard against our own bugs, on encode.
 
+Memory for one message stays within a small multiple of its size. Before msgpack builds any
+object, :func:`check_shape` walks the encoding (headers only: strings and byte strings are
+skipped, not copied) and refuses more than ``MAX_DEPTH`` levels of arrays or more than
+``MAX_OBJECTS`` objects in all: no message of the protocol nests deeper than
+``[message, [list], [pair]]`` or holds more objects than a full ``Data``. Without this, a
+message of nested empty arrays (one byte each on the wire, ~60 bytes each as Python lists)
+grows about 70-fold when decoded; msgpack's C unpacker has ``max_*_len`` limits per array but
+none on depth or on the total. Maps and extension types are not part of the protocol at all.
+Before the first channel is live a connection accepts only small messages
+(:func:`early_limit`, checked by the peer): an ``Open`` is ~80 bytes; only service calls and
+their replies, which run on channel 0 without a group, may be larger.
+
 Channel life: each side sends ``Open(channel, discovery_key, capability)``; the channel is live
 once both have. Then ``Feeds`` (which feed keys each holds for the group), ``Have`` (per feed:
 signed length and stored ranges, sent on open and after every change), ``Request`` /
@@ -36,6 +48,9 @@ MAX_PROOF_NODES = 256
 MAX_REASON = 200
 MAX_INT = (1 << 63) - 1
 MAX_DATA_BYTES = 6 * 1024 * 1024  # below the transport's 8 MiB message cap
+MAX_DEPTH = 3  # [message, [feeds | ranges | nodes], [pair]]
+MAX_OBJECTS = 3 + 2 + MAX_ENTRIES + 2 * (1 + 3 * MAX_PROOF_NODES) + 8  # a full Data, the largest message
+PRE_CHANNEL_BYTES = 4096  # the largest message accepted before a channel is live (except service calls)
 
 
 class DecodeError(RemoteProtocolError):
@@ -323,12 +338,80 @@ _FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoDat
                 Reply: 3}
 
 
+# msgpack header bytes: scalars with a fixed payload, strings/bins with a length field, arrays.
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8/16/32, str8/16/32
+_ARRAY = {0xDC: 2, 0xDD: 4}  # array16/32
+
+
+def check_shape(data: bytes) -> None:
+    """Refuse an encoding that nests arrays deeper than ``MAX_DEPTH``, holds more than
+    ``MAX_OBJECTS`` objects, uses maps or extension types, or is truncated; build nothing.
+    Costs one step per object header, none per payload byte."""
+    n = len(data)
+    pos = 0
+    objects = 0
+    stack = [1]  # items still to read in each open array; the bottom slot is the message itself
+    while stack:
+        if stack[-1] == 0:
+            stack.pop()
+            continue
+        stack[-1] -= 1
+        if pos >= n:
+            raise DecodeError("truncated message")
+        b = data[pos]
+        pos += 1
+        objects += 1
+        if objects > MAX_OBJECTS:
+            raise DecodeError(f"message: more than {MAX_OBJECTS} objects")
+        if b <= 0x7F or b >= 0xE0:  # fixint
+            continue
+        if 0xA0 <= b <= 0xBF:  # fixstr
+            pos += b & 0x1F
+            continue
+        if 0x90 <= b <= 0x9F:
+            count = b & 0x0F
+        elif b in _FIXED:
+            pos += _FIXED[b]
+            continue
+        elif b in _SIZED:
+            w = _SIZED[b]
+            pos += w + int.from_bytes(data[pos:pos + w], "big")
+            continue
+        elif b in _ARRAY:
+            w = _ARRAY[b]
+            count = int.from_bytes(data[pos:pos + w], "big")
+            pos += w
+        else:
+            raise DecodeError(f"message: type byte 0x{b:02x} (map or extension) is not part of the protocol")
+        if len(stack) > MAX_DEPTH:
+            raise DecodeError(f"message: arrays nested deeper than {MAX_DEPTH}")
+        if count > n - pos:  # every item takes at least one byte
+            raise DecodeError("truncated message")
+        stack.append(count)
+    if pos != n:
+        raise DecodeError("truncated message" if pos > n else "trailing bytes after the message")
+
+
+_SERVICE_PREFIXES = (bytes([0x90 | (2 + 3), 9, 0]), bytes([0x90 | (2 + 3), 10, 0]))  # Call, Reply on channel 0
+
+
+def early_limit(data: bytes) -> int:
+    """The largest size a message like ``data`` may have before any channel is live:
+    ``PRE_CHANNEL_BYTES``, or room for a service call or reply (which need no channel)."""
+    if data[:3] in _SERVICE_PREFIXES:
+        return MAX_CALL_BYTES + 2 * MAX_SERVICE + 64
+    return PRE_CHANNEL_BYTES
+
+
 def encode(msg: Message) -> bytes:
     return msgpack.packb([msg.type_id, msg.channel, *msg.fields()], use_bin_type=True)
 
 
 def decode(data: bytes) -> Message:
     """Parse one message; raise :class:`DecodeError` on anything malformed."""
+    check_shape(data)
     try:
         obj = msgpack.unpackb(
             data, raw=False, use_list=True, strict_map_key=True,

@@ -19,6 +19,10 @@ is checked against the same handshake hash with *its* role, so a proof copied fr
 connection, or made without the replication key, fails and the connection is closed. An
 ``Open`` for a group we have not joined is remembered (bounded) and checked if we join later.
 
+Until the first channel is live only small messages are accepted (``messages.early_limit``): a
+stranger who holds no group key cannot make us decode, or hold, more than a few KiB per message.
+Decoding itself bounds nesting and object count (``messages.check_shape``).
+
 Any :class:`RemoteProtocolError` (a malformed message, a bad capability, unrequested or
 unverifiable data, a fork) closes the connection with the reason logged.
 """
@@ -126,6 +130,7 @@ class Peer:
         self._tasks: list[asyncio.Task[None]] = []
         self._storing: set[asyncio.Task[None]] = set()
         self._store_slots = asyncio.Semaphore(MAX_STORING)
+        self.channel_live = False  # a channel has been live on this connection (lifts the early size limit)
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.loop = asyncio.get_running_loop()
@@ -243,6 +248,7 @@ class Peer:
             raise RemoteProtocolError("channel opened twice")
         ch.remote_id = msg.channel
         self._remote_channels[msg.channel] = ch
+        self.channel_live = True
         ch.start()
 
     # -- outgoing -----------------------------------------------------------------------------
@@ -297,6 +303,8 @@ class Peer:
     async def _read_loop(self) -> None:
         while True:
             data = await self.conn.recv()
+            if not self.channel_live and len(data) > m.early_limit(data):
+                raise RemoteProtocolError(f"a message of {len(data)} bytes before any channel is open")
             await self._dispatch(m.decode(data))
 
     async def _dispatch(self, msg: m.Message) -> None:

@@ -73,7 +73,9 @@ def test_mutated_messages_decode_or_raise_decode_error(msg, data):
     ([4, 0, bytes(32), 3, [[1, 2]], 1], "incremental"),
     ([6, 0, 1, bytes(32), 0, [], 1, bytes(64), [], 0, []], "no entries"),
     ([3, 0, [[bytes(32), bytes(257)]]], "admission"),
-    ({"a": 1}, "undecodable"),
+    ({"a": 1}, "map or extension"),
+    ([1, 0, msgpack.ExtType(1, b"x"), bytes(32)], "map or extension"),
+    ([3, 0, [[[bytes(32)], b""]]], "nested deeper"),
 ])
 def test_malformed_messages_are_refused_with_a_reason(obj, why):
     with pytest.raises(m.DecodeError, match=why):
@@ -85,3 +87,36 @@ def test_oversized_data_is_refused():
     raw = msgpack.packb([6, 0, 1, bytes(32), 0, big, 7, bytes(64), [], 0, []], use_bin_type=True)
     with pytest.raises(m.DecodeError, match="too many bytes"):
         m.decode(raw)
+
+
+def test_largest_messages_of_each_kind_pass_the_shape_check():
+    k = bytes(32)
+    biggest = [
+        m.Data(0, 1, k, 0, tuple(b"" for _ in range(m.MAX_ENTRIES)), 9, bytes(64),
+               tuple((i, k) for i in range(m.MAX_PROOF_NODES)), 1, tuple((i, k) for i in range(m.MAX_PROOF_NODES))),
+        m.Feeds(0, tuple((k, bytes(m.MAX_ADMISSION)) for _ in range(m.MAX_FEEDS))),
+        m.Have(0, k, m.MAX_INT, tuple((2 * i, 2 * i + 1) for i in range(m.MAX_RANGES))),
+    ]
+    for msg in biggest:
+        assert m.decode(m.encode(msg)) == msg
+
+
+@pytest.mark.parametrize("raw,why", [
+    (b"\xdc\xff\xff" + b"\x90" * 65535, "objects"),            # many empty arrays
+    (b"\x91" * 100_000 + b"\x90", "nested deeper"),               # deep nesting
+    (b"\xdd\xff\xff\xff\xff", "truncated"),                    # a count the bytes cannot hold
+    (b"\x92\x01", "truncated"),
+    (b"\x92\x01\x02\x03", "trailing"),
+    (b"\x92\x01\xc4\x10ab", "truncated"),                        # a bin longer than the message
+])
+def test_shape_check_refuses_bombs_and_truncation_without_decoding(raw, why):
+    with pytest.raises(m.DecodeError, match=why):
+        m.check_shape(raw)
+
+
+def test_early_limit_admits_only_small_messages_and_service_calls():
+    assert m.early_limit(m.encode(m.Open(1, bytes(32), bytes(32)))) == m.PRE_CHANNEL_BYTES
+    call = m.encode(m.Call(0, 1, "recovery", bytes(m.MAX_CALL_BYTES)))
+    reply = m.encode(m.Reply(0, 1, True, bytes(m.MAX_CALL_BYTES)))
+    assert len(call) <= m.early_limit(call) and len(reply) <= m.early_limit(reply)
+    assert m.early_limit(b"\xdc\xff\xff") == m.PRE_CHANNEL_BYTES
