@@ -8,7 +8,12 @@ have opened it, each sends ``Feeds`` (the group's feeds it holds, with membershi
 full ``Have`` for each feed. From then on:
 
 - ``Feeds``: every offered feed the group accepts gets a replica and a :class:`PeerFeed`; a feed
-  new to us is announced on every other channel of the group (multifeed gossip).
+  new to us is announced on every other channel of the group (multifeed gossip). Feed lists are
+  paged: ``Feeds`` messages of at most ``MAX_FEEDS`` each, as many as needed, and more may
+  follow at any time, so any number of feeds replicates. What one peer can make us hold is
+  bounded: at most ``max_feeds`` feeds new to us per channel (further offers are counted in
+  ``feeds_over_limit`` and ignored), and a feed the group refuses is counted in
+  ``feeds_refused`` (with ``last_refused``), never propagated, never a disconnect.
 - ``Have``: updates the peer's ranges; the feed's replicator schedules requests.
 - ``Request``: queued for the connection's server task (bounded; overflow is a protocol error).
 - ``Data``: must answer one of our outstanding requests, starting where it asked and no longer
@@ -35,9 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_TRACKED_FEEDS = 16384  # default: feeds new to us that one peer may offer per channel
+
 
 class Channel:
-    def __init__(self, peer: Peer, group: Group, local_id: int) -> None:
+    def __init__(self, peer: Peer, group: Group, local_id: int, *, max_feeds: int = MAX_TRACKED_FEEDS) -> None:
         self.peer = peer
         self.group = group
         self.local_id = local_id
@@ -46,6 +53,13 @@ class Channel:
         self.live = False
         self.feeds_received = False  # the peer's Feeds message has arrived
         self.feeds: dict[bytes, PeerFeed] = {}
+        self.max_feeds = max_feeds
+        self.feeds_taken = 0       # feeds new to us accepted from this peer's offers
+        self.feeds_refused = 0     # offers the group refused (no admission)
+        self.feeds_over_limit = 0  # offers ignored because ``max_feeds`` were taken
+        self.last_refused = b""    # the key of the last refused feed (for status)
+        self._refused: set[bytes] = set()  # refused keys (bounded by max_feeds), not asked again
+        self._accepting: bytes | None = None  # the peer's feed being accepted (not offered back to it)
         self._pending_have: dict[bytes, RangeSet] = {}
         self._flush_scheduled = False
 
@@ -58,7 +72,11 @@ class Channel:
         """Both sides have opened: offer our feeds and what we hold of each."""
         self.live = True
         feeds = self.group.feeds()
-        self.peer.post(m.Feeds(self.local_id, tuple((f.key, self.group.tag(f)) for f in feeds)))
+        offered = [(f.key, self.group.tag(f)) for f in feeds]
+        for k in range(0, len(offered), m.MAX_FEEDS):
+            self.peer.post(m.Feeds(self.local_id, tuple(offered[k:k + m.MAX_FEEDS])))
+        if not offered:
+            self.peer.post(m.Feeds(self.local_id, ()))  # "none": the peer knows the list has begun
         for feed in feeds:
             self._attach(feed)
             self._send_full_have(feed)
@@ -90,7 +108,7 @@ class Channel:
 
     def offer(self, feed: Feed) -> None:
         """A feed joined the group locally: tell the peer about it."""
-        if not self.live or feed.key in self.feeds:
+        if not self.live or feed.key in self.feeds or feed.key == self._accepting:
             return
         self.peer.post(m.Feeds(self.local_id, ((feed.key, self.group.tag(feed)),)))
         self._attach(feed)
@@ -130,6 +148,11 @@ class Channel:
     def can_request(self) -> bool:
         return self.live and self.peer.can_request()
 
+    def starved(self, replicator: FeedReplicator) -> None:
+        """``replicator`` has work for this peer but no slot: retry when a slot frees up."""
+        if self.live:
+            self.peer.wait_for_slot(replicator)
+
     def request(self, feed: Feed, start: int, end: int) -> int:
         request_id = self.peer.next_request_id()
         self.peer.post(m.Request(self.local_id, request_id, feed.key, start, end, feed.known_length))
@@ -138,12 +161,27 @@ class Channel:
     # -- messages -------------------------------------------------------------------------------
 
     async def on_feeds(self, msg: m.Feeds) -> None:
+        """One page of the peer's feed list (more may follow)."""
         self.feeds_received = True
         for key, tag in msg.feeds:
-            if key in self.feeds:
+            if key in self.feeds or key in self._refused:
                 continue
-            feed = await self.group.accept_feed(key, tag)
-            if feed is not None and self.live:
+            if self.feeds_taken >= self.max_feeds:
+                self.feeds_over_limit += 1
+                continue
+            self._accepting = key
+            try:
+                feed = await self.group.accept_feed(key, tag)
+            finally:
+                self._accepting = None
+            if feed is None:
+                self.feeds_refused += 1
+                self.last_refused = key
+                if len(self._refused) < self.max_feeds:
+                    self._refused.add(key)
+                continue
+            self.feeds_taken += 1
+            if self.live and key not in self.feeds:
                 self._attach(feed)
                 self._send_full_have(feed)
 

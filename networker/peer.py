@@ -41,7 +41,7 @@ from storage.errors import StorageError
 
 from . import caps
 from . import messages as m
-from .channel import Channel
+from .channel import MAX_TRACKED_FEEDS, Channel
 from .errors import ConnectionClosedError, NetworkError, RemoteProtocolError
 from .group import Group
 from .replicator import FeedReplicator
@@ -104,6 +104,8 @@ class Peer:
         replicators: Replicators,
         find_group: Callable[[bytes], Group | None],
         services: dict[str, Service] | None = None,
+        *,
+        max_feeds_per_channel: int = MAX_TRACKED_FEEDS,
     ) -> None:
         self.conn = conn
         self.remote_peer_id = conn.remote_peer_id
@@ -120,6 +122,8 @@ class Peer:
         self._bulk_room.set()
         self._requests: asyncio.Queue[tuple[Channel, m.Request]] = asyncio.Queue()
         self._outstanding = 0
+        self._starved: dict[FeedReplicator, None] = {}  # replicators waiting for a request slot, in order
+        self.max_feeds_per_channel = max_feeds_per_channel
         self._next_request = 0
         self._next_channel = 1
         self._services = services if services is not None else {}
@@ -186,6 +190,7 @@ class Peer:
             return
         self.close_reason = reason
         self.closed.set()
+        self._starved.clear()
         for ch in list(self.channels.values()):
             ch.close()
         # Stores already running finish: entries verified before a bad message stay.
@@ -206,7 +211,7 @@ class Peer:
         if ch is None:
             if len(self.channels) >= m.MAX_CHANNELS:
                 raise NetworkError("too many channels on one connection")
-            ch = Channel(self, group, self._next_channel)
+            ch = Channel(self, group, self._next_channel, max_feeds=self.max_feeds_per_channel)
             self._next_channel += 1
             self.channels[ch.local_id] = ch
             self._by_topic[group.discovery_key] = ch
@@ -279,12 +284,23 @@ class Peer:
         self._next_request += 1
         return self._next_request
 
+    def wait_for_slot(self, replicator: FeedReplicator) -> None:
+        """``replicator`` found no free request slot: schedule it again when one frees up (in
+        arrival order, so that with thousands of feeds a freed slot costs one schedule, not one
+        per feed)."""
+        self._starved[replicator] = None
+
     def request_done(self) -> None:
         self._outstanding -= 1
-        if self._outstanding == MAX_OUTSTANDING - 1:
-            for ch in self.channels.values():
-                for pf in ch.feeds.values():
-                    pf.replicator.schedule()
+        while self._starved and self.can_request():
+            replicator = next(iter(self._starved))
+            del self._starved[replicator]
+            replicator.schedule()
+
+    @property
+    def feeds_refused(self) -> int:
+        """Feeds offered by this peer that a group refused, over its open channels."""
+        return sum(ch.feeds_refused for ch in self.channels.values())
 
     async def _write_loop(self) -> None:
         while True:

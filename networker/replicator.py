@@ -130,7 +130,10 @@ class FeedReplicator:
         self._rotation = (self._rotation + 1) % n
         for k in range(n):
             peer = self.peers[(self._rotation + k) % n]
-            while peer.channel.can_request():
+            while True:
+                if not peer.channel.can_request():
+                    peer.channel.starved(self)  # maybe nothing to ask: then the retry is cheap
+                    break
                 r = self._next_range(peer)
                 if r is None:
                     break

@@ -1,0 +1,141 @@
+"""Groups with many feeds (issue 11 item 4, issue 12 item 3): feed lists go out in pages, so any
+number of feeds replicates and nobody drops the connection because a group is large; feeds the
+group refuses are counted, not held, not propagated; and what one peer can make us take is
+capped per channel. Played in process with real stores over in-memory connections."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import types
+
+import msgpack
+import pytest
+
+from networker import messages as m
+from networker.group import OpenGroup
+from networker.keys import GroupKeys
+from networker.node import Node
+from storage import Feed, Store
+from tests.helpers import memory_pair, until
+
+
+class TaggedGroup(OpenGroup):
+    """A group that admits a feed only with a tag made from a group secret (as cobox's
+    membership tags are); ``forge`` makes it offer its feeds with random tags instead."""
+
+    def __init__(self, store: Store, keys: GroupKeys, secret: bytes, *, forge: bool = False) -> None:
+        super().__init__(store, keys)
+        self.secret = secret
+        self.forge = forge
+
+    def _tag_of(self, key: bytes) -> bytes:
+        return hashlib.blake2b(key, key=self.secret, digest_size=32).digest()
+
+    def tag(self, feed: Feed) -> bytes:
+        return os.urandom(32) if self.forge else self._tag_of(feed.key)
+
+    async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
+        if tag != self._tag_of(key):
+            return None
+        return await super().accept_feed(key, tag)
+
+
+@pytest.fixture
+async def make_node(tmp_path):
+    made: list[tuple[Node, Store]] = []
+    address, secret = os.urandom(32), os.urandom(32)
+
+    async def make(name: str, *, forge: bool = False) -> tuple[Node, TaggedGroup]:
+        store = await Store.open(tmp_path / name)
+        node = Node(types.SimpleNamespace(peer_id=os.urandom(32)), store)  # type: ignore[arg-type]
+        group = TaggedGroup(store, GroupKeys.from_address(address), secret, forge=forge)
+        node.join(group)
+        made.append((node, store))
+        return node, group
+
+    yield make
+    for node, store in made:
+        await node.close()
+        await store.close()
+
+
+def connect(a: Node, b: Node):
+    ca, cb = memory_pair(a.peer_id, b.peer_id, buffer=256)
+    return a.add_connection(ca), b.add_connection(cb)
+
+
+async def make_feeds(group: TaggedGroup, n: int) -> list[Feed]:
+    feeds = []
+    for k in range(n):
+        feed = await group.create_feed()
+        await feed.append([b"entry-%d" % k])
+        feeds.append(feed)
+    return feeds
+
+
+def held(group: OpenGroup, feeds: list[Feed]) -> int:
+    keys = {f.key: f for f in group.store.feeds(group.namespace)}
+    return sum(1 for f in feeds if f.key in keys and keys[f.key].contiguous_length >= 1)
+
+
+def feeds_pages(sent: list[bytes]) -> list[int]:
+    return [len(msgpack.unpackb(d)[2]) for d in sent if msgpack.unpackb(d)[0] == m.Feeds.type_id]
+
+
+async def _replicate_all(make_node, n: int, timeout: float) -> None:
+    (a, ga), (b, gb) = await make_node("a"), await make_node("b")
+    feeds = await make_feeds(ga, n)
+    pa, pb = connect(a, b)
+    await until(lambda: held(gb, feeds) == n, timeout=timeout, what=f"all {n} feeds to replicate")
+    assert not pa.closed.is_set() and not pb.closed.is_set()
+    pages = feeds_pages(pa.conn.sent)
+    assert sum(pages) >= n and len(pages) >= -(-n // m.MAX_FEEDS) and max(pages) <= m.MAX_FEEDS
+    # The connection still works for live appends.
+    await feeds[-1].append([b"live"])
+    await until(lambda: gb.store.feed(feeds[-1].key).contiguous_length == 2, what="a live append")
+
+
+async def test_1100_admitted_feeds_all_replicate(make_node):
+    await _replicate_all(make_node, 1100, timeout=60)
+
+
+async def test_5000_admitted_feeds_all_replicate(make_node):
+    await _replicate_all(make_node, 5000, timeout=300)
+
+
+async def test_1100_refused_feeds_keep_the_connection_and_other_feeds(make_node):
+    (honest, gh), (victim, gv), (other, go) = await make_node("h"), await make_node("v"), await make_node("o")
+    (hostile, gx) = await make_node("x", forge=True)
+    real = (await make_feeds(gh, 1))[0]
+    junk = await make_feeds(gx, 1100)  # offered with random tags: the group refuses every one
+    connect(honest, hostile)          # the hostile peer also relays the honest feed (forged tag: refused too)
+    px, _ = connect(victim, hostile)
+    ph, _ = connect(victim, honest)
+    connect(victim, other)
+    await until(lambda: held(gv, [real]) == 1 and held(go, [real]) == 1, what="the honest feed to replicate")
+    ch = next(iter(px.channels.values()))
+    await until(lambda: ch.feeds_refused >= 1100, what="the forged offers to be counted")
+    assert not px.closed.is_set() and not ph.closed.is_set()
+    assert ch.feeds_refused == px.feeds_refused >= 1100 and ch.last_refused in {f.key for f in junk}
+    junk_keys = {f.key for f in junk}
+    assert not junk_keys & {f.key for f in victim.store.feeds()}  # nothing held
+    assert not junk_keys & {f.key for f in other.store.feeds()}   # nothing propagated
+    # Replication goes on, live.
+    await real.append([b"after the flood"])
+    await until(lambda: gv.store.feed(real.key).contiguous_length == 2
+                and go.store.feed(real.key).contiguous_length == 2, what="a live append after the flood")
+    assert not px.closed.is_set()
+
+
+async def test_feeds_one_peer_can_make_us_take_are_capped(make_node):
+    (a, ga), (b, gb) = await make_node("a"), await make_node("b")
+    feeds = await make_feeds(ga, 200)
+    pa, pb = connect(a, b)
+    ch = pb.channels[1]
+    ch.max_feeds = 50  # set before the loop runs the peer's first message
+    await until(lambda: ch.feeds_taken + ch.feeds_over_limit >= 200, what="every offer to be looked at")
+    await until(lambda: held(gb, feeds) == 50, what="the first 50 feeds to replicate")
+    assert ch.feeds_taken == 50 and ch.feeds_over_limit == 150
+    assert len(gb.feeds()) == 50
+    assert not pa.closed.is_set() and not pb.closed.is_set()
