@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_FEEDS = 16384  # default: feeds new to us that one peer may offer per channel
+MAX_REMOTE_RANGES = 1 << 16  # separate ranges one peer may claim for one feed
 
 
 class Channel:
@@ -193,15 +194,20 @@ class Channel:
         if not msg.incremental:
             pf.remote_have = RangeSet()
         for start, end in msg.ranges:
-            pf.remote_have.add(start, end)
+            if start < msg.length:  # nobody holds entries beyond the tree it holds
+                pf.remote_have.add(start, min(end, msg.length))
+        if msg.ranges and sum(1 for _ in pf.remote_have) > MAX_REMOTE_RANGES:
+            raise RemoteProtocolError(f"a Have of more than {MAX_REMOTE_RANGES} separate ranges")
         pf.remote_length = max(pf.remote_length, msg.length)
         pf.replicator.schedule()
 
     def missing(self) -> tuple[int, bool]:
-        """How many entries the peer has (for this group) that we lack, and whether it has
-        told us about every feed it offered."""
+        """How many entries the peer has (for this group) that we lack, up to the signed lengths
+        verified here, and whether it is settled: it has told us about every feed it offered and
+        has no claim beyond what is verified still to be checked."""
         missing = sum(pf.replicator.missing_from(pf) for pf in self.feeds.values())
-        settled = self.live and self.feeds_received and all(pf.have_received for pf in self.feeds.values())
+        settled = self.live and self.feeds_received and all(
+            pf.have_received and not pf.replicator.unconfirmed(pf) for pf in self.feeds.values())
         return missing, settled
 
     def find_feed(self, key: bytes) -> Feed | None:
@@ -213,9 +219,11 @@ class Channel:
         req = pf.requests.get(msg.id) if pf is not None else None
         if pf is None or req is None:
             raise RemoteProtocolError("data that was not requested")
-        start, end = req
+        start, end, claim = req
         if msg.start != start or len(msg.entries) > end - start:
             raise RemoteProtocolError("data does not match its request")
+        if msg.length < claim:
+            raise RemoteProtocolError(f"claimed a signed length of {claim} but proves only {msg.length}")
         self.peer.request_done()
         # Verify and store while the reader goes on to the next message (bounded per peer).
         await self.peer.spawn_store(self._store(pf, msg))
