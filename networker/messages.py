@@ -338,60 +338,77 @@ _FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoDat
                 Reply: 3}
 
 
-# msgpack header bytes: scalars with a fixed payload, strings/bins with a length field, arrays.
-_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
-          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
-_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8/16/32, str8/16/32
-_ARRAY = {0xDC: 2, 0xDD: 4}  # array16/32
+def _header_table() -> tuple[list[int], list[int]]:
+    """Per msgpack type byte: ``skip`` (payload bytes after it, for fixed-size objects), or
+    ``_SIZED`` (a string or bin: a length field of ``width`` bytes), ``_ARRAY`` (an array with a
+    count field of ``width`` bytes; 0 for fixarray), ``_BAD`` (maps, extension types, 0xc1)."""
+    skip, width = [_BAD] * 256, [0] * 256
+    for b in [*range(0x00, 0x80), *range(0xE0, 0x100), 0xC0, 0xC2, 0xC3]:
+        skip[b] = 0  # fixint, nil, booleans
+    for b in range(0xA0, 0xC0):
+        skip[b] = b & 0x1F  # fixstr
+    for b, n in ((0xCA, 4), (0xCB, 8), (0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8),
+                 (0xD0, 1), (0xD1, 2), (0xD2, 4), (0xD3, 8)):
+        skip[b] = n  # floats and ints
+    for b, n in ((0xC4, 1), (0xC5, 2), (0xC6, 4), (0xD9, 1), (0xDA, 2), (0xDB, 4)):
+        skip[b], width[b] = _SIZED, n  # bin8/16/32, str8/16/32
+    for b in range(0x90, 0xA0):
+        skip[b] = _ARRAY  # fixarray
+    for b, n in ((0xDC, 2), (0xDD, 4)):
+        skip[b], width[b] = _ARRAY, n  # array16/32
+    return skip, width
+
+
+_SIZED, _ARRAY, _BAD = -1, -2, -3
+_SKIP, _WIDTH = _header_table()
 
 
 def check_shape(data: bytes) -> None:
     """Refuse an encoding that nests arrays deeper than ``MAX_DEPTH``, holds more than
     ``MAX_OBJECTS`` objects, uses maps or extension types, or is truncated; build nothing.
-    Costs one step per object header, none per payload byte."""
-    n = len(data)
-    pos = 0
-    objects = 0
-    stack = [1]  # items still to read in each open array; the bottom slot is the message itself
-    while stack:
-        if stack[-1] == 0:
-            stack.pop()
-            continue
-        stack[-1] -= 1
-        if pos >= n:
-            raise DecodeError("truncated message")
+    Costs one step per object header, none per payload byte; an array whose count exceeds what
+    is left of the budget is refused before any of its items is looked at."""
+    try:
+        pos, _ = _walk(data, 0, 1, 0, MAX_OBJECTS)
+    except IndexError:
+        raise DecodeError("truncated message") from None
+    if pos != len(data):
+        raise DecodeError("truncated message" if pos > len(data) else "trailing bytes after the message")
+
+
+def _walk(data: bytes, pos: int, count: int, depth: int, budget: int) -> tuple[int, int]:
+    """Skip ``count`` objects from ``pos`` (inside ``depth`` arrays); return the position after
+    them and the object budget left."""
+    budget -= count
+    for _ in range(count):
         b = data[pos]
         pos += 1
-        objects += 1
-        if objects > MAX_OBJECTS:
-            raise DecodeError(f"message: more than {MAX_OBJECTS} objects")
-        if b <= 0x7F or b >= 0xE0:  # fixint
-            continue
-        if 0xA0 <= b <= 0xBF:  # fixstr
-            pos += b & 0x1F
-            continue
-        if 0x90 <= b <= 0x9F:
-            count = b & 0x0F
-        elif b in _FIXED:
-            pos += _FIXED[b]
-            continue
-        elif b in _SIZED:
-            w = _SIZED[b]
-            pos += w + int.from_bytes(data[pos:pos + w], "big")
-            continue
-        elif b in _ARRAY:
-            w = _ARRAY[b]
-            count = int.from_bytes(data[pos:pos + w], "big")
-            pos += w
+        skip = _SKIP[b]
+        if skip >= 0:
+            pos += skip
+        elif skip == _SIZED:
+            w = _WIDTH[b]
+            if w == 2:  # bin16: entries of 256 B to 64 KiB, the bulk of Data
+                pos += 2 + (data[pos] << 8 | data[pos + 1])
+            elif w == 1:
+                pos += 1 + data[pos]
+            else:
+                pos += 4 + int.from_bytes(data[pos:pos + 4], "big")
+        elif skip == _ARRAY:
+            w = _WIDTH[b]
+            if w:
+                items = int.from_bytes(data[pos:pos + w], "big")
+                pos += w
+            else:
+                items = b & 0x0F
+            if depth >= MAX_DEPTH:
+                raise DecodeError(f"message: arrays nested deeper than {MAX_DEPTH}")
+            if items > budget:
+                raise DecodeError(f"message: more than {MAX_OBJECTS} objects")
+            pos, budget = _walk(data, pos, items, depth + 1, budget)
         else:
             raise DecodeError(f"message: type byte 0x{b:02x} (map or extension) is not part of the protocol")
-        if len(stack) > MAX_DEPTH:
-            raise DecodeError(f"message: arrays nested deeper than {MAX_DEPTH}")
-        if count > n - pos:  # every item takes at least one byte
-            raise DecodeError("truncated message")
-        stack.append(count)
-    if pos != n:
-        raise DecodeError("truncated message" if pos > n else "trailing bytes after the message")
+    return pos, budget
 
 
 _SERVICE_PREFIXES = (bytes([0x90 | (2 + 3), 9, 0]), bytes([0x90 | (2 + 3), 10, 0]))  # Call, Reply on channel 0

@@ -104,7 +104,8 @@ def test_largest_messages_of_each_kind_pass_the_shape_check():
 @pytest.mark.parametrize("raw,why", [
     (b"\xdc\xff\xff" + b"\x90" * 65535, "objects"),            # many empty arrays
     (b"\x91" * 100_000 + b"\x90", "nested deeper"),               # deep nesting
-    (b"\xdd\xff\xff\xff\xff", "truncated"),                    # a count the bytes cannot hold
+    (b"\xdd\xff\xff\xff\xff", "objects"),                      # a count beyond the budget
+    (b"\xdc\x00\x05\x01", "truncated"),                          # a count the bytes cannot hold
     (b"\x92\x01", "truncated"),
     (b"\x92\x01\x02\x03", "trailing"),
     (b"\x92\x01\xc4\x10ab", "truncated"),                        # a bin longer than the message
@@ -120,3 +121,23 @@ def test_early_limit_admits_only_small_messages_and_service_calls():
     reply = m.encode(m.Reply(0, 1, True, bytes(m.MAX_CALL_BYTES)))
     assert len(call) <= m.early_limit(call) and len(reply) <= m.early_limit(reply)
     assert m.early_limit(b"\xdc\xff\xff") == m.PRE_CHANNEL_BYTES
+
+
+def _depth(obj) -> int:
+    return 1 + max(map(_depth, obj), default=0) if isinstance(obj, list) else 0
+
+
+trees = st.recursive(st.one_of(st.integers(-(1 << 63), (1 << 64) - 1), st.binary(max_size=300),
+                               st.text(max_size=40), st.booleans(), st.none(), st.floats(allow_nan=False)),
+                     lambda inner: st.lists(inner, max_size=6), max_leaves=40)
+
+
+@settings(max_examples=300)
+@given(trees)
+def test_shape_check_agrees_with_msgpack_on_depth(obj):
+    raw = msgpack.packb(obj, use_bin_type=True)
+    if _depth(obj) <= m.MAX_DEPTH:
+        m.check_shape(raw)
+    else:
+        with pytest.raises(m.DecodeError, match="nested deeper"):
+            m.check_shape(raw)
