@@ -174,7 +174,11 @@ class Peer:
     async def spawn_store(self, coro: Coroutine[None, None, None]) -> None:
         """Run ``coro`` (verifying and storing one Data message) beside the reader, at most
         ``MAX_STORING`` at once; its failure closes the connection like the reader's would."""
-        await self._store_slots.acquire()
+        try:
+            await self._store_slots.acquire()
+        except BaseException:
+            coro.close()  # cancelled (the connection closes) before it could start
+            raise
         task = self.loop.create_task(coro, name="peer-store")
         self._storing.add(task)
 

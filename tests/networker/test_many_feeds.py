@@ -100,6 +100,7 @@ async def test_1100_admitted_feeds_all_replicate(make_node):
     await _replicate_all(make_node, 1100, timeout=60)
 
 
+@pytest.mark.slow  # ~10-20 s on 2 busy cores: one SQLite commit per stored entry
 async def test_5000_admitted_feeds_all_replicate(make_node):
     await _replicate_all(make_node, 5000, timeout=300)
 
@@ -139,3 +140,20 @@ async def test_feeds_one_peer_can_make_us_take_are_capped(make_node):
     assert ch.feeds_taken == 50 and ch.feeds_over_limit == 150
     assert len(gb.feeds()) == 50
     assert not pa.closed.is_set() and not pb.closed.is_set()
+
+
+async def test_members_keep_their_connection_to_a_backup_peer_flooded_with_feeds(make_node):
+    """Issue 12 item 3: a key holder floods a backup peer with 1,100 admitted feeds; members
+    that connect to the backup peer afterwards get its feed list in pages and stay connected."""
+    (writer, gw), (backup, gb), (flooder, gf) = await make_node("w"), await make_node("b"), await make_node("f")
+    (member, gm) = await make_node("m")
+    real = (await make_feeds(gw, 1))[0]
+    flood = await make_feeds(gf, 1100)
+    connect(writer, backup)
+    connect(flooder, backup)
+    await until(lambda: held(gb, [real, *flood]) == 1101, timeout=60, what="the backup peer to take the flood")
+    next(iter(writer.peers.values())).close("the writer goes offline")
+    pm, pb = connect(member, backup)
+    await until(lambda: held(gm, [real, *flood]) == 1101, timeout=60, what="the member to get every feed")
+    assert not pm.closed.is_set() and not pb.closed.is_set()
+    assert max(feeds_pages(pb.conn.sent)) <= m.MAX_FEEDS
