@@ -168,6 +168,9 @@ class Channel:
             if key in self.feeds or key in self._refused:
                 continue
             if self.feeds_taken >= self.max_feeds:
+                if not self.feeds_over_limit:  # one line per channel, not one per offer
+                    log.warning("peer %s offers more than %d new feeds for group %s: ignoring the rest",
+                                self.peer, self.max_feeds, self.group.discovery_key.hex()[:8])
                 self.feeds_over_limit += 1
                 continue
             self._accepting = key
@@ -176,6 +179,9 @@ class Channel:
             finally:
                 self._accepting = None
             if feed is None:
+                if not self.feeds_refused:
+                    log.info("peer %s offered a feed group %s does not admit (%s); counting, not taking",
+                             self.peer, self.group.discovery_key.hex()[:8], key.hex()[:16])
                 self.feeds_refused += 1
                 self.last_refused = key
                 if len(self._refused) < self.max_feeds:
