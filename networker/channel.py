@@ -52,7 +52,7 @@ class Channel:
         self.remote_id: int | None = None
         self.opened_locally = False
         self.live = False
-        self.feeds_received = False  # the peer's Feeds message has arrived
+        self.feeds_received = False  # the peer's feed list has arrived, every page handled
         self.feeds: dict[bytes, PeerFeed] = {}
         self.max_feeds = max_feeds
         self.feeds_taken = 0       # feeds new to us accepted from this peer's offers
@@ -74,10 +74,9 @@ class Channel:
         self.live = True
         feeds = self.group.feeds()
         offered = [(f.key, self.group.tag(f)) for f in feeds]
-        for k in range(0, len(offered), m.MAX_FEEDS):
-            self.peer.post(m.Feeds(self.local_id, tuple(offered[k:k + m.MAX_FEEDS])))
-        if not offered:
-            self.peer.post(m.Feeds(self.local_id, ()))  # "none": the peer knows the list has begun
+        for k in range(0, max(len(offered), 1), m.MAX_FEEDS):  # an empty list is one empty page
+            self.peer.post(m.Feeds(self.local_id, tuple(offered[k:k + m.MAX_FEEDS]),
+                                   more=k + m.MAX_FEEDS < len(offered)))
         for feed in feeds:
             self._attach(feed)
             self._send_full_have(feed)
@@ -162,8 +161,8 @@ class Channel:
     # -- messages -------------------------------------------------------------------------------
 
     async def on_feeds(self, msg: m.Feeds) -> None:
-        """One page of the peer's feed list (more may follow)."""
-        self.feeds_received = True
+        """One page of the peer's feed list; the list is complete after a page without ``more``
+        has been handled (every feed in it attached, or refused)."""
         for key, tag in msg.feeds:
             if key in self.feeds or key in self._refused:
                 continue
@@ -191,6 +190,8 @@ class Channel:
             if self.live and key not in self.feeds:
                 self._attach(feed)
                 self._send_full_have(feed)
+        if not msg.more:
+            self.feeds_received = True
 
     def on_have(self, msg: m.Have) -> None:
         pf = self.feeds.get(msg.feed)

@@ -24,7 +24,7 @@ Before the first channel is live a connection accepts only small messages
 their replies, which run on channel 0 without a group, may be larger.
 
 Channel life: each side sends ``Open(channel, discovery_key, capability)``; the channel is live
-once both have. Then ``Feeds`` (which feed keys each holds for the group), ``Have`` (per feed:
+once both have. Then ``Feeds`` (which feed keys each holds for the group, in pages), ``Have`` (per feed:
 signed length and stored ranges, sent on open and after every change), ``Request`` /
 ``Data`` / ``NoData`` for ranges of entries with their proof, and ``Close``.
 """
@@ -143,23 +143,27 @@ class Feeds:
     """The feeds the sender holds for the channel's group: ``(feed key, admission)``. The
     admission is opaque to the network layer (the group checks it: in cobox, the owning device's
     signature and the membership tag), at most ``MAX_ADMISSION`` bytes, empty where the sender
-    has none to offer."""
+    has none to offer. A list longer than ``MAX_FEEDS`` goes in pages: every page but the last
+    has ``more`` set, so the receiver knows when the sender's list is complete (later single
+    offers have it clear)."""
 
     type_id: ClassVar[int] = 3
     channel: int
     feeds: tuple[tuple[bytes, bytes], ...]
+    more: bool = False
 
     def fields(self) -> list:
-        return [[[k, t] for k, t in self.feeds]]
+        return [[[k, t] for k, t in self.feeds], self.more]
 
     @classmethod
     def parse(cls, channel: int, f: list) -> Feeds:
+        _check(type(f[1]) is bool, "more: expected a boolean")
         out = []
         for item in _list(f[0], "feeds", MAX_FEEDS):
             pair = _list(item, "feed", 2)
             _check(len(pair) == 2, "feed: expected [key, tag]")
             out.append((_key(pair[0], "feed key"), _bytes(pair[1], "admission", MAX_ADMISSION)))
-        return cls(channel, tuple(out))
+        return cls(channel, tuple(out), f[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +338,7 @@ Message = Open | Close | Feeds | Have | Request | Data | NoData | Receipt | Call
 
 _TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Receipt,
                                                    Call, Reply)}
-_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7, Call: 3,
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 2, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7, Call: 3,
                 Reply: 3}
 
 

@@ -29,8 +29,9 @@ class Device:
         self.node, self.store, self.group = node, store, group
         self.max_missing = 0
 
-    def progress(self) -> tuple[bool, int]:
-        """What the daemon's sync state (``sync wait``) computes: (synced, missing)."""
+    def progress(self, peers_wanted: int = 1) -> tuple[bool, int]:
+        """What the daemon's sync state (``sync wait``) computes: (synced, missing), once
+        ``peers_wanted`` channels are live (it counts live channels only)."""
         missing, settled, peers = 0, True, 0
         for peer in self.node.peers.values():
             for ch in peer.channels.values():
@@ -40,10 +41,10 @@ class Device:
                     missing += n
                     settled = settled and s
         self.max_missing = max(self.max_missing, missing)
-        return peers > 0 and settled and missing == 0, missing
+        return peers >= peers_wanted and settled and missing == 0, missing
 
-    def synced(self) -> bool:
-        return self.progress()[0]
+    def synced(self, peers_wanted: int = 1) -> bool:
+        return self.progress(peers_wanted)[0]
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ async def test_a_liar_that_holds_nothing_withdraws_its_claim(make_device):
     await liar.group.accept_feed(feed.key, b"")  # an empty replica it offers and lies about
     _, from_liar = connect(liar, victim, a_lies=True)
     connect(writer, victim)
-    await until(victim.synced, what="sync wait to complete despite the claim")
+    await until(lambda: victim.synced(peers_wanted=2), what="sync wait to complete despite the claim")
     assert held(victim, feed.key) == REAL and victim.max_missing <= REAL
     assert not from_liar.closed.is_set()  # answering NoData is not a lie: the claim is withdrawn
     ch = next(iter(from_liar.channels.values()))

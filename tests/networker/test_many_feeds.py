@@ -80,7 +80,11 @@ def held(group: OpenGroup, feeds: list[Feed]) -> int:
 
 
 def feeds_pages(sent: list[bytes]) -> list[int]:
-    return [len(msgpack.unpackb(d)[2]) for d in sent if msgpack.unpackb(d)[0] == m.Feeds.type_id]
+    """The sizes of the Feeds messages sent; the first list's pages all but the last say "more"."""
+    pages = [msgpack.unpackb(d) for d in sent if msgpack.unpackb(d)[0] == m.Feeds.type_id]
+    first = next(k for k, p in enumerate(pages) if not p[3])
+    assert all(p[3] for p in pages[:first])
+    return [len(p[2]) for p in pages]
 
 
 async def _replicate_all(make_node, n: int, timeout: float) -> None:
