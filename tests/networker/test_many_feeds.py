@@ -5,6 +5,7 @@ capped per channel. Played in process with real stores over in-memory connection
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import types
@@ -161,3 +162,28 @@ async def test_members_keep_their_connection_to_a_backup_peer_flooded_with_feeds
     await until(lambda: held(gm, [real, *flood]) == 1101, timeout=60, what="the member to get every feed")
     assert not pm.closed.is_set() and not pb.closed.is_set()
     assert max(feeds_pages(pb.conn.sent)) <= m.MAX_FEEDS
+
+
+async def test_sync_is_not_settled_while_the_feed_list_is_still_being_taken(make_node):
+    """Between two pages, or while the group is still accepting an offered feed, the channel
+    must not look settled with nothing missing (``sync wait`` would return too early)."""
+    (a, ga), (b, gb) = await make_node("a"), await make_node("b")
+    feeds = await make_feeds(ga, m.MAX_FEEDS + 5)  # two pages
+    gate, waiting = asyncio.Event(), asyncio.Event()
+    accept = gb.accept_feed
+
+    async def gated_accept(key: bytes, tag: bytes):
+        if key == feeds[0].key:  # the very first offer: nothing attached yet
+            waiting.set()
+            await gate.wait()
+        return await accept(key, tag)
+
+    gb.accept_feed = gated_accept  # type: ignore[method-assign]
+    _, pb = connect(a, b)
+    async with asyncio.timeout(30):
+        await waiting.wait()
+    ch = pb.channels[1]
+    assert ch.live and ch.missing()[1] is False
+    gate.set()
+    await until(lambda: ch.missing() == (0, True), timeout=60, what="the channel to settle")
+    assert held(gb, feeds) == len(feeds)
