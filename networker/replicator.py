@@ -12,8 +12,10 @@ ranges of up to ``batch`` entries, sized from the entry sizes seen so far so tha
 carries about ``REQUEST_BYTES``. Because in-flight ranges are tracked per feed, not per peer,
 several peers holding the same feed are asked for different ranges in parallel, and nothing is
 fetched twice. When a response arrives (or a peer goes away, or answers ``NoData``) its range
-is released and ``schedule()`` runs again. After a reconnect the same computation simply starts
-from what the store already holds.
+is released and ``schedule()`` runs again. A replicator that finds a peer's request slots full
+queues itself on that peer (``Peer.wait_for_slot``) and runs again, in order, when a slot frees
+up: with thousands of feeds, a freed slot costs one ``schedule()``, not one per feed. After a
+reconnect the same computation simply starts from what the store already holds.
 
 Local changes (our appends, verified downloads) are announced to every peer as incremental
 ``Have`` messages, coalesced per event-loop tick.
