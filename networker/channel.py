@@ -8,7 +8,12 @@ have opened it, each sends ``Feeds`` (the group's feeds it holds, with membershi
 full ``Have`` for each feed. From then on:
 
 - ``Feeds``: every offered feed the group accepts gets a replica and a :class:`PeerFeed`; a feed
-  new to us is announced on every other channel of the group (multifeed gossip).
+  new to us is announced on every other channel of the group (multifeed gossip). Feed lists are
+  paged: ``Feeds`` messages of at most ``MAX_FEEDS`` each, as many as needed, and more may
+  follow at any time, so any number of feeds replicates. What one peer can make us hold is
+  bounded: at most ``max_feeds`` feeds new to us per channel (further offers are counted in
+  ``feeds_over_limit`` and ignored), and a feed the group refuses is counted in
+  ``feeds_refused`` (with ``last_refused``), never propagated, never a disconnect.
 - ``Have``: updates the peer's ranges; the feed's replicator schedules requests.
 - ``Request``: queued for the connection's server task (bounded; overflow is a protocol error).
 - ``Data``: must answer one of our outstanding requests, starting where it asked and no longer
@@ -35,17 +40,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_TRACKED_FEEDS = 16384  # default: feeds new to us that one peer may offer per channel
+MAX_REMOTE_RANGES = 1 << 16  # separate ranges one peer may claim for one feed
+
 
 class Channel:
-    def __init__(self, peer: Peer, group: Group, local_id: int) -> None:
+    def __init__(self, peer: Peer, group: Group, local_id: int, *, max_feeds: int = MAX_TRACKED_FEEDS) -> None:
         self.peer = peer
         self.group = group
         self.local_id = local_id
         self.remote_id: int | None = None
         self.opened_locally = False
         self.live = False
-        self.feeds_received = False  # the peer's Feeds message has arrived
+        self.feeds_received = False  # the peer's feed list has arrived, every page handled
         self.feeds: dict[bytes, PeerFeed] = {}
+        self.max_feeds = max_feeds
+        self.feeds_taken = 0       # feeds new to us accepted from this peer's offers
+        self.feeds_refused = 0     # offers the group refused (no admission)
+        self.feeds_over_limit = 0  # offers ignored because ``max_feeds`` were taken
+        self.last_refused = b""    # the key of the last refused feed (for status)
+        self._refused: set[bytes] = set()  # refused keys (bounded by max_feeds), not asked again
+        self._accepting: bytes | None = None  # the peer's feed being accepted (not offered back to it)
         self._pending_have: dict[bytes, RangeSet] = {}
         self._flush_scheduled = False
 
@@ -58,7 +73,10 @@ class Channel:
         """Both sides have opened: offer our feeds and what we hold of each."""
         self.live = True
         feeds = self.group.feeds()
-        self.peer.post(m.Feeds(self.local_id, tuple((f.key, self.group.tag(f)) for f in feeds)))
+        offered = [(f.key, self.group.tag(f)) for f in feeds]
+        for k in range(0, max(len(offered), 1), m.MAX_FEEDS):  # an empty list is one empty page
+            self.peer.post(m.Feeds(self.local_id, tuple(offered[k:k + m.MAX_FEEDS]),
+                                   more=k + m.MAX_FEEDS < len(offered)))
         for feed in feeds:
             self._attach(feed)
             self._send_full_have(feed)
@@ -90,7 +108,7 @@ class Channel:
 
     def offer(self, feed: Feed) -> None:
         """A feed joined the group locally: tell the peer about it."""
-        if not self.live or feed.key in self.feeds:
+        if not self.live or feed.key in self.feeds or feed.key == self._accepting:
             return
         self.peer.post(m.Feeds(self.local_id, ((feed.key, self.group.tag(feed)),)))
         self._attach(feed)
@@ -130,6 +148,11 @@ class Channel:
     def can_request(self) -> bool:
         return self.live and self.peer.can_request()
 
+    def starved(self, replicator: FeedReplicator) -> None:
+        """``replicator`` has work for this peer but no slot: retry when a slot frees up."""
+        if self.live:
+            self.peer.wait_for_slot(replicator)
+
     def request(self, feed: Feed, start: int, end: int) -> int:
         request_id = self.peer.next_request_id()
         self.peer.post(m.Request(self.local_id, request_id, feed.key, start, end, feed.known_length))
@@ -138,14 +161,37 @@ class Channel:
     # -- messages -------------------------------------------------------------------------------
 
     async def on_feeds(self, msg: m.Feeds) -> None:
-        self.feeds_received = True
+        """One page of the peer's feed list; the list is complete after a page without ``more``
+        has been handled (every feed in it attached, or refused)."""
         for key, tag in msg.feeds:
-            if key in self.feeds:
+            if key in self.feeds or key in self._refused:
                 continue
-            feed = await self.group.accept_feed(key, tag)
-            if feed is not None and self.live:
+            if self.feeds_taken >= self.max_feeds:
+                if not self.feeds_over_limit:  # one line per channel, not one per offer
+                    log.warning("peer %s offers more than %d new feeds for group %s: ignoring the rest",
+                                self.peer, self.max_feeds, self.group.discovery_key.hex()[:8])
+                self.feeds_over_limit += 1
+                continue
+            self._accepting = key
+            try:
+                feed = await self.group.accept_feed(key, tag)
+            finally:
+                self._accepting = None
+            if feed is None:
+                if not self.feeds_refused:
+                    log.info("peer %s offered a feed group %s does not admit (%s); counting, not taking",
+                             self.peer, self.group.discovery_key.hex()[:8], key.hex()[:16])
+                self.feeds_refused += 1
+                self.last_refused = key
+                if len(self._refused) < self.max_feeds:
+                    self._refused.add(key)
+                continue
+            self.feeds_taken += 1
+            if self.live and key not in self.feeds:
                 self._attach(feed)
                 self._send_full_have(feed)
+        if not msg.more:
+            self.feeds_received = True
 
     def on_have(self, msg: m.Have) -> None:
         pf = self.feeds.get(msg.feed)
@@ -155,15 +201,20 @@ class Channel:
         if not msg.incremental:
             pf.remote_have = RangeSet()
         for start, end in msg.ranges:
-            pf.remote_have.add(start, end)
+            if start < msg.length:  # nobody holds entries beyond the tree it holds
+                pf.remote_have.add(start, min(end, msg.length))
+        if msg.ranges and sum(1 for _ in pf.remote_have) > MAX_REMOTE_RANGES:
+            raise RemoteProtocolError(f"a Have of more than {MAX_REMOTE_RANGES} separate ranges")
         pf.remote_length = max(pf.remote_length, msg.length)
         pf.replicator.schedule()
 
     def missing(self) -> tuple[int, bool]:
-        """How many entries the peer has (for this group) that we lack, and whether it has
-        told us about every feed it offered."""
+        """How many entries the peer has (for this group) that we lack, up to the signed lengths
+        verified here, and whether it is settled: it has told us about every feed it offered and
+        has no claim beyond what is verified still to be checked."""
         missing = sum(pf.replicator.missing_from(pf) for pf in self.feeds.values())
-        settled = self.live and self.feeds_received and all(pf.have_received for pf in self.feeds.values())
+        settled = self.live and self.feeds_received and all(
+            pf.have_received and not pf.replicator.unconfirmed(pf) for pf in self.feeds.values())
         return missing, settled
 
     def find_feed(self, key: bytes) -> Feed | None:
@@ -175,9 +226,11 @@ class Channel:
         req = pf.requests.get(msg.id) if pf is not None else None
         if pf is None or req is None:
             raise RemoteProtocolError("data that was not requested")
-        start, end = req
+        start, end, claim = req
         if msg.start != start or len(msg.entries) > end - start:
             raise RemoteProtocolError("data does not match its request")
+        if msg.length < claim:
+            raise RemoteProtocolError(f"claimed a signed length of {claim} but proves only {msg.length}")
         self.peer.request_done()
         # Verify and store while the reader goes on to the next message (bounded per peer).
         await self.peer.spawn_store(self._store(pf, msg))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from storage import Feed, Store
+from storage.errors import FeedNotFoundError
 
 from .keys import GroupKeys
 
@@ -64,7 +65,10 @@ class OpenGroup:
         return feed
 
     async def accept_feed(self, key: bytes, tag: bytes) -> Feed | None:
-        known = any(f.key == key for f in self.feeds())
+        try:
+            known = self.store.feed(key).namespace == self.namespace
+        except FeedNotFoundError:
+            known = False
         feed = await self.store.open_feed(key, self.namespace)
         if feed.namespace != self.namespace:
             return None  # the same feed key in another group: keep groups apart

@@ -11,8 +11,20 @@ Decoding is strict: unknown types, wrong field counts or types, out-of-range int
 oversized fields raise :class:`DecodeError` (a ``RemoteProtocolError``: the peer is
 disconnected). Limits are checked both on decode and, as a guard against our own bugs, on encode.
 
+Memory for one message stays within a small multiple of its size. Before msgpack builds any
+object, :func:`check_shape` walks the encoding (headers only: strings and byte strings are
+skipped, not copied) and refuses more than ``MAX_DEPTH`` levels of arrays or more than
+``MAX_OBJECTS`` objects in all: no message of the protocol nests deeper than
+``[message, [list], [pair]]`` or holds more objects than a full ``Data``. Without this, a
+message of nested empty arrays (one byte each on the wire, ~60 bytes each as Python lists)
+grows about 70-fold when decoded; msgpack's C unpacker has ``max_*_len`` limits per array but
+none on depth or on the total. Maps and extension types are not part of the protocol at all.
+Before the first channel is live a connection accepts only small messages
+(:func:`early_limit`, checked by the peer): an ``Open`` is ~80 bytes; only service calls and
+their replies, which run on channel 0 without a group, may be larger.
+
 Channel life: each side sends ``Open(channel, discovery_key, capability)``; the channel is live
-once both have. Then ``Feeds`` (which feed keys each holds for the group), ``Have`` (per feed:
+once both have. Then ``Feeds`` (which feed keys each holds for the group, in pages), ``Have`` (per feed:
 signed length and stored ranges, sent on open and after every change), ``Request`` /
 ``Data`` / ``NoData`` for ranges of entries with their proof, and ``Close``.
 """
@@ -36,6 +48,9 @@ MAX_PROOF_NODES = 256
 MAX_REASON = 200
 MAX_INT = (1 << 63) - 1
 MAX_DATA_BYTES = 6 * 1024 * 1024  # below the transport's 8 MiB message cap
+MAX_DEPTH = 3  # [message, [feeds | ranges | nodes], [pair]]
+MAX_OBJECTS = 3 + 2 + MAX_ENTRIES + 2 * (1 + 3 * MAX_PROOF_NODES) + 8  # a full Data, the largest message
+PRE_CHANNEL_BYTES = 4096  # the largest message accepted before a channel is live (except service calls)
 
 
 class DecodeError(RemoteProtocolError):
@@ -128,23 +143,27 @@ class Feeds:
     """The feeds the sender holds for the channel's group: ``(feed key, admission)``. The
     admission is opaque to the network layer (the group checks it: in cobox, the owning device's
     signature and the membership tag), at most ``MAX_ADMISSION`` bytes, empty where the sender
-    has none to offer."""
+    has none to offer. A list longer than ``MAX_FEEDS`` goes in pages: every page but the last
+    has ``more`` set, so the receiver knows when the sender's list is complete (later single
+    offers have it clear)."""
 
     type_id: ClassVar[int] = 3
     channel: int
     feeds: tuple[tuple[bytes, bytes], ...]
+    more: bool = False
 
     def fields(self) -> list:
-        return [[[k, t] for k, t in self.feeds]]
+        return [[[k, t] for k, t in self.feeds], self.more]
 
     @classmethod
     def parse(cls, channel: int, f: list) -> Feeds:
+        _check(type(f[1]) is bool, "more: expected a boolean")
         out = []
         for item in _list(f[0], "feeds", MAX_FEEDS):
             pair = _list(item, "feed", 2)
             _check(len(pair) == 2, "feed: expected [key, tag]")
             out.append((_key(pair[0], "feed key"), _bytes(pair[1], "admission", MAX_ADMISSION)))
-        return cls(channel, tuple(out))
+        return cls(channel, tuple(out), f[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,8 +338,92 @@ Message = Open | Close | Feeds | Have | Request | Data | NoData | Receipt | Call
 
 _TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Receipt,
                                                    Call, Reply)}
-_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 1, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7, Call: 3,
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 2, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7, Call: 3,
                 Reply: 3}
+
+
+def _header_table() -> tuple[list[int], list[int]]:
+    """Per msgpack type byte: ``skip`` (payload bytes after it, for fixed-size objects), or
+    ``_SIZED`` (a string or bin: a length field of ``width`` bytes), ``_ARRAY`` (an array with a
+    count field of ``width`` bytes; 0 for fixarray), ``_BAD`` (maps, extension types, 0xc1)."""
+    skip, width = [_BAD] * 256, [0] * 256
+    for b in [*range(0x00, 0x80), *range(0xE0, 0x100), 0xC0, 0xC2, 0xC3]:
+        skip[b] = 0  # fixint, nil, booleans
+    for b in range(0xA0, 0xC0):
+        skip[b] = b & 0x1F  # fixstr
+    for b, n in ((0xCA, 4), (0xCB, 8), (0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8),
+                 (0xD0, 1), (0xD1, 2), (0xD2, 4), (0xD3, 8)):
+        skip[b] = n  # floats and ints
+    for b, n in ((0xC4, 1), (0xC5, 2), (0xC6, 4), (0xD9, 1), (0xDA, 2), (0xDB, 4)):
+        skip[b], width[b] = _SIZED, n  # bin8/16/32, str8/16/32
+    for b in range(0x90, 0xA0):
+        skip[b] = _ARRAY  # fixarray
+    for b, n in ((0xDC, 2), (0xDD, 4)):
+        skip[b], width[b] = _ARRAY, n  # array16/32
+    return skip, width
+
+
+_SIZED, _ARRAY, _BAD = -1, -2, -3
+_SKIP, _WIDTH = _header_table()
+
+
+def check_shape(data: bytes) -> None:
+    """Refuse an encoding that nests arrays deeper than ``MAX_DEPTH``, holds more than
+    ``MAX_OBJECTS`` objects, uses maps or extension types, or is truncated; build nothing.
+    Costs one step per object header, none per payload byte; an array whose count exceeds what
+    is left of the budget is refused before any of its items is looked at."""
+    try:
+        pos, _ = _walk(data, 0, 1, 0, MAX_OBJECTS)
+    except IndexError:
+        raise DecodeError("truncated message") from None
+    if pos != len(data):
+        raise DecodeError("truncated message" if pos > len(data) else "trailing bytes after the message")
+
+
+def _walk(data: bytes, pos: int, count: int, depth: int, budget: int) -> tuple[int, int]:
+    """Skip ``count`` objects from ``pos`` (inside ``depth`` arrays); return the position after
+    them and the object budget left."""
+    budget -= count
+    for _ in range(count):
+        b = data[pos]
+        pos += 1
+        skip = _SKIP[b]
+        if skip >= 0:
+            pos += skip
+        elif skip == _SIZED:
+            w = _WIDTH[b]
+            if w == 2:  # bin16: entries of 256 B to 64 KiB, the bulk of Data
+                pos += 2 + (data[pos] << 8 | data[pos + 1])
+            elif w == 1:
+                pos += 1 + data[pos]
+            else:
+                pos += 4 + int.from_bytes(data[pos:pos + 4], "big")
+        elif skip == _ARRAY:
+            w = _WIDTH[b]
+            if w:
+                items = int.from_bytes(data[pos:pos + w], "big")
+                pos += w
+            else:
+                items = b & 0x0F
+            if depth >= MAX_DEPTH:
+                raise DecodeError(f"message: arrays nested deeper than {MAX_DEPTH}")
+            if items > budget:
+                raise DecodeError(f"message: more than {MAX_OBJECTS} objects")
+            pos, budget = _walk(data, pos, items, depth + 1, budget)
+        else:
+            raise DecodeError(f"message: type byte 0x{b:02x} (map or extension) is not part of the protocol")
+    return pos, budget
+
+
+_SERVICE_PREFIXES = (bytes([0x90 | (2 + 3), 9, 0]), bytes([0x90 | (2 + 3), 10, 0]))  # Call, Reply on channel 0
+
+
+def early_limit(data: bytes) -> int:
+    """The largest size a message like ``data`` may have before any channel is live:
+    ``PRE_CHANNEL_BYTES``, or room for a service call or reply (which need no channel)."""
+    if data[:3] in _SERVICE_PREFIXES:
+        return MAX_CALL_BYTES + 2 * MAX_SERVICE + 64
+    return PRE_CHANNEL_BYTES
 
 
 def encode(msg: Message) -> bytes:
@@ -329,6 +432,7 @@ def encode(msg: Message) -> bytes:
 
 def decode(data: bytes) -> Message:
     """Parse one message; raise :class:`DecodeError` on anything malformed."""
+    check_shape(data)
     try:
         obj = msgpack.unpackb(
             data, raw=False, use_list=True, strict_map_key=True,

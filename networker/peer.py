@@ -19,6 +19,10 @@ is checked against the same handshake hash with *its* role, so a proof copied fr
 connection, or made without the replication key, fails and the connection is closed. An
 ``Open`` for a group we have not joined is remembered (bounded) and checked if we join later.
 
+Until the first channel is live only small messages are accepted (``messages.early_limit``): a
+stranger who holds no group key cannot make us decode, or hold, more than a few KiB per message.
+Decoding itself bounds nesting and object count (``messages.check_shape``).
+
 Any :class:`RemoteProtocolError` (a malformed message, a bad capability, unrequested or
 unverifiable data, a fork) closes the connection with the reason logged.
 """
@@ -37,7 +41,7 @@ from storage.errors import StorageError
 
 from . import caps
 from . import messages as m
-from .channel import Channel
+from .channel import MAX_TRACKED_FEEDS, Channel
 from .errors import ConnectionClosedError, NetworkError, RemoteProtocolError
 from .group import Group
 from .replicator import FeedReplicator
@@ -100,6 +104,8 @@ class Peer:
         replicators: Replicators,
         find_group: Callable[[bytes], Group | None],
         services: dict[str, Service] | None = None,
+        *,
+        max_feeds_per_channel: int = MAX_TRACKED_FEEDS,
     ) -> None:
         self.conn = conn
         self.remote_peer_id = conn.remote_peer_id
@@ -116,6 +122,8 @@ class Peer:
         self._bulk_room.set()
         self._requests: asyncio.Queue[tuple[Channel, m.Request]] = asyncio.Queue()
         self._outstanding = 0
+        self._starved: dict[FeedReplicator, None] = {}  # replicators waiting for a request slot, in order
+        self.max_feeds_per_channel = max_feeds_per_channel
         self._next_request = 0
         self._next_channel = 1
         self._services = services if services is not None else {}
@@ -126,6 +134,7 @@ class Peer:
         self._tasks: list[asyncio.Task[None]] = []
         self._storing: set[asyncio.Task[None]] = set()
         self._store_slots = asyncio.Semaphore(MAX_STORING)
+        self.channel_live = False  # a channel has been live on this connection (lifts the early size limit)
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.loop = asyncio.get_running_loop()
@@ -165,7 +174,11 @@ class Peer:
     async def spawn_store(self, coro: Coroutine[None, None, None]) -> None:
         """Run ``coro`` (verifying and storing one Data message) beside the reader, at most
         ``MAX_STORING`` at once; its failure closes the connection like the reader's would."""
-        await self._store_slots.acquire()
+        try:
+            await self._store_slots.acquire()
+        except BaseException:
+            coro.close()  # cancelled (the connection closes) before it could start
+            raise
         task = self.loop.create_task(coro, name="peer-store")
         self._storing.add(task)
 
@@ -181,6 +194,7 @@ class Peer:
             return
         self.close_reason = reason
         self.closed.set()
+        self._starved.clear()
         for ch in list(self.channels.values()):
             ch.close()
         # Stores already running finish: entries verified before a bad message stay.
@@ -201,7 +215,7 @@ class Peer:
         if ch is None:
             if len(self.channels) >= m.MAX_CHANNELS:
                 raise NetworkError("too many channels on one connection")
-            ch = Channel(self, group, self._next_channel)
+            ch = Channel(self, group, self._next_channel, max_feeds=self.max_feeds_per_channel)
             self._next_channel += 1
             self.channels[ch.local_id] = ch
             self._by_topic[group.discovery_key] = ch
@@ -243,6 +257,7 @@ class Peer:
             raise RemoteProtocolError("channel opened twice")
         ch.remote_id = msg.channel
         self._remote_channels[msg.channel] = ch
+        self.channel_live = True
         ch.start()
 
     # -- outgoing -----------------------------------------------------------------------------
@@ -273,12 +288,23 @@ class Peer:
         self._next_request += 1
         return self._next_request
 
+    def wait_for_slot(self, replicator: FeedReplicator) -> None:
+        """``replicator`` found no free request slot: schedule it again when one frees up (in
+        arrival order, so that with thousands of feeds a freed slot costs one schedule, not one
+        per feed)."""
+        self._starved[replicator] = None
+
     def request_done(self) -> None:
         self._outstanding -= 1
-        if self._outstanding == MAX_OUTSTANDING - 1:
-            for ch in self.channels.values():
-                for pf in ch.feeds.values():
-                    pf.replicator.schedule()
+        while self._starved and self.can_request():
+            replicator = next(iter(self._starved))
+            del self._starved[replicator]
+            replicator.schedule()
+
+    @property
+    def feeds_refused(self) -> int:
+        """Feeds offered by this peer that a group refused, over its open channels."""
+        return sum(ch.feeds_refused for ch in self.channels.values())
 
     async def _write_loop(self) -> None:
         while True:
@@ -297,6 +323,8 @@ class Peer:
     async def _read_loop(self) -> None:
         while True:
             data = await self.conn.recv()
+            if not self.channel_live and len(data) > m.early_limit(data):
+                raise RemoteProtocolError(f"a message of {len(data)} bytes before any channel is open")
             await self._dispatch(m.decode(data))
 
     async def _dispatch(self, msg: m.Message) -> None:

@@ -12,11 +12,25 @@ ranges of up to ``batch`` entries, sized from the entry sizes seen so far so tha
 carries about ``REQUEST_BYTES``. Because in-flight ranges are tracked per feed, not per peer,
 several peers holding the same feed are asked for different ranges in parallel, and nothing is
 fetched twice. When a response arrives (or a peer goes away, or answers ``NoData``) its range
-is released and ``schedule()`` runs again. After a reconnect the same computation simply starts
-from what the store already holds.
+is released and ``schedule()`` runs again. A replicator that finds a peer's request slots full
+queues itself on that peer (``Peer.wait_for_slot``) and runs again, in order, when a slot frees
+up: with thousands of feeds, a freed slot costs one ``schedule()``, not one per feed. After a
+reconnect the same computation simply starts from what the store already holds.
 
 Local changes (our appends, verified downloads) are announced to every peer as incremental
 ``Have`` messages, coalesced per event-loop tick.
+
+Claims and proof
+----------------
+A ``Have`` is a claim, not a proof. Its ranges are clipped to its own signed length (nobody
+holds entries beyond the tree they hold), and progress counts only up to the longest signed
+length verified here (``verified_length``): ``missing_from`` can never exceed the writer's real
+signed length, whatever a peer claims. A claim beyond that length is *unconfirmed*: the channel
+is not settled while one is pending, and the next request to that peer settles it. Every request
+records the peer's claim when it was made; since the peer sent that claim before it saw the
+request, an honest answer proves a signed length at least that long (signed lengths only grow).
+A proof for less is a lie (the channel raises ``RemoteProtocolError``); a ``NoData`` for a range
+beyond ``verified_length`` withdraws the peer's claim from that point on.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ if TYPE_CHECKING:
 REQUEST_BYTES = 1024 * 1024
 MAX_REQUEST_ENTRIES = 1024
 FIRST_REQUEST_ENTRIES = 64
+END = 1 << 63  # beyond every feed position
 
 
 class PeerFeed:
@@ -40,10 +55,10 @@ class PeerFeed:
     def __init__(self, channel: Channel, replicator: FeedReplicator) -> None:
         self.channel = channel
         self.replicator = replicator
-        self.remote_length = 0
+        self.remote_length = 0  # the longest signed length the peer claims (not proven)
         self.remote_have = RangeSet()
         self.have_received = False
-        self.requests: dict[int, tuple[int, int]] = {}  # request id -> [start, end)
+        self.requests: dict[int, tuple[int, int, int]] = {}  # request id -> (start, end, claim then)
 
     @property
     def feed(self) -> Feed:
@@ -73,7 +88,7 @@ class FeedReplicator:
     def remove_peer(self, peer: PeerFeed) -> None:
         if peer in self.peers:
             self.peers.remove(peer)
-        for start, end in peer.requests.values():
+        for start, end, _ in peer.requests.values():
             self.inflight.remove(start, end)
         peer.requests.clear()
         self.schedule()
@@ -96,9 +111,24 @@ class FeedReplicator:
         """Bytes of verified entries downloaded for this feed since the daemon started."""
         return self._bytes_received
 
+    @property
+    def verified_length(self) -> int:
+        """The longest signed length checked here: what the writer has provably signed."""
+        return max(self.feed.length, self.feed.known_length)
+
     def missing_from(self, peer: PeerFeed) -> int:
-        """How many entries ``peer`` has that we lack (and want)."""
-        return sum(e - s for s, e in self._gaps(peer))
+        """How many entries ``peer`` has that we lack (and want), counted only up to
+        ``verified_length``: a claim is not a proof."""
+        limit = self.verified_length
+        return sum(min(e, limit) - s for s, e in self._gaps(peer) if s < limit)
+
+    def unconfirmed(self, peer: PeerFeed) -> bool:
+        """Whether ``peer`` claims entries we want beyond ``verified_length`` (until a request
+        to it proves or withdraws the claim)."""
+        if self.feed.writable:
+            return False  # nobody holds more of our own feed than we signed
+        limit = self.verified_length
+        return any(e > limit for _, e in self._gaps(peer))
 
     def _gaps(self, peer: PeerFeed) -> Iterator[tuple[int, int]]:
         for start, end in peer.remote_have:
@@ -130,12 +160,15 @@ class FeedReplicator:
         self._rotation = (self._rotation + 1) % n
         for k in range(n):
             peer = self.peers[(self._rotation + k) % n]
-            while peer.channel.can_request():
+            while True:
+                if not peer.channel.can_request():
+                    peer.channel.starved(self)  # maybe nothing to ask: then the retry is cheap
+                    break
                 r = self._next_range(peer)
                 if r is None:
                     break
                 self.inflight.add(*r)
-                peer.requests[peer.channel.request(self.feed, *r)] = r
+                peer.requests[peer.channel.request(self.feed, *r)] = (*r, peer.remote_length)
 
     def on_response(self, peer: PeerFeed, request_id: int, received: int, nbytes: int) -> None:
         """A request was answered with ``received`` entries (``nbytes`` bytes): a prefix of
@@ -146,14 +179,19 @@ class FeedReplicator:
         req = peer.requests.pop(request_id, None)
         if req is None:
             return  # the peer went away meanwhile; its requests were released then
-        self.inflight.remove(*req)
+        self.inflight.remove(req[0], req[1])
         self.schedule()
 
     def on_refused(self, peer: PeerFeed, request_id: int) -> None:
         """The peer answered NoData: it does not (or no longer) serve that range."""
         if request_id in peer.requests:
-            start, end = peer.requests[request_id]
-            peer.remote_have.remove(start, end)
+            start, end, _ = peer.requests[request_id]
+            if start >= self.verified_length:
+                # Beyond what anyone has proven: the claim from here on is withdrawn.
+                peer.remote_have.remove(start, END)
+                peer.remote_length = min(peer.remote_length, start)
+            else:
+                peer.remote_have.remove(start, end)
         self.on_response(peer, request_id, 0, 0)
 
     # -- local changes ----------------------------------------------------------------------

@@ -143,9 +143,22 @@ async def test_resume_fetches_nothing_twice(make_device):
     data = entries(3000)
     for k in range(0, 3000, 500):
         await fa.append(data[k:k + 500])
-    pa, _ = connect(a, b)
-    await until(lambda: has_feed(b, fa.key, 1) and len(replica(b, fa.key).have) >= 300,
-                what="part of the feed")
+    ca, cb = memory_pair(a.id, b.id)
+    served = 0
+
+    def serve_three(d: bytes) -> bytes | None:
+        """Let the first three Data messages through, then hold back every answer: the cut
+        comes mid-transfer however fast the machine is."""
+        nonlocal served
+        if msgpack.unpackb(d)[0] != m.Data.type_id:
+            return d
+        served += 1
+        return d if served <= 3 else None
+
+    ca.tap = serve_three
+    pa = a.node.add_connection(ca)
+    b.node.add_connection(cb)
+    await until(lambda: served > 3 and has_feed(b, fa.key, 1), what="part of the feed")
     pa.close("test: cut mid-transfer")
     await until(lambda: not b.node.peers, what="b to notice the disconnect")
     got_before = len(replica(b, fa.key).have)
