@@ -263,7 +263,7 @@ async def log_command(api: Client, args: argparse.Namespace) -> int:
     if args.follow:
         async for entry in api.stream(path, follow="1"):
             print_entry(entry, args.json)
-        return 0
+        raise DaemonNotRunningError("the daemon stopped; no more entries")  # it ends the stream only then
     for entry in await api.get(path):
         print_entry(entry, args.json)
     return 0
