@@ -18,6 +18,7 @@ from typing import Any
 from . import config as configuration
 from .control.client import Client
 from .errors import CoboxError, DaemonNotRunningError, UsageError
+from .inputs import folder_file, peer_address, stdin_text
 from .paths import Home, write_private
 
 
@@ -45,7 +46,7 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return await log_command(api, args)
         if cmd == "peers":
             if args.action == "add":
-                peer = await api.post("/v1/peers", {"address": args.address})
+                peer = await api.post("/v1/peers", {"address": peer_address(args.address)})
                 print(f"connected to {peer['peer_id']}")
                 return 0
             return show_peers(await api.get("/v1/peers"), args.json)
@@ -256,7 +257,7 @@ async def group(api: Client, args: argparse.Namespace) -> int:
 async def log_command(api: Client, args: argparse.Namespace) -> int:
     path = f"/v1/groups/{_q(args.group)}/log"
     if args.action == "append":
-        text = sys.stdin.read() if args.text == "-" else args.text
+        text = stdin_text() if args.text == "-" else args.text
         r = await api.post(path, {"text": text})
         print(f"appended entry {r['seq']}")
         return 0
@@ -328,7 +329,10 @@ async def seed(api: Client, args: argparse.Namespace) -> int:
     uri = read_uri(args.what)
     if parse_invite(uri).kind != "seed":
         raise UsageError("not a backup-peer invite: ask a member for `cobox group invite NAME --seed`")
-    g = await api.post("/v1/groups/join", {"uri": uri})
+    body = {"uri": uri}
+    if args.name:
+        body["name"] = args.name
+    g = await api.post("/v1/groups/join", body)
     print(f"backing up {g['name']} (can verify and serve, cannot read)")
     return 0
 
@@ -376,7 +380,11 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
     elif a == "history":
         from urllib.parse import quote
 
-        versions = await api.get(f"/v1/folders/{_q(args.group)}/history?file={quote(args.file)}")
+        file = await folder_file(api, args.group, args.file)
+        versions = await api.get(f"/v1/folders/{_q(args.group)}/history?file={quote(file)}")
+        if not versions:
+            raise CoboxError(f"no file {file!r} in the folder of {args.group} (see `cobox folder status "
+                             f"{args.group}`); give a path relative to the folder or inside it")
         if args.json:
             print(json.dumps(versions, indent=2))
         for v in [] if args.json else versions:
@@ -384,7 +392,7 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
             what = "deleted" if v["deleted"] else f"{v['size']} bytes"
             print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}")
     elif a == "restore":
-        body = {"file": args.file}
+        body = {"file": await folder_file(api, args.group, args.file)}
         if args.version:
             body["version"] = args.version
         if args.to:
