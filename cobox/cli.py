@@ -15,6 +15,9 @@ import os
 import sys
 from pathlib import Path
 
+from networker.errors import NetworkError
+from storage.errors import StorageError, StoreCorruptError
+
 from . import commands
 from .errors import CoboxError
 from .paths import Home, default_home
@@ -187,12 +190,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_went_away()
-    except CoboxError as e:
-        print(f"cobox: {e}", file=sys.stderr)
+    except (CoboxError, StorageError, NetworkError) as e:
+        print(f"cobox: {e}{_advice(e)}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"cobox: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
         return 1
+
+
+def _advice(e: Exception) -> str:
+    """What to do about an error whose message alone does not say."""
+    if isinstance(e, StoreCorruptError) and "newer than this cobox" in str(e):
+        return (f"; a newer cobox (this is {__version__}) used this home: upgrade cobox "
+                "(`pipx upgrade cobox`, or `git pull && make run`), or give another --home")
+    return ""
 
 
 def _reader_went_away() -> int:

@@ -139,3 +139,29 @@ async def test_an_older_python_is_told_what_is_needed():
         _, err = await proc.communicate()
     assert proc.returncode == 1
     assert "cobox needs Python 3.11 or newer; this is Python 3.10.4" in err.decode()
+
+
+async def test_config_errors_are_one_line_naming_the_key(daemons, tmp_path: Path):
+    home = tmp_path / "h"
+    rc, _, err = await cli(home, "daemon", "--no-lan", "--no-dht", "--listen", "garbage")
+    assert rc == 1 and "--listen (network.listen): 'garbage'" in err and len(err.strip().splitlines()) == 1, err
+    rc, _, err = await cli(home, "daemon", "--no-lan", "--no-dht", "--dht-port", "99999")
+    assert rc == 1 and "--dht-port (dht.port) = 99999 is not a port" in err, err
+    (home / "config.toml").write_text('[log]\nlevel = "verbose"\n')
+    rc, _, err = await cli(home, "start")
+    assert rc == 1 and "log.level = 'verbose' must be one of" in err and len(err.strip().splitlines()) == 1, err
+    (home / "config.toml").write_text('[api]\nhost = "0.0.0.0"\n')
+    rc, _, err = await cli(home, "daemon", "--no-lan", "--no-dht")
+    assert rc == 1 and "api.allow_remote = true" in err, err
+
+
+async def test_a_store_of_a_newer_cobox_gives_advice(daemons):
+    import sqlite3
+
+    a = await daemons("a")
+    await a.stop()
+    with sqlite3.connect(a.home / "cobox.db") as db:
+        db.execute("PRAGMA user_version = 999")
+    rc, _, err = await cli(a.home, "daemon", "--no-lan", "--no-dht", "--listen", "tcp:127.0.0.1:0")
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert "schema version 999" in err and "upgrade cobox" in err and "Traceback" not in err
