@@ -20,6 +20,7 @@ from .control.client import Client
 from .errors import CoboxError, DaemonNotRunningError, UsageError
 from .inputs import folder_file, peer_address, stdin_text
 from .paths import Home, write_private
+from .welcome import next_steps
 
 
 async def run(args: argparse.Namespace, home: Home) -> int:
@@ -113,6 +114,7 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
 
     home.ensure()
     config = configuration.load(home.root, overrides=flag_overrides(args))
+    first_run = not home.identity.exists()
     setup_logging(config["log"]["level"])
     d = Daemon(home.root, config)
     ready = asyncio.Event()
@@ -126,6 +128,8 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
         print(f"cobox: listening on {address}", flush=True)
     if d.dht is not None:
         print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
+    if first_run:
+        print(next_steps(home), flush=True)
     await task
     if d.restart_requested:
         print("cobox: restarting with the recovered keys", flush=True)
@@ -151,6 +155,7 @@ async def start(home: Home, timeout: float = 30.0) -> int:
         return 0
     home.ensure()
     configuration.load(home.root)  # a broken config fails here, with its message, not in the background
+    first_run = not home.identity.exists()
     fd = os.open(home.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     logfile = os.fdopen(fd, "ab")  # handed to the child
@@ -166,6 +171,8 @@ async def start(home: Home, timeout: float = 30.0) -> int:
             async with Client(home, timeout=2) as api:
                 status = await api.get("/v1/status")
             print(f"cobox: daemon started (pid {proc.pid}), peer id {status['peer_id'][:16]}; log in {home.log}")
+            if first_run:
+                print(next_steps(home))
             return 0
         except DaemonNotRunningError:
             await asyncio.sleep(0.1)

@@ -165,3 +165,19 @@ async def test_a_store_of_a_newer_cobox_gives_advice(daemons):
     rc, _, err = await cli(a.home, "daemon", "--no-lan", "--no-dht", "--listen", "tcp:127.0.0.1:0")
     assert rc == 1 and len(err.strip().splitlines()) == 1, err
     assert "schema version 999" in err and "upgrade cobox" in err and "Traceback" not in err
+
+
+async def test_first_run_ends_with_what_to_do_next(daemons):
+    a = await daemons("a")
+
+    async def told() -> bool:
+        return "what to do next" in "".join(a.output)
+
+    await eventually(told, "the first-run text")
+    text = "".join(a.output)
+    assert f"cobox --home {a.home} group create NAME" in text and "back that directory up" in text
+    await a.stop()
+    again = await daemons("a")
+    await again.status()  # answered: the start has been printed in full
+    await again.stop()
+    assert "what to do next" not in "".join(again.output)
