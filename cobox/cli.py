@@ -1,7 +1,9 @@
 """The ``cobox`` command: argument parsing and dispatch.
 
 Every command but ``daemon`` (and ``demo``, which runs daemons) is a client of the daemon's
-control API. Exit codes: 0 success, 1 failure, 2 usage error; errors are one line on stderr.
+control API. Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted; errors are one
+line on stderr. Global options (``--home``) are accepted before or after the command. Output cut
+short by its reader (``cobox status --json | head``) ends quietly.
 """
 
 from __future__ import annotations
@@ -9,118 +11,177 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from pathlib import Path
+
+from networker.errors import NetworkError
+from storage.errors import StorageError, StoreCorruptError
 
 from . import commands
 from .errors import CoboxError
 from .paths import Home, default_home
+from .version import __version__
+
+HOME_HELP = "data directory (default: $COBOX_HOME or the platform's user data dir, e.g. ~/.local/share/cobox)"
+
+EXAMPLES = """\
+examples:
+  cobox start                                  start the daemon in the background
+  cobox group create photos                    make a group; prints its invite URI
+  cobox group join < invite.txt                join from an invite kept in a file
+  cobox peers add 192.168.1.20:47101           connect to a device directly (HOST:PORT)
+  cobox folder add photos ~/Pictures           sync a folder with the group
+  cobox status --home /tmp/other-home          global options may come after the command
+  cobox stop
+
+Run `cobox COMMAND --help` (and `cobox COMMAND ACTION --help`) for each command's options.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' layout; shows defaults that are set."""
+
+
+def _sub(parent: argparse._SubParsersAction, name: str, help: str, examples: str = "",
+         **kw: object) -> argparse.ArgumentParser:
+    epilog = f"examples:\n{examples}" if examples else None
+    return parent.add_parser(name, help=help, description=help, epilog=epilog,  # type: ignore[arg-type]
+                             formatter_class=_Formatter, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cobox", description="Peer-to-peer sync and backup, end-to-end encrypted.")
-    p.add_argument("--home", type=Path, default=None,
-                   help="data directory (default: $COBOX_HOME or the platform's user data dir)")
+    p = argparse.ArgumentParser(prog="cobox", description="Peer-to-peer sync and backup, end-to-end encrypted.",
+                                epilog=EXAMPLES, formatter_class=_Formatter)
+    p.add_argument("--version", action="version", version=f"cobox {__version__}")
+    p.add_argument("--home", type=Path, default=None, help=HOME_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("daemon", help="run the daemon in the foreground")
-    d.add_argument("--listen", action="append", metavar="ADDR", help="peer address to listen on (repeatable)")
-    d.add_argument("--dht-port", type=int, metavar="N", help="UDP port of the DHT node")
-    d.add_argument("--dht-host", metavar="HOST", help="address the DHT node binds to")
-    d.add_argument("--bootstrap", action="append", metavar="HOST:PORT", help="DHT bootstrap node (repeatable)")
+    d = _sub(sub, "daemon", "run the daemon in the foreground",
+             "  cobox daemon\n  cobox daemon --listen tcp:0.0.0.0:47101 --no-dht\n")
+    d.add_argument("--listen", action="append", metavar="ADDR",
+                   help="peer address to listen on, e.g. tcp:0.0.0.0:47101 or tcp:[::]:0 (repeatable)")
+    d.add_argument("--dht-port", type=int, metavar="N", help="UDP port of the DHT node (0-65535)")
+    d.add_argument("--dht-host", metavar="HOST", help="address the DHT node binds to, e.g. 0.0.0.0")
+    d.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
+                   help="DHT bootstrap node, e.g. 203.0.113.5:6881 (repeatable)")
     d.add_argument("--no-lan", action="store_true", help="no LAN (mDNS) discovery")
     d.add_argument("--no-dht", action="store_true", help="no DHT")
-    d.add_argument("--api-port", type=int, metavar="N", help="port of the control API on 127.0.0.1")
+    d.add_argument("--api-port", type=int, metavar="N", help="port of the control API on 127.0.0.1 (0: any free)")
 
-    sub.add_parser("start", help="start the daemon in the background")
-    sub.add_parser("stop", help="stop the daemon gracefully")
-    s = sub.add_parser("status", help="identity, addresses, groups, peers")
-    s.add_argument("--json", action="store_true")
+    _sub(sub, "start", "start the daemon in the background (log in HOME/daemon.log)", "  cobox start\n")
+    _sub(sub, "stop", "stop the daemon gracefully", "  cobox stop\n")
+    s = _sub(sub, "status", "identity, addresses, groups, peers", "  cobox status\n  cobox status --json\n")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
 
-    g = sub.add_parser("group", help="create, join, list, invite, leave groups")
+    g = _sub(sub, "group", "create, join, list, invite, leave groups")
     gs = g.add_subparsers(dest="action", required=True, metavar="ACTION")
-    gs.add_parser("create", help="create a group and print its invite URI").add_argument("name")
-    j = gs.add_parser("join", help="join a group from an invite URI (best given on stdin)")
+    _sub(gs, "create", "create a group and print its invite URI", "  cobox group create photos > invite.txt\n") \
+        .add_argument("name", help="a name for the group on this device")
+    j = _sub(gs, "join", "join a group from an invite URI (best given on stdin)",
+             "  cobox group join < invite.txt\n  cobox group join --name photos < invite.txt\n")
     j.add_argument("uri", nargs="?", default="-", metavar="URI|-",
                    help="'-' or nothing: read it from stdin, or ask for it (not shown) on a terminal")
-    j.add_argument("--name")
-    gs.add_parser("list", help="groups on this device").add_argument("--json", action="store_true")
-    i = gs.add_parser("invite", help="print a group's invite URI")
-    i.add_argument("name")
+    j.add_argument("--name", help="the name to give the group here (default: the one in the invite)")
+    _sub(gs, "list", "groups on this device").add_argument("--json", action="store_true", help="machine-readable")
+    i = _sub(gs, "invite", "print a group's invite URI", "  cobox group invite photos\n"
+             "  cobox group invite photos --seed   for a backup peer\n")
+    i.add_argument("name", help="the group")
     i.add_argument("--seed", action="store_true", help="the backup-peer URI (replicates, cannot read)")
-    gs.add_parser("leave", help="leave a group").add_argument("name")
+    _sub(gs, "leave", "leave a group", "  cobox group leave photos\n").add_argument("name", help="the group")
 
-    lg = sub.add_parser("log", help="the group log")
+    lg = _sub(sub, "log", "the group log")
     ls = lg.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = ls.add_parser("append", help="append an entry ('-' reads stdin)")
-    a.add_argument("group")
-    a.add_argument("text")
-    c = ls.add_parser("cat", help="print the group's entries from every member")
-    c.add_argument("group")
-    c.add_argument("--json", action="store_true")
-    c.add_argument("--follow", action="store_true", help="keep printing new entries")
+    a = _sub(ls, "append", "append an entry", "  cobox log append notes 'hello'\n"
+             "  echo hello | cobox log append notes -   (one trailing newline is dropped)\n")
+    a.add_argument("group", help="the group")
+    a.add_argument("text", help="the entry's text, or '-' to read it from stdin")
+    c = _sub(ls, "cat", "print the group's entries from every member",
+             "  cobox log cat notes\n  cobox log cat notes --follow\n")
+    c.add_argument("group", help="the group")
+    c.add_argument("--json", action="store_true", help="one JSON object per line")
+    c.add_argument("--follow", action="store_true", help="keep printing new entries (until Ctrl-C or stop)")
 
-    pe = sub.add_parser("peers", help="connected peers")
-    pe.add_argument("--json", action="store_true")
+    pe = _sub(sub, "peers", "connected peers", "  cobox peers\n  cobox peers add 127.0.0.1:47101\n")
+    pe.add_argument("--json", action="store_true", help="machine-readable output")
     pes = pe.add_subparsers(dest="action", metavar="ACTION")
-    pes.add_parser("add", help="connect to a peer address directly").add_argument("address")
+    _sub(pes, "add", "connect to a peer address directly",
+         "  cobox peers add 192.168.1.20:47101\n  cobox peers add 'tcp:[fe80::1]:47101'\n") \
+        .add_argument("address", help="HOST:PORT, [IPV6]:PORT, or a full address tcp:HOST:PORT~noise:KEY")
 
-    sy = sub.add_parser("sync", help="wait for a group to be in sync")
+    sy = _sub(sub, "sync", "wait for a group to be in sync")
     sys_ = sy.add_subparsers(dest="action", required=True, metavar="ACTION")
-    w = sys_.add_parser("wait", help="wait until this device holds what its peers have")
-    w.add_argument("group")
-    w.add_argument("--timeout", type=float, default=300.0, metavar="S")
+    w = _sub(sys_, "wait", "wait until this device holds what its peers have",
+             "  cobox sync wait photos --timeout 60\n")
+    w.add_argument("group", help="the group")
+    w.add_argument("--timeout", type=float, default=300.0, metavar="S", help="give up after S seconds (300)")
 
-    se = sub.add_parser("seed", help="back up a group: `seed [URI|-]` (the URI best on stdin), "
-                        "`seed list [--json]`, `seed remove NAME`")
+    se = _sub(sub, "seed", "back up a group: `seed [URI|-] [NAME]` (the URI best on stdin), "
+              "`seed list [--json]`, `seed remove NAME`",
+              "  cobox seed < seed-invite.txt\n  cobox seed - photos-backup < seed-invite.txt\n"
+              "  cobox seed list\n  cobox seed remove photos-backup\n")
     se.add_argument("what", nargs="?", default="-", metavar="URI|-|list|remove",
                     help="'-' or nothing: read the seed URI from stdin, or ask for it (not shown) on a terminal")
-    se.add_argument("name", nargs="?", help="the group to remove")
-    se.add_argument("--json", action="store_true")
+    se.add_argument("name", nargs="?", help="with a URI: the name to give it here; with remove: the group to remove")
+    se.add_argument("--json", action="store_true", help="with list: machine-readable output")
 
-    b = sub.add_parser("backup", help="what backup peers hold of this device's data")
+    b = _sub(sub, "backup", "what backup peers hold of this device's data")
     bs = b.add_subparsers(dest="action", required=True, metavar="ACTION")
-    st = bs.add_parser("status", help="per backup peer and feed: how far it is held")
-    st.add_argument("group")
-    st.add_argument("--json", action="store_true")
+    st = _sub(bs, "status", "per backup peer and feed: how far it is held", "  cobox backup status photos\n")
+    st.add_argument("group", help="the group")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
 
-    fo = sub.add_parser("folder", help="sync a folder with a group")
+    fo = _sub(sub, "folder", "sync a folder with a group")
     fs = fo.add_subparsers(dest="action", required=True, metavar="ACTION")
-    fa = fs.add_parser("add", help="bind a folder to a group (its files are imported)")
-    fa.add_argument("group")
-    fa.add_argument("path")
-    fs.add_parser("list", help="bound folders").add_argument("--json", action="store_true")
-    fs.add_parser("remove", help="unbind a group's folder (files stay)").add_argument("group")
-    fst = fs.add_parser("status", help="files, bytes, pending up/down, conflicts")
-    fst.add_argument("group")
-    fst.add_argument("--json", action="store_true")
-    fh = fs.add_parser("history", help="every version of a file")
-    fh.add_argument("group")
-    fh.add_argument("file")
-    fh.add_argument("--json", action="store_true")
-    fr = fs.add_parser("restore", help="bring back a version of a file")
-    fr.add_argument("group")
-    fr.add_argument("file")
+    fa = _sub(fs, "add", "bind a folder to a group (its files are imported)", "  cobox folder add photos ~/Pictures\n")
+    fa.add_argument("group", help="the group")
+    fa.add_argument("path", help="the folder (made if missing)")
+    _sub(fs, "list", "bound folders").add_argument("--json", action="store_true", help="machine-readable")
+    _sub(fs, "remove", "unbind a group's folder (files stay)").add_argument("group", help="the group")
+    fst = _sub(fs, "status", "files, bytes, pending up/down, conflicts", "  cobox folder status photos\n")
+    fst.add_argument("group", help="the group")
+    fst.add_argument("--json", action="store_true", help="machine-readable output")
+    fh = _sub(fs, "history", "every version of a file",
+              "  cobox folder history photos 2024/cat.jpg\n  cobox folder history photos ~/Pictures/2024/cat.jpg\n")
+    fh.add_argument("group", help="the group")
+    fh.add_argument("file", help="the file: relative to the folder, or an absolute path inside it")
+    fh.add_argument("--json", action="store_true", help="machine-readable output")
+    fr = _sub(fs, "restore", "bring back a version of a file",
+              "  cobox folder restore photos 2024/cat.jpg\n"
+              "  cobox folder restore photos 2024/cat.jpg --version 3-1a2b3c4d --to /tmp/cat.jpg\n")
+    fr.add_argument("group", help="the group")
+    fr.add_argument("file", help="the file: relative to the folder, or an absolute path inside it")
     fr.add_argument("--version", metavar="V", help="a version from `folder history` (default: the latest)")
     fr.add_argument("--to", metavar="PATH", help="write it there instead of restoring in place")
 
-    k = sub.add_parser("keys", help="back up this device's keys on a backup peer, or restore them")
+    k = _sub(sub, "keys", "back up this device's keys on a backup peer, or restore them")
     ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("backup", "store the keyring, encrypted under a password"),
                          ("restore", "recover the keyring on a fresh home")):
-        kp = ks.add_parser(action, help=text)
+        kp = _sub(ks, action, text, f"  cobox keys {action} --peer tcp:203.0.113.5:47101~noise:KEY --user alice\n")
         kp.add_argument("--peer", required=True, metavar="ADDR",
                         help="the backup peer's full address, with ~noise:KEY (`cobox status` there)")
         kp.add_argument("--trust-first-use", action="store_true",
                         help="accept an address without ~noise:KEY and print the key the peer presents")
-        kp.add_argument("--user", required=True, metavar="NAME")
+        kp.add_argument("--user", required=True, metavar="NAME", help="the name the keyring is kept under")
         kp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    o = sub.add_parser("open", help="open the web dashboard in the browser (one-time login link)")
+    o = _sub(sub, "open", "open the web dashboard in the browser (one-time login link)", "  cobox open\n")
     o.add_argument("--no-browser", action="store_true",
                    help="only print the link (paste it into the address bar; never pass it on a command line)")
 
-    sub.add_parser("demo", help="three daemons on this machine replicating a group, live")
+    _sub(sub, "demo", "three daemons on this machine replicating a group, live", "  cobox demo\n")
+    _global_options_everywhere(p)
     return p
+
+
+def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``--home`` follow any command (``cobox status --home X``). On a subcommand the default
+    is SUPPRESS, so a ``--home`` given before the command is not overwritten by its absence."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument("--home", type=Path, default=argparse.SUPPRESS, help=HOME_HELP)
+                _global_options_everywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,13 +191,43 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(commands.run(args, home))
         return 130
-    except CoboxError as e:
-        print(f"cobox: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        return _reader_went_away()
+    except (CoboxError, StorageError, NetworkError) as e:
+        print(f"cobox: {e}{_advice(e)}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"cobox: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
         return 1
 
 
+def _advice(e: Exception) -> str:
+    """What to do about an error whose message alone does not say."""
+    if isinstance(e, StoreCorruptError) and "newer than this cobox" in str(e):
+        return (f"; a newer cobox (this is {__version__}) used this home: upgrade cobox "
+                "(`pipx upgrade cobox`, or `git pull && make run`), or give another --home")
+    return ""
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed it (``| head``): nothing to say. stdout is pointed at /dev/null so
+    that flushing it at exit cannot raise again; the exit code is the shell's for SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
+def run() -> None:
+    """The console script and ``python -m cobox``."""
+    try:
+        rc = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        rc = _reader_went_away()
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

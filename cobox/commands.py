@@ -18,7 +18,9 @@ from typing import Any
 from . import config as configuration
 from .control.client import Client
 from .errors import CoboxError, DaemonNotRunningError, UsageError
+from .inputs import folder_file, peer_address, stdin_text
 from .paths import Home, write_private
+from .welcome import next_steps
 
 
 async def run(args: argparse.Namespace, home: Home) -> int:
@@ -45,7 +47,7 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return await log_command(api, args)
         if cmd == "peers":
             if args.action == "add":
-                peer = await api.post("/v1/peers", {"address": args.address})
+                peer = await api.post("/v1/peers", {"address": peer_address(args.address)})
                 print(f"connected to {peer['peer_id']}")
                 return 0
             return show_peers(await api.get("/v1/peers"), args.json)
@@ -112,6 +114,7 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
 
     home.ensure()
     config = configuration.load(home.root, overrides=flag_overrides(args))
+    first_run = not home.identity.exists()
     setup_logging(config["log"]["level"])
     d = Daemon(home.root, config)
     ready = asyncio.Event()
@@ -125,6 +128,8 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
         print(f"cobox: listening on {address}", flush=True)
     if d.dht is not None:
         print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
+    if first_run:
+        print(next_steps(home), flush=True)
     await task
     if d.restart_requested:
         print("cobox: restarting with the recovered keys", flush=True)
@@ -150,6 +155,7 @@ async def start(home: Home, timeout: float = 30.0) -> int:
         return 0
     home.ensure()
     configuration.load(home.root)  # a broken config fails here, with its message, not in the background
+    first_run = not home.identity.exists()
     fd = os.open(home.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     logfile = os.fdopen(fd, "ab")  # handed to the child
@@ -165,6 +171,8 @@ async def start(home: Home, timeout: float = 30.0) -> int:
             async with Client(home, timeout=2) as api:
                 status = await api.get("/v1/status")
             print(f"cobox: daemon started (pid {proc.pid}), peer id {status['peer_id'][:16]}; log in {home.log}")
+            if first_run:
+                print(next_steps(home))
             return 0
         except DaemonNotRunningError:
             await asyncio.sleep(0.1)
@@ -269,14 +277,14 @@ async def group(api: Client, args: argparse.Namespace) -> int:
 async def log_command(api: Client, args: argparse.Namespace) -> int:
     path = f"/v1/groups/{_q(args.group)}/log"
     if args.action == "append":
-        text = sys.stdin.read() if args.text == "-" else args.text
+        text = stdin_text() if args.text == "-" else args.text
         r = await api.post(path, {"text": text})
         print(f"appended entry {r['seq']}")
         return 0
     if args.follow:
         async for entry in api.stream(path, follow="1"):
             print_entry(entry, args.json)
-        return 0
+        raise DaemonNotRunningError("the daemon stopped; no more entries")  # it ends the stream only then
     for entry in await api.get(path):
         print_entry(entry, args.json)
     return 0
@@ -344,7 +352,10 @@ async def seed(api: Client, args: argparse.Namespace) -> int:
     uri = read_uri(args.what)
     if parse_invite(uri).kind != "seed":
         raise UsageError("not a backup-peer invite: ask a member for `cobox group invite NAME --seed`")
-    g = await api.post("/v1/groups/join", {"uri": uri})
+    body = {"uri": uri}
+    if args.name:
+        body["name"] = args.name
+    g = await api.post("/v1/groups/join", body)
     print(f"backing up {g['name']} (can verify and serve, cannot read)")
     return 0
 
@@ -413,7 +424,11 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
     elif a == "history":
         from urllib.parse import quote
 
-        versions = await api.get(f"/v1/folders/{_q(args.group)}/history?file={quote(args.file)}")
+        file = await folder_file(api, args.group, args.file)
+        versions = await api.get(f"/v1/folders/{_q(args.group)}/history?file={quote(file)}")
+        if not versions:
+            raise CoboxError(f"no file {file!r} in the folder of {args.group} (see `cobox folder status "
+                             f"{args.group}`); give a path relative to the folder or inside it")
         if args.json:
             print(json.dumps(versions, indent=2))
         for v in [] if args.json else versions:
@@ -421,7 +436,7 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
             what = "deleted" if v["deleted"] else f"{v['size']} bytes"
             print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}")
     elif a == "restore":
-        body = {"file": args.file}
+        body = {"file": await folder_file(api, args.group, args.file)}
         if args.version:
             body["version"] = args.version
         if args.to:

@@ -3,12 +3,21 @@
 The defaults, and the documentation of every setting, are ``config/default.toml``. A value of
 another type than its default, an unknown section or key, or a file that is not valid TOML is
 refused with a message naming the file and the key; the file is never rewritten by cobox.
+
+Values are checked as well as types, each error one line naming where the value came from and
+the key (or the flag): ports 0-65535, settings with a fixed set of values (``log.level``),
+peer addresses (``network.listen``, ``--listen``) and ``HOST:PORT`` lists (``dht.bootstrap``).
+The control API stays on loopback unless ``api.allow_remote = true`` says otherwise on purpose.
+A ``COBOX_*`` variable that names no setting is warned about (with the nearest one), not fatal.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib.resources
+import ipaddress
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -18,6 +27,14 @@ from typing import Any
 from .errors import ConfigError
 
 ENV_PREFIX = "COBOX_"
+ENV_OTHER = frozenset({"COBOX_HOME"})  # COBOX_* variables that are not settings
+COMMAND_LINE = "command line"
+FLAGS = {"network.listen": "--listen", "dht.port": "--dht-port", "dht.host": "--dht-host",
+         "dht.bootstrap": "--bootstrap", "api.port": "--api-port"}  # the daemon's flag for a setting
+CHOICES = {"log.level": ("debug", "info", "warning", "error"), "storage.durability": ("normal", "full"),
+           "backup.keys_strength": ("interactive", "moderate", "sensitive")}
+
+log = logging.getLogger("cobox.config")
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -36,10 +53,13 @@ def load(home: Path, env: Mapping[str, str] | None = None,
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         merge(config, user, str(path))
-    merge(config, from_env(env if env is not None else os.environ, config), "environment")
+    environment = env if env is not None else os.environ
+    warn_unknown_env(environment, config)
+    merge(config, from_env(environment, config), "environment")
     if overrides:
-        merge(config, overrides, "command line")
+        merge(config, overrides, COMMAND_LINE)
     validate(config)
+    check_api_exposure(config)
     return config
 
 
@@ -60,7 +80,8 @@ def merge(config: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: s
         for key, value in values.items():
             if key not in base[section]:
                 raise ConfigError(f"{origin}: unknown setting {section}.{key}")
-            config[section][key] = check(f"{section}.{key}", value, base[section][key], origin)
+            name = f"{section}.{key}"
+            config[section][key] = check_value(name, check(name, value, base[section][key], origin), origin)
 
 
 def check(name: str, value: Any, default: Any, origin: str) -> Any:
@@ -76,6 +97,72 @@ def check(name: str, value: Any, default: Any, origin: str) -> Any:
     if expected in (int, float) and value < 0:
         raise ConfigError(f"{origin}: {name} must not be negative")
     return copy.deepcopy(value)
+
+
+def check_value(name: str, value: Any, origin: str) -> Any:
+    """Values of the right type that still make no sense: refused, naming the key (or flag)."""
+    shown = f"{FLAGS[name]} ({name})" if origin == COMMAND_LINE and name in FLAGS else name
+    key = name.rpartition(".")[2]
+    if (key == "port" or key.endswith("_port")) and isinstance(value, int) and not 0 <= value <= 65535:
+        raise ConfigError(f"{origin}: {shown} = {value} is not a port (0-65535; 0 picks a free one)")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{origin}: {shown} = {value!r} must be one of {', '.join(CHOICES[name])}")
+    if name == "network.listen":
+        from networker.address import parse
+        from networker.errors import AddressError
+
+        for item in value:
+            try:
+                parse(item)
+            except AddressError as e:
+                raise ConfigError(f"{origin}: {shown}: {item!r} is not an address to listen on ({e}); "
+                                  "expected tcp:HOST:PORT, e.g. tcp:0.0.0.0:47101, or unix:PATH") from None
+    if name == "dht.bootstrap":
+        for item in value:
+            host, _, port = item.strip().rpartition(":")
+            if not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ConfigError(f"{origin}: {shown}: {item!r} is not HOST:PORT (e.g. 203.0.113.5:6881)")
+    if name in ("api.host", "dht.host") and not _is_host(value):
+        raise ConfigError(f"{origin}: {shown} = {value!r} is not an IP address or host name")
+    return value
+
+
+def check_api_exposure(config: Mapping[str, Mapping[str, Any]]) -> None:
+    """The control API holds every key of this device: off loopback only on purpose."""
+    api = config["api"]
+    if _is_loopback(api["host"]) or api.get("allow_remote", False):
+        return
+    raise ConfigError(f"api.host = {api['host']!r} would open the control API (full control of this device) "
+                      "beyond this machine; keep it on 127.0.0.1, or set api.allow_remote = true "
+                      "if that is what you want (see default.toml)")
+
+
+def warn_unknown_env(env: Mapping[str, str], config: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warn about each ``COBOX_*`` variable that names no setting (a typo would else be silent)."""
+    known = {f"{ENV_PREFIX}{section}_{key}".upper() for section, values in config.items() for key in values}
+    unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known and n not in ENV_OTHER)
+    for name in unknown:
+        near = difflib.get_close_matches(name, sorted(known | ENV_OTHER), n=1)
+        log.warning("environment: %s is not a cobox setting, ignored%s", name,
+                    f" (did you mean {near[0]}?)" if near else "")
+    return unknown
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return bool(host) and all(part and part.replace("-", "").isalnum() for part in host.split("."))
 
 
 def from_env(env: Mapping[str, str], config: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -250,8 +250,10 @@ class Group:
             cb(feed)
         return feed
 
-    def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
+    def on_feed_added(self, callback: Callable[[Feed], None]) -> Callable[[], None]:
+        """Call ``callback`` for every feed added from now on; returns an unsubscribe."""
         self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 
     # -- the log ------------------------------------------------------------------------------
 

@@ -67,9 +67,9 @@ class Client:
                     err = (data or {}).get("error", {})
                     raise ApiError(r.status, err.get("code", "error"), err.get("message", f"HTTP {r.status}"))
                 async for line in r.content:
-                    if line.strip():
+                    if line.strip():  # empty lines are the server's heartbeats
                         yield json.loads(line)
-        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, FileNotFoundError, ConnectionRefusedError):
             raise DaemonNotRunningError(f"the cobox daemon for {self.home.root} went away") from None
 
     async def get(self, path: str, **params: str) -> Any:

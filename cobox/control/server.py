@@ -33,11 +33,14 @@ from ..folders.paths import normalize_path
 from ..folders.sync import find_version, version_id
 from ..uri import Invite, parse_invite
 from .openapi import OPENAPI
+from .streams import follow_log
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
 
 log = logging.getLogger("cobox.api")
+
+SHUTDOWN_TIMEOUT = 3.0  # seconds aiohttp waits at stop for handlers still running (streams end at once)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,7 +55,9 @@ class ControlServer:
         self.token = secrets.token_urlsafe(32)
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()  # set at shutdown: every open stream ends
         self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=1 << 20)
+        self.app.on_shutdown.append(self._on_shutdown)
         r = self.app.router
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/metrics", self.metrics)
@@ -88,7 +93,8 @@ class ControlServer:
 
     async def start(self) -> None:
         cfg = self.daemon.config["api"]
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
         tcp = web.TCPSite(self._runner, cfg["host"], cfg["port"])
         await tcp.start()
@@ -113,6 +119,9 @@ class ControlServer:
             await self._runner.cleanup()
             self._runner = None
         return web.json_response({})
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self._closing.set()  # runs before aiohttp waits for the handlers still running
 
     # -- middlewares --------------------------------------------------------------------------
 
@@ -268,31 +277,12 @@ class ControlServer:
         group = self.daemon.group(request.match_info["name"])
         if request.query.get("follow", "") not in ("1", "true"):
             return web.json_response([e.as_json() for e in await group.log()])
-        # Follow: newline-delimited JSON, the current entries first, then new ones as they arrive.
+        # Follow: newline-delimited JSON, the current entries first, then new ones as they arrive,
+        # until the client goes or the server shuts down (see :mod:`cobox.control.streams`).
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        seen: set[tuple[bytes, int]] = set()
-        changed = asyncio.Event()
-        unlisten = []
-
-        def watch(feed: Any) -> None:
-            unlisten.append(feed.listen(lambda _e: changed.set()))
-            changed.set()
-
-        for feed in group.feeds():
-            watch(feed)
-        group.on_feed_added(watch)
-        try:
-            while True:
-                changed.clear()
-                for entry in await group.log():
-                    if (entry.feed, entry.seq) not in seen:
-                        seen.add((entry.feed, entry.seq))
-                        await resp.write(json.dumps(entry.as_json()).encode() + b"\n")
-                await changed.wait()
-        finally:
-            for u in unlisten:
-                u()
+        await follow_log(resp, group, self._closing)
+        return resp
 
     async def sync(self, request: web.Request) -> web.Response:
         group = self.daemon.group(request.match_info["name"])

@@ -51,3 +51,43 @@ def test_every_default_is_documented():
     for section, values in config.defaults().items():
         for key in values:
             assert f"{section}.{key}" in documented, f"{section}.{key} has no comment of its own"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[dht]\nport = 99999\n", "dht.port = 99999 is not a port"),
+    ("[api]\nport = 70000\n", "api.port = 70000 is not a port"),
+    ('[log]\nlevel = "verbose"\n', "log.level = 'verbose' must be one of debug, info, warning, error"),
+    ('[storage]\ndurability = "sometimes"\n', "storage.durability = 'sometimes' must be one of normal, full"),
+    ('[network]\nlisten = ["garbage"]\n', "network.listen: 'garbage' is not an address to listen on"),
+    ('[dht]\nbootstrap = ["nohost"]\n', "dht.bootstrap: 'nohost' is not HOST:PORT"),
+    ('[api]\nhost = "0.0.0.0"\n', "api.host = '0.0.0.0' would open the control API"),
+])
+def test_values_that_make_no_sense_are_one_line_naming_the_key(tmp_path, text, needle):
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        config.load(tmp_path, env={})
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_listen_flag_garbage_names_the_flag(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config.load(tmp_path, env={}, overrides={"network": {"listen": ["garbage"]}})
+    assert str(e.value).startswith("command line: --listen (network.listen): 'garbage'")
+    assert "expected tcp:HOST:PORT" in str(e.value)
+
+
+def test_api_off_loopback_only_with_the_opt_in(tmp_path):
+    (tmp_path / "config.toml").write_text('[api]\nhost = "0.0.0.0"\nallow_remote = true\n')
+    assert config.load(tmp_path, env={})["api"]["host"] == "0.0.0.0"
+    with pytest.raises(ConfigError, match=r"api\.allow_remote = true"):
+        config.load(tmp_path, env={"COBOX_API_ALLOW_REMOTE": "false"})
+    (tmp_path / "config.toml").write_text('[api]\nhost = "::1"\n')
+    assert config.load(tmp_path, env={})["api"]["host"] == "::1"
+
+
+def test_unknown_cobox_variables_are_warned_about(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="cobox.config"):
+        cfg = config.load(tmp_path, env={"COBOX_API_PROT": "9000", "COBOX_HOME": "/x", "COBOXY": "1"})
+    assert cfg["api"]["port"] == 0
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == ["environment: COBOX_API_PROT is not a cobox setting, ignored (did you mean COBOX_API_PORT?)"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import stat
+import sys
+import time
 
 import aiohttp
 
-from tests.integration.daemons import cli, ok
+from tests.integration.daemons import ROOT, cli, env, ok
 
 
 async def log_texts(home) -> list[str]:
@@ -162,3 +166,32 @@ async def test_log_cat_follow_streams_new_entries(daemons):
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_stop_returns_soon_whatever_follow_clients_are_connected(daemons):
+    """Issue 18.6: one ``log cat --follow`` client interrupted, one still connected; ``cobox stop``
+    returns within a bound (before, the open stream held the daemon's shutdown for a minute)."""
+    a = await daemons("a")
+    await ok(a.home, "group", "create", "g")
+    await ok(a.home, "log", "append", "g", "first")
+    followers = []
+    for _ in range(2):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cobox.cli", "--home", str(a.home), "log", "cat", "g", "--follow",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env(), cwd=ROOT)
+        followers.append(proc)
+        async with asyncio.timeout(30):
+            assert b"first" in await proc.stdout.readline()  # type: ignore[union-attr]
+    interrupted, connected = followers
+    interrupted.send_signal(signal.SIGINT)
+    async with asyncio.timeout(30):
+        assert await interrupted.wait() == 130
+    started = time.monotonic()
+    rc, out, err = await cli(a.home, "stop", timeout=60)
+    took = time.monotonic() - started
+    assert rc == 0 and "daemon stopped" in out, err
+    assert took < 15, f"cobox stop took {took:.1f}s with follow clients connected"
+    async with asyncio.timeout(30):
+        _, err_bytes = await connected.communicate()
+    assert connected.returncode == 1 and "daemon stopped" in err_bytes.decode()

@@ -126,19 +126,20 @@ async def test_malformed_records_are_ignored(started, caplog) -> None:
     a = started(4021, {t1}, seen)
     good_peer = os.urandom(32)
     bad_topic_peer = os.urandom(32)
+    run = os.urandom(4).hex()  # names unique to this run: another test run on this machine may register its own
     services = [
         # a peer id of 31 bytes
-        AsyncServiceInfo(SERVICE_TYPE, f"badid.{SERVICE_TYPE}", port=4022,
+        AsyncServiceInfo(SERVICE_TYPE, f"badid-{run}.{SERVICE_TYPE}", port=4022,
                          properties={"v": "1", "id": encode_key(good_peer[:31]), "t0": encode_key(t1)},
-                         server="badid.local.", parsed_addresses=LOOPBACK),
+                         server=f"badid-{run}.local.", parsed_addresses=LOOPBACK),
         # a discovery key of 16 bytes
         AsyncServiceInfo(SERVICE_TYPE, service_name(bad_topic_peer), port=4023,
                          properties={"v": "1", "id": encode_key(bad_topic_peer), "t0": encode_key(b"k" * 16)},
-                         server="badtopic.local.", parsed_addresses=LOOPBACK),
+                         server=f"badtopic-{run}.local.", parsed_addresses=LOOPBACK),
         # a well-formed TXT record under a name that is not the peer id's
-        AsyncServiceInfo(SERVICE_TYPE, f"impostor.{SERVICE_TYPE}", port=4024,
+        AsyncServiceInfo(SERVICE_TYPE, f"impostor-{run}.{SERVICE_TYPE}", port=4024,
                          properties=encode_txt(LanRecord(good_peer, frozenset([t1]))),
-                         server="impostor.local.", parsed_addresses=LOOPBACK),
+                         server=f"impostor-{run}.local.", parsed_addresses=LOOPBACK),
     ]
     names = [s.name for s in services]
     with caplog.at_level(logging.DEBUG, logger="networker.lan"):

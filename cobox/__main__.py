@@ -1,0 +1,5 @@
+"""``python -m cobox``: the same as the ``cobox`` command."""
+
+from cobox.cli import run
+
+run()
