@@ -262,6 +262,7 @@ class Feed:
         """
         if self._signer is not None:
             raise NotWritableError("a writable feed takes its entries from append(), not put()")
+        self._rows.check_writable()  # a read-only or closed store refuses before any work
         if len(entries) > MAX_PUT_ENTRIES:
             raise MalformedProofError(f"more than {MAX_PUT_ENTRIES} entries in one put")
         for e in entries:

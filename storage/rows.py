@@ -136,7 +136,13 @@ class Rows:
             raise StoreReadOnlyError(f"{self.path} is open read-only")
 
     async def _submit(self, job: db.WriteJob) -> None:
-        self.check_writable()
+        """Hand ``job`` to the writer; a job refused here gets its ``on_abort`` like one that failed."""
+        try:
+            self.check_writable()
+        except StorageError:
+            if job.on_abort is not None:
+                job.on_abort()
+            raise
         await self._writer.submit(job)
 
     # -- raw reads ----------------------------------------------------------------------------
