@@ -25,6 +25,9 @@ Puts of one feed are serialized, so a fork cannot slip in between
 the check and the commit. Entries may arrive in any order and any subset; ``have`` tracks which
 are stored.
 
+A feed holds no SQL and builds no row keys: it reads and writes through the store's
+:class:`~storage.rows.Rows` (``storage/rows.py``), and it does not know the :class:`Store`.
+
 Listeners registered with :meth:`Feed.listen` are called after each commit with a
 :class:`FeedEvent`; :meth:`Feed.wait_change` awaits the next one.
 """

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,15 +135,17 @@ class Rows:
         if self.readonly:
             raise StoreReadOnlyError(f"{self.path} is open read-only")
 
-    async def _submit(self, job: db.WriteJob) -> None:
-        """Hand ``job`` to the writer; a job refused here gets its ``on_abort`` like one that failed."""
+    def _submit(self, job: db.WriteJob) -> Coroutine[Any, Any, None]:
+        """Hand ``job`` to the writer (await the result); a job refused here gets its
+        ``on_abort`` like one that failed. Not a coroutine itself: the append path stays one
+        coroutine frame deep."""
         try:
             self.check_writable()
         except StorageError:
             if job.on_abort is not None:
                 job.on_abort()
             raise
-        await self._writer.submit(job)
+        return self._writer.submit(job)
 
     # -- raw reads ----------------------------------------------------------------------------
 
@@ -201,15 +203,16 @@ class Rows:
 
     # -- writing a feed's tree ----------------------------------------------------------------
 
-    async def write_tree(
+    def write_tree(
         self, feed_id: int, start: int, entries: Sequence[bytes], nodes: Iterable[tuple[int, bytes]],
         signed: SignedTree, *, on_commit: Callable[[], None], on_abort: Callable[[], None],
         is_current: Callable[[], bool] | None = None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Store ``entries`` as ``start, start + 1, ...``, the tree ``nodes`` (index, hash) and
-        ``signed`` (kept only when longer than the stored signed tree) in one job."""
+        ``signed`` (kept only when longer than the stored signed tree) in one job; await the
+        result to wait for the commit."""
         base = feed_id << KEY_SHIFT
-        await self._submit(db.WriteJob(
+        return self._submit(db.WriteJob(
             statements=[
                 (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
                 (_UPSERT_SIGNATURE, [(feed_id, signed.length, signed.tree_hash, signed.signature)]),
