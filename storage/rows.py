@@ -107,6 +107,32 @@ class FeedRow:
     stored_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class RecordScope:
+    """The records of one scope: a typed handle the layers above keep instead of passing the
+    scope's name to every call (``store.scope("groups")``). Values are opaque bytes."""
+
+    rows: Rows
+    name: str
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.rows.record(self.name, key)
+
+    async def all(self) -> dict[str, bytes]:
+        """Every record of the scope, by key (in key order)."""
+        return await self.rows.records(self.name)
+
+    async def size(self) -> int:
+        """The total size of the scope's values, in bytes."""
+        return await self.rows.records_size(self.name)
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self.rows.put_record(self.name, key, value)
+
+    async def delete(self, key: str) -> None:
+        await self.rows.delete_record(self.name, key)
+
+
 async def read_blob_end(reader: aiosqlite.Connection) -> int:
     """The committed length of the blob file (read before the blob file is opened)."""
     try:

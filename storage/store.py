@@ -173,6 +173,12 @@ class Store:
 
     # -- records ----------------------------------------------------------------------------
 
+    def scope(self, name: str) -> rows.RecordScope:
+        """A typed handle on the records of scope ``name``."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("a record scope is a non-empty string")
+        return rows.RecordScope(self.rows, name)
+
     async def put_record(self, scope: str, key: str, value: bytes) -> None:
         """Store a small opaque record (the layers above keep their metadata here)."""
         await self.rows.put_record(scope, key, value)

@@ -7,6 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 import storage
 from storage import rows
 
@@ -111,3 +113,19 @@ async def test_many_node_reads_are_split_below_the_parameter_limit(open_store: O
     assert len(stored) > rows.MAX_READ_PARAMS
     got = await store.rows.nodes(feed.id, sorted(stored))
     assert set(got) == stored
+
+
+async def test_record_scope_is_a_typed_handle(open_store: OpenStore) -> None:
+    store = await open_store("s")
+    groups, other = store.scope("groups"), store.scope("other")
+    await groups.put("a", b"1")
+    await groups.put("b", b"22")
+    await other.put("a", b"x")
+    await groups.put("a", b"333")  # replaces
+    assert await groups.all() == {"a": b"333", "b": b"22"} and await groups.size() == 5
+    assert await groups.get("a") == b"333" and await groups.get("c") is None
+    await groups.delete("a")
+    assert await groups.all() == {"b": b"22"} and await other.all() == {"a": b"x"}
+    assert await store.records("groups") == {"b": b"22"}  # the same rows as the string API
+    with pytest.raises(ValueError):
+        store.scope("")
