@@ -32,6 +32,7 @@ run: $(RUN_STAMP)
 
 test: deps $(TEST_STAMP)
 	$(BIN)/ruff check cobox networker storage tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(TEST_STAMP)

@@ -4,6 +4,9 @@ from .errors import StorageError
 from .feed import Feed, FeedEvent
 from .proof import Proof, SignedTree, verify_range
 from .ranges import RangeSet
+from .rows import RecordScope
 from .store import Store
 
-__all__ = ["Feed", "FeedEvent", "Proof", "RangeSet", "SignedTree", "StorageError", "Store", "verify_range"]
+__all__ = [
+    "Feed", "FeedEvent", "Proof", "RangeSet", "RecordScope", "SignedTree", "StorageError", "Store", "verify_range",
+]

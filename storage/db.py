@@ -30,6 +30,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -109,7 +110,7 @@ async def connect(
         reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         await reader.execute("PRAGMA busy_timeout = 5000")
         await reader.execute("PRAGMA query_only = 1")
-        version = (await reader.execute_fetchall("PRAGMA user_version"))[0][0]
+        version = await _user_version(reader)
         if version == 0:
             raise StoreCorruptError(f"{path} is not a cobox store")
     except (sqlite3.Error, StorageError) as e:
@@ -124,15 +125,20 @@ async def connect(
     return writer, reader
 
 
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    (version,), = await conn.execute_fetchall("PRAGMA user_version")
+    return int(version)
+
+
 async def _check_foreign(conn: aiosqlite.Connection, path: Path) -> None:
     """Raise ``StoreCorruptError`` if ``path`` holds a database that is not a cobox store."""
-    version = (await conn.execute_fetchall("PRAGMA user_version"))[0][0]
+    version = await _user_version(conn)
     if version == 0 and await conn.execute_fetchall("SELECT 1 FROM sqlite_master LIMIT 1"):
         raise StoreCorruptError(f"{path} is not a cobox store: it holds another application's tables")
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
-    version = (await conn.execute_fetchall("PRAGMA user_version"))[0][0]
+    version = await _user_version(conn)
     migrations = _migrations()
     latest = migrations[-1][0]
     if version > latest:
@@ -146,6 +152,9 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
 
 
+SqlRow = tuple[Any, ...]  # the parameters of one statement
+
+
 @dataclass
 class WriteJob:
     """Statements to commit together, with what to do once they are (or are not) on disk.
@@ -154,7 +163,7 @@ class WriteJob:
     commit invalidated answers False and is aborted without touching the database.
     """
 
-    statements: Sequence[tuple[str, Sequence[tuple]]]
+    statements: Sequence[tuple[str, Sequence[SqlRow]]]
     entries: Sequence[tuple[int, bytes]] = ()  # (key, data): stored inline or in the blob file
     on_commit: Callable[[], None] | None = None
     on_abort: Callable[[], None] | None = None
@@ -216,7 +225,7 @@ class Writer:
                 _finish(job, WriteAbortedError("an earlier write of this feed failed"))
         if not runnable:
             return
-        merged: dict[str, list[tuple]] = {_INSERT_ENTRY: []}
+        merged: dict[str, list[SqlRow]] = {_INSERT_ENTRY: []}
         large: list[tuple[int, bytes]] = []
         for job in runnable:
             for key, data in job.entries:

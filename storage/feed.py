@@ -25,6 +25,9 @@ Puts of one feed are serialized, so a fork cannot slip in between
 the check and the commit. Entries may arrive in any order and any subset; ``have`` tracks which
 are stored.
 
+A feed holds no SQL and builds no row keys: it reads and writes through the store's
+:class:`~storage.rows.Rows` (``storage/rows.py``), and it does not know the :class:`Store`.
+
 Listeners registered with :meth:`Feed.listen` are called after each commit with a
 :class:`FeedEvent`; :meth:`Feed.wait_change` awaits the next one.
 """
@@ -35,12 +38,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import nacl.signing
 
 from . import forks, tree
-from .db import WriteJob
 from .errors import (
     BadUpgradeError,
     EntryMissingError,
@@ -53,25 +55,12 @@ from .errors import (
     StoreCorruptError,
 )
 from .proof import MAX_LENGTH, Proof, SignedTree, verify_range, verify_upgrade
-from .ranges import RangeSet
-
-if TYPE_CHECKING:
-    from .store import Store
+from .rows import FeedRow, Rows
 
 log = logging.getLogger(__name__)
 
-KEY_SHIFT = 42
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
 MAX_PUT_ENTRIES = 16384
-
-_INSERT_NODE = "INSERT OR IGNORE INTO nodes (key, hash) VALUES (?, ?)"
-_UPSERT_SIGNATURE = (
-    "INSERT INTO signatures (feed_id, length, tree_hash, signature) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (feed_id) DO UPDATE SET length = excluded.length, "
-    "tree_hash = excluded.tree_hash, signature = excluded.signature "
-    "WHERE excluded.length > signatures.length"
-)
-
 
 RECOMPUTED_DEPTH = 1  # nodes this low over stored entries are recomputed, not stored
 
@@ -102,26 +91,17 @@ class _Tree:
 
 
 class Feed:
-    def __init__(
-        self,
-        store: Store,
-        feed_id: int,
-        public_key: bytes,
-        secret_key: bytes | None,
-        namespace: str,
-        signed: SignedTree | None,
-        have: RangeSet,
-        forked: bool,
-    ) -> None:
-        self._store = store
-        self.id = feed_id
-        self.key = public_key
-        self.namespace = namespace
-        self._signer = nacl.signing.SigningKey(secret_key) if secret_key is not None else None
-        self._signed = signed
-        self.have = have
-        self.stored_bytes = 0  # total size of the entries stored here
-        self.forked = forked
+    def __init__(self, rows: Rows, row: FeedRow) -> None:
+        """A feed as stored in ``row``; it reads and writes through ``rows``."""
+        self._rows = rows
+        self.id = row.id
+        self.key = row.public_key
+        self.namespace = row.namespace
+        self._signer = nacl.signing.SigningKey(row.secret_key) if row.secret_key is not None else None
+        signed = self._signed = row.signed
+        self.have = row.have
+        self.stored_bytes = row.stored_bytes  # total size of the entries stored here
+        self.forked = row.forked
         self._committed = _Tree((), 0)
         self._pending = self._committed
         self._epoch = 0
@@ -170,8 +150,9 @@ class Feed:
     def has(self, seq: int) -> bool:
         return seq in self.have
 
-    def _key(self, n: int) -> int:
-        return (self.id << KEY_SHIFT) | n
+    async def forks(self) -> list[dict[str, object]]:
+        """The fork evidence recorded for this feed, oldest first."""
+        return await self._rows.forks(self.id)
 
     async def load_roots(self) -> None:
         """Load the roots of the signed tree (a writer needs them to append)."""
@@ -196,7 +177,7 @@ class Feed:
         """The hashes of the given tree nodes that this store knows. Nodes up to
         ``RECOMPUTED_DEPTH`` over stored entries are not kept; they are recomputed from the
         entries (one or two reads)."""
-        found = await self._store.read_nodes(self.id, indices)
+        found = await self._rows.nodes(self.id, indices)
         for i in indices:
             if i in found or tree.depth(i) > RECOMPUTED_DEPTH:
                 continue
@@ -241,7 +222,7 @@ class Feed:
         for e in entries:
             if len(e) > MAX_ENTRY_BYTES:
                 raise EntryTooLargeError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_BYTES}")
-        self._store.check_writable()
+        self._rows.check_writable()
         before = self._pending
         entries = [e if type(e) is bytes else bytes(e) for e in entries]
         leaves = [tree.leaf_hash(e) for e in entries]
@@ -252,7 +233,6 @@ class Feed:
         signed = SignedTree(length, root_hash, signature)
         self._pending = after
         epoch = self._epoch
-        base = self.id << KEY_SHIFT
 
         def on_commit() -> None:
             self._committed = after
@@ -265,19 +245,12 @@ class Feed:
             self._pending = self._committed
             self._epoch += 1
 
-        job = WriteJob(
-            entries=[(base | (before.length + k), e) for k, e in enumerate(entries)],
-            statements=[
-                # Leaves and their parents are not stored: the entries are, and those hashes
-                # are cheap to recompute (node_hashes); that halves the node rows.
-                (_INSERT_NODE, [(base | i, h) for i, h in nodes if tree.depth(i) > RECOMPUTED_DEPTH]),
-                (_UPSERT_SIGNATURE, [(self.id, length, root_hash, signature)]),
-            ],
-            on_commit=on_commit,
-            on_abort=on_abort,
-            is_current=lambda: self._epoch == epoch,
+        # Leaves and their parents are not stored: the entries are, and those hashes are cheap to
+        # recompute (node_hashes); that halves the node rows.
+        await self._rows.write_tree(
+            self.id, before.length, entries, [(i, h) for i, h in nodes if tree.depth(i) > RECOMPUTED_DEPTH],
+            signed, on_commit=on_commit, on_abort=on_abort, is_current=lambda: self._epoch == epoch,
         )
-        await self._store.writer.submit(job)
         return length
 
     async def put(self, seq: int, data: bytes, proof: Proof) -> None:
@@ -292,6 +265,7 @@ class Feed:
         """
         if self._signer is not None:
             raise NotWritableError("a writable feed takes its entries from append(), not put()")
+        self._rows.check_writable()  # a read-only or closed store refuses before any work
         if len(entries) > MAX_PUT_ENTRIES:
             raise MalformedProofError(f"more than {MAX_PUT_ENTRIES} entries in one put")
         for e in entries:
@@ -300,7 +274,6 @@ class Feed:
         entries = [e if type(e) is bytes else bytes(e) for e in entries]
         verified = verify_range(self.key, start, entries, proof)
         end = start + len(entries)
-        base = self.id << KEY_SHIFT
         signed = verified.signed
         async with self._put_lock:
             # Check against what is stored and what earlier puts are committing, then claim
@@ -318,11 +291,6 @@ class Feed:
             seen_before = (self._seen, self._seen_roots)
             if self._seen is None or signed.length > self._seen.length:
                 self._seen, self._seen_roots = signed, tuple(verified.roots)
-        statements: list[tuple[str, Sequence[tuple]]] = [
-            (_INSERT_NODE, [(base | i, h) for i, h in nodes.items()]),
-            (_UPSERT_SIGNATURE, [(self.id, signed.length, signed.tree_hash, signed.signature)]),
-        ]
-
         def release() -> None:
             for i in claimed:
                 del self._uncommitted[i]
@@ -340,12 +308,8 @@ class Feed:
             self.have.add(start, end)
             self._emit(FeedEvent("download", start, end, self.length))
 
-        await self._store.writer.submit(WriteJob(
-            statements,
-            entries=[(base | (start + k), e) for k, e in enumerate(entries)],
-            on_commit=on_commit,
-            on_abort=on_abort,
-        ))
+        await self._rows.write_tree(self.id, start, entries, nodes.items(), signed,
+                                    on_commit=on_commit, on_abort=on_abort)
 
     async def _connect(
         self, signed: SignedTree, roots: Sequence[tuple[int, bytes]], proof: Proof,
@@ -361,7 +325,7 @@ class Feed:
             return {}
         if signed.length == ours.length:
             if signed.tree_hash != ours.tree_hash:
-                await forks.record_fork(self, ours, signed, None, None, None)
+                await forks.record_fork(self._rows, self, ours, signed, None, None, None)
             return {}
         if signed.length > ours.length:
             if proof.upgrade_from != ours.length:
@@ -374,7 +338,8 @@ class Feed:
                 # The upgrade nodes are covered by no signature, so a tiling that does not
                 # rebuild the signed roots proves nothing but a bad proof. Only nodes that the
                 # new signature does cover (the range proof's) can show a fork.
-                await forks.fork_by_signed_nodes(self, ours, signed, established, self._seen_roots, self._uncommitted)
+                await forks.fork_by_signed_nodes(self._rows, self, ours, signed, established, self._seen_roots,
+                                                 self._uncommitted)
                 raise
         # A shorter tree: its roots must be nodes of ours.
         wanted = [i for i, _ in roots]
@@ -386,7 +351,7 @@ class Feed:
                     f"cannot connect a tree of length {signed.length} to this replica's {ours.length}"
                 )
             if known[i] != h:
-                await forks.record_fork(self, ours, signed, i, known[i], h)
+                await forks.record_fork(self._rows, self, ours, signed, i, known[i], h)
         return {}
 
     async def _check_fork(
@@ -398,29 +363,27 @@ class Feed:
         if ours is None:
             return  # nothing known yet, nothing to contradict
         if ours.length == signed.length and ours.tree_hash != signed.tree_hash:
-            await forks.record_fork(self, ours, signed, None, None, None)
+            await forks.record_fork(self._rows, self, ours, signed, None, None, None)
         # Nodes under the range are read with one index seek (usually finding none); the few
         # outside it (proof nodes and the path to the roots) by key.
         lo, hi = 2 * start, 2 * end - 2
-        stored = await self._store.read_nodes_between(self.id, lo, hi)
-        stored.update(await self._store.read_nodes(self.id, [i for i in nodes if not lo <= i <= hi]))
+        stored = await self._rows.nodes_between(self.id, lo, hi)
+        stored.update(await self._rows.nodes(self.id, [i for i in nodes if not lo <= i <= hi]))
         stored = {i: h for i, h in stored.items() if i in nodes}
         stored.update((i, self._uncommitted[i]) for i in nodes if i in self._uncommitted)
         for i, h in stored.items():
             if nodes[i] != h:
                 assert ours is not None  # known nodes always come with a known signature
-                await forks.record_fork(self, ours, signed, i, h, nodes[i])
+                await forks.record_fork(self._rows, self, ours, signed, i, h, nodes[i])
 
     # -- reading ----------------------------------------------------------------------------
 
     async def get(self, seq: int) -> bytes:
         """The entry at ``seq``; raises ``EntryMissingError`` if it is not stored here."""
-        rows = await self._store.read(
-            "SELECT data, blob_offset, blob_size FROM entries WHERE key = ?", (self._key(seq),)
-        )
-        if not rows:
+        data = await self._rows.entry(self.id, seq)
+        if data is None:
             raise EntryMissingError(f"entry {seq} of feed {self.key.hex()[:16]} is not stored")
-        return self._store.entry_data(rows[0])
+        return data
 
     async def get_range(self, start: int, end: int, *, max_bytes: int | None = None) -> list[bytes]:
         """Entries ``[start, end)``; all of them must be stored. With ``max_bytes``, only the
@@ -430,24 +393,16 @@ class Feed:
         if not self.have.contains_range(start, end):
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
         if max_bytes is not None:
-            sizes = await self._store.read(
-                "SELECT COALESCE(blob_size, length(data)) FROM entries "
-                "WHERE key >= ? AND key < ? ORDER BY key",
-                (self._key(start), self._key(end)),
-            )
             total = 0
-            for k, (size,) in enumerate(sizes):
+            for k, size in enumerate(await self._rows.entry_sizes(self.id, start, end)):
                 total += size
                 if total > max_bytes and k > 0:
                     end = start + k
                     break
-        rows = await self._store.read(
-            "SELECT data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key",
-            (self._key(start), self._key(end)),
-        )
-        if len(rows) != end - start:
+        entries = await self._rows.entries(self.id, start, end)
+        if len(entries) != end - start:
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
-        return [self._store.entry_data(r) for r in rows]
+        return entries
 
     async def proof(self, start: int, end: int | None = None, *, upgrade_from: int = 0) -> Proof:
         """A proof for entries ``[start, end)`` (one entry when ``end`` is omitted), relative to

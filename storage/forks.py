@@ -17,21 +17,31 @@ feed's ``forked`` mark in one job, then raises :class:`ForkError`; later puts ar
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import tree
-from .db import WriteJob
 from .errors import ForkError
 from .proof import SignedTree
+from .rows import Rows
 
-if TYPE_CHECKING:
-    from .feed import Feed
+
+class ForkSubject(Protocol):
+    """What the fork checks need of a feed (``storage.feed.Feed`` is one)."""
+
+    forked: bool
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def key(self) -> bytes: ...
+
+    async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]: ...
 
 
 async def fork_by_signed_nodes(
-    feed: Feed, ours: SignedTree, signed: SignedTree, established: Mapping[int, bytes],
+    rows: Rows, feed: ForkSubject, ours: SignedTree, signed: SignedTree, established: Mapping[int, bytes],
     our_roots: Sequence[tuple[int, bytes]], uncommitted: Mapping[int, bytes],
 ) -> None:
     """Record and raise a fork if a node the new signature covers (``established``) differs
@@ -43,29 +53,20 @@ async def fork_by_signed_nodes(
     ours_nodes.update((i, uncommitted[i]) for i in inside if i in uncommitted)
     for i in sorted(established):
         if i in ours_nodes and ours_nodes[i] != established[i]:
-            await record_fork(feed, ours, signed, i, ours_nodes[i], established[i])
+            await record_fork(rows, feed, ours, signed, i, ours_nodes[i], established[i])
 
 
 async def record_fork(
-    feed: Feed, a: SignedTree, b: SignedTree, index: int | None, hash_a: bytes | None, hash_b: bytes | None
+    rows: Rows, feed: ForkSubject, a: SignedTree, b: SignedTree, index: int | None, hash_a: bytes | None,
+    hash_b: bytes | None,
 ) -> None:
     """Keep the evidence that ``a`` and ``b`` conflict (at node ``index``, when one is known),
     mark the feed forked, and raise :class:`ForkError`."""
-    statements = [
-        (
-            "INSERT INTO forks (feed_id, length_a, tree_hash_a, signature_a, length_b, "
-            "tree_hash_b, signature_b, node_index, hash_a, hash_b, detected_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(feed.id, a.length, a.tree_hash, a.signature, b.length, b.tree_hash,
-              b.signature, index, hash_a, hash_b, time.time())],
-        ),
-        ("UPDATE feeds SET forked = 1 WHERE id = ?", [(feed.id,)]),
-    ]
 
     def on_commit() -> None:
         feed.forked = True
 
-    await feed._store.writer.submit(WriteJob(statements=statements, on_commit=on_commit))
+    await rows.record_fork(feed.id, a, b, index, hash_a, hash_b, on_commit)
     raise ForkError(
         f"feed {feed.key.hex()[:16]}: the writer signed two different trees "
         f"(lengths {a.length} and {b.length})"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage import tree
+from storage import Store, tree
 from storage.errors import BadUpgradeError, ForkError, MalformedProofError, VerificationError
 from storage.feed import Feed
 from storage.proof import Proof, verify_upgrade
@@ -20,13 +20,14 @@ from storage.proof import Proof, verify_upgrade
 from .conftest import OpenStore, deliver
 
 
-async def _writer_and_replica(open_store: OpenStore, first: int, total: int) -> tuple[Feed, Feed]:
+async def _writer_and_replica(open_store: OpenStore, first: int, total: int) -> tuple[Feed, Feed, Store]:
     writer = await (await open_store("w")).create_feed("g")
     await writer.append([f"entry {k}".encode() for k in range(first)])
-    replica = await (await open_store("r")).open_feed(writer.key, "g")
+    replica_store = await open_store("r")
+    replica = await replica_store.open_feed(writer.key, "g")
     await deliver(writer, replica, 0, first)
     await writer.append([f"entry {k}".encode() for k in range(first, total)])
-    return writer, replica
+    return writer, replica, replica_store
 
 
 def _with_upgrade(proof: Proof, make: object) -> Proof:
@@ -44,7 +45,7 @@ def _with_upgrade(proof: Proof, make: object) -> Proof:
 async def test_real_longer_tree_with_garbage_upgrade_is_a_bad_proof_not_a_fork(
     open_store: OpenStore, garbage: object, first: int, total: int, start: int, end: int
 ) -> None:
-    writer, replica = await _writer_and_replica(open_store, first, total)
+    writer, replica, _ = await _writer_and_replica(open_store, first, total)
     entries = await writer.get_range(start, end)
     real = await writer.proof(start, end, upgrade_from=replica.known_length)
     assert real.upgrade_from == first and real.upgrade  # the attack needs an upgrade to tamper with
@@ -55,7 +56,7 @@ async def test_real_longer_tree_with_garbage_upgrade_is_a_bad_proof_not_a_fork(
     assert isinstance(info.value, MalformedProofError) and isinstance(info.value, VerificationError)
     assert not isinstance(info.value, ForkError)
     assert not replica.forked
-    assert await replica._store.forks(replica) == []
+    assert await replica.forks() == []
     assert replica.length == first and replica.known_length == first
     assert list(replica.have) == [(0, first)]  # nothing of the bad put stored
 
@@ -67,11 +68,10 @@ async def test_real_longer_tree_with_garbage_upgrade_is_a_bad_proof_not_a_fork(
 
 
 async def test_false_fork_is_not_recorded_after_reopen(open_store: OpenStore) -> None:
-    writer, replica = await _writer_and_replica(open_store, 3, 8)
+    writer, replica, store = await _writer_and_replica(open_store, 3, 8)
     proof = _with_upgrade(await writer.proof(6, 7, upgrade_from=3), lambda h: bytes(32))
     with pytest.raises(BadUpgradeError):
         await replica.put_range(6, await writer.get_range(6, 7), proof)
-    store = replica._store
     await store.close()
     reopened = await open_store("r")
     again = reopened.feed(writer.key)

@@ -72,7 +72,7 @@ async def test_fork_with_different_lengths_is_detected_by_node(open_store: OpenS
     with pytest.raises(ForkError):
         await deliver(w2, replica, 3, 5)
     assert replica.forked
-    (ev,) = await replica._store.forks(replica)
+    (ev,) = await replica.forks()
     assert ev["length_a"] == 3 and ev["length_b"] == 5
     assert ev["node_index"] is not None and ev["hash_a"] != ev["hash_b"]
     assert replica.length == 3 and list(replica.have) == [(0, 3)]
@@ -97,6 +97,6 @@ async def test_fork_hidden_behind_a_parent_node_is_detected(open_store: OpenStor
     with pytest.raises(ForkError):
         await deliver(w2, replica, 0, 1)
     assert replica.forked
-    (ev,) = await replica._store.forks(replica)
+    (ev,) = await replica.forks()
     assert ev["node_index"] == 0 and ev["hash_a"] == tree.leaf_hash(b"a") and ev["hash_b"] == tree.leaf_hash(b"X")
     assert ev["length_a"] == 1 and ev["length_b"] == 4

@@ -136,6 +136,24 @@ async def test_readonly_store(open_store: OpenStore) -> None:
     assert await other.get_range(3, 9) == entries[3:9]
 
 
+async def test_readonly_replica_refuses_verified_puts_at_once(open_store: OpenStore) -> None:
+    """A read-only store's writer never runs: a put (or a fork record) queued on it used to wait
+    forever. It is refused with StoreReadOnlyError, and nothing is claimed by the refused put."""
+    src = await (await open_store("w")).create_feed()
+    await src.append([b"a", b"b", b"c", b"d"])
+    rw = await open_store("r")
+    await deliver(src, (await rw.open_feed(src.key)), 0, 2)
+    await rw.close()
+    ro = await open_store("r", readonly=True)
+    replica = ro.feed(src.key)
+    with pytest.raises(StoreReadOnlyError):
+        await asyncio.wait_for(deliver(src, replica, 2, 4), 10)
+    with pytest.raises(StoreReadOnlyError):
+        await asyncio.wait_for(ro.put_record("scope", "k", b"v"), 10)
+    assert replica.length == 4 and list(replica.have) == [(0, 2)]  # signed length 4, two entries held
+    assert await replica.get_range(0, 2) == [b"a", b"b"]
+
+
 async def test_readonly_store_sees_live_writes(open_store: OpenStore) -> None:
     rw = await open_store("s")
     feed = await rw.create_feed()

@@ -1,0 +1,311 @@
+"""Rows: the one module that knows the store's SQL and its key layout.
+
+Theory of operation
+-------------------
+Entries and tree nodes are keyed by one integer, ``(feed_id << KEY_SHIFT) | n`` (``n`` is a
+sequence number for an entry, a flat-tree index for a node), so that their rows live in the
+tables' own rowid b-trees, one feed's rows next to each other and in order (see
+``sql/0001_feeds.sql``). Nothing outside this module builds or takes apart such a key, and
+nothing outside it (and the writer loop in ``db.py``, which inserts the entries a job carries)
+holds SQL text: :class:`Feed` and :class:`Store` speak to the database only through
+:class:`Rows`.
+
+Reads go to the reader connection and come back as Python values (bytes, dicts, frozen
+dataclasses). Writes are built here as :class:`db.WriteJob` statements and handed to the one
+writer task; the caller's ``on_commit`` / ``on_abort`` callbacks run when the job is (or is not)
+on disk, so in-memory state never gets ahead of the database.
+
+The interface is small on purpose: a feed's tree (entries + nodes + signature, one job per
+append or verified put), single and ranged entry reads, node reads by index or by index range,
+fork evidence, the feeds table, and the opaque records the layers above keep.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from . import db
+from .blobs import BlobFile
+from .errors import StorageError, StoreClosedError, StoreReadOnlyError
+from .proof import SignedTree
+from .ranges import RangeSet
+
+KEY_SHIFT = 42
+SEQ_MASK = (1 << KEY_SHIFT) - 1
+MAX_FEEDS = 1 << 21  # feed ids stay below 2^21, so keys stay below 2^63
+MAX_READ_PARAMS = 900  # below SQLite's default limit of host parameters per statement
+
+_INSERT_NODE = "INSERT OR IGNORE INTO nodes (key, hash) VALUES (?, ?)"
+_UPSERT_SIGNATURE = (
+    "INSERT INTO signatures (feed_id, length, tree_hash, signature) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (feed_id) DO UPDATE SET length = excluded.length, "
+    "tree_hash = excluded.tree_hash, signature = excluded.signature "
+    "WHERE excluded.length > signatures.length"
+)
+_INSERT_FEED = (
+    "INSERT INTO feeds (id, public_key, secret_key, namespace, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_FORK = (
+    "INSERT INTO forks (feed_id, length_a, tree_hash_a, signature_a, length_b, tree_hash_b, "
+    "signature_b, node_index, hash_a, hash_b, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MARK_FORKED = "UPDATE feeds SET forked = 1 WHERE id = ?"
+_UPSERT_RECORD = (
+    "INSERT INTO records (scope, key, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
+)
+_DELETE_RECORD = "DELETE FROM records WHERE scope = ? AND key = ?"
+
+_ENTRY = "SELECT data, blob_offset, blob_size FROM entries WHERE key = ?"
+_ENTRIES = "SELECT data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key"
+_ENTRY_SIZES = "SELECT COALESCE(blob_size, length(data)) FROM entries WHERE key >= ? AND key < ? ORDER BY key"
+_NODES_BETWEEN = "SELECT key, hash FROM nodes WHERE key BETWEEN ? AND ?"
+_FEEDS = (
+    "SELECT f.id, f.public_key, f.secret_key, f.namespace, f.forked, s.length, s.tree_hash, s.signature "
+    "FROM feeds f LEFT JOIN signatures s ON s.feed_id = f.id ORDER BY f.id"
+)
+# Gaps and islands: consecutive keys of one feed share (key - row_number).
+_ISLANDS = (
+    "SELECT key >> ?1, MIN(key & ?2), MAX(key & ?2) FROM ("
+    "  SELECT key, key - ROW_NUMBER() OVER (ORDER BY key) AS island FROM entries"
+    ") GROUP BY key >> ?1, island"
+)
+_FEED_SIZES = "SELECT key >> ?1, SUM(COALESCE(blob_size, length(data))) FROM entries GROUP BY key >> ?1"
+_FORK_FIELDS = ("length_a", "tree_hash_a", "signature_a", "length_b", "tree_hash_b", "signature_b",
+                "node_index", "hash_a", "hash_b", "detected_at")
+_FORKS = f"SELECT {', '.join(_FORK_FIELDS)} FROM forks WHERE feed_id = ? ORDER BY id"
+_RECORDS = "SELECT key, value FROM records WHERE scope = ? ORDER BY key"
+_RECORD = "SELECT value FROM records WHERE scope = ? AND key = ?"
+_RECORDS_SIZE = "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM records WHERE scope = ?"
+_BLOB_END = "SELECT value FROM meta WHERE key = 'blob_end'"
+
+
+def row_key(feed_id: int, n: int) -> int:
+    """The key of entry ``n`` (or of tree node ``n``) of feed ``feed_id``."""
+    return (feed_id << KEY_SHIFT) | n
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    """One feed as stored: its keys, namespace, fork mark, longest signed tree, which entries
+    are stored and their total size."""
+
+    id: int
+    public_key: bytes
+    secret_key: bytes | None
+    namespace: str
+    forked: bool
+    signed: SignedTree | None
+    have: RangeSet
+    stored_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordScope:
+    """The records of one scope: a typed handle the layers above keep instead of passing the
+    scope's name to every call (``store.scope("groups")``). Values are opaque bytes."""
+
+    rows: Rows
+    name: str
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.rows.record(self.name, key)
+
+    async def all(self) -> dict[str, bytes]:
+        """Every record of the scope, by key (in key order)."""
+        return await self.rows.records(self.name)
+
+    async def size(self) -> int:
+        """The total size of the scope's values, in bytes."""
+        return await self.rows.records_size(self.name)
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self.rows.put_record(self.name, key, value)
+
+    async def delete(self, key: str) -> None:
+        await self.rows.delete_record(self.name, key)
+
+
+async def read_blob_end(reader: aiosqlite.Connection) -> int:
+    """The committed length of the blob file (read before the blob file is opened)."""
+    try:
+        rows = list(await reader.execute_fetchall(_BLOB_END))
+    except sqlite3.Error as e:
+        raise db.map_error(e) from None
+    end: int = rows[0][0]
+    return end
+
+
+class Rows:
+    """The database of one store, as the feeds and the store use it."""
+
+    def __init__(self, path: Path, reader: aiosqlite.Connection, writer: db.Writer, blobs: BlobFile, *,
+                 readonly: bool) -> None:
+        self.path = path
+        self._reader = reader
+        self._writer = writer
+        self._blobs = blobs
+        self.readonly = readonly
+        self.closed = False
+
+    def check_writable(self) -> None:
+        if self.closed:
+            raise StoreClosedError("the store is closed")
+        if self.readonly:
+            raise StoreReadOnlyError(f"{self.path} is open read-only")
+
+    def _submit(self, job: db.WriteJob) -> Coroutine[Any, Any, None]:
+        """Hand ``job`` to the writer (await the result); a job refused here gets its
+        ``on_abort`` like one that failed. Not a coroutine itself: the append path stays one
+        coroutine frame deep."""
+        try:
+            self.check_writable()
+        except StorageError:
+            if job.on_abort is not None:
+                job.on_abort()
+            raise
+        return self._writer.submit(job)
+
+    # -- raw reads ----------------------------------------------------------------------------
+
+    async def read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        """Rows of a query on the reader connection (for this module, tests and diagnostics)."""
+        if self.closed:
+            raise StoreClosedError("the store is closed")
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as e:
+            raise db.map_error(e) from None
+
+    def _data(self, row: Sequence[Any]) -> bytes:
+        """An entry's bytes from its ``(data, blob_offset, blob_size)`` row."""
+        data: bytes | None = row[0]
+        if data is not None:
+            return data
+        return self._blobs.read(row[1], row[2])
+
+    # -- entries ------------------------------------------------------------------------------
+
+    async def entry(self, feed_id: int, seq: int) -> bytes | None:
+        """Entry ``seq`` of a feed, or None when it is not stored."""
+        rows = await self.read(_ENTRY, ((feed_id << KEY_SHIFT) | seq,))
+        return self._data(rows[0]) if rows else None
+
+    async def entries(self, feed_id: int, start: int, end: int) -> list[bytes]:
+        """The stored entries of ``[start, end)``, in order (missing ones are left out)."""
+        base = feed_id << KEY_SHIFT
+        return [self._data(r) for r in await self.read(_ENTRIES, (base | start, base | end))]
+
+    async def entry_sizes(self, feed_id: int, start: int, end: int) -> list[int]:
+        """The sizes of the stored entries of ``[start, end)``, in order."""
+        base = feed_id << KEY_SHIFT
+        return [size for (size,) in await self.read(_ENTRY_SIZES, (base | start, base | end))]
+
+    # -- tree nodes ---------------------------------------------------------------------------
+
+    async def nodes(self, feed_id: int, indices: Iterable[int]) -> dict[int, bytes]:
+        """The stored hashes of the given tree nodes of a feed (missing ones are left out)."""
+        base = feed_id << KEY_SHIFT
+        keys = [base | i for i in indices]
+        out: dict[int, bytes] = {}
+        for k in range(0, len(keys), MAX_READ_PARAMS):
+            chunk = keys[k:k + MAX_READ_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            for key, h in await self.read(f"SELECT key, hash FROM nodes WHERE key IN ({marks})", chunk):
+                out[key & SEQ_MASK] = h
+        return out
+
+    async def nodes_between(self, feed_id: int, lo: int, hi: int) -> dict[int, bytes]:
+        """The stored nodes of a feed with indices in ``[lo, hi]``."""
+        base = feed_id << KEY_SHIFT
+        return {key & SEQ_MASK: h for key, h in await self.read(_NODES_BETWEEN, (base | lo, base | hi))}
+
+    # -- writing a feed's tree ----------------------------------------------------------------
+
+    def write_tree(
+        self, feed_id: int, start: int, entries: Sequence[bytes], nodes: Iterable[tuple[int, bytes]],
+        signed: SignedTree, *, on_commit: Callable[[], None], on_abort: Callable[[], None],
+        is_current: Callable[[], bool] | None = None,
+    ) -> Coroutine[Any, Any, None]:
+        """Store ``entries`` as ``start, start + 1, ...``, the tree ``nodes`` (index, hash) and
+        ``signed`` (kept only when longer than the stored signed tree) in one job; await the
+        result to wait for the commit."""
+        base = feed_id << KEY_SHIFT
+        return self._submit(db.WriteJob(
+            statements=[
+                (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (_UPSERT_SIGNATURE, [(feed_id, signed.length, signed.tree_hash, signed.signature)]),
+            ],
+            entries=[(base | (start + k), e) for k, e in enumerate(entries)],
+            on_commit=on_commit,
+            on_abort=on_abort,
+            is_current=is_current,
+        ))
+
+    # -- forks --------------------------------------------------------------------------------
+
+    async def record_fork(
+        self, feed_id: int, a: SignedTree, b: SignedTree, index: int | None, hash_a: bytes | None,
+        hash_b: bytes | None, on_commit: Callable[[], None],
+    ) -> None:
+        """Keep the evidence that ``a`` and ``b`` conflict and mark the feed forked, in one job."""
+        row = (feed_id, a.length, a.tree_hash, a.signature, b.length, b.tree_hash, b.signature,
+               index, hash_a, hash_b, time.time())
+        await self._submit(db.WriteJob(
+            statements=[(_INSERT_FORK, [row]), (_MARK_FORKED, [(feed_id,)])], on_commit=on_commit,
+        ))
+
+    async def forks(self, feed_id: int) -> list[dict[str, object]]:
+        """The fork evidence recorded for a feed, oldest first."""
+        return [dict(zip(_FORK_FIELDS, r)) for r in await self.read(_FORKS, (feed_id,))]
+
+    # -- feeds --------------------------------------------------------------------------------
+
+    async def insert_feed(self, feed_id: int, public_key: bytes, secret_key: bytes | None, namespace: str,
+                          on_commit: Callable[[], None]) -> None:
+        if not 0 < feed_id < MAX_FEEDS:
+            raise StorageError(f"a store holds at most {MAX_FEEDS - 1} feeds")
+        await self._submit(db.WriteJob(
+            statements=[(_INSERT_FEED, [(feed_id, public_key, secret_key, namespace, time.time())])],
+            on_commit=on_commit,
+        ))
+
+    async def load_feeds(self) -> list[FeedRow]:
+        """Every stored feed, in creation order."""
+        have: dict[int, RangeSet] = {}
+        for feed_id, lo, hi in await self.read(_ISLANDS, (KEY_SHIFT, SEQ_MASK)):
+            have.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
+        sizes: dict[int, int] = {feed_id: size or 0 for feed_id, size in await self.read(_FEED_SIZES, (KEY_SHIFT,))}
+        out = []
+        for feed_id, pk, sk, namespace, forked, length, tree_hash, signature in await self.read(_FEEDS):
+            signed = SignedTree(length, tree_hash, signature) if length is not None else None
+            out.append(FeedRow(feed_id, pk, sk, namespace, bool(forked), signed,
+                               have.get(feed_id, RangeSet()), sizes.get(feed_id, 0)))
+        return out
+
+    # -- records ------------------------------------------------------------------------------
+
+    async def put_record(self, scope: str, key: str, value: bytes) -> None:
+        await self._submit(db.WriteJob(statements=[(_UPSERT_RECORD, [(scope, key, value)])]))
+
+    async def delete_record(self, scope: str, key: str) -> None:
+        await self._submit(db.WriteJob(statements=[(_DELETE_RECORD, [(scope, key)])]))
+
+    async def records(self, scope: str) -> dict[str, bytes]:
+        return {k: v for k, v in await self.read(_RECORDS, (scope,))}
+
+    async def record(self, scope: str, key: str) -> bytes | None:
+        rows = await self.read(_RECORD, (scope, key))
+        value: bytes | None = rows[0][0] if rows else None
+        return value
+
+    async def records_size(self, scope: str) -> int:
+        (size,), = await self.read(_RECORDS_SIZE, (scope,))
+        return int(size)
