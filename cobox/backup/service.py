@@ -121,8 +121,7 @@ class RecoveryServer:
             secret = os.urandom(32)
             await self.store.put_record(SECRET_SCOPE, "secret", secret)
         self.secret = secret
-        rows = await self.store.read("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM records WHERE scope = ?", (SCOPE,))
-        self.total_bytes = int(rows[0][0])
+        self.total_bytes = await self.store.records_size(SCOPE)
 
     async def handle(self, peer: Peer, body: bytes) -> bytes:
         try:
@@ -165,10 +164,10 @@ class RecoveryServer:
 
     async def _stored(self, name: str) -> tuple[bytes, bytes, bytes] | None:
         """``(record bytes, sealed keyring, owner peer id)`` of a registered name, from disk."""
-        rows = await self.store.read("SELECT value FROM records WHERE scope = ? AND key = ?", (SCOPE, name))
-        if not rows:
+        value = await self.store.record(SCOPE, name)
+        if value is None:
             return None
-        record, keyring, owner = msgpack.unpackb(rows[0][0], raw=False)
+        record, keyring, owner = msgpack.unpackb(value, raw=False)
         return record, keyring, owner
 
     async def _record_or_decoy(self, name: str) -> tuple[rm.ServerStore, bytes]:
