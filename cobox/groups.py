@@ -175,7 +175,7 @@ class Group:
         feed = await self.store.create_feed(self.namespace)
         assert self.keys.membership_key is not None
         await self._remember(feed.key, admission.make(self.identity, self.discovery_key, self.keys.membership_key,
-                                                      feed.key))
+                                                      feed.key, feed.sign_statement))
         for cb in list(self._callbacks):
             cb(feed)
         return feed

@@ -78,6 +78,7 @@ def membership_tag(membership_key: bytes, feed_key: bytes) -> bytes:
 
 
 FEED_OWNER_CONTEXT = b"cobox/feed-owner/v1"  # signed by the owner device: context || discovery key || feed key
+FEED_BINDING_CONTEXT = b"cobox/feed-binding/v1"  # signed by the feed key: context || discovery key || device id
 
 
 def owner_tag(membership_key: bytes, feed_key: bytes, device_id: bytes) -> bytes:

@@ -122,6 +122,16 @@ class Feed:
     def writable(self) -> bool:
         return self._signer is not None
 
+    def sign_statement(self, statement: bytes) -> bytes:
+        """Sign ``statement`` with the feed's key (a writable feed only), for a layer above that
+        binds something to this feed (cobox: the device that owns it). A statement can never
+        pass for a tree signature: those start with ``tree.SIGN_CONTEXT``, which is refused."""
+        if self._signer is None:
+            raise NotWritableError(f"feed {self.key.hex()[:16]} is a replica: it cannot sign")
+        if statement.startswith(tree.SIGN_CONTEXT):
+            raise ValueError("a statement may not look like a tree signature")
+        return self._signer.sign(statement).signature
+
     @property
     def length(self) -> int:
         """The length of the longest signed tree this store holds for the feed."""

@@ -23,9 +23,11 @@ from cobox.groups import Group, decode_log
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
 
+from .feedkeys import feed_key, make_admission
+
 HONEST, HOSTILE = DeviceIdentity.generate(), DeviceIdentity.generate()
 KEYS = GroupKeys.from_address(os.urandom(32))
-HONEST_FEED, HOSTILE_FEED = b"\x01" * 32, b"\x02" * 32
+HONEST_FEED, HOSTILE_FEED = feed_key(), feed_key()
 H = HONEST.peer_id
 REF = ChunkRef(b"\x03" * 32, HONEST_FEED, 0, 5)
 HONEST_OPS = [
@@ -71,7 +73,7 @@ hostile_entries = st.lists(st.binary(max_size=64) | objects.map(_pack) | near_va
 def _group() -> Group:
     group = Group(None, "g", KEYS, HONEST, 0.0)  # type: ignore[arg-type]  # decoding needs no store
     for ident, key in ((HONEST, HONEST_FEED), (HOSTILE, HOSTILE_FEED)):
-        group._admit(key, admission.make(ident, KEYS.discovery_key, KEYS.membership_key, key))
+        group._admit(key, make_admission(ident, KEYS.discovery_key, KEYS.membership_key, key))
     return group
 
 
@@ -126,7 +128,7 @@ def test_each_decoder_raises_only_its_own_error(data: bytes, seq: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(adm=st.binary(max_size=200) | st.binary(min_size=128, max_size=128))
+@given(adm=st.binary(max_size=260) | st.binary(min_size=192, max_size=192))
 def test_admissions_raise_only_admission_errors(adm: bytes) -> None:
     for membership in (KEYS.membership_key, None):
         with pytest.raises(AdmissionError):
