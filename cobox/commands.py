@@ -114,18 +114,13 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
     config = configuration.load(home.root, overrides=flag_overrides(args))
     setup_logging(config["log"]["level"])
     d = Daemon(home.root, config)
-    ready = asyncio.Event()
-    task = asyncio.create_task(d.run(ready=ready))
-    done, _ = await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()  # raises why it could not start
-        return 1, False
+    await d.start()  # raises why it could not start
     print(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}", flush=True)
     for address in d.listen_addresses:
         print(f"cobox: listening on {address}", flush=True)
     if d.dht is not None:
         print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
-    await task
+    await d.serve()  # a fatal service failure raises FatalServiceError: the CLI prints it, exits 1
     if d.restart_requested:
         print("cobox: restarting with the recovered keys", flush=True)
     return 0, d.restart_requested

@@ -20,8 +20,9 @@ service is a *coroutine factory*: ``spawn(name, factory, restart=..., fatal=...)
 Nothing a service raises reaches the task group, so one failing service never cancels the
 others; a service ends only by itself or by :meth:`Supervisor.cancel` / :meth:`Supervisor.stop`.
 ``stop()`` cancels the services one at a time in reverse spawn order, awaiting each (a service
-closes what it owns in a ``finally``: see :func:`hold`), then ends the task group and its
-runner: afterwards no task of the supervisor's is left.
+closes what it owns in a ``finally``: see :func:`hold`; a service spawned but not yet started is
+let start first, so its ``finally`` is armed), then ends the task group and its runner:
+afterwards no task of the supervisor's is left.
 
 The sleep, the clock and the random source are injected, so the restart logic is tested with
 fake coroutines and a fake clock, deterministically.
@@ -99,6 +100,7 @@ class _Service:
     last_error: str = ""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     cancelling: bool = False
+    entered: bool = False  # the guard has run its first step
 
     def info(self) -> ServiceInfo:
         return ServiceInfo(self.name, self.state.value, self.restarts, self.last_error, self.fatal, self.restart)
@@ -110,8 +112,9 @@ class Supervisor:
     def __init__(self, *, backoff: Backoff = Backoff(), on_fatal: Callable[[FatalServiceError], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, cancel_grace: float = 10.0) -> None:
         self.backoff = backoff
+        self.cancel_grace = cancel_grace
         self.on_fatal = on_fatal
         self.fatal: FatalServiceError | None = None
         self._sleep = sleep
@@ -202,11 +205,23 @@ class Supervisor:
         if task is None or task.done():
             return
         svc.cancelling = True
-        task.cancel()
-        # The guard never raises, but this awaiting task may itself be cancelled meanwhile.
-        await asyncio.wait({task})
+        if not svc.entered:
+            # A task cancelled before its first step never runs its body, so a service that
+            # holds an object already open (``hold``) would never close it: let it start first.
+            # The guard was scheduled before this task resumes, so one turn of the loop is enough.
+            await asyncio.sleep(0)
+        # The guard never raises. A service that swallows its cancellation (asyncio.wait_for
+        # on 3.11 can) is cancelled again, with a warning, until it ends.
+        while True:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=self.cancel_grace)
+            if done:
+                return
+            log.warning("service %s did not stop within %.0f s of its cancellation: cancelling again",
+                        svc.name, self.cancel_grace)
 
     async def _guard(self, svc: _Service) -> None:
+        svc.entered = True
         failures = 0
         while True:
             svc.state = State.RUNNING

@@ -188,8 +188,9 @@ class Swarm:
             wait = self.lookup_interval
             if empty_rounds:
                 wait = min(wait, self.retry_base * 2 ** (empty_rounds - 1)) * random.uniform(0.8, 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: it can lose a cancellation on 3.11)
+                async with asyncio.timeout(wait):
+                    await wake.wait()
             wake.clear()
 
     async def _round(self, topic: bytes) -> bool:
