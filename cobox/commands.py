@@ -192,6 +192,13 @@ def show_status(s: dict[str, Any], as_json: bool) -> int:
     print(f"dht        {'off' if not dht.get('enabled', True) else json.dumps(dht)}")
     print(f"lan        {'on' if s['lan']['enabled'] else 'off'}")
     print(f"traffic    {s['bytes_sent']} bytes out, {s['bytes_received']} bytes in")
+    services = s.get("services", [])
+    running = sum(1 for v in services if v["state"] == "running")
+    print(f"services   {running} of {len(services)} running")
+    for v in services:
+        if v["state"] != "running" or v["restarts"]:
+            error = f", last error: {v['last_error']}" if v["last_error"] else ""
+            print(f"  {v['name']}  {v['state']}, {v['restarts']} restarts{error}")
     print(f"groups     {len(s['groups'])}")
     for g in s["groups"]:
         print_group(g, indent="  ")

@@ -14,7 +14,8 @@ service             restart    fatal  what it holds
 ``store``           never      yes    watches the writer task; closes the store
 ``node``            never      no     the listeners and connections
 ``dht``, ``lan``    never      no     discovery
-``swarm``           never      no     topic loops and dials (the swarm's own tasks)
+``swarm``           never      no     the swarm's dials (closes it)
+``swarm:TOPIC``     backoff    no     a joined topic's announce/lookup loop
 ``receipts:NAME``   backoff    no     a group's receipt sender
 ``audits:NAME``     never      no     stops a group's audit task at the end
 ``folder:NAME``     backoff    no     a folder (start retried; rounds have their own loop)
@@ -213,7 +214,7 @@ class Daemon:
         self.swarm = swarm = Swarm(self.node, sources, advertised=self.advertised,
                                    lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
                                    reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
-                                   dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"])
+                                   dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"], spawner=sup)
         sup.spawn("swarm", lambda: hold(swarm.close))
         self.node.services[AUDIT_SERVICE] = AuditServer(
             lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle

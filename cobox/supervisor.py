@@ -153,7 +153,7 @@ class Supervisor:
     async def stop(self) -> None:
         """Cancel every service, the last spawned first, then end the task group."""
         self._stopping = True
-        for svc in reversed(self._services):
+        for svc in reversed(list(self._services)):  # a closing service may cancel() others
             await self._cancel(svc)
         self._closing.set()
         if self._runner is not None:
@@ -188,7 +188,8 @@ class Supervisor:
         svc = self._find(name)
         if svc is not None:
             await self._cancel(svc)
-            self._services.remove(svc)
+            if svc in self._services:
+                self._services.remove(svc)
 
     def status(self) -> list[ServiceInfo]:
         return [s.info() for s in self._services]

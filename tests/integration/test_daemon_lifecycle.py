@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from cobox import config as configuration
+from cobox.commands import show_status
 from cobox.daemon import Daemon
 from cobox.supervisor import Backoff
 from tests.helpers import until
@@ -51,6 +52,8 @@ async def test_stop_leaves_no_task_behind(tmp_path):
     names = services(a)
     assert {"store", "node", "dht", "swarm", "receipts:g", "audits:g", "folder:g", "api"} <= set(names)
     assert "receipts:short-lived" not in names  # left: its services were stopped and forgotten
+    topic = f"swarm:{group.discovery_key.hex()[:16]}"
+    assert [n for n in names if n.startswith("swarm:")] == [topic]  # one topic loop per joined group
     assert all(s["state"] == "running" and s["restarts"] == 0 and s["last_error"] == "" for s in names.values())
     assert names["store"]["fatal"] and not names["folder:g"]["fatal"]
 
@@ -63,7 +66,7 @@ async def test_stop_leaves_no_task_behind(tmp_path):
     assert all(s.state == "stopped" for s in a.supervisor.status())
 
 
-async def test_a_failing_folder_restarts_with_backoff_and_shows_last_error(tmp_path):
+async def test_a_failing_folder_restarts_with_backoff_and_shows_last_error(tmp_path, capsys):
     home, folder = tmp_path / "a", tmp_path / "shared"
     folder.mkdir()
     d = in_process(home, dht=False)
@@ -84,6 +87,10 @@ async def test_a_failing_folder_restarts_with_backoff_and_shows_last_error(tmp_p
         assert svc["state"] in ("backoff", "running")
         assert "is not a directory" in svc["last_error"]
         assert services(d)["store"]["state"] == "running"  # nothing else is affected
+        capsys.readouterr()
+        show_status(d.api.status_doc(), as_json=False)
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("folder:g"))
+        assert "restarts, last error: " in line and "is not a directory" in line, line
 
         (tmp_path / "gone").rename(folder)  # it comes back: the next restart starts it
         await until(lambda: d.folders["g"].rounds > 0, timeout=20, what="the folder to run again")
