@@ -288,5 +288,8 @@ async def hold(close: Callable[[], Awaitable[Any]], watch: Callable[[], Awaitabl
 
 
 def _describe(e: BaseException) -> str:
-    text = str(e)
+    """One line: our own errors (they carry a ``code``) by their message, others with their type."""
+    text = " ".join(str(e).split())
+    if text and hasattr(e, "code"):
+        return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__

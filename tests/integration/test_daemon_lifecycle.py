@@ -5,8 +5,11 @@ store writer that dies stops the daemon with a non-zero exit and a one-line mess
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
+
+import pytest
 
 from cobox import config as configuration
 from cobox.commands import show_status
@@ -139,3 +142,27 @@ async def test_a_dying_store_writer_fails_writes_fast_and_stops_the_daemon_non_z
         d.stop()
         async with asyncio.timeout(30):
             await d.serve()
+
+
+async def test_a_daemon_that_cannot_start_leaves_nothing_running(tmp_path):
+    before = asyncio.all_tasks()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    home = tmp_path / "a"
+    try:
+        d = in_process(home)
+        d.config["network"]["listen"] = ["tcp:127.0.0.1:0", f"tcp:127.0.0.1:{port}"]  # the second is taken
+        with pytest.raises(OSError):
+            await d.start()
+    finally:
+        taken.close()
+    left = asyncio.all_tasks() - before
+    assert not left, sorted(t.get_name() for t in left)
+    assert [s.state for s in d.supervisor.status()] == ["stopped", "stopped"]  # store and node, closed
+    again = in_process(home)  # the lock was released
+    await again.start()
+    again.stop()
+    async with asyncio.timeout(30):
+        await again.serve()
