@@ -55,17 +55,12 @@ from storage import Store
 
 from . import addresses
 from . import config as configuration
+from .backup import device_keys
 from .backup.audit import SERVICE as AUDIT_SERVICE
 from .backup.audit import AuditServer
-from .backup.keyring import GroupSecret, Keyring
+from .backup.keyring import Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
-from .backup.service import (
-    RecoveryServer,
-    backup_keys,
-    backup_peer_address,
-    pinned_address,
-    restore_keys,
-)
+from .backup.service import RecoveryServer
 from .errors import (
     CoboxError,
     ConfigError,
@@ -424,56 +419,24 @@ class Daemon:
     # -- key backup and recovery --------------------------------------------------------------
 
     def keyring(self) -> Keyring:
-        groups = {}
-        for name, g in self.groups.items():
-            if g.keys.address is not None:
-                groups[name] = GroupSecret("address", g.keys.address)
-            else:
-                groups[name] = GroupSecret("replication_key", g.keys.replication_key)
-        return Keyring(self.identity.seed, groups)
-
-    async def _backup_peer(self, address: str, trust_first_use: bool) -> tuple[Any, str | None]:
-        """Connect to a backup peer; with ``trust_first_use`` and no key in ``address``, also
-        the address pinned to the key it presented (to show the user)."""
-        addr = backup_peer_address(address, trust_first_use=trust_first_use)
-        peer = await self.node.connect(addr)
-        unpinned = any(a.peer_key is None for a in addr.alternatives)
-        return peer, (pinned_address(addr, peer.remote_peer_id) if unpinned else None)
+        return device_keys.keyring(self.identity, self.groups)
 
     async def backup_keys(self, address: str, username: str, password: str,
                           trust_first_use: bool = False) -> str | None:
-        from .backup import kdf
-
-        strength = self.config["backup"]["keys_strength"]
-        params = {"interactive": kdf.INTERACTIVE, "moderate": kdf.MODERATE, "sensitive": kdf.CEILING}.get(strength)
-        if params is None:
-            raise ConfigError(f"backup.keys_strength must be interactive, moderate or sensitive, not {strength!r}")
-        peer, pinned = await self._backup_peer(address, trust_first_use)
-        await backup_keys(peer, username, password, self.keyring(), params)
-        return pinned
+        return await device_keys.backup(self.node, self.config["backup"]["keys_strength"], self.keyring(),
+                                        address, username, password, trust_first_use)
 
     async def restore_keys(self, address: str, username: str, password: str,
                            trust_first_use: bool = False) -> dict[str, Any]:
         """Recover the keyring, make its identity this device's and add its groups; the daemon
         then restarts itself under the recovered identity and rejoins every group."""
-        peer, pinned = await self._backup_peer(address, trust_first_use)
-        keyring = await restore_keys(peer, username, password)
-        DeviceIdentity.from_seed(keyring.identity_seed).save(self.home.identity)
-        known = await self.store.records(GROUPS_SCOPE)
-        added = []
-        for name, secret in keyring.groups.items():
-            if name in known:
-                continue
-            keys = (GroupKeys.from_address(secret.key) if secret.kind == "address"
-                    else GroupKeys.from_replication_key(secret.key))
-            await self.store.put_record(GROUPS_SCOPE, name, encode_info(keys, time.time()))
-            added.append(name)
+        result = await device_keys.restore(self.node, self.store, self.home.identity, address, username, password,
+                                           trust_first_use)
         self.restart_requested = True
         # The API answers this request before it stops: shutdown stops the API server first,
         # and it finishes the requests in flight.
         self.stop()
-        return {"peer_id": bytes(DeviceIdentity.from_seed(keyring.identity_seed).peer_id).hex(),
-                "groups": sorted(keyring.groups), "added": added, "restarting": True, "pinned": pinned}
+        return result
 
     async def connect(self, address: str) -> bytes:
         peer = await self.node.connect(address)
