@@ -117,12 +117,7 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
     first_run = not home.identity.exists()
     setup_logging(config["log"]["level"])
     d = Daemon(home.root, config)
-    ready = asyncio.Event()
-    task = asyncio.create_task(d.run(ready=ready))
-    done, _ = await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()  # raises why it could not start
-        return 1, False
+    await d.start()  # raises why it could not start
     print(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}", flush=True)
     for address in d.listen_addresses:
         print(f"cobox: listening on {address}", flush=True)
@@ -130,7 +125,7 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
         print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
     if first_run:
         print(next_steps(home), flush=True)
-    await task
+    await d.serve()  # a fatal service failure raises FatalServiceError: the CLI prints it, exits 1
     if d.restart_requested:
         print("cobox: restarting with the recovered keys", flush=True)
     return 0, d.restart_requested
@@ -205,6 +200,13 @@ def show_status(s: dict[str, Any], as_json: bool) -> int:
     print(f"dht        {'off' if not dht.get('enabled', True) else json.dumps(dht)}")
     print(f"lan        {'on' if s['lan']['enabled'] else 'off'}")
     print(f"traffic    {s['bytes_sent']} bytes out, {s['bytes_received']} bytes in")
+    services = s.get("services", [])
+    running = sum(1 for v in services if v["state"] == "running")
+    print(f"services   {running} of {len(services)} running")
+    for v in services:
+        if v["state"] != "running" or v["restarts"]:
+            error = f", last error: {v['last_error']}" if v["last_error"] else ""
+            print(f"  {v['name']}  {v['state']}, {v['restarts']} restarts{error}")
     print(f"groups     {len(s['groups'])}")
     for g in s["groups"]:
         print_group(g, indent="  ")

@@ -2,12 +2,31 @@
 
 Theory of operation
 -------------------
-``Daemon.run()`` takes the home's lock (a second daemon on the same home refuses to start),
+``Daemon.start()`` takes the home's lock (a second daemon on the same home refuses to start),
 loads the device identity and the store, listens for peers, starts the DHT node and LAN
-discovery (when enabled), the swarm, and the control API; then rejoins every group it knows.
-It runs until SIGINT/SIGTERM or an API stop request, then shuts down in reverse order: the API
-stops taking requests, the swarm leaves its topics, connections close, the store commits what
-is queued and closes.
+discovery (when enabled), the swarm, every group it knows (with its folder) and the control
+API. Each of these is a service of one :class:`~cobox.supervisor.Supervisor`, spawned as soon
+as the object exists, so whatever has started is also what gets stopped:
+
+==================  =========  =====  ==============================================
+service             restart    fatal  what it holds
+==================  =========  =====  ==============================================
+``store``           never      yes    watches the writer task; closes the store
+``node``            never      no     the listeners and connections
+``dht``, ``lan``    never      no     discovery
+``swarm``           never      no     the swarm's dials (closes it)
+``swarm:TOPIC``     backoff    no     a joined topic's announce/lookup loop
+``receipts:NAME``   backoff    no     a group's receipt sender
+``audits:NAME``     never      no     stops a group's audit task at the end
+``folder:NAME``     backoff    no     a folder (start retried; rounds have their own loop)
+``api``             never      no     the control API and dashboard
+==================  =========  =====  ==============================================
+
+``Daemon.serve()`` runs until SIGINT/SIGTERM, an API stop request or a fatal failure (the store
+writer died: nothing can be stored any more), then stops the services in reverse order (the API
+first, the store last, after it committed what is queued) and releases the lock; after a fatal
+failure it raises :class:`~cobox.errors.FatalServiceError`, whose one-line message the CLI
+prints before it exits non-zero. ``status`` shows every service (state, restarts, last error).
 
 Groups (name -> group address, or replication key for a backup peer) are records in the store;
 their secrets never leave the home directory except through ``group invite``.
@@ -18,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import logging
 import os
 import signal
@@ -26,9 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from networker.address import Address, parse
+from networker.address import Address
 from networker.errors import NetworkError
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
@@ -39,22 +55,19 @@ from networker.sources import DhtSource, LanSource
 from networker.swarm import Discovery, Swarm
 from storage import Store
 
+from . import addresses
 from . import config as configuration
+from .backup import device_keys
 from .backup.audit import SERVICE as AUDIT_SERVICE
 from .backup.audit import AuditServer
-from .backup.keyring import GroupSecret, Keyring
+from .backup.keyring import Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
-from .backup.service import (
-    RecoveryServer,
-    backup_keys,
-    backup_peer_address,
-    pinned_address,
-    restore_keys,
-)
+from .backup.service import RecoveryServer
 from .errors import (
     CoboxError,
     ConfigError,
     DaemonRunningError,
+    FatalServiceError,
     GroupExistsError,
     GroupNotFoundError,
     NotAMemberError,
@@ -64,6 +77,7 @@ from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
+from .supervisor import Backoff, Supervisor, hold
 from .uri import Invite, validate_name
 
 FOLDERS_SCOPE = "folders"
@@ -72,7 +86,8 @@ log = logging.getLogger("cobox.daemon")
 
 
 class Daemon:
-    def __init__(self, home: Path, config: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, home: Path, config: dict[str, dict[str, Any]], *,
+                 backoff: Backoff | None = None) -> None:
         self.home = Home(home)
         self.config = config
         self.started = time.time()
@@ -91,6 +106,8 @@ class Daemon:
         self.recovery: RecoveryServer | None = None
         self.restart_requested = False
         self.folders: dict[str, FolderSync] = {}
+        self.supervisor = Supervisor(on_fatal=self._on_fatal, backoff=backoff or Backoff())
+        self._signals: list[int] = []
 
     # -- life -------------------------------------------------------------------------------
 
@@ -119,29 +136,63 @@ class Daemon:
             self._lock_fd = None
 
     def stop(self) -> None:
+        """Ask the daemon to stop (``serve()`` then shuts everything down and returns)."""
         self._stop.set()
 
-    async def run(self, *, ready: asyncio.Event | None = None) -> None:
+    def _on_fatal(self, error: FatalServiceError) -> None:
+        log.critical("%s", error)
+        self.stop()
+
+    async def run(self) -> None:
+        """The whole life: ``start()`` then ``serve()``."""
+        await self.start()
+        await self.serve()
+
+    async def start(self) -> None:
+        """Take the lock and start every service; raise why it could not start (then whatever
+        had started is stopped again and the lock released)."""
         self.lock()
         try:
+            await self.supervisor.start()
             await self._start()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.stop)
-            if ready is not None:
-                ready.set()
+                    self._signals.append(sig)
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    async def serve(self) -> None:
+        """Run until ``stop()`` or a fatal service failure, then shut down in reverse order;
+        raise :class:`FatalServiceError` after a fatal failure."""
+        try:
             await self._stop.wait()
             log.info("shutting down")
         finally:
             await self._shutdown()
+        if self.supervisor.fatal is not None:
+            raise self.supervisor.fatal
+
+    async def _shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
+        try:
+            await self.supervisor.stop()
+        finally:
             self.unlock()
 
     async def _start(self) -> None:
         cfg = self.config
+        sup = self.supervisor
         self.identity = DeviceIdentity.load_or_create(self.home.identity)
-        self.store = await Store.open(self.home.root, durability=cfg["storage"]["durability"])
-        self.node = Node(self.identity, self.store, **connection_limits(cfg["network"]))
+        self.store = store = await Store.open(self.home.root, durability=cfg["storage"]["durability"])
+        sup.spawn("store", lambda: hold(store.close, store.writer.watch), fatal=True)
+        self.node = node = Node(self.identity, self.store, **connection_limits(cfg["network"]))
+        sup.spawn("node", lambda: hold(node.close))
         self.node.on_event.append(self._on_peer_event)
         for address in cfg["network"]["listen"]:
             self.listen_addresses += await self.node.listen(
@@ -150,16 +201,19 @@ class Daemon:
         if cfg["dht"]["enabled"]:
             self.dht = await self._start_dht()
             if self.dht is not None:
+                sup.spawn("dht", lambda: hold(self.dht.stop))
                 sources.append(self.dht)
         if cfg["lan"]["enabled"]:
             self.lan = await self._start_lan()
             if self.lan is not None:
+                sup.spawn("lan", lambda: hold(self.lan.stop))
                 sources.append(self.lan)
         sw = cfg["swarm"]
-        self.swarm = Swarm(self.node, sources, advertised=self.advertised,
-                           lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
-                           reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
-                           dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"])
+        self.swarm = swarm = Swarm(self.node, sources, advertised=self.advertised,
+                                   lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
+                                   reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
+                                   dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"], spawner=sup)
+        sup.spawn("swarm", lambda: hold(swarm.close))
         self.node.services[AUDIT_SERVICE] = AuditServer(
             lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
@@ -175,15 +229,16 @@ class Daemon:
             self.node.services[RECOVERY_SERVICE] = self.recovery.handle
         from .control.server import ControlServer
 
-        self.api = ControlServer(self)
-        await self.api.start()
+        self.api = api = ControlServer(self)
+        await api.start()
+        sup.spawn("api", lambda: hold(api.stop))
         log.info("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
 
     async def _start_dht(self) -> Any:
         from networker.dht import DHT
 
         d = self.config["dht"]
-        bootstrap = [_host_port(b) for b in d["bootstrap"]]
+        bootstrap = [addresses.host_port(b) for b in d["bootstrap"]]
         dht = DHT(self.identity, host=d["host"], port=d["port"], bootstrap=bootstrap,
                   state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"],
                   allow_loopback=d["allow_loopback"])
@@ -209,71 +264,17 @@ class Daemon:
         return LanSource(lan)
 
     def _lan_interfaces(self) -> list[str] | None:
-        hosts = {a.host for a in self._tcp_listen()}
-        if hosts and all(ipaddress.ip_address(h).is_loopback for h in hosts if _is_ip(h)):
-            return sorted(hosts)
-        return None
+        return addresses.lan_interfaces(self.listen_addresses)
 
     def _on_lan_peer(self, topic: bytes, peer_id: bytes, address: str) -> None:
         self.swarm.add_candidate(topic, peer_id, address, "lan")
 
-    async def _shutdown(self) -> None:
-        steps = (self._stop_api, self._stop_folders, self._stop_swarm, self._stop_node, self._stop_discovery,
-                 self._stop_store)
-        for step in steps:
-            try:
-                await step()
-            except Exception:
-                log.exception("error during shutdown")
-
-    async def _stop_api(self) -> None:
-        if self.api is not None:
-            await self.api.stop()
-
-    async def _stop_folders(self) -> None:
-        for f in list(self.folders.values()):
-            await f.stop()
-
-    async def _stop_swarm(self) -> None:
-        if hasattr(self, "swarm"):
-            await self.swarm.close()
-
-    async def _stop_node(self) -> None:
-        if hasattr(self, "node"):
-            await self.node.close()
-
-    async def _stop_discovery(self) -> None:
-        for d in (self.lan, self.dht):
-            if d is not None:
-                await d.stop()
-
-    async def _stop_store(self) -> None:
-        if hasattr(self, "store"):
-            await self.store.close()
-
-    # -- addresses ----------------------------------------------------------------------------
-
     def _tcp_listen(self) -> list[Address]:
-        out = []
-        for text in self.listen_addresses:
-            for alt in parse(text).alternatives:
-                if alt.transport == "tcp":
-                    out.append(alt)
-        return out
+        return addresses.tcp_listen(self.listen_addresses)
 
     def advertised(self) -> list[str]:
         """The addresses peers can dial: wildcard binds expanded to this machine's addresses."""
-        out: list[str] = []
-        for text in self.listen_addresses:
-            for alt in parse(text).alternatives:
-                if alt.transport == "tcp" and alt.host in ("0.0.0.0", "::"):
-                    for ip in _local_ips(v6=alt.host == "::"):
-                        out.append(Address("tcp", host=ip, port=alt.port, peer_key=alt.peer_key).format())
-                else:
-                    out.append(alt.format())
-        # Dial the most local first: a peer on this machine or network need not go further.
-        order = {"device": 0, "local": 1, "public": 2}
-        return sorted(out, key=lambda a: order[parse(a).alternatives[0].scope])[:8]
+        return addresses.advertised(self.listen_addresses)
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -313,6 +314,8 @@ class Daemon:
                       max_feeds=self.config["backup"]["max_feeds"])
         await group.load()
         self.groups[name] = group
+        self.supervisor.spawn(f"receipts:{name}", group.run_receipts, restart="backoff")
+        self.supervisor.spawn(f"audits:{name}", lambda: hold(group.audits.stop))
         self.node.join(group)
         self.swarm.join(group.discovery_key)
         return group
@@ -320,13 +323,34 @@ class Daemon:
     # -- folders ------------------------------------------------------------------------------
 
     async def _start_folder(self, group: Group, root: Path) -> FolderSync:
+        """Start the folder now and hand it to the supervisor as ``folder:NAME``. A folder that
+        cannot start (its directory is gone, say) is retried with backoff, its error shown in
+        ``status``; once started, FolderSync's own loop runs and reports its rounds."""
         sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(self.config["folders"]["min_disk_free"]))
+        started = True
         try:
             await sync.start()
         except (OSError, CoboxError) as e:
             log.warning("folder %s of group %s not started: %s", root, group.name, e)
             sync.error = sync.last_error = str(e)
+            started = False
+            await sync.stop()
+
+        async def serve() -> None:
+            nonlocal started
+            if not started:
+                try:
+                    await sync.start()
+                except BaseException as e:
+                    sync.error = sync.last_error = str(e)
+                    await sync.stop()
+                    raise
+                sync.error = ""
+            started = False  # a restart starts it again
+            await hold(sync.stop)
+
         self.folders[group.name] = sync
+        self.supervisor.spawn(f"folder:{group.name}", serve, restart="backoff")
         return sync
 
     async def add_folder(self, name: str, path: str) -> FolderSync:
@@ -351,8 +375,8 @@ class Daemon:
             raise GroupNotFoundError(f"group {name!r} has no folder here") from None
 
     async def remove_folder(self, name: str) -> None:
-        sync = self.folder(name)
-        await sync.stop()
+        self.folder(name)
+        await self.supervisor.cancel(f"folder:{name}")  # it stops the folder
         del self.folders[name]
         await self.store.delete_record(FOLDERS_SCOPE, name)
 
@@ -363,7 +387,8 @@ class Daemon:
         await self.swarm.leave(group.discovery_key)
         self.node.leave(group.discovery_key)
         del self.groups[name]
-        group.audits.close()
+        await self.supervisor.cancel(f"receipts:{name}")
+        await self.supervisor.cancel(f"audits:{name}")
         await self.store.delete_record(GROUPS_SCOPE, name)
 
     def sync_state(self, group: Group) -> dict[str, Any]:
@@ -399,54 +424,24 @@ class Daemon:
     # -- key backup and recovery --------------------------------------------------------------
 
     def keyring(self) -> Keyring:
-        groups = {}
-        for name, g in self.groups.items():
-            if g.keys.address is not None:
-                groups[name] = GroupSecret("address", g.keys.address)
-            else:
-                groups[name] = GroupSecret("replication_key", g.keys.replication_key)
-        return Keyring(self.identity.seed, groups)
-
-    async def _backup_peer(self, address: str, trust_first_use: bool) -> tuple[Any, str | None]:
-        """Connect to a backup peer; with ``trust_first_use`` and no key in ``address``, also
-        the address pinned to the key it presented (to show the user)."""
-        addr = backup_peer_address(address, trust_first_use=trust_first_use)
-        peer = await self.node.connect(addr)
-        unpinned = any(a.peer_key is None for a in addr.alternatives)
-        return peer, (pinned_address(addr, peer.remote_peer_id) if unpinned else None)
+        return device_keys.keyring(self.identity, self.groups)
 
     async def backup_keys(self, address: str, username: str, password: str,
                           trust_first_use: bool = False) -> str | None:
-        from .backup import kdf
-
-        strength = self.config["backup"]["keys_strength"]
-        params = {"interactive": kdf.INTERACTIVE, "moderate": kdf.MODERATE, "sensitive": kdf.CEILING}.get(strength)
-        if params is None:
-            raise ConfigError(f"backup.keys_strength must be interactive, moderate or sensitive, not {strength!r}")
-        peer, pinned = await self._backup_peer(address, trust_first_use)
-        await backup_keys(peer, username, password, self.keyring(), params)
-        return pinned
+        return await device_keys.backup(self.node, self.config["backup"]["keys_strength"], self.keyring(),
+                                        address, username, password, trust_first_use)
 
     async def restore_keys(self, address: str, username: str, password: str,
                            trust_first_use: bool = False) -> dict[str, Any]:
         """Recover the keyring, make its identity this device's and add its groups; the daemon
         then restarts itself under the recovered identity and rejoins every group."""
-        peer, pinned = await self._backup_peer(address, trust_first_use)
-        keyring = await restore_keys(peer, username, password)
-        DeviceIdentity.from_seed(keyring.identity_seed).save(self.home.identity)
-        known = await self.store.records(GROUPS_SCOPE)
-        added = []
-        for name, secret in keyring.groups.items():
-            if name in known:
-                continue
-            keys = (GroupKeys.from_address(secret.key) if secret.kind == "address"
-                    else GroupKeys.from_replication_key(secret.key))
-            await self.store.put_record(GROUPS_SCOPE, name, encode_info(keys, time.time()))
-            added.append(name)
+        result = await device_keys.restore(self.node, self.store, self.home.identity, address, username, password,
+                                           trust_first_use)
         self.restart_requested = True
-        asyncio.get_running_loop().call_later(0.2, self.stop)
-        return {"peer_id": bytes(DeviceIdentity.from_seed(keyring.identity_seed).peer_id).hex(),
-                "groups": sorted(keyring.groups), "added": added, "restarting": True, "pinned": pinned}
+        # The API answers this request before it stops: shutdown stops the API server first,
+        # and it finishes the requests in flight.
+        self.stop()
+        return result
 
     async def connect(self, address: str) -> bytes:
         peer = await self.node.connect(address)
@@ -480,34 +475,6 @@ def connection_limits(net: dict[str, Any]) -> dict[str, Any]:
         }
     except ValueError as e:
         raise ConfigError(f"[network]: {e}") from None
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise ValueError(f"bad bootstrap address {text!r} (expected HOST:PORT)")
-    return host, int(port)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
-def _local_ips(v6: bool) -> list[str]:
-    ips = []
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family.name == ("AF_INET6" if v6 else "AF_INET"):
-                ip = a.address.split("%")[0]
-                if v6 and ipaddress.ip_address(ip).is_link_local:
-                    continue
-                ips.append(ip)
-    return ips or (["::1"] if v6 else ["127.0.0.1"])
 
 
 def load_config(home: Path, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

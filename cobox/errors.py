@@ -57,6 +57,13 @@ class DaemonRunningError(CoboxError):
     code = "daemon_running"
 
 
+class FatalServiceError(CoboxError):
+    """A service the daemon cannot run without (the store writer) failed; the daemon stopped.
+    The message names the service and the cause; the log has the details."""
+
+    code = "fatal_service_failure"
+
+
 class DaemonNotRunningError(CoboxError):
     """No cobox daemon is running for this home directory."""
 

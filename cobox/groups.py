@@ -127,8 +127,7 @@ class Group:
         self.quota_full = False
         self._channels: set[Channel] = set()
         self._dirty: set[bytes] = set()  # feeds whose receipts are due
-        self._receipt_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._receipts_due = asyncio.Event()  # set when receipts are due; run_receipts sends them
         self.receipts: dict[tuple[bytes, bytes], Receipt] = {}  # (backup peer, feed) -> latest
         self.discovery_key = keys.discovery_key
         self.replication_key = keys.replication_key
@@ -382,32 +381,41 @@ class Group:
                 pf.replicator.schedule()
 
     def _schedule_receipts(self) -> None:
-        if self._receipt_timer is None and self._channels:
-            loop = asyncio.get_running_loop()
-            self._receipt_timer = loop.call_later(RECEIPT_DELAY, self._flush_receipts)
+        if self._channels:
+            self._receipts_due.set()
 
-    def _flush_receipts(self) -> None:
-        self._receipt_timer = None
-        task = asyncio.get_running_loop().create_task(self._send_receipts())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def run_receipts(self) -> None:
+        """The receipt sender, run as a service by the daemon's supervisor: once receipts are
+        due, wait ``RECEIPT_DELAY`` to gather more stored entries, then send one receipt per
+        changed feed on every live channel. A failure puts the feeds back and raises (the
+        supervisor records it and restarts the sender)."""
+        while True:
+            await self._receipts_due.wait()
+            await asyncio.sleep(RECEIPT_DELAY)
+            self._receipts_due.clear()
+            await self._send_receipts()
 
     async def _send_receipts(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        for key in dirty:
-            try:
-                feed = self.store.feed(key)
-                length = feed.contiguous_length
-                if length == 0:
+        try:
+            for key in dirty:
+                try:
+                    feed = self.store.feed(key)
+                    length = feed.contiguous_length
+                    if length == 0:
+                        continue
+                    root = await feed.tree_hash_at(length)
+                except StorageError as e:
+                    log.debug("no receipt for %s: %s", key.hex()[:16], e)
                     continue
-                root = await feed.tree_hash_at(length)
-            except StorageError as e:
-                log.debug("no receipt for %s: %s", key.hex()[:16], e)
-                continue
-            r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
-                             int(time.time() * 1000), self.quota_full)
-            for ch in list(self._channels):
-                ch.post_receipt(r.to_message(ch.local_id))
+                r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
+                                 int(time.time() * 1000), self.quota_full)
+                for ch in list(self._channels):
+                    ch.post_receipt(r.to_message(ch.local_id))
+        except BaseException:
+            self._dirty |= dirty
+            self._receipts_due.set()
+            raise
 
     async def on_receipt(self, peer_id: bytes, msg: m.Receipt) -> None:
         """A backup peer's receipt: keep it if it verifies and names our data exactly."""

@@ -24,6 +24,11 @@ Failed dials back off exponentially with jitter (``reconnect_base`` doubling up 
 lookup finds it at a different address. A peer whose connection drops is redialed with the
 same backoff while it remains a candidate of a joined topic. Connections themselves (one per
 peer pair, channels per group) belong to :class:`networker.node.Node`.
+
+Given a ``spawner`` (the daemon's supervisor, injected as the :class:`Spawner` protocol), each
+topic loop runs as its service ``swarm:<discovery key prefix>``, restarted with backoff if it
+ever fails; without one the swarm keeps its own task per topic. Dial tasks are short-lived and
+always the swarm's own; :meth:`Swarm.close` cancels and awaits them.
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from .address import parse
 from .errors import AddressError, NetworkError
@@ -51,6 +56,14 @@ class Discovery(Protocol):
     async def announce(self, topic: bytes, addresses: list[str]) -> None: ...
     async def unannounce(self, topic: bytes) -> None: ...
     async def lookup(self, topic: bytes) -> list[tuple[bytes, str]]: ...
+
+
+class Spawner(Protocol):
+    """Runs named long-lived tasks for the swarm (the daemon's supervisor)."""
+
+    def spawn(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]], *,
+              restart: Literal["never", "backoff"] = ..., fatal: bool = ...) -> None: ...
+    async def cancel(self, name: str) -> None: ...
 
 
 class TokenBucket:
@@ -70,6 +83,10 @@ class TokenBucket:
         self.at = now
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def _service_name(topic: bytes) -> str:
+    return f"swarm:{topic.hex()[:16]}"
 
 
 def keyed_alternatives(peer_id: bytes, address: str) -> str | None:
@@ -98,7 +115,8 @@ class Swarm:
                  advertised: Callable[[], list[str]],
                  lookup_interval: float = 60.0, reconnect_base: float = 1.0,
                  reconnect_max: float = 300.0, give_up_after: int = 8, dial_timeout: float = 10.0,
-                 dial_rate: float = 4.0, dial_burst: int = 8, retry_base: float = 2.0) -> None:
+                 dial_rate: float = 4.0, dial_burst: int = 8, retry_base: float = 2.0,
+                 spawner: Spawner | None = None) -> None:
         self.node = node
         self.sources = sources
         self.advertised = advertised
@@ -113,7 +131,8 @@ class Swarm:
         self.dials_started = 0
         self.refused_addresses = 0
         self.candidates: dict[bytes, Candidate] = {}
-        self._topics: dict[bytes, asyncio.Task[None]] = {}
+        self.spawner = spawner
+        self._topics: dict[bytes, asyncio.Task[None] | None] = {}  # None: the spawner runs its loop
         self._wake: dict[bytes, asyncio.Event] = {}
         self._closed = False
         node.on_event.append(self._on_peer_event)
@@ -126,12 +145,21 @@ class Swarm:
         if topic in self._topics or self._closed:
             return
         self._wake[topic] = asyncio.Event()
-        self._topics[topic] = asyncio.get_running_loop().create_task(self._topic_loop(topic), name="swarm-topic")
+        if self.spawner is not None:
+            self._topics[topic] = None
+            self.spawner.spawn(_service_name(topic), lambda: self._topic_loop(topic), restart="backoff")
+        else:
+            self._topics[topic] = asyncio.get_running_loop().create_task(self._topic_loop(topic),
+                                                                         name="swarm-topic")
 
     async def leave(self, topic: bytes) -> None:
-        task = self._topics.pop(topic, None)
+        if topic not in self._topics:
+            return
+        task = self._topics.pop(topic)
         self._wake.pop(topic, None)
-        if task is not None:
+        if self.spawner is not None:
+            await self.spawner.cancel(_service_name(topic))
+        elif task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -188,8 +216,9 @@ class Swarm:
             wait = self.lookup_interval
             if empty_rounds:
                 wait = min(wait, self.retry_base * 2 ** (empty_rounds - 1)) * random.uniform(0.8, 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: it can lose a cancellation on 3.11)
+                async with asyncio.timeout(wait):
+                    await wake.wait()
             wake.clear()
 
     async def _round(self, topic: bytes) -> bool:

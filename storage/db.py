@@ -13,7 +13,9 @@ statements plus callbacks). The writer task takes every job waiting in its queue
 statements by SQL text, runs them in one transaction and commits once (group commit). Only
 after the commit succeeds are the jobs' ``on_commit`` callbacks run, so in-memory state never
 gets ahead of what is on disk; if the transaction fails, every job in it gets ``on_abort`` and
-the mapped error, and nothing of it is stored.
+the mapped error, and nothing of it is stored. If the writer task itself fails (an ``on_abort``
+that raises, a bug), it fails loudly: every queued and later job gets ``WriterFailedError`` at
+once (no caller waits forever) and ``Writer.watch()`` raises it, which the daemon treats as fatal.
 
 ``synchronous=NORMAL`` in WAL mode keeps every committed transaction through a process crash
 (kill -9); only an OS crash or power loss may lose the last transactions, never consistency.
@@ -41,6 +43,7 @@ from .errors import (
     StoreCorruptError,
     StoreFullError,
     StoreReadOnlyError,
+    WriterFailedError,
 )
 
 log = logging.getLogger(__name__)
@@ -172,7 +175,13 @@ class WriteJob:
 
 
 class Writer:
-    """The one task that writes to the database, committing queued jobs in groups."""
+    """The one task that writes to the database, committing queued jobs in groups.
+
+    If the task itself fails (a bug, or a job's ``on_abort`` callback raising: in-memory state
+    may then no longer match the disk), it fails loudly: the error is logged, every job queued
+    or in flight is finished with :class:`WriterFailedError`, every later ``submit`` raises it at
+    once, and :meth:`watch` raises it, so the daemon's supervisor stops the daemon.
+    """
 
     def __init__(self, conn: aiosqlite.Connection, blobs: BlobFile) -> None:
         self._conn = conn
@@ -181,38 +190,82 @@ class Writer:
         self._queue: asyncio.Queue[WriteJob] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._batch: list[WriteJob] = []
+        self.failure: WriterFailedError | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="storage-writer")
 
     async def submit(self, job: WriteJob) -> None:
         """Queue ``job`` and wait until it is committed (or raise why it was not)."""
+        if self.failure is not None:
+            raise WriterFailedError(str(self.failure))
         if self._closed:
             raise StoreClosedError("the store is closed")
         job.future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(job)
         await job.future
 
+    async def watch(self) -> None:
+        """Wait until the writer task ends: return if it was closed, raise if it failed."""
+        if self._task is not None:
+            await asyncio.wait({self._task})
+        if self.failure is not None:
+            raise WriterFailedError(str(self.failure))
+
     async def close(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop (a failed writer has nothing left to commit)."""
         self._closed = True
         if self._task is not None:
-            self._queue.put_nowait(_STOP)
-            await self._task
+            if not self._task.done():
+                self._queue.put_nowait(_STOP)
+                await asyncio.wait({self._task})
             self._task = None
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except BaseException as e:
+            self._fail(e)  # logged and kept: watch() and every submit raise it
+            if not isinstance(e, Exception):
+                raise
+
+    async def _loop(self) -> None:
         while True:
             jobs = [await self._queue.get()]
             while len(jobs) < MAX_JOBS_PER_COMMIT and not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
             stop = any(j is _STOP for j in jobs)
             jobs = [j for j in jobs if j is not _STOP]
+            self._batch = jobs
             if jobs:
                 await self._commit(jobs)
+            self._batch = []
             if stop:
                 await self.checkpoint("TRUNCATE")
                 return
+
+    def _fail(self, e: BaseException) -> None:
+        """The writer task is dying: finish every job it holds or would have taken."""
+        if isinstance(e, asyncio.CancelledError):
+            self.failure = WriterFailedError("the store writer was cancelled")
+        else:
+            self.failure = e if isinstance(e, WriterFailedError) else WriterFailedError(
+                f"the store writer failed: {type(e).__name__}: {e}")
+            log.critical("%s; no more writes are possible", self.failure, exc_info=e)
+        pending = [j for j in self._batch if j.future is None or not j.future.done()]
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is not _STOP:
+                pending.append(job)
+        self._batch = []
+        for job in pending:
+            if job.on_abort is not None:
+                try:
+                    job.on_abort()
+                except Exception:
+                    log.exception("an abort callback failed while the store writer stopped")
+            _finish(job, WriterFailedError(str(self.failure)))
 
     async def _commit(self, jobs: list[WriteJob]) -> None:
         from .errors import WriteAbortedError
@@ -253,16 +306,10 @@ class Writer:
             log.warning("write of %d job(s) failed: %s", len(runnable), error)
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.rollback()
-            for job in runnable:
-                if job.on_abort is not None:
-                    job.on_abort()
-                _finish(job, error)
+            _abort(runnable, error)
             return
         except BaseException:
-            for job in runnable:
-                if job.on_abort is not None:
-                    job.on_abort()
-                _finish(job, StoreClosedError("the store closed during a write"))
+            _abort(runnable, StoreClosedError("the store closed during a write"))
             raise
         if large:
             self._blobs.commit()
@@ -293,6 +340,23 @@ class Writer:
 _INSERT_ENTRY = "INSERT OR IGNORE INTO entries (key, data, blob_offset, blob_size) VALUES (?, ?, ?, ?)"
 _SET_BLOB_END = "UPDATE meta SET value = ? WHERE key = 'blob_end'"
 _STOP = WriteJob(statements=())
+
+
+def _abort(jobs: list[WriteJob], error: BaseException) -> None:
+    """Run every job's ``on_abort`` and finish it with ``error``. A callback that raises leaves
+    in-memory state that may not match the disk: after every job is finished, that raises
+    :class:`WriterFailedError`, which ends the writer (see :class:`Writer`)."""
+    broken: BaseException | None = None
+    for job in jobs:
+        if job.on_abort is not None:
+            try:
+                job.on_abort()
+            except Exception as e:
+                broken = broken or e
+        _finish(job, error)
+    if broken is not None:
+        raise WriterFailedError(
+            f"the store writer failed: an abort callback raised {type(broken).__name__}: {broken}") from broken
 
 
 def _finish(job: WriteJob, error: BaseException | None) -> None:

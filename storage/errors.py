@@ -21,6 +21,13 @@ class StoreClosedError(StorageError):
     code = "store_closed"
 
 
+class WriterFailedError(StoreClosedError):
+    """The store's writer task failed (see the daemon's log); nothing more can be written. The
+    daemon stops: start it again."""
+
+    code = "writer_failed"
+
+
 class StoreFullError(StorageError):
     """The disk (or the database's size limit) is full. Nothing of this write was stored;
     everything committed before is intact. Free some space and retry."""

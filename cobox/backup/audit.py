@@ -385,6 +385,13 @@ class Auditor:
         if self._task is not None:
             self._task.cancel()
 
+    async def stop(self) -> None:
+        """Cancel the audit task and wait until it has ended."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+
     # -- running ----------------------------------------------------------------------------
 
     async def audit(self, peer_id: bytes) -> AuditResult | None:

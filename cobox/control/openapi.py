@@ -35,7 +35,8 @@ OPENAPI: dict[str, Any] = {
     },
     "security": [{"token": []}, {"session": []}],
     "paths": {
-        "/v1/status": {"get": _op("identity, addresses, DHT state, groups, peers, traffic")},
+        "/v1/status": {"get": _op("identity, addresses, DHT state, groups, peers, traffic, "
+                                  "services (name, state, restarts, last_error)")},
         "/v1/stop": {"post": _op("shut the daemon down gracefully")},
         "/v1/peers": {"get": _op("connected peers"),
                       "post": _op("connect to a peer address", {"address": _TEXT})},

@@ -185,6 +185,7 @@ class ControlServer:
             "lan": {"enabled": d.lan is not None},
             "groups": [self.group_doc(g) for g in d.groups.values()],
             "folders": [f.status() for f in d.folders.values()],
+            "services": [svc.to_json() for svc in d.supervisor.status()],
             "peers": self.peers_doc(),
             "bytes_sent": sent,
             "bytes_received": received,

@@ -187,8 +187,11 @@ class FolderSync:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that comes
+            # as the event is set, and stop() then waits for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.rescan)
+                async with asyncio.timeout(self.rescan):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.round()

@@ -4,6 +4,7 @@ peer's group on two nodes joined by an in-memory connection, the audit going thr
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 
@@ -33,6 +34,7 @@ class Pair:
 @pytest.fixture
 async def pair(tmp_path) -> AsyncIterator:
     made: list[Pair] = []
+    senders: list[asyncio.Task[None]] = []
 
     async def make(*, seed_keeps: int | None) -> Pair:
         """A member with ENTRIES entries and a backup peer; ``seed_keeps``: the backup peer holds
@@ -62,10 +64,14 @@ async def pair(tmp_path) -> AsyncIterator:
             nodes.append(node)
         groups = {seed.discovery_key: seed}
         nodes[1].services[au.SERVICE] = au.AuditServer(groups.get).handle
+        senders.append(asyncio.create_task(seed.run_receipts()))  # the daemon runs it as a service
         made.append(Pair(member, seed, nodes, [ms, ss]))
         return made[-1]
 
     yield make
+    for t in senders:
+        t.cancel()
+    await asyncio.gather(*senders, return_exceptions=True)
     for p in made:
         for n in p.nodes:
             await n.close()
