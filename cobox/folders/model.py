@@ -53,7 +53,7 @@ MAX_INT = 2**63 - 1
 TYPES = ("folder/put", "folder/delete", "folder/rename")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Stamp:
     """A version's identity and its place in the total order: Lamport clock, then author."""
 
@@ -64,7 +64,7 @@ class Stamp:
         return f"{self.clock}-{self.author.hex()[:8]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkRef:
     id: bytes  # blake3 of the plaintext chunk
     feed: bytes  # the feed holding its encrypted bytes
