@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import queue
 import threading
+from collections import ChainMap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 APPEND_BATCH = 16  # chunks per signed append
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
+MERGE_BATCH = 50_000  # decoded operations held before they are merged (bounds memory when catching up)
 
 
 class FolderSync:
@@ -63,7 +65,8 @@ class FolderSync:
         self.pending_downloads = 0
         self.pending_bytes = 0
         self.last_error = ""
-        self._ops: list[Op] = []
+        self._ops: list[Op] = []  # decoded, not merged yet
+        self._merging = asyncio.Lock()
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._next_clock = 0  # the lowest clock the next recorded operation may take
         self._own_chunks: dict[bytes, ChunkRef] = {}
@@ -128,24 +131,39 @@ class FolderSync:
     # -- one round ----------------------------------------------------------------------------
 
     async def read_ops(self) -> FolderState:
-        """Merge every folder operation of the group read so far, reading new entries first."""
-        group = self.group
-        new = False
-        for feed in group.feeds():
-            done = self._read.setdefault(feed.key, RangeSet())
-            for start, end in list(feed.have):
-                for gap_start, gap_end in done.missing(start, end):
-                    seq = gap_start
-                    while seq < gap_end:
-                        # Bounded slices: a feed of large chunks is never held in memory at once.
-                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
-                        for data in batch:
-                            new |= self._take(feed, seq, data)
-                            seq += 1
-                        done.add(gap_start, seq)
-        if new:
-            self.state = FolderState.merge(self._ops)
+        """Merge every folder operation of the group read so far, reading new entries first.
+
+        Off the event loop: each slice of entries is decrypted and decoded (``_take``) in a
+        worker thread, and the new operations are folded into ``self.state`` incrementally
+        (``FolderState.update``) in a worker thread too; one caller at a time (a lock)."""
+        async with self._merging:
+            for feed in self.group.feeds():
+                done = self._read.setdefault(feed.key, RangeSet())
+                for start, end in list(feed.have):
+                    for gap_start, gap_end in done.missing(start, end):
+                        seq = gap_start
+                        while seq < gap_end:
+                            # Bounded slices: a feed of large chunks is never held in memory at once.
+                            batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
+                            if not batch:
+                                break
+                            await asyncio.to_thread(self._take_all, feed, seq, batch)
+                            seq += len(batch)
+                            done.add(gap_start, seq)
+                            if len(self._ops) >= MERGE_BATCH:
+                                await self._merge_pending()
+            await self._merge_pending()
         return self.state
+
+    def _take_all(self, feed: Any, seq: int, batch: list[bytes]) -> None:
+        for k, data in enumerate(batch):
+            self._take(feed, seq + k, data)
+
+    async def _merge_pending(self) -> None:
+        """Fold the operations decoded so far into the state, in a worker thread."""
+        if self._ops:
+            ops, self._ops = self._ops, []
+            await asyncio.to_thread(self.state.update, ops)
 
     def _take(self, feed: Any, seq: int, data: bytes) -> bool:
         """Note one entry: an operation (returns True), one of our chunks, or something else."""
@@ -244,7 +262,7 @@ class FolderSync:
 
     async def _record_put(self, a: RecordPut) -> None:
         path = self.root / a.path
-        known = {**self.state.known_chunks(), **self._own_chunks}
+        known = ChainMap(self._own_chunks, self.state.known_chunks())  # type: ignore[arg-type]
         refs: list[ChunkRef] = []
         batch: list[bytes] = []
         batch_ids: list[tuple[bytes, int]] = []
