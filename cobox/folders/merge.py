@@ -27,10 +27,12 @@ order or batching: the state is a function of the set of ops.
 4. A conflict copy is itself a version (the loser's stamp and content, base ``None``) of its
    conflict path, merged with whatever real ops name that path: a device that deletes or edits
    the copy writes an op on the conflict path with the loser's stamp as base, which supersedes
-   it; a real version wins a clash of stamps with a copy. A copy never lands on its own origin
-   nor on a path that has real versions and sorts (length, then text) at or before its origin
-   (possible when a long name had to be shortened): the next free ``-2``, ``-3``... name is
-   used. Both conditions are functions of the set of ops, so the name is deterministic.
+   it; a real version wins a clash of stamps with a copy. Paths are resolved in the order
+   (length, then text) and a conflict path is longer than its origin; when a long name had to
+   be shortened, the copy may sort before its origin. A copy never lands on its own origin nor
+   on a path resolved before its origin: one that sorts at or before the origin and has real
+   versions or a copy from a path that sorts before the origin. Then the next free ``-2``,
+   ``-3``... name is used. These are functions of the set of ops, so the name is deterministic.
 
 Incremental bookkeeping (what makes an op cost about ``log n``, not a recompute): per path the
 heads (one version, or a dict when there are several), a count of how often each ``(path,
@@ -211,6 +213,9 @@ class FolderState:
         self._copies: dict[str, dict[Stamp, dict[str, Version]]] = {}  # target -> stamp -> origin -> copy
         self._out: dict[str, dict[Stamp, _Out]] = {}  # origin -> loser stamp -> where its copy went
         self._recheck: set[str] = set()  # origins whose copies' names must be chosen again
+        self._skipped: dict[str, set[str]] = {}  # path -> origins whose copies found it taken
+        self._dirty: list[tuple[int, str]] = []  # paths to resolve (a heap), during update
+        self._queued: set[str] = set()
         self._conflicts: set[str] = set()  # paths showing a conflict copy
         self._known: dict[bytes, ChunkRef] = {}
         self._interned: dict[bytes, bytes] = {}  # device ids and feed keys, one object each
@@ -236,6 +241,8 @@ class FolderState:
         new._copies = {p: {s: dict(o) for s, o in c.items()} for p, c in self._copies.items()}
         new._out = {p: dict(o) for p, o in self._out.items()}
         new._recheck = set(self._recheck)
+        new._skipped = {p: set(o) for p, o in self._skipped.items()}
+        new._dirty, new._queued = [], set()
         new._conflicts = set(self._conflicts)
         new._known = dict(self._known)
         new._interned = dict(self._interned)
@@ -244,15 +251,13 @@ class FolderState:
     def update(self, ops: Iterable[Op]) -> FolderState:
         """Fold ``ops`` into this state, in place; returns ``self``. Costs about ``log n`` per
         op plus ``O(heads)`` per path touched."""
-        dirty: list[tuple[int, str]] = []
-        queued: set[str] = set()
         for op in ops:
             if op.clock > self.clock:
                 self.clock = op.clock
             for v in self._versions(op):
                 if self._add_version(v):
-                    self._mark(v.path, dirty, queued)
-        self._settle(dirty, queued)
+                    self._mark(v.path)
+        self._settle()
         return self
 
     def _intern(self, b: bytes) -> bytes:
@@ -326,10 +331,7 @@ class FolderState:
     def _now_real(self, path: str) -> None:
         """``path`` got its first real version: copies placed on it by a path that sorts at or
         after it must move on to their next name."""
-        for origins in self._copies.get(path, {}).values():
-            for origin in origins:
-                if _key(origin) >= _key(path):
-                    self._recheck.add(origin)
+        self._taken_changed(path, "")
 
     def _candidate(self, path: str, s: Stamp) -> Version | None:
         v = self.versions.get(path, {}).get(s)
@@ -376,6 +378,7 @@ class FolderState:
         s, origin = copy_.stamp, copy_.origin
         assert origin is not None
         self._copies.setdefault(path, {}).setdefault(s, {})[origin] = copy_
+        self._taken_changed(path, origin)
         if s not in self.versions.get(path, {}) and (path, s) not in self._based:
             c = self._candidate(path, s)
             assert c is not None
@@ -389,6 +392,7 @@ class FolderState:
             del by_stamp[s]
             if not by_stamp:
                 del self._copies[path]
+        self._taken_changed(path, origin)
         if s not in self.versions.get(path, {}) and (path, s) not in self._based:
             c = self._candidate(path, s)
             if c is None:
@@ -396,16 +400,30 @@ class FolderState:
             else:
                 self._hset(path, c)
 
-    # resolution
-    @staticmethod
-    def _mark(path: str, dirty: list[tuple[int, str]], queued: set[str]) -> None:
-        if path not in queued:
-            queued.add(path)
-            heapq.heappush(dirty, _key(path))
+    def _taken_changed(self, path: str, by: str) -> None:
+        """Whether ``path`` is taken for a copy may have changed (it got real versions, or a
+        copy from ``by`` came or went): copies of paths that sort at or after it and sit on it
+        or skipped it choose their names again. Normal conflict paths sort after their origin,
+        so this finds nobody outside the shortened-name case."""
+        k = _key(path)
+        origins = set(self._skipped.pop(path, ()))
+        for by_origin in self._copies.get(path, {}).values():
+            origins.update(by_origin)
+        for origin in origins:
+            if origin != by and _key(origin) >= k:
+                self._recheck.add(origin)
+                self._mark(origin)
 
-    def _settle(self, dirty: list[tuple[int, str]], queued: set[str]) -> None:
+    # resolution
+    def _mark(self, path: str) -> None:
+        if path not in self._queued:
+            self._queued.add(path)
+            heapq.heappush(self._dirty, _key(path))
+
+    def _settle(self) -> None:
+        dirty, queued = self._dirty, self._queued
         for origin in self._recheck:
-            self._mark(origin, dirty, queued)
+            self._mark(origin)
         resolved: dict[str, int] = {}
         while dirty:
             _, path = heapq.heappop(dirty)
@@ -415,9 +433,10 @@ class FolderState:
                 log.warning("folder merge: conflict copies of %r cycle; left as they are", path)
                 continue
             resolved[path] = n
-            self._resolve(path, dirty, queued)
+            self._resolve(path)
+        queued.clear()
 
-    def _resolve(self, path: str, dirty: list[tuple[int, str]], queued: set[str]) -> None:
+    def _resolve(self, path: str) -> None:
         puts = [v for v in self._hlist(path) if not v.deleted]
         winner = max(puts, key=lambda v: v.stamp) if len(puts) > 1 else puts[0] if puts else None
         if winner is None:
@@ -436,10 +455,10 @@ class FolderState:
         if not losers and not out:
             return
         for s, (loser, cpath, _) in list(out.items()):
-            if recheck or losers.get(s) is not loser:
+            if losers.get(s) is not loser or (recheck and self._copy_path(path, loser) != cpath):
                 del out[s]
                 self._copy_out(cpath, s, path)
-                self._mark(cpath, dirty, queued)
+                self._mark(cpath)
         for s, loser in losers.items():
             if s in out:
                 continue
@@ -448,7 +467,7 @@ class FolderState:
                         kind="conflict", origin=path)
             out[s] = (loser, cpath, c)
             self._copy_in(cpath, c)
-            self._mark(cpath, dirty, queued)
+            self._mark(cpath)
         if out:
             self._out[path] = out
         else:
@@ -457,10 +476,22 @@ class FolderState:
     def _copy_path(self, path: str, loser: Version) -> str:
         attempt = 1
         cpath = conflict_path(path, loser.stamp.author, loser.mtime)
-        while cpath == path or (cpath in self.versions and _key(cpath) <= _key(path)):
+        while self._taken(cpath, path):
+            self._skipped.setdefault(cpath, set()).add(path)
             attempt += 1
             cpath = conflict_path(path, loser.stamp.author, loser.mtime, attempt)
         return cpath
+
+    def _taken(self, cpath: str, origin: str) -> bool:
+        """Whether ``cpath`` is resolved before ``origin`` (so no copy of it may land there)."""
+        if cpath == origin:
+            return True
+        k = _key(origin)
+        if _key(cpath) > k:
+            return False
+        if cpath in self.versions:
+            return True
+        return any(_key(o) < k for by_origin in self._copies.get(cpath, {}).values() for o in by_origin)
 
     # -- queries -----------------------------------------------------------------------------
 
