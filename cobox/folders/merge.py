@@ -195,7 +195,77 @@ class Files(Mapping[str, Version]):
         return f"Files({self._d!r})"
 
 
-_Heads = Version | dict[Stamp, Version]
+_Small = dict[str, "Version | dict[Stamp, Version]"]  # path -> one version, or a dict of several
+
+
+def _sget(d: _Small, path: str, s: Stamp) -> Version | None:
+    h = d.get(path)
+    if h is None or type(h) is dict:
+        return None if h is None else h.get(s)
+    return h if h.stamp == s else None  # type: ignore[union-attr]
+
+
+def _sset(d: _Small, path: str, v: Version) -> None:
+    h = d.get(path)
+    if h is None:
+        d[path] = v
+    elif type(h) is dict:
+        h[v.stamp] = v
+    elif h.stamp == v.stamp:  # type: ignore[union-attr]
+        d[path] = v
+    else:
+        d[path] = {h.stamp: h, v.stamp: v}  # type: ignore[union-attr, dict-item]
+
+
+def _spop(d: _Small, path: str, s: Stamp) -> None:
+    h = d.get(path)
+    if h is None:
+        return
+    if type(h) is dict:
+        if h.pop(s, None) is not None and len(h) == 1:
+            d[path] = next(iter(h.values()))
+    elif h.stamp == s:  # type: ignore[union-attr]
+        del d[path]
+
+
+def _slist(d: _Small, path: str) -> list[Version]:
+    h = d.get(path)
+    return [] if h is None else list(h.values()) if type(h) is dict else [h]  # type: ignore[list-item, union-attr]
+
+
+def _sdict(h: Version | dict[Stamp, Version]) -> dict[Stamp, Version]:
+    return dict(h) if type(h) is dict else {h.stamp: h}  # type: ignore[union-attr, dict-item, arg-type]
+
+
+class Versions(Mapping[str, dict[Stamp, Version]]):
+    """Path -> stamp -> version, for every path an op wrote: a read-only view (one version is
+    kept without a dict of its own; ``[path]`` builds one), iterated over a snapshot."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: _Small) -> None:
+        self._d = d
+
+    def __getitem__(self, path: str) -> dict[Stamp, Version]:
+        return _sdict(self._d[path])
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._d))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and len(self) == len(other) and all(
+            p in other and self[p] == other[p] for p in self)
+
+    def __repr__(self) -> str:
+        return f"Versions({dict(self.items())!r})"
+
+
 _Out = tuple[Version, str, Version]  # the loser, its copy's path, the copy
 
 
@@ -204,12 +274,13 @@ class FolderState:
     stamp -> version) and ``clock`` (the highest Lamport clock merged)."""
 
     def __init__(self) -> None:
-        self.versions: dict[str, dict[Stamp, Version]] = {}
+        self._vers: _Small = {}  # path -> its version, or its versions
+        self.versions = Versions(self._vers)
         self.clock = 0
         self._files: dict[str, Version] = {}
         self.files = Files(self._files)
-        self._heads: dict[str, _Heads] = {}  # path -> its head (one) or heads (several)
-        self._based: dict[tuple[str, Stamp], int] = {}  # (path, stamp) -> versions naming it as base
+        self._heads: _Small = {}  # path -> its head, or its heads
+        self._based: dict[tuple[str, int, bytes], int] = {}  # (path, clock, author) -> versions naming it base
         self._copies: dict[str, dict[Stamp, dict[str, Version]]] = {}  # target -> stamp -> origin -> copy
         self._out: dict[str, dict[Stamp, _Out]] = {}  # origin -> loser stamp -> where its copy went
         self._recheck: set[str] = set()  # origins whose copies' names must be chosen again
@@ -233,7 +304,8 @@ class FolderState:
 
     def copy(self) -> FolderState:
         new = copy.copy(self)
-        new.versions = {p: dict(vs) for p, vs in self.versions.items()}
+        new._vers = {p: dict(h) if type(h) is dict else h for p, h in self._vers.items()}
+        new.versions = Versions(new._vers)
         new._files = dict(self._files)
         new.files = Files(new._files)
         new._heads = {p: dict(h) if type(h) is dict else h for p, h in self._heads.items()}
@@ -286,39 +358,37 @@ class FolderState:
     def _base(self, path: str, base: Stamp | None) -> Stamp | None:
         if base is None:
             return None
-        v = self.versions.get(path, {}).get(base)
+        v = _sget(self._vers, path, base)
         return v.stamp if v is not None else Stamp(base.clock, self._intern(base.author))
 
     def _add_version(self, v: Version) -> bool:
         """Note a real version; whether anything changed."""
         path, s = v.path, v.stamp
-        vs = self.versions.get(path)
-        if vs is None:
-            vs = self.versions[path] = {}
+        if path not in self._vers:
             self._now_real(path)
-        old = vs.get(s)
+        old = _sget(self._vers, path, s)
         if old is not None:
             if old == v or fingerprint(old) >= fingerprint(v):
                 return False
-            vs[s] = v
-            if self._hget(path, s) is not None:
-                self._hset(path, v)
+            _sset(self._vers, path, v)
+            if _sget(self._heads, path, s) is not None:
+                _sset(self._heads, path, v)
             if old.base is not None:
                 self._unbase(path, old.base)
         else:
-            vs[s] = v
-            if (path, s) not in self._based:
-                self._hset(path, v)
+            _sset(self._vers, path, v)
+            if (path, s.clock, s.author) not in self._based:
+                _sset(self._heads, path, v)
         if v.base is not None:
-            k = (path, v.base)
+            k = (path, v.base.clock, v.base.author)
             n = self._based.get(k, 0)
             self._based[k] = n + 1
             if n == 0:
-                self._hpop(path, v.base)
+                _spop(self._heads, path, v.base)
         return True
 
     def _unbase(self, path: str, base: Stamp) -> None:
-        k = (path, base)
+        k = (path, base.clock, base.author)
         n = self._based[k] - 1
         if n:
             self._based[k] = n
@@ -326,7 +396,7 @@ class FolderState:
         del self._based[k]
         c = self._candidate(path, base)
         if c is not None:
-            self._hset(path, c)
+            _sset(self._heads, path, c)
 
     def _now_real(self, path: str) -> None:
         """``path`` got its first real version: copies placed on it by a path that sorts at or
@@ -334,44 +404,12 @@ class FolderState:
         self._taken_changed(path, "")
 
     def _candidate(self, path: str, s: Stamp) -> Version | None:
-        v = self.versions.get(path, {}).get(s)
+        v = _sget(self._vers, path, s)
         if v is None:
             origins = self._copies.get(path, {}).get(s)
             if origins:
                 v = origins[max(origins, key=_key)]
         return v
-
-    # heads: one Version, or a dict of them when a path has several
-    def _hget(self, path: str, s: Stamp) -> Version | None:
-        h = self._heads.get(path)
-        if h is None or type(h) is dict:
-            return None if h is None else h.get(s)
-        return h if h.stamp == s else None
-
-    def _hset(self, path: str, v: Version) -> None:
-        h = self._heads.get(path)
-        if h is None:
-            self._heads[path] = v
-        elif type(h) is dict:
-            h[v.stamp] = v
-        elif h.stamp == v.stamp:
-            self._heads[path] = v
-        else:
-            self._heads[path] = {h.stamp: h, v.stamp: v}
-
-    def _hpop(self, path: str, s: Stamp) -> None:
-        h = self._heads.get(path)
-        if h is None:
-            return
-        if type(h) is dict:
-            if h.pop(s, None) is not None and len(h) == 1:
-                self._heads[path] = next(iter(h.values()))
-        elif h.stamp == s:
-            del self._heads[path]
-
-    def _hlist(self, path: str) -> list[Version]:
-        h = self._heads.get(path)
-        return [] if h is None else list(h.values()) if type(h) is dict else [h]
 
     # copies placed on a path
     def _copy_in(self, path: str, copy_: Version) -> None:
@@ -379,10 +417,10 @@ class FolderState:
         assert origin is not None
         self._copies.setdefault(path, {}).setdefault(s, {})[origin] = copy_
         self._taken_changed(path, origin)
-        if s not in self.versions.get(path, {}) and (path, s) not in self._based:
+        if _sget(self._vers, path, s) is None and (path, s.clock, s.author) not in self._based:
             c = self._candidate(path, s)
             assert c is not None
-            self._hset(path, c)
+            _sset(self._heads, path, c)
 
     def _copy_out(self, path: str, s: Stamp, origin: str) -> None:
         by_stamp = self._copies[path]
@@ -393,12 +431,12 @@ class FolderState:
             if not by_stamp:
                 del self._copies[path]
         self._taken_changed(path, origin)
-        if s not in self.versions.get(path, {}) and (path, s) not in self._based:
+        if _sget(self._vers, path, s) is None and (path, s.clock, s.author) not in self._based:
             c = self._candidate(path, s)
             if c is None:
-                self._hpop(path, s)
+                _spop(self._heads, path, s)
             else:
-                self._hset(path, c)
+                _sset(self._heads, path, c)
 
     def _taken_changed(self, path: str, by: str) -> None:
         """Whether ``path`` is taken for a copy may have changed (it got real versions, or a
@@ -437,7 +475,7 @@ class FolderState:
         queued.clear()
 
     def _resolve(self, path: str) -> None:
-        puts = [v for v in self._hlist(path) if not v.deleted]
+        puts = [v for v in _slist(self._heads, path) if not v.deleted]
         winner = max(puts, key=lambda v: v.stamp) if len(puts) > 1 else puts[0] if puts else None
         if winner is None:
             self._files.pop(path, None)
@@ -489,7 +527,7 @@ class FolderState:
         k = _key(origin)
         if _key(cpath) > k:
             return False
-        if cpath in self.versions:
+        if cpath in self._vers:
             return True
         return any(_key(o) < k for by_origin in self._copies.get(cpath, {}).values() for o in by_origin)
 
@@ -505,13 +543,12 @@ class FolderState:
         shown = self._files.get(path)
         if shown is not None:
             return shown.stamp
-        real = self.versions.get(path, {})
-        hs = [v.stamp for v in self._hlist(path) if v.stamp in real]
+        hs = [v.stamp for v in _slist(self._heads, path) if _sget(self._vers, path, v.stamp) is v]
         return max(hs) if hs else None
 
     def history(self, path: str) -> list[Version]:
         """Every version of ``path`` written by an op (puts, deletions, renames), oldest first."""
-        return sorted(self.versions.get(normalize_path(path), {}).values(), key=lambda v: v.stamp)
+        return sorted(_slist(self._vers, normalize_path(path)), key=lambda v: v.stamp)
 
     def conflicts(self) -> dict[str, Version]:
         """The conflict copies shown: conflict path -> version (``origin`` is the contested path)."""
@@ -528,7 +565,7 @@ class FolderState:
     def restore(self, path: str, version: Stamp, author: bytes, *, mtime: int | None = None) -> Put:
         """A ``Put`` that makes ``path`` hold the content of an older ``version`` again."""
         path = normalize_path(path)
-        old = self.versions.get(path, {}).get(version)
+        old = _sget(self._vers, path, version)
         if old is None:
             shown = self._files.get(path)
             old = shown if shown is not None and shown.stamp == version else None
