@@ -7,11 +7,13 @@ former commit, loaded from git, in the same run).
 The ops are a folder's life as three devices make it: 70% new files, 20% edits of a file
 (based on the version shown), 5% deletions, 5% renames, one 4 KiB chunk per file, paths in
 directories of 100 files; already decoded (the decoder is not measured here). Prints one JSON
-line per implementation: ``merge_s`` (all ops at once, from scratch), ``add_us_per_op`` (one op
-at a time on top, median of ``--incremental`` ops; for the former merge that is a full merge
-per op, so it is measured over 3 ops only), ``bytes_per_op`` (tracemalloc: what the merged
-state holds once the op objects are dropped, divided by the number of ops) and
-``peak_rss_mb``.
+line per implementation: ``merge_s`` and ``merge_cpu_s`` (all ops at once, from scratch; wall
+clock and this process's CPU time, which a loaded machine disturbs less), ``add_us_per_op``
+(CPU time of one op at a time on top, median of ``--incremental`` ops; for the former merge that
+is a full merge per op, so it is measured over 3 ops only), ``bytes_per_op`` (tracemalloc: what the merged
+state holds once the op objects are dropped, divided by the number of ops),
+``bytes_per_op_with_ops`` (the same with the decoded op objects still alive: what the daemon
+held before, when ``FolderSync`` kept every op it had decoded) and ``peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -91,14 +93,14 @@ def load_before(rev: str) -> Any:
 
 def measure(name: str, cls: Any, ops: list[Op], incremental: int, incremental_mode: str) -> None:
     gc.collect()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     state = cls.merge(ops[:-incremental])
-    merge_s = time.perf_counter() - t0
+    merge_s, merge_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     per_op = []
     for op in ops[-incremental:]:
-        t0 = time.perf_counter()
+        c0 = time.process_time()
         state = state.update([op]) if incremental_mode == "update" else state.add([op])
-        per_op.append(time.perf_counter() - t0)
+        per_op.append(time.process_time() - c0)
     assert len(state.files) > 0
     del state
     # memory: what a merge of the same ops holds once the ops are dropped (all allocations traced)
@@ -109,12 +111,16 @@ def measure(name: str, cls: Any, ops: list[Op], incremental: int, incremental_mo
     copies = life(n)
     gc.collect()
     state = cls.merge(copies)
+    gc.collect()
+    with_ops = tracemalloc.get_traced_memory()[0] - before
     del copies
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     report(bench="merge", impl=name, ops=n, files=len(state.files), merge_s=round(merge_s, 3),
+           merge_cpu_s=round(merge_cpu_s, 3),
            add_us_per_op=round(statistics.median(per_op) * 1e6, 1), bytes_per_op=round(held / n),
+           bytes_per_op_with_ops=round(with_ops / n),
            peak_rss_mb=peak_rss_mb())
 
 

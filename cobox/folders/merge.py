@@ -290,6 +290,7 @@ class FolderState:
         self._conflicts: set[str] = set()  # paths showing a conflict copy
         self._known: dict[bytes, ChunkRef] = {}
         self._interned: dict[bytes, bytes] = {}  # device ids and feed keys, one object each
+        self._modes: dict[int, int] = {}  # likewise for modes (an int above 256 is an object per op)
 
     # -- merging -------------------------------------------------------------------------------
 
@@ -349,10 +350,11 @@ class FolderState:
                     known[c.id] = c
         if isinstance(op, Delete):
             return [Version(op.path, stamp, self._base(op.path, op.base), True, kind="delete")]
+        mode = self._modes.setdefault(op.mode, op.mode)
         if isinstance(op, Put):
-            return [Version(op.path, stamp, self._base(op.path, op.base), False, op.size, op.mode, op.mtime, chunks)]
+            return [Version(op.path, stamp, self._base(op.path, op.base), False, op.size, mode, op.mtime, chunks)]
         return [Version(op.src, stamp, self._base(op.src, op.base), True, kind="rename-from"),
-                Version(op.dst, stamp, self._base(op.dst, op.dst_base), False, op.size, op.mode, op.mtime, chunks,
+                Version(op.dst, stamp, self._base(op.dst, op.dst_base), False, op.size, mode, op.mtime, chunks,
                         kind="rename-to")]
 
     def _base(self, path: str, base: Stamp | None) -> Stamp | None:
@@ -443,6 +445,8 @@ class FolderState:
         copy from ``by`` came or went): copies of paths that sort at or after it and sit on it
         or skipped it choose their names again. Normal conflict paths sort after their origin,
         so this finds nobody outside the shortened-name case."""
+        if path not in self._skipped and path not in self._copies:
+            return
         k = _key(path)
         origins = set(self._skipped.pop(path, ()))
         for by_origin in self._copies.get(path, {}).values():

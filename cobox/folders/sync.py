@@ -8,8 +8,10 @@ Everything lives in the group's feeds, encrypted like the log: each file operati
 references it (``ChunkRef(feed, seq)``). A chunk already referenced anywhere in the group (or
 already stored by this device) is referenced again, never stored twice.
 
-A *round* reads the entries not read yet (per feed), merges all operations
-(``FolderState``), scans the folder, asks ``plan`` what to do and does it: downloads stream
+A *round* reads the entries not read yet (per feed), folds their operations into the merged
+state (``FolderState.update``: incremental, decoding and merging in a worker thread, see
+``read_ops``), scans the folder, asks ``plan`` what to do (in a worker thread too: it visits
+every path) and does it: downloads stream
 chunks from the store, verified against their BLAKE3 ids, into ``apply.write_file`` (temp file,
 fsync, rename) in a worker thread, so memory stays bounded whatever the file size; local
 changes are chunked in a worker thread and recorded. A download waits until every chunk it
@@ -214,7 +216,7 @@ class FolderSync:
             return s is None or s.size != size or s.mtime != mtime
 
         local = await asyncio.to_thread(scan, self.root, rules, want)
-        actions = plan(state, local, synced, ignored=rules)
+        actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)  # O(files): off the loop
         waiting = waiting_bytes = 0
         for a in actions:
             if isinstance(a, Download):
