@@ -216,7 +216,8 @@ class FolderSync:
             return s is None or s.size != size or s.mtime != mtime
 
         local = await asyncio.to_thread(scan, self.root, rules, want)
-        actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)  # O(files): off the loop
+        async with self._merging:  # O(files), so off the loop; on a settled state
+            actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)
         waiting = waiting_bytes = 0
         for a in actions:
             if isinstance(a, Download):
