@@ -79,6 +79,7 @@ from .paths import conflict_path, normalize_path
 
 log = logging.getLogger(__name__)
 MAX_RESOLVES = 16  # resolutions of one path in one batch before a (crafted) cycle is cut
+MAX_NAME_MTIME = 253_402_300_799 * 10**9  # 9999-12-31: conflict names clamp mtimes to what a date can show
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,12 +517,12 @@ class FolderState:
             self._out.pop(path, None)
 
     def _copy_path(self, path: str, loser: Version) -> str:
-        attempt = 1
-        cpath = conflict_path(path, loser.stamp.author, loser.mtime)
+        attempt, mtime = 1, min(max(loser.mtime, 0), MAX_NAME_MTIME)
+        cpath = conflict_path(path, loser.stamp.author, mtime)
         while self._taken(cpath, path):
             self._skipped.setdefault(cpath, set()).add(path)
             attempt += 1
-            cpath = conflict_path(path, loser.stamp.author, loser.mtime, attempt)
+            cpath = conflict_path(path, loser.stamp.author, mtime, attempt)
         return cpath
 
     def _taken(self, cpath: str, origin: str) -> bool:

@@ -126,3 +126,9 @@ def test_many_concurrent_heads_on_one_path_cost_one_resolution_per_batch(n) -> N
     assert len(s.files) == n and len(s.conflicts()) == n - 1
     s.update([put("f", b"on top", 2, A, s.head("f"))])  # the winner edited: one new winner
     assert s.files["f"].stamp == Stamp(2, A) and len(s.files) == n
+
+
+def test_conflict_names_of_absurd_mtimes_are_still_made() -> None:
+    far, before = Put("f", 0, 0o644, 10**40, (), 1, H, None), Put("f", 0, 0o644, -5, (), 1, H2, None)
+    s = FolderState.merge([far, before])
+    assert sorted(s.files) == ["f", conflict_path("f", H, 253_402_300_799 * 10**9)]
