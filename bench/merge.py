@@ -7,13 +7,19 @@ former commit, loaded from git, in the same run).
 The ops are a folder's life as three devices make it: 70% new files, 20% edits of a file
 (based on the version shown), 5% deletions, 5% renames, one 4 KiB chunk per file, paths in
 directories of 100 files; already decoded (the decoder is not measured here). Prints one JSON
-line per implementation: ``merge_s`` and ``merge_cpu_s`` (all ops at once, from scratch; wall
-clock and this process's CPU time, which a loaded machine disturbs less), ``add_us_per_op``
-(CPU time of one op at a time on top, median of ``--incremental`` ops; for the former merge that
-is a full merge per op, so it is measured over 3 ops only), ``bytes_per_op`` (tracemalloc: what the merged
-state holds once the op objects are dropped, divided by the number of ops),
-``bytes_per_op_with_ops`` (the same with the decoded op objects still alive: what the daemon
-held before, when ``FolderSync`` kept every op it had decoded) and ``peak_rss_mb``.
+line per implementation:
+
+- ``merge_s``, ``merge_cpu_s``: all ops at once, from scratch (wall clock, and this process's
+  CPU time, which a loaded machine disturbs less);
+- ``merge_frozen_cpu_s``: all ops as ``FolderSync`` merges them, in batches of ``MERGE_BATCH``
+  with ``gc.freeze()`` after each, so CPython's full collections do not walk the growing
+  state again and again (today's merge only);
+- ``add_us_per_op``: CPU time of one more op on top, median of ``--incremental`` ops (for the
+  former merge each is a full merge, so it is measured over 3 ops only);
+- ``bytes_per_op``: tracemalloc, what the merged state holds once the op objects are dropped,
+  divided by the number of ops; ``bytes_per_op_with_ops``: the same with the decoded op
+  objects still alive (what the daemon held before, when ``FolderSync`` kept every op);
+- ``peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from _util import peak_rss_mb, report
 
 from cobox.folders.merge import FolderState
 from cobox.folders.model import ChunkRef, Delete, Op, Put
+from cobox.folders.sync import MERGE_BATCH
 
 DEVICES = [bytes([d]) * 32 for d in (0xAA, 0xBB, 0xCC)]
 T0 = 1_700_000_000 * 10**9
@@ -103,6 +110,18 @@ def measure(name: str, cls: Any, ops: list[Op], incremental: int, incremental_mo
         per_op.append(time.process_time() - c0)
     assert len(state.files) > 0
     del state
+    frozen_cpu_s = None
+    if incremental_mode == "update":  # as FolderSync merges: batches of MERGE_BATCH, gc.freeze() after each
+        gc.collect()
+        c0 = time.process_time()
+        state = cls()
+        for k in range(0, len(ops), MERGE_BATCH):
+            state.update(ops[k:k + MERGE_BATCH])
+            gc.freeze()
+        frozen_cpu_s = round(time.process_time() - c0, 3)
+        del state
+        gc.unfreeze()
+        gc.collect()
     # memory: what a merge of the same ops holds once the ops are dropped (all allocations traced)
     n = len(ops)
     gc.collect()
@@ -118,7 +137,7 @@ def measure(name: str, cls: Any, ops: list[Op], incremental: int, incremental_mo
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     report(bench="merge", impl=name, ops=n, files=len(state.files), merge_s=round(merge_s, 3),
-           merge_cpu_s=round(merge_cpu_s, 3),
+           merge_cpu_s=round(merge_cpu_s, 3), merge_frozen_cpu_s=frozen_cpu_s,
            add_us_per_op=round(statistics.median(per_op) * 1e6, 1), bytes_per_op=round(held / n),
            bytes_per_op_with_ops=round(with_ops / n),
            peak_rss_mb=peak_rss_mb())
