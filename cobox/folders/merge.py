@@ -35,12 +35,12 @@ order or batching: the state is a function of the set of ops.
    ``-3``... name is used. These are functions of the set of ops, so the name is deterministic.
 
 Incremental bookkeeping (what makes an op cost about ``log n``, not a recompute): per path the
-heads (one version, or a dict when there are several), a count of how often each ``(path,
-stamp)`` is named as a base, the conflict copies placed on it and the ones it placed. A new
-version touches only its path: the head set changes by at most two entries and the path is
-marked *dirty*. ``_settle`` re-resolves dirty paths shortest first (a heap); a path whose
-losers changed marks the paths of the copies it adds or removes dirty in turn. A path's
-resolution costs ``O(heads)``, and a path is resolved once per batch, however many of the
+versions and the heads (one version, or a dict when there are several: ``versions.SmallMap``),
+a count of how often each ``(path, stamp)`` is named as a base, the conflict copies placed on
+it and the ones it placed. A new version touches only its path: the head set changes by at
+most two entries and the path is marked *dirty*. ``_settle`` re-resolves dirty paths shortest
+first (a heap); a path whose losers changed marks the paths of the copies it adds or removes
+dirty in turn. A path's resolution costs ``O(heads)``, and a path is resolved once per batch, however many of the
 batch's ops touch it. Cycles through shortened conflict names (only possible among paths whose
 last component is 255 bytes long, i.e. crafted) are cut after ``MAX_RESOLVES`` resolutions of
 one path in one batch; that is logged.
@@ -63,208 +63,36 @@ may see a state between two ops of a batch; the daemon plans only after ``update
 from __future__ import annotations
 
 import copy
-import hashlib
 import heapq
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
 
 from cobox.errors import UnknownVersionError
 
-from .chunking import content_id
 from .model import ChunkRef, Delete, Op, Put, Rename, Stamp
 from .paths import conflict_path, normalize_path
+from .versions import (
+    Files,
+    SmallMap,
+    Version,
+    Versions,
+    fingerprint,
+    heads,
+    small_get,
+    small_list,
+    small_pop,
+    small_set,
+    versions_of,
+)
 
 log = logging.getLogger(__name__)
 MAX_RESOLVES = 16  # resolutions of one path in one batch before a (crafted) cycle is cut
 MAX_NAME_MTIME = 253_402_300_799 * 10**9  # 9999-12-31: conflict names clamp mtimes to what a date can show
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
-    """One version of one path: a content (``deleted`` False) or a deletion."""
-
-    path: str
-    stamp: Stamp
-    base: Stamp | None
-    deleted: bool
-    size: int = 0
-    mode: int = 0
-    mtime: int = 0
-    chunks: tuple[ChunkRef, ...] = ()
-    kind: str = "put"  # put, delete, rename-from, rename-to, conflict
-    origin: str | None = None  # a conflict copy: the path it lost on
-
-    @property
-    def content(self) -> bytes:
-        """``chunking.content_id`` of this version's chunks (compare with a scanned file)."""
-        return content_id(c.id for c in self.chunks)
-
-
-def versions_of(op: Op) -> list[Version]:
-    """The versions one op contributes (two for a rename)."""
-    s = op.stamp
-    if isinstance(op, Delete):
-        return [Version(op.path, s, op.base, True, kind="delete")]
-    if isinstance(op, Put):
-        return [Version(op.path, s, op.base, False, op.size, op.mode, op.mtime, op.chunks)]
-    return [Version(op.src, s, op.base, True, kind="rename-from"),
-            Version(op.dst, s, op.dst_base, False, op.size, op.mode, op.mtime, op.chunks, kind="rename-to")]
-
-
-def heads(versions: Iterable[Version]) -> list[Version]:
-    """The versions nobody built on, oldest stamp first."""
-    vs = list(versions)
-    children = {v.base for v in vs if v.base is not None}
-    return sorted((v for v in vs if v.stamp not in children), key=lambda v: v.stamp)
-
-
-def fingerprint(v: Version) -> bytes:
-    """A digest of every field of ``v`` in a canonical encoding (length-prefixed, integers in
-    decimal so no width limits them): the tie-break between two versions with one identity."""
-    h = hashlib.blake2b(digest_size=32)
-
-    def put(x: bytes) -> None:
-        h.update(len(x).to_bytes(4, "big"))
-        h.update(x)
-
-    def num(n: int) -> None:
-        put(str(n).encode())
-
-    put(v.kind.encode())
-    put(v.path.encode("utf-8", "surrogatepass"))
-    num(v.stamp.clock)
-    put(v.stamp.author)
-    if v.base is None:
-        put(b"")
-    else:
-        num(v.base.clock)
-        put(v.base.author)
-    for n in (int(v.deleted), v.size, v.mode, v.mtime, len(v.chunks)):
-        num(n)
-    for c in v.chunks:
-        put(c.id)
-        put(c.feed)
-        num(c.seq)
-        num(c.size)
-    return h.digest()
-
-
 def _key(path: str) -> tuple[int, str]:
     return len(path), path
-
-
-class Files(Mapping[str, Version]):
-    """Path -> the version shown: a read-only view whose iteration works on a snapshot, so it
-    is safe to read on the event loop while ``update`` runs in a worker thread."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self, d: dict[str, Version]) -> None:
-        self._d = d
-
-    def __getitem__(self, path: str) -> Version:
-        return self._d[path]
-
-    def get(self, path: str, default: Any = None) -> Any:
-        return self._d.get(path, default)
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._d
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._d))
-
-    def keys(self) -> list[str]:  # type: ignore[override]
-        return list(self._d)
-
-    def values(self) -> list[Version]:  # type: ignore[override]
-        return list(self._d.values())
-
-    def items(self) -> list[tuple[str, Version]]:  # type: ignore[override]
-        return list(self._d.items())
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self._d) == dict(other.items())
-
-    def __repr__(self) -> str:
-        return f"Files({self._d!r})"
-
-
-_Small = dict[str, "Version | dict[Stamp, Version]"]  # path -> one version, or a dict of several
-
-
-def _sget(d: _Small, path: str, s: Stamp) -> Version | None:
-    h = d.get(path)
-    if h is None or type(h) is dict:
-        return None if h is None else h.get(s)
-    return h if h.stamp == s else None  # type: ignore[union-attr]
-
-
-def _sset(d: _Small, path: str, v: Version) -> None:
-    h = d.get(path)
-    if h is None:
-        d[path] = v
-    elif type(h) is dict:
-        h[v.stamp] = v
-    elif h.stamp == v.stamp:  # type: ignore[union-attr]
-        d[path] = v
-    else:
-        d[path] = {h.stamp: h, v.stamp: v}  # type: ignore[union-attr, dict-item]
-
-
-def _spop(d: _Small, path: str, s: Stamp) -> None:
-    h = d.get(path)
-    if h is None:
-        return
-    if type(h) is dict:
-        if h.pop(s, None) is not None and len(h) == 1:
-            d[path] = next(iter(h.values()))
-    elif h.stamp == s:  # type: ignore[union-attr]
-        del d[path]
-
-
-def _slist(d: _Small, path: str) -> list[Version]:
-    h = d.get(path)
-    return [] if h is None else list(h.values()) if type(h) is dict else [h]  # type: ignore[list-item, union-attr]
-
-
-def _sdict(h: Version | dict[Stamp, Version]) -> dict[Stamp, Version]:
-    return dict(h) if type(h) is dict else {h.stamp: h}  # type: ignore[union-attr, dict-item, arg-type]
-
-
-class Versions(Mapping[str, dict[Stamp, Version]]):
-    """Path -> stamp -> version, for every path an op wrote: a read-only view (one version is
-    kept without a dict of its own; ``[path]`` builds one), iterated over a snapshot."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self, d: _Small) -> None:
-        self._d = d
-
-    def __getitem__(self, path: str) -> dict[Stamp, Version]:
-        return _sdict(self._d[path])
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._d
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._d))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and len(self) == len(other) and all(
-            p in other and self[p] == other[p] for p in self)
-
-    def __repr__(self) -> str:
-        return f"Versions({dict(self.items())!r})"
 
 
 _Out = tuple[Version, str, Version]  # the loser, its copy's path, the copy
@@ -275,12 +103,12 @@ class FolderState:
     stamp -> version) and ``clock`` (the highest Lamport clock merged)."""
 
     def __init__(self) -> None:
-        self._vers: _Small = {}  # path -> its version, or its versions
+        self._vers: SmallMap = {}  # path -> its version, or its versions
         self.versions = Versions(self._vers)
         self.clock = 0
         self._files: dict[str, Version] = {}
         self.files = Files(self._files)
-        self._heads: _Small = {}  # path -> its head, or its heads
+        self._heads: SmallMap = {}  # path -> its head, or its heads
         self._based: dict[tuple[str, int, bytes], int] = {}  # (path, clock, author) -> versions naming it base
         self._copies: dict[str, dict[Stamp, dict[str, Version]]] = {}  # target -> stamp -> origin -> copy
         self._out: dict[str, dict[Stamp, _Out]] = {}  # origin -> loser stamp -> where its copy went
@@ -361,7 +189,7 @@ class FolderState:
     def _base(self, path: str, base: Stamp | None) -> Stamp | None:
         if base is None:
             return None
-        v = _sget(self._vers, path, base)
+        v = small_get(self._vers, path, base)
         return v.stamp if v is not None else Stamp(base.clock, self._intern(base.author))
 
     def _add_version(self, v: Version) -> bool:
@@ -369,25 +197,25 @@ class FolderState:
         path, s = v.path, v.stamp
         if path not in self._vers:
             self._now_real(path)
-        old = _sget(self._vers, path, s)
+        old = small_get(self._vers, path, s)
         if old is not None:
             if old == v or fingerprint(old) >= fingerprint(v):
                 return False
-            _sset(self._vers, path, v)
-            if _sget(self._heads, path, s) is not None:
-                _sset(self._heads, path, v)
+            small_set(self._vers, path, v)
+            if small_get(self._heads, path, s) is not None:
+                small_set(self._heads, path, v)
             if old.base is not None:
                 self._unbase(path, old.base)
         else:
-            _sset(self._vers, path, v)
+            small_set(self._vers, path, v)
             if (path, s.clock, s.author) not in self._based:
-                _sset(self._heads, path, v)
+                small_set(self._heads, path, v)
         if v.base is not None:
             k = (path, v.base.clock, v.base.author)
             n = self._based.get(k, 0)
             self._based[k] = n + 1
             if n == 0:
-                _spop(self._heads, path, v.base)
+                small_pop(self._heads, path, v.base)
         return True
 
     def _unbase(self, path: str, base: Stamp) -> None:
@@ -399,7 +227,7 @@ class FolderState:
         del self._based[k]
         c = self._candidate(path, base)
         if c is not None:
-            _sset(self._heads, path, c)
+            small_set(self._heads, path, c)
 
     def _now_real(self, path: str) -> None:
         """``path`` got its first real version: copies placed on it by a path that sorts at or
@@ -407,7 +235,7 @@ class FolderState:
         self._taken_changed(path, "")
 
     def _candidate(self, path: str, s: Stamp) -> Version | None:
-        v = _sget(self._vers, path, s)
+        v = small_get(self._vers, path, s)
         if v is None:
             origins = self._copies.get(path, {}).get(s)
             if origins:
@@ -420,10 +248,10 @@ class FolderState:
         assert origin is not None
         self._copies.setdefault(path, {}).setdefault(s, {})[origin] = copy_
         self._taken_changed(path, origin)
-        if _sget(self._vers, path, s) is None and (path, s.clock, s.author) not in self._based:
+        if small_get(self._vers, path, s) is None and (path, s.clock, s.author) not in self._based:
             c = self._candidate(path, s)
             assert c is not None
-            _sset(self._heads, path, c)
+            small_set(self._heads, path, c)
 
     def _copy_out(self, path: str, s: Stamp, origin: str) -> None:
         by_stamp = self._copies[path]
@@ -434,12 +262,12 @@ class FolderState:
             if not by_stamp:
                 del self._copies[path]
         self._taken_changed(path, origin)
-        if _sget(self._vers, path, s) is None and (path, s.clock, s.author) not in self._based:
+        if small_get(self._vers, path, s) is None and (path, s.clock, s.author) not in self._based:
             c = self._candidate(path, s)
             if c is None:
-                _spop(self._heads, path, s)
+                small_pop(self._heads, path, s)
             else:
-                _sset(self._heads, path, c)
+                small_set(self._heads, path, c)
 
     def _taken_changed(self, path: str, by: str) -> None:
         """Whether ``path`` is taken for a copy may have changed (it got real versions, or a
@@ -480,7 +308,7 @@ class FolderState:
         queued.clear()
 
     def _resolve(self, path: str) -> None:
-        puts = [v for v in _slist(self._heads, path) if not v.deleted]
+        puts = [v for v in small_list(self._heads, path) if not v.deleted]
         winner = max(puts, key=lambda v: v.stamp) if len(puts) > 1 else puts[0] if puts else None
         if winner is None:
             self._files.pop(path, None)
@@ -548,12 +376,12 @@ class FolderState:
         shown = self._files.get(path)
         if shown is not None:
             return shown.stamp
-        hs = [v.stamp for v in _slist(self._heads, path) if _sget(self._vers, path, v.stamp) is v]
+        hs = [v.stamp for v in small_list(self._heads, path) if small_get(self._vers, path, v.stamp) is v]
         return max(hs) if hs else None
 
     def history(self, path: str) -> list[Version]:
         """Every version of ``path`` written by an op (puts, deletions, renames), oldest first."""
-        return sorted(_slist(self._vers, normalize_path(path)), key=lambda v: v.stamp)
+        return sorted(small_list(self._vers, normalize_path(path)), key=lambda v: v.stamp)
 
     def conflicts(self) -> dict[str, Version]:
         """The conflict copies shown: conflict path -> version (``origin`` is the contested path)."""
@@ -570,7 +398,7 @@ class FolderState:
     def restore(self, path: str, version: Stamp, author: bytes, *, mtime: int | None = None) -> Put:
         """A ``Put`` that makes ``path`` hold the content of an older ``version`` again."""
         path = normalize_path(path)
-        old = _sget(self._vers, path, version)
+        old = small_get(self._vers, path, version)
         if old is None:
             shown = self._files.get(path)
             old = shown if shown is not None and shown.stamp == version else None
@@ -595,3 +423,6 @@ class FolderState:
             raise UnknownVersionError(f"no file at {src!r}")
         return Rename(src, dst, v.size, v.mode, v.mtime, v.chunks, self.next_clock(), author,
                       v.stamp, self.head(dst))
+
+
+__all__ = ["FolderState", "Version", "fingerprint", "heads", "versions_of"]
