@@ -74,7 +74,7 @@ MAX_ENTRY_BYTES = 8 * 1024 * 1024  # no feed entry is larger (storage caps it lo
 TYPES = ("folder/put", "folder/delete", "folder/rename")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Stamp:
     """A version's identity and its place in the total order: Lamport clock, then author."""
 
@@ -85,7 +85,7 @@ class Stamp:
         return f"{self.clock}-{self.author.hex()[:8]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkRef:
     id: bytes  # blake3 of the plaintext chunk
     feed: bytes  # the feed holding its encrypted bytes

@@ -85,6 +85,8 @@ def conflict_path(path: str, author: bytes, mtime_ns: int, attempt: int = 1) -> 
     stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mtime_ns // 1_000_000_000))
     suffix = f".conflict-{author.hex()[:8]}-{stamp}" + (f"-{attempt}" if attempt > 1 else "")
+    if len((suffix + ext).encode()) >= MAX_COMPONENT:  # an extension too long to keep: drop it
+        stem, ext = name, ""
     room = MAX_COMPONENT - len((suffix + ext).encode())
     while len(stem.encode()) > room:  # keep the component within the limit
         stem = stem[:-1]

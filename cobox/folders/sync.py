@@ -9,8 +9,10 @@ references it (``ChunkRef(feed, seq)``), cut with the group's keyed chunker and 
 class (:mod:`cobox.folders.padding`). A chunk already referenced anywhere in the group (or
 already stored by this device) is referenced again, never stored twice.
 
-A *round* reads the entries not read yet (per feed), merges all operations
-(``FolderState``), scans the folder, asks ``plan`` what to do and does it: downloads stream
+A *round* reads the entries not read yet (per feed), folds their operations into the merged
+state (``FolderState.update``: incremental, decoding and merging in a worker thread, see
+``read_ops``), scans the folder, asks ``plan`` what to do (in a worker thread too: it visits
+every path) and does it: downloads stream
 chunks from the store, verified against their BLAKE3 ids, into ``apply.write_file`` (temp file,
 fsync, rename) in a worker thread, so memory stays bounded whatever the file size; local
 changes are chunked in a worker thread and recorded. A download waits until every chunk it
@@ -41,17 +43,16 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from storage import RangeSet
 from storage.errors import FeedNotFoundError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
-from ..groups import decode_log
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import Chunker, chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
@@ -65,13 +66,11 @@ from .model import (
     decode_chunk,
     encode_op,
     fillers_needed,
-    is_folder_record,
-    op_from,
-    record_type,
     unpack,
 )
 from .padding import encode_chunk
 from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
+from .reader import OpReader
 from .scan import scan
 from .stream import chunks_of
 
@@ -80,7 +79,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 APPEND_BATCH = 16  # chunks per signed append
-READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
 MAX_FILLERS = 1 << 20  # entries written at most to make clock room for one op
@@ -103,7 +101,7 @@ class FolderSync:
         self.backoff = backoff  # first delay after a failed round
         self.min_disk_free = min_disk_free if min_disk_free is not None else DiskReserve(percent=1.0)
         self.disk_space = disk_space
-        self.state = FolderState.merge([])
+        self.reader = OpReader(group)
         self.pending_downloads = 0
         self.pending_bytes = 0
         self.error = ""  # why the last round failed ("" once a round succeeds)
@@ -114,10 +112,7 @@ class FolderSync:
         self.failed: dict[str, PathFailure] = {}  # paths that cannot be applied or recorded now
         self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
         self._stopping = False
-        self._ops: list[Op] = []
-        self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._next_clock = 0  # the lowest clock the next recorded operation may take
-        self._own_chunks: dict[bytes, ChunkRef] = {}
         self._synced: dict[str, Synced] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -215,57 +210,21 @@ class FolderSync:
 
     # -- one round ----------------------------------------------------------------------------
 
-    async def read_ops(self) -> FolderState:
-        """Merge every folder operation of the group read so far, reading new entries first."""
-        group = self.group
-        new = False
-        for feed in group.feeds():
-            done = self._read.setdefault(feed.key, RangeSet())
-            for start, end in list(feed.have):
-                for gap_start, gap_end in done.missing(start, end):
-                    seq = gap_start
-                    while seq < gap_end:
-                        # Bounded slices: a feed of large chunks is never held in memory at once.
-                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
-                        for data in batch:
-                            new |= self._take(feed, seq, data)
-                            seq += 1
-                        done.add(gap_start, seq)
-        if new:
-            self.state = FolderState.merge(self._ops)
-        return self.state
+    @property
+    def state(self) -> FolderState:
+        """Every folder operation of the group read so far, merged."""
+        return self.reader.state
+
+    @property
+    def _ops(self) -> list[Op]:
+        return self.reader._ops
 
     def _take(self, feed: Any, seq: int, data: bytes) -> bool:
-        """Note one entry: an operation (returns True), one of our chunks, or something else.
-        A refused entry is counted against the feed's owner and skipped."""
-        author = self.group.owner(feed.key)
-        if author is None:
-            return False  # not an admitted feed
-        plain = self.group.open(feed.key, seq, data)
-        if plain is None:
-            self.group.refuse(feed.key, seq, "does not decrypt with the group key")
-            return False
-        try:
-            obj = unpack(plain)
-            if is_folder_record(obj):
-                self._ops.append(op_from(obj, author=author, seq=seq))
-                return True
-            kind = record_type(obj)
-            if kind == "chunk":
-                chunk = decode_chunk(obj)
-                if feed.writable:
-                    cid = chunk_id(chunk)
-                    self._own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
-            elif kind == "filler":
-                if set(obj) != {"type"}:
-                    raise MalformedRecordError("a filler entry with fields")
-            elif kind == "log":
-                decode_log(obj)  # (Group.log shows them)
-            else:
-                raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
-        except MalformedRecordError as e:
-            self.group.refuse(feed.key, seq, str(e))
-        return False
+        return self.reader.take(feed, seq, data)
+
+    async def read_ops(self) -> FolderState:
+        """Read and merge what is new (:class:`.reader.OpReader`)."""
+        return await self.reader.read()
 
     async def round(self) -> None:
         self.rounds += 1
@@ -278,7 +237,8 @@ class FolderSync:
             return s is None or s.size != size or s.mtime != mtime
 
         local = await asyncio.to_thread(scan, self.root, rules, want, self.chunker)
-        actions = plan(state, local, synced, ignored=rules)
+        async with self.reader.merging:  # O(files), so off the loop; on a settled state
+            actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)
         waiting = waiting_bytes = 0
         for a in actions:
             if isinstance(a, Download) and not self._available(a.version):
@@ -372,7 +332,7 @@ class FolderSync:
 
     async def _record_put(self, a: RecordPut) -> None:
         path = self.root / a.path
-        known = {**self.state.known_chunks(), **self._own_chunks}
+        known = ChainMap(self.reader.own_chunks, self.state.known_chunks())  # type: ignore[arg-type]
         refs: list[ChunkRef] = []
         batch: list[bytes] = []
         batch_ids: list[tuple[bytes, int]] = []
@@ -385,7 +345,7 @@ class FolderSync:
                 assert feed is not None
                 for k, (cid, size) in enumerate(batch_ids):
                     ref = ChunkRef(cid, feed.key, first + k, size)
-                    known[cid] = self._own_chunks[cid] = ref
+                    known[cid] = self.reader.own_chunks[cid] = ref
                 batch.clear()
                 batch_ids.clear()
                 batched.clear()

@@ -1,0 +1,129 @@
+"""Reading a folder's operations from the group's feeds: decode every new entry strictly and
+fold the operations into the merged state, off the event loop.
+
+Theory of operation
+-------------------
+``OpReader.read`` walks the entries of every admitted feed not read yet (a ``RangeSet`` per
+feed), in bounded slices. Each slice is decrypted and decoded in a worker thread
+(``take``): a folder operation is kept with the feed's owner as its author and its place as
+``seq``; one of this device's chunk entries is noted (``own_chunks``: the chunks it can
+reference without storing them again); log entries and fillers are checked and passed over;
+anything else, or anything malformed, is refused and counted against the feed's owner
+(``Group.refuse``). Operations are folded into ``state`` (``FolderState.update``, incremental)
+at most ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole
+read, so one reader runs at a time and ``FolderSync`` can plan on a settled state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import TYPE_CHECKING, Any
+
+from storage import RangeSet
+
+from ..errors import MalformedRecordError
+from ..groups import decode_log
+from .chunking import chunk_id
+from .merge import FolderState
+from .model import ChunkRef, Op, decode_chunk, is_folder_record, op_from, record_type, unpack
+
+if TYPE_CHECKING:
+    from ..groups import Group
+
+READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
+MERGE_BATCH = 5_000  # decoded operations merged at once (bounds memory and GC work when catching up)
+FREEZE_OPS = 1_000  # a merge of at least this many operations freezes what it built (see read)
+
+
+class OpReader:
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.state = FolderState.merge([])
+        self.merging = asyncio.Lock()
+        self.own_chunks: dict[bytes, ChunkRef] = {}
+        self._ops: list[Op] = []  # decoded, not merged yet
+        self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
+
+    async def read(self) -> FolderState:
+        """Merge every folder operation of the group read so far, reading new entries first.
+
+        Off the event loop: each slice of entries is decrypted and decoded (``_take``) in a
+        worker thread, and the new operations are folded into ``self.state`` incrementally
+        (``FolderState.update``), at most ``MERGE_BATCH`` at a time, in a worker thread too;
+        one caller at a time (a lock).
+
+        The garbage collector: a full collection of CPython walks every tracked object while
+        holding the GIL, and a merged state holds about 4 per operation (236 ms for the state
+        of 100,000 operations, measured), so it would stall the loop whatever thread triggers
+        it. After a merge of at least ``FREEZE_OPS`` operations the objects built so far are
+        moved to the permanent generation (``gc.freeze``): later collections skip the state,
+        which lives as long as the folder. The cost: garbage cycles that exist at that moment
+        are kept too (few: the decoded operations are freed by reference counting)."""
+        async with self.merging:
+            for feed in self.group.feeds():
+                done = self._read.setdefault(feed.key, RangeSet())
+                for start, end in list(feed.have):
+                    for gap_start, gap_end in done.missing(start, end):
+                        seq = gap_start
+                        while seq < gap_end:
+                            # Bounded slices: a feed of large chunks is never held in memory at once.
+                            batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
+                            if not batch:
+                                break
+                            await asyncio.to_thread(self._take_all, feed, seq, batch)
+                            seq += len(batch)
+                            done.add(gap_start, seq)
+            await self._merge_pending()
+        return self.state
+
+    def _take_all(self, feed: Any, seq: int, batch: list[bytes]) -> None:  # in a worker thread
+        """Decode a slice of entries, merging every ``MERGE_BATCH`` operations on the way."""
+        for k, data in enumerate(batch):
+            self.take(feed, seq + k, data)
+            if len(self._ops) >= MERGE_BATCH:
+                ops, self._ops = self._ops, []
+                self._update(ops)
+
+    async def _merge_pending(self) -> None:
+        """Fold the operations decoded so far into the state, in a worker thread."""
+        while self._ops:
+            ops, self._ops = self._ops[:MERGE_BATCH], self._ops[MERGE_BATCH:]
+            await asyncio.to_thread(self._update, ops)
+
+    def _update(self, ops: list[Op]) -> None:  # in a worker thread
+        self.state.update(ops)
+        if len(ops) >= FREEZE_OPS:
+            gc.freeze()
+
+    def take(self, feed: Any, seq: int, data: bytes) -> bool:
+        """Note one entry: an operation (returns True), one of our chunks, or something else.
+        A refused entry is counted against the feed's owner and skipped."""
+        author = self.group.owner(feed.key)
+        if author is None:
+            return False  # not an admitted feed
+        plain = self.group.open(feed.key, seq, data)
+        if plain is None:
+            self.group.refuse(feed.key, seq, "does not decrypt with the group key")
+            return False
+        try:
+            obj = unpack(plain)
+            if is_folder_record(obj):
+                self._ops.append(op_from(obj, author=author, seq=seq))
+                return True
+            kind = record_type(obj)
+            if kind == "chunk":
+                chunk = decode_chunk(obj)
+                if feed.writable:
+                    cid = chunk_id(chunk)
+                    self.own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
+            elif kind == "filler":
+                if set(obj) != {"type"}:
+                    raise MalformedRecordError("a filler entry with fields")
+            elif kind == "log":
+                decode_log(obj)  # (Group.log shows them)
+            else:
+                raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
+        except MalformedRecordError as e:
+            self.group.refuse(feed.key, seq, str(e))
+        return False
