@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from networker.address import Address, parse
 from networker.errors import NetworkError
 from networker.identity import DeviceIdentity
@@ -35,6 +33,8 @@ from networker.keys import GroupKeys
 from networker.limits import ConnectionLimits
 from networker.node import Node, PeerEvent
 from networker.penalty import PenaltyPolicy
+from networker.reach.ports import bind_or_fallback, listen_fixed
+from networker.reach.service import Reach
 from networker.sources import DhtSource, LanSource
 from networker.swarm import Discovery, Swarm
 from storage import Store
@@ -144,8 +144,9 @@ class Daemon:
         self.node = Node(self.identity, self.store, **connection_limits(cfg["network"]))
         self.node.on_event.append(self._on_peer_event)
         for address in cfg["network"]["listen"]:
-            self.listen_addresses += await self.node.listen(
-                address, handshake_timeout=cfg["network"]["handshake_timeout"])
+            self.listen_addresses += await listen_fixed(self.node, address, cfg["network"]["handshake_timeout"])
+        self.reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg["dht"]["allow_loopback"],
+                           dht_contacts=lambda: len(self.dht.dht.contacts()) if self.dht is not None else 0)
         sources: list[Discovery] = []
         if cfg["dht"]["enabled"]:
             self.dht = await self._start_dht()
@@ -184,11 +185,15 @@ class Daemon:
 
         d = self.config["dht"]
         bootstrap = [_host_port(b) for b in d["bootstrap"]]
-        dht = DHT(self.identity, host=d["host"], port=d["port"], bootstrap=bootstrap,
-                  state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"],
-                  allow_loopback=d["allow_loopback"])
-        await dht.start()
-        return DhtSource(dht)
+
+        async def start(port: int) -> Any:
+            dht = DHT(self.identity, host=d["host"], port=port, bootstrap=bootstrap,
+                      state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"],
+                      allow_loopback=d["allow_loopback"])
+            await dht.start()
+            return dht
+
+        return DhtSource(await bind_or_fallback(d["port"], start, "DHT"))
 
     async def _start_lan(self) -> Any:
         try:
@@ -235,6 +240,8 @@ class Daemon:
             await f.stop()
 
     async def _stop_swarm(self) -> None:
+        if hasattr(self, "reach"):
+            await self.reach.close()
         if hasattr(self, "swarm"):
             await self.swarm.close()
 
@@ -262,18 +269,8 @@ class Daemon:
         return out
 
     def advertised(self) -> list[str]:
-        """The addresses peers can dial: wildcard binds expanded to this machine's addresses."""
-        out: list[str] = []
-        for text in self.listen_addresses:
-            for alt in parse(text).alternatives:
-                if alt.transport == "tcp" and alt.host in ("0.0.0.0", "::"):
-                    for ip in _local_ips(v6=alt.host == "::"):
-                        out.append(Address("tcp", host=ip, port=alt.port, peer_key=alt.peer_key).format())
-                else:
-                    out.append(alt.format())
-        # Dial the most local first: a peer on this machine or network need not go further.
-        order = {"device": 0, "local": 1, "public": 2}
-        return sorted(out, key=lambda a: order[parse(a).alternatives[0].scope])[:8]
+        """The addresses announced to the DHT (networker.reach.announce decides which)."""
+        return self.reach.dht_addresses()
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -496,18 +493,6 @@ def _is_ip(host: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _local_ips(v6: bool) -> list[str]:
-    ips = []
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family.name == ("AF_INET6" if v6 else "AF_INET"):
-                ip = a.address.split("%")[0]
-                if v6 and ipaddress.ip_address(ip).is_link_local:
-                    continue
-                ips.append(ip)
-    return ips or (["::1"] if v6 else ["127.0.0.1"])
 
 
 def load_config(home: Path, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -49,6 +49,7 @@ from .errors import (
 from .identity import DeviceIdentity
 from .limits import LogThrottle, PendingHandshakes, ip_key
 from .noise import NoiseSession
+from .reach.scope import normalize_host
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class SecureConnection:
         self.is_initiator = session.initiator
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.local_address: str | None = None  # tcp:IP:PORT this end of the connection has, if TCP
         self._closed = False
 
     def __repr__(self) -> str:
@@ -147,12 +149,57 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         raise HandshakeClosedError(f"handshake failed: connection lost: {e}") from None
 
 
+def _reusing_socket(family: int, bind_port: int) -> socket.socket | None:
+    """A TCP socket bound to ``bind_port`` on the wildcard address of ``family``, with
+    SO_REUSEADDR and SO_REUSEPORT, so an outgoing connection leaves from the port this node
+    listens on (a NAT that keeps ports then maps it to the same public port, and peers that see
+    it learn the port to dial back); ``None`` where the system refuses (then the kernel picks)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", bind_port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+async def _open_tcp(host: str, port: int, bind_port: int | None
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection``, from ``bind_port`` where that works (falling back silently
+    to a port the kernel picks: the port may be in use by a connection to the same peer)."""
+    if bind_port:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, _, _, _, sockaddr in infos[:1]:
+            sock = _reusing_socket(family, bind_port)
+            if sock is None:
+                break
+            try:
+                await loop.sock_connect(sock, sockaddr)
+            except OSError as e:
+                sock.close()
+                if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise
+                break
+            return await asyncio.open_connection(sock=sock)
+    return await asyncio.open_connection(host, port)
+
+
 async def dial_one(address: Address, identity: DeviceIdentity, *,
-                   timeout: float = HANDSHAKE_TIMEOUT) -> SecureConnection:
+                   timeout: float = HANDSHAKE_TIMEOUT, bind_port: int | None = None) -> SecureConnection:
+    """Connect to one alternative and complete the handshake; TCP dials leave from
+    ``bind_port`` where possible (see :func:`_open_tcp`)."""
     try:
         async with asyncio.timeout(timeout):
             if address.transport == "tcp":
-                reader, writer = await asyncio.open_connection(address.host, address.port)
+                reader, writer = await _open_tcp(address.host, address.port, bind_port)
             else:
                 reader, writer = await asyncio.open_unix_connection(address.path)
     except TimeoutError:
@@ -167,17 +214,20 @@ async def dial_one(address: Address, identity: DeviceIdentity, *,
         raise
     sock = writer.get_extra_info("socket")
     _, host = _where(sock.family if sock is not None else -1, writer.get_extra_info("peername"), "")
-    return SecureConnection(reader, writer, session, address.format(), host)
+    conn = SecureConnection(reader, writer, session, address.format(), host)
+    conn.local_address = _local(writer)
+    return conn
 
 
 async def dial(address: MultiAddress, identity: DeviceIdentity, *,
-               timeout: float = HANDSHAKE_TIMEOUT) -> SecureConnection:
-    """Connect to the first alternative that answers and authenticates."""
+               timeout: float = HANDSHAKE_TIMEOUT, bind_port: int | None = None) -> SecureConnection:
+    """Connect to the first alternative that answers and authenticates (from ``bind_port``
+    where possible)."""
     reasons: list[tuple[str, str]] = []
     errors: list[NetworkError] = []
     for alt in address.alternatives:
         try:
-            return await dial_one(alt, identity, timeout=timeout)
+            return await dial_one(alt, identity, timeout=timeout, bind_port=bind_port)
         except NetworkError as e:
             reasons.append((alt.format(), str(e)))
             errors.append(e)
@@ -185,8 +235,6 @@ async def dial(address: MultiAddress, identity: DeviceIdentity, *,
         raise errors[0]
     raise DialError("no alternative of the address could be reached: " +
                     "; ".join(r for _, r in reasons), reasons)
-
-
 
 
 def is_garbage(error: HandshakeError) -> bool:
@@ -198,7 +246,7 @@ def is_garbage(error: HandshakeError) -> bool:
 def _where(family: int, addr: object, fallback: str) -> tuple[str, str | None]:
     """The remote's address as text and its host (``None`` for a unix socket)."""
     if family in (socket.AF_INET, socket.AF_INET6) and isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
+        host = normalize_host(str(addr[0]))  # a dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d
         return (f"tcp:[{host}]:{addr[1]}" if ":" in host else f"tcp:{host}:{addr[1]}"), host
     return fallback, None
 
@@ -240,6 +288,19 @@ class Listener:
         self._unstarted: dict[int, socket.socket] = {}  # a task cancelled before it ran closes nothing
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The port of the first TCP listening socket (outgoing dials reuse it), if any."""
+        for sock in self._sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        return None
+
+    @property
+    def dual_stack(self) -> bool:
+        return any(s.family == socket.AF_INET6 and not s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+                   for s in self._sockets)
 
     def start(self) -> None:
         for sock in self._sockets:
@@ -357,8 +418,10 @@ class Listener:
                 conn.close()
             raise
         self.pending.remove(token)
+        secure = SecureConnection(reader, writer, session, where, host)
+        secure.local_address = _local(writer)
         try:
-            await self._on_connection(SecureConnection(reader, writer, session, where, host))
+            await self._on_connection(secure)
         except Exception:  # a bug of the callback: the connection is dropped, the listener goes on
             writer.close()
             if self.throttle.counts["callback"] == 0:
@@ -381,29 +444,72 @@ class Listener:
                                "closed a connection from %s that did not complete the handshake: %s", where, error)
 
 
+def _check_port_free(family: int, sockaddr: tuple[object, ...]) -> None:
+    """Raise ``EADDRINUSE`` if another program listens on the port: listening sockets carry
+    SO_REUSEPORT (so dials can leave from the same port), which would otherwise let a second
+    daemon of the same user share the port silently."""
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if sockaddr[0] == "::" else 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(sockaddr)
+    finally:
+        probe.close()
+
+
+def _bind_listening(family: int, sockaddr: tuple[object, ...], dual: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+        if sockaddr[1]:
+            _check_port_free(family, sockaddr)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def _tcp_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for ``host``: ``::`` (or an empty host) is dual-stack, one IPv6 socket
+    that takes IPv4 too (an IPv4 socket where the system has no IPv6); other hosts get one
+    socket per address they resolve to."""
+    if host in ("", "::"):
+        try:
+            return [_bind_listening(socket.AF_INET6, ("::", port), dual=True)]
+        except OSError as e:
+            if e.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+                raise
+            return [_bind_listening(socket.AF_INET, ("0.0.0.0", port), dual=False)]
     infos = await asyncio.get_running_loop().getaddrinfo(
-        host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
     try:
-        for family, kind, proto, _, sockaddr in infos:
+        for family, _, _, _, sockaddr in infos:
             if (family, sockaddr) in seen:
                 continue
             seen.add((family, sockaddr))
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
+            sockets.append(_bind_listening(family, sockaddr, dual=False))
     except OSError:
         for sock in sockets:
             sock.close()
         raise
     return sockets
+
+
+def _local(writer: asyncio.StreamWriter) -> str | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    return _where(sock.family, writer.get_extra_info("sockname"), "")[0] or None
 
 
 def _unix_socket(path: Path) -> socket.socket:

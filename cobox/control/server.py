@@ -171,6 +171,7 @@ class ControlServer:
             "uptime": round(time.time() - d.started, 1),
             "listening": d.listen_addresses,
             "advertised": d.advertised(),
+            "reachability": d.reach.status(),
             "api": {"port": self.port, "socket": str(d.home.api_socket)},
             "dht": d.dht.status() if d.dht is not None else {"enabled": False},
             "lan": {"enabled": d.lan is not None},
