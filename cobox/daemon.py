@@ -146,7 +146,9 @@ class Daemon:
         for address in cfg["network"]["listen"]:
             self.listen_addresses += await listen_fixed(self.node, address, cfg["network"]["handshake_timeout"])
         self.reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg["dht"]["allow_loopback"],
-                           dht_contacts=lambda: len(self.dht.dht.contacts()) if self.dht is not None else 0)
+                           dht_contacts=lambda: len(self.dht.dht.contacts()) if self.dht is not None else 0,
+                           dht_port=lambda: self.dht.port if self.dht is not None else 0)
+        self.reach.on_dht_contact = lambda ip, port: self._bootstrap([(ip, port)], "DHT join through a peer")
         sources: list[Discovery] = []
         if cfg["dht"]["enabled"]:
             self.dht = await self._start_dht()
@@ -156,6 +158,8 @@ class Daemon:
             self.lan = await self._start_lan()
             if self.lan is not None:
                 sources.append(self.lan)
+        if cfg["portmap"]["enabled"]:
+            self.reach.start_portmap(gateway=cfg["portmap"]["gateway"], udp_port=self.dht.port if self.dht else 0)
         sw = cfg["swarm"]
         self.swarm = Swarm(self.node, sources, advertised=self.advertised,
                            lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
@@ -290,7 +294,21 @@ class Daemon:
         else:
             keys = GroupKeys.from_replication_key(invite.key)
             name = validate_name(name or f"seed-{keys.discovery_key.hex()[:8]}")
-        return await self.add_group(name, keys)
+        group = await self.add_group(name, keys)
+        for address in invite.peers:  # the inviter, at addresses it could be reached at
+            self.swarm.add_candidate(group.discovery_key, parse(address).alternatives[0].peer_key or b"", address,
+                                     "invite")
+        self._bootstrap(list(invite.dht), "DHT join through the invite's contacts")
+        return group
+
+    def _bootstrap(self, contacts: list[tuple[str, int]], what: str) -> None:
+        if contacts and self.dht is not None:
+            self.reach.run_soon(self.dht.dht.join(contacts), what)
+
+    def invite(self, kind: str, key: bytes, name: str | None = None) -> Invite:
+        """An invite carrying hints: where this device can be reached, DHT nodes to start from."""
+        contacts = [(n.ip, n.port) for n in self.dht.dht.contacts()] if self.dht is not None else []
+        return Invite(kind, key, name).with_hints(self.reach.dht_addresses(), self.reach.bootstrap_hints(contacts))
 
     async def add_group(self, name: str, keys: GroupKeys) -> Group:
         if name in self.groups:

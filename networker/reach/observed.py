@@ -5,8 +5,10 @@ Theory of operation
 Two calls over an ordinary cobox connection (``Peer.call("observed", body)``), each body a
 msgpack array:
 
-- ``[1]`` WHOAMI -> ``[ip, port]``: the remote end of this connection as the server sees it
-  (after every NAT on the way). A server that cannot tell (a unix socket) refuses the call.
+- ``[1]`` WHOAMI -> ``[ip, port, dht_port]``: the remote end of this connection as the server
+  sees it (after every NAT on the way), and the UDP port of the server's DHT node (0: none), so
+  a connected peer can serve as a DHT bootstrap. A server that cannot tell (a unix socket)
+  refuses the call.
 - ``[2, port]`` DIALBACK -> ``[ok, reason]``: the server dials ``tcp:IP:port~noise:CALLER``
   where ``IP`` is the address it sees the caller at (never an IP the caller names: the service
   cannot be used to make a server connect to somebody else) and reports whether a Noise
@@ -92,18 +94,20 @@ class Request:
         raise MalformedObservedError("observed request: unknown operation")
 
 
-def encode_seen(ip: str, port: int) -> bytes:
-    return msgpack.packb([ip, port])
+def encode_seen(ip: str, port: int, dht_port: int = 0) -> bytes:
+    return msgpack.packb([ip, port, dht_port])
 
 
-def decode_seen(body: bytes) -> tuple[str, int]:
+def decode_seen(body: bytes) -> tuple[str, int, int]:
+    """``(ip, port, dht_port)``; ``dht_port`` 0 when the peer runs no DHT node."""
     obj = _unpack(body, "observed address")
-    if len(obj) != 2 or type(obj[0]) is not str:
-        raise MalformedObservedError("observed address: expected [ip, port]")
+    if len(obj) != 3 or type(obj[0]) is not str:
+        raise MalformedObservedError("observed address: expected [ip, port, dht port]")
     ip = normalize_host(obj[0])
     if ip_kind(ip) in ("name", "unusable"):
         raise MalformedObservedError("observed address: not a usable IP")
-    return ip, _port(obj[1], "observed address")
+    dht_port = 0 if obj[2] == 0 and type(obj[2]) is int else _port(obj[2], "observed DHT port")
+    return ip, _port(obj[1], "observed address"), dht_port
 
 
 def encode_result(ok: bool, reason: str) -> bytes:
@@ -140,8 +144,10 @@ class ObservedServer:
     """The server side (module docstring); ``dial(address, identity, timeout)`` returns an
     authenticated connection or raises :class:`NetworkError`."""
 
-    def __init__(self, dial: Dialer = _dial, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, dial: Dialer = _dial, *, dht_port: Callable[[], int] = lambda: 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._dial = dial
+        self._dht_port = dht_port
         self._clock = clock
         self._identity = DeviceIdentity.generate()  # dial-backs are not us: see the module docstring
         self._slots = asyncio.Semaphore(MAX_DIALBACKS)
@@ -159,7 +165,7 @@ class ObservedServer:
         if seen is None:
             raise ServiceError("no IP address seen for this connection")
         if request.op == WHOAMI:
-            return encode_seen(*seen)
+            return encode_seen(*seen, self._dht_port())
         return await self._dialback(peer, seen[0], request.port)
 
     async def _dialback(self, peer: Peer, ip: str, port: int) -> bytes:
@@ -187,7 +193,7 @@ class ObservedServer:
             self._busy.discard(ip)
 
 
-async def ask_whoami(peer: Peer, timeout: float = 10.0) -> tuple[str, int]:
+async def ask_whoami(peer: Peer, timeout: float = 10.0) -> tuple[str, int, int]:
     """What ``peer`` sees of us; raises :class:`NetworkError` (``MalformedObservedError`` for a
     bad answer, ``ServiceError`` for a refusal) or ``TimeoutError``."""
     return decode_seen(await peer.call(SERVICE, Request(WHOAMI).encode(), timeout=timeout))

@@ -17,7 +17,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 import psutil
 
@@ -27,7 +27,9 @@ from ..node import Node, PeerEvent
 from ..peer import Peer
 from . import announce
 from .classify import DialBack, Observation, Reachability, classify
+from .natpmp import NatPmpClient, default_gateway
 from .observed import SERVICE, ObservedServer, ask_dialback, ask_whoami, remote_endpoint
+from .portmap import PortMapper, wanted_ports
 from .scope import ip_kind
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ def local_ips() -> dict[str, list[str]]:
 
 class Reach:
     def __init__(self, node: Node, listen_addresses: list[str], *, dht_contacts: Callable[[], int] = lambda: 0,
-                 allow_loopback: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+                 dht_port: Callable[[], int] = lambda: 0, allow_loopback: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.listen_hosts: list[str] = []
         self.listen_port = 0
@@ -64,6 +67,7 @@ class Reach:
         self.dht_contacts = dht_contacts
         self.allow_loopback = allow_loopback
         self.mapped: tuple[str, int] | None = None  # set by the port mapper
+        self.portmap: PortMapper | None = None
         self.extra_addresses: list[Callable[[], list[str]]] = []  # e.g. relayed addresses
         self.observations: collections.deque[Observation] = collections.deque(maxlen=KEEP)
         self.dialbacks: collections.deque[tuple[float, DialBack]] = collections.deque(maxlen=KEEP)
@@ -71,7 +75,9 @@ class Reach:
         self._clock = clock
         self._slots = asyncio.Semaphore(MAX_PROBES)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.server = ObservedServer()
+        self.dht_port = dht_port
+        self.on_dht_contact: Callable[[str, int], None] = lambda ip, port: None  # a peer's DHT node
+        self.server = ObservedServer(dht_port=dht_port)
         node.services[SERVICE] = self.server.handle
         node.on_event.append(self._on_event)
         self._local = local_ips
@@ -101,7 +107,9 @@ class Reach:
         observer = remote_endpoint(peer)
         if observer is None:
             return
-        ip, port = await ask_whoami(peer)
+        ip, port, dht_port = await ask_whoami(peer)
+        if dht_port and self._dialable(observer[0]):
+            self.on_dht_contact(observer[0], dht_port)  # connected peers are DHT bootstraps too
         conn = peer.conn
         local = parse(conn.local_address).alternatives[0].port if getattr(conn, "local_address", None) else 0
         self.observations.append(Observation(observer[0], ip, port, local, bool(conn.is_initiator)))
@@ -112,6 +120,33 @@ class Reach:
             ok, reason = await ask_dialback(peer, p)
             self.dialbacks.append((self._clock(), DialBack(observer[0], ip, p, ok)))
             log.info("peer at %s dialled us back at %s:%d: %s", observer[0], ip, p, "ok" if ok else reason)
+
+    def _dialable(self, ip: str) -> bool:
+        return ip_kind(ip) == "public" or (self.allow_loopback and ip_kind(ip) == "loopback")
+
+    def bootstrap_hints(self, contacts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """DHT nodes an invite can carry: our own DHT node at each address others can reach us
+        at, then known contacts that are public."""
+        own: list[tuple[str, int]] = []
+        if self.dht_port():
+            ips = [ip for ip, _ in self.confirmed()] + ([self.mapped[0]] if self.mapped else [])
+            ips += [ip for ip in self.interface_ips() if self._dialable(ip)]
+            own = [(ip, self.dht_port()) for ip in ips]
+        return list(dict.fromkeys(own + [c for c in contacts if self._dialable(c[0])]))
+
+    def run_soon(self, coro: Coroutine[None, None, object], name: str) -> None:
+        """Run ``coro`` in the background, cancelled at :meth:`close`; its failure is logged."""
+        async def guarded() -> None:
+            try:
+                await coro
+            except (NetworkError, OSError, TimeoutError) as e:
+                log.info("%s failed: %s", name, e)
+            except Exception:
+                log.exception("%s failed (a bug)", name)
+
+        task = asyncio.get_running_loop().create_task(guarded(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _recently_confirmed(self) -> bool:
         now = self._clock()
@@ -146,9 +181,31 @@ class Reach:
         doc = self.state().as_dict()
         doc["port"] = self.listen_port
         doc["mapped"] = f"{self.mapped[0]}:{self.mapped[1]}" if self.mapped else None
+        doc["portmap"] = self.portmap.status() if self.portmap is not None else {"state": "off"}
         return doc
 
+    # -- port mapping ---------------------------------------------------------------------
+
+    def start_portmap(self, *, gateway: str = "", udp_port: int = 0) -> PortMapper | None:
+        """Map the listening port (and the DHT's UDP port) on the router with NAT-PMP; nothing
+        when listening on loopback only or when there is no gateway."""
+        if not self.listen_port or all(ip_kind(h) == "loopback" for h in self.listen_hosts):
+            return None
+        gateway = gateway or default_gateway() or ""
+        if not gateway:
+            log.info("no default gateway: no port mapping")
+            return None
+
+        def changed(address: tuple[str, int] | None) -> None:
+            self.mapped = address
+
+        self.portmap = PortMapper(NatPmpClient(gateway), wanted_ports(self.listen_port, udp_port), on_change=changed)
+        self.portmap.start()
+        return self.portmap
+
     async def close(self) -> None:
+        if self.portmap is not None:
+            await self.portmap.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

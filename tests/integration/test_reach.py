@@ -84,5 +84,5 @@ async def test_hostile_calls_are_refused_and_whoami_answers(pair):
         for body in (b"\xc1", msgpack.packb([2, 4000, "203.0.113.7"]), msgpack.packb([9]), b"\x00" * 400):
             with pytest.raises(ServiceError):
                 await peer.call(SERVICE, body)
-        assert await ask_whoami(peer) == ("127.0.0.1", rb.listen_port)
+        assert await ask_whoami(peer) == ("127.0.0.1", rb.listen_port, 0)
     assert not peer.closed.is_set()

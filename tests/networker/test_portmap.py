@@ -18,7 +18,8 @@ def map_reply(op: int, result: int, inner: int, outer: int, lifetime: int) -> by
 def test_codec_round_trips_and_ignores_what_is_not_a_reply():
     assert natpmp.encode_map_request(TCP, 47100, 47100, 7200) == struct.pack(">BBHHHI", 0, 2, 0, 47100, 47100, 7200)
     assert natpmp.decode_address_reply(struct.pack(">BBHI4s", 0, 128, 0, 5, bytes([198, 18, 0, 1]))) == "198.18.0.1"
-    assert natpmp.decode_map_reply(map_reply(TCP, 0, 47100, 40000, 3600), TCP, 47100) == Mapping(TCP, 47100, 40000, 3600)
+    reply = map_reply(TCP, 0, 47100, 40000, 3600)
+    assert natpmp.decode_map_reply(reply, TCP, 47100) == Mapping(TCP, 47100, 40000, 3600)
     for junk in (b"", b"\x00" * 15, map_reply(UDP, 0, 47100, 1, 1), map_reply(TCP, 0, 47101, 1, 1),
                  b"\x01" + map_reply(TCP, 0, 47100, 1, 1)[1:], map_reply(TCP, 0, 47100, 1, 1) + b"\x00"):
         assert natpmp.decode_map_reply(junk, TCP, 47100) is None

@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from networker.dht.policy import AddressPolicy
 from networker.address import Address
+from networker.dht.policy import AddressPolicy
 from networker.identity import DeviceIdentity
 from networker.reach import announce
 from networker.reach.classify import DialBack, Observation, classify, nat_kind
@@ -77,7 +77,8 @@ def test_dialled_back_at_an_interface_address_is_public():
 
 def test_dialled_back_at_the_mapping_is_mapped_and_elsewhere_forwarded():
     seen = [obs("198.18.9.9", "198.18.1.1", 5000)]
-    assert verdict(seen, [DialBack("198.18.9.9", "198.18.1.1", 6000, True)], mapped=("198.18.1.1", 6000)).kind == "mapped"
+    back = [DialBack("198.18.9.9", "198.18.1.1", 6000, True)]
+    assert verdict(seen, back, mapped=("198.18.1.1", 6000)).kind == "mapped"
     assert verdict(seen, [DialBack("198.18.9.9", "198.18.1.1", PORT, True)]).kind == "forwarded"
 
 
@@ -132,7 +133,8 @@ def test_dual_stack_wildcard_expands_to_both_families():
 def test_requests_round_trip():
     assert Request.decode(Request(WHOAMI).encode()) == Request(WHOAMI)
     assert Request.decode(Request(DIALBACK, 4000).encode()) == Request(DIALBACK, 4000)
-    assert decode_seen(encode_seen("::ffff:198.18.0.1", 7)) == ("198.18.0.1", 7)
+    assert decode_seen(encode_seen("::ffff:198.18.0.1", 7)) == ("198.18.0.1", 7, 0)
+    assert decode_seen(encode_seen("198.18.0.1", 7, 47100)) == ("198.18.0.1", 7, 47100)
 
 
 @pytest.mark.parametrize("body", [
@@ -147,8 +149,10 @@ def test_malformed_requests_raise_only_their_error(body):
 
 
 @pytest.mark.parametrize("body", [
-    msgpack.packb(["example.org", 1]), msgpack.packb(["0.0.0.0", 1]), msgpack.packb(["198.18.0.1", 0]),
-    msgpack.packb([b"\x01\x02\x03\x04", 1]), msgpack.packb(["198.18.0.1"]), msgpack.packb(["x" * 250, 1]),
+    msgpack.packb(["example.org", 1, 0]), msgpack.packb(["0.0.0.0", 1, 0]), msgpack.packb(["198.18.0.1", 0, 0]),
+    msgpack.packb([b"\x01\x02\x03\x04", 1, 0]), msgpack.packb(["198.18.0.1"]), msgpack.packb(["x" * 250, 1, 0]),
+    msgpack.packb(["198.18.0.1", 1]), msgpack.packb(["198.18.0.1", 1, False]),
+    msgpack.packb(["198.18.0.1", 1, 1 << 17]),
 ])
 def test_malformed_observed_answers_raise_only_their_error(body):
     with pytest.raises(MalformedObservedError):
