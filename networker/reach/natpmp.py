@@ -117,6 +117,8 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class NatPmpClient:
+    name = "NAT-PMP"
+
     def __init__(self, gateway: str, *, port: int = PORT, tries: int = TRIES, first_wait: float = FIRST_WAIT) -> None:
         self.gateway = gateway
         self.port = port

@@ -1,5 +1,11 @@
 """Keep port mappings on the home router: made at start, renewed before expiry, removed at stop.
 
+The daemon speaks NAT-PMP (:mod:`.natpmp`) and UPnP-IGD (:mod:`.upnp`), trying them in that
+order (:class:`FirstAnswering`): NAT-PMP is one datagram to the gateway; UPnP needs a multicast
+search and HTTP. Both are our own small clients (no dependency): the protocols are small, and
+the libraries on PyPI are blocking (miniupnpc, py-natpmp) or pull in much more than the four
+calls needed (async-upnp-client). PCP (RFC 6887) is not spoken yet.
+
 Theory of operation
 -------------------
 :class:`PortMapper` holds the mappings the daemon wants (TCP for peer connections, UDP for the
@@ -49,18 +55,19 @@ TRANSITIONS = {
 
 
 class MappingClient(Protocol):
+    name: str  # "NAT-PMP", "UPnP-IGD"
+
     async def external_address(self) -> str: ...
     async def map(self, protocol: int, internal: int, external: int, lifetime: int) -> Mapping: ...
     async def unmap(self, protocol: int, internal: int) -> None: ...
 
 
 class PortMapper:
-    def __init__(self, client: MappingClient, wanted: list[tuple[int, int]], *, name: str = "NAT-PMP",
-                 lifetime: int = LIFETIME, on_change: Callable[[tuple[str, int] | None], None] = lambda _: None,
+    def __init__(self, client: MappingClient, wanted: list[tuple[int, int]], *, lifetime: int = LIFETIME,
+                 on_change: Callable[[tuple[str, int] | None], None] = lambda _: None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.client = client
         self.wanted = [(p, port) for p, port in wanted if port]
-        self.name = name
         self.lifetime = lifetime
         self.on_change = on_change
         self._sleep = sleep
@@ -71,6 +78,10 @@ class PortMapper:
         self.failures = 0
         self.renewals = 0
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.client.name
 
     def _to(self, state: str) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -143,6 +154,44 @@ class PortMapper:
                 "mappings": [{"protocol": "tcp" if p == TCP else "udp", "internal": i, "external": m.external_port,
                               "lifetime": m.lifetime} for (p, i), m in self.mappings.items()],
                 "error": self.error}
+
+
+class FirstAnswering:
+    """Several protocols behind one :class:`MappingClient`: the first whose router answers
+    :meth:`external_address` is used for the mappings, until it fails."""
+
+    def __init__(self, clients: list[MappingClient]) -> None:
+        self.clients = clients
+        self.current: MappingClient | None = None
+
+    @property
+    def name(self) -> str:
+        return self.current.name if self.current is not None else " or ".join(c.name for c in self.clients)
+
+    async def external_address(self) -> str:
+        errors = []
+        order = sorted(self.clients, key=lambda c: c is not self.current)
+        for client in order:
+            try:
+                ip = await client.external_address()
+            except (NetworkError, OSError, TimeoutError) as e:
+                errors.append(f"{client.name}: {e}")
+                continue
+            self.current = client
+            return ip
+        self.current = None
+        raise NetworkError("; ".join(errors))
+
+    def _client(self) -> MappingClient:
+        if self.current is None:
+            raise NetworkError("no port-mapping protocol answered")
+        return self.current
+
+    async def map(self, protocol: int, internal: int, external: int, lifetime: int) -> Mapping:
+        return await self._client().map(protocol, internal, external, lifetime)
+
+    async def unmap(self, protocol: int, internal: int) -> None:
+        await self._client().unmap(protocol, internal)
 
 
 def wanted_ports(tcp_port: int, udp_port: int) -> list[tuple[int, int]]:

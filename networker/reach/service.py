@@ -29,8 +29,9 @@ from . import announce
 from .classify import DialBack, Observation, Reachability, classify
 from .natpmp import NatPmpClient, default_gateway
 from .observed import SERVICE, ObservedServer, ask_dialback, ask_whoami, remote_endpoint
-from .portmap import PortMapper, wanted_ports
+from .portmap import FirstAnswering, PortMapper, wanted_ports
 from .scope import ip_kind
+from .upnp import UpnpClient
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class Reach:
     # -- port mapping ---------------------------------------------------------------------
 
     def start_portmap(self, *, gateway: str = "", udp_port: int = 0) -> PortMapper | None:
-        """Map the listening port (and the DHT's UDP port) on the router with NAT-PMP; nothing
+        """Map the listening port (and the DHT's UDP port) on the router with NAT-PMP or UPnP-IGD; nothing
         when listening on loopback only or when there is no gateway."""
         if not self.listen_port or all(ip_kind(h) == "loopback" for h in self.listen_hosts):
             return None
@@ -199,7 +200,8 @@ class Reach:
         def changed(address: tuple[str, int] | None) -> None:
             self.mapped = address
 
-        self.portmap = PortMapper(NatPmpClient(gateway), wanted_ports(self.listen_port, udp_port), on_change=changed)
+        client = FirstAnswering([NatPmpClient(gateway), UpnpClient()])
+        self.portmap = PortMapper(client, wanted_ports(self.listen_port, udp_port), on_change=changed)
         self.portmap.start()
         return self.portmap
 

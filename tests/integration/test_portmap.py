@@ -1,5 +1,5 @@
 """Port mapping against a real router (issue 14 item 3): miniupnpd in a network namespace
-behind which a device maps its port with NAT-PMP; a host on the public side can then connect
+behind which a device maps its port with NAT-PMP or UPnP-IGD; a host on the public side can then connect
 to the router's external address, and cannot once the device removed the mapping."""
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def read_step(proc: subprocess.Popen[bytes], step: str, output: list[str]) -> di
     raise AssertionError(f"no {step!r} line:\n" + "".join(output))
 
 
-def test_nat_pmp_mapping_reaches_the_device_and_is_removed_at_stop():
+@pytest.mark.parametrize("kind", ["natpmp", "upnp"])
+def test_a_mapping_reaches_the_device_and_is_removed_at_stop(kind):
     reason = unavailable()
     if reason:
         pytest.skip(f"cannot build a router namespace: {reason}")
@@ -52,7 +53,7 @@ def test_nat_pmp_mapping_reaches_the_device_and_is_removed_at_stop():
         router.up()
         router.wait_ready()
         assert connect_from_public(router, PORT).startswith("failed")  # no mapping: the NAT lets nothing in
-        proc = router.spawn(router.lan, sys.executable, "-m", "tests.integration.portmap_proc", str(PORT))
+        proc = router.spawn(router.lan, sys.executable, "-m", "tests.integration.portmap_proc", str(PORT), kind)
         mapped = read_step(proc, "mapped", output)
         assert mapped["state"] == "mapped" and mapped["external"] == f"{router.wan_ip}:{PORT}"
         assert {m["protocol"] for m in mapped["mappings"]} == {"tcp", "udp"}

@@ -1,4 +1,4 @@
-"""NAT-PMP codec and the port mapper's renew/remove cycle, without sockets (issue 14 item 3)."""
+"""NAT-PMP and UPnP-IGD codecs and the port mapper's renew/remove cycle, without sockets (issue 14 item 3)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import struct
 
 import pytest
 
-from networker.reach import natpmp
+from networker.reach import natpmp, upnp
 from networker.reach.natpmp import TCP, UDP, Mapping, NatPmpError
-from networker.reach.portmap import MIN_RENEW, RETRY, PortMapper
+from networker.reach.portmap import MIN_RENEW, RETRY, FirstAnswering, PortMapper
+from networker.reach.upnp import UpnpError
 
 
 def map_reply(op: int, result: int, inner: int, outer: int, lifetime: int) -> bytes:
@@ -40,6 +41,8 @@ def test_default_gateway_from_the_route_table(tmp_path):
 
 
 class FakeRouter:
+    name = "fake"
+
     def __init__(self, grant: int | None = None) -> None:
         self.grant = grant
         self.up = True
@@ -94,3 +97,57 @@ async def test_a_router_without_nat_pmp_is_retried_with_backoff_and_said():
     assert mapper.state == "mapped" and mapper.failures == 0
     with pytest.raises(RuntimeError):
         mapper._to("idle")
+
+
+# -- UPnP-IGD parsing (what a hostile LAN device could send) -------------------------------------
+
+DESCRIPTION = b"""<?xml version="1.0"?><root xmlns="urn:schemas-upnp-org:device-1-0"><device><deviceList>
+<device><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>
+<controlURL>/ctl/IPConn</controlURL></service></serviceList></device></deviceList></device></root>"""
+
+
+def test_ssdp_answers_must_point_at_their_sender():
+    reply = b"HTTP/1.1 200 OK\r\nST: x\r\nLOCATION: http://10.7.0.1:5000/rootDesc.xml\r\n\r\n"
+    assert upnp.parse_search_reply(reply, "10.7.0.1") == "http://10.7.0.1:5000/rootDesc.xml"
+    assert upnp.parse_search_reply(reply, "10.7.0.66") is None  # another host answering for the router
+    assert upnp.parse_search_reply(reply.replace(b"http:", b"file:"), "10.7.0.1") is None
+    assert upnp.parse_search_reply(b"NOTIFY * HTTP/1.1\r\n\r\n", "10.7.0.1") is None
+    assert upnp.parse_search_reply(reply + b"x" * 5000, "10.7.0.1") is None
+
+
+def test_description_gives_the_control_url_on_the_same_host_only():
+    loc = "http://10.7.0.1:5000/rootDesc.xml"
+    svc = upnp.parse_description(DESCRIPTION, loc)
+    assert svc.control_url == "http://10.7.0.1:5000/ctl/IPConn" and "WANIPConnection" in svc.service_type
+    elsewhere = DESCRIPTION.replace(b"/ctl/IPConn", b"http://198.18.0.9/steal")
+    with pytest.raises(UpnpError, match="another host"):
+        upnp.parse_description(elsewhere, loc)
+    for bad in (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><root>&a;</root>', b"<root", b"<root/>" + b" " * 70000,
+                DESCRIPTION.replace(b"WANIPConnection", b"Layer3Forwarding")):
+        with pytest.raises(UpnpError):
+            upnp.parse_description(bad, loc)
+
+
+def test_soap_answers_and_errors():
+    ok = (b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+          b'<u:GetExternalIPAddressResponse xmlns:u="x"><NewExternalIPAddress>198.18.0.1</NewExternalIPAddress>'
+          b'</u:GetExternalIPAddressResponse></s:Body></s:Envelope>')
+    assert upnp.parse_soap_reply(200, ok, "GetExternalIPAddress") == {"NewExternalIPAddress": "198.18.0.1"}
+    fault = b"<Envelope><Body><Fault><detail><UPnPError><errorCode>718</errorCode><errorDescription>" \
+            b"ConflictInMappingEntry</errorDescription></UPnPError></detail></Fault></Body></Envelope>"
+    with pytest.raises(UpnpError, match="718 ConflictInMappingEntry"):
+        upnp.parse_soap_reply(500, fault, "AddPortMapping")
+    body = upnp.soap_body("urn:x", "AddPortMapping", {"NewPortMappingDescription": "<co&box>"})
+    assert b"&lt;co&amp;box&gt;" in body
+
+
+async def test_first_answering_protocol_is_used_and_dropped_when_it_fails():
+    dead, alive = FakeRouter(), FakeRouter()
+    dead.up, dead.name, alive.name = False, "NAT-PMP", "UPnP-IGD"
+    both = FirstAnswering([dead, alive])
+    mapper = PortMapper(both, [(TCP, 47100)])
+    await mapper.renew()
+    assert mapper.name == "UPnP-IGD" and alive.calls and not dead.calls
+    alive.up = False
+    await mapper.renew()
+    assert mapper.state == "failed" and "NAT-PMP" in mapper.error and "UPnP-IGD" in mapper.error
