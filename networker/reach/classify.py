@@ -12,7 +12,7 @@ turns these into a :class:`Reachability`:
 ==============  ==============================================================================
 kind            when
 ==============  ==============================================================================
-``offline``     no peer connected and no DHT contact known
+``offline``     no peer connected, no DHT contact known, and no peer ever said what it sees
 ``unknown``     connected, but nobody has said what they see yet
 ``public``      a peer dialled us back at an address that is one of our interface addresses
 ``mapped``      a peer dialled us back at the router's port mapping (UPnP / NAT-PMP)
@@ -112,7 +112,7 @@ def classify(*, listen_port: int, interface_ips: Iterable[str], observations: It
     confirmed = tuple(dict.fromkeys((d.ip, d.port) for d in dialbacks if d.ok))
     external = tuple(dict.fromkeys(o.ip for o in observations if ip_kind(o.ip) == "public"))
     ext_text = ", ".join(external) or "address unknown"
-    if peers == 0 and dht_contacts == 0 and not confirmed:
+    if peers == 0 and dht_contacts == 0 and not confirmed and not observations:
         return Reachability("offline", WORDS["offline"], confirmed, external)
     if confirmed:
         ip, port = confirmed[0]

@@ -15,8 +15,9 @@ msgpack array:
   handshake with the caller's key completed. It dials from a fresh port and a throwaway
   identity, so the caller's node takes the probe as a passing stranger (not a second connection
   that would replace ours), and a NAT that lets in only replies to our own traffic does not
-  pass it. A server does at most :data:`MAX_DIALBACKS` at once, one per caller IP, and at most
-  one per caller IP every :data:`DIALBACK_INTERVAL` seconds.
+  pass it. A server does at most :data:`MAX_DIALBACKS` at once, and for one caller IP at most
+  :data:`DIALBACK_BURST` in any :data:`DIALBACK_WINDOW` seconds (several devices behind one
+  NAT share an IP; a caller can only ever make the server dial that IP).
 
 Decoders are strict: anything else raises :class:`MalformedObservedError` (a
 :class:`RemoteProtocolError`); the server answers such a call with a refusal.
@@ -43,7 +44,8 @@ SERVICE = "observed"
 WHOAMI, DIALBACK = 1, 2
 MAX_BODY = 300
 MAX_DIALBACKS = 4
-DIALBACK_INTERVAL = 10.0
+DIALBACK_BURST = 4
+DIALBACK_WINDOW = 60.0
 DIALBACK_TIMEOUT = 5.0
 MAX_REMEMBERED = 1024
 
@@ -151,8 +153,7 @@ class ObservedServer:
         self._clock = clock
         self._identity = DeviceIdentity.generate()  # dial-backs are not us: see the module docstring
         self._slots = asyncio.Semaphore(MAX_DIALBACKS)
-        self._last: OrderedDict[str, float] = OrderedDict()
-        self._busy: set[str] = set()
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()  # caller IP -> times of its dial-backs
         self.dialbacks = 0
         self.refused = 0
 
@@ -170,27 +171,23 @@ class ObservedServer:
 
     async def _dialback(self, peer: Peer, ip: str, port: int) -> bytes:
         now = self._clock()
-        last = self._last.get(ip)
-        if ip in self._busy or (last is not None and now - last < DIALBACK_INTERVAL):
+        recent = [t for t in self._recent.get(ip, []) if now - t < DIALBACK_WINDOW]
+        if len(recent) >= DIALBACK_BURST:
             self.refused += 1
             raise ServiceError("dial-back asked too often")
-        self._last[ip] = now
-        self._last.move_to_end(ip)
-        while len(self._last) > MAX_REMEMBERED:
-            self._last.popitem(last=False)
-        self._busy.add(ip)
-        try:
-            async with self._slots:
-                self.dialbacks += 1
-                target = Address("tcp", host=ip, port=port, peer_key=peer.remote_peer_id)
-                try:
-                    conn = await self._dial(target, self._identity, DIALBACK_TIMEOUT)
-                except (NetworkError, OSError, TimeoutError) as e:
-                    return encode_result(False, str(e))
-                conn.close()
-                return encode_result(True, "")
-        finally:
-            self._busy.discard(ip)
+        self._recent[ip] = [*recent, now]
+        self._recent.move_to_end(ip)
+        while len(self._recent) > MAX_REMEMBERED:
+            self._recent.popitem(last=False)
+        async with self._slots:
+            self.dialbacks += 1
+            target = Address("tcp", host=ip, port=port, peer_key=peer.remote_peer_id)
+            try:
+                conn = await self._dial(target, self._identity, DIALBACK_TIMEOUT)
+            except (NetworkError, OSError, TimeoutError) as e:
+                return encode_result(False, str(e))
+            conn.close()
+            return encode_result(True, "")
 
 
 async def ask_whoami(peer: Peer, timeout: float = 10.0) -> tuple[str, int, int]:

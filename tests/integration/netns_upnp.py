@@ -1,6 +1,6 @@
 """A home router in network namespaces, with miniupnpd answering NAT-PMP and UPnP-IGD.
 
-    [lan]  10.T.0.2 --veth-- 10.T.0.1 [rtr] 198.18.T.1 --veth-- 198.18.T.2  [pub]
+    [lan]  10.T.0.2 --veth-- 10.T.0.1 [rtr] 198.18.T.1 --veth-- 198.18.T.2, .3  [pub]
                                    MASQUERADE, miniupnpd
 
 ``pub`` is "the internet" (198.18.0.0/15, the benchmarking range), ``lan`` a device behind
@@ -84,7 +84,7 @@ class Router:
         self.tag = os.getpid() % 200 + 20
         t = self.tag
         self.pub, self.rtr, self.lan = (f"cbxup{k}{os.getpid()}" for k in ("p", "r", "l"))
-        self.wan_ip, self.pub_ip = f"198.18.{t}.1", f"198.18.{t}.2"
+        self.wan_ip, self.pub_ip, self.pub_ip2 = f"198.18.{t}.1", f"198.18.{t}.2", f"198.18.{t}.3"
         self.gateway, self.lan_ip = f"10.{t}.0.1", f"10.{t}.0.2"
         self.dir = Path(tempfile.mkdtemp(prefix="cbxupnp"))
         self.created: list[str] = []
@@ -116,6 +116,7 @@ class Router:
                             (self.rtr, "lan", self.gateway), (self.lan, "eth0", self.lan_ip)):
             self.run("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
             self.run("ip", "link", "set", dev, "up", ns=ns)
+        self.run("ip", "addr", "add", f"{self.pub_ip2}/24", "dev", "eth0", ns=self.pub)  # a second public host
         self.run("ip", "route", "add", "default", "via", self.gateway, ns=self.lan)
         self.run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.rtr)
         self.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", f"10.{self.tag}.0.0/24", "-o", "wan",

@@ -12,7 +12,7 @@ import pytest
 from networker.identity import DeviceIdentity
 from networker.node import Node
 from networker.peer import ServiceError
-from networker.reach.observed import SERVICE, ObservedServer, ask_dialback, ask_whoami
+from networker.reach.observed import DIALBACK_BURST, SERVICE, ObservedServer, ask_dialback, ask_whoami
 from networker.reach.service import Reach
 from storage import Store
 from tests.helpers import until
@@ -59,9 +59,12 @@ async def test_dial_back_reaches_a_listening_peer_and_keeps_the_connection(pair)
     assert ok, reason
     assert a.peers[b.peer_id].conn.handshake_hash == kept == b.peers[a.peer_id].conn.handshake_hash
     assert ra.server.dialbacks == 1
-    async with asyncio.timeout(10):  # asked again at once: refused, the connection stays
+    async with asyncio.timeout(20):  # asked again and again: refused after a few, the connection stays
+        for _ in range(DIALBACK_BURST - 1):
+            assert (await ask_dialback(peer, rb.listen_port))[0]
         with pytest.raises(ServiceError, match="too often"):
             await ask_dialback(peer, rb.listen_port)
+    assert ra.server.dialbacks == DIALBACK_BURST
     assert not peer.closed.is_set()
 
 
