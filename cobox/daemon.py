@@ -149,6 +149,7 @@ class Daemon:
                            dht_contacts=lambda: len(self.dht.dht.contacts()) if self.dht is not None else 0,
                            dht_port=lambda: self.dht.port if self.dht is not None else 0)
         self.reach.on_dht_contact = lambda ip, port: self._bootstrap([(ip, port)], "DHT join through a peer")
+        self.reach.start()
         sources: list[Discovery] = []
         if cfg["dht"]["enabled"]:
             self.dht = await self._start_dht()

@@ -102,7 +102,6 @@ class Swarm:
         self.node = node
         self.sources = sources
         self.advertised = advertised
-        self.extra_addresses: list[Callable[[], list[str]]] = []  # more addresses to announce (relayed ones)
         self.lookup_interval = lookup_interval
         self.reconnect_base = reconnect_base
         self.reconnect_max = reconnect_max
@@ -196,11 +195,6 @@ class Swarm:
     async def _round(self, topic: bytes) -> bool:
         """Announce to and look up in every source; whether any peer was found."""
         addresses = self.advertised()
-        for extra in self.extra_addresses:
-            try:
-                addresses = list(dict.fromkeys([*addresses, *extra()]))
-            except Exception:
-                log.exception("an extra address source failed (a bug)")
         for source in self.sources:
             try:
                 await source.announce(topic, addresses)

@@ -9,6 +9,13 @@ our listening port (and our mapped port, if any) back. The last :data:`KEEP` obs
 dial-backs are kept; :meth:`state` runs :func:`networker.reach.classify.classify` over them,
 and :meth:`dht_addresses` gives the announcer what it may put in the DHT. A peer's bad answer
 is counted and ignored (it says nothing about us).
+
+While nothing is confirmed, one connected peer is asked again every :data:`REPROBE` seconds
+(a dial-back may have been refused for being too frequent, or the port mapping came up after
+the peers connected), and at once when the port mapping changes.
+
+``extra_addresses`` is the hook for other ways to be reached (relayed addresses): each callable
+returns addresses that :meth:`dht_addresses` announces after our own.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_PROBES = 4
 KEEP = 32
 CONFIRM_FOR = 600.0
+REPROBE = 120.0
 
 
 def local_ips() -> dict[str, list[str]]:
@@ -122,6 +130,23 @@ class Reach:
             self.dialbacks.append((self._clock(), DialBack(observer[0], ip, p, ok)))
             log.info("peer at %s dialled us back at %s:%d: %s", observer[0], ip, p, "ok" if ok else reason)
 
+    def reprobe(self) -> None:
+        """Ask one connected peer (the longest connected) again, unless confirmed recently."""
+        if self._recently_confirmed() or len(self._tasks) >= 4 * MAX_PROBES:
+            return
+        peers = sorted(self.node.peers.values(), key=lambda p: p.since)
+        if peers:
+            self.run_soon(self.probe(peers[0]), "reach-reprobe")
+
+    async def _reprobe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REPROBE)
+            self.reprobe()
+
+    def start(self) -> None:
+        """Start re-asking peers periodically (see the module docstring)."""
+        self.run_soon(self._reprobe_loop(), "reach-reprobe-loop")
+
     def _dialable(self, ip: str) -> bool:
         return ip_kind(ip) == "public" or (self.allow_loopback and ip_kind(ip) == "loopback")
 
@@ -199,6 +224,8 @@ class Reach:
 
         def changed(address: tuple[str, int] | None) -> None:
             self.mapped = address
+            if address is not None:
+                self.reprobe()
 
         client = FirstAnswering([NatPmpClient(gateway), UpnpClient()])
         self.portmap = PortMapper(client, wanted_ports(self.listen_port, udp_port), on_change=changed)

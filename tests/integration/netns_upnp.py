@@ -80,7 +80,9 @@ def unavailable() -> str | None:
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, *, symmetric: bool = False) -> None:
+        """``symmetric``: MASQUERADE ``--random-fully``, a new public port per connection."""
+        self.symmetric = symmetric
         self.tag = os.getpid() % 200 + 20
         t = self.tag
         self.pub, self.rtr, self.lan = (f"cbxup{k}{os.getpid()}" for k in ("p", "r", "l"))
@@ -120,7 +122,7 @@ class Router:
         self.run("ip", "route", "add", "default", "via", self.gateway, ns=self.lan)
         self.run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.rtr)
         self.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", f"10.{self.tag}.0.0/24", "-o", "wan",
-                 "-j", "MASQUERADE", ns=self.rtr)
+                 "-j", "MASQUERADE", *(["--random-fully"] if self.symmetric else []), ns=self.rtr)
         self.run("nft", "-f", "-", ns=self.rtr, stdin=NFT_RULES)
         stun = self.dir / "stun.py"
         stun.write_text(STUN_SERVER)

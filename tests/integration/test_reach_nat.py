@@ -1,7 +1,8 @@
 """Daemons behind a real NAT router (issue 14 items 1, 2, 3, 6): a device behind MASQUERADE
 learns from two public peers that its NAT keeps one mapping (it dials from its listening port,
 so both see the same public port): "cone"; with port mapping on, the router forwards its port,
-a public peer dials it back there: "mapped". Neither announces its 10.x address to the DHT."""
+a public peer dials it back there: "mapped". Neither announces its 10.x address to the DHT.
+Behind MASQUERADE --random-fully the two peers see different ports: "symmetric"."""
 
 from __future__ import annotations
 
@@ -67,5 +68,26 @@ async def test_behind_a_nat_router_cone_then_mapped(daemons):
         assert forwarded()
         await on.stop()  # the mapping is removed at stop
         assert not forwarded()
+    finally:
+        router.down()
+
+
+async def test_behind_a_symmetric_nat_each_peer_sees_another_port(daemons):
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"cannot build a router namespace: {reason}")
+    router = Router(symmetric=True)
+    try:
+        router.up()
+        router.wait_ready()
+        pub = ["ip", "netns", "exec", router.pub]
+        a1 = await daemons("a1", NO_DISCOVERY, host=router.pub_ip, wrap=pub)
+        a2 = await daemons("a2", NO_DISCOVERY, host=router.pub_ip2, wrap=pub)
+        b = await daemons("b", NO_DISCOVERY, host=router.lan_ip, wrap=["ip", "netns", "exec", router.lan],
+                          config=["[portmap]", "enabled = false"])
+        for a in (a1, a2):
+            await ok(b.home, "peers", "add", await a.address())
+        s = await wait_status(b, lambda s: s["reachability"]["kind"] == "symmetric", "a symmetric verdict")
+        assert "relay" in s["reachability"]["words"] and s["reachability"]["confirmed"] == []
     finally:
         router.down()
