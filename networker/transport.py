@@ -50,13 +50,13 @@ from .identity import DeviceIdentity
 from .limits import LogThrottle, PendingHandshakes, ip_key
 from .noise import NoiseSession
 from .reach.scope import normalize_host
+from .sockets import open_tcp, tcp_sockets, unix_socket
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 MAX_PENDING = 64
 MAX_PENDING_PER_IP = 8
-BACKLOG = 128
 ACCEPT_BACKOFF = (0.05, 2.0)  # first and longest pause of accepting when out of resources
 _LEN = struct.Struct(">H")
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -149,57 +149,14 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         raise HandshakeClosedError(f"handshake failed: connection lost: {e}") from None
 
 
-def _reusing_socket(family: int, bind_port: int) -> socket.socket | None:
-    """A TCP socket bound to ``bind_port`` on the wildcard address of ``family``, with
-    SO_REUSEADDR and SO_REUSEPORT, so an outgoing connection leaves from the port this node
-    listens on (a NAT that keeps ports then maps it to the same public port, and peers that see
-    it learn the port to dial back); ``None`` where the system refuses (then the kernel picks)."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        return None
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", bind_port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
-async def _open_tcp(host: str, port: int, bind_port: int | None
-                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """``asyncio.open_connection``, from ``bind_port`` where that works (falling back silently
-    to a port the kernel picks: the port may be in use by a connection to the same peer)."""
-    if bind_port:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        for family, _, _, _, sockaddr in infos[:1]:
-            sock = _reusing_socket(family, bind_port)
-            if sock is None:
-                break
-            try:
-                await loop.sock_connect(sock, sockaddr)
-            except OSError as e:
-                sock.close()
-                if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-                    raise
-                break
-            return await asyncio.open_connection(sock=sock)
-    return await asyncio.open_connection(host, port)
-
-
 async def dial_one(address: Address, identity: DeviceIdentity, *,
                    timeout: float = HANDSHAKE_TIMEOUT, bind_port: int | None = None) -> SecureConnection:
     """Connect to one alternative and complete the handshake; TCP dials leave from
-    ``bind_port`` where possible (see :func:`_open_tcp`)."""
+    ``bind_port`` where possible (see :func:`networker.sockets.open_tcp`)."""
     try:
         async with asyncio.timeout(timeout):
             if address.transport == "tcp":
-                reader, writer = await _open_tcp(address.host, address.port, bind_port)
+                reader, writer = await open_tcp(address.host, address.port, bind_port)
             else:
                 reader, writer = await asyncio.open_unix_connection(address.path)
     except TimeoutError:
@@ -444,91 +401,11 @@ class Listener:
                                "closed a connection from %s that did not complete the handshake: %s", where, error)
 
 
-def _check_port_free(family: int, sockaddr: tuple[object, ...]) -> None:
-    """Raise ``EADDRINUSE`` if another program listens on the port: listening sockets carry
-    SO_REUSEPORT (so dials can leave from the same port), which would otherwise let a second
-    daemon of the same user share the port silently."""
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if sockaddr[0] == "::" else 1)
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(sockaddr)
-    finally:
-        probe.close()
-
-
-def _bind_listening(family: int, sockaddr: tuple[object, ...], dual: bool) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
-        if sockaddr[1]:
-            _check_port_free(family, sockaddr)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(sockaddr)
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-async def _tcp_sockets(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets for ``host``: ``::`` (or an empty host) is dual-stack, one IPv6 socket
-    that takes IPv4 too (an IPv4 socket where the system has no IPv6); other hosts get one
-    socket per address they resolve to."""
-    if host in ("", "::"):
-        try:
-            return [_bind_listening(socket.AF_INET6, ("::", port), dual=True)]
-        except OSError as e:
-            if e.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
-                raise
-            return [_bind_listening(socket.AF_INET, ("0.0.0.0", port), dual=False)]
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    seen: set[tuple[int, object]] = set()
-    try:
-        for family, _, _, _, sockaddr in infos:
-            if (family, sockaddr) in seen:
-                continue
-            seen.add((family, sockaddr))
-            sockets.append(_bind_listening(family, sockaddr, dual=False))
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
 def _local(writer: asyncio.StreamWriter) -> str | None:
     sock = writer.get_extra_info("socket")
     if sock is None:
         return None
     return _where(sock.family, writer.get_extra_info("sockname"), "")[0] or None
-
-
-def _unix_socket(path: Path) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_socket():
-            path.unlink()  # a stale socket of a previous run
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(BACKLOG)
-    sock.setblocking(False)
-    return sock
 
 
 async def listen(address: Address, identity: DeviceIdentity,
@@ -543,14 +420,14 @@ async def listen(address: Address, identity: DeviceIdentity,
     ``on_bad_handshake(ip_key)`` is told of each handshake of garbage."""
     path: Path | None = None
     if address.transport == "tcp":
-        sockets = await _tcp_sockets(address.host, address.port)
+        sockets = await tcp_sockets(address.host, address.port)
         addresses = []
         for sock in sockets:
             host, port = sock.getsockname()[:2]
             addresses.append(Address("tcp", host=host, port=port, peer_key=identity.peer_id).format())
     else:
         path = Path(address.path)
-        sockets = [_unix_socket(path)]
+        sockets = [unix_socket(path)]
         addresses = [Address("unix", path=str(path), peer_key=identity.peer_id).format()]
     listener = Listener(sockets, addresses, path, identity, on_connection, handshake_timeout=handshake_timeout,
                         max_pending=max_pending, max_pending_per_ip=max_pending_per_ip, refuse=refuse,

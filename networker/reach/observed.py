@@ -125,7 +125,9 @@ def decode_result(body: bytes) -> tuple[bool, str]:
 
 def remote_endpoint(peer: Peer) -> tuple[str, int] | None:
     """The (ip, port) the connection to ``peer`` comes from, as this end sees it."""
-    text = getattr(peer.conn, "remote_address", "")
+    if not isinstance(peer.conn, SecureConnection):
+        return None
+    text = peer.conn.remote_address
     try:
         alt = parse(text).alternatives[0]
     except (AddressError, IndexError):

@@ -55,7 +55,8 @@ TRANSITIONS = {
 
 
 class MappingClient(Protocol):
-    name: str  # "NAT-PMP", "UPnP-IGD"
+    @property
+    def name(self) -> str: ...  # "NAT-PMP", "UPnP-IGD"
 
     async def external_address(self) -> str: ...
     async def map(self, protocol: int, internal: int, external: int, lifetime: int) -> Mapping: ...

@@ -32,6 +32,7 @@ from ..address import parse
 from ..errors import NetworkError
 from ..node import Node, PeerEvent
 from ..peer import Peer
+from ..transport import SecureConnection
 from . import announce
 from .classify import DialBack, Observation, Reachability, classify
 from .natpmp import NatPmpClient, default_gateway
@@ -120,7 +121,9 @@ class Reach:
         if dht_port and self._dialable(observer[0]):
             self.on_dht_contact(observer[0], dht_port)  # connected peers are DHT bootstraps too
         conn = peer.conn
-        local = parse(conn.local_address).alternatives[0].port if getattr(conn, "local_address", None) else 0
+        local = 0
+        if isinstance(conn, SecureConnection) and conn.local_address:
+            local = parse(conn.local_address).alternatives[0].port
         self.observations.append(Observation(observer[0], ip, port, local, bool(conn.is_initiator)))
         if ip_kind(ip) != "public" or not self.listen_port or self._recently_confirmed():
             return

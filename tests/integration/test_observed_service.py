@@ -80,6 +80,16 @@ async def test_dial_back_to_a_closed_port_fails(pair):
     assert not ok and reason
 
 
+async def test_a_connected_peer_s_dht_node_becomes_a_contact(pair):
+    (a, b), (ra, rb) = pair
+    a.services[SERVICE] = ObservedServer(dht_port=lambda: 47999).handle  # A runs a DHT node there
+    contacts: list[tuple[str, int]] = []
+    rb.on_dht_contact = lambda ip, port: contacts.append((ip, port))
+    async with asyncio.timeout(10):
+        await b.connect(ra.dht_addresses()[0])
+    await until(lambda: contacts == [("127.0.0.1", 47999)], what="A's DHT node handed to B's DHT")
+
+
 async def test_hostile_calls_are_refused_and_whoami_answers(pair):
     (a, b), (ra, rb) = pair
     async with asyncio.timeout(10):

@@ -163,3 +163,25 @@ def test_malformed_results_raise_only_their_error():
     for body in (msgpack.packb([1, ""]), msgpack.packb([True]), msgpack.packb([True, 5]), b"\x00"):
         with pytest.raises(MalformedObservedError):
             decode_result(body)
+
+
+# -- the fixed port --------------------------------------------------------------------------------
+
+
+async def test_a_taken_default_port_falls_back_and_an_explicit_one_fails():
+    import errno
+
+    from networker.reach import DEFAULT_PORT
+    from networker.reach.ports import bind_or_fallback
+
+    tried: list[int] = []
+
+    async def start(port: int) -> int:
+        tried.append(port)
+        if port:
+            raise OSError(errno.EADDRINUSE, "in use")
+        return 12345
+
+    assert await bind_or_fallback(DEFAULT_PORT, start, "test") == 12345 and tried == [DEFAULT_PORT, 0]
+    with pytest.raises(OSError):
+        await bind_or_fallback(4000, start, "test")  # the user chose it: say so, never replace it
