@@ -296,7 +296,9 @@ class Daemon:
             keys = GroupKeys.from_replication_key(invite.key)
             name = validate_name(name or f"seed-{keys.discovery_key.hex()[:8]}")
         group = await self.add_group(name, keys)
-        for address in invite.peers:  # the inviter, at addresses it could be reached at
+        # The inviter, at addresses it could be reached at: a discovery source like the others, so a
+        # daemon with discovery off (no DHT, no LAN) connects only where it is told to.
+        for address in invite.peers if self.swarm.sources else ():
             self.swarm.add_candidate(group.discovery_key, parse(address).alternatives[0].peer_key or b"", address,
                                      "invite")
         self._bootstrap(list(invite.dht), "DHT join through the invite's contacts")
