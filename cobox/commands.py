@@ -196,6 +196,8 @@ def show_status(s: dict[str, Any], as_json: bool) -> int:
     print(f"home       {s['home']}   (pid {s['pid']}, up {s['uptime']:.0f}s)")
     for a in s["advertised"]:
         print(f"address    {a}")
+    if "reachability" in s:
+        print(f"reachable  {s['reachability']['words']}")
     dht = s["dht"]
     print(f"dht        {'off' if not dht.get('enabled', True) else json.dumps(dht)}")
     print(f"lan        {'on' if s['lan']['enabled'] else 'off'}")

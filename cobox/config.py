@@ -24,6 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from networker.limits import ConnectionLimits
+from networker.penalty import PenaltyPolicy
+
 from .errors import ConfigError
 
 ENV_PREFIX = "COBOX_"
@@ -196,3 +199,28 @@ def from_env(env: Mapping[str, str], config: Mapping[str, Mapping[str, Any]]) ->
 def _kind(value: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "text",
             list: "a list"}.get(type(value), type(value).__name__)
+
+
+def peer_ids(texts: list[str]) -> set[bytes]:
+    """``[backup] recovery_allow``: peer ids (64 hex digits) that may register key backups."""
+    try:
+        ids = {bytes.fromhex(t) for t in texts}
+    except ValueError:
+        ids = set()
+    if any(len(i) != 32 for i in ids) or len(ids) != len(set(texts)):
+        raise ConfigError("backup.recovery_allow must list peer ids of 64 hex digits")
+    return ids
+
+
+def connection_limits(net: dict[str, Any]) -> dict[str, Any]:
+    """``Node``'s ``limits`` and ``penalties`` from the ``[network]`` settings."""
+    try:
+        return {
+            "limits": ConnectionLimits(
+                max_connections=net["max_connections"], group_reserve=net["group_reserve"],
+                max_per_ip=net["max_per_ip"], idle_timeout=net["idle_timeout"],
+                max_pending=net["max_pending"], max_pending_per_ip=net["max_pending_per_ip"]),
+            "penalties": PenaltyPolicy(base=net["refuse_seconds"], cap=net["refuse_max_seconds"]),
+        }
+    except ValueError as e:
+        raise ConfigError(f"[network]: {e}") from None

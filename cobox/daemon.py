@@ -44,13 +44,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from networker.address import Address
+from networker.address import Address, parse
 from networker.errors import NetworkError
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
-from networker.limits import ConnectionLimits
 from networker.node import Node, PeerEvent
-from networker.penalty import PenaltyPolicy
+from networker.reach.ports import bind_or_fallback, listen_fixed
+from networker.reach.service import Reach
 from networker.sources import DhtSource, LanSource
 from networker.swarm import Discovery, Swarm
 from storage import Store
@@ -65,7 +65,6 @@ from .backup.service import SERVICE as RECOVERY_SERVICE
 from .backup.service import RecoveryServer
 from .errors import (
     CoboxError,
-    ConfigError,
     DaemonRunningError,
     FatalServiceError,
     GroupExistsError,
@@ -191,12 +190,17 @@ class Daemon:
         self.identity = DeviceIdentity.load_or_create(self.home.identity)
         self.store = store = await Store.open(self.home.root, durability=cfg["storage"]["durability"])
         sup.spawn("store", lambda: hold(store.close, store.writer.watch), fatal=True)
-        self.node = node = Node(self.identity, self.store, **connection_limits(cfg["network"]))
+        self.node = node = Node(self.identity, self.store, **configuration.connection_limits(cfg["network"]))
         sup.spawn("node", lambda: hold(node.close))
         self.node.on_event.append(self._on_peer_event)
         for address in cfg["network"]["listen"]:
-            self.listen_addresses += await self.node.listen(
-                address, handshake_timeout=cfg["network"]["handshake_timeout"])
+            self.listen_addresses += await listen_fixed(self.node, address, cfg["network"]["handshake_timeout"])
+        self.reach = reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg["dht"]["allow_loopback"],
+                                   dht_contacts=lambda: len(self.dht.dht.contacts()) if self.dht is not None else 0,
+                                   dht_port=lambda: self.dht.port if self.dht is not None else 0)
+        self.reach.on_dht_contact = lambda ip, port: self._bootstrap([(ip, port)], "DHT join through a peer")
+        self.reach.start()
+        sup.spawn("reach", lambda: hold(reach.close))
         sources: list[Discovery] = []
         if cfg["dht"]["enabled"]:
             self.dht = await self._start_dht()
@@ -208,6 +212,8 @@ class Daemon:
             if self.lan is not None:
                 sup.spawn("lan", lambda: hold(self.lan.stop))
                 sources.append(self.lan)
+        if cfg["portmap"]["enabled"]:
+            self.reach.start_portmap(gateway=cfg["portmap"]["gateway"], udp_port=self.dht.port if self.dht else 0)
         sw = cfg["swarm"]
         self.swarm = swarm = Swarm(self.node, sources, advertised=self.advertised,
                                    lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
@@ -224,7 +230,7 @@ class Daemon:
                 await self._start_folder(self.groups[name], Path(path.decode()))
         if cfg["backup"]["recovery_server"]:
             self.recovery = RecoveryServer(self.store, self.identity.peer_id,
-                                           allowed_peers=_peer_ids(cfg["backup"]["recovery_allow"]))
+                                           allowed_peers=configuration.peer_ids(cfg["backup"]["recovery_allow"]))
             await self.recovery.load()
             self.node.services[RECOVERY_SERVICE] = self.recovery.handle
         from .control.server import ControlServer
@@ -239,11 +245,15 @@ class Daemon:
 
         d = self.config["dht"]
         bootstrap = [addresses.host_port(b) for b in d["bootstrap"]]
-        dht = DHT(self.identity, host=d["host"], port=d["port"], bootstrap=bootstrap,
-                  state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"],
-                  allow_loopback=d["allow_loopback"])
-        await dht.start()
-        return DhtSource(dht)
+
+        async def start(port: int) -> Any:
+            dht = DHT(self.identity, host=d["host"], port=port, bootstrap=bootstrap,
+                      state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"],
+                      allow_loopback=d["allow_loopback"])
+            await dht.start()
+            return dht
+
+        return DhtSource(await bind_or_fallback(d["port"], start, "DHT"))
 
     async def _start_lan(self) -> Any:
         try:
@@ -273,8 +283,8 @@ class Daemon:
         return addresses.tcp_listen(self.listen_addresses)
 
     def advertised(self) -> list[str]:
-        """The addresses peers can dial: wildcard binds expanded to this machine's addresses."""
-        return addresses.advertised(self.listen_addresses)
+        """The addresses announced to the DHT (networker.reach.announce decides which)."""
+        return self.reach.dht_addresses()
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -294,7 +304,23 @@ class Daemon:
         else:
             keys = GroupKeys.from_replication_key(invite.key)
             name = validate_name(name or f"seed-{keys.discovery_key.hex()[:8]}")
-        return await self.add_group(name, keys)
+        group = await self.add_group(name, keys)
+        # The inviter, at addresses it could be reached at: a discovery source like the others, so a
+        # daemon with discovery off (no DHT, no LAN) connects only where it is told to.
+        for address in invite.peers if self.swarm.sources else ():
+            self.swarm.add_candidate(group.discovery_key, parse(address).alternatives[0].peer_key or b"", address,
+                                     "invite")
+        self._bootstrap(list(invite.dht), "DHT join through the invite's contacts")
+        return group
+
+    def _bootstrap(self, contacts: list[tuple[str, int]], what: str) -> None:
+        if contacts and self.dht is not None:
+            self.reach.run_soon(self.dht.dht.join(contacts), what)
+
+    def invite(self, kind: str, key: bytes, name: str | None = None) -> Invite:
+        """An invite carrying hints: where this device can be reached, DHT nodes to start from."""
+        contacts = [(n.ip, n.port) for n in self.dht.dht.contacts()] if self.dht is not None else []
+        return Invite(kind, key, name).with_hints(self.reach.dht_addresses(), self.reach.bootstrap_hints(contacts))
 
     async def add_group(self, name: str, keys: GroupKeys) -> Group:
         if name in self.groups:
@@ -450,31 +476,6 @@ class Daemon:
     def write_api_files(self, port: int, token: str) -> None:
         write_private(self.home.token, token.encode())
         write_private(self.home.api_port, str(port).encode())
-
-
-def _peer_ids(texts: list[str]) -> set[bytes]:
-    """``[backup] recovery_allow``: peer ids (64 hex digits) that may register key backups."""
-    try:
-        ids = {bytes.fromhex(t) for t in texts}
-    except ValueError:
-        ids = set()
-    if any(len(i) != 32 for i in ids) or len(ids) != len(set(texts)):
-        raise ConfigError("backup.recovery_allow must list peer ids of 64 hex digits")
-    return ids
-
-
-def connection_limits(net: dict[str, Any]) -> dict[str, Any]:
-    """``Node``'s ``limits`` and ``penalties`` from the ``[network]`` settings."""
-    try:
-        return {
-            "limits": ConnectionLimits(
-                max_connections=net["max_connections"], group_reserve=net["group_reserve"],
-                max_per_ip=net["max_per_ip"], idle_timeout=net["idle_timeout"],
-                max_pending=net["max_pending"], max_pending_per_ip=net["max_pending_per_ip"]),
-            "penalties": PenaltyPolicy(base=net["refuse_seconds"], cap=net["refuse_max_seconds"]),
-        }
-    except ValueError as e:
-        raise ConfigError(f"[network]: {e}") from None
 
 
 def load_config(home: Path, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -5,21 +5,33 @@
 
 Keys are in cobox's one text form (lowercase base32, 52 characters). Anything else, including a
 truncated key, is refused with an :class:`InvalidURIError` that says what is wrong.
+
+Hints, so a device can join with nothing configured (no bootstrap node): any invite may carry
+``peer=ADDRESS`` (the inviter's addresses others can dial, each a ``tcp:IP:PORT~noise:KEY``) and
+``dht=IP:PORT`` (DHT nodes to start from), at most :data:`MAX_HINTS` of each. Parsing is strict:
+the whole URI is at most :data:`MAX_URI` characters; an unknown or repeated parameter, a peer
+address that is not TCP to an IP literal with a key, or a DHT contact that is not IP:PORT is an
+error naming the bad part. Hints only say where to look: a peer must still prove its key in the
+handshake, and nothing from an invite is dialled but those addresses.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 from dataclasses import dataclass
 
+from networker.address import parse
 from networker.encoding import decode_key, encode_key
-from networker.errors import KeyEncodingError
+from networker.errors import AddressError, KeyEncodingError
 
 from .errors import InvalidURIError
 
 SCHEME = "cobox"
-MAX_URI = 1024
+MAX_URI = 2048
 MAX_NAME = 64
+MAX_HINTS = 4
+MAX_HINT = 200
 
 
 @dataclass(frozen=True)
@@ -27,15 +39,34 @@ class Invite:
     kind: str  # "join" | "seed"
     key: bytes  # the group address (join) or replication key (seed)
     name: str | None = None
+    peers: tuple[str, ...] = ()             # inviter's dialable addresses (tcp:IP:PORT~noise:KEY)
+    dht: tuple[tuple[str, int], ...] = ()   # DHT nodes to bootstrap from
 
     def __repr__(self) -> str:  # never show the key
-        return f"Invite(kind={self.kind!r}, name={self.name!r})"
+        return f"Invite(kind={self.kind!r}, name={self.name!r}, peers={len(self.peers)}, dht={len(self.dht)})"
 
     def format(self) -> str:
         text = f"{SCHEME}://{self.kind}/{encode_key(self.key)}"
-        if self.name:
-            text += "?" + urllib.parse.urlencode({"name": self.name})
+        query: list[tuple[str, str]] = [("name", self.name)] if self.name else []
+        query += [("peer", p) for p in self.peers[:MAX_HINTS]]
+        query += [("dht", f"[{h}]:{p}" if ":" in h else f"{h}:{p}") for h, p in self.dht[:MAX_HINTS]]
+        if query:
+            text += "?" + urllib.parse.urlencode(query)
         return text
+
+    def with_hints(self, peers: list[str], dht: list[tuple[str, int]]) -> Invite:
+        """This invite with the first hints that keep it within :data:`MAX_URI` characters."""
+        out = Invite(self.kind, self.key, self.name)
+        for p in list(dict.fromkeys(peers))[:MAX_HINTS]:
+            if _peer_hint(p) is not None:
+                bigger = Invite(out.kind, out.key, out.name, (*out.peers, p), out.dht)
+                if len(bigger.format()) <= MAX_URI:
+                    out = bigger
+        for h in list(dict.fromkeys(dht))[:MAX_HINTS]:
+            bigger = Invite(out.kind, out.key, out.name, out.peers, (*out.dht, h))
+            if _ip(h[0]) and 0 < h[1] < 65536 and len(bigger.format()) <= MAX_URI:
+                out = bigger
+        return out
 
 
 def parse_invite(text: str) -> Invite:
@@ -55,11 +86,70 @@ def parse_invite(text: str) -> Invite:
         key = decode_key(key_text)
     except KeyEncodingError:
         raise InvalidURIError("invite key is malformed or truncated (expected 52 base32 characters)") from None
-    query = urllib.parse.parse_qs(parts.query)
-    name = query.get("name", [None])[0]
-    if name is not None:
-        name = validate_name(name)
-    return Invite(kind, key, name)
+    if parts.fragment:
+        raise InvalidURIError("invite URI has a fragment (#...): it was probably cut or joined with other text")
+    try:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
+                                       max_num_fields=1 + 2 * MAX_HINTS)
+    except ValueError as e:
+        raise InvalidURIError(f"invite URI has a malformed query: {e}") from None
+    name: str | None = None
+    peers: list[str] = []
+    dht: list[tuple[str, int]] = []
+    for field, value in pairs:
+        if field == "name":
+            if name is not None:
+                raise InvalidURIError("invite URI names the group twice")
+            name = validate_name(value)
+        elif field == "peer":
+            hint = _peer_hint(value)
+            if hint is None:
+                raise InvalidURIError(f"invite peer hint {value[:80]!r} is not tcp:IP:PORT~noise:KEY")
+            peers.append(hint)
+        elif field == "dht":
+            contact = _dht_hint(value)
+            if contact is None:
+                raise InvalidURIError(f"invite DHT hint {value[:80]!r} is not IP:PORT")
+            dht.append(contact)
+        else:
+            raise InvalidURIError(f"invite URI has an unknown parameter {field[:20]!r}")
+    if len(peers) > MAX_HINTS or len(dht) > MAX_HINTS:
+        raise InvalidURIError(f"invite URI has more than {MAX_HINTS} peer or DHT hints")
+    return Invite(kind, key, name, tuple(peers), tuple(dht))
+
+
+def _ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _peer_hint(text: str) -> str | None:
+    """The address, formatted, if it is one TCP alternative to an IP literal with a key."""
+    if len(text) > MAX_HINT:
+        return None
+    try:
+        alts = parse(text).alternatives
+    except AddressError:
+        return None
+    if len(alts) != 1 or alts[0].transport != "tcp" or alts[0].peer_key is None or not _ip(alts[0].host):
+        return None
+    return alts[0].format()
+
+
+def _dht_hint(text: str) -> tuple[str, int] | None:
+    if len(text) > 64:
+        return None
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return None  # an IPv6 host must be in brackets
+    if not sep or not _ip(host) or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
 
 
 def validate_name(name: str) -> str:

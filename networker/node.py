@@ -192,7 +192,8 @@ class Node:
         for alt in addr.alternatives:
             if alt.peer_key is not None:
                 self._check_refused(alt.peer_key, None)
-        conn = await transport.dial(addr, self.identity, timeout=timeout)
+        port = next((p for p in (li.tcp_port for li in self.listeners) if p), None)
+        conn = await transport.dial(addr, self.identity, timeout=timeout, bind_port=port)  # dial from our port
         return self.add_connection(conn, ip=ip_key(conn.remote_host))
 
     def _check_refused(self, peer_id: bytes, ip: str | None) -> None:

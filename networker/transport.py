@@ -49,13 +49,14 @@ from .errors import (
 from .identity import DeviceIdentity
 from .limits import LogThrottle, PendingHandshakes, ip_key
 from .noise import NoiseSession
+from .reach.scope import normalize_host
+from .sockets import open_tcp, tcp_sockets, unix_socket
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 MAX_PENDING = 64
 MAX_PENDING_PER_IP = 8
-BACKLOG = 128
 ACCEPT_BACKOFF = (0.05, 2.0)  # first and longest pause of accepting when out of resources
 _LEN = struct.Struct(">H")
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -79,6 +80,7 @@ class SecureConnection:
         self.is_initiator = session.initiator
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.local_address: str | None = None  # tcp:IP:PORT this end of the connection has, if TCP
         self._closed = False
 
     def __repr__(self) -> str:
@@ -148,11 +150,13 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 async def dial_one(address: Address, identity: DeviceIdentity, *,
-                   timeout: float = HANDSHAKE_TIMEOUT) -> SecureConnection:
+                   timeout: float = HANDSHAKE_TIMEOUT, bind_port: int | None = None) -> SecureConnection:
+    """Connect to one alternative and complete the handshake; TCP dials leave from
+    ``bind_port`` where possible (see :func:`networker.sockets.open_tcp`)."""
     try:
         async with asyncio.timeout(timeout):
             if address.transport == "tcp":
-                reader, writer = await asyncio.open_connection(address.host, address.port)
+                reader, writer = await open_tcp(address.host, address.port, bind_port)
             else:
                 reader, writer = await asyncio.open_unix_connection(address.path)
     except TimeoutError:
@@ -167,17 +171,20 @@ async def dial_one(address: Address, identity: DeviceIdentity, *,
         raise
     sock = writer.get_extra_info("socket")
     _, host = _where(sock.family if sock is not None else -1, writer.get_extra_info("peername"), "")
-    return SecureConnection(reader, writer, session, address.format(), host)
+    conn = SecureConnection(reader, writer, session, address.format(), host)
+    conn.local_address = _local(writer)
+    return conn
 
 
 async def dial(address: MultiAddress, identity: DeviceIdentity, *,
-               timeout: float = HANDSHAKE_TIMEOUT) -> SecureConnection:
-    """Connect to the first alternative that answers and authenticates."""
+               timeout: float = HANDSHAKE_TIMEOUT, bind_port: int | None = None) -> SecureConnection:
+    """Connect to the first alternative that answers and authenticates (from ``bind_port``
+    where possible)."""
     reasons: list[tuple[str, str]] = []
     errors: list[NetworkError] = []
     for alt in address.alternatives:
         try:
-            return await dial_one(alt, identity, timeout=timeout)
+            return await dial_one(alt, identity, timeout=timeout, bind_port=bind_port)
         except NetworkError as e:
             reasons.append((alt.format(), str(e)))
             errors.append(e)
@@ -185,8 +192,6 @@ async def dial(address: MultiAddress, identity: DeviceIdentity, *,
         raise errors[0]
     raise DialError("no alternative of the address could be reached: " +
                     "; ".join(r for _, r in reasons), reasons)
-
-
 
 
 def is_garbage(error: HandshakeError) -> bool:
@@ -198,7 +203,7 @@ def is_garbage(error: HandshakeError) -> bool:
 def _where(family: int, addr: object, fallback: str) -> tuple[str, str | None]:
     """The remote's address as text and its host (``None`` for a unix socket)."""
     if family in (socket.AF_INET, socket.AF_INET6) and isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
+        host = normalize_host(str(addr[0]))  # a dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d
         return (f"tcp:[{host}]:{addr[1]}" if ":" in host else f"tcp:{host}:{addr[1]}"), host
     return fallback, None
 
@@ -240,6 +245,19 @@ class Listener:
         self._unstarted: dict[int, socket.socket] = {}  # a task cancelled before it ran closes nothing
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The port of the first TCP listening socket (outgoing dials reuse it), if any."""
+        for sock in self._sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        return None
+
+    @property
+    def dual_stack(self) -> bool:
+        return any(s.family == socket.AF_INET6 and not s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+                   for s in self._sockets)
 
     def start(self) -> None:
         for sock in self._sockets:
@@ -357,8 +375,10 @@ class Listener:
                 conn.close()
             raise
         self.pending.remove(token)
+        secure = SecureConnection(reader, writer, session, where, host)
+        secure.local_address = _local(writer)
         try:
-            await self._on_connection(SecureConnection(reader, writer, session, where, host))
+            await self._on_connection(secure)
         except Exception:  # a bug of the callback: the connection is dropped, the listener goes on
             writer.close()
             if self.throttle.counts["callback"] == 0:
@@ -381,48 +401,11 @@ class Listener:
                                "closed a connection from %s that did not complete the handshake: %s", where, error)
 
 
-async def _tcp_sockets(host: str, port: int) -> list[socket.socket]:
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    seen: set[tuple[int, object]] = set()
-    try:
-        for family, kind, proto, _, sockaddr in infos:
-            if (family, sockaddr) in seen:
-                continue
-            seen.add((family, sockaddr))
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-def _unix_socket(path: Path) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_socket():
-            path.unlink()  # a stale socket of a previous run
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(BACKLOG)
-    sock.setblocking(False)
-    return sock
+def _local(writer: asyncio.StreamWriter) -> str | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    return _where(sock.family, writer.get_extra_info("sockname"), "")[0] or None
 
 
 async def listen(address: Address, identity: DeviceIdentity,
@@ -437,14 +420,14 @@ async def listen(address: Address, identity: DeviceIdentity,
     ``on_bad_handshake(ip_key)`` is told of each handshake of garbage."""
     path: Path | None = None
     if address.transport == "tcp":
-        sockets = await _tcp_sockets(address.host, address.port)
+        sockets = await tcp_sockets(address.host, address.port)
         addresses = []
         for sock in sockets:
             host, port = sock.getsockname()[:2]
             addresses.append(Address("tcp", host=host, port=port, peer_key=identity.peer_id).format())
     else:
         path = Path(address.path)
-        sockets = [_unix_socket(path)]
+        sockets = [unix_socket(path)]
         addresses = [Address("unix", path=str(path), peer_key=identity.peer_id).format()]
     listener = Listener(sockets, addresses, path, identity, on_connection, handshake_timeout=handshake_timeout,
                         max_pending=max_pending, max_pending_per_ip=max_pending_per_ip, refuse=refuse,

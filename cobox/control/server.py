@@ -31,7 +31,7 @@ from storage.errors import StorageError
 from ..errors import AuthError, CoboxError, RecoveryError, UsageError
 from ..folders.paths import normalize_path
 from ..folders.sync import find_version, version_id
-from ..uri import Invite, parse_invite
+from ..uri import parse_invite
 from .openapi import OPENAPI
 from .streams import follow_log
 
@@ -180,6 +180,7 @@ class ControlServer:
             "uptime": round(time.time() - d.started, 1),
             "listening": d.listen_addresses,
             "advertised": d.advertised(),
+            "reachability": d.reach.status(),
             "api": {"port": self.port, "socket": str(d.home.api_socket)},
             "dht": d.dht.status() if d.dht is not None else {"enabled": False},
             "lan": {"enabled": d.lan is not None},
@@ -257,10 +258,10 @@ class ControlServer:
 
     def _invite(self, group: Any, seed: bool) -> str:
         if seed:
-            return Invite("seed", group.keys.replication_key).format()
+            return self.daemon.invite("seed", group.keys.replication_key).format()
         if group.keys.address is None:
             raise UsageError(f"{group.name!r} is backed up here, not joined: only a seed invite exists")
-        return Invite("join", group.keys.address, group.name).format()
+        return self.daemon.invite("join", group.keys.address, group.name).format()
 
     async def invite(self, request: web.Request) -> web.Response:
         group = self.daemon.group(request.match_info["name"])

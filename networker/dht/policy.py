@@ -13,11 +13,15 @@ signature only shows that ``peer_id`` wrote it, so an address is acceptable only
 - transport ``tcp`` (never ``unix:``), host an IP literal (a DNS name could resolve anywhere,
   so names are left to addresses the user typed), port 1-65535;
 - ``~noise:KEY`` present and equal to the record's peer id;
-- the IP (the IPv4 one inside an IPv4-mapped IPv6 address) is not unspecified, multicast,
-  link-local, reserved, or (unless ``allow_loopback``) loopback.
+- the IP (the IPv4 one inside an IPv4-mapped IPv6 address) is of kind ``public`` in
+  :func:`networker.reach.scope.ip_kind`: not unspecified, multicast, reserved, link-local,
+  private (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) or (unless ``allow_loopback``)
+  loopback. Benchmarking (198.18.0.0/15) and documentation ranges count as public: nothing
+  stops them being routed, and the namespace tests use them as the internet.
 
-Private ranges (10/8, 192.168/16, fc00::/7) are kept: peers on one LAN find each other through
-the DHT too. Which addresses a daemon *announces* is settled elsewhere (reachability); this
+Private addresses are never in the DHT: nobody beyond the LAN can dial them, and a record full of
+them sent peers dialling 10.x addresses of their own networks; LAN peers find each other with
+mDNS. Which addresses a daemon *announces* is settled elsewhere (:mod:`networker.reach`); this
 policy is applied when announcing (to what the daemon hands the DHT), when storing (a record
 with no acceptable address is refused) and when looking up (only acceptable alternatives reach
 the swarm). ``allow_loopback`` exists for tests and single-machine setups whose daemons all run
@@ -26,11 +30,11 @@ on 127.0.0.1 (config ``[dht] allow_loopback``, false by default).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from ..address import Address, parse
 from ..errors import AddressError
+from ..reach.scope import ip_kind
 from .records import PeerRecord
 
 
@@ -42,15 +46,8 @@ class AddressPolicy:
         """Whether one alternative may be published in or dialled from ``peer_id``'s record."""
         if alt.transport != "tcp" or alt.peer_key != peer_id or not 0 < alt.port < 65536:
             return False
-        try:
-            ip = ipaddress.ip_address(alt.host)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
-            return False
-        return self.allow_loopback or not ip.is_loopback
+        kind = ip_kind(alt.host)
+        return kind == "public" or (kind == "loopback" and self.allow_loopback)
 
     def filter(self, addresses: tuple[str, ...] | list[str], peer_id: bytes) -> tuple[str, ...]:
         """The acceptable alternatives of ``addresses`` (each formatted), in order, deduplicated;

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cobox import config
-from cobox.daemon import connection_limits
+from cobox.config import connection_limits
 from cobox.errors import ConfigError
 from tests.integration.daemons import ok
 

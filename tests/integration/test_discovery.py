@@ -56,12 +56,12 @@ def _netns_available() -> str | None:
 
 
 class Namespaces:
-    """Three network namespaces on a bridge (in a fourth), 10.77.N.1-3/24, made and removed by
+    """Three network namespaces on a bridge (in a fourth), 198.19.N.1-3/24, made and removed by
     the test itself."""
 
     def __init__(self) -> None:
         tag = f"{os.getpid() % 100000}"
-        self.subnet = f"10.77.{os.getpid() % 200 + 1}"
+        self.subnet = f"198.19.{os.getpid() % 200 + 1}"  # "public": the DHT keeps no private addresses
         self.bridge = f"cbxbr{tag}"
         self.names = [f"cbx{k}n{tag}" for k in range(1, 4)]
         self.created: list[str] = []
