@@ -26,8 +26,7 @@ import hmac
 import nacl.exceptions
 import nacl.signing
 
-from networker.identity import DeviceIdentity
-from networker.keys import FEED_OWNER_CONTEXT, owner_tag
+from networker import FEED_OWNER_CONTEXT, DeviceIdentity, owner_tag
 
 from .errors import AdmissionError
 

@@ -28,15 +28,21 @@ from typing import Any
 
 import psutil
 
-from networker.address import Address, parse
-from networker.errors import NetworkError
-from networker.identity import DeviceIdentity
-from networker.keys import GroupKeys
-from networker.limits import ConnectionLimits
-from networker.node import Node, PeerEvent
-from networker.penalty import PenaltyPolicy
-from networker.sources import DhtSource, LanSource
-from networker.swarm import Discovery, Swarm
+from networker import (
+    Address,
+    ConnectionLimits,
+    DeviceIdentity,
+    DhtSource,
+    Discovery,
+    GroupKeys,
+    LanSource,
+    NetworkError,
+    Node,
+    PeerEvent,
+    PenaltyPolicy,
+    Swarm,
+)
+from networker import parse_address as parse
 from storage import Store
 
 from . import config as configuration
@@ -180,7 +186,7 @@ class Daemon:
         log.info("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
 
     async def _start_dht(self) -> Any:
-        from networker.dht import DHT
+        from networker import DHT
 
         d = self.config["dht"]
         bootstrap = [_host_port(b) for b in d["bootstrap"]]
@@ -192,7 +198,7 @@ class Daemon:
 
     async def _start_lan(self) -> Any:
         try:
-            from networker.lan import LanDiscovery
+            from networker import LanDiscovery
         except ImportError:
             log.warning("LAN discovery is not available in this build")
             return None

@@ -47,11 +47,7 @@ import msgpack
 import nacl.bindings
 import nacl.exceptions
 
-from networker import messages as m
-from networker.channel import Channel
-from networker.errors import RemoteProtocolError
-from networker.identity import DeviceIdentity
-from networker.keys import GroupKeys
+from networker import Channel, DeviceIdentity, GroupKeys, ReceiptMessage, RemoteProtocolError
 from storage import Feed, Store
 from storage.errors import StorageError
 
@@ -409,7 +405,7 @@ class Group:
             for ch in list(self._channels):
                 ch.post_receipt(r.to_message(ch.local_id))
 
-    async def on_receipt(self, peer_id: bytes, msg: m.Receipt) -> None:
+    async def on_receipt(self, peer_id: bytes, msg: ReceiptMessage) -> None:
         """A backup peer's receipt: keep it if it verifies and names our data exactly."""
         r = Receipt.from_message(self.discovery_key, msg)
         try:

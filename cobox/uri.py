@@ -12,8 +12,7 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 
-from networker.encoding import decode_key, encode_key
-from networker.errors import KeyEncodingError
+from networker import KeyEncodingError, decode_key, encode_key
 
 from .errors import InvalidURIError
 

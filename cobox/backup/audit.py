@@ -51,8 +51,7 @@ from typing import Any, Protocol
 import msgpack
 from blake3 import blake3
 
-from networker.errors import NetworkError
-from networker.peer import Peer, ServiceError
+from networker import NetworkError, Peer, ServiceError
 from storage import Feed, Store
 from storage.errors import StorageError
 

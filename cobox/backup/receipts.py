@@ -17,7 +17,7 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from networker import messages as m
+from networker import ReceiptMessage
 
 from ..errors import CoboxError
 
@@ -49,18 +49,18 @@ class Receipt:
 
     @classmethod
     def make(cls, sign: object, signer: bytes, discovery_key: bytes, feed: bytes, length: int,
-             root_hash: bytes, time_ms: int, quota_full: bool = False) -> Receipt:
+             root_hash: bytes, time_ms: int, quota_full: bool = False) -> ReceiptMessage:
         unsigned = cls(discovery_key, feed, length, root_hash, time_ms, signer, b"", quota_full)
         return cls(discovery_key, feed, length, root_hash, time_ms, signer,
                    sign(unsigned.signable()), quota_full)  # type: ignore[operator]
 
-    def to_message(self, channel: int) -> m.Receipt:
+    def to_message(self, channel: int) -> ReceiptMessage:
         """The receipt on the wire (the group is the channel's, so it is not sent)."""
-        return m.Receipt(channel, self.feed, self.length, self.root_hash, self.time_ms, self.signer,
-                         self.signature, self.quota_full)
+        return ReceiptMessage(channel, self.feed, self.length, self.root_hash, self.time_ms, self.signer,
+                              self.signature, self.quota_full)
 
     @classmethod
-    def from_message(cls, discovery_key: bytes, msg: m.Receipt) -> Receipt:
+    def from_message(cls, discovery_key: bytes, msg: ReceiptMessage) -> Receipt:
         return cls(discovery_key, msg.feed, msg.length, msg.root_hash, msg.time_ms, msg.signer, msg.signature,
                    msg.quota_full)
 
@@ -74,5 +74,5 @@ class Receipt:
         return msgpack.packb(asdict(self), use_bin_type=True)
 
     @classmethod
-    def decode(cls, data: bytes) -> Receipt:
+    def decode(cls, data: bytes) -> ReceiptMessage:
         return cls(**msgpack.unpackb(data, raw=False))

@@ -45,9 +45,8 @@ from typing import Any
 
 import msgpack
 
-from networker.address import MultiAddress, parse
-from networker.errors import AddressError
-from networker.peer import Peer, ServiceError
+from networker import AddressError, MultiAddress, Peer, ServiceError
+from networker import parse_address as parse
 from storage import Store
 
 from ..errors import RecoveryError, UsageError, WrongPasswordError

@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from networker.encoding import encode_key
-from networker.errors import NetworkError
-from networker.peer import ServiceError
+from networker import NetworkError, ServiceError, encode_key
 from storage.errors import StorageError
 
 from ..errors import AuthError, CoboxError, RecoveryError, UsageError
