@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ log = logging.getLogger("cobox.daemon")
 
 
 class Daemon:
-    def __init__(self, home: Path, config: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, home: Path, config: dict[str, dict[str, Any]],
+                 api_factory: Callable[[Daemon], Any] | None = None) -> None:
+        self.api_factory = api_factory
         self.home = Home(home)
         self.config = config
         self.started = time.time()
@@ -179,10 +182,9 @@ class Daemon:
                                            allowed_peers=_peer_ids(cfg["backup"]["recovery_allow"]))
             await self.recovery.load()
             self.node.services[RECOVERY_SERVICE] = self.recovery.handle
-        from .control.server import ControlServer
-
-        self.api = ControlServer(self)
-        await self.api.start()
+        if self.api_factory is not None:  # the control plane, composed by cobox.main
+            self.api = self.api_factory(self)
+            await self.api.start()
         log.info("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
 
     async def _start_dht(self) -> Any:
@@ -371,27 +373,6 @@ class Daemon:
         del self.groups[name]
         group.audits.close()
         await self.store.delete_record(GROUPS_SCOPE, name)
-
-    def sync_state(self, group: Group) -> dict[str, Any]:
-        missing = 0
-        peers = 0
-        settled = True
-        for peer in self.node.peers.values():
-            for ch in peer.channels.values():
-                if ch.group is group and ch.live:
-                    peers += 1
-                    m, s = ch.missing()
-                    missing += m
-                    settled = settled and s
-        have = sum(len(f.have) for f in group.feeds())
-        folder = self.folders.get(group.name)
-        pending = folder.pending_downloads if folder is not None else 0
-        doc = {"group": group.name, "peers": peers, "have": have, "missing": missing, "folder_pending": pending,
-               "synced": peers > 0 and settled and missing == 0 and pending == 0}
-        if folder is not None:
-            doc["folder_bytes"] = sum(v.size for v in folder.state.files.values())
-            doc["folder_pending_bytes"] = folder.pending_bytes
-        return doc
 
     # -- events -------------------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ cobox imports from ``networker`` only, never from a submodule, so what lies behi
 without touching cobox. The groups of names:
 
 * running a node: :class:`Node` (connections, channels, services), :class:`PeerEvent`,
-  :class:`Swarm` and its :class:`Discovery` sources (:class:`DhtSource`, :class:`LanSource`;
-  ``DHT`` and ``LanDiscovery`` are loaded on first use: LAN discovery is optional in a build),
+  :class:`Swarm` and its :class:`Discovery` sources (:class:`DhtSource`, :class:`LanSource`,
+  ``DHT``, ``LanDiscovery``: LAN discovery may be missing from a build, raising ImportError),
   :class:`ConnectionLimits`, :class:`PenaltyPolicy`;
 * identities and keys: :class:`DeviceIdentity`, :class:`GroupKeys`, ``owner_tag`` and
   ``FEED_OWNER_CONTEXT`` (feed-owner signatures), ``encode_key``/``decode_key`` (keys as text);
@@ -15,35 +15,77 @@ without touching cobox. The groups of names:
   backup receipt message (until receipts travel in an extension message and leave networker);
 * addresses: :class:`Address`, :class:`MultiAddress`, ``parse_address``;
 * errors: :class:`NetworkError` (the root) and the subclasses cobox catches.
+
+Each name is loaded from its module on first use (PEP 562 ``__getattr__``), so ``from networker
+import NetworkError`` in the CLI does not load the node, the DHT or LAN discovery.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .address import Address, MultiAddress
-from .address import parse as parse_address
-from .channel import Channel
-from .encoding import decode_key, encode_key
-from .errors import (
-    AddressError,
-    ConnectionLimitError,
-    DialError,
-    KeyEncodingError,
-    NetworkError,
-    PeerRefusedError,
-    RemoteProtocolError,
-)
-from .group import Group, OpenGroup
-from .identity import DeviceIdentity
-from .keys import FEED_OWNER_CONTEXT, GroupKeys, owner_tag
-from .limits import ConnectionLimits
-from .messages import Receipt as ReceiptMessage
-from .node import Node, PeerEvent
-from .peer import Peer, ServiceError
-from .penalty import PenaltyPolicy
-from .sources import DhtSource, LanSource
-from .swarm import Discovery, Swarm
+if TYPE_CHECKING:
+    from .address import Address, MultiAddress
+    from .address import parse as parse_address
+    from .channel import Channel
+    from .dht import DHT
+    from .encoding import decode_key, encode_key
+    from .errors import (
+        AddressError,
+        ConnectionLimitError,
+        DialError,
+        KeyEncodingError,
+        NetworkError,
+        PeerRefusedError,
+        RemoteProtocolError,
+    )
+    from .group import Group, OpenGroup
+    from .identity import DeviceIdentity
+    from .keys import FEED_OWNER_CONTEXT, GroupKeys, owner_tag
+    from .lan import LanDiscovery
+    from .limits import ConnectionLimits
+    from .messages import Receipt as ReceiptMessage
+    from .node import Node, PeerEvent
+    from .peer import Peer, ServiceError
+    from .penalty import PenaltyPolicy
+    from .sources import DhtSource, LanSource
+    from .swarm import Discovery, Swarm
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "Address": ("address", "Address"),
+    "AddressError": ("errors", "AddressError"),
+    "Channel": ("channel", "Channel"),
+    "ConnectionLimitError": ("errors", "ConnectionLimitError"),
+    "ConnectionLimits": ("limits", "ConnectionLimits"),
+    "DHT": ("dht", "DHT"),
+    "DeviceIdentity": ("identity", "DeviceIdentity"),
+    "DhtSource": ("sources", "DhtSource"),
+    "DialError": ("errors", "DialError"),
+    "Discovery": ("swarm", "Discovery"),
+    "FEED_OWNER_CONTEXT": ("keys", "FEED_OWNER_CONTEXT"),
+    "Group": ("group", "Group"),
+    "GroupKeys": ("keys", "GroupKeys"),
+    "KeyEncodingError": ("errors", "KeyEncodingError"),
+    "LanDiscovery": ("lan", "LanDiscovery"),
+    "LanSource": ("sources", "LanSource"),
+    "MultiAddress": ("address", "MultiAddress"),
+    "NetworkError": ("errors", "NetworkError"),
+    "Node": ("node", "Node"),
+    "OpenGroup": ("group", "OpenGroup"),
+    "Peer": ("peer", "Peer"),
+    "PeerEvent": ("node", "PeerEvent"),
+    "PeerRefusedError": ("errors", "PeerRefusedError"),
+    "PenaltyPolicy": ("penalty", "PenaltyPolicy"),
+    "ReceiptMessage": ("messages", "Receipt"),
+    "RemoteProtocolError": ("errors", "RemoteProtocolError"),
+    "ServiceError": ("peer", "ServiceError"),
+    "Swarm": ("swarm", "Swarm"),
+    "decode_key": ("encoding", "decode_key"),
+    "encode_key": ("encoding", "encode_key"),
+    "owner_tag": ("keys", "owner_tag"),
+    "parse_address": ("address", "parse"),
+}
 
 __all__ = [
     "DHT",
@@ -82,14 +124,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``DHT`` and ``LanDiscovery`` on first use (LAN discovery raises ImportError where the build
-    lacks it, which the daemon reports)."""
-    if name == "DHT":
-        from .dht import DHT
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'networker' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
 
-        return DHT
-    if name == "LanDiscovery":
-        from .lan import LanDiscovery
 
-        return LanDiscovery
-    raise AttributeError(f"module 'networker' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

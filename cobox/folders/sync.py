@@ -50,8 +50,8 @@ import msgpack
 from storage import RangeSet
 from storage.errors import FeedNotFoundError
 
+from ..entries import decode_log
 from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
-from ..groups import decode_log
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import Chunker, chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
@@ -140,7 +140,8 @@ class FolderSync:
             self._synced[path] = Synced(Stamp(clock, author), size, mtime, content)
         for feed in self.group.feeds():
             self._unlisten.append(feed.listen(lambda _e: self._wake.set()))
-        self.group.on_feed_added(lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set())))
+        self._unlisten.append(self.group.on_feed_added(
+            lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set()))))
         self._stopping = False
         self._spawn("folder-sync", self._run)
         self._spawn("folder-watch", self._watch)
@@ -153,6 +154,7 @@ class FolderSync:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for u in self._unlisten:
             u()
+        self._unlisten.clear()
 
     def wake(self) -> None:
         self._wake.set()
