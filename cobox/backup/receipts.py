@@ -49,7 +49,7 @@ class Receipt:
 
     @classmethod
     def make(cls, sign: object, signer: bytes, discovery_key: bytes, feed: bytes, length: int,
-             root_hash: bytes, time_ms: int, quota_full: bool = False) -> ReceiptMessage:
+             root_hash: bytes, time_ms: int, quota_full: bool = False) -> Receipt:
         unsigned = cls(discovery_key, feed, length, root_hash, time_ms, signer, b"", quota_full)
         return cls(discovery_key, feed, length, root_hash, time_ms, signer,
                    sign(unsigned.signable()), quota_full)  # type: ignore[operator]
@@ -74,5 +74,5 @@ class Receipt:
         return msgpack.packb(asdict(self), use_bin_type=True)
 
     @classmethod
-    def decode(cls, data: bytes) -> ReceiptMessage:
+    def decode(cls, data: bytes) -> Receipt:
         return cls(**msgpack.unpackb(data, raw=False))
