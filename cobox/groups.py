@@ -306,14 +306,14 @@ class Group:
     def on_channel_live(self, channel: Channel) -> None:
         self._channels.add(channel)
         self._apply_quota(channel)
-        self.audits.on_channel_live(channel.peer)
+        self.audits.on_channel_live(netview.channel_peer(channel))
         if not self.is_member:
             self._dirty.update(f.key for f in self.feeds())
             self._schedule_receipts()
 
     def on_channel_closed(self, channel: Channel) -> None:
         self._channels.discard(channel)
-        self.audits.on_channel_closed(channel.peer)
+        self.audits.on_channel_closed(netview.channel_peer(channel))
 
     def _stored(self, feed_key: bytes) -> None:
         self._check_quota()
@@ -360,7 +360,7 @@ class Group:
             r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
                              int(time.time() * 1000), self.quota_full)
             for ch in list(self._channels):
-                netview.post_receipt(ch, r.to_message(ch.local_id))
+                netview.post_receipt(ch, r.to_message)
 
     async def on_receipt(self, peer_id: bytes, msg: ReceiptMessage) -> None:
         """A backup peer's receipt: keep it if it verifies and names our data exactly."""

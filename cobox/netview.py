@@ -10,7 +10,7 @@ function is small and says which internal it touches:
 * ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
 * ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
 * ``peer_feed.replicator.paused``/``schedule()``: :func:`pause_feeds`;
-* ``channel.post_receipt``: :func:`post_receipt`.
+* ``channel.post_receipt``/``local_id``, ``channel.peer``: :func:`post_receipt`, :func:`channel_peer`.
 
 Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), which the pure
 :mod:`cobox.status` turns into documents.
@@ -18,7 +18,7 @@ Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), wh
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,5 +111,11 @@ def pause_feeds(channel: Any, paused: bool) -> None:
             pf.replicator.schedule()
 
 
-def post_receipt(channel: Any, message: Any) -> None:
-    channel.post_receipt(message)
+def post_receipt(channel: Any, to_message: Callable[[int], Any]) -> None:
+    """Send a receipt on ``channel``: ``to_message(channel id)`` is its wire message."""
+    channel.post_receipt(to_message(channel.local_id))
+
+
+def channel_peer(channel: Any) -> Any:
+    """The peer at the other end of ``channel``."""
+    return channel.peer
