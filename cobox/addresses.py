@@ -8,7 +8,8 @@ import ipaddress
 
 import psutil
 
-from networker.address import Address, parse
+from networker import Address
+from networker import parse_address as parse
 
 MAX_ADVERTISED = 8
 

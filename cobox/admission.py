@@ -30,8 +30,7 @@ from collections.abc import Callable
 import nacl.exceptions
 import nacl.signing
 
-from networker.identity import DeviceIdentity
-from networker.keys import FEED_BINDING_CONTEXT, FEED_OWNER_CONTEXT, owner_tag
+from networker import FEED_BINDING_CONTEXT, FEED_OWNER_CONTEXT, DeviceIdentity, owner_tag
 
 from .errors import AdmissionError
 

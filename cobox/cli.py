@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from networker.errors import NetworkError
+from networker import NetworkError
 from storage.errors import StorageError, StoreCorruptError
 
 from . import commands

@@ -24,8 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from networker.limits import ConnectionLimits
-from networker.penalty import PenaltyPolicy
+from networker import ConnectionLimits, PenaltyPolicy
 
 from .errors import ConfigError
 
@@ -111,8 +110,8 @@ def check_value(name: str, value: Any, origin: str) -> Any:
     if name in CHOICES and value not in CHOICES[name]:
         raise ConfigError(f"{origin}: {shown} = {value!r} must be one of {', '.join(CHOICES[name])}")
     if name == "network.listen":
-        from networker.address import parse
-        from networker.errors import AddressError
+        from networker import AddressError
+        from networker import parse_address as parse
 
         for item in value:
             try:

@@ -41,18 +41,26 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from networker.address import Address, parse
-from networker.errors import NetworkError
-from networker.identity import DeviceIdentity
-from networker.keys import GroupKeys
-from networker.node import Node, PeerEvent
-from networker.reach.ports import bind_or_fallback, listen_fixed
-from networker.reach.service import Reach
-from networker.sources import DhtSource, LanSource
-from networker.swarm import Discovery, Swarm
+from networker import (
+    Address,
+    DeviceIdentity,
+    DhtSource,
+    Discovery,
+    GroupKeys,
+    LanSource,
+    NetworkError,
+    Node,
+    PeerEvent,
+    Reach,
+    Swarm,
+    bind_or_fallback,
+    listen_fixed,
+)
+from networker import parse_address as parse
 from storage import Store
 
 from . import addresses
@@ -86,7 +94,8 @@ log = logging.getLogger("cobox.daemon")
 
 class Daemon:
     def __init__(self, home: Path, config: dict[str, dict[str, Any]], *,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, api_factory: Callable[[Daemon], Any] | None = None) -> None:
+        self.api_factory = api_factory
         self.home = Home(home)
         self.config = config
         self.started = time.time()
@@ -233,15 +242,14 @@ class Daemon:
                                            allowed_peers=configuration.peer_ids(cfg["backup"]["recovery_allow"]))
             await self.recovery.load()
             self.node.services[RECOVERY_SERVICE] = self.recovery.handle
-        from .control.server import ControlServer
-
-        self.api = api = ControlServer(self)
-        await api.start()
-        sup.spawn("api", lambda: hold(api.stop))
+        if self.api_factory is not None:  # the control plane, composed by cobox.main
+            self.api = api = self.api_factory(self)
+            await api.start()
+            sup.spawn("api", lambda: hold(api.stop))
         log.info("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
 
     async def _start_dht(self) -> Any:
-        from networker.dht import DHT
+        from networker import DHT
 
         d = self.config["dht"]
         bootstrap = [addresses.host_port(b) for b in d["bootstrap"]]
@@ -257,7 +265,7 @@ class Daemon:
 
     async def _start_lan(self) -> Any:
         try:
-            from networker.lan import LanDiscovery
+            from networker import LanDiscovery
         except ImportError:
             log.warning("LAN discovery is not available in this build")
             return None
@@ -416,27 +424,6 @@ class Daemon:
         await self.supervisor.cancel(f"receipts:{name}")
         await self.supervisor.cancel(f"audits:{name}")
         await self.store.delete_record(GROUPS_SCOPE, name)
-
-    def sync_state(self, group: Group) -> dict[str, Any]:
-        missing = 0
-        peers = 0
-        settled = True
-        for peer in self.node.peers.values():
-            for ch in peer.channels.values():
-                if ch.group is group and ch.live:
-                    peers += 1
-                    m, s = ch.missing()
-                    missing += m
-                    settled = settled and s
-        have = sum(len(f.have) for f in group.feeds())
-        folder = self.folders.get(group.name)
-        pending = folder.pending_downloads if folder is not None else 0
-        doc = {"group": group.name, "peers": peers, "have": have, "missing": missing, "folder_pending": pending,
-               "synced": peers > 0 and settled and missing == 0 and pending == 0}
-        if folder is not None:
-            doc["folder_bytes"] = sum(v.size for v in folder.state.files.values())
-            doc["folder_pending_bytes"] = folder.pending_bytes
-        return doc
 
     # -- events -------------------------------------------------------------------------------
 

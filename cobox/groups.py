@@ -18,11 +18,9 @@ Limits: at most ``max_feeds_per_device`` feeds per owner device (default 64), an
 peer at most ``max_feeds`` feeds per group; feeds beyond are refused (``accept_feed`` returns
 ``None``: the connection stays up) and counted in ``refusals`` against their owner.
 
-Log entries are msgpack maps ``{"type": "log", "text", "time"}`` (the author is the feed's
-owner, never a field) encrypted with
-XChaCha20-Poly1305 under the group's encryption key, a random 24-byte nonce per entry (stored in
-front of the ciphertext), and ``feed key || u64(seq)`` as associated data, so an entry cannot be
-moved to another feed or position unnoticed.
+Log entries, like every entry of a group, are encoded, decoded, sealed and opened by
+:mod:`cobox.entries` (msgpack ``{"type": "log", "text", "time"}``, XChaCha20-Poly1305 bound to
+``feed key || u64(seq)``).
 
 ``cobox log cat`` order: entries sorted by their ``time``, then author feed key, then sequence
 number, which is the same on every device that holds the same entries. ``decode_log`` is
@@ -35,46 +33,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import nacl.bindings
-import nacl.exceptions
 
-from networker import messages as m
-from networker.channel import Channel
-from networker.errors import RemoteProtocolError
-from networker.identity import DeviceIdentity
-from networker.keys import GroupKeys
+from networker import Channel, DeviceIdentity, GroupKeys, ReceiptMessage, RemoteProtocolError
 from storage import Feed, Store
 from storage.errors import StorageError
 
-from . import admission
+from . import admission, netview
 from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
 from .backup.receipts import BadReceiptError, Receipt
+from .entries import decode_log, encode_log, open_entry, record_type, seal, unpack
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
-from .folders.model import record_type, unpack
 from .refusals import Refusals
 
 log = logging.getLogger(__name__)
 RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per feed
 
 GROUPS_SCOPE = "groups"
-NONCE_BYTES = 24
-MAX_TEXT = 64 * 1024
-MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second ``datetime`` can show
 MAX_FEEDS_PER_DEVICE = 64
 MAX_FEEDS = 4096  # per group on a backup peer
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice
-_U64 = struct.Struct(">Q")
-_LOG_KEYS = {"type", "text", "time"}
 
 
 @dataclass(frozen=True)
@@ -93,22 +77,6 @@ class LogEntry:
             out["refused"] = self.refused
         return out
 
-
-def decode_log(obj: Any) -> tuple[float, str]:
-    """``(time, text)`` of an unpacked log entry; ``MalformedLogEntryError`` unless exactly valid."""
-    if type(obj) is not dict or obj.get("type") != "log" or set(obj) != _LOG_KEYS:
-        raise MalformedLogEntryError("not a log entry (unexpected or missing fields)")
-    text, when = obj["text"], obj["time"]
-    if type(text) is not str or len(text) > MAX_TEXT:
-        raise MalformedLogEntryError("text: expected a string of at most 64 KiB")
-    try:
-        if len(text.encode()) > MAX_TEXT:
-            raise MalformedLogEntryError("text: more than 64 KiB")
-    except UnicodeEncodeError:
-        raise MalformedLogEntryError("text: not valid Unicode") from None
-    if type(when) not in (int, float) or not math.isfinite(when) or not 0 <= when <= MAX_TIME:
-        raise MalformedLogEntryError("time: expected a finite number of seconds since the epoch")
-    return float(when), text
 
 
 class Group:
@@ -263,10 +231,7 @@ class Group:
         """Append a log entry to this device's feed; return its sequence number."""
         if not self.is_member:
             raise NotAMemberError(f"this device backs up {self.name!r} but cannot write to it")
-        if len(text.encode()) > MAX_TEXT:
-            raise ValueError(f"an entry holds at most {MAX_TEXT} bytes of text")
-        plain = msgpack.packb({"type": "log", "text": text, "time": time.time()}, use_bin_type=True)
-        return await self.append_records([plain])
+        return await self.append_records([encode_log(text, time.time())])
 
     async def append_records(self, plaintexts: list[bytes]) -> int:
         """Append encrypted entries to this device's feed in one signed batch; return the
@@ -280,20 +245,11 @@ class Group:
 
     def seal(self, feed_key: bytes, seq: int, plain: bytes) -> bytes:
         assert self.keys.encryption_key is not None
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            plain, feed_key + _U64.pack(seq), nonce, self.keys.encryption_key)
+        return seal(self.keys.encryption_key, feed_key, seq, plain)
 
     def open(self, feed_key: bytes, seq: int, data: bytes) -> bytes | None:
         """Decrypt an entry; ``None`` if it does not authenticate."""
-        if self.keys.encryption_key is None or len(data) < NONCE_BYTES + 16:
-            return None
-        try:
-            return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                data[NONCE_BYTES:], feed_key + _U64.pack(seq), data[:NONCE_BYTES],
-                self.keys.encryption_key)
-        except nacl.exceptions.CryptoError:
-            return None
+        return open_entry(self.keys.encryption_key, feed_key, seq, data)
 
     async def log(self) -> list[LogEntry]:
         """Every log entry this device holds (refused ones as placeholders), in the documented order."""
@@ -349,14 +305,14 @@ class Group:
     def on_channel_live(self, channel: Channel) -> None:
         self._channels.add(channel)
         self._apply_quota(channel)
-        self.audits.on_channel_live(channel.peer)
+        self.audits.on_channel_live(netview.channel_peer(channel))
         if not self.is_member:
             self._dirty.update(f.key for f in self.feeds())
             self._schedule_receipts()
 
     def on_channel_closed(self, channel: Channel) -> None:
         self._channels.discard(channel)
-        self.audits.on_channel_closed(channel.peer)
+        self.audits.on_channel_closed(netview.channel_peer(channel))
 
     def _stored(self, feed_key: bytes) -> None:
         self._check_quota()
@@ -375,10 +331,7 @@ class Group:
             self._apply_quota(ch)
 
     def _apply_quota(self, channel: Channel) -> None:
-        for pf in channel.feeds.values():
-            pf.replicator.paused = self.quota_full
-            if not self.quota_full:
-                pf.replicator.schedule()
+        netview.pause_feeds(channel, self.quota_full)
 
     def _schedule_receipts(self) -> None:
         if self._channels:
@@ -411,13 +364,13 @@ class Group:
                 r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
                                  int(time.time() * 1000), self.quota_full)
                 for ch in list(self._channels):
-                    ch.post_receipt(r.to_message(ch.local_id))
+                    netview.post_receipt(ch, r.to_message)
         except BaseException:
             self._dirty |= dirty
             self._receipts_due.set()
             raise
 
-    async def on_receipt(self, peer_id: bytes, msg: m.Receipt) -> None:
+    async def on_receipt(self, peer_id: bytes, msg: ReceiptMessage) -> None:
         """A backup peer's receipt: keep it if it verifies and names our data exactly."""
         r = Receipt.from_message(self.discovery_key, msg)
         try:

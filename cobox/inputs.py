@@ -45,8 +45,8 @@ PEER_ADDRESS_FORMS = "HOST:PORT (e.g. 127.0.0.1:47101), [IPV6]:PORT, or tcp:HOST
 def peer_address(text: str) -> str:
     """``HOST:PORT`` (or ``[IPV6]:PORT``) means ``tcp:HOST:PORT``; a full address is kept. Checked
     here so that a mistyped one is refused with the forms that are expected."""
-    from networker.address import parse
-    from networker.errors import AddressError
+    from networker import AddressError
+    from networker import parse_address as parse
 
     address = text.strip()
     if not address.startswith(("tcp:", "unix:")):

@@ -21,9 +21,8 @@ import ipaddress
 import urllib.parse
 from dataclasses import dataclass
 
-from networker.address import parse
-from networker.encoding import decode_key, encode_key
-from networker.errors import AddressError, KeyEncodingError
+from networker import AddressError, KeyEncodingError, decode_key, encode_key
+from networker import parse_address as parse
 
 from .errors import InvalidURIError
 

@@ -13,12 +13,16 @@ tests and benchmarks use, and what a group without membership tags amounts to.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from storage import Feed, Store
 from storage.errors import FeedNotFoundError
 
 from .keys import GroupKeys
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .messages import Receipt
 
 
 class Group(Protocol):
@@ -37,8 +41,21 @@ class Group(Protocol):
         """The local replica of a feed a peer offers, or ``None`` to refuse it."""
         ...
 
-    def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
-        """Call ``callback`` whenever a feed joins the group locally."""
+    def on_feed_added(self, callback: Callable[[Feed], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a feed joins the group locally; returns the unsubscribe."""
+        ...
+
+    def on_channel_live(self, channel: Channel) -> None:
+        """A channel of this group is open both ways (its peer proved the replication key)."""
+        ...
+
+    def on_channel_closed(self, channel: Channel) -> None:
+        """A live channel of this group closed."""
+        ...
+
+    async def on_receipt(self, peer_id: bytes, msg: Receipt) -> None:
+        """A product message (a backup receipt) arrived on a channel of this group; raise
+        ``RemoteProtocolError`` to drop the peer."""
         ...
 
 
@@ -76,8 +93,18 @@ class OpenGroup:
             self._added(feed)
         return feed
 
-    def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
+    def on_feed_added(self, callback: Callable[[Feed], None]) -> Callable[[], None]:
         self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
+
+    def on_channel_live(self, channel: Channel) -> None:
+        pass
+
+    def on_channel_closed(self, channel: Channel) -> None:
+        pass
+
+    async def on_receipt(self, peer_id: bytes, msg: Receipt) -> None:
+        pass  # no receipts in an open group
 
     def _added(self, feed: Feed) -> None:
         for cb in list(self._callbacks):

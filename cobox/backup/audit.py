@@ -51,11 +51,11 @@ from typing import Any, Protocol
 import msgpack
 from blake3 import blake3
 
-from networker.errors import NetworkError
-from networker.peer import Peer, ServiceError
+from networker import NetworkError, Peer, ServiceError
 from storage import Feed, Store
 from storage.errors import StorageError
 
+from .. import netview
 from ..errors import CoboxError
 from .receipts import Receipt
 
@@ -274,7 +274,7 @@ class AuditServer:
         except MalformedAuditError as e:
             raise ServiceError(str(e)) from None
         group = self.find_group(challenge.discovery_key)
-        if group is None or not any(ch.live and ch.group is group for ch in peer.channels.values()):
+        if group is None or not netview.carries_group(peer, group):
             raise ServiceError("no such group on this connection")
         feeds = {f.key: f for f in group.feeds()}
         answers: list[bytes] = []

@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from networker.identity import DeviceIdentity
-from networker.keys import GroupKeys
-from networker.node import Node
+from networker import DeviceIdentity, GroupKeys, Node
 from storage import Store
 
 from ..errors import ConfigError

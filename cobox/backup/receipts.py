@@ -17,7 +17,7 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from networker import messages as m
+from networker import ReceiptMessage
 
 from ..errors import CoboxError
 
@@ -54,13 +54,13 @@ class Receipt:
         return cls(discovery_key, feed, length, root_hash, time_ms, signer,
                    sign(unsigned.signable()), quota_full)  # type: ignore[operator]
 
-    def to_message(self, channel: int) -> m.Receipt:
+    def to_message(self, channel: int) -> ReceiptMessage:
         """The receipt on the wire (the group is the channel's, so it is not sent)."""
-        return m.Receipt(channel, self.feed, self.length, self.root_hash, self.time_ms, self.signer,
-                         self.signature, self.quota_full)
+        return ReceiptMessage(channel, self.feed, self.length, self.root_hash, self.time_ms, self.signer,
+                              self.signature, self.quota_full)
 
     @classmethod
-    def from_message(cls, discovery_key: bytes, msg: m.Receipt) -> Receipt:
+    def from_message(cls, discovery_key: bytes, msg: ReceiptMessage) -> Receipt:
         return cls(discovery_key, msg.feed, msg.length, msg.root_hash, msg.time_ms, msg.signer, msg.signature,
                    msg.quota_full)
 

@@ -45,11 +45,11 @@ from typing import Any
 
 import msgpack
 
-from networker.address import MultiAddress, parse
-from networker.errors import AddressError
-from networker.peer import Peer, ServiceError
+from networker import AddressError, MultiAddress, Peer, ServiceError
+from networker import parse_address as parse
 from storage import Store
 
+from .. import netview
 from ..errors import RecoveryError, UsageError, WrongPasswordError
 from . import messages as rm
 from .kdf import CEILING, MODERATE
@@ -72,7 +72,7 @@ def _pack(op: str, payload: Any) -> bytes:
 def shares_group(peer: Peer) -> bool:
     """Whether ``peer`` has a channel open with us for one of our groups (its capability
     verified: it holds that group's replication key)."""
-    return any(ch.remote_id is not None for ch in list(peer.channels.values()))
+    return netview.shares_group(peer)
 
 
 class _PeerRate:

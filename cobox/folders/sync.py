@@ -135,7 +135,8 @@ class FolderSync:
             self._synced[path] = Synced(Stamp(clock, author), size, mtime, content)
         for feed in self.group.feeds():
             self._unlisten.append(feed.listen(lambda _e: self._wake.set()))
-        self.group.on_feed_added(lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set())))
+        self._unlisten.append(self.group.on_feed_added(
+            lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set()))))
         self._stopping = False
         self._spawn("folder-sync", self._run)
         self._spawn("folder-watch", self._watch)
@@ -148,6 +149,7 @@ class FolderSync:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for u in self._unlisten:
             u()
+        self._unlisten.clear()
 
     def wake(self) -> None:
         self._wake.set()

@@ -26,6 +26,11 @@ port (reached by a link from any page) would receive them. Instead:
 
 The page and its assets (``/``, ``/static/...``) hold no data and are served to anyone who can
 reach loopback.
+
+The dashboard asks the device only through the :class:`~cobox.app.App` it is given and is
+mounted on the control server (:meth:`~cobox.control.server.ControlServer.mount`), whose port and
+status document it reads; it registers one peer-event listener for the app's lifetime and
+removes it with the unsubscribe function ``subscribe`` returned.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from typing import TYPE_CHECKING, Any
 import segno
 from aiohttp import web
 
-from ..errors import AuthError, ForeignOriginError, UsageError
+from ..app import App
+from ..errors import AuthError, CoboxError, ForeignOriginError, UsageError
+from ..status import dashboard_document
 from .sessions import Sessions
 from .throughput import Throughput
 
@@ -68,8 +75,11 @@ def _static() -> importlib.resources.abc.Traversable:
 
 
 class Dashboard:
-    def __init__(self, server: ControlServer) -> None:
-        self.server = server
+    """The dashboard's routes, sessions and live status (a :class:`~cobox.control.server.Mount`)."""
+
+    def __init__(self, app: App) -> None:
+        self.device = app
+        self.server: ControlServer | None = None  # set by install()
         self.sessions = Sessions()
         self.throughput = Throughput()
         self.doc: dict[str, Any] | None = None
@@ -79,9 +89,12 @@ class Dashboard:
         self._poke = asyncio.Event()  # something happened: refresh now
         self._closing = False
         self._watchers = 0  # open event streams: the status document is recomputed only for them
-        self._authors: dict[bytes, bytes] = {}  # feed key -> device that writes it
         self._assets = {f.name: f for f in _static().iterdir()
                         if f.name != "index.html" and f.name[f.name.rfind("."):] in STATIC_TYPES}
+        self.public_paths = frozenset({"/", "/v1/session"} | {f"/static/{name}" for name in self._assets})
+
+    def install(self, server: ControlServer) -> None:
+        self.server = server
         r = server.app.router
         r.add_get("/", self.index)
         r.add_get("/static/{file}", self.static)
@@ -91,14 +104,17 @@ class Dashboard:
         r.add_get("/v1/events", self.events)
         r.add_get("/v1/throughput", self.get_throughput)
         r.add_get("/v1/groups/{name}/qr.svg", self.qr)
-        server.public_paths |= {"/", "/v1/session"} | {f"/static/{name}" for name in self._assets}
         server.app.cleanup_ctx.append(self._sampling)
         server.app.on_shutdown.append(self._on_shutdown)
 
     # -- authentication -------------------------------------------------------------------------
 
+    @property
+    def port(self) -> int:
+        return self.server.port if self.server is not None else 0
+
     def _loopback_host(self, request: web.Request) -> bool:
-        port = self.server.port
+        port = self.port
         return request.host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}")
 
     def _check_origin(self, request: web.Request) -> None:
@@ -121,7 +137,7 @@ class Dashboard:
         if request.get("auth") != "token":
             raise AuthError("a login link is given only for the API token (`cobox open`)")
         code = self.sessions.new_code()
-        url = f"http://127.0.0.1:{self.server.port}/#code={code}"
+        url = f"http://127.0.0.1:{self.port}/#code={code}"
         return web.json_response({"url": url, "expires_in": self.sessions.code_ttl}, status=201)
 
     async def new_session(self, request: web.Request) -> web.Response:
@@ -162,8 +178,7 @@ class Dashboard:
                             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     async def qr(self, request: web.Request) -> web.Response:
-        group = self.server.daemon.group(request.match_info["name"])
-        uri = self.server._invite(group, request.query.get("seed", "") in ("1", "true"))
+        uri = self.device.invite(request.match_info["name"], request.query.get("seed", "") in ("1", "true"))
         return web.Response(body=qr_svg(uri), content_type="image/svg+xml",
                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
@@ -210,21 +225,17 @@ class Dashboard:
     async def refresh(self) -> None:
         """Record a throughput sample and, while a page watches, recompute the status document;
         wake the streams."""
-        d = self.server.daemon
-        counters: dict[str, tuple[int, int]] = {}
-        for group in d.groups.values():
-            feeds = group.feeds()
-            reps = [d.node.replicators.find(f.key) for f in feeds]
-            counters[group.name] = (sum(len(f.have) for f in feeds),
-                                    sum(r.bytes_received for r in reps if r is not None))
-        self.throughput.record(time.time(), counters)
-        if self._watchers or self.doc is None:
-            doc = self.server.status_doc()
-            doc["events"] = d.events[-10:]
-            for gdoc in doc["groups"]:
-                gdoc["connected"] = [p["peer_id"] for p in doc["peers"] if gdoc["name"] in p["groups"]]
-                group = d.groups.get(gdoc["name"])
-                gdoc["members"] = await self._members(group) if group is not None else []
+        app = self.device
+        self.throughput.record(time.time(), app.throughput_counters())
+        if (self._watchers or self.doc is None) and self.server is not None:
+            status = self.server.status_doc()
+            members = {}
+            for g in status["groups"]:
+                try:
+                    members[g["name"]] = await app.members(g["name"])
+                except CoboxError:
+                    members[g["name"]] = []  # left while we looked
+            doc = dashboard_document(status, app.recent_events(10), members)
             stable = {k: v for k, v in doc.items() if k != "uptime"}
             digest = hashlib.blake2b(json.dumps(stable, sort_keys=True, default=str).encode()).digest()
             if digest != self._digest:
@@ -234,31 +245,11 @@ class Dashboard:
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
 
-    async def _members(self, group: Any) -> list[dict[str, Any]]:
-        """The devices that write the group's feeds, from each feed's first entry (members only)."""
-        own = group.own_feed()
-        out: dict[str, dict[str, Any]] = {}
-        if group.is_member:
-            out[group.device_id.hex()] = {"peer_id": group.device_id.hex(), "this_device": True}
-        for feed in group.feeds():
-            if own is not None and feed.key == own.key:
-                continue
-            author = self._authors.get(feed.key)
-            if author is None:
-                author = await group.author_of(feed)
-                if author is not None:
-                    self._authors[feed.key] = author
-            if author is not None:
-                out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False})
-        return list(out.values())
-
     async def _sampling(self, app: web.Application) -> AsyncIterator[None]:
-        node = self.server.daemon.node
-        node.on_event.append(self._on_peer_event)
+        unsubscribe = self.device.subscribe(self._on_peer_event)
         task = asyncio.create_task(self._sample_loop(), name="dashboard-sampler")
         yield
-        with contextlib.suppress(ValueError):
-            node.on_event.remove(self._on_peer_event)
+        unsubscribe()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -8,11 +8,11 @@ import time
 
 import msgpack
 
-from cobox.commands import print_entry
+from cobox.commands_groups import print_entry
+from cobox.entries import MAX_TEXT
 from cobox.folders.chunking import chunk_id
 from cobox.folders.model import ChunkRef, Put, encode_op
 from cobox.folders.padding import pad
-from cobox.groups import MAX_TEXT
 
 from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
 

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from cobox.commands import read_uri
+from cobox.commands_groups import read_uri
 from cobox.errors import UsageError
 
 

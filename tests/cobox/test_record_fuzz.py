@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cobox import admission
+from cobox.entries import decode_log
 from cobox.errors import AdmissionError, MalformedChunkError, MalformedLogEntryError, MalformedOpError
 from cobox.folders.model import ChunkRef, Delete, Put, Rename, Stamp, decode_chunk, decode_op, encode_op
 from cobox.folders.padding import pad
 from cobox.folders.sync import FolderSync
-from cobox.groups import Group, decode_log
+from cobox.groups import Group
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
 

@@ -14,6 +14,7 @@ import pytest
 from cobox import config as configuration
 from cobox.commands import show_status
 from cobox.daemon import Daemon
+from cobox.main import control_plane
 from cobox.supervisor import Backoff
 from tests.helpers import until
 from tests.integration.daemons import ROOT, cli, env, ok
@@ -28,7 +29,7 @@ def in_process(home: Path, *, dht: bool = True) -> Daemon:
         "dht": {"enabled": dht, "host": "127.0.0.1", "port": 0, "bootstrap": [], "allow_loopback": True},
         "lan": {"enabled": False},
     }
-    return Daemon(home, configuration.load(home, overrides=overrides), backoff=FAST)
+    return Daemon(home, configuration.load(home, overrides=overrides), backoff=FAST, api_factory=control_plane)
 
 
 def services(d: Daemon) -> dict[str, dict]:

@@ -1,0 +1,278 @@
+"""What the control plane may ask of a running device: the :class:`App` protocol, and the
+daemon-backed :class:`DaemonApp`.
+
+Theory of operation
+-------------------
+The control server (:mod:`cobox.control.server`) and the dashboard (:mod:`cobox.web.routes`)
+know only :class:`App`: every answer is a JSON-ready document (built by the pure
+:mod:`cobox.status`) or a small value; names of groups and folders go in, never live objects
+come out, except :meth:`App.follow`, which hands a stream the group's feeds to watch.
+:mod:`cobox.main` composes them: ``DaemonApp(daemon)`` -> ``ControlServer(app, ...)`` ->
+``Dashboard(app, ...)``, so no import runs from the daemon up to the API. The API tests run the
+server against a fake App in process (``tests/cobox/test_control.py``).
+
+:class:`DaemonApp` is an adapter: it reads the :class:`~cobox.daemon.Daemon`'s groups, folders and
+node, gathers networker's live state only through :mod:`cobox.netview`, and leaves business
+logic where it lives (restore and history in :mod:`cobox.folders.history`, joins and leaves in
+the daemon). Listeners registered through :meth:`App.subscribe` are removed by the function it
+returns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from networker import encode_key
+
+from . import netview
+from . import status as docs
+from .errors import UsageError
+from .folders import history as folder_history
+from .uri import parse_invite
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+    from .groups import Group
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    host: str
+    port: int
+    socket: str
+
+
+class Followed(Protocol):
+    """What ``log cat --follow`` watches (see :mod:`cobox.control.streams`)."""
+
+    def feeds(self) -> list[Any]: ...
+
+    def on_feed_added(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
+
+    async def log(self) -> list[Any]: ...
+
+
+class App(Protocol):
+    """A running device, as the control API and the dashboard see it."""
+
+    # -- the device
+    def api_settings(self) -> ApiSettings: ...
+    def published(self, port: int, token: str) -> None:
+        """The API listens on ``port`` with ``token``: make both known to local clients."""
+    def status(self) -> Doc: ...
+    def metrics(self) -> str: ...
+    def stop(self) -> None: ...
+    def peers(self) -> list[Doc]: ...
+    async def connect(self, address: str) -> str: ...
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``callback`` on each peer event (connected, left, refused); returns the unsubscribe."""
+    def recent_events(self, n: int) -> list[Doc]: ...
+
+    # -- groups
+    def groups(self) -> list[Doc]: ...
+    def group(self, name: str) -> Doc: ...
+    async def create_group(self, name: str) -> Doc: ...
+    async def join_group(self, uri: str, name: str | None) -> Doc: ...
+    async def leave_group(self, name: str) -> None: ...
+    def invite(self, name: str, seed: bool) -> str: ...
+    async def append(self, name: str, text: str) -> Doc: ...
+    async def log(self, name: str) -> list[Doc]: ...
+    def follow(self, name: str) -> Followed: ...
+    def sync_state(self, name: str) -> Doc: ...
+    def backup_status(self, name: str) -> list[Doc]: ...
+    async def members(self, name: str) -> list[Doc]: ...
+    def throughput_counters(self) -> dict[str, tuple[int, int]]:
+        """Per group: (entries held, bytes received from peers), for the dashboard's plot."""
+
+    # -- folders
+    def folders(self) -> list[Doc]: ...
+    def folder(self, name: str) -> Doc: ...
+    async def add_folder(self, group: str, path: str) -> Doc: ...
+    async def remove_folder(self, name: str) -> None: ...
+    async def folder_history(self, name: str, file: str) -> list[Doc]: ...
+    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc: ...
+
+    # -- key backup
+    async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None: ...
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc: ...
+
+
+def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
+    """The invite of ``group``, with the hints of where this device can be reached."""
+    if seed:
+        return daemon.invite("seed", group.keys.replication_key).format()
+    if group.keys.address is None:
+        raise UsageError(f"{group.name!r} is backed up here, not joined: only a seed invite exists")
+    return daemon.invite("join", group.keys.address, group.name).format()
+
+
+class DaemonApp:
+    """:class:`App` over a running :class:`~cobox.daemon.Daemon`."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self._authors: dict[bytes, bytes] = {}  # feed key -> device that writes it (first entry; never changes)
+
+    # -- the device ---------------------------------------------------------------------------
+
+    def api_settings(self) -> ApiSettings:
+        cfg = self.d.config["api"]
+        return ApiSettings(cfg["host"], cfg["port"], str(self.d.home.api_socket))
+
+    def published(self, port: int, token: str) -> None:
+        self.d.write_api_files(port, token)
+
+    def status(self) -> Doc:
+        d = self.d
+        return docs.status_document(
+            peer_id=d.identity.peer_id, peer_key=encode_key(d.identity.peer_id), home=str(d.home.root),
+            pid=os.getpid(), uptime=time.time() - d.started, listening=d.listen_addresses,
+            advertised=d.advertised(), dht=d.dht.status() if d.dht is not None else {"enabled": False},
+            lan_enabled=d.lan is not None, groups=[self._group_doc(g) for g in d.groups.values()],
+            folders=[f.status() for f in d.folders.values()], peers=netview.peers(d.node), traffic=d.node.traffic(),
+            reachability=d.reach.status(), services=[svc.to_json() for svc in d.supervisor.status()])
+
+    def metrics(self) -> str:
+        d = self.d
+        sent, received = d.node.traffic()
+        return docs.metrics_text(docs.Metrics(
+            peers=len(d.node.peers), groups=len(d.groups), bytes_sent=sent, bytes_received=received,
+            entries_replicated=netview.entries_received(d.node), protocol_errors=d.node.protocol_errors,
+            group_entries=tuple((g.name, sum(f.length for f in g.feeds())) for g in d.groups.values())))
+
+    def stop(self) -> None:
+        self.d.stop()
+
+    def peers(self) -> list[Doc]:
+        return [docs.peer_document(p) for p in netview.peers(self.d.node)]
+
+    async def connect(self, address: str) -> str:
+        return (await self.d.connect(address)).hex()
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        listeners = self.d.node.on_event
+        listeners.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in listeners:
+                listeners.remove(callback)
+
+        return unsubscribe
+
+    def recent_events(self, n: int) -> list[Doc]:
+        return list(self.d.events[-n:])
+
+    # -- groups -------------------------------------------------------------------------------
+
+    def _group_doc(self, group: Group) -> Doc:
+        folder = self.d.folders.get(group.name)
+        return docs.group_document(group.status(), self._sync_doc(group),
+                                   folder.status() if folder is not None else None,
+                                   group.backup_status() if group.is_member else None)
+
+    def _sync_doc(self, group: Group) -> Doc:
+        folder = self.d.folders.get(group.name)
+        counts = None
+        if folder is not None:
+            counts = docs.FolderCounts(folder.pending_downloads, sum(v.size for v in folder.state.files.values()),
+                                       folder.pending_bytes)
+        return docs.sync_document(group.name, netview.group_progress(self.d.node, group),
+                                  sum(len(f.have) for f in group.feeds()), counts)
+
+    def groups(self) -> list[Doc]:
+        return [self._group_doc(g) for g in self.d.groups.values()]
+
+    def group(self, name: str) -> Doc:
+        return self._group_doc(self.d.group(name))
+
+    async def create_group(self, name: str) -> Doc:
+        group = await self.d.create_group(name)
+        return {**self._group_doc(group), "invite": invite_uri(self.d, group, False)}
+
+    async def join_group(self, uri: str, name: str | None) -> Doc:
+        return self._group_doc(await self.d.join(parse_invite(uri), name))
+
+    async def leave_group(self, name: str) -> None:
+        await self.d.leave_group(name)
+
+    def invite(self, name: str, seed: bool) -> str:
+        return invite_uri(self.d, self.d.group(name), seed)
+
+    async def append(self, name: str, text: str) -> Doc:
+        group = self.d.group(name)
+        seq = await group.append(text)
+        own = group.own_feed()
+        return {"seq": seq, "feed": own.key.hex() if own is not None else ""}
+
+    async def log(self, name: str) -> list[Doc]:
+        return [e.as_json() for e in await self.d.group(name).log()]
+
+    def follow(self, name: str) -> Followed:
+        return self.d.group(name)
+
+    def sync_state(self, name: str) -> Doc:
+        return self._sync_doc(self.d.group(name))
+
+    def backup_status(self, name: str) -> list[Doc]:
+        return self.d.group(name).backup_status()
+
+    async def members(self, name: str) -> list[Doc]:
+        """The devices that write the group's feeds, from each feed's first entry (members only)."""
+        group = self.d.group(name)
+        own = group.own_feed()
+        out: dict[str, Doc] = {}
+        if group.is_member:
+            out[group.device_id.hex()] = {"peer_id": group.device_id.hex(), "this_device": True}
+        for feed in group.feeds():
+            if own is not None and feed.key == own.key:
+                continue
+            author = self._authors.get(feed.key)
+            if author is None:
+                author = await group.author_of(feed)
+                if author is not None:
+                    self._authors[feed.key] = author
+            if author is not None:
+                out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False})
+        return list(out.values())
+
+    def throughput_counters(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for group in self.d.groups.values():
+            feeds = group.feeds()
+            out[group.name] = (sum(len(f.have) for f in feeds),
+                               netview.bytes_received(self.d.node, (f.key for f in feeds)))
+        return out
+
+    # -- folders ------------------------------------------------------------------------------
+
+    def folders(self) -> list[Doc]:
+        return [f.status() for f in self.d.folders.values()]
+
+    def folder(self, name: str) -> Doc:
+        return self.d.folder(name).status()
+
+    async def add_folder(self, group: str, path: str) -> Doc:
+        return (await self.d.add_folder(group, path)).status()
+
+    async def remove_folder(self, name: str) -> None:
+        await self.d.remove_folder(name)
+
+    async def folder_history(self, name: str, file: str) -> list[Doc]:
+        return await folder_history.history(self.d.folder(name), file)
+
+    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc:
+        return await folder_history.restore(self.d.folder(name), file, version, to)
+
+    # -- key backup ---------------------------------------------------------------------------
+
+    async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None:
+        return await self.d.backup_keys(peer, user, password, trust_first_use)
+
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc:
+        return await self.d.restore_keys(peer, user, password, trust_first_use)

@@ -1,0 +1,138 @@
+"""The daemon's commands: ``daemon`` (run in the foreground, logging as logfmt), ``start`` (in the
+background, answering once its API does) and ``stop``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import fcntl
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from . import config as configuration
+from .control.client import Client
+from .errors import CoboxError, DaemonNotRunningError
+from .paths import Home
+from .welcome import next_steps
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=... level=... logger=... msg="..."``: one structured line per event."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg={json.dumps(record.getMessage())}'
+        if record.exc_info:
+            line += f" error={json.dumps(self.formatException(record.exc_info))}"
+        return line
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("kademlia").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    o: dict[str, dict[str, Any]] = {}
+    if args.listen:
+        o.setdefault("network", {})["listen"] = args.listen
+    if args.dht_port is not None:
+        o.setdefault("dht", {})["port"] = args.dht_port
+    if args.dht_host is not None:
+        o.setdefault("dht", {})["host"] = args.dht_host
+    if args.bootstrap:
+        o.setdefault("dht", {})["bootstrap"] = args.bootstrap
+    if args.no_lan:
+        o.setdefault("lan", {})["enabled"] = False
+    if args.no_dht:
+        o.setdefault("dht", {})["enabled"] = False
+    if args.api_port is not None:
+        o.setdefault("api", {})["port"] = args.api_port
+    return o
+
+
+async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
+    from .main import make_daemon
+
+    home.ensure()
+    config = configuration.load(home.root, overrides=flag_overrides(args))
+    first_run = not home.identity.exists()
+    setup_logging(config["log"]["level"])
+    d = make_daemon(home.root, config)
+    await d.start()  # raises why it could not start
+    print(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}", flush=True)
+    for address in d.listen_addresses:
+        print(f"cobox: listening on {address}", flush=True)
+    if d.dht is not None:
+        print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
+    if first_run:
+        print(next_steps(home), flush=True)
+    await d.serve()  # a fatal service failure raises FatalServiceError: the CLI prints it, exits 1
+    if d.restart_requested:
+        print("cobox: restarting with the recovered keys", flush=True)
+    return 0, d.restart_requested
+
+
+def daemon_running(home: Home) -> bool:
+    if not home.lock.exists():
+        return False
+    fd = os.open(home.lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+async def start(home: Home, timeout: float = 30.0) -> int:
+    if daemon_running(home):
+        print(f"cobox: a daemon is already running for {home.root}")
+        return 0
+    home.ensure()
+    configuration.load(home.root)  # a broken config fails here, with its message, not in the background
+    first_run = not home.identity.exists()
+    fd = os.open(home.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    logfile = os.fdopen(fd, "ab")  # handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "cobox.cli", "--home", str(home.root), "daemon"],
+                            stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True)
+    logfile.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = home.log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise CoboxError(f"the daemon exited at start: {tail[0] if tail else 'see ' + str(home.log)}")
+        try:
+            async with Client(home, timeout=2) as api:
+                status = await api.get("/v1/status")
+            print(f"cobox: daemon started (pid {proc.pid}), peer id {status['peer_id'][:16]}; log in {home.log}")
+            if first_run:
+                print(next_steps(home))
+            return 0
+        except DaemonNotRunningError:
+            await asyncio.sleep(0.1)
+    raise CoboxError(f"the daemon did not answer within {timeout:.0f}s; see {home.log}")
+
+
+async def stop(api: Client, home: Home, timeout: float = 30.0) -> int:
+    await api.post("/v1/stop")
+    deadline = time.monotonic() + timeout
+    while daemon_running(home):
+        if time.monotonic() > deadline:
+            raise CoboxError("the daemon did not stop in time")
+        await asyncio.sleep(0.05)
+    print("cobox: daemon stopped")
+    return 0

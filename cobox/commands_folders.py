@@ -1,0 +1,71 @@
+"""The ``folder`` commands: add, list, remove, status, history and restore."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+from .commands_show import quote_name, show_list
+from .control.client import Client
+from .errors import CoboxError
+from .inputs import folder_file
+
+
+async def folder(api: Client, args: argparse.Namespace) -> int:
+    a = args.action
+    if a == "add":
+        path = str(Path(args.path).expanduser().resolve())
+        f = await api.post("/v1/folders", {"group": args.group, "path": path})
+        print(f"syncing {f['path']} with group {f['group']}")
+    elif a == "list":
+        show_list(await api.get("/v1/folders"), args.json, "no folders",
+                  lambda f: print(f"{f['group']}  {f['path']}  {f['files']} files, {f['bytes']} bytes"))
+    elif a == "remove":
+        await api.delete(f"/v1/folders/{quote_name(args.group)}")
+        print(f"stopped syncing the folder of {args.group} (its files stay)")
+    elif a == "status":
+        f = await api.get(f"/v1/folders/{quote_name(args.group)}")
+        if args.json:
+            print(json.dumps(f, indent=2))
+        else:
+            print(f"{f['path']}: {f['files']} files, {f['bytes']} bytes, {f['pending_up']} to upload, "
+                  f"{f['pending_down']} to download, {len(f['conflicts'])} conflicts")
+            for c in f["conflicts"]:
+                print(f"  conflict copy: {c}")
+            if f["error"]:
+                print(f"  error: {f['error']}")
+            elif f.get("last_error"):
+                print(f"  last error (recovered): {f['last_error']}")
+            for p in f.get("failed", []):
+                print(f"  {p['path']}: {p['reason']}")
+            if f.get("failed_count", 0) > len(f.get("failed", [])):
+                print(f"  ... {f['failed_count'] - len(f['failed'])} more paths that cannot be applied")
+            for dev, d in f.get("devices", {}).items():
+                if d.get("records_refused") or d.get("feeds_refused"):
+                    print(f"  device {dev[:8]}: {d.get('records_refused', 0)} records refused "
+                          f"(last: {d.get('last_refused_reason', '')}), {d.get('feeds_refused', 0)} feeds refused")
+    elif a == "history":
+        from urllib.parse import quote
+
+        file = await folder_file(api, args.group, args.file)
+        versions = await api.get(f"/v1/folders/{quote_name(args.group)}/history?file={quote(file)}")
+        if not versions:
+            raise CoboxError(f"no file {file!r} in the folder of {args.group} (see `cobox folder status "
+                             f"{args.group}`); give a path relative to the folder or inside it")
+        if args.json:
+            print(json.dumps(versions, indent=2))
+        for v in [] if args.json else versions:
+            when = datetime.datetime.fromtimestamp(v["mtime"]).strftime("%Y-%m-%d %H:%M:%S")
+            what = "deleted" if v["deleted"] else f"{v['size']} bytes"
+            print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}")
+    elif a == "restore":
+        body = {"file": await folder_file(api, args.group, args.file)}
+        if args.version:
+            body["version"] = args.version
+        if args.to:
+            body["to"] = str(Path(args.to).expanduser().resolve())
+        r = await api.post(f"/v1/folders/{quote_name(args.group)}/restore", body)
+        print(f"restored {args.file} (version {r['version']})" + (f" to {args.to}" if args.to else ""))
+    return 0

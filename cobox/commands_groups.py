@@ -1,0 +1,164 @@
+"""The group commands: ``group``, ``log``, ``sync``, ``seed`` and ``backup``, and reading an
+invite URI without putting it on a command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+import time
+from typing import Any
+
+from .commands_show import print_group, quote_name, show_list, when_text
+from .control.client import Client
+from .errors import CoboxError, DaemonNotRunningError, UsageError
+from .inputs import stdin_text
+
+
+async def group(api: Client, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        g = await api.post("/v1/groups", {"name": args.name})
+        print(g["invite"])
+    elif args.action == "join":
+        body = {"uri": read_uri(args.uri)}
+        if args.name:
+            body["name"] = args.name
+        g = await api.post("/v1/groups/join", body)
+        print(f"joined {g['name']} ({g['role']})")
+    elif args.action == "list":
+        show_list(await api.get("/v1/groups"), args.json, "no groups", print_group)
+    elif args.action == "invite":
+        query = {"seed": "1"} if args.seed else {}
+        print((await api.get(f"/v1/groups/{quote_name(args.name)}/invite", **query))["uri"])
+    elif args.action == "leave":
+        await api.delete(f"/v1/groups/{quote_name(args.name)}")
+        print(f"left {args.name}")
+    return 0
+
+
+async def log_command(api: Client, args: argparse.Namespace) -> int:
+    path = f"/v1/groups/{quote_name(args.group)}/log"
+    if args.action == "append":
+        text = stdin_text() if args.text == "-" else args.text
+        r = await api.post(path, {"text": text})
+        print(f"appended entry {r['seq']}")
+        return 0
+    if args.follow:
+        async for entry in api.stream(path, follow="1"):
+            print_entry(entry, args.json)
+        raise DaemonNotRunningError("the daemon stopped; no more entries")  # it ends the stream only then
+    for entry in await api.get(path):
+        print_entry(entry, args.json)
+    return 0
+
+
+def print_entry(e: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(e), flush=True)
+        return
+    if e.get("refused"):
+        print(f"{'(refused)':19}  {e['author'][:8]}  entry {e['seq']} refused: {e['refused']}", flush=True)
+        return
+    when = datetime.datetime.fromtimestamp(e["time"]).strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{when}  {e['author'][:8]}  {e['text']}", flush=True)
+
+
+async def sync_wait(api: Client, name: str, timeout: float) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+                  TimeElapsedColumn(), transient=False, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(f"sync {name}", total=None, amount="")
+        files = None
+        while True:
+            s = await api.get(f"/v1/groups/{quote_name(name)}/sync")
+            progress.update(task, total=s["have"] + s["missing"], completed=s["have"],
+                            description=f"sync {name} ({s['peers']} peers)",
+                            amount=f"{s['have']}/{s['have'] + s['missing']} entries")
+            if "folder_bytes" in s:  # a bound folder: the bytes still to write locally
+                if files is None:
+                    files = progress.add_task("  folder", total=None, amount="")
+                done = s["folder_bytes"] - s["folder_pending_bytes"]
+                progress.update(files, total=s["folder_bytes"], completed=done,
+                                amount=f"{done / 1e6:.1f}/{s['folder_bytes'] / 1e6:.1f} MB")
+            if s["synced"]:
+                break
+            if time.monotonic() > deadline:
+                what = "no peer connected" if not s["peers"] else f"{s['missing']} entries still missing"
+                raise CoboxError(f"timed out after {timeout:.0f}s: {what}")
+            await asyncio.sleep(0.1)
+    print(f"{name}: in sync ({s['have']} entries, {s['peers']} peers)")
+    return 0
+
+
+async def seed(api: Client, args: argparse.Namespace) -> int:
+    if args.what == "list":
+        def show(g: dict[str, Any]) -> None:
+            quota = ""
+            if g["quota_bytes"]:
+                quota = f", quota {g['quota_bytes']} bytes{' REACHED' if g['quota_full'] else ''}"
+            print(f"{g['name']}  {len(g['feeds'])} feeds, {g['stored_bytes']} bytes{quota}, "
+                  f"{g['sync']['peers']} peers")
+
+        seeds = [g for g in await api.get("/v1/groups") if g["role"] == "seed"]
+        return show_list(seeds, args.json, "not backing up any group", show)
+    if args.what == "remove":
+        if not args.name:
+            raise UsageError("seed remove needs the group's name (see `cobox seed list`)")
+        await api.delete(f"/v1/groups/{quote_name(args.name)}")
+        print(f"no longer backing up {args.name}")
+        return 0
+    from .uri import parse_invite
+
+    uri = read_uri(args.what)
+    if parse_invite(uri).kind != "seed":
+        raise UsageError("not a backup-peer invite: ask a member for `cobox group invite NAME --seed`")
+    body = {"uri": uri}
+    if args.name:
+        body["name"] = args.name
+    g = await api.post("/v1/groups/join", body)
+    print(f"backing up {g['name']} (can verify and serve, cannot read)")
+    return 0
+
+
+async def backup_status(api: Client, name: str, as_json: bool) -> int:
+    peers = await api.get(f"/v1/groups/{quote_name(name)}/backup")
+    if as_json:
+        print(json.dumps(peers, indent=2))
+        return 0
+    if not peers:
+        print(f"{name}: no backup peer has confirmed holding anything yet")
+    for p in peers:
+        state = "everything backed up" if p["backed_up"] else "not backed up"
+        print(f"backup peer {p['peer'][:16]}: {state}{' (its quota is full)' if p['quota_full'] else ''}")
+        for f in p["feeds"]:
+            print(f"  feed {f['feed'][:16]}  claimed {f['held']}/{f['length']}, {_audit_text(f['audit'])}")
+    return 0
+
+
+def _audit_text(audit: dict) -> str:
+    """``verified by audit at T (k samples)``, ``audit failed (reason)`` or ``not audited yet``."""
+    if audit["state"] == "verified":
+        return f"verified by audit at {when_text(audit['time'])} ({audit['samples']} samples)"
+    if audit["state"] == "failed":
+        return f"audit failed ({audit['reason']}) at {when_text(audit['time'])}"
+    return audit["state"]
+
+
+def read_uri(arg: str) -> str:
+    """An invite URI: ``arg``, or for ``-`` from stdin (a terminal is asked, without echo). A URI
+    on the command line shows in every user's process list; stdin and the prompt do not."""
+    if arg != "-":
+        return arg
+    if sys.stdin.isatty():
+        import getpass
+
+        uri = getpass.getpass("invite URI (not shown): ")
+    else:
+        uri = sys.stdin.readline()
+    if not uri.strip():
+        raise UsageError("no invite URI given: pass it on stdin (`cobox group join < file`) or type it when asked")
+    return uri.strip()

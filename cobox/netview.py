@@ -1,0 +1,121 @@
+"""Every place cobox reads or steers networker's live objects (peers, channels, replicators).
+
+networker's peer, channel and replicator modules are being rewritten as pure state machines; what
+cobox needs of them is reached here and nowhere else, so that switch changes one module. Each
+function is small and says which internal it touches:
+
+* ``peer.channels``, ``channel.live``/``group``/``remote_id``: :func:`live_channels`,
+  :func:`shares_group`, :func:`carries_group`, :func:`peer_groups`;
+* ``channel.missing()``: :func:`group_progress`;
+* ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
+* ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
+* ``peer_feed.replicator.paused``/``schedule()``: :func:`pause_feeds`;
+* ``channel.post_receipt``/``local_id``, ``channel.peer``: :func:`post_receipt`, :func:`channel_peer`.
+
+Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), which the pure
+:mod:`cobox.status` turns into documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: bytes
+    address: str
+    initiator: bool
+    groups: tuple[str, ...]
+    bytes_sent: int
+    bytes_received: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the live channels of one group are: entries the peers have that we lack, and
+    whether every channel has exchanged its feed lists (``settled``)."""
+
+    peers: int
+    missing: int
+    settled: bool
+
+
+def live_channels(node: Any, group: Any = None) -> list[tuple[Any, Any]]:
+    """``(peer, channel)`` for every live channel (of ``group`` only, if given)."""
+    out = []
+    for peer in list(node.peers.values()):
+        for ch in list(peer.channels.values()):
+            if ch.live and (group is None or ch.group is group):
+                out.append((peer, ch))
+    return out
+
+
+def carries_group(peer: Any, group: Any) -> bool:
+    """Whether ``peer`` has a live channel for ``group`` with us."""
+    return any(ch.live and ch.group is group for ch in list(peer.channels.values()))
+
+
+def shares_group(peer: Any) -> bool:
+    """Whether ``peer`` has a channel open with us whose capability it proved (it holds that
+    group's replication key)."""
+    return any(ch.remote_id is not None for ch in list(peer.channels.values()))
+
+
+def peer_groups(peer: Any) -> tuple[str, ...]:
+    return tuple(ch.group.name for ch in list(peer.channels.values()) if ch.live and hasattr(ch.group, "name"))
+
+
+def group_progress(node: Any, group: Any) -> Progress:
+    missing = 0
+    settled = True
+    channels = live_channels(node, group)
+    for _peer, ch in channels:
+        m, s = ch.missing()
+        missing += m
+        settled = settled and s
+    return Progress(len(channels), missing, settled)
+
+
+def peer_info(peer: Any) -> PeerInfo:
+    conn = peer.conn
+    return PeerInfo(bytes(peer.remote_peer_id), getattr(conn, "remote_address", ""), bool(conn.is_initiator),
+                    peer_groups(peer), getattr(conn, "bytes_sent", 0), getattr(conn, "bytes_received", 0))
+
+
+def peers(node: Any) -> list[PeerInfo]:
+    return [peer_info(p) for p in list(node.peers.values())]
+
+
+def entries_received(node: Any) -> int:
+    """Entries received and verified from peers, over every feed's replicator."""
+    return sum(rep.entries_received for rep in node.replicators._by_key.values())
+
+
+def bytes_received(node: Any, feed_keys: Iterable[bytes]) -> int:
+    total = 0
+    for key in feed_keys:
+        rep = node.replicators.find(key)
+        if rep is not None:
+            total += rep.bytes_received
+    return total
+
+
+def pause_feeds(channel: Any, paused: bool) -> None:
+    """Stop (or resume) requesting the feeds of ``channel`` (a backup peer over its quota)."""
+    for pf in channel.feeds.values():
+        pf.replicator.paused = paused
+        if not paused:
+            pf.replicator.schedule()
+
+
+def post_receipt(channel: Any, to_message: Callable[[int], Any]) -> None:
+    """Send a receipt on ``channel``: ``to_message(channel id)`` is its wire message."""
+    channel.post_receipt(to_message(channel.local_id))
+
+
+def channel_peer(channel: Any) -> Any:
+    """The peer at the other end of ``channel``."""
+    return channel.peer

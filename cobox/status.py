@@ -1,0 +1,163 @@
+"""The status documents of the control API and the dashboard, built from plain values.
+
+Pure: nothing here awaits, reads a clock or touches a daemon. :class:`cobox.app.DaemonApp`
+gathers the values (group and folder status, sync progress, peer views from
+:mod:`cobox.netview`) and these functions shape them, so a field added to ``status`` (say a
+device's reachability or connection kind) lands here and in one gathering place, and the
+documents can be tested from literals.
+
+Documents:
+
+* :func:`group_document`: one group, with its sync state, its folder's one-line summary and,
+  for members, the backup peers' receipts;
+* :func:`sync_document`: how far a group is (``synced`` only with a peer, settled channels,
+  nothing missing and no folder download pending);
+* :func:`peer_document`: one connected peer;
+* :func:`status_document`: the whole device (``GET /v1/status``);
+* :func:`dashboard_document`: the status document plus recent events, each group's connected
+  peers and members (the dashboard's ``status`` event);
+* :func:`metrics_text`: Prometheus text (``GET /metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .netview import PeerInfo, Progress
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FolderCounts:
+    """What a group's sync state needs of its folder."""
+
+    pending: int
+    bytes: int
+    pending_bytes: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    peers: int
+    groups: int
+    bytes_sent: int
+    bytes_received: int
+    entries_replicated: int
+    protocol_errors: int
+    group_entries: tuple[tuple[str, int], ...]
+
+
+def sync_document(group: str, progress: Progress, have: int, folder: FolderCounts | None) -> Doc:
+    pending = folder.pending if folder is not None else 0
+    doc: Doc = {"group": group, "peers": progress.peers, "have": have, "missing": progress.missing,
+                "folder_pending": pending,
+                "synced": progress.peers > 0 and progress.settled and progress.missing == 0 and pending == 0}
+    if folder is not None:
+        doc["folder_bytes"] = folder.bytes
+        doc["folder_pending_bytes"] = folder.pending_bytes
+    return doc
+
+
+def folder_summary(f: Mapping[str, Any]) -> Doc:
+    """A folder's line in its group's document."""
+    error = f", error: {f['error']}" if f["error"] else ""
+    failed = f", {f['failed_count']} paths cannot be applied" if f["failed_count"] else ""
+    return {"path": f["path"], "status": f"{f['files']} files, {f['bytes']} bytes, {f['pending_down']} to download"
+                                         f"{error}{failed}",
+            "error": f["error"], "last_error": f["last_error"], "last_error_time": f["last_error_time"],
+            "failed_count": f["failed_count"]}
+
+
+def receipt_summary(backups: Iterable[Mapping[str, Any]]) -> list[Doc]:
+    """Per backup peer: how far it holds every feed (the least of them) and when it last said so."""
+    return [{"peer": b["peer"], "length": min((x["held"] for x in b["feeds"]), default=0),
+             "time": max((x["confirmed"] or 0 for x in b["feeds"]), default=0),
+             "backed_up": b["backed_up"], "quota_full": b["quota_full"], "audit": b["audit"]}
+            for b in backups]
+
+
+def group_document(group: Mapping[str, Any], sync: Doc, folder: Mapping[str, Any] | None,
+                   backups: Iterable[Mapping[str, Any]] | None) -> Doc:
+    """``group``: the group's own status; ``backups``: its backup status, None if not a member."""
+    doc = dict(group)
+    doc["sync"] = sync
+    if folder is not None:
+        doc["folders"] = [folder_summary(folder)]
+        doc["conflicts"] = folder["conflicts"]
+    if backups is not None:
+        doc["receipts"] = receipt_summary(backups)
+    return doc
+
+
+def peer_document(p: PeerInfo) -> Doc:
+    return {"peer_id": p.peer_id.hex(), "address": p.address, "initiator": p.initiator, "groups": list(p.groups),
+            "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received}
+
+
+def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptime: float,
+                    listening: Sequence[str], advertised: Sequence[str], dht: Doc, lan_enabled: bool,
+                    groups: Sequence[Doc], folders: Sequence[Doc], peers: Sequence[PeerInfo],
+                    traffic: tuple[int, int], reachability: Doc, services: Sequence[Doc]) -> Doc:
+    return {
+        "peer_id": peer_id.hex(),
+        "peer_key": peer_key,
+        "home": home,
+        "pid": pid,
+        "uptime": round(uptime, 1),
+        "listening": list(listening),
+        "advertised": list(advertised),
+        "reachability": reachability,
+        "dht": dht,
+        "lan": {"enabled": lan_enabled},
+        "groups": list(groups),
+        "folders": list(folders),
+        "services": list(services),
+        "peers": [peer_document(p) for p in peers],
+        "bytes_sent": traffic[0],
+        "bytes_received": traffic[1],
+    }
+
+
+def dashboard_document(status: Doc, events: Sequence[Doc], members: Mapping[str, list[Doc]]) -> Doc:
+    """The status document as the dashboard shows it: recent events, and per group the peers
+    connected for it and the devices that write it."""
+    doc = dict(status)
+    doc["events"] = list(events)
+    groups = []
+    for g in status["groups"]:
+        g = dict(g)
+        g["connected"] = [p["peer_id"] for p in status["peers"] if g["name"] in p["groups"]]
+        g["members"] = members.get(g["name"], [])
+        groups.append(g)
+    doc["groups"] = groups
+    return doc
+
+
+def metrics_text(m: Metrics) -> str:
+    lines = [
+        "# HELP cobox_peers Connected peers.", "# TYPE cobox_peers gauge",
+        f"cobox_peers {m.peers}",
+        "# HELP cobox_groups Groups on this device.", "# TYPE cobox_groups gauge",
+        f"cobox_groups {m.groups}",
+        "# HELP cobox_bytes_sent_total Bytes sent to peers.", "# TYPE cobox_bytes_sent_total counter",
+        f"cobox_bytes_sent_total {m.bytes_sent}",
+        "# HELP cobox_bytes_received_total Bytes received from peers.",
+        "# TYPE cobox_bytes_received_total counter",
+        f"cobox_bytes_received_total {m.bytes_received}",
+        "# HELP cobox_entries_replicated_total Entries received and verified from peers.",
+        "# TYPE cobox_entries_replicated_total counter",
+        f"cobox_entries_replicated_total {m.entries_replicated}",
+        "# HELP cobox_protocol_errors_total Peers disconnected for breaking the protocol.",
+        "# TYPE cobox_protocol_errors_total counter",
+        f"cobox_protocol_errors_total {m.protocol_errors}",
+    ]
+    for name, length in m.group_entries:
+        lines.append(f'cobox_group_entries{{group="{_label(name)}"}} {length}')
+    return "\n".join(lines) + "\n"
+
+
+def _label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
