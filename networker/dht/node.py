@@ -179,6 +179,8 @@ class DHT:
         self.retry_base = retry_base
         self.storage = RecordStorage(clock=clock, limits=topic_limits, policy=self.policy)
         self.last_lookup_queries = 0
+        self.trace_lookups = False
+        self.last_lookup_trace: list[str] = []
         self._server: DHTServer | None = None
         self._announcing: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -268,7 +270,9 @@ class DHT:
     async def _crawl(self, key: bytes) -> TopicCrawl:
         protocol = self.protocol
         nearest = protocol.router.find_neighbors(Node(key), k=self.ksize)
-        crawl = TopicCrawl(protocol, key, nearest, self.ksize, self.alpha, self.stall_after)
+        self.last_lookup_trace = []
+        trace = self.last_lookup_trace if self.trace_lookups else None
+        crawl = TopicCrawl(protocol, key, nearest, self.ksize, self.alpha, self.stall_after, trace=trace)
         await crawl.find()
         return crawl
 

@@ -1,7 +1,9 @@
 """Dead contacts and slow queries: the RTT-based stall threshold, the recently-dead set (skipped
 by lookups, never handed out) and the cap on queries in flight when stalled queries widen a
 lookup. The crawl tests run against a synthetic network (no sockets): every live node knows
-everyone and answers after ``RTT``; dead nodes answer nothing until ``TIMEOUT``."""
+everyone and answers after ``RTT``; dead nodes never answer (their calls never end: a lookup
+that waited for one would hit the test's timeout). The walk's rules themselves are tested with a
+fake clock in test_dht_walk.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from networker.dht.protocol import DEAD_MEMORY, RTT_MEMORY, STALL_FLOOR, DHTProt
 from networker.dht.storage import RecordStorage
 
 RTT = 0.002
-TIMEOUT = 0.3
 STALL = 0.01
 REPLY_NODES = 60  # enough that the k closest live nodes are handed out with half the nodes dead
 
@@ -52,8 +53,7 @@ class FakeNetwork:
         self.peak = max(self.peak, self.inflight)
         try:
             if node.id in self.dead:
-                await asyncio.sleep(TIMEOUT)
-                return False, None
+                await asyncio.get_running_loop().create_future()  # never answers, never times out
             await asyncio.sleep(RTT)
             target = Node(key)
             # Live nodes keep handing out dead contacts (they have not timed out on them).
@@ -101,28 +101,36 @@ async def test_known_dead_contacts_are_never_queried():
 
 
 async def test_stall_widening_keeps_at_most_max_inflight():
-    # Half the nodes dead: every stalled query widens the lookup, up to the cap.
+    # Half the nodes dead: every stalled query widens the lookup, up to the cap; past it the
+    # oldest stalled queries are handed to the protocol (adopted), never waited for.
     net = FakeNetwork(200, 0.5, seed=3)
     try:
         c = await crawl(net, os.urandom(20), max_inflight=6)
-        assert net.peak <= 6 and c.peak_inflight <= 6
+        assert c.peak_inflight <= 6
+        assert c.walk.released and c.walk.released <= net.dead
+        assert len(net.background) >= len(c.walk.released)
     finally:
         await net.close()
-    # Without that cap the same lookup would have had more in flight.
+    # Without that cap the same lookup would have kept more in flight.
     net = FakeNetwork(200, 0.5, seed=3)
     try:
         c = await crawl(net, os.urandom(20), max_inflight=100)
-        assert net.peak > 6
+        assert c.peak_inflight > 6 and not c.walk.released
     finally:
         await net.close()
 
 
-async def test_stalled_queries_do_not_hold_the_lookup_until_their_timeout():
+async def test_dead_nodes_among_the_k_closest_are_not_waited_for():
     net = FakeNetwork(300, 0.2, seed=4)
+    key = os.urandom(20)
     try:
-        t0 = asyncio.get_running_loop().time()
-        await crawl(net, os.urandom(20))
-        assert asyncio.get_running_loop().time() - t0 < TIMEOUT
+        c = await crawl(net, key)  # finishes although no dead node's call ever ends
+        by_distance = sorted(net.nodes, key=Node(key).distance_to)
+        dead_near = [n.id for n in by_distance[:20] if n.id in net.dead]
+        assert dead_near and set(dead_near) <= set(net.calls)  # asked, passed over
+        # Their calls are still out (handed to the protocol): the lookup ended without them.
+        assert net.inflight >= len(dead_near)
+        assert set(dead_near) <= c.walk.stalled | c.walk.released
     finally:
         await net.close()
 
