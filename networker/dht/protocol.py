@@ -36,12 +36,11 @@ finished without them) are dropped. The per-RPC timeout is ``rpc_timeout`` (rpcu
 ``handle_call_response``) and remembered as *recently dead* for :data:`DEAD_MEMORY` seconds or
 until it is heard from again: lookups skip it when others hand it out, and this node never
 hands it out. The stall estimate that lookups use is SRTT + 4 RTTVAR of answered calls,
-restarted after :data:`RTT_MEMORY` idle seconds (a seeker's estimate from a busy past would
-otherwise make it wait on dead contacts far longer than needed); ``find_neighbors``
-ranks all contacts (:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node
-never adds itself
-(``welcome_if_new``, which also no longer re-hashes keys: records are not pushed to new nodes,
-their owners re-announce them).
+restarted after :data:`RTT_MEMORY` idle seconds from the windowed minimum RTT (a seeker's
+estimate from a busy past would otherwise make it wait on dead contacts far longer than
+needed); ``find_neighbors`` ranks all contacts (:class:`DHTRoutingTable`, kademlia's traversal
+can stop early); this node never adds itself (``welcome_if_new``, which also no longer
+re-hashes keys: records are not pushed to new nodes, their owners re-announce them).
 """
 
 from __future__ import annotations
@@ -76,6 +75,7 @@ MAX_NODES_IN_REPLY = 40
 MAX_COOKIES = 4096
 VERIFIED_CACHE_SIZE = 4096
 RTT_MEMORY = 5.0
+MIN_RTT_WINDOW = 120.0
 STALL_FLOOR = 0.01
 DEAD_MEMORY = 60.0
 DEAD_CACHE_SIZE = 1024
@@ -150,6 +150,8 @@ class DHTProtocol(KademliaProtocol):
         self.srtt: float | None = None
         self.rttvar = 0.0
         self._rtt_at = 0.0
+        self.min_rtt: float | None = None
+        self._min_rtt_at = 0.0
         self._dead: dict[bytes, float] = {}
         self._verified_cache: dict[bytes, PeerRecord] = {}
 
@@ -157,7 +159,8 @@ class DHTProtocol(KademliaProtocol):
         """Smoothed round-trip time and its variation of answered calls (RFC 6298's SRTT and
         RTTVAR, gains 1/8 and 1/4). After :data:`RTT_MEMORY` seconds without a sample the
         estimate restarts from the next one: RTTs seen long ago (say while the network was
-        busy joining) say little about now."""
+        busy joining) say little about now. Also kept: the smallest RTT of the last
+        :data:`MIN_RTT_WINDOW` seconds (a windowed minimum, which load does not inflate)."""
         now = time.monotonic() if now is None else now
         if self.srtt is None or now - self._rtt_at > RTT_MEMORY:
             self.srtt, self.rttvar = rtt, rtt / 2
@@ -165,14 +168,23 @@ class DHTProtocol(KademliaProtocol):
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self._rtt_at = now
+        if self.min_rtt is None or rtt <= self.min_rtt or now - self._min_rtt_at > MIN_RTT_WINDOW:
+            self.min_rtt, self._min_rtt_at = rtt, now
 
     def stall_estimate(self, ceiling: float, now: float | None = None) -> float:
         """How long before an unanswered query is presumed slow: SRTT + 4 RTTVAR (TCP's RTO)
-        from recent samples, at least :data:`STALL_FLOOR`, at most ``ceiling``. With no recent
-        sample, the last estimate (a stale, usually pessimistic one) still applies until the
-        first answer."""
+        from recent samples, at least :data:`STALL_FLOOR`, at most ``ceiling``. With no sample
+        for :data:`RTT_MEMORY` seconds, the estimate restarts as RFC 6298 starts one from a
+        first sample R (SRTT = R, RTTVAR = R/2, so 3 R), taking for R the windowed minimum RTT:
+        the stale smoothed value (often from a busy past) would make the first queries of an
+        idle node's lookup wait up to ``ceiling`` on dead contacts. Stalling only widens a
+        lookup (a stalled query is still used if it answers), so erring low costs queries, not
+        answers. With no sample ever: ``ceiling``."""
         if self.srtt is None:
             return ceiling
+        now = time.monotonic() if now is None else now
+        if now - self._rtt_at > RTT_MEMORY and self.min_rtt is not None:
+            return min(ceiling, max(STALL_FLOOR, 3 * self.min_rtt))
         return min(ceiling, max(STALL_FLOOR, self.srtt + 4 * self.rttvar))
 
     # -- contacts that did not answer -----------------------------------------------------

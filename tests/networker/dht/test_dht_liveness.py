@@ -144,13 +144,29 @@ def test_stall_estimate_follows_recent_rtts_and_forgets_old_ones():
     assert p.stall_estimate(0.25) == 0.25  # nothing seen yet: the ceiling
     for i in range(20):
         p.observe_rtt(0.2, now=float(i))  # a busy period
-    assert p.stall_estimate(0.25) > 0.2
+    assert p.stall_estimate(0.25, now=19.5) > 0.2
     # Long after: the first new sample replaces the old estimate instead of nudging it.
     p.observe_rtt(0.002, now=20 + RTT_MEMORY + 1)
-    assert p.stall_estimate(0.25) == STALL_FLOOR
+    assert p.stall_estimate(0.25, now=20 + RTT_MEMORY + 1) == STALL_FLOOR
     for i in range(20):
         p.observe_rtt(0.02, now=30 + i * 0.01)
-    assert 0.02 <= p.stall_estimate(0.25) < 0.1
+    assert 0.02 <= p.stall_estimate(0.25, now=30.2) < 0.1
+
+
+def test_an_idle_nodes_first_queries_stall_at_three_minimum_rtts():
+    # A busy past (join under load) leaves a high smoothed estimate; the quiet minimum is 20 ms.
+    p = make_protocol()
+    p.observe_rtt(0.02, now=0.0)
+    for i in range(20):
+        p.observe_rtt(0.2, now=1.0 + i * 0.1)
+    assert p.stall_estimate(1.0, now=3.1) > 0.2  # still busy: the smoothed estimate
+    # Idle for longer than RTT_MEMORY: the next lookup's first queries stall after 3 x 20 ms,
+    # not after the stale 200+ ms (nor the ceiling) while they wait for a first answer.
+    idle = 3.0 + RTT_MEMORY + 1
+    assert abs(p.stall_estimate(1.0, now=idle) - 0.06) < 1e-9
+    assert p.stall_estimate(0.04, now=idle) == 0.04  # the ceiling still caps it
+    p.observe_rtt(0.004, now=idle)  # the first answer restarts the smoothed estimate
+    assert abs(p.stall_estimate(1.0, now=idle) - 0.012) < 1e-9  # 4 ms + 4 x 2 ms
 
 
 def test_dead_contacts_expire_and_are_forgotten_when_heard_from():
