@@ -29,6 +29,11 @@ The rules, per step:
    and that many are in flight, the oldest stalled queries are *released* (no longer the
    walk's: the crawl hands them to the protocol, which still times them out and drops the
    node from its routing table);
+   Once an answer brings no candidate closer than the closest one already seen, the walk has
+   *converged* (Kademlia's own rule: then "resend the FIND_NODE to all of the k closest nodes
+   it has not already queried"): from then on every eligible candidate is asked at once, as
+   far as ``max_inflight`` has room (no release for these), so the k-closest confirmation
+   takes about one round trip instead of k / alpha;
 5. ``wake``: the earliest time an active query stalls. After every step that is not done
    there is an active query (3. and 4.), so the driver always has a deadline no later than
    one stall threshold away: a lookup never waits out an RPC timeout.
@@ -99,12 +104,15 @@ class Walk:
         self.records: list[PeerRecord] = []
         self.queries = 0
         self.peak_inflight = 0
+        self.converged = False
         self.add(peers)
 
     # -- candidates -----------------------------------------------------------------------
 
-    def add(self, nodes: Iterable[Node]) -> None:
-        """Add contacts as candidates (those not known yet, not dead, not failed, not us)."""
+    def add(self, nodes: Iterable[Node]) -> bool:
+        """Add contacts as candidates (those not known yet, not dead, not failed, not us);
+        return whether one is closer than every candidate seen so far."""
+        best = next((d for d, nid in self._ranked if nid not in self.failed), None)
         fresh = []
         for node in nodes:
             nid = node.id
@@ -112,8 +120,11 @@ class Walk:
                 continue
             self._nodes[nid] = node
             fresh.append((self.target.distance_to(node), nid))
-        if fresh:
-            self._ranked = list(heapq.merge(self._ranked, sorted(fresh)))
+        if not fresh:
+            return False
+        fresh.sort()
+        self._ranked = list(heapq.merge(self._ranked, fresh))
+        return best is None or fresh[0][0] < best
 
     def on_answer(self, node_id: bytes, reply: LookupReply | None) -> None:
         """A query ended: ``reply`` is None for a timeout or a bad reply. Late answers of
@@ -126,7 +137,8 @@ class Walk:
         records, nodes, token = reply
         self.responders[node_id] = (self._nodes[node_id], token)
         self.records.extend(records)
-        self.add(nodes)
+        if not self.add(nodes):
+            self.converged = True
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -139,6 +151,9 @@ class Walk:
             return Step(done=True)
         ask = plan.eligible[: max(0, self.alpha - plan.active)]
         release = self._make_room(len(ask))
+        if self.converged:  # the rest of the k closest at once, as far as the cap has room
+            room = self.max_inflight - len(self.inflight) - len(ask)
+            ask += plan.eligible[len(ask): len(ask) + max(0, room)]
         for node in ask:
             self.inflight[node.id] = now
         self.queries += len(ask)

@@ -153,3 +153,22 @@ def test_known_dead_own_and_failed_nodes_are_never_candidates():
     net.run(walk)
     assert known_dead not in net.asked and net.own not in net.asked
     assert failed.id not in walk.responders
+
+
+def test_once_converged_the_rest_of_the_k_closest_are_asked_at_once():
+    net = Net(200, seed=9)
+    walk = net.walk(net.ranked[:K + 4], max_inflight=K)  # the closest are known from the start
+    widths = []
+    original = walk.step
+
+    def step(now: float, stall: float):
+        result = original(now, stall)
+        widths.append(len(result.ask))
+        return result
+
+    walk.step = step  # type: ignore[method-assign]
+    net.run(walk)
+    assert walk.converged  # an answer brought nothing closer than the closest seen
+    assert widths[0] == 3 and max(widths[1:]) > 3  # alpha at first, then the rest in one go
+    assert [n.id for n, _ in walk.closest()] == net.closest_live()
+    assert walk.peak_inflight <= K
