@@ -62,7 +62,7 @@ class TopicCrawl:
         self.clock = clock
         self.walk = Walk(
             key, peers, own_id=protocol.source_node.id, ksize=ksize, alpha=alpha,
-            max_inflight=max_inflight if max_inflight is not None else 4 * alpha,
+            max_inflight=max_inflight if max_inflight is not None else max(4 * alpha, ksize),
             diversity=protocol.diversity, is_dead=protocol.is_dead,
         )
         self.trace = trace

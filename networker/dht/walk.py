@@ -25,10 +25,11 @@ The rules, per step:
    answered, or no active query is left (fewer than k ever answer: only stalled queries or
    nothing remain, and those are not waited for);
 4. otherwise ask the closest eligible candidates, so that ``alpha`` queries are active. At most
-   ``max_inflight`` queries (stalled ones included) are kept; when a candidate is to be asked
-   and that many are in flight, the oldest stalled queries are *released* (no longer the
+   ``max_inflight`` queries (stalled ones included; the crawl's default is k or 4 alpha, the
+   larger, so all of the k closest can be out at once) are kept; when a candidate is to be
+   asked and that many are in flight, the oldest stalled queries are *released* (no longer the
    walk's: the crawl hands them to the protocol, which still times them out and drops the
-   node from its routing table);
+   node from its routing table).
    Once an answer brings no candidate closer than the closest one already seen, the walk has
    *converged* (Kademlia's own rule: then "resend the FIND_NODE to all of the k closest nodes
    it has not already queried"): from then on every eligible candidate is asked at once, as
