@@ -76,6 +76,7 @@ MAX_COOKIES = 4096
 VERIFIED_CACHE_SIZE = 4096
 RTT_MEMORY = 5.0
 MIN_RTT_WINDOW = 120.0
+STALE_STALL = 0.05
 STALL_FLOOR = 0.01
 DEAD_MEMORY = 60.0
 DEAD_CACHE_SIZE = 1024
@@ -179,12 +180,13 @@ class DHTProtocol(KademliaProtocol):
         the stale smoothed value (often from a busy past) would make the first queries of an
         idle node's lookup wait up to ``ceiling`` on dead contacts. Stalling only widens a
         lookup (a stalled query is still used if it answers), so erring low costs queries, not
-        answers. With no sample ever: ``ceiling``."""
+        answers; so this restart is also capped at :data:`STALE_STALL` (a minimum taken while
+        this node joined a busy network can itself be high). With no sample ever: ``ceiling``."""
         if self.srtt is None:
             return ceiling
         now = time.monotonic() if now is None else now
         if now - self._rtt_at > RTT_MEMORY and self.min_rtt is not None:
-            return min(ceiling, max(STALL_FLOOR, 3 * self.min_rtt))
+            return min(ceiling, STALE_STALL, max(STALL_FLOOR, 3 * self.min_rtt))
         return min(ceiling, max(STALL_FLOOR, self.srtt + 4 * self.rttvar))
 
     # -- contacts that did not answer -----------------------------------------------------

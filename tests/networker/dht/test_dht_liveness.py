@@ -15,7 +15,7 @@ from kademlia.node import Node
 
 from networker.dht.crawl import TopicCrawl
 from networker.dht.limits import Diversity
-from networker.dht.protocol import DEAD_MEMORY, RTT_MEMORY, STALL_FLOOR, DHTProtocol
+from networker.dht.protocol import DEAD_MEMORY, RTT_MEMORY, STALE_STALL, STALL_FLOOR, DHTProtocol
 from networker.dht.storage import RecordStorage
 
 RTT = 0.002
@@ -154,17 +154,23 @@ def test_stall_estimate_follows_recent_rtts_and_forgets_old_ones():
 
 
 def test_an_idle_nodes_first_queries_stall_at_three_minimum_rtts():
-    # A busy past (join under load) leaves a high smoothed estimate; the quiet minimum is 20 ms.
+    # A busy past (join under load) leaves a high smoothed estimate; the quiet minimum is 10 ms.
     p = make_protocol()
-    p.observe_rtt(0.02, now=0.0)
+    p.observe_rtt(0.01, now=0.0)
     for i in range(20):
         p.observe_rtt(0.2, now=1.0 + i * 0.1)
     assert p.stall_estimate(1.0, now=3.1) > 0.2  # still busy: the smoothed estimate
-    # Idle for longer than RTT_MEMORY: the next lookup's first queries stall after 3 x 20 ms,
+    # Idle for longer than RTT_MEMORY: the next lookup's first queries stall after 3 x 10 ms,
     # not after the stale 200+ ms (nor the ceiling) while they wait for a first answer.
     idle = 3.0 + RTT_MEMORY + 1
-    assert abs(p.stall_estimate(1.0, now=idle) - 0.06) < 1e-9
-    assert p.stall_estimate(0.04, now=idle) == 0.04  # the ceiling still caps it
+    assert abs(p.stall_estimate(1.0, now=idle) - 0.03) < 1e-9
+    assert p.stall_estimate(0.02, now=idle) == 0.02  # the ceiling still caps it
+    # A minimum taken in a busy past is high too: the stale restart is capped.
+    busy = make_protocol()
+    for i in range(20):
+        busy.observe_rtt(0.15 + i * 0.001, now=i * 0.1)
+    assert busy.stall_estimate(1.0, now=2.0) > 0.15
+    assert busy.stall_estimate(1.0, now=2.0 + RTT_MEMORY + 1) == STALE_STALL
     p.observe_rtt(0.004, now=idle)  # the first answer restarts the smoothed estimate
     assert abs(p.stall_estimate(1.0, now=idle) - 0.012) < 1e-9  # 4 ms + 4 x 2 ms
 
