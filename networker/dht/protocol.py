@@ -473,6 +473,13 @@ def _parse_node(item: object) -> Node | None:
     node_id, ip, port = item
     if not (valid_id(node_id) and isinstance(ip, str) and type(port) is int and 0 < port < 65536):
         return None
+    return _contact(node_id, ip, port)
+
+
+@lru_cache(maxsize=8192)
+def _contact(node_id: bytes, ip: str, port: int) -> Node | None:
+    """The contact, once per (id, ip, port) while cached: the k closest to a key come back in
+    most replies of a lookup. Nobody changes a Node once made."""
     if not _node_ip_ok(ip):
         return None  # nowhere a node can be (and no reflecting our queries at broadcast ranges)
     return Node(node_id, ip, port)
