@@ -14,12 +14,12 @@ decision (whom to ask, which queries stalled, when the lookup is finished) is ma
    the protocol (:meth:`DHTProtocol.adopt`: they run out there, so a dead node's timeout still
    drops it from the routing table); stop if ``step.done``;
 3. wait for the first query to end, but no later than ``step.wake`` (when the oldest active query
-   stalls, always within one stall threshold), feed what ended to :meth:`Walk.on_answer`, and go
-   to 1.
+   stalls, within one stall threshold), feed what ended to :meth:`Walk.on_answer`, and go to 1.
 
-So a lookup never waits for a stalled query: it asks the next candidates, its k-closest
-confirmation passes over stalled nodes (and uses their answers if they come while it runs), and
-it ends while stalled queries are still out; those are left to time out in the background.
+So a lookup never waits for a stalled query while someone else can be asked: it asks the next
+candidates, its k-closest confirmation passes over stalled nodes (and uses their answers if they
+come while it runs), and it ends while stalled queries are still out; those are left to time out
+in the background. Only when nobody is left to ask does it wait for stalled queries to end.
 
 The result is the k closest nodes that answered (with their tokens, which an announce needs),
 the union of the valid records they returned, and ``queries``: how many RPCs were sent.
@@ -107,10 +107,10 @@ class TopicCrawl:
                     self._note_step(step, now)
                 if step.done:
                     break
-                assert step.wake is not None, "a step that is not done always has an active query"
-                done, _ = await asyncio.wait(
-                    tasks.values(), timeout=max(0.0, step.wake - now), return_when=asyncio.FIRST_COMPLETED
-                )
+                # No wake: only stalled queries are out and nobody is left to ask; each of them
+                # ends by its answer or by the protocol's RPC timeout.
+                timeout = None if step.wake is None else max(0.0, step.wake - now)
+                done, _ = await asyncio.wait(tasks.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for node_id in [nid for nid, task in tasks.items() if task in done]:
                     ok, reply = tasks.pop(node_id).result()
                     self._note(f"answer {node_id[:3].hex()} ok={ok}")

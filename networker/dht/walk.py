@@ -22,8 +22,10 @@ The rules, per step:
    (two per host, four per network: the eclipse defence), passing over stalled and failed
    ones. The not-asked ones among them are *eligible*;
 3. the walk is **done** when nothing is eligible and either the ``ksize`` counted have all
-   answered, or no active query is left (fewer than k ever answer: only stalled queries or
-   nothing remain, and those are not waited for);
+   answered, or nothing at all is in flight (fewer than k ever answer). When nobody is left to
+   ask but stalled queries are still out, the walk waits for them (their answers, or their RPC
+   timeouts): passing a stalled query over is for asking someone else, and when there is no
+   one else, giving up on it would end a lookup on a busy machine with nothing found;
 4. otherwise ask the closest eligible candidates, so that ``alpha`` queries are active. At most
    ``max_inflight`` queries (stalled ones included; the crawl's default is k or 4 alpha, the
    larger, so all of the k closest can be out at once) are kept; when a candidate is to be
@@ -35,9 +37,10 @@ The rules, per step:
    it has not already queried"): from then on every eligible candidate is asked at once, as
    far as ``max_inflight`` has room (no release for these), so the k-closest confirmation
    takes about one round trip instead of k / alpha;
-5. ``wake``: the earliest time an active query stalls. After every step that is not done
-   there is an active query (3. and 4.), so the driver always has a deadline no later than
-   one stall threshold away: a lookup never waits out an RPC timeout.
+5. ``wake``: the earliest time an active query stalls; None only when no query is active and
+   nobody is left to ask (then only an answer or a timeout can change anything). So while a
+   candidate can be asked, the driver never waits longer than one stall threshold: a lookup
+   never waits out an RPC timeout while someone else could answer.
 
 Candidates the protocol knows to be dead (``is_dead``), this node itself and nodes that failed
 in this walk are never added.
@@ -148,7 +151,7 @@ class Walk:
             if now >= started + stall:  # the same sum as `wake`, so waking at it stalls it
                 self.stalled.add(nid)
         plan = self._plan(now)
-        if not plan.eligible and (not plan.active or (plan.counted >= self.ksize and not plan.waiting)):
+        if not plan.eligible and (not self.inflight or (plan.counted >= self.ksize and not plan.waiting)):
             return Step(done=True)
         ask = plan.eligible[: max(0, self.alpha - plan.active)]
         release = self._make_room(len(ask))

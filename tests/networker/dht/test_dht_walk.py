@@ -1,6 +1,6 @@
 """The lookup's decisions (:class:`networker.dht.walk.Walk`) driven by a fake clock: no sockets,
-no tasks, no sleeps. Dead nodes here never answer at all (their timeout is never delivered), so
-a lookup that waited for one would never finish: the driver loop is bounded and fails then."""
+no tasks, no sleeps. A dead node's query ends only by its RPC timeout, a fake second after it
+was sent; a lookup that finishes before that (in fake time) cannot have waited for one."""
 
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ class Net:
 
     def run(self, walk: Walk, max_steps: int = 1000) -> float:
         """Drive ``walk`` to the end; return the fake time it took. Answers arrive in time order;
-        a dead node's query never ends."""
+        a dead node's query ends only by its RPC timeout, ``RPC_TIMEOUT`` after it was sent."""
         now = 0.0
-        pending: list[tuple[float, bytes]] = []  # (when it answers, node id)
+        pending: list[tuple[float, bytes]] = []  # (when it answers or times out, node id)
         for _ in range(max_steps):
             step = walk.step(now, STALL)
             for nid in step.release:
@@ -54,14 +54,17 @@ class Net:
                 heapq.heapify(pending)
             for node in step.ask:
                 self.asked.append(node.id)
-                if node.id not in self.dead:
-                    heapq.heappush(pending, (now + self.slow.get(node.id, RTT), node.id))
+                delay = RPC_TIMEOUT if node.id in self.dead else self.slow.get(node.id, RTT)
+                heapq.heappush(pending, (now + delay, node.id))
             if step.done:
                 return now
-            assert step.wake is not None and step.wake <= now + STALL
-            if pending and pending[0][0] <= step.wake:
+            if step.wake is None:  # only stalled queries are out and nobody is left to ask
+                assert pending and not walk.inflight.keys() - walk.stalled
+            else:
+                assert step.wake <= now + STALL
+            if pending and (step.wake is None or pending[0][0] <= step.wake):
                 now, nid = heapq.heappop(pending)
-                walk.on_answer(nid, self.reply(nid))
+                walk.on_answer(nid, None if nid in self.dead else self.reply(nid))
             else:
                 now = step.wake
         raise AssertionError("the walk did not finish")
@@ -109,16 +112,19 @@ def test_a_stalled_query_that_answers_late_is_still_used():
     assert record in walk.records
 
 
-def test_a_lookup_ends_when_only_stalled_queries_remain():
-    # Every candidate but two is dead: fewer than k will ever answer. The walk ends once the
-    # rest have stalled, without waiting for any of them to time out.
+def test_with_nobody_else_to_ask_stalled_queries_are_waited_for():
+    # Only two slow nodes know anything; everyone else is dead. Passing the slow ones over
+    # would end the lookup with nothing: with nobody left to ask, the walk waits for them.
     net = Net(60, seed=4)
     live = net.ranked[10:12]
     net.dead = {n.id for n in net.nodes} - {n.id for n in live}
+    for n in live:
+        net.slow[n.id] = 20 * STALL
     walk = net.walk(net.nodes[:30], max_inflight=100)
     took = net.run(walk)
     assert {n.id for n, _ in walk.closest()} == {n.id for n in live}
-    assert took < RPC_TIMEOUT
+    # It ended once the dead ones' timeouts came in (fewer than k will ever answer).
+    assert took >= RPC_TIMEOUT and not walk.inflight
 
 
 def test_a_full_cap_of_stalled_queries_releases_the_oldest_instead_of_waiting():
