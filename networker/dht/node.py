@@ -27,7 +27,8 @@ answered plus local storage, newest record per peer, less records with no addres
 :class:`~.policy.AddressPolicy` accepts (:meth:`DHT.dialable` gives the ones that may be
 dialled). ``announce`` likewise publishes only the acceptable addresses it is given (none: it
 announces nothing and says so). ``last_lookup_queries`` counts the RPCs
-the last crawl sent (for the benchmark).
+the last crawl sent; with ``trace_lookups`` set, ``last_lookup_trace`` holds the last crawl's
+trace (queries sent, answers, waits: :mod:`.crawl`), both for the benchmark.
 
 All background work is owned by tasks kept in ``self._tasks``; ``stop()`` cancels and awaits
 them, then closes the socket.
