@@ -14,8 +14,12 @@ made-up times.
 The rules, per step:
 
 1. a query in flight for ``stall`` seconds (the protocol's adaptive estimate, SRTT + 4 RTTVAR of
-   recent answers) is *stalled*, for good: it counts as failed for finishing and for choosing
-   (it is passed over, never waited for), but it stays in flight, and if it answers late its
+   recent answers), or *overtaken* by :data:`OVERTAKEN` answers to queries asked no earlier
+   than it (TCP's fast retransmit: three later segments acknowledged mean a loss, without
+   waiting for the timer; here it catches dead nodes in a burst of queries whose answers were
+   all slowed by the burst itself, which also inflates the time estimate), is *stalled*, for
+   good: it counts as failed for finishing and for choosing (it is passed over, never waited
+   for while someone else can be asked), but it stays in flight, and if it answers late its
    answer is used like any other;
 2. walk the candidates from the closest, counting at most ``ksize`` that answered, are being
    asked (active) or are not asked yet, as far as :class:`~.limits.Diversity` lets them count
@@ -57,6 +61,8 @@ from kademlia.node import Node
 from .limits import Diversity, DiversityCount
 from .protocol import LookupReply
 from .records import PeerRecord
+
+OVERTAKEN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,7 @@ class Walk:
         self._nodes: dict[bytes, Node] = {}
         self.inflight: dict[bytes, float] = {}  # node id -> when it was asked
         self.stalled: set[bytes] = set()
+        self._overtaken: dict[bytes, int] = {}  # in-flight id -> answers of queries asked no earlier
         self.failed: set[bytes] = set()
         self.released: set[bytes] = set()
         self.responders: dict[bytes, tuple[Node, bytes]] = {}
@@ -133,8 +140,15 @@ class Walk:
     def on_answer(self, node_id: bytes, reply: LookupReply | None) -> None:
         """A query ended: ``reply`` is None for a timeout or a bad reply. Late answers of
         stalled queries are used too; answers of released queries are not expected here."""
-        self.inflight.pop(node_id, None)
+        started = self.inflight.pop(node_id, None)
         self.stalled.discard(node_id)
+        self._overtaken.pop(node_id, None)
+        if started is not None and reply is not None:
+            for nid, since in self.inflight.items():
+                if since <= started:  # asked no later than this one, still unanswered
+                    self._overtaken[nid] = count = self._overtaken.get(nid, 0) + 1
+                    if count >= OVERTAKEN:
+                        self.stalled.add(nid)
         if reply is None:
             self.failed.add(node_id)
             return
@@ -173,6 +187,7 @@ class Walk:
         for _, nid in oldest:
             del self.inflight[nid]
             self.stalled.discard(nid)
+            self._overtaken.pop(nid, None)
             self.released.add(nid)
         return tuple(nid for _, nid in oldest)
 

@@ -42,13 +42,13 @@ class Net:
         args = {"ksize": K, "alpha": 3, "max_inflight": 12, "diversity": Diversity(loopback_ports_distinct=True)}
         return Walk(self.key, peers, own_id=self.own, **{**args, **kwargs})
 
-    def run(self, walk: Walk, max_steps: int = 1000) -> float:
+    def run(self, walk: Walk, max_steps: int = 1000, stall: float = STALL) -> float:
         """Drive ``walk`` to the end; return the fake time it took. Answers arrive in time order;
         a dead node's query ends only by its RPC timeout, ``RPC_TIMEOUT`` after it was sent."""
         now = 0.0
         pending: list[tuple[float, bytes]] = []  # (when it answers or times out, node id)
         for _ in range(max_steps):
-            step = walk.step(now, STALL)
+            step = walk.step(now, stall)
             for nid in step.release:
                 pending = [(t, p) for t, p in pending if p != nid]
                 heapq.heapify(pending)
@@ -61,7 +61,7 @@ class Net:
             if step.wake is None:  # only stalled queries are out and nobody is left to ask
                 assert pending and not walk.inflight.keys() - walk.stalled
             else:
-                assert step.wake <= now + STALL
+                assert step.wake <= now + stall
             if pending and (step.wake is None or pending[0][0] <= step.wake):
                 now, nid = heapq.heappop(pending)
                 walk.on_answer(nid, None if nid in self.dead else self.reply(nid))
@@ -178,3 +178,15 @@ def test_once_converged_the_rest_of_the_k_closest_are_asked_at_once():
     assert widths[0] == 3 and max(widths[1:]) > 3  # alpha at first, then the rest in one go
     assert [n.id for n, _ in walk.closest()] == net.closest_live()
     assert walk.peak_inflight <= K
+
+
+def test_dead_nodes_overtaken_by_later_answers_stall_before_the_time_estimate():
+    # The time estimate is inflated (0.5 s: say a burst of queries slowed every answer), but
+    # once three queries asked no earlier than a dead node's have answered, it is passed over.
+    net = Net(200, seed=10)
+    net.dead = {net.ranked[i].id for i in (1, 4, 6)}
+    walk = net.walk(net.ranked[:K + 4], max_inflight=K + 4)
+    took = net.run(walk, stall=0.5)
+    assert [n.id for n, _ in walk.closest()] == net.closest_live()
+    assert net.dead <= walk.stalled
+    assert took < 0.5  # fake time: no dead node was waited for until the time-based stall
