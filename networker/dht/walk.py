@@ -36,11 +36,12 @@ The rules, per step:
    asked and that many are in flight, the oldest stalled queries are *released* (no longer the
    walk's: the crawl hands them to the protocol, which still times them out and drops the
    node from its routing table).
-   Once an answer brings no candidate closer than the closest one already seen, the walk has
-   *converged* (Kademlia's own rule: then "resend the FIND_NODE to all of the k closest nodes
-   it has not already queried"): from then on every eligible candidate is asked at once, as
-   far as ``max_inflight`` has room (no release for these), so the k-closest confirmation
-   takes about one round trip instead of k / alpha;
+   Once the ``alpha`` closest counted candidates have all answered, the walk has *converged*
+   near the key (Kademlia's own rule, "resend the FIND_NODE to all of the k closest nodes it
+   has not already queried", read per answer rather than per round): every eligible candidate
+   is then asked at once, as far as ``max_inflight`` has room (no release for these), so the
+   k-closest confirmation takes about one round trip instead of k / alpha. A closer candidate
+   handed out later puts the walk back to ``alpha`` at a time;
 5. ``wake``: the earliest time an active query stalls; None only when no query is active and
    nobody is left to ask (then only an answer or a timeout can change anything). So while a
    candidate can be asked, the driver never waits longer than one stall threshold: a lookup
@@ -82,6 +83,7 @@ class _Plan:
     active: int = 0
     waiting: bool = False
     counted: int = 0
+    converged: bool = True  # the alpha closest counted have all answered
 
 
 class Walk:
@@ -115,7 +117,7 @@ class Walk:
         self.records: list[PeerRecord] = []
         self.queries = 0
         self.peak_inflight = 0
-        self.converged = False
+        self.converged = False  # whether the walk ever asked the rest of the k closest at once
         self.add(peers)
 
     # -- candidates -----------------------------------------------------------------------
@@ -155,8 +157,7 @@ class Walk:
         records, nodes, token = reply
         self.responders[node_id] = (self._nodes[node_id], token)
         self.records.extend(records)
-        if not self.add(nodes):
-            self.converged = True
+        self.add(nodes)
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -169,7 +170,8 @@ class Walk:
             return Step(done=True)
         ask = plan.eligible[: max(0, self.alpha - plan.active)]
         release = self._make_room(len(ask))
-        if self.converged:  # the rest of the k closest at once, as far as the cap has room
+        if plan.converged:  # the rest of the k closest at once, as far as the cap has room
+            self.converged = True
             room = self.max_inflight - len(self.inflight) - len(ask)
             ask += plan.eligible[len(ask): len(ask) + max(0, room)]
         for node in ask:
@@ -206,9 +208,12 @@ class Walk:
                 plan.waiting = True
             elif nid not in self.responders:
                 plan.eligible.append(node)
+            if plan.counted < self.alpha and nid not in self.responders:
+                plan.converged = False
             plan.counted += 1
             diverse.add(node.ip, node.port)
         plan.active = sum(1 for nid in self.inflight if nid not in self.stalled)
+        plan.converged = plan.converged and plan.counted >= self.alpha
         return plan
 
     # -- the result -----------------------------------------------------------------------
