@@ -173,15 +173,13 @@ class DHTProtocol(KademliaProtocol):
             self.min_rtt, self._min_rtt_at = rtt, now
 
     def stall_estimate(self, ceiling: float, now: float | None = None) -> float:
-        """How long before an unanswered query is presumed slow: SRTT + 4 RTTVAR (TCP's RTO)
-        from recent samples, at least :data:`STALL_FLOOR`, at most ``ceiling``. With no sample
-        for :data:`RTT_MEMORY` seconds, the estimate restarts as RFC 6298 starts one from a
-        first sample R (SRTT = R, RTTVAR = R/2, so 3 R), taking for R the windowed minimum RTT:
-        the stale smoothed value (often from a busy past) would make the first queries of an
-        idle node's lookup wait up to ``ceiling`` on dead contacts. Stalling only widens a
-        lookup (a stalled query is still used if it answers), so erring low costs queries, not
-        answers; so this restart is also capped at :data:`STALE_STALL` (a minimum taken while
-        this node joined a busy network can itself be high). With no sample ever: ``ceiling``."""
+        """How long before an unanswered query is presumed slow: SRTT + 4 RTTVAR (TCP's RTO) of
+        recent samples, in [:data:`STALL_FLOOR`, ``ceiling``]. After :data:`RTT_MEMORY` idle
+        seconds it restarts as RFC 6298 starts from one sample R (3 R), with R the windowed
+        minimum RTT, and at most :data:`STALE_STALL` (a minimum taken while joining a busy
+        network can be high): a stale estimate made an idle node's first queries wait up to
+        ``ceiling`` on dead contacts. Stalling only widens a lookup (late answers are still
+        used), so erring low costs queries, not answers. No sample ever: ``ceiling``."""
         if self.srtt is None:
             return ceiling
         now = time.monotonic() if now is None else now
@@ -384,8 +382,7 @@ class DHTProtocol(KademliaProtocol):
     # -- outbound RPCs --------------------------------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
-        """``self.NAME(address, *args)`` sends the RPC ``NAME`` and returns a future of ``(ok,
-        reply)``, as rpcudp's does, but packed with the C msgpack (the same encoding)."""
+        """``self.NAME(address, *args)`` sends RPC ``NAME``, as rpcudp's, packed by the C msgpack."""
         if name.startswith("_") or name.startswith("rpc_"):
             raise AttributeError(name)
 
@@ -478,8 +475,7 @@ def _parse_node(item: object) -> Node | None:
 
 @lru_cache(maxsize=8192)
 def _contact(node_id: bytes, ip: str, port: int) -> Node | None:
-    """The contact, once per (id, ip, port) while cached: the k closest to a key come back in
-    most replies of a lookup. Nobody changes a Node once made."""
+    """One Node per (id, ip, port) while cached (most replies of a lookup repeat the k closest)."""
     if not _node_ip_ok(ip):
         return None  # nowhere a node can be (and no reflecting our queries at broadcast ranges)
     return Node(node_id, ip, port)
