@@ -97,16 +97,22 @@ class Worker:
         self.dead.update(victims)
         return {"killed": len(victims)}
 
-    async def lookup(self, n: int, expected: dict[str, list[str]]) -> dict[str, Any]:
+    async def lookup(self, n: int, expected: dict[str, list[str]], trace_ms: float = 0) -> dict[str, Any]:
         seekers = [i for i in range(len(self.nodes)) if i not in self.announcers and i not in self.dead]
         results = []
         for _ in range(n):
             topic = self.rng.choice(sorted(expected))
             d = self.nodes[self.rng.choice(seekers)]
+            d.trace_lookups = bool(trace_ms)
             t0 = time.perf_counter()
             found = await d.lookup(bytes.fromhex(topic))
             ms = (time.perf_counter() - t0) * 1000
-            ok = set(expected[topic]) <= {r.peer_id.hex() for r in found}
+            missing = set(expected[topic]) - {r.peer_id.hex() for r in found}
+            ok = not missing
+            if trace_ms and (ms > trace_ms or not ok):
+                what = f"missed {len(missing)} of {len(expected[topic])} announcers" if missing else "slow"
+                print(f"# {what}: lookup {ms:.0f} ms, {d.last_lookup_queries} queries:\n# "
+                      + "\n# ".join(d.last_lookup_trace), file=sys.stderr, flush=True)
             results.append([ms, d.last_lookup_queries, ok])
         return {"results": results}
 
@@ -158,7 +164,7 @@ class WorkerProcess:
         return json.loads(line)
 
 
-async def run_network(n: int, lookups: int, kill_pct: float, seed: int) -> None:
+async def run_network(n: int, lookups: int, kill_pct: float, seed: int, trace_ms: float = 0) -> None:
     full, rest = divmod(n, NODES_PER_WORKER)
     sizes = [NODES_PER_WORKER] * full + ([rest] if rest else [])
     workers = [await WorkerProcess.spawn(seed + i) for i in range(len(sizes))]
@@ -186,7 +192,8 @@ async def run_network(n: int, lookups: int, kill_pct: float, seed: int) -> None:
             share = [lookups // len(workers) + (i < lookups % len(workers)) for i in range(len(workers))]
             # One lookup at a time network-wide: latency, not throughput of parallel streams
             # competing for few cores.
-            replies = [await w.call(cmd="lookup", n=s, expected=expected) for w, s in zip(workers, share)]
+            replies = [await w.call(cmd="lookup", n=s, expected=expected, trace_ms=trace_ms)
+                       for w, s in zip(workers, share)]
             results = [r for reply in replies for r in reply["results"]]
             ms = sorted(r[0] for r in results)
             report(bench="dht", nodes=n, killed_pct=pct, lookups=len(results),
@@ -208,13 +215,15 @@ async def main() -> None:
     p.add_argument("--lookups", type=int, default=200)
     p.add_argument("--kill-pct", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--trace-slow", type=float, default=0, metavar="MS",
+                   help="print to stderr what each lookup slower than MS waited for")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         await worker_main(args.seed)
         return
     for n in (int(s) for s in args.sizes.split(",")):
-        await run_network(n, args.lookups, args.kill_pct, args.seed)
+        await run_network(n, args.lookups, args.kill_pct, args.seed, args.trace_slow)
 
 
 if __name__ == "__main__":

@@ -87,9 +87,7 @@ class Diversity:
     loopback_ports_distinct: bool = False
 
     def groups(self, ip: str, port: int) -> tuple[str, str]:
-        if self.loopback_ports_distinct and _is_loopback(ip):
-            return f"{ip}:{port}", f"{ip}:{port}"
-        return ip_groups(ip)
+        return _groups(self.loopback_ports_distinct, ip, port)
 
     def source(self, address: tuple[str, int]) -> str:
         """The sender as the storage's per-IP limits see it."""
@@ -121,6 +119,13 @@ class DiversityCount:
             return False
         self.add(ip, port)
         return True
+
+
+@lru_cache(maxsize=8192)
+def _groups(loopback_ports_distinct: bool, ip: str, port: int) -> tuple[str, str]:
+    if loopback_ports_distinct and _is_loopback(ip):
+        return f"{ip}:{port}", f"{ip}:{port}"
+    return ip_groups(ip)
 
 
 @lru_cache(maxsize=4096)

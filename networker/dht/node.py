@@ -27,7 +27,8 @@ answered plus local storage, newest record per peer, less records with no addres
 :class:`~.policy.AddressPolicy` accepts (:meth:`DHT.dialable` gives the ones that may be
 dialled). ``announce`` likewise publishes only the acceptable addresses it is given (none: it
 announces nothing and says so). ``last_lookup_queries`` counts the RPCs
-the last crawl sent (for the benchmark).
+the last crawl sent; with ``trace_lookups`` set, ``last_lookup_trace`` holds the last crawl's
+trace (queries sent, answers, waits: :mod:`.crawl`), both for the benchmark.
 
 All background work is owned by tasks kept in ``self._tasks``; ``stop()`` cancels and awaits
 them, then closes the socket.
@@ -179,6 +180,8 @@ class DHT:
         self.retry_base = retry_base
         self.storage = RecordStorage(clock=clock, limits=topic_limits, policy=self.policy)
         self.last_lookup_queries = 0
+        self.trace_lookups = False
+        self.last_lookup_trace: list[str] = []
         self._server: DHTServer | None = None
         self._announcing: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -268,7 +271,9 @@ class DHT:
     async def _crawl(self, key: bytes) -> TopicCrawl:
         protocol = self.protocol
         nearest = protocol.router.find_neighbors(Node(key), k=self.ksize)
-        crawl = TopicCrawl(protocol, key, nearest, self.ksize, self.alpha, self.stall_after)
+        self.last_lookup_trace = []
+        trace = self.last_lookup_trace if self.trace_lookups else None
+        crawl = TopicCrawl(protocol, key, nearest, self.ksize, self.alpha, self.stall_after, trace=trace)
         await crawl.find()
         return crawl
 

@@ -36,12 +36,11 @@ finished without them) are dropped. The per-RPC timeout is ``rpc_timeout`` (rpcu
 ``handle_call_response``) and remembered as *recently dead* for :data:`DEAD_MEMORY` seconds or
 until it is heard from again: lookups skip it when others hand it out, and this node never
 hands it out. The stall estimate that lookups use is SRTT + 4 RTTVAR of answered calls,
-restarted after :data:`RTT_MEMORY` idle seconds (a seeker's estimate from a busy past would
-otherwise make it wait on dead contacts far longer than needed); ``find_neighbors``
-ranks all contacts (:class:`DHTRoutingTable`, kademlia's traversal can stop early); this node
-never adds itself
-(``welcome_if_new``, which also no longer re-hashes keys: records are not pushed to new nodes,
-their owners re-announce them).
+restarted after :data:`RTT_MEMORY` idle seconds from the windowed minimum RTT (a seeker's
+estimate from a busy past would otherwise make it wait on dead contacts far longer than
+needed); ``find_neighbors`` ranks all contacts (:class:`DHTRoutingTable`, kademlia's traversal
+can stop early); this node never adds itself (``welcome_if_new``, which also no longer
+re-hashes keys: records are not pushed to new nodes, their owners re-announce them).
 """
 
 from __future__ import annotations
@@ -50,12 +49,14 @@ import asyncio
 import heapq
 import ipaddress
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
-import umsgpack
+import msgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
@@ -74,6 +75,8 @@ MAX_NODES_IN_REPLY = 40
 MAX_COOKIES = 4096
 VERIFIED_CACHE_SIZE = 4096
 RTT_MEMORY = 5.0
+MIN_RTT_WINDOW = 120.0
+STALE_STALL = 0.05
 STALL_FLOOR = 0.01
 DEAD_MEMORY = 60.0
 DEAD_CACHE_SIZE = 1024
@@ -148,6 +151,8 @@ class DHTProtocol(KademliaProtocol):
         self.srtt: float | None = None
         self.rttvar = 0.0
         self._rtt_at = 0.0
+        self.min_rtt: float | None = None
+        self._min_rtt_at = 0.0
         self._dead: dict[bytes, float] = {}
         self._verified_cache: dict[bytes, PeerRecord] = {}
 
@@ -155,7 +160,8 @@ class DHTProtocol(KademliaProtocol):
         """Smoothed round-trip time and its variation of answered calls (RFC 6298's SRTT and
         RTTVAR, gains 1/8 and 1/4). After :data:`RTT_MEMORY` seconds without a sample the
         estimate restarts from the next one: RTTs seen long ago (say while the network was
-        busy joining) say little about now."""
+        busy joining) say little about now. Also kept: the smallest RTT of the last
+        :data:`MIN_RTT_WINDOW` seconds (a windowed minimum, which load does not inflate)."""
         now = time.monotonic() if now is None else now
         if self.srtt is None or now - self._rtt_at > RTT_MEMORY:
             self.srtt, self.rttvar = rtt, rtt / 2
@@ -163,14 +169,22 @@ class DHTProtocol(KademliaProtocol):
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self._rtt_at = now
+        if self.min_rtt is None or rtt <= self.min_rtt or now - self._min_rtt_at > MIN_RTT_WINDOW:
+            self.min_rtt, self._min_rtt_at = rtt, now
 
     def stall_estimate(self, ceiling: float, now: float | None = None) -> float:
-        """How long before an unanswered query is presumed slow: SRTT + 4 RTTVAR (TCP's RTO)
-        from recent samples, at least :data:`STALL_FLOOR`, at most ``ceiling``. With no recent
-        sample, the last estimate (a stale, usually pessimistic one) still applies until the
-        first answer."""
+        """How long before an unanswered query is presumed slow: SRTT + 4 RTTVAR (TCP's RTO) of
+        recent samples, in [:data:`STALL_FLOOR`, ``ceiling``]. After :data:`RTT_MEMORY` idle
+        seconds it restarts as RFC 6298 starts from one sample R (3 R), with R the windowed
+        minimum RTT, and at most :data:`STALE_STALL` (a minimum taken while joining a busy
+        network can be high): a stale estimate made an idle node's first queries wait up to
+        ``ceiling`` on dead contacts. Stalling only widens a lookup (late answers are still
+        used), so erring low costs queries, not answers. No sample ever: ``ceiling``."""
         if self.srtt is None:
             return ceiling
+        now = time.monotonic() if now is None else now
+        if now - self._rtt_at > RTT_MEMORY and self.min_rtt is not None:
+            return min(ceiling, STALE_STALL, max(STALL_FLOOR, 3 * self.min_rtt))
         return min(ceiling, max(STALL_FLOOR, self.srtt + 4 * self.rttvar))
 
     # -- contacts that did not answer -----------------------------------------------------
@@ -230,7 +244,7 @@ class DHTProtocol(KademliaProtocol):
             return
         kind, msg_id = data[:1], data[1:HEADER_BYTES]
         try:
-            payload = umsgpack.unpackb(data[HEADER_BYTES:])
+            payload = msgpack.unpackb(data[HEADER_BYTES:])
         except Exception:
             self._drop("not msgpack", addr)
             return
@@ -260,7 +274,7 @@ class DHTProtocol(KademliaProtocol):
         if response is None:
             self._drop(f"bad {name} arguments", addr)
             return
-        self.transport.sendto(b"\x01" + msg_id + umsgpack.packb(response), addr)
+        self.transport.sendto(b"\x01" + msg_id + msgpack.packb(response), addr)
 
     def _accept_response(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
         entry = self._outstanding.pop(msg_id, None)
@@ -312,7 +326,7 @@ class DHTProtocol(KademliaProtocol):
         nodes = self._neighbors(key, source)
         if not self.tokens.check_cookie(sender, cookie):
             self.unverified_replies += 1
-            while nodes and HEADER_BYTES + len(umsgpack.packb(nodes)) > self._reply_budget:
+            while nodes and HEADER_BYTES + len(msgpack.packb(nodes)) > self._reply_budget:
                 nodes.pop()
         return nodes
 
@@ -333,10 +347,10 @@ class DHTProtocol(KademliaProtocol):
         token = self.make_token(sender, key)
         encoded = [r.encode() for r in self.storage.records(key)]
         random.shuffle(encoded)
-        budget = MAX_DATAGRAM - HEADER_BYTES - len(umsgpack.packb([[], nodes, token, fresh])) - 8
+        budget = MAX_DATAGRAM - HEADER_BYTES - len(msgpack.packb([[], nodes, token, fresh])) - 8
         records: list[bytes] = []
         for blob in encoded:
-            cost = len(umsgpack.packb(blob))
+            cost = len(msgpack.packb(blob))
             if cost > budget:
                 break
             records.append(blob)
@@ -366,6 +380,26 @@ class DHTProtocol(KademliaProtocol):
         return [tuple(n) for n in live[:MAX_NODES_IN_REPLY]]
 
     # -- outbound RPCs --------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """``self.NAME(address, *args)`` sends RPC ``NAME``, as rpcudp's, packed by the C msgpack."""
+        if name.startswith("_") or name.startswith("rpc_"):
+            raise AttributeError(name)
+
+        def call(address: tuple[str, int], *args: Any) -> asyncio.Future[tuple[bool, Any]]:
+            data = msgpack.packb([name, list(args)])
+            if len(data) > MAX_DATAGRAM - HEADER_BYTES:
+                raise MalformedMessage("an RPC's name and arguments must fit in one datagram")
+            msg_id = os.urandom(HEADER_BYTES - 1)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+            timeout = loop.call_later(self._wait_timeout, self._timeout, msg_id)
+            self._outstanding[msg_id] = (future, timeout)
+            assert self.transport is not None
+            self.transport.sendto(b"\x00" + msg_id + data, address)
+            return future
+
+        return call
 
     async def call_lookup(self, node: Node, key: bytes) -> tuple[bool, LookupReply | None]:
         """``lookup`` at ``node``, showing it our address first if it has not seen it yet (it
@@ -436,13 +470,24 @@ def _parse_node(item: object) -> Node | None:
     node_id, ip, port = item
     if not (valid_id(node_id) and isinstance(ip, str) and type(port) is int and 0 < port < 65536):
         return None
+    return _contact(node_id, ip, port)
+
+
+@lru_cache(maxsize=8192)
+def _contact(node_id: bytes, ip: str, port: int) -> Node | None:
+    """One Node per (id, ip, port) while cached (most replies of a lookup repeat the k closest)."""
+    if not _node_ip_ok(ip):
+        return None  # nowhere a node can be (and no reflecting our queries at broadcast ranges)
+    return Node(node_id, ip, port)
+
+
+@lru_cache(maxsize=4096)
+def _node_ip_ok(ip: str) -> bool:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
-        return None
-    if addr.is_unspecified or addr.is_multicast or addr.is_reserved or str(addr) != ip:
-        return None  # nowhere a node can be (and no reflecting our queries at broadcast ranges)
-    return Node(node_id, ip, port)
+        return False
+    return not (addr.is_unspecified or addr.is_multicast or addr.is_reserved or str(addr) != ip)
 
 
 async def cancel_all(tasks: set[asyncio.Task[Any]] | list[asyncio.Task[Any]]) -> None:

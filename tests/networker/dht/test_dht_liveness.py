@@ -1,7 +1,9 @@
 """Dead contacts and slow queries: the RTT-based stall threshold, the recently-dead set (skipped
 by lookups, never handed out) and the cap on queries in flight when stalled queries widen a
 lookup. The crawl tests run against a synthetic network (no sockets): every live node knows
-everyone and answers after ``RTT``; dead nodes answer nothing until ``TIMEOUT``."""
+everyone and answers after ``RTT``; dead nodes never answer (their calls never end: a lookup
+that waited for one would hit the test's timeout). The walk's rules themselves are tested with a
+fake clock in test_dht_walk.py."""
 
 from __future__ import annotations
 
@@ -13,11 +15,10 @@ from kademlia.node import Node
 
 from networker.dht.crawl import TopicCrawl
 from networker.dht.limits import Diversity
-from networker.dht.protocol import DEAD_MEMORY, RTT_MEMORY, STALL_FLOOR, DHTProtocol
+from networker.dht.protocol import DEAD_MEMORY, RTT_MEMORY, STALE_STALL, STALL_FLOOR, DHTProtocol
 from networker.dht.storage import RecordStorage
 
 RTT = 0.002
-TIMEOUT = 0.3
 STALL = 0.01
 REPLY_NODES = 60  # enough that the k closest live nodes are handed out with half the nodes dead
 
@@ -52,8 +53,7 @@ class FakeNetwork:
         self.peak = max(self.peak, self.inflight)
         try:
             if node.id in self.dead:
-                await asyncio.sleep(TIMEOUT)
-                return False, None
+                await asyncio.get_running_loop().create_future()  # never answers, never times out
             await asyncio.sleep(RTT)
             target = Node(key)
             # Live nodes keep handing out dead contacts (they have not timed out on them).
@@ -101,28 +101,36 @@ async def test_known_dead_contacts_are_never_queried():
 
 
 async def test_stall_widening_keeps_at_most_max_inflight():
-    # Half the nodes dead: every stalled query widens the lookup, up to the cap.
+    # Half the nodes dead: every stalled query widens the lookup, up to the cap; past it the
+    # oldest stalled queries are handed to the protocol (adopted), never waited for.
     net = FakeNetwork(200, 0.5, seed=3)
     try:
         c = await crawl(net, os.urandom(20), max_inflight=6)
-        assert net.peak <= 6 and c.peak_inflight <= 6
+        assert c.peak_inflight <= 6
+        assert c.walk.released and c.walk.released <= net.dead
+        assert len(net.background) >= len(c.walk.released)
     finally:
         await net.close()
-    # Without that cap the same lookup would have had more in flight.
+    # Without that cap the same lookup would have kept more in flight.
     net = FakeNetwork(200, 0.5, seed=3)
     try:
         c = await crawl(net, os.urandom(20), max_inflight=100)
-        assert net.peak > 6
+        assert c.peak_inflight > 6 and not c.walk.released
     finally:
         await net.close()
 
 
-async def test_stalled_queries_do_not_hold_the_lookup_until_their_timeout():
+async def test_dead_nodes_among_the_k_closest_are_not_waited_for():
     net = FakeNetwork(300, 0.2, seed=4)
+    key = os.urandom(20)
     try:
-        t0 = asyncio.get_running_loop().time()
-        await crawl(net, os.urandom(20))
-        assert asyncio.get_running_loop().time() - t0 < TIMEOUT
+        c = await crawl(net, key)  # finishes although no dead node's call ever ends
+        by_distance = sorted(net.nodes, key=Node(key).distance_to)
+        dead_near = [n.id for n in by_distance[:20] if n.id in net.dead]
+        assert dead_near and set(dead_near) <= set(net.calls)  # asked, passed over
+        # Their calls are still out (handed to the protocol): the lookup ended without them.
+        assert net.inflight >= len(dead_near)
+        assert set(dead_near) <= c.walk.stalled | c.walk.released
     finally:
         await net.close()
 
@@ -136,13 +144,35 @@ def test_stall_estimate_follows_recent_rtts_and_forgets_old_ones():
     assert p.stall_estimate(0.25) == 0.25  # nothing seen yet: the ceiling
     for i in range(20):
         p.observe_rtt(0.2, now=float(i))  # a busy period
-    assert p.stall_estimate(0.25) > 0.2
+    assert p.stall_estimate(0.25, now=19.5) > 0.2
     # Long after: the first new sample replaces the old estimate instead of nudging it.
     p.observe_rtt(0.002, now=20 + RTT_MEMORY + 1)
-    assert p.stall_estimate(0.25) == STALL_FLOOR
+    assert p.stall_estimate(0.25, now=20 + RTT_MEMORY + 1) == STALL_FLOOR
     for i in range(20):
         p.observe_rtt(0.02, now=30 + i * 0.01)
-    assert 0.02 <= p.stall_estimate(0.25) < 0.1
+    assert 0.02 <= p.stall_estimate(0.25, now=30.2) < 0.1
+
+
+def test_an_idle_nodes_first_queries_stall_at_three_minimum_rtts():
+    # A busy past (join under load) leaves a high smoothed estimate; the quiet minimum is 10 ms.
+    p = make_protocol()
+    p.observe_rtt(0.01, now=0.0)
+    for i in range(20):
+        p.observe_rtt(0.2, now=1.0 + i * 0.1)
+    assert p.stall_estimate(1.0, now=3.1) > 0.2  # still busy: the smoothed estimate
+    # Idle for longer than RTT_MEMORY: the next lookup's first queries stall after 3 x 10 ms,
+    # not after the stale 200+ ms (nor the ceiling) while they wait for a first answer.
+    idle = 3.0 + RTT_MEMORY + 1
+    assert abs(p.stall_estimate(1.0, now=idle) - 0.03) < 1e-9
+    assert p.stall_estimate(0.02, now=idle) == 0.02  # the ceiling still caps it
+    # A minimum taken in a busy past is high too: the stale restart is capped.
+    busy = make_protocol()
+    for i in range(20):
+        busy.observe_rtt(0.15 + i * 0.001, now=i * 0.1)
+    assert busy.stall_estimate(1.0, now=2.0) > 0.15
+    assert busy.stall_estimate(1.0, now=2.0 + RTT_MEMORY + 1) == STALE_STALL
+    p.observe_rtt(0.004, now=idle)  # the first answer restarts the smoothed estimate
+    assert abs(p.stall_estimate(1.0, now=idle) - 0.012) < 1e-9  # 4 ms + 4 x 2 ms
 
 
 def test_dead_contacts_expire_and_are_forgotten_when_heard_from():
