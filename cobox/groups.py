@@ -47,7 +47,6 @@ import msgpack
 import nacl.bindings
 import nacl.exceptions
 
-from networker import messages as m
 from networker.channel import Channel
 from networker.errors import RemoteProtocolError
 from networker.identity import DeviceIdentity
@@ -58,6 +57,7 @@ from storage.errors import StorageError
 from . import admission
 from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
+from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import BadReceiptError, Receipt
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
 from .folders.model import record_type, unpack
@@ -376,10 +376,7 @@ class Group:
             self._apply_quota(ch)
 
     def _apply_quota(self, channel: Channel) -> None:
-        for pf in channel.feeds.values():
-            pf.replicator.paused = self.quota_full
-            if not self.quota_full:
-                pf.replicator.schedule()
+        channel.peer.set_paused(channel, self.quota_full)
 
     def _schedule_receipts(self) -> None:
         if self._receipt_timer is None and self._channels:
@@ -406,12 +403,22 @@ class Group:
                 continue
             r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
                              int(time.time() * 1000), self.quota_full)
+            body = r.to_body()
             for ch in list(self._channels):
-                ch.post_receipt(r.to_message(ch.local_id))
+                ch.peer.send_extension(ch, RECEIPT_EXTENSION, body)
 
-    async def on_receipt(self, peer_id: bytes, msg: m.Receipt) -> None:
+    async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
+        """A product message on this group's channel: receipts are ours, other names are ignored."""
+        if name != RECEIPT_EXTENSION:
+            return
+        try:
+            r = Receipt.from_body(self.discovery_key, body)
+        except BadReceiptError as e:
+            raise RemoteProtocolError(str(e)) from None
+        await self.on_receipt(peer_id, r)
+
+    async def on_receipt(self, peer_id: bytes, r: Receipt) -> None:
         """A backup peer's receipt: keep it if it verifies and names our data exactly."""
-        r = Receipt.from_message(self.discovery_key, msg)
         try:
             if r.signer != peer_id:
                 raise BadReceiptError("a receipt signed by another peer than the sender")
