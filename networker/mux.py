@@ -161,9 +161,12 @@ class Mux:
         return rep
 
     def request(self, want: Want) -> m.Request:
-        """Record ``want`` in the ledger; the message that asks for it."""
+        """Record ``want`` in the ledger; the message that asks for it. The replicator that
+        takes the last slot is queued too (it may have more to ask)."""
         ch = want.peer.channel
         assert isinstance(ch, Channel)
         o = self.ledger.issue(want)
+        if self.ledger.awaiting(self) >= self.max_outstanding:
+            self.starved[want.peer.replicator] = None  # it may have more to ask: run it again later
         feed = want.peer.feed
         return m.Request(ch.local_id, o.id, feed.key, want.start, want.end, feed.known_length)

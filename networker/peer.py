@@ -18,9 +18,9 @@ actions; this shell runs one chain: read a message -> ``mux.receive`` -> carry o
 - the *server* answers the peer's requests, at most ``MAX_SERVING`` at once, from a queue of at
   most ``MAX_PEER_REQUESTS``; a peer that has more requests outstanding breaks the protocol.
 
-:class:`Replicators` is the node-wide half of the shell: the one :class:`FeedReplicator` per
-local feed and the one :class:`Ledger` of requests, shared by all peers; it runs a replicator's
-``schedule`` with every peer's budget and sends each Want through the peer it names.
+:class:`~networker.replicators.Replicators` is the node-wide half of the shell (one replicator
+per feed, one request ledger, shared by all peers): it runs a replicator's ``schedule`` with
+every peer's budget and sends each Want through the peer it names.
 
 Until the first channel is live only small messages are accepted (``messages.early_limit``): a
 stranger who holds no group key cannot make us decode, or hold, more than a few KiB per message.
@@ -39,7 +39,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Protocol
 
-from storage import Feed, FeedEvent, Proof
+from storage import Feed, Proof
 from storage.errors import StaleProofError, StorageError, VerificationError
 
 from . import messages as m
@@ -63,7 +63,7 @@ from .channel import (
 from .errors import ConnectionClosedError, NetworkError, RemoteProtocolError
 from .group import Group
 from .mux import Mux
-from .replicator import FeedReplicator, Ledger, PeerFeed
+from .replicators import Replicators
 
 log = logging.getLogger(__name__)
 
@@ -92,57 +92,6 @@ class Connection(Protocol):
     async def send(self, data: bytes) -> None: ...
     async def recv(self) -> bytes: ...
     def close(self) -> None: ...
-
-
-class Replicators:
-    """The one :class:`FeedReplicator` per local feed and the one request :class:`Ledger`,
-    shared by all peers; runs schedules and routes each Want to its connection."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[bytes, FeedReplicator] = {}
-        self._unlisten: dict[bytes, Callable[[], None]] = {}
-        self.ledger = Ledger()
-        self._peers: dict[Mux, Peer] = {}
-
-    def get(self, feed: Feed) -> FeedReplicator:
-        rep = self._by_key.get(feed.key)
-        if rep is None:
-            rep = self._by_key[feed.key] = FeedReplicator(feed, self.ledger, self.run)
-            self._unlisten[feed.key] = feed.listen(lambda ev, r=rep: self._changed(r, ev))
-        return rep
-
-    def find(self, key: bytes) -> FeedReplicator | None:
-        return self._by_key.get(key)
-
-    def attach(self, peer: Peer) -> None:
-        self._peers[peer.mux] = peer
-
-    def detach(self, peer: Peer) -> None:
-        self._peers.pop(peer.mux, None)
-
-    def close(self) -> None:
-        for unlisten in self._unlisten.values():
-            unlisten()
-        self._unlisten.clear()
-        self._by_key.clear()
-
-    def run(self, rep: FeedReplicator) -> None:
-        """Make the requests ``rep`` has for its peers now."""
-        for want in rep.schedule(self._budget):
-            peer = self._peers.get(want.peer.link)  # type: ignore[call-overload]
-            if peer is not None:
-                peer.post(peer.mux.request(want))
-
-    def _budget(self, pf: PeerFeed) -> int:
-        link = pf.link
-        return link.budget(pf) if isinstance(link, Mux) else 0
-
-    def _changed(self, rep: FeedReplicator, event: FeedEvent) -> None:
-        for pf in rep.on_local_change(event):
-            peer = self._peers.get(pf.link)  # type: ignore[call-overload]
-            if peer is not None and isinstance(pf.channel, Channel):
-                peer.execute(pf.channel.announce(rep.feed.key, event.start, event.end))
-        self.run(rep)
 
 
 class Peer:
