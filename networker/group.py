@@ -2,7 +2,8 @@
 
 The network layer replicates the feeds of a *group* (one namespace in the store) with every
 peer that opens a channel for the same discovery key. Which feeds belong to the group, and
-whether a feed a peer offers may join it, is the group layer's business (membership tags live in
+whether a feed a peer offers may join it, and what its product messages (extensions) mean, is
+the group layer's business (membership tags live in
 cobox/); the network layer only asks through the :class:`Group` protocol.
 
 :class:`OpenGroup` is the plain implementation: every feed of the namespace is offered, and
@@ -19,6 +20,16 @@ from storage import Feed, Store
 from storage.errors import FeedNotFoundError
 
 from .keys import GroupKeys
+
+
+class ChannelView(Protocol):
+    """What the group sees of a channel (:class:`networker.channel.Channel`)."""
+
+    local_id: int
+    peer: object  # the connection (``networker.peer.Peer``): ``send_extension``, ``set_paused``, ``call``
+
+    @property
+    def live(self) -> bool: ...
 
 
 class Group(Protocol):
@@ -39,6 +50,20 @@ class Group(Protocol):
 
     def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
         """Call ``callback`` whenever a feed joins the group locally."""
+        ...
+
+    def on_channel_live(self, channel: ChannelView) -> None:
+        """The group's channel with a peer is live (``channel.peer`` is the connection)."""
+        ...
+
+    def on_channel_closed(self, channel: ChannelView) -> None:
+        """That channel closed."""
+        ...
+
+    async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
+        """A product message (``messages.Extension``) from ``peer_id`` on the group's channel;
+        decode it strictly, raise ``RemoteProtocolError`` to disconnect a peer that sent a bad
+        one, ignore names it does not know."""
         ...
 
 
@@ -78,6 +103,15 @@ class OpenGroup:
 
     def on_feed_added(self, callback: Callable[[Feed], None]) -> None:
         self._callbacks.append(callback)
+
+    def on_channel_live(self, channel: ChannelView) -> None:
+        pass
+
+    def on_channel_closed(self, channel: ChannelView) -> None:
+        pass
+
+    async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
+        pass  # no product messages in a plain group
 
     def _added(self, feed: Feed) -> None:
         for cb in list(self._callbacks):

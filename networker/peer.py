@@ -243,13 +243,9 @@ class Peer:
             self.loop.call_soon(lambda ch=a.channel: self.execute(ch.flush()))
         elif isinstance(a, Live):
             self.channel_live = True
-            hook = getattr(a.channel.group, "on_channel_live", None)
-            if hook is not None:
-                hook(a.channel)
+            a.channel.group.on_channel_live(a.channel)
         elif isinstance(a, Closed):
-            hook = getattr(a.channel.group, "on_channel_closed", None)
-            if hook is not None:
-                hook(a.channel)
+            a.channel.group.on_channel_closed(a.channel)
         else:
             raise AssertionError(f"{type(a).__name__} must be run by the reader")
 
@@ -264,9 +260,7 @@ class Peer:
             elif isinstance(a, Store):
                 await self._spawn_store(a)
             elif isinstance(a, Deliver):
-                hook = getattr(a.channel.group, "on_extension", None)
-                if hook is not None:
-                    await hook(self.remote_peer_id, a.name, a.body)
+                await a.channel.group.on_extension(self.remote_peer_id, a.name, a.body)
             else:
                 self._do(a)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import msgpack
 import pytest
 
 from cobox.backup.receipts import EXTENSION, Receipt
@@ -47,6 +48,15 @@ async def test_member_keeps_valid_receipts_and_refuses_tampered_ones(tmp_path):
         for r in tampered:
             with pytest.raises(RemoteProtocolError):
                 await group.on_extension(seed.peer_id, EXTENSION, wire(r))
+
+
+        malformed = [b"", b"\xc1", msgpack.packb([1, 2, 3]), msgpack.packb({"a": 1}),
+                     wire(good)[:-1], msgpack.packb([good.feed, -1, good.root_hash, 0, good.signer,
+                                                    good.signature, False])]
+        for body in malformed:  # decoded strictly: a bad body disconnects, never a crash
+            with pytest.raises(RemoteProtocolError, match="receipt"):
+                await group.on_extension(seed.peer_id, EXTENSION, body)
+        await group.on_extension(seed.peer_id, "someone/else", b"\xc1")  # other names: ignored
         with pytest.raises(RemoteProtocolError, match="another peer"):
             await group.on_extension(DeviceIdentity.generate().peer_id, EXTENSION, wire(good))
         # A newer receipt for everything: claimed in full, kept across a reload; but a receipt
