@@ -139,7 +139,10 @@ class Ledger:
         return True
 
     def inflight(self, feed_key: bytes) -> RangeSet:
-        return self._inflight.setdefault(feed_key, RangeSet())
+        rs = self._inflight.get(feed_key)
+        if rs is None:
+            rs = self._inflight[feed_key] = RangeSet()
+        return rs
 
     def drop(self, peer: PeerFeed) -> None:
         """``peer`` went away: release every request made to it."""
@@ -254,7 +257,7 @@ class FeedReplicator:
         if self.feed.writable or not self.peers or self._paused:
             return []
         wants: list[Want] = []
-        taken = self.inflight
+        taken = base = self.inflight
         n = len(self.peers)
         self._rotation = (self._rotation + 1) % n
         for k in range(n):
@@ -264,7 +267,7 @@ class FeedReplicator:
                 r = self._next_range(peer, taken)
                 if r is None:
                     break
-                if taken is self.inflight:
+                if taken is base:
                     taken = taken.copy()  # the ledger records each Want when it is requested
                 taken.add(*r)
                 wants.append(Want(peer, *r))
