@@ -150,3 +150,18 @@ def test_extensions_are_carried_not_read():
     assert ch.extension("x", b"y") == [c.Send(m.Extension(1, "x", b"y"))]
     ch.close()
     assert ch.extension("x", b"y") == []
+
+
+def test_a_feeds_page_while_the_last_is_being_accepted_is_a_protocol_error():
+    side, ch = live([])
+    ch.receive(m.Feeds(9, ((key("1"), b""), (key("2"), b"")), more=True))
+    with pytest.raises(RemoteProtocolError, match="previous one"):
+        ch.receive(m.Feeds(9, ((key("3"), b""),)))
+
+
+def test_messages_before_the_channel_is_live_are_refused():
+    g = group()
+    side = Side([g], initiator=False)
+    ch, _ = side.mux.open(g)  # type: ignore[arg-type]
+    with pytest.raises(RemoteProtocolError, match="before the channel is open"):
+        ch.receive(m.Have(9, key("f"), 1, ((0, 1),)))
