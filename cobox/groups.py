@@ -40,13 +40,14 @@ from typing import Any
 
 import msgpack
 
-from networker import Channel, DeviceIdentity, GroupKeys, ReceiptMessage, RemoteProtocolError
+from networker import Channel, DeviceIdentity, GroupKeys, RemoteProtocolError
 from storage import Feed, Store
 from storage.errors import StorageError
 
 from . import admission, netview
 from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
+from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import BadReceiptError, Receipt
 from .entries import decode_log, encode_log, open_entry, record_type, seal, unpack
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
@@ -363,16 +364,26 @@ class Group:
                     continue
                 r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
                                  int(time.time() * 1000), self.quota_full)
+                body = r.to_body()
                 for ch in list(self._channels):
-                    netview.post_receipt(ch, r.to_message)
+                    netview.send_extension(ch, RECEIPT_EXTENSION, body)
         except BaseException:
             self._dirty |= dirty
             self._receipts_due.set()
             raise
 
-    async def on_receipt(self, peer_id: bytes, msg: ReceiptMessage) -> None:
+    async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
+        """A product message on this group's channel: receipts are ours, other names are ignored."""
+        if name != RECEIPT_EXTENSION:
+            return
+        try:
+            r = Receipt.from_body(self.discovery_key, body)
+        except BadReceiptError as e:
+            raise RemoteProtocolError(str(e)) from None
+        await self.on_receipt(peer_id, r)
+
+    async def on_receipt(self, peer_id: bytes, r: Receipt) -> None:
         """A backup peer's receipt: keep it if it verifies and names our data exactly."""
-        r = Receipt.from_message(self.discovery_key, msg)
         try:
             if r.signer != peer_id:
                 raise BadReceiptError("a receipt signed by another peer than the sender")

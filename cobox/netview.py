@@ -9,8 +9,8 @@ function is small and says which internal it touches:
 * ``channel.missing()``: :func:`group_progress`;
 * ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
 * ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
-* ``peer_feed.replicator.paused``/``schedule()``: :func:`pause_feeds`;
-* ``channel.post_receipt``/``local_id``, ``channel.peer``: :func:`post_receipt`, :func:`channel_peer`.
+* ``peer.set_paused``: :func:`pause_feeds`;
+* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`.
 
 Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), which the pure
 :mod:`cobox.status` turns into documents.
@@ -18,7 +18,7 @@ Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), wh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,15 +105,12 @@ def bytes_received(node: Any, feed_keys: Iterable[bytes]) -> int:
 
 def pause_feeds(channel: Any, paused: bool) -> None:
     """Stop (or resume) requesting the feeds of ``channel`` (a backup peer over its quota)."""
-    for pf in channel.feeds.values():
-        pf.replicator.paused = paused
-        if not paused:
-            pf.replicator.schedule()
+    channel.peer.set_paused(channel, paused)
 
 
-def post_receipt(channel: Any, to_message: Callable[[int], Any]) -> None:
-    """Send a receipt on ``channel``: ``to_message(channel id)`` is its wire message."""
-    channel.post_receipt(to_message(channel.local_id))
+def send_extension(channel: Any, name: str, body: bytes) -> None:
+    """Send a product message (an ``Extension``, e.g. a backup receipt) on ``channel``."""
+    channel.peer.send_extension(channel, name, body)
 
 
 def channel_peer(channel: Any) -> Any:

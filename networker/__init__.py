@@ -11,8 +11,8 @@ without touching cobox. The groups of names:
 * identities and keys: :class:`DeviceIdentity`, :class:`GroupKeys`, ``owner_tag`` and
   ``FEED_OWNER_CONTEXT`` (feed-owner signatures), ``encode_key``/``decode_key`` (keys as text);
 * what a group is to replication: the :class:`Group` protocol (:class:`OpenGroup` the plain one),
-  and the live objects a group is handed: :class:`Peer`, :class:`Channel`; :class:`ReceiptMessage`, the
-  backup receipt message (until receipts travel in an extension message and leave networker);
+  and the live objects a group is handed: :class:`Peer`, :class:`Channel` (product messages,
+  such as backup receipts, travel as ``Extension`` bodies that networker does not read);
 * addresses: :class:`Address`, :class:`MultiAddress`, ``parse_address``;
 * errors: :class:`NetworkError` (the root) and the subclasses cobox catches.
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from .keys import FEED_BINDING_CONTEXT, FEED_OWNER_CONTEXT, GroupKeys, owner_tag
     from .lan import LanDiscovery
     from .limits import ConnectionLimits
-    from .messages import Receipt as ReceiptMessage
     from .node import Node, PeerEvent
     from .peer import Peer, ServiceError
     from .penalty import PenaltyPolicy
@@ -81,7 +80,6 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "PeerRefusedError": ("errors", "PeerRefusedError"),
     "PenaltyPolicy": ("penalty", "PenaltyPolicy"),
     "Reach": ("reach.service", "Reach"),
-    "ReceiptMessage": ("messages", "Receipt"),
     "RemoteProtocolError": ("errors", "RemoteProtocolError"),
     "ServiceError": ("peer", "ServiceError"),
     "Swarm": ("swarm", "Swarm"),
@@ -120,7 +118,6 @@ __all__ = [
     "PeerRefusedError",
     "PenaltyPolicy",
     "Reach",
-    "ReceiptMessage",
     "RemoteProtocolError",
     "ServiceError",
     "Swarm",

@@ -1,42 +1,44 @@
-"""One group's channel inside one peer connection: feed exchange, have, request, data.
+"""One group's channel inside one peer connection, as a pure state machine.
 
 Theory of operation
 -------------------
-A channel is created when either side opens it (``Open`` with the group's discovery key and a
-capability proof bound to this connection, checked by :mod:`networker.peer`). Once both sides
-have opened it, each sends ``Feeds`` (the group's feeds it holds, with membership tags) and a
-full ``Have`` for each feed. From then on:
+A channel is created when we open it (``Open`` with the group's discovery key and a capability
+proof, checked by :mod:`networker.mux`); it goes live when the peer's verified ``Open`` arrives
+(``ChannelState`` and ``TRANSITIONS``: an illegal step raises). It never awaits and never calls
+the connection: every input returns a list of actions for the shell (:mod:`networker.peer`) to
+carry out, and the outcome of an action that needs I/O comes back as another input
+(``accepted``, ``stored``). Once live, each side sends ``Feeds`` (the group's feeds it holds,
+with membership tags, in pages) and a full ``Have`` for each feed. From then on:
 
-- ``Feeds``: every offered feed the group accepts gets a replica and a :class:`PeerFeed`; a feed
-  new to us is announced on every other channel of the group (multifeed gossip). Feed lists are
-  paged: ``Feeds`` messages of at most ``MAX_FEEDS`` each, as many as needed, and more may
-  follow at any time, so any number of feeds replicates. What one peer can make us hold is
+- ``Feeds``: the offered feeds are handed to the group one at a time (``Accept``; the answer
+  comes back through ``accepted``): every feed the group accepts gets a :class:`PeerFeed`. The
+  list is complete once a page without ``more`` is handled. What one peer can make us hold is
   bounded: at most ``max_feeds`` feeds new to us per channel (further offers are counted in
-  ``feeds_over_limit`` and ignored), and a feed the group refuses is counted in
-  ``feeds_refused`` (with ``last_refused``), never propagated, never a disconnect.
-- ``Have``: updates the peer's ranges; the feed's replicator schedules requests.
-- ``Request``: queued for the connection's server task (bounded; overflow is a protocol error).
-- ``Data``: must answer one of our outstanding requests, starting where it asked and no longer
-  than it asked; entries are verified and stored by ``Feed.put_range``. A bad proof or a fork
+  ``feeds_over_limit``), and a feed the group refuses is counted in ``feeds_refused`` (with
+  ``last_refused``), never propagated, never a disconnect.
+- ``Have``: updates the peer's ranges; the feed's replicator is to schedule (``Schedule``).
+- ``Request``: handed to the shell's server (``Serve``).
+- ``Data``: must answer one of our outstanding requests (the :class:`Ledger`), starting where
+  it asked, no longer than it asked, proving at least the length the peer claimed; it is to be
+  verified and stored (``Store``), and ``stored`` gets the outcome. A proof that does not verify
   raises (the connection is then closed); entries verified earlier stay.
 - ``NoData``: the request is released and the peer is not asked for that range again.
+- ``Extension``: a product message (``Deliver`` to the group), carried, never interpreted.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
-from storage import Feed, Proof, RangeSet
-from storage.errors import StaleProofError, StorageError, VerificationError
+from storage import Feed, RangeSet
 
 from . import messages as m
 from .errors import RemoteProtocolError
 from .group import Group
-from .replicator import FeedReplicator, PeerFeed
-
-if TYPE_CHECKING:
-    from .peer import Peer
+from .replicator import FeedReplicator, Ledger, Outstanding, PeerFeed
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,108 @@ MAX_TRACKED_FEEDS = 16384  # default: feeds new to us that one peer may offer pe
 MAX_REMOTE_RANGES = 1 << 16  # separate ranges one peer may claim for one feed
 
 
+class ChannelState(enum.Enum):
+    OPENING = "opening"  # our Open sent, the peer's not yet
+    LIVE = "live"
+    CLOSED = "closed"
+
+
+TRANSITIONS: dict[tuple[ChannelState, str], ChannelState] = {
+    (ChannelState.OPENING, "remote_open"): ChannelState.LIVE,
+    (ChannelState.OPENING, "close"): ChannelState.CLOSED,
+    (ChannelState.LIVE, "close"): ChannelState.CLOSED,
+    (ChannelState.CLOSED, "close"): ChannelState.CLOSED,
+}
+
+
+class StoreOutcome(enum.Enum):
+    STORED = "stored"    # verified and stored
+    STALE = "stale"      # a proof for a length we moved past, or not connectable yet
+    INVALID = "invalid"  # does not verify: the peer lied
+    FAILED = "failed"    # a local storage error
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    msg: m.Message
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Ask the group whether to take the offered feed; answer with ``channel.accepted``."""
+
+    channel: Channel
+    key: bytes
+    tag: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Verify and store ``data``; answer with ``channel.stored(request, outcome, ...)``."""
+
+    channel: Channel
+    request: Outstanding
+    data: m.Data
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    channel: Channel
+    feed: Feed
+    request: m.Request
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    replicator: FeedReplicator
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFreed:
+    """A request of ours was answered: the connection's budget has room again."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlushLater:
+    """Call ``channel.flush()`` once the loop is idle (coalesced ``Have``)."""
+
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    channel: Channel
+    name: str
+    body: bytes
+
+
+Action = Send | Accept | Store | Serve | Schedule | SlotFreed | FlushLater | Live | Closed | Deliver
+
+
 class Channel:
-    def __init__(self, peer: Peer, group: Group, local_id: int, *, max_feeds: int = MAX_TRACKED_FEEDS) -> None:
-        self.peer = peer
+    def __init__(self, group: Group, local_id: int, link: Hashable, ledger: Ledger,
+                 replicator_of: Callable[[Feed], FeedReplicator], *, owner: object = None,
+                 max_feeds: int = MAX_TRACKED_FEEDS) -> None:
         self.group = group
         self.local_id = local_id
         self.remote_id: int | None = None
-        self.opened_locally = False
-        self.live = False
+        self.link = link
+        self.ledger = ledger
+        self._replicator_of = replicator_of
+        self.peer = owner  # the connection, for the layers above; the channel never calls it
+        self.state = ChannelState.OPENING
         self.feeds_received = False  # the peer's feed list has arrived, every page handled
         self.feeds: dict[bytes, PeerFeed] = {}
         self.max_feeds = max_feeds
@@ -60,6 +156,8 @@ class Channel:
         self.feeds_over_limit = 0  # offers ignored because ``max_feeds`` were taken
         self.last_refused = b""    # the key of the last refused feed (for status)
         self._refused: set[bytes] = set()  # refused keys (bounded by max_feeds), not asked again
+        self._offers: list[tuple[bytes, bytes]] = []  # the current page's offers not yet looked at
+        self._page_more = False
         self._accepting: bytes | None = None  # the peer's feed being accepted (not offered back to it)
         self._pending_have: dict[bytes, RangeSet] = {}
         self._flush_scheduled = False
@@ -67,103 +165,129 @@ class Channel:
     def __repr__(self) -> str:
         return f"<Channel {self.group.discovery_key.hex()[:8]} local={self.local_id} remote={self.remote_id}>"
 
+    @property
+    def live(self) -> bool:
+        return self.state is ChannelState.LIVE
+
+    def _step(self, event: str) -> None:
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise RemoteProtocolError(f"channel {event.replace('_', ' ')} while {self.state.value}")
+        self.state = new
+
     # -- life -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Both sides have opened: offer our feeds and what we hold of each."""
-        self.live = True
+    def remote_open(self, remote_id: int) -> list[Action]:
+        """The peer's verified Open: go live, offer our feeds and what we hold of each."""
+        self._step("remote_open")
+        self.remote_id = remote_id
         feeds = self.group.feeds()
         offered = [(f.key, self.group.tag(f)) for f in feeds]
+        out: list[Action] = []
         for k in range(0, max(len(offered), 1), m.MAX_FEEDS):  # an empty list is one empty page
-            self.peer.post(m.Feeds(self.local_id, tuple(offered[k:k + m.MAX_FEEDS]),
-                                   more=k + m.MAX_FEEDS < len(offered)))
+            out.append(Send(m.Feeds(self.local_id, tuple(offered[k:k + m.MAX_FEEDS]),
+                                    more=k + m.MAX_FEEDS < len(offered))))
         for feed in feeds:
             self._attach(feed)
-            self._send_full_have(feed)
-        hook = getattr(self.group, "on_channel_live", None)
-        if hook is not None:
-            hook(self)
+            out += self._full_have(feed)
+        out.append(Live(self))
+        return out
 
-    def close(self) -> None:
-        if self.live:
-            hook = getattr(self.group, "on_channel_closed", None)
-            if hook is not None:
-                hook(self)
-        self.live = False
+    def close(self) -> list[Action]:
+        """Closed by either side or with the connection: release every request made here."""
+        was_live = self.live
+        self._step("close")
+        out: list[Action] = [Closed(self)] if was_live else []
         for pf in self.feeds.values():
             pf.replicator.remove_peer(pf)
+            out.append(Schedule(pf.replicator))
         self.feeds.clear()
-
-    def _replicator(self, feed: Feed) -> FeedReplicator:
-        return self.peer.replicators.get(feed)
+        self._offers.clear()
+        return out
 
     def _attach(self, feed: Feed) -> PeerFeed:
         pf = self.feeds.get(feed.key)
         if pf is None:
-            rep = self._replicator(feed)
-            pf = PeerFeed(self, rep)
+            rep = self._replicator_of(feed)
+            pf = PeerFeed(self.link, self, rep)
             self.feeds[feed.key] = pf
             rep.add_peer(pf)
         return pf
 
-    def offer(self, feed: Feed) -> None:
+    def offer(self, feed: Feed) -> list[Action]:
         """A feed joined the group locally: tell the peer about it."""
         if not self.live or feed.key in self.feeds or feed.key == self._accepting:
-            return
-        self.peer.post(m.Feeds(self.local_id, ((feed.key, self.group.tag(feed)),)))
+            return []
         self._attach(feed)
-        self._send_full_have(feed)
+        return [Send(m.Feeds(self.local_id, ((feed.key, self.group.tag(feed)),))), *self._full_have(feed)]
 
-    def _send_full_have(self, feed: Feed) -> None:
+    def _full_have(self, feed: Feed) -> list[Action]:
         ranges = list(feed.have)
-        for k in range(0, max(len(ranges), 1), m.MAX_RANGES):
-            chunk = tuple(ranges[k:k + m.MAX_RANGES])
-            self.peer.post(m.Have(self.local_id, feed.key, feed.length, chunk, incremental=k > 0))
+        return [Send(m.Have(self.local_id, feed.key, feed.length, tuple(ranges[k:k + m.MAX_RANGES]),
+                            incremental=k > 0))
+                for k in range(0, max(len(ranges), 1), m.MAX_RANGES)]
 
-    def announce(self, feed: Feed, start: int, end: int) -> None:
-        """Tell the peer we now hold ``[start, end)`` (coalesced until the loop is idle)."""
+    def announce(self, feed_key: bytes, start: int, end: int) -> list[Action]:
+        """We now hold ``[start, end)`` (coalesced until the loop is idle: ``flush``)."""
         if not self.live:
-            return
-        self._pending_have.setdefault(feed.key, RangeSet()).add(start, end)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.peer.call_soon(self._flush_have)
+            return []
+        self._pending_have.setdefault(feed_key, RangeSet()).add(start, end)
+        if self._flush_scheduled:
+            return []
+        self._flush_scheduled = True
+        return [FlushLater(self)]
 
-    def _flush_have(self) -> None:
+    def flush(self) -> list[Action]:
         self._flush_scheduled = False
         pending, self._pending_have = self._pending_have, {}
         if not self.live:
-            return
+            return []
+        out: list[Action] = []
         for key, ranges in pending.items():
             pf = self.feeds.get(key)
             if pf is None:
                 continue
             rs = list(ranges)
             for k in range(0, len(rs), m.MAX_RANGES):
-                self.peer.post(m.Have(self.local_id, key, pf.feed.length,
-                                      tuple(rs[k:k + m.MAX_RANGES]), incremental=True))
+                out.append(Send(m.Have(self.local_id, key, pf.feed.length,
+                                       tuple(rs[k:k + m.MAX_RANGES]), incremental=True)))
+        return out
 
-    # -- requests we make ---------------------------------------------------------------------
+    def extension(self, name: str, body: bytes) -> list[Action]:
+        """A product message for the peer's group layer (dropped unless live)."""
+        return [Send(m.Extension(self.local_id, name, body))] if self.live else []
 
-    def can_request(self) -> bool:
-        return self.live and self.peer.can_request()
+    # -- messages ---------------------------------------------------------------------------
 
-    def starved(self, replicator: FeedReplicator) -> None:
-        """``replicator`` has work for this peer but no slot: retry when a slot frees up."""
-        if self.live:
-            self.peer.wait_for_slot(replicator)
+    def receive(self, msg: m.Message) -> list[Action]:
+        """One message of the peer on this channel (``Open``/``Close`` are the mux's)."""
+        if not self.live:
+            raise RemoteProtocolError(f"{type(msg).__name__} before the channel is open")
+        if isinstance(msg, m.Data):
+            return self.on_data(msg)
+        if isinstance(msg, m.Have):
+            return self.on_have(msg)
+        if isinstance(msg, m.Request):
+            return self.on_request(msg)
+        if isinstance(msg, m.NoData):
+            return self.on_no_data(msg)
+        if isinstance(msg, m.Feeds):
+            return self.on_feeds(msg)
+        if isinstance(msg, m.Extension):
+            return [Deliver(self, msg.name, msg.body)]
+        raise RemoteProtocolError(f"{type(msg).__name__} on a channel")
 
-    def request(self, feed: Feed, start: int, end: int) -> int:
-        request_id = self.peer.next_request_id()
-        self.peer.post(m.Request(self.local_id, request_id, feed.key, start, end, feed.known_length))
-        return request_id
+    def on_feeds(self, msg: m.Feeds) -> list[Action]:
+        """One page of the peer's feed list: its offers go to the group one at a time."""
+        if self._offers or self._accepting is not None:
+            raise RemoteProtocolError("a Feeds page before the previous one was handled")
+        self._offers = list(reversed(msg.feeds))
+        self._page_more = msg.more
+        return self._next_offer()
 
-    # -- messages -------------------------------------------------------------------------------
-
-    async def on_feeds(self, msg: m.Feeds) -> None:
-        """One page of the peer's feed list; the list is complete after a page without ``more``
-        has been handled (every feed in it attached, or refused)."""
-        for key, tag in msg.feeds:
+    def _next_offer(self) -> list[Action]:
+        while self._offers:
+            key, tag = self._offers.pop()
             if key in self.feeds or key in self._refused:
                 continue
             if self.feeds_taken >= self.max_feeds:
@@ -173,30 +297,36 @@ class Channel:
                 self.feeds_over_limit += 1
                 continue
             self._accepting = key
-            try:
-                feed = await self.group.accept_feed(key, tag)
-            finally:
-                self._accepting = None
-            if feed is None:
-                if not self.feeds_refused:
-                    log.info("peer %s offered a feed group %s does not admit (%s); counting, not taking",
-                             self.peer, self.group.discovery_key.hex()[:8], key.hex()[:16])
-                self.feeds_refused += 1
-                self.last_refused = key
-                if len(self._refused) < self.max_feeds:
-                    self._refused.add(key)
-                continue
+            return [Accept(self, key, tag)]
+        if not self._page_more:
+            self.feeds_received = True
+        return []
+
+    def accepted(self, key: bytes, feed: Feed | None) -> list[Action]:
+        """The group's answer to ``Accept(key)``: the replica, or ``None`` (refused)."""
+        self._accepting = None
+        out: list[Action] = []
+        if feed is None:
+            if not self.feeds_refused:
+                log.info("peer %s offered a feed group %s does not admit (%s); counting, not taking",
+                         self.peer, self.group.discovery_key.hex()[:8], key.hex()[:16])
+            self.feeds_refused += 1
+            self.last_refused = key
+            if len(self._refused) < self.max_feeds:
+                self._refused.add(key)
+        else:
             self.feeds_taken += 1
             if self.live and key not in self.feeds:
                 self._attach(feed)
-                self._send_full_have(feed)
-        if not msg.more:
-            self.feeds_received = True
+                out += self._full_have(feed)
+        if not self.live:
+            return out
+        return out + self._next_offer()
 
-    def on_have(self, msg: m.Have) -> None:
+    def on_have(self, msg: m.Have) -> list[Action]:
         pf = self.feeds.get(msg.feed)
         if pf is None:
-            return  # a feed we did not accept
+            return []  # a feed we did not accept
         pf.have_received = True
         if not msg.incremental:
             pf.remote_have = RangeSet()
@@ -206,7 +336,13 @@ class Channel:
         if msg.ranges and sum(1 for _ in pf.remote_have) > MAX_REMOTE_RANGES:
             raise RemoteProtocolError(f"a Have of more than {MAX_REMOTE_RANGES} separate ranges")
         pf.remote_length = max(pf.remote_length, msg.length)
-        pf.replicator.schedule()
+        return [Schedule(pf.replicator)]
+
+    def on_request(self, msg: m.Request) -> list[Action]:
+        pf = self.feeds.get(msg.feed)
+        if pf is None:
+            return [Send(m.NoData(self.local_id, msg.id, "unknown feed"))]
+        return [Serve(self, pf.feed, msg)]
 
     def missing(self) -> tuple[int, bool]:
         """How many entries the peer has (for this group) that we lack, up to the signed lengths
@@ -221,56 +357,42 @@ class Channel:
         pf = self.feeds.get(key)
         return pf.feed if pf is not None else None
 
-    async def on_data(self, msg: m.Data) -> None:
-        pf = self.feeds.get(msg.feed)
-        req = pf.requests.get(msg.id) if pf is not None else None
-        if pf is None or req is None:
+    def _ours(self, request_id: int) -> Outstanding | None:
+        o = self.ledger.find(self.link, request_id)
+        return o if o is not None and o.peer.channel is self else None
+
+    def on_data(self, msg: m.Data) -> list[Action]:
+        o = self._ours(msg.id)
+        if o is None or o.peer.feed.key != msg.feed:
             raise RemoteProtocolError("data that was not requested")
-        start, end, claim = req
-        if msg.start != start or len(msg.entries) > end - start:
+        if msg.start != o.start or len(msg.entries) > o.end - o.start:
             raise RemoteProtocolError("data does not match its request")
-        if msg.length < claim:
-            raise RemoteProtocolError(f"claimed a signed length of {claim} but proves only {msg.length}")
-        self.peer.request_done()
-        # Verify and store while the reader goes on to the next message (bounded per peer).
-        await self.peer.spawn_store(self._store(pf, msg))
+        if msg.length < o.claim:
+            raise RemoteProtocolError(f"claimed a signed length of {o.claim} but proves only {msg.length}")
+        self.ledger.answered(o)
+        return [SlotFreed(), Store(self, o, msg)]
 
-    async def _store(self, pf: PeerFeed, msg: m.Data) -> None:
-        proof = Proof(msg.length, msg.signature, msg.nodes, msg.upgrade_from, msg.upgrade)
-        try:
-            await pf.feed.put_range(msg.start, msg.entries, proof)
-        except VerificationError as e:
-            raise RemoteProtocolError(f"peer sent data that does not verify: {e}") from None
-        except StaleProofError:
-            # Made for a length we have moved past (a later answer upgraded us meanwhile), or a
-            # shorter tree we cannot connect to ours yet: not misbehaviour. Ask again: the next
-            # request carries our length. Only a peer that is itself behind us is not asked for
-            # that range again (its proofs would never connect).
-            if pf.remote_length >= pf.feed.known_length:
-                pf.replicator.on_response(pf, msg.id, 0, 0)
-            else:
-                pf.replicator.on_refused(pf, msg.id)
-            return
-        except StorageError:
-            pf.replicator.on_response(pf, msg.id, 0, 0)
-            raise
-        pf.replicator.on_response(pf, msg.id, len(msg.entries), sum(map(len, msg.entries)))
+    def stored(self, o: Outstanding, outcome: StoreOutcome, received: int = 0, nbytes: int = 0,
+               reason: str = "") -> list[Action]:
+        """The outcome of ``Store(o)``: release or refuse the range, then schedule again."""
+        rep, pf = o.peer.replicator, o.peer
+        if outcome is StoreOutcome.INVALID:
+            rep.on_response(o, 0, 0)
+            raise RemoteProtocolError(f"peer sent data that does not verify: {reason}")
+        if outcome is StoreOutcome.STALE and pf.remote_length < pf.feed.known_length:
+            # The peer is itself behind us: its proofs would never connect; do not ask again.
+            rep.on_refused(o)
+        else:
+            # Stored, failed locally, or made for a length we have moved past (a later answer
+            # upgraded us meanwhile): whatever was not received may be asked for again, with
+            # our new length.
+            rep.on_response(o, received, nbytes)
+        return [Schedule(rep)]
 
-    async def on_receipt(self, msg: m.Receipt) -> None:
-        """A custody receipt: the group layer checks and keeps it (raising
-        ``RemoteProtocolError`` for a forged one); groups without receipts ignore it."""
-        hook = getattr(self.group, "on_receipt", None)
-        if hook is not None:
-            await hook(self.peer.remote_peer_id, msg)
-
-    def post_receipt(self, receipt: m.Receipt) -> None:
-        if self.live:
-            self.peer.post(receipt)
-
-    def on_no_data(self, msg: m.NoData) -> None:
-        for pf in self.feeds.values():
-            if msg.id in pf.requests:
-                self.peer.request_done()
-                pf.replicator.on_refused(pf, msg.id)
-                return
-        raise RemoteProtocolError("no-data for a request that was not made")
+    def on_no_data(self, msg: m.NoData) -> list[Action]:
+        o = self._ours(msg.id)
+        if o is None:
+            raise RemoteProtocolError("no-data for a request that was not made")
+        self.ledger.answered(o)
+        o.peer.replicator.on_refused(o)
+        return [SlotFreed(), Schedule(o.peer.replicator)]

@@ -1,4 +1,9 @@
-"""2-byte big-endian length-prefixed frames, sans-IO."""
+"""2-byte big-endian length-prefixed frames, sans-IO.
+
+The one definition of the frame format: :func:`encode_frame` and :func:`frame_length` (the
+transport reads a header, then exactly that many bytes) and :class:`FrameDecoder` (bytes in as
+they arrive, frames out). An empty frame is a protocol error.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import struct
 from .errors import RemoteProtocolError
 
 MAX_FRAME = 65535
+HEADER_BYTES = 2
 _LEN = struct.Struct(">H")
 
 
@@ -14,6 +20,14 @@ def encode_frame(payload: bytes) -> bytes:
     if len(payload) > MAX_FRAME:
         raise ValueError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME}")
     return _LEN.pack(len(payload)) + payload
+
+
+def frame_length(header: bytes) -> int:
+    """The payload length a ``HEADER_BYTES`` header announces."""
+    (n,) = _LEN.unpack(header)
+    if n == 0:
+        raise RemoteProtocolError("empty frame")
+    return int(n)
 
 
 class FrameDecoder:
@@ -26,9 +40,7 @@ class FrameDecoder:
         self._buf += data
         frames = []
         while len(self._buf) >= 2:
-            (n,) = _LEN.unpack_from(self._buf)
-            if n == 0:
-                raise RemoteProtocolError("empty frame")
+            n = frame_length(bytes(self._buf[:HEADER_BYTES]))
             if len(self._buf) < 2 + n:
                 break
             frames.append(bytes(self._buf[2:2 + n]))

@@ -2,7 +2,8 @@
 
 The network layer replicates the feeds of a *group* (one namespace in the store) with every
 peer that opens a channel for the same discovery key. Which feeds belong to the group, and
-whether a feed a peer offers may join it, is the group layer's business (membership tags live in
+whether a feed a peer offers may join it, and what its product messages (extensions) mean, is
+the group layer's business (membership tags live in
 cobox/); the network layer only asks through the :class:`Group` protocol.
 
 :class:`OpenGroup` is the plain implementation: every feed of the namespace is offered, and
@@ -13,16 +14,22 @@ tests and benchmarks use, and what a group without membership tags amounts to.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from storage import Feed, Store
 from storage.errors import FeedNotFoundError
 
 from .keys import GroupKeys
 
-if TYPE_CHECKING:
-    from .channel import Channel
-    from .messages import Receipt
+
+class ChannelView(Protocol):
+    """What the group sees of a channel (:class:`networker.channel.Channel`)."""
+
+    local_id: int
+    peer: object  # the connection (``networker.peer.Peer``): ``send_extension``, ``set_paused``, ``call``
+
+    @property
+    def live(self) -> bool: ...
 
 
 class Group(Protocol):
@@ -45,17 +52,18 @@ class Group(Protocol):
         """Call ``callback`` whenever a feed joins the group locally; returns the unsubscribe."""
         ...
 
-    def on_channel_live(self, channel: Channel) -> None:
-        """A channel of this group is open both ways (its peer proved the replication key)."""
+    def on_channel_live(self, channel: ChannelView) -> None:
+        """The group's channel with a peer is live (``channel.peer`` is the connection)."""
         ...
 
-    def on_channel_closed(self, channel: Channel) -> None:
-        """A live channel of this group closed."""
+    def on_channel_closed(self, channel: ChannelView) -> None:
+        """That channel closed."""
         ...
 
-    async def on_receipt(self, peer_id: bytes, msg: Receipt) -> None:
-        """A product message (a backup receipt) arrived on a channel of this group; raise
-        ``RemoteProtocolError`` to drop the peer."""
+    async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
+        """A product message (``messages.Extension``) from ``peer_id`` on the group's channel;
+        decode it strictly, raise ``RemoteProtocolError`` to disconnect a peer that sent a bad
+        one, ignore names it does not know."""
         ...
 
 
@@ -97,14 +105,14 @@ class OpenGroup:
         self._callbacks.append(callback)
         return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 
-    def on_channel_live(self, channel: Channel) -> None:
+    def on_channel_live(self, channel: ChannelView) -> None:
         pass
 
-    def on_channel_closed(self, channel: Channel) -> None:
+    def on_channel_closed(self, channel: ChannelView) -> None:
         pass
 
-    async def on_receipt(self, peer_id: bytes, msg: Receipt) -> None:
-        pass  # no receipts in an open group
+    async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
+        pass  # no product messages in a plain group
 
     def _added(self, feed: Feed) -> None:
         for cb in list(self._callbacks):

@@ -26,7 +26,8 @@ their replies, which run on channel 0 without a group, may be larger.
 Channel life: each side sends ``Open(channel, discovery_key, capability)``; the channel is live
 once both have. Then ``Feeds`` (which feed keys each holds for the group, in pages), ``Have`` (per feed:
 signed length and stored ranges, sent on open and after every change), ``Request`` /
-``Data`` / ``NoData`` for ranges of entries with their proof, and ``Close``.
+``Data`` / ``NoData`` for ranges of entries with their proof, ``Extension`` for the layers
+above (e.g. cobox's custody receipts), and ``Close``.
 """
 
 from __future__ import annotations
@@ -262,31 +263,28 @@ class NoData:
         return cls(channel, _int(f[0], "request id"), _str(f[1], "reason", MAX_REASON))
 
 
+MAX_EXTENSION_NAME = 64
+MAX_EXTENSION_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True, slots=True)
-class Receipt:
-    """A custody receipt: ``signer`` holds the first ``length`` entries of ``feed`` (tree hash
-    ``root_hash``) as of ``time_ms``; signed with the signer's device key. The group layer
-    checks it; the network layer only carries it."""
+class Extension:
+    """A product message on a live channel (as Hypercore's ``wire.extension``): ``name`` says
+    which layer above it is for, ``body`` is that layer's own encoding. The network layer only
+    carries it; the group decodes it (strictly) or ignores a name it does not know."""
 
     type_id: ClassVar[int] = 8
     channel: int
-    feed: bytes
-    length: int
-    root_hash: bytes
-    time_ms: int
-    signer: bytes
-    signature: bytes
-    quota_full: bool = False
+    name: str
+    body: bytes
 
     def fields(self) -> list:
-        return [self.feed, self.length, self.root_hash, self.time_ms, self.signer, self.signature,
-                self.quota_full]
+        return [self.name, self.body]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Receipt:
-        _check(type(f[6]) is bool, "quota_full: expected a boolean")
-        return cls(channel, _key(f[0], "feed key"), _int(f[1], "length"), _key(f[2], "root hash"),
-                   _int(f[3], "time"), _key(f[4], "signer"), _bytes(f[5], "signature", 64), f[6])
+    def parse(cls, channel: int, f: list) -> Extension:
+        return cls(channel, _str(f[0], "extension name", MAX_EXTENSION_NAME),
+                   _bytes(f[1], "extension body", MAX_EXTENSION_BYTES))
 
 
 MAX_SERVICE = 64
@@ -334,11 +332,11 @@ class Reply:
         return cls(channel, _int(f[0], "call id"), f[1], _bytes(f[2], "reply body", MAX_CALL_BYTES))
 
 
-Message = Open | Close | Feeds | Have | Request | Data | NoData | Receipt | Call | Reply
+Message = Open | Close | Feeds | Have | Request | Data | NoData | Extension | Call | Reply
 
-_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Receipt,
+_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Extension,
                                                    Call, Reply)}
-_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 2, Have: 4, Request: 5, Data: 9, NoData: 2, Receipt: 7, Call: 3,
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 2, Have: 4, Request: 5, Data: 9, NoData: 2, Extension: 2, Call: 3,
                 Reply: 3}
 
 

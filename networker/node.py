@@ -155,7 +155,7 @@ class Node:
         for peer in self.peers.values():
             for ch in peer.channels.values():
                 if ch.group.discovery_key == discovery_key:
-                    ch.offer(feed)  # type: ignore[arg-type]
+                    peer.offer(ch, feed)  # type: ignore[arg-type]
 
     # -- connections ------------------------------------------------------------------------
 

@@ -1,23 +1,26 @@
-"""One connection to one peer: the channel mux, the request server and the I/O loops.
+"""One connection to one peer: the only asyncio of replication.
 
 Theory of operation
 -------------------
 A :class:`Peer` wraps an authenticated connection (anything with ``send(bytes)``, ``recv()``,
 ``close()``, ``handshake_hash``, ``is_initiator`` and ``remote_peer_id``: a Noise
-``SecureConnection``, or an in-memory pipe in tests) and runs three tasks:
+``SecureConnection``, or an in-memory pipe in tests). The decisions are made by pure objects
+(:mod:`networker.mux` -> :mod:`networker.channel` -> :mod:`networker.replicator`) that return
+actions; this shell runs one chain: read a message -> ``mux.receive`` -> carry out the actions
+(send, ask the group, store, serve, schedule) -> feed each outcome back (``channel.accepted``,
+``channel.stored``) -> carry out what that returns. Three tasks:
 
-- the *reader* decodes each message and dispatches it; it handles one message at a time, so a
+- the *reader* decodes each message and carries out its actions; it handles one message at a
+  time (a group accepting a feed is awaited; at most ``MAX_STORING`` stores run beside it), so a
   peer that sends faster than we verify and store is slowed by TCP flow control, not buffered;
 - the *writer* sends queued control messages first, then bulk ``Data``; control messages are
-  small and bounded by design (requests by the in-flight cap, ``Have`` coalesced per tick);
-- the *server* answers the peer's requests one at a time from a queue of at most
-  ``MAX_PEER_REQUESTS``; a peer that has more requests outstanding breaks the protocol.
+  small and bounded by design (requests by the mux's budget, ``Have`` coalesced per tick);
+- the *server* answers the peer's requests, at most ``MAX_SERVING`` at once, from a queue of at
+  most ``MAX_PEER_REQUESTS``; a peer that has more requests outstanding breaks the protocol.
 
-Channels: our ``Open`` carries our channel number, the discovery key and
-``caps.capability(replication_key, handshake_hash, we_are_initiator)``. The remote's ``Open``
-is checked against the same handshake hash with *its* role, so a proof copied from another
-connection, or made without the replication key, fails and the connection is closed. An
-``Open`` for a group we have not joined is remembered (bounded) and checked if we join later.
+:class:`~networker.replicators.Replicators` is the node-wide half of the shell (one replicator
+per feed, one request ledger, shared by all peers): it runs a replicator's ``schedule`` with
+every peer's budget and sends each Want through the peer it names.
 
 Until the first channel is live only small messages are accepted (``messages.early_limit``): a
 stranger who holds no group key cannot make us decode, or hold, more than a few KiB per message.
@@ -36,21 +39,36 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Protocol
 
-from storage import Feed
-from storage.errors import StorageError
+from storage import Feed, Proof
+from storage.errors import StaleProofError, StorageError, VerificationError
 
-from . import caps
 from . import messages as m
-from .channel import MAX_TRACKED_FEEDS, Channel
+from . import mux as mx
+from .channel import (
+    MAX_TRACKED_FEEDS,
+    Accept,
+    Action,
+    Channel,
+    Closed,
+    Deliver,
+    FlushLater,
+    Live,
+    Schedule,
+    Send,
+    Serve,
+    SlotFreed,
+    Store,
+    StoreOutcome,
+)
 from .errors import ConnectionClosedError, NetworkError, RemoteProtocolError
 from .group import Group
-from .replicator import FeedReplicator
+from .mux import Mux
+from .replicators import Replicators
 
 log = logging.getLogger(__name__)
 
-MAX_OUTSTANDING = 16      # our requests in flight to one peer
+MAX_OUTSTANDING = mx.MAX_OUTSTANDING  # our requests in flight to one peer
 MAX_PEER_REQUESTS = 64    # the peer's requests we queue before calling it a protocol breach
-MAX_PENDING_OPENS = 64
 MAX_STORING = 4           # received Data messages being verified and stored at once
 SERVE_BYTES = 1024 * 1024  # bytes of entries per Data message we send
 MAX_CALLS = 4             # the peer's service calls we run at once
@@ -76,27 +94,6 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-class Replicators:
-    """The one :class:`FeedReplicator` per local feed, shared by all peers."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[bytes, FeedReplicator] = {}
-
-    def get(self, feed: Feed) -> FeedReplicator:
-        rep = self._by_key.get(feed.key)
-        if rep is None:
-            rep = self._by_key[feed.key] = FeedReplicator(feed)
-        return rep
-
-    def find(self, key: bytes) -> FeedReplicator | None:
-        return self._by_key.get(key)
-
-    def close(self) -> None:
-        for rep in self._by_key.values():
-            rep.close()
-        self._by_key.clear()
-
-
 class Peer:
     def __init__(
         self,
@@ -110,22 +107,15 @@ class Peer:
         self.conn = conn
         self.remote_peer_id = conn.remote_peer_id
         self.replicators = replicators
-        self._find_group = find_group
-        self.channels: dict[int, Channel] = {}           # by our channel number
-        self._remote_channels: dict[int, Channel] = {}   # by the peer's channel number
-        self._by_topic: dict[bytes, Channel] = {}
-        self._pending_opens: dict[bytes, m.Open] = {}
+        self.mux = Mux(conn.handshake_hash, conn.is_initiator, find_group, replicators.ledger,
+                       replicators.get, owner=self, max_feeds_per_channel=max_feeds_per_channel)
+        replicators.attach(self)
         self._control: collections.deque[m.Message] = collections.deque()
         self._bulk: collections.deque[m.Message] = collections.deque()
         self._wake = asyncio.Event()
         self._bulk_room = asyncio.Event()
         self._bulk_room.set()
-        self._requests: asyncio.Queue[tuple[Channel, m.Request]] = asyncio.Queue()
-        self._outstanding = 0
-        self._starved: dict[FeedReplicator, None] = {}  # replicators waiting for a request slot, in order
-        self.max_feeds_per_channel = max_feeds_per_channel
-        self._next_request = 0
-        self._next_channel = 1
+        self._requests: asyncio.Queue[tuple[Channel, Feed, m.Request]] = asyncio.Queue()
         self._services = services if services is not None else {}
         self._calls: dict[int, asyncio.Future[bytes]] = {}
         self._serving_calls: set[asyncio.Task[None]] = set()
@@ -141,6 +131,19 @@ class Peer:
 
     def __repr__(self) -> str:
         return f"<Peer {self.remote_peer_id.hex()[:16]}>"
+
+    @property
+    def channels(self) -> dict[int, Channel]:
+        """The open channels, by our channel number."""
+        return self.mux.channels
+
+    @property
+    def max_feeds_per_channel(self) -> int:
+        return self.mux.max_feeds_per_channel
+
+    @max_feeds_per_channel.setter
+    def max_feeds_per_channel(self, value: int) -> None:
+        self.mux.max_feeds_per_channel = value
 
     # -- life -------------------------------------------------------------------------------
 
@@ -171,32 +174,13 @@ class Peer:
             log.error("bug while talking to %s", self, exc_info=exc)
             self.close(f"internal error: {type(exc).__name__}")
 
-    async def spawn_store(self, coro: Coroutine[None, None, None]) -> None:
-        """Run ``coro`` (verifying and storing one Data message) beside the reader, at most
-        ``MAX_STORING`` at once; its failure closes the connection like the reader's would."""
-        try:
-            await self._store_slots.acquire()
-        except BaseException:
-            coro.close()  # cancelled (the connection closes) before it could start
-            raise
-        task = self.loop.create_task(coro, name="peer-store")
-        self._storing.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._storing.discard(t)
-            self._store_slots.release()
-            self._task_done(t)
-
-        task.add_done_callback(done)
-
     def close(self, reason: str = "closed") -> None:
         if self.closed.is_set():
             return
         self.close_reason = reason
         self.closed.set()
-        self._starved.clear()
-        for ch in list(self.channels.values()):
-            ch.close()
+        self.execute(self.mux.close())
+        self.replicators.detach(self)
         # Stores already running finish: entries verified before a bad message stay.
         for t in [*self._tasks, *self._serving_calls]:
             t.cancel()
@@ -211,54 +195,105 @@ class Peer:
 
     def open(self, group: Group) -> Channel:
         """Open the group's channel (idempotent)."""
-        ch = self._by_topic.get(group.discovery_key)
-        if ch is None:
-            if len(self.channels) >= m.MAX_CHANNELS:
-                raise NetworkError("too many channels on one connection")
-            ch = Channel(self, group, self._next_channel, max_feeds=self.max_feeds_per_channel)
-            self._next_channel += 1
-            self.channels[ch.local_id] = ch
-            self._by_topic[group.discovery_key] = ch
-        if not ch.opened_locally:
-            ch.opened_locally = True
-            proof = caps.capability(group.replication_key, self.conn.handshake_hash, self.conn.is_initiator)
-            self.post(m.Open(ch.local_id, group.discovery_key, proof))
-            pending = self._pending_opens.pop(group.discovery_key, None)
-            if pending is not None:
-                self._on_open(pending)
+        ch, actions = self.mux.open(group)
+        self.execute(actions)
         return ch
 
     def close_channel(self, discovery_key: bytes, reason: str = "") -> None:
-        ch = self._by_topic.pop(discovery_key, None)
-        if ch is None:
-            return
-        self.post(m.Close(ch.local_id, reason))
-        ch.close()
-        self.channels.pop(ch.local_id, None)
-        if ch.remote_id is not None:
-            self._remote_channels.pop(ch.remote_id, None)
+        self.execute(self.mux.close_channel(discovery_key, reason))
 
-    def _on_open(self, msg: m.Open) -> None:
-        group = self._find_group(msg.discovery_key)
-        if group is None:
-            if len(self._pending_opens) >= MAX_PENDING_OPENS:
-                raise RemoteProtocolError("too many channels opened for unknown groups")
-            self._pending_opens[msg.discovery_key] = msg
+    def offer(self, channel: Channel, feed: Feed) -> None:
+        """A feed joined the channel's group locally: tell the peer."""
+        self.execute(channel.offer(feed))
+
+    def send_extension(self, channel: Channel, name: str, body: bytes) -> None:
+        """A product message to the peer's group layer on ``channel`` (dropped unless live)."""
+        self.execute(channel.extension(name, body))
+
+    def set_paused(self, channel: Channel, paused: bool) -> None:
+        """Request nothing more (or again) for the feeds of ``channel``."""
+        for pf in channel.feeds.values():
+            pf.replicator.paused = paused
+
+    @property
+    def feeds_refused(self) -> int:
+        """Feeds offered by this peer that a group refused, over its open channels."""
+        return sum(ch.feeds_refused for ch in self.channels.values())
+
+    # -- carrying out actions -----------------------------------------------------------------
+
+    def execute(self, actions: list[Action]) -> None:
+        """Carry out the actions that need no waiting (``Accept``/``Store`` are the reader's)."""
+        for a in actions:
+            self._do(a)
+
+    def _do(self, a: Action) -> None:
+        if isinstance(a, Send):
+            self.post(a.msg)
+        elif isinstance(a, Schedule):
+            self.replicators.run(a.replicator)
+        elif isinstance(a, SlotFreed):
+            while (rep := self.mux.next_starved()) is not None:
+                self.replicators.run(rep)
+        elif isinstance(a, Serve):
+            if self._requests.qsize() >= MAX_PEER_REQUESTS:
+                raise RemoteProtocolError("too many requests in flight")
+            self._requests.put_nowait((a.channel, a.feed, a.request))
+        elif isinstance(a, FlushLater):
+            self.loop.call_soon(lambda ch=a.channel: self.execute(ch.flush()))
+        elif isinstance(a, Live):
+            self.channel_live = True
+            a.channel.group.on_channel_live(a.channel)
+        elif isinstance(a, Closed):
+            a.channel.group.on_channel_closed(a.channel)
+        else:
+            raise AssertionError(f"{type(a).__name__} must be run by the reader")
+
+    async def _run(self, actions: list[Action]) -> None:
+        """Carry out ``actions`` and what their outcomes lead to, in order."""
+        queue = collections.deque(actions)
+        while queue:
+            a = queue.popleft()
+            if isinstance(a, Accept):
+                feed = await a.channel.group.accept_feed(a.key, a.tag)
+                queue.extendleft(reversed(a.channel.accepted(a.key, feed)))
+            elif isinstance(a, Store):
+                await self._spawn_store(a)
+            elif isinstance(a, Deliver):
+                await a.channel.group.on_extension(self.remote_peer_id, a.name, a.body)
+            else:
+                self._do(a)
+
+    async def _spawn_store(self, a: Store) -> None:
+        """Verify and store one Data message beside the reader, at most ``MAX_STORING`` at
+        once; its failure closes the connection like the reader's would."""
+        await self._store_slots.acquire()
+        task = self.loop.create_task(self._store(a), name="peer-store")
+        self._storing.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._storing.discard(t)
+            self._store_slots.release()
+            self._task_done(t)
+
+        task.add_done_callback(done)
+
+    async def _store(self, a: Store) -> None:
+        msg, pf = a.data, a.request.peer
+        proof = Proof(msg.length, msg.signature, msg.nodes, msg.upgrade_from, msg.upgrade)
+        try:
+            await pf.feed.put_range(msg.start, msg.entries, proof)
+        except VerificationError as e:
+            self.execute(a.channel.stored(a.request, StoreOutcome.INVALID, reason=str(e)))
             return
-        if not caps.verify_capability(group.replication_key, self.conn.handshake_hash,
-                                      not self.conn.is_initiator, msg.capability):
-            raise RemoteProtocolError("channel capability does not verify")
-        if msg.channel in self._remote_channels:
-            raise RemoteProtocolError("channel number reused")
-        ch = self._by_topic.get(group.discovery_key)
-        if ch is None or not ch.opened_locally:
-            ch = self.open(group)  # a group we hold: answer the open
-        if ch.remote_id is not None:
-            raise RemoteProtocolError("channel opened twice")
-        ch.remote_id = msg.channel
-        self._remote_channels[msg.channel] = ch
-        self.channel_live = True
-        ch.start()
+        except StaleProofError:
+            self.execute(a.channel.stored(a.request, StoreOutcome.STALE))
+            return
+        except StorageError:
+            self.execute(a.channel.stored(a.request, StoreOutcome.FAILED))
+            raise
+        self.execute(a.channel.stored(a.request, StoreOutcome.STORED, len(msg.entries),
+                                      sum(map(len, msg.entries))))
 
     # -- outgoing -----------------------------------------------------------------------------
 
@@ -276,35 +311,6 @@ class Peer:
             await self._bulk_room.wait()
         self._bulk.append(msg)
         self._wake.set()
-
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        self.loop.call_soon(fn)
-
-    def can_request(self) -> bool:
-        return self._outstanding < MAX_OUTSTANDING and not self.closed.is_set()
-
-    def next_request_id(self) -> int:
-        self._outstanding += 1
-        self._next_request += 1
-        return self._next_request
-
-    def wait_for_slot(self, replicator: FeedReplicator) -> None:
-        """``replicator`` found no free request slot: schedule it again when one frees up (in
-        arrival order, so that with thousands of feeds a freed slot costs one schedule, not one
-        per feed)."""
-        self._starved[replicator] = None
-
-    def request_done(self) -> None:
-        self._outstanding -= 1
-        while self._starved and self.can_request():
-            replicator = next(iter(self._starved))
-            del self._starved[replicator]
-            replicator.schedule()
-
-    @property
-    def feeds_refused(self) -> int:
-        """Feeds offered by this peer that a group refused, over its open channels."""
-        return sum(ch.feeds_refused for ch in self.channels.values())
 
     async def _write_loop(self) -> None:
         while True:
@@ -325,49 +331,23 @@ class Peer:
             data = await self.conn.recv()
             if not self.channel_live and len(data) > m.early_limit(data):
                 raise RemoteProtocolError(f"a message of {len(data)} bytes before any channel is open")
-            await self._dispatch(m.decode(data))
+            msg = m.decode(data)
+            if isinstance(msg, m.Call):
+                self._on_call(msg)
+            elif isinstance(msg, m.Reply):
+                self._on_reply(msg)
+            else:
+                await self._run(self.mux.receive(msg))
 
-    async def _dispatch(self, msg: m.Message) -> None:
-        if isinstance(msg, m.Open):
-            self._on_open(msg)
-            return
-        if isinstance(msg, m.Call):
-            self._on_call(msg)
-            return
-        if isinstance(msg, m.Reply):
-            fut = self._calls.pop(msg.id, None)
-            if fut is None:
-                raise RemoteProtocolError("a reply to no call")
-            if not fut.done():
-                if msg.ok:
-                    fut.set_result(msg.body)
-                else:
-                    fut.set_exception(ServiceError(msg.body.decode(errors="replace")))
-            return
-        ch = self._remote_channels.get(msg.channel)
-        if ch is None:
-            if isinstance(msg, m.Close):
-                return
-            raise RemoteProtocolError(f"{type(msg).__name__} on a channel that is not open")
-        if isinstance(msg, m.Close):
-            self._remote_channels.pop(msg.channel, None)
-            self._by_topic.pop(ch.group.discovery_key, None)
-            self.channels.pop(ch.local_id, None)
-            ch.close()
-        elif isinstance(msg, m.Feeds):
-            await ch.on_feeds(msg)
-        elif isinstance(msg, m.Have):
-            ch.on_have(msg)
-        elif isinstance(msg, m.Request):
-            if self._requests.qsize() >= MAX_PEER_REQUESTS:
-                raise RemoteProtocolError("too many requests in flight")
-            self._requests.put_nowait((ch, msg))
-        elif isinstance(msg, m.Data):
-            await ch.on_data(msg)
-        elif isinstance(msg, m.NoData):
-            ch.on_no_data(msg)
-        elif isinstance(msg, m.Receipt):
-            await ch.on_receipt(msg)
+    def _on_reply(self, msg: m.Reply) -> None:
+        fut = self._calls.pop(msg.id, None)
+        if fut is None:
+            raise RemoteProtocolError("a reply to no call")
+        if not fut.done():
+            if msg.ok:
+                fut.set_result(msg.body)
+            else:
+                fut.set_exception(ServiceError(msg.body.decode(errors="replace")))
 
     # -- services ---------------------------------------------------------------------------
 
@@ -422,9 +402,9 @@ class Peer:
         serving: set[asyncio.Task[None]] = set()
         try:
             while True:
-                ch, req = await self._requests.get()
+                ch, feed, req = await self._requests.get()
                 await slots.acquire()
-                task = self.loop.create_task(self._serve(ch, req), name="peer-serve")
+                task = self.loop.create_task(self._serve(ch, feed, req), name="peer-serve")
                 serving.add(task)
 
                 def done(t: asyncio.Task[None]) -> None:
@@ -437,9 +417,8 @@ class Peer:
             for t in serving:
                 t.cancel()
 
-    async def _serve(self, ch: Channel, req: m.Request) -> None:
-        feed = ch.find_feed(req.feed)
-        if feed is None or not ch.live:
+    async def _serve(self, ch: Channel, feed: Feed, req: m.Request) -> None:
+        if not ch.live:
             self.post(m.NoData(ch.local_id, req.id, "unknown feed"))
             return
         # Serve the longest stored prefix of the range that fits one message.

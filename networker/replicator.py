@@ -1,24 +1,27 @@
-"""Downloading one feed from every peer that has it.
+"""Deciding what to download of one feed from every peer that has it (pure: no I/O, no loop).
 
 Theory of operation
 -------------------
 There is one :class:`FeedReplicator` per local feed, shared by every channel (peer) that
 replicates it, and one :class:`PeerFeed` per (channel, feed): what that peer says it stores
-(``Have``) and which of our requests it has not answered yet.
+(``Have``). Every request made to any peer is recorded in one place, the node's
+:class:`Ledger`: which connection it went to, its id there, its range and the peer's claim when
+it was made. The ledger answers the three questions the layers above ask: how many requests a
+connection has awaiting an answer (the mux's request budget), which range of a feed is in flight
+(so that nothing is fetched twice and several peers are asked for different ranges), and which
+request an answer belongs to.
 
-``schedule()`` hands out work: for each peer with request slots free, the first range the peer
-has, we lack, nobody is already fetching, and (for a sparse download) we want. Requests are
-ranges of up to ``batch`` entries, sized from the entry sizes seen so far so that one response
-carries about ``REQUEST_BYTES``. Because in-flight ranges are tracked per feed, not per peer,
-several peers holding the same feed are asked for different ranges in parallel, and nothing is
-fetched twice. When a response arrives (or a peer goes away, or answers ``NoData``) its range
-is released and ``schedule()`` runs again. A replicator that finds a peer's request slots full
-queues itself on that peer (``Peer.wait_for_slot``) and runs again, in order, when a slot frees
-up: with thousands of feeds, a freed slot costs one ``schedule()``, not one per feed. After a
+``schedule(budget)`` returns :class:`Want` s: for each peer with room in its budget (``budget(pf)``
+is how many more requests that peer's connection may take), the first ranges the peer has, we
+lack, nobody is already fetching, and (for a sparse download) we want. Ranges are of up to
+``batch`` entries, sized from the entry sizes seen so far so that one response carries about
+``REQUEST_BYTES``. The caller turns each Want into a request (``Mux.request``, which records it
+in the ledger). When an answer is stored (``on_response``), refused (``on_refused``) or a peer
+goes away (``remove_peer``), its range is released and the caller schedules again. After a
 reconnect the same computation simply starts from what the store already holds.
 
-Local changes (our appends, verified downloads) are announced to every peer as incremental
-``Have`` messages, coalesced per event-loop tick.
+``on_local_change`` (our appends, verified downloads) names the peers to announce the new range
+to; the channel coalesces them into incremental ``Have`` messages.
 
 Claims and proof
 ----------------
@@ -35,50 +38,147 @@ beyond ``verified_length`` withdraws the peer's claim from that point on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
 
 from storage import Feed, FeedEvent, RangeSet
-
-if TYPE_CHECKING:
-    from .channel import Channel
 
 REQUEST_BYTES = 1024 * 1024
 MAX_REQUEST_ENTRIES = 1024
 FIRST_REQUEST_ENTRIES = 64
 END = 1 << 63  # beyond every feed position
 
+Budget = Callable[["PeerFeed"], int]
+
 
 class PeerFeed:
-    """One peer's view of one feed, as far as we know it."""
+    """One peer's view of one feed, as far as we know it. ``link`` names the connection (the
+    ledger's key); ``channel`` is the channel it belongs to (for the shell's routing only)."""
 
-    def __init__(self, channel: Channel, replicator: FeedReplicator) -> None:
+    def __init__(self, link: Hashable, channel: object, replicator: FeedReplicator) -> None:
+        self.link = link
         self.channel = channel
         self.replicator = replicator
         self.remote_length = 0  # the longest signed length the peer claims (not proven)
         self.remote_have = RangeSet()
         self.have_received = False
-        self.requests: dict[int, tuple[int, int, int]] = {}  # request id -> (start, end, claim then)
 
     @property
     def feed(self) -> Feed:
         return self.replicator.feed
 
 
+@dataclass(frozen=True, slots=True)
+class Want:
+    """Ask ``peer`` for entries ``[start, end)``."""
+
+    peer: PeerFeed
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Outstanding:
+    """A request made: its id on its connection, what it asked, and the peer's claim then."""
+
+    id: int
+    peer: PeerFeed
+    start: int
+    end: int
+    claim: int
+
+
+@dataclass
+class _Link:
+    next_id: int = 0
+    awaiting: dict[int, Outstanding] = field(default_factory=dict)
+
+
+class Ledger:
+    """Every request in flight, node-wide: per connection (awaiting an answer) and per feed
+    (the range is taken until the answer is stored or given up)."""
+
+    def __init__(self) -> None:
+        self._links: dict[Hashable, _Link] = {}
+        self._inflight: dict[bytes, RangeSet] = {}
+        self._live: set[Outstanding] = set()  # issued, range not released yet
+
+    def issue(self, want: Want) -> Outstanding:
+        link = self._links.setdefault(want.peer.link, _Link())
+        link.next_id += 1
+        o = Outstanding(link.next_id, want.peer, want.start, want.end, want.peer.remote_length)
+        link.awaiting[o.id] = o
+        self._inflight.setdefault(want.peer.feed.key, RangeSet()).add(o.start, o.end)
+        self._live.add(o)
+        return o
+
+    def awaiting(self, link: Hashable) -> int:
+        """Requests on connection ``link`` not answered yet."""
+        entry = self._links.get(link)
+        return len(entry.awaiting) if entry is not None else 0
+
+    def find(self, link: Hashable, request_id: int) -> Outstanding | None:
+        entry = self._links.get(link)
+        return entry.awaiting.get(request_id) if entry is not None else None
+
+    def answered(self, o: Outstanding) -> None:
+        """An answer for ``o`` arrived: the connection's slot is free; its range stays taken."""
+        entry = self._links.get(o.peer.link)
+        if entry is not None:
+            entry.awaiting.pop(o.id, None)
+
+    def release(self, o: Outstanding) -> bool:
+        """The range of ``o`` may be asked for again; False if it was released already."""
+        if o not in self._live:
+            return False
+        self._live.discard(o)
+        self.answered(o)
+        rs = self._inflight.get(o.peer.feed.key)
+        if rs is not None:
+            rs.remove(o.start, o.end)
+        return True
+
+    def inflight(self, feed_key: bytes) -> RangeSet:
+        rs = self._inflight.get(feed_key)
+        if rs is None:
+            rs = self._inflight[feed_key] = RangeSet()
+        return rs
+
+    def drop(self, peer: PeerFeed) -> None:
+        """``peer`` went away: release every request made to it."""
+        for o in [o for o in self._live if o.peer is peer]:
+            self.release(o)
+
+    def forget(self, link: Hashable) -> None:
+        self._links.pop(link, None)
+
+
 class FeedReplicator:
-    def __init__(self, feed: Feed) -> None:
+    def __init__(self, feed: Feed, ledger: Ledger, wake: Callable[[FeedReplicator], None] | None = None) -> None:
         self.feed = feed
+        self.ledger = ledger
         self.peers: list[PeerFeed] = []
-        self.inflight = RangeSet()
         self.wanted: RangeSet | None = None  # None: everything any peer has
-        self.paused = False  # e.g. a backup peer over its quota: request nothing more
+        self._paused = False
         self.entries_received = 0
         self._bytes_received = 0
-        self._unlisten = feed.listen(self._on_change)
         self._rotation = 0
+        self._wake = wake  # asks the shell to schedule again (after a command from above)
 
-    def close(self) -> None:
-        self._unlisten()
+    @property
+    def inflight(self) -> RangeSet:
+        return self.ledger.inflight(self.feed.key)
+
+    @property
+    def paused(self) -> bool:
+        """E.g. a backup peer over its quota: request nothing more."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        was, self._paused = self._paused, value
+        if was and not value and self._wake is not None:
+            self._wake(self)
 
     # -- peers ------------------------------------------------------------------------------
 
@@ -88,10 +188,7 @@ class FeedReplicator:
     def remove_peer(self, peer: PeerFeed) -> None:
         if peer in self.peers:
             self.peers.remove(peer)
-        for start, end, _ in peer.requests.values():
-            self.inflight.remove(start, end)
-        peer.requests.clear()
-        self.schedule()
+        self.ledger.drop(peer)
 
     # -- what to download -------------------------------------------------------------------
 
@@ -100,11 +197,13 @@ class FeedReplicator:
         if self.wanted is None:
             self.wanted = RangeSet()
         self.wanted.add(start, end)
-        self.schedule()
+        if self._wake is not None:
+            self._wake(self)
 
     def want_all(self) -> None:
         self.wanted = None
-        self.schedule()
+        if self._wake is not None:
+            self._wake(self)
 
     @property
     def bytes_received(self) -> int:
@@ -138,9 +237,9 @@ class FeedReplicator:
                 else:
                     yield from self.wanted.intersection(ms, me)
 
-    def _next_range(self, peer: PeerFeed) -> tuple[int, int] | None:
+    def _next_range(self, peer: PeerFeed, taken: RangeSet) -> tuple[int, int] | None:
         for start, end in self._gaps(peer):
-            for gs, ge in self.inflight.missing(start, end):
+            for gs, ge in taken.missing(start, end):
                 return gs, min(ge, gs + self._batch())
         return None
 
@@ -152,51 +251,50 @@ class FeedReplicator:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    def schedule(self) -> None:
-        """Send requests to every peer with free slots for ranges nobody is fetching yet."""
-        if self.feed.writable or not self.peers or self.paused:
-            return
+    def schedule(self, budget: Budget) -> list[Want]:
+        """The requests to make now: for every peer with room (``budget(pf)``), ranges nobody
+        is fetching yet. Peers are visited in rotation so that none is always asked first."""
+        if self.feed.writable or not self.peers or self._paused:
+            return []
+        wants: list[Want] = []
+        taken = base = self.inflight
         n = len(self.peers)
         self._rotation = (self._rotation + 1) % n
         for k in range(n):
             peer = self.peers[(self._rotation + k) % n]
-            while True:
-                if not peer.channel.can_request():
-                    peer.channel.starved(self)  # maybe nothing to ask: then the retry is cheap
-                    break
-                r = self._next_range(peer)
+            room = budget(peer)
+            while room > 0:
+                r = self._next_range(peer, taken)
                 if r is None:
                     break
-                self.inflight.add(*r)
-                peer.requests[peer.channel.request(self.feed, *r)] = (*r, peer.remote_length)
+                if taken is base:
+                    taken = taken.copy()  # the ledger records each Want when it is requested
+                taken.add(*r)
+                wants.append(Want(peer, *r))
+                room -= 1
+        return wants
 
-    def on_response(self, peer: PeerFeed, request_id: int, received: int, nbytes: int) -> None:
+    def on_response(self, o: Outstanding, received: int, nbytes: int) -> None:
         """A request was answered with ``received`` entries (``nbytes`` bytes): a prefix of
         the range when the rest did not fit one message. Whatever was not received is free to be
         requested again."""
         self.entries_received += received
         self._bytes_received += nbytes
-        req = peer.requests.pop(request_id, None)
-        if req is None:
-            return  # the peer went away meanwhile; its requests were released then
-        self.inflight.remove(req[0], req[1])
-        self.schedule()
+        self.ledger.release(o)
 
-    def on_refused(self, peer: PeerFeed, request_id: int) -> None:
+    def on_refused(self, o: Outstanding) -> None:
         """The peer answered NoData: it does not (or no longer) serve that range."""
-        if request_id in peer.requests:
-            start, end, _ = peer.requests[request_id]
-            if start >= self.verified_length:
-                # Beyond what anyone has proven: the claim from here on is withdrawn.
-                peer.remote_have.remove(start, END)
-                peer.remote_length = min(peer.remote_length, start)
-            else:
-                peer.remote_have.remove(start, end)
-        self.on_response(peer, request_id, 0, 0)
+        peer = o.peer
+        if o.start >= self.verified_length:
+            # Beyond what anyone has proven: the claim from here on is withdrawn.
+            peer.remote_have.remove(o.start, END)
+            peer.remote_length = min(peer.remote_length, o.start)
+        else:
+            peer.remote_have.remove(o.start, o.end)
+        self.ledger.release(o)
 
     # -- local changes ----------------------------------------------------------------------
 
-    def _on_change(self, event: FeedEvent) -> None:
-        for peer in self.peers:
-            peer.channel.announce(self.feed, event.start, event.end)
-        self.schedule()
+    def on_local_change(self, event: FeedEvent) -> list[PeerFeed]:
+        """We now hold ``[event.start, event.end)``: the peers to tell (then schedule again)."""
+        return list(self.peers)

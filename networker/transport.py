@@ -32,7 +32,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from .errors import (
     NetworkError,
     RemoteProtocolError,
 )
+from .framing import HEADER_BYTES, encode_frame, frame_length
 from .identity import DeviceIdentity
 from .limits import LogThrottle, PendingHandshakes, ip_key
 from .noise import NoiseSession
@@ -58,7 +58,6 @@ HANDSHAKE_TIMEOUT = 10.0
 MAX_PENDING = 64
 MAX_PENDING_PER_IP = 8
 ACCEPT_BACKOFF = (0.05, 2.0)  # first and longest pause of accepting when out of resources
-_LEN = struct.Struct(">H")
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN}
 
@@ -117,11 +116,7 @@ class SecureConnection:
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     try:
-        header = await reader.readexactly(2)
-        (n,) = _LEN.unpack(header)
-        if n == 0:
-            raise RemoteProtocolError("empty frame")
-        return await reader.readexactly(n)
+        return await reader.readexactly(frame_length(await reader.readexactly(HEADER_BYTES)))
     except asyncio.IncompleteReadError:
         raise ConnectionClosedError("connection closed by peer") from None
     except (ConnectionError, OSError) as e:
@@ -133,11 +128,11 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     try:
         async with asyncio.timeout(timeout):
             for msg in session.start():
-                writer.write(_LEN.pack(len(msg)) + msg)
+                writer.write(encode_frame(msg))
             while not session.complete:
                 frame = await _read_frame(reader)
                 for msg in session.receive_handshake(frame):
-                    writer.write(_LEN.pack(len(msg)) + msg)
+                    writer.write(encode_frame(msg))
             await writer.drain()
     except TimeoutError:
         raise HandshakeTimeoutError(f"handshake not completed within {timeout}s") from None

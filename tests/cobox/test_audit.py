@@ -139,7 +139,7 @@ class Setup:
         feed = self.feed
         r = Receipt.make(self.seed_id.sign, self.seed_id.peer_id, self.member.discovery_key, feed.key, length,
                          await feed.tree_hash_at(length), 1000 + length)
-        await self.member.on_receipt(self.seed_id.peer_id, r.to_message(1))
+        await self.member.on_receipt(self.seed_id.peer_id, r)
 
     def server_call(self) -> Callable[[bytes, float], Awaitable[bytes]]:
         """A call that reaches the backup peer's audit service as a peer with a live channel."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cobox.backup import audit as au
-from cobox.backup.receipts import Receipt
+from cobox.backup.receipts import EXTENSION, Receipt
 from cobox.groups import Group
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
@@ -111,7 +111,7 @@ async def test_backup_peer_that_kept_1_of_300_but_signs_for_300_fails_its_audit(
     lie = Receipt.make(p.seed.identity.sign, seed_id, p.seed.discovery_key, feed.key, ENTRIES,
                        replica.signed.tree_hash, 10**13)
     for ch in p.seed._channels:
-        ch.post_receipt(lie.to_message(ch.local_id))
+        ch.peer.send_extension(ch, EXTENSION, lie.to_body())
     await until(lambda: bool(p.member.backup_status()) and p.status()["feeds"][0]["held"] == ENTRIES,
                 what="the member to accept the receipt")
     def audited_the_lie() -> bool:  # (an audit of its honest receipt for 1 entry may come first)

@@ -28,7 +28,7 @@ messages = st.one_of(
                                                      max_size=5).map(tuple),
               u, st.binary(min_size=64, max_size=64), nodes, u, nodes),
     st.builds(m.NoData, channel, u, st.text(max_size=50)),
-    st.builds(m.Receipt, channel, key, u, key, u, key, st.binary(min_size=64, max_size=64), st.booleans()),
+    st.builds(m.Extension, channel, st.text(max_size=20), st.binary(max_size=100)),
     st.builds(m.Call, st.just(0), u, st.text(max_size=20), st.binary(max_size=100)),
     st.builds(m.Reply, st.just(0), u, st.booleans(), st.binary(max_size=100)),
 )
