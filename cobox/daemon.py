@@ -64,6 +64,7 @@ from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
+from .relaying import Relaying, expand_wildcard
 from .uri import Invite, validate_name
 
 FOLDERS_SCOPE = "folders"
@@ -91,6 +92,7 @@ class Daemon:
         self.recovery: RecoveryServer | None = None
         self.restart_requested = False
         self.folders: dict[str, FolderSync] = {}
+        self.relaying: Relaying | None = None
 
     # -- life -------------------------------------------------------------------------------
 
@@ -160,6 +162,9 @@ class Daemon:
                            lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
                            reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
                            dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"])
+        self.relaying = Relaying(cfg["relay"], self.node, self.dht, self.advertised,
+                                 lambda a: expand_wildcard(a, _local_ips), self.swarm.refresh)
+        await self.relaying.start()
         self.node.services[AUDIT_SERVICE] = AuditServer(
             lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
@@ -218,8 +223,8 @@ class Daemon:
         self.swarm.add_candidate(topic, peer_id, address, "lan")
 
     async def _shutdown(self) -> None:
-        steps = (self._stop_api, self._stop_folders, self._stop_swarm, self._stop_node, self._stop_discovery,
-                 self._stop_store)
+        steps = (self._stop_api, self._stop_folders, self._stop_swarm, self._stop_relaying, self._stop_node,
+                 self._stop_discovery, self._stop_store)
         for step in steps:
             try:
                 await step()
@@ -237,6 +242,10 @@ class Daemon:
     async def _stop_swarm(self) -> None:
         if hasattr(self, "swarm"):
             await self.swarm.close()
+
+    async def _stop_relaying(self) -> None:
+        if self.relaying is not None:
+            await self.relaying.close()
 
     async def _stop_node(self) -> None:
         if hasattr(self, "node"):
@@ -273,7 +282,8 @@ class Daemon:
                     out.append(alt.format())
         # Dial the most local first: a peer on this machine or network need not go further.
         order = {"device": 0, "local": 1, "public": 2}
-        return sorted(out, key=lambda a: order[parse(a).alternatives[0].scope])[:8]
+        relayed = self.relaying.relayed_addresses() if self.relaying is not None else []
+        return sorted(out, key=lambda a: order[parse(a).alternatives[0].scope])[:8 - len(relayed)] + relayed
 
     # -- groups -------------------------------------------------------------------------------
 

@@ -177,6 +177,7 @@ class ControlServer:
             "groups": [self.group_doc(g) for g in d.groups.values()],
             "folders": [f.status() for f in d.folders.values()],
             "peers": self.peers_doc(),
+            "relay": d.relaying.status() if d.relaying is not None else None,
             "bytes_sent": sent,
             "bytes_received": received,
         }
@@ -209,6 +210,7 @@ class ControlServer:
                 "peer_id": peer.remote_peer_id.hex(),
                 "address": getattr(peer.conn, "remote_address", ""),
                 "initiator": peer.conn.is_initiator,
+                "kind": getattr(peer, "kind", ""),
                 "groups": [ch.group.name for ch in peer.channels.values()
                            if ch.live and hasattr(ch.group, "name")],
                 "bytes_sent": getattr(peer.conn, "bytes_sent", 0),
