@@ -162,8 +162,8 @@ class Daemon:
                            lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
                            reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
                            dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"])
-        self.relaying = Relaying(cfg["relay"], self.node, self.dht, self.advertised,
-                                 lambda a: expand_wildcard(a, _local_ips), self.swarm.refresh)
+        self.relaying = Relaying(cfg["relay"], self.node, self.dht, self.swarm, self.advertised,
+                                 lambda a: expand_wildcard(a, _local_ips))
         await self.relaying.start()
         self.node.services[AUDIT_SERVICE] = AuditServer(
             lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle

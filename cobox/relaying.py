@@ -14,6 +14,10 @@ a :class:`RelayClient` keeps reservations with ``reservations`` relays taken fro
 seconds while it holds fewer than it wants). Its relayed addresses join the advertised ones (so
 they are announced with every group), and a change wakes the swarm to announce again. Incoming
 circuits become node connections like accepted ones.
+
+*Upgrading*: an :class:`networker.holepunch.Upgrader` moves every relayed peer to a direct
+connection when it can (its direct addresses from the swarm, then a hole punch unless
+``hole_punch = false``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from networker.address import Address, parse
 from networker.errors import AddressError, NetworkError
+from networker.holepunch import Upgrader
 from networker.relay import RelayClient, RelayLimits, RelayServer, is_behind_nat_ip
 
 log = logging.getLogger(__name__)
@@ -60,18 +65,20 @@ def limits(cfg: dict[str, Any]) -> RelayLimits:
 
 
 class Relaying:
-    def __init__(self, cfg: dict[str, Any], node: Any, dht: Any, advertised: Callable[[], list[str]],
-                 expand: Callable[[str], list[str]], on_change: Callable[[], None]) -> None:
+    def __init__(self, cfg: dict[str, Any], node: Any, dht: Any, swarm: Any, advertised: Callable[[], list[str]],
+                 expand: Callable[[str], list[str]]) -> None:
         """``advertised()``: the daemon's direct addresses; ``expand(address)``: a listening
         address with wildcard hosts replaced by this machine's addresses."""
         self.cfg = cfg
         self.node = node
         self.dht = dht
+        self.swarm = swarm
         self.advertised = advertised
         self.expand = expand
-        self.on_change = on_change
+        self.on_change = swarm.refresh
         self.server: RelayServer | None = None
         self.client: RelayClient | None = None
+        self.upgrader: Upgrader | None = None
         self.found: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -90,8 +97,13 @@ class Relaying:
             self.client = RelayClient(self.node.identity, self.node.take_connection, candidates=self.candidates,
                                       want=self.cfg["reservations"], on_change=self.on_change)
             self.client.start()
+        self.upgrader = Upgrader(self.node, addresses_of=self._addresses_of, punch=self.cfg["hole_punch"])
         if self.dht is not None and (self.server is not None or self.client is not None):
             self._task = asyncio.get_running_loop().create_task(self._dht_loop(), name="relay-dht")
+
+    def _addresses_of(self, peer_id: bytes) -> str | None:
+        cand = self.swarm.candidates.get(peer_id)
+        return cand.address if cand is not None else None
 
     def server_addresses(self) -> list[str]:
         if self.server is None:
@@ -107,7 +119,9 @@ class Relaying:
 
     def status(self) -> dict[str, Any]:
         return {"offering": self.server.status() if self.server is not None else None,
-                "reservations": self.client.status() if self.client is not None else []}
+                "reservations": self.client.status() if self.client is not None else [],
+                "hole_punched": self.upgrader.punched if self.upgrader is not None else 0,
+                "hole_punch_failures": self.upgrader.punch_failures if self.upgrader is not None else 0}
 
     async def _dht_loop(self) -> None:
         interval = max(self.cfg["lookup_interval"], 0.5)
@@ -129,6 +143,8 @@ class Relaying:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.upgrader is not None:
+            await self.upgrader.close()
         if self.client is not None:
             await self.client.close()
         if self.server is not None:

@@ -11,7 +11,9 @@ message (:mod:`networker.relay.wire`) says what a connection is for:
   seconds;
 - ``CONNECT target``: a dialer wants a circuit (:class:`RelayState` decides); the relay sends
   ``INCOMING`` on the target's reservation and waits for the target's ``ACCEPT``;
-- ``ACCEPT circuit``: the target's connection for that circuit.
+- ``ACCEPT circuit``: the target's connection for that circuit;
+- ``OBSERVE``: the relay answers the address it sees the connection come from (hole punching,
+  :mod:`networker.holepunch`).
 
 When the target accepted, the relay sends ``SPLICED`` to the target and then to the dialer,
 stops using both Noise sessions (:meth:`SecureConnection.detach`) and copies raw bytes both
@@ -41,6 +43,8 @@ from .wire import (
     BAD_REQUEST,
     CONNECT,
     INCOMING,
+    OBSERVE,
+    OBSERVED,
     PING,
     PONG,
     REFUSED,
@@ -104,6 +108,8 @@ class RelayServer:
                 await self._reservation(conn)
             elif first.kind == CONNECT:
                 await self._dial(conn, first.key)
+            elif first.kind == OBSERVE:
+                await self._observe(conn)
             elif first.kind == ACCEPT:
                 self._accept(conn, first.circuit)
                 return  # the dialer's task owns the connection now
@@ -112,6 +118,13 @@ class RelayServer:
         except (NetworkError, TimeoutError) as e:
             log.debug("relay connection from %s ended: %s", conn.remote_address, e)
         conn.close()
+
+    async def _observe(self, conn: SecureConnection) -> None:
+        where = parse(conn.remote_address).alternatives[0]
+        if conn.remote_host is None or where.transport != "tcp":
+            await _refuse(conn, BAD_REQUEST, "not a tcp connection")
+            return
+        await conn.send(encode(Message(OBSERVED, host=conn.remote_host, port=where.port)))
 
     async def _reservation(self, conn: SecureConnection) -> None:
         pid = conn.remote_peer_id

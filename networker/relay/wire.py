@@ -11,6 +11,8 @@ Each message is a type byte and fixed fields::
     ACCEPT     circuit:16                target -> relay   (on a new connection) take that circuit
     SPLICED                              relay -> both     the next bytes are the other device's
     PING / PONG                          either way        keep the reservation and its NAT mapping
+    OBSERVE                              device -> relay   which address do you see me at?
+    OBSERVED   port:u16 ip:ascii         relay -> device   (canonical IPv4 or IPv6 text)
 
 :func:`decode` is strict (exact lengths, known types, UTF-8 reasons) and raises only
 :class:`RelayProtocolError`.
@@ -18,19 +20,22 @@ Each message is a type byte and fixed fields::
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 
 from ..errors import NetworkError, RemoteProtocolError
 
-RESERVE, RESERVED, REFUSED, CONNECT, INCOMING, ACCEPT, SPLICED, PING, PONG = range(1, 10)
+RESERVE, RESERVED, REFUSED, CONNECT, INCOMING, ACCEPT, SPLICED, PING, PONG, OBSERVE, OBSERVED = range(1, 12)
 KEY_BYTES = 32
 CIRCUIT_BYTES = 16
 MAX_REASON = 200
 MAX_MESSAGE = 1 + 1 + MAX_REASON
 _NAMES = {RESERVE: "RESERVE", RESERVED: "RESERVED", REFUSED: "REFUSED", CONNECT: "CONNECT",
-          INCOMING: "INCOMING", ACCEPT: "ACCEPT", SPLICED: "SPLICED", PING: "PING", PONG: "PONG"}
+          INCOMING: "INCOMING", ACCEPT: "ACCEPT", SPLICED: "SPLICED", PING: "PING", PONG: "PONG",
+          OBSERVE: "OBSERVE", OBSERVED: "OBSERVED"}
 _U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
 
 # REFUSED codes
 NO_RESERVATION, RELAY_FULL, NOT_ALLOWED, TIMED_OUT, BAD_REQUEST = range(1, 6)
@@ -60,6 +65,8 @@ class Message:
     ttl: int = 0  # RESERVED
     code: int = 0  # REFUSED
     reason: str = ""  # REFUSED
+    host: str = ""  # OBSERVED
+    port: int = 0  # OBSERVED
 
     @property
     def name(self) -> str:
@@ -68,8 +75,10 @@ class Message:
 
 def encode(m: Message) -> bytes:
     k = bytes([m.kind])
-    if m.kind in (RESERVE, SPLICED, PING, PONG):
+    if m.kind in (RESERVE, SPLICED, PING, PONG, OBSERVE):
         return k
+    if m.kind == OBSERVED:
+        return k + _U16.pack(m.port) + m.host.encode()
     if m.kind == RESERVED:
         return k + _U32.pack(m.ttl)
     if m.kind == REFUSED:
@@ -95,9 +104,20 @@ def decode(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE:
         raise RelayProtocolError(f"relay message of {len(data)} bytes (at most {MAX_MESSAGE})")
     kind, body = data[0], bytes(data[1:])
-    if kind in (RESERVE, SPLICED, PING, PONG):
+    if kind in (RESERVE, SPLICED, PING, PONG, OBSERVE):
         _length(kind, body, 0)
         return Message(kind)
+    if kind == OBSERVED:
+        if not 2 < len(body) <= 2 + 45:
+            raise RelayProtocolError(f"OBSERVED of {len(body)} bytes")
+        try:
+            host = body[2:].decode("ascii")
+            ip = ipaddress.ip_address(host)
+        except (UnicodeDecodeError, ValueError):
+            raise RelayProtocolError("OBSERVED without an IP address") from None
+        if str(ip) != host:
+            raise RelayProtocolError("OBSERVED with an IP address in a non-canonical form")
+        return Message(kind, host=host, port=_U16.unpack(body[:2])[0])
     if kind == RESERVED:
         _length(kind, body, 4)
         return Message(kind, ttl=_U32.unpack(body)[0])

@@ -6,10 +6,12 @@ side of NAT routers. A router has a LAN bridge ``10.N.0.0/24`` with its hosts be
 between the two, masquerades what leaves its WAN (``iptables -t nat ... MASQUERADE``: Linux keeps
 the source port where it can, which makes a cone-like, port-preserving mapping; with
 ``symmetric=True`` it adds ``--random-fully``, so every new destination gets a random port) and
-lets in from the WAN only what belongs to a connection its LAN opened (conntrack). A router may
+lets in from the WAN only what belongs to a connection its LAN opened (conntrack; anything else
+is dropped without an answer). A router may
 sit behind another router (double NAT). Routers have no default route: an address of another
 LAN is unreachable at once, as on the internet. Each router counts in its ``COBOXCOUNT`` chain
-the packets it forwards from its WAN into its LAN per public source address
+the TCP packets (not resets) of established connections it forwards from its WAN into its LAN
+per source
 (:meth:`Topology.packets_from`), so a test can tell a direct (hole-punched) connection
 between two routers from one through a relay.
 
@@ -123,10 +125,14 @@ class Topology:
         masq = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"]
         run(*masq, *(["--random-fully"] if symmetric else []), ns=ns)
         run("iptables", "-N", "COBOXCOUNT", ns=ns)
-        run("iptables", "-A", "FORWARD", "-i", "wan", "-o", "br0", "-j", "COBOXCOUNT", ns=ns)
+        run("iptables", "-A", "FORWARD", "-i", "wan", "-o", "br0", "-p", "tcp", "!", "--tcp-flags", "RST", "RST",
+            "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "COBOXCOUNT", ns=ns)
         run("iptables", "-A", "FORWARD", "-i", "wan", "-o", "br0", "-m", "conntrack", "--ctstate",
             "ESTABLISHED,RELATED", "-j", "ACCEPT", ns=ns)
         run("iptables", "-A", "FORWARD", "-i", "wan", "-o", "br0", "-j", "DROP", ns=ns)
+        # a SYN to a port with no mapping is dropped quietly (no RST), as home routers do
+        run("iptables", "-A", "INPUT", "-i", "wan", "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP",
+            ns=ns)
         router = Router(ns, wan_ip, lan, symmetric)
         self.routers[what] = router
         return router
