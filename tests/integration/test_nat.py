@@ -113,3 +113,31 @@ async def test_two_cone_nats_meet_through_the_relay_and_end_hole_punched(daemons
     async with asyncio.timeout(20):
         while "after the punch" not in await texts(b.home):
             await asyncio.sleep(0.2)
+
+
+async def test_double_nat_against_a_cone_nat_ends_hole_punched(daemons, topology):
+    t = topology
+    _, relay_ip = await public_relay(daemons, t)
+    t.nat("outer", 1)
+    t.nat("ra", 3, behind="outer")  # A is behind two port-preserving NATs
+    t.nat("rb", 2)
+    a, _ = await member(daemons, t, "a", "ra", relay_ip)
+    b, _ = await member(daemons, t, "b", "rb", relay_ip)
+    t.count_from("outer", t.routers["rb"].wan_ip)
+    async with asyncio.timeout(55):
+        await both_ways(a, b)
+        while await kinds(a) != ["hole-punched"] or await kinds(b) != ["hole-punched"]:
+            await asyncio.sleep(0.2)
+    assert t.packets_from("outer", t.routers["rb"].wan_ip) > 0
+
+
+async def test_two_devices_behind_one_nat_connect_on_their_lan(daemons, topology):
+    t = topology
+    _, relay_ip = await public_relay(daemons, t)
+    t.nat("r", 1)
+    a, _ = await member(daemons, t, "a", "r", relay_ip)
+    b, _ = await member(daemons, t, "b", "r", relay_ip)
+    async with asyncio.timeout(55):
+        await both_ways(a, b)
+        while await kinds(a) != ["direct LAN"] or await kinds(b) != ["direct LAN"]:
+            await asyncio.sleep(0.2)
