@@ -28,7 +28,9 @@ over the direct one, channels reopened.
    later while it is still relayed. A symmetric NAT (a new mapping per destination) makes the
    observed port useless to the peer: those attempts fail and the pair stays relayed.
 
-The punched connection is marked ``punched`` (its kind is ``hole-punched``).
+A peer may ask for at most ``attempts`` punches per ``retry_later`` seconds (each makes us dial
+an address it names), and only over a relayed connection. The punched connection is marked
+``punched`` (its kind is ``hole-punched``).
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ def sync_delay(rtt: float) -> float:
     """How long the initiator waits after sending SYNC: half the round trip (the peer dials when
     SYNC arrives, about RTT/2 after it was sent), within 0-2 s."""
     return min(max(rtt / 2, 0.0), 2.0)
+
+
+def allow(times: list[float], now: float, most: int, window: float) -> bool:
+    """Whether one more punch fits ``most`` per ``window`` seconds (``times``: earlier ones,
+    updated). A peer cannot make us dial addresses it names faster than that."""
+    times[:] = [t for t in times if t > now - window]
+    if len(times) >= most:
+        return False
+    times.append(now)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +226,7 @@ class Upgrader:
         self.punched = 0
         self.punch_failures = 0
         self._prepared: dict[bytes, _Prepared] = {}
+        self._asked: dict[bytes, list[float]] = {}  # peer -> times of its PREPAREs in the window
         self._tasks: dict[bytes, asyncio.Task[None]] = {}
         self._answers: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
@@ -316,6 +329,8 @@ class Upgrader:
             raise ServiceError(str(e)) from None
         now = self._loop.time()
         if m.kind == PREPARE:
+            if not allow(self._asked.setdefault(pid, []), now, self.attempts, self.retry_later):
+                raise ServiceError(f"at most {self.attempts} hole punches per {self.retry_later:g}s")
             try:
                 port, host, obs_port = await observe(self._relay_of(peer), self.node.identity)
             except (NetworkError, OSError, TimeoutError) as e:
