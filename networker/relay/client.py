@@ -11,8 +11,9 @@ reservation stands, :meth:`relayed_addresses` includes ``tcp:RELAY:PORT~noise:RE
 for the announcer (:attr:`on_change` is called whenever that list changes).
 
 An ``INCOMING`` on a reservation makes the client open a second connection to the relay,
-``ACCEPT`` the circuit, wait for ``SPLICED``, and then answer the dialer's own Noise handshake
-over the raw circuit, expecting the dialer's key the relay named. The resulting
+``ACCEPT`` the circuit (at most ``MAX_ACCEPTING`` at once: a relay cannot make us open
+connections without bound), wait for ``SPLICED``, and then answer the dialer's own Noise
+handshake over the raw circuit, expecting the dialer's key the relay named. The resulting
 :class:`RelayedConnection` goes to ``on_connection`` (the node), like an accepted one.
 
 :func:`dial_relayed` is the dialer's half: ``CONNECT`` to the relay, ``SPLICED``, then an
@@ -55,6 +56,7 @@ from .wire import (
 )
 
 log = logging.getLogger(__name__)
+MAX_ACCEPTING = 8  # incoming circuits being set up at once
 
 
 class RelayedConnection(SecureConnection):
@@ -252,16 +254,20 @@ class RelayClient:
                 await conn.send(encode(Message(PING)))
 
         pinger = self._loop.create_task(ping())
+        receiving: asyncio.Task[bytes] | None = None
         try:
             while True:
-                done, _ = await asyncio.wait([pinger, self._loop.create_task(conn.recv())],
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if pinger in done:
+                receiving = self._loop.create_task(conn.recv())
+                done, _ = await asyncio.wait([pinger, receiving], return_when=asyncio.FIRST_COMPLETED)
+                if receiving not in done:
                     raise RelayError("relay stopped answering pings")
-                m = decode(done.pop().result())
+                m = decode(receiving.result())
                 if m.kind == PONG:
                     answered.set()
                 elif m.kind == INCOMING:
+                    if len(self._tasks) >= MAX_ACCEPTING:  # a relay cannot make us open connections unbounded
+                        log.info("relay %s: too many circuits being accepted; ignored one", relay.format())
+                        continue
                     task = self._loop.create_task(self._take(relay, m.circuit, m.key))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -269,6 +275,10 @@ class RelayClient:
                     raise RelayProtocolError(f"{m.name} on a reservation")
         finally:
             pinger.cancel()
+            if receiving is not None:
+                receiving.cancel()
+                with contextlib.suppress(BaseException):
+                    await receiving
 
     async def _take(self, relay: Address, circuit: bytes, dialer: bytes) -> None:
         ctrl: SecureConnection | None = None

@@ -141,3 +141,52 @@ async def test_a_relay_refuses_a_circuit_to_a_device_without_reservation_and_ove
                 await third.connect(relayed, timeout=5)
         finally:
             await third.close()
+
+
+async def test_a_relay_flooding_incoming_circuits_gets_a_bounded_number_of_connections(tmp_path):
+    """A hostile relay grants a reservation, then announces 50 circuits at once and never
+    splices: the device opens at most MAX_ACCEPTING connections for them at a time."""
+    from networker import transport
+    from networker.relay.client import MAX_ACCEPTING
+    from networker.relay.wire import ACCEPT, INCOMING, RESERVE, RESERVED, Message, decode, encode
+
+    relay_id = DeviceIdentity.generate()
+    accepts: list[object] = []
+    open_accepts = [0, 0]  # now, most at once
+
+    async def hostile(conn) -> None:
+        first = decode(await conn.recv())
+        if first.kind == RESERVE:
+            await conn.send(encode(Message(RESERVED, ttl=60)))
+            for _ in range(50):
+                await conn.send(encode(Message(INCOMING, circuit=os.urandom(16), key=os.urandom(32))))
+            await asyncio.sleep(30)
+        elif first.kind == ACCEPT:
+            accepts.append(conn)
+            open_accepts[0] += 1
+            open_accepts[1] = max(open_accepts[1], open_accepts[0])
+            try:
+                await conn.recv()  # never answer; the device gives up after its timeout
+            except NetworkError:
+                pass
+            finally:
+                open_accepts[0] -= 1
+
+    listener = await transport.listen(parse("tcp:127.0.0.1:0").alternatives[0], relay_id, hostile)
+    store = await Store.open(tmp_path / "a")
+    node = Node(DeviceIdentity.generate(), store)
+    client = RelayClient(node.identity, node.take_connection, candidates=lambda: listener.addresses, want=1,
+                         timeout=1.0)
+    try:
+        client.start()
+        await until(lambda: len(accepts) >= MAX_ACCEPTING, what="the device to accept circuits")
+        await until(lambda: not client._tasks, timeout=10, what="the device to give up the unspliced circuits")
+        assert open_accepts[1] <= MAX_ACCEPTING
+        assert len(accepts) <= MAX_ACCEPTING  # the other announcements were ignored, not queued
+        assert client.circuits_accepted == 0
+    finally:
+        await client.close()
+        await node.close()
+        listener.close()
+        await listener.wait_closed()
+        await store.close()
