@@ -205,6 +205,10 @@ async def main(args: argparse.Namespace) -> None:
     reason = unavailable()
     if reason:
         sys.exit(f"bench/nat.py: {reason}")
+    if args.only == "throughput":
+        for row in await throughput(16 if args.quick else 64):
+            report(bench="nat", what="throughput", **row)
+        return
     tries = 5 if args.quick else 20
     report(bench="nat", what="join_to_first_entry", **await daemons_join("symmetric-symmetric", None))
     report(bench="nat", what="join_to_direct", **await daemons_join("cone-cone", "hole-punched"))
@@ -217,4 +221,5 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", choices=["throughput"], help="run only these rows")
     asyncio.run(main(p.parse_args()))

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -55,7 +56,8 @@ async def splice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hos
             await dst.drain()
         dst.close()
 
-    await asyncio.gather(pump(reader, w2), pump(r2, writer), return_exceptions=True)
+    with contextlib.suppress(asyncio.CancelledError):  # at the worker's exit
+        await asyncio.gather(pump(reader, w2), pump(r2, writer), return_exceptions=True)
 
 
 async def main() -> None:
@@ -128,7 +130,7 @@ async def main() -> None:
                     lambda r, w, h=host, p=int(port): splice(r, w, h, p, forwarded), cmd["host"], 0)
                 reply({"port": server.sockets[0].getsockname()[1]})
             elif op == "cpu":
-                total = relay.bytes_forwarded if relay is not None else forwarded[0]
+                total = (relay.bytes_forwarded if relay is not None else 0) + forwarded[0]
                 reply({"cpu": cpu(), "forwarded": total})
             elif op == "quit":
                 break
