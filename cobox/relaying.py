@@ -10,10 +10,11 @@ under :data:`RELAY_TOPIC` so that devices behind NAT find it.
 
 *Using*: with ``use = true``, or ``"auto"`` when no advertised address is reachable from outside,
 a :class:`RelayClient` keeps reservations with ``reservations`` relays taken from
-``[relay] servers`` and from DHT lookups of :data:`RELAY_TOPIC` (every ``lookup_interval``
-seconds while it holds fewer than it wants). Its relayed addresses join the advertised ones (so
-they are announced with every group), and a change wakes the swarm to announce again. Incoming
-circuits become node connections like accepted ones.
+``[relay] servers`` and from DHT lookups of :data:`RELAY_TOPIC` (after 0.5 s, 1 s, 2 s, ... up
+to every ``lookup_interval`` seconds, while it holds fewer than it wants). Its relayed
+addresses join the advertised ones (so they are announced with every group), and a change
+wakes the swarm to announce again. Incoming circuits become node connections like accepted
+ones.
 
 *Upgrading*: an :class:`networker.holepunch.Upgrader` moves every relayed peer to a direct
 connection when it can (its direct addresses from the swarm, then a hole punch unless
@@ -125,6 +126,7 @@ class Relaying:
 
     async def _dht_loop(self) -> None:
         interval = max(self.cfg["lookup_interval"], 0.5)
+        delay = 0.5  # soon after the start (the DHT is still joining), then less often
         while True:
             with contextlib.suppress(Exception):
                 if self.server is not None:
@@ -136,7 +138,8 @@ class Relaying:
                     me = self.node.identity.peer_id
                     self.found = [addr for pid, addr in found if pid != me]
                     self.client.refresh()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(delay)
+            delay = min(interval, delay * 2)
 
     async def close(self) -> None:
         if self._task is not None:
