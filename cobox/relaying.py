@@ -104,7 +104,10 @@ class Relaying:
 
     def _addresses_of(self, peer_id: bytes) -> str | None:
         cand = self.swarm.candidates.get(peer_id)
-        return cand.address if cand is not None else None
+        if cand is None:
+            self.swarm.refresh()  # look the groups up now: the peer's direct addresses may be there
+            return None
+        return cand.address
 
     def server_addresses(self) -> list[str]:
         if self.server is None:

@@ -8,7 +8,8 @@ relayed one, on both ends alike) then closes the relayed connection and replicat
 over the direct one, channels reopened.
 
 1. Both ends dial the peer's known *direct* addresses (``addresses_of``, e.g. what the DHT
-   said), so a peer that is reachable after all (public, port-mapped) is used directly.
+   said), so a peer that is reachable after all (public, port-mapped) is used directly. When
+   none is known yet, the first attempt waits ``DIRECT_WAIT`` seconds for a lookup.
 2. The end that *accepted* the relayed circuit (``not conn.is_initiator``) then punches,
    over the ``holepunch`` service on the relayed connection:
 
@@ -63,6 +64,7 @@ PREPARE, PREPARED, PING, PONG, SYNC, SYNCED = range(1, 7)
 _U16 = struct.Struct(">H")
 PUNCH_TIMEOUT = 5.0
 PREPARED_TTL = 15.0
+DIRECT_WAIT = 2.0  # before the first attempt when the peer's direct addresses are not known yet
 
 
 class PunchedConnection(SecureConnection):
@@ -257,6 +259,8 @@ class Upgrader:
 
     async def _upgrade(self, pid: bytes) -> None:
         failures = 0
+        if self.addresses_of is not None and not self.addresses_of(pid):
+            await asyncio.sleep(DIRECT_WAIT)  # the swarm may be looking the peer up (addresses_of asked it to)
         while (peer := self._relayed_peer(pid)) is not None:
             if await self._dial_direct(pid) or (self.punch and not peer.conn.is_initiator
                                                 and await self._punch(peer)):
