@@ -190,3 +190,29 @@ async def test_a_relay_flooding_incoming_circuits_gets_a_bounded_number_of_conne
         listener.close()
         await listener.wait_closed()
         await store.close()
+
+
+async def test_a_relayed_pair_moves_to_a_direct_connection_and_keeps_replicating(tmp_path):
+    """The upgrader of A (which accepted the circuit) dials B's direct address; both ends keep
+    the direct connection (direct beats relayed), the circuit closes, replication goes on."""
+    from networker.holepunch import Upgrader
+
+    async with world(tmp_path) as w:
+        b_direct = (await w.b.listen("tcp:127.0.0.1:0"))[0]
+        upgrader = Upgrader(w.a, addresses_of=lambda pid: b_direct if pid == w.b.peer_id else None, punch=False)
+        try:
+            (relayed,) = w.client.relayed_addresses()
+            fb = await w.groups[1].create_feed()
+            await fb.append([b"before"])
+            async with asyncio.timeout(10):
+                await w.b.connect(relayed)
+            await until(lambda: w.a.peer_id in w.b.peers and w.b.peers[w.a.peer_id].kind == "direct LAN"
+                        and w.b.peer_id in w.a.peers and w.a.peers[w.b.peer_id].kind == "direct LAN",
+                        what="both ends on the direct connection")
+            assert w.a.peers[w.b.peer_id].conn.handshake_hash == w.b.peers[w.a.peer_id].conn.handshake_hash
+            await until(lambda: w.relay.state.circuits == {}, what="the relayed circuit to close")
+            await fb.append([b"after"])
+            await until(lambda: any(f.key == fb.key and f.contiguous_length == 2 for f in w.stores[0].feeds()),
+                        what="replication over the direct connection")
+        finally:
+            await upgrader.close()
