@@ -19,6 +19,7 @@ DHT_PORT = 4900
 
 @pytest.fixture
 def topology():
+    """The namespaces; tests ask for it before ``daemons``, so the daemons stop first."""
     reason = unavailable()
     if reason:
         pytest.skip(f"network namespaces unavailable: {reason}")
@@ -63,7 +64,7 @@ async def kinds(d) -> list[str]:
     return [p["kind"] for p in json.loads(await ok(d.home, "peers", "--json"))]
 
 
-async def test_two_symmetric_nats_sync_through_a_public_relay(daemons, topology):
+async def test_two_symmetric_nats_sync_through_a_public_relay(topology, daemons):
     t = topology
     relay, relay_ip = await public_relay(daemons, t)
     t.nat("ra", 1, symmetric=True)
@@ -82,7 +83,7 @@ async def test_two_symmetric_nats_sync_through_a_public_relay(daemons, topology)
     assert json.loads(await ok(relay.home, "status", "--json"))["groups"] == []  # the relay is in no group
 
 
-async def test_one_public_member_and_one_behind_nat_end_direct(daemons, topology):
+async def test_one_public_member_and_one_behind_nat_end_direct(topology, daemons):
     t = topology
     _, relay_ip = await public_relay(daemons, t)
     t.nat("ra", 1)
@@ -97,7 +98,7 @@ async def test_one_public_member_and_one_behind_nat_end_direct(daemons, topology
     assert t.packets_from("ra", b_ip) > 0  # B's packets come straight from B, not through the relay
 
 
-async def test_two_cone_nats_meet_through_the_relay_and_end_hole_punched(daemons, topology):
+async def test_two_cone_nats_meet_through_the_relay_and_end_hole_punched(topology, daemons):
     t = topology
     _, relay_ip = await public_relay(daemons, t)
     t.nat("ra", 1)
@@ -116,7 +117,7 @@ async def test_two_cone_nats_meet_through_the_relay_and_end_hole_punched(daemons
             await asyncio.sleep(0.2)
 
 
-async def test_double_nat_against_a_cone_nat_ends_hole_punched(daemons, topology):
+async def test_double_nat_against_a_cone_nat_ends_hole_punched(topology, daemons):
     t = topology
     _, relay_ip = await public_relay(daemons, t)
     t.nat("outer", 1)
@@ -132,7 +133,7 @@ async def test_double_nat_against_a_cone_nat_ends_hole_punched(daemons, topology
     assert t.packets_from("outer", t.routers["rb"].wan_ip) > 0
 
 
-async def test_two_devices_behind_one_nat_connect_on_their_lan(daemons, topology):
+async def test_two_devices_behind_one_nat_connect_on_their_lan(topology, daemons):
     t = topology
     _, relay_ip = await public_relay(daemons, t)
     t.nat("r", 1)
