@@ -5,8 +5,10 @@ Theory of operation
 *Offering*: with ``enabled = true``, or ``"auto"`` when one of the daemon's advertised addresses
 is reachable from outside its own network (not loopback, RFC 1918, CGNAT, link-local or ULA;
 :func:`networker.relay.is_behind_nat_ip`), the daemon runs a :class:`RelayServer` on
-``[relay] listen`` with the configured limits, and announces the relay's addresses on the DHT
-under :data:`RELAY_TOPIC` so that devices behind NAT find it.
+``[relay] listen`` with the configured limits (circuits of devices connected to it with a group
+channel open, its own groups' members, go without limits: a backup peer relays for its group),
+and announces the relay's addresses on the DHT under :data:`RELAY_TOPIC` so that devices behind
+NAT find it.
 
 *Using*: with ``use = true``, or ``"auto"`` when no advertised address is reachable from outside,
 a :class:`RelayClient` keeps reservations with ``reservations`` relays taken from
@@ -86,7 +88,7 @@ class Relaying:
     async def start(self) -> None:
         reachable = publicly_reachable(self.advertised())
         if wanted(self.cfg["enabled"], reachable):
-            self.server = RelayServer(self.node.identity, limits(self.cfg))
+            self.server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._member)
             try:
                 await self.server.listen(self.cfg["listen"])
             except (OSError, NetworkError) as e:
@@ -101,6 +103,12 @@ class Relaying:
         self.upgrader = Upgrader(self.node, addresses_of=self._addresses_of, punch=self.cfg["hole_punch"])
         if self.dht is not None and (self.server is not None or self.client is not None):
             self._task = asyncio.get_running_loop().create_task(self._dht_loop(), name="relay-dht")
+
+    def _member(self, peer_id: bytes) -> bool:
+        """Whether ``peer_id`` is connected with a group channel open: a member of one of this
+        daemon's groups (a backup peer's too), whose circuits go without relay limits."""
+        peer = self.node.peers.get(peer_id)
+        return peer is not None and not peer.closed.is_set() and peer.shares_group()
 
     def _addresses_of(self, peer_id: bytes) -> str | None:
         cand = self.swarm.candidates.get(peer_id)

@@ -20,7 +20,8 @@ stops using both Noise sessions (:meth:`SecureConnection.detach`) and copies raw
 ways. What it copies is the two devices' own Noise handshake and transport messages: the relay
 cannot read them, and a byte it changed makes the receiver's decryption fail and the
 connection close. Forwarding obeys a per-circuit and a total byte rate
-(:class:`networker.relay.state.ByteBucket`). A control message that does not decode, or comes
+(:class:`networker.relay.state.ByteBucket`), except for circuits to or from ``exempt`` devices
+(a backup peer relaying for its own group's members). A control message that does not decode, or comes
 out of turn, closes that connection.
 """
 
@@ -65,12 +66,16 @@ CHUNK = 65536
 
 class RelayServer:
     def __init__(self, identity: DeviceIdentity, limits: RelayLimits | None = None, *,
-                 allowed: Callable[[bytes], bool] | None = None) -> None:
-        """``allowed(peer_id)``: whether a device may reserve or dial (default: anyone)."""
+                 allowed: Callable[[bytes], bool] | None = None,
+                 exempt: Callable[[bytes], bool] | None = None) -> None:
+        """``allowed(peer_id)``: whether a device may reserve or dial (default: anyone);
+        ``exempt(peer_id)``: whether circuits to or from it go without limits (members of the
+        relay's own groups)."""
         self.identity = identity
         self.limits = limits or RelayLimits()
         self.state: RelayState[SecureConnection] = RelayState(self.limits)
         self.allowed = allowed
+        self.exempt = exempt
         self.addresses: list[str] = []
         self.bytes_forwarded = 0
         self._loop = asyncio.get_running_loop()
@@ -146,7 +151,8 @@ class RelayServer:
             self.state.unreserve(pid, conn)
 
     async def _dial(self, conn: SecureConnection, target: bytes) -> None:
-        circuit, refusal = self.state.open_circuit(conn.remote_peer_id, target, self._loop.time())
+        free = self.exempt is not None and (self.exempt(conn.remote_peer_id) or self.exempt(target))
+        circuit, refusal = self.state.open_circuit(conn.remote_peer_id, target, self._loop.time(), exempt=free)
         if refusal is not None or circuit is None:
             assert refusal is not None
             await _refuse(conn, refusal.code, refusal.reason)
@@ -194,7 +200,7 @@ class RelayServer:
                       target: SecureConnection) -> None:
         d_reader, d_writer = dialer.detach()
         t_reader, t_writer = target.detach()
-        bucket = ByteBucket(self.limits.circuit_bytes_per_second, self._loop.time())
+        bucket = ByteBucket(0 if circuit.exempt else self.limits.circuit_bytes_per_second, self._loop.time())
         pumps = [self._loop.create_task(self._pump(circuit, d_reader, t_writer, bucket, True)),
                  self._loop.create_task(self._pump(circuit, t_reader, d_writer, bucket, False))]
         try:
@@ -211,7 +217,9 @@ class RelayServer:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(CHUNK):
                 now = self._loop.time()
-                wait = max(bucket.take(len(data), now), self._total.take(len(data), now))
+                wait = bucket.take(len(data), now)
+                if not circuit.exempt:
+                    wait = max(wait, self._total.take(len(data), now))
                 if wait > 0:
                     await asyncio.sleep(wait)
                 writer.write(self.forward(data, upstream))

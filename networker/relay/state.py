@@ -1,5 +1,6 @@
 """A relay's bookkeeping, sans-IO: reservations, circuits being set up and spliced, and the
-byte-rate buckets that bound what it forwards.
+byte-rate buckets that bound what it forwards. Circuits to or from the relay's own group members
+(a backup peer relaying for its group) are *exempt*: no circuit or rate limits, not counted.
 
 Theory of operation
 -------------------
@@ -68,6 +69,7 @@ class Circuit(Generic[T]):
     accepted: T | None = None  # the target's connection, once it accepted
     spliced: bool = False
     bytes_forwarded: int = 0
+    exempt: bool = False  # a circuit of the relay's own group members: no limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +105,27 @@ class RelayState(Generic[T]):
     def pending(self) -> int:
         return sum(1 for c in self.circuits.values() if not c.spliced)
 
-    def open_circuit(self, dialer: bytes, target: bytes, now: float) -> tuple[Circuit[T] | None, Refusal | None]:
+    def open_circuit(self, dialer: bytes, target: bytes, now: float, *,
+                     exempt: bool = False) -> tuple[Circuit[T] | None, Refusal | None]:
+        """A circuit being set up, or a refusal; an ``exempt`` circuit (for the relay's own
+        group members) is not held to the circuit limits, nor counted against them."""
         self.expire(now)
+        limited = [c for c in self.circuits.values() if not c.exempt]
         refusal = None
         if dialer == target:
             refusal = Refusal(NOT_ALLOWED, "a circuit to oneself")
         elif target not in self.reservations:
             refusal = Refusal(NO_RESERVATION, "the target has no reservation here")
-        elif len(self.circuits) >= self.limits.max_circuits:
+        elif exempt:
+            pass
+        elif len(limited) >= self.limits.max_circuits:
             refusal = Refusal(RELAY_FULL, f"relay full ({self.limits.max_circuits} circuits)")
-        elif self.pending() >= self.limits.max_pending:
+        elif sum(1 for c in limited if not c.spliced) >= self.limits.max_pending:
             refusal = Refusal(RELAY_FULL, f"relay busy ({self.limits.max_pending} circuits being set up)")
         if refusal is not None:
             self.refused_total += 1
             return None, refusal
-        circuit: Circuit[T] = Circuit(os.urandom(16), dialer, target, now + self.limits.accept_timeout)
+        circuit: Circuit[T] = Circuit(os.urandom(16), dialer, target, now + self.limits.accept_timeout, exempt=exempt)
         self.circuits[circuit.id] = circuit
         return circuit, None
 

@@ -216,3 +216,19 @@ async def test_a_relayed_pair_moves_to_a_direct_connection_and_keeps_replicating
                         what="replication over the direct connection")
         finally:
             await upgrader.close()
+
+
+async def test_a_relay_with_no_room_still_relays_for_its_own_group_members(tmp_path):
+    """max_circuits = 0: strangers are refused; a device the relay counts as a member of its
+    groups (a backup peer's members) gets its circuit anyway, at no rate limit."""
+    async with world(tmp_path, RelayLimits(max_circuits=0, circuit_bytes_per_second=1)) as w:
+        (relayed,) = w.client.relayed_addresses()
+        with pytest.raises(NetworkError, match="relay full"):
+            await w.b.connect(relayed, timeout=5)
+        w.relay.exempt = lambda pid: pid == w.a.peer_id
+        async with asyncio.timeout(10):
+            await w.b.connect(relayed)
+        fb = await w.groups[1].create_feed()
+        await fb.append([os.urandom(200_000)])  # at 1 byte/s this would never arrive
+        await until(lambda: any(f.key == fb.key and f.contiguous_length == 1 for f in w.stores[0].feeds()),
+                    what="the member's entry through the relay")

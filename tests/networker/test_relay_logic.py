@@ -149,3 +149,17 @@ def test_nat_ranges_and_connection_kinds():
     assert connection_kind(c) == "hole-punched"
     c.relay_via = R  # type: ignore[attr-defined]
     assert connection_kind(c) == f"relayed via {encode_key(R)[:12]}"
+
+
+def test_exempt_circuits_pass_the_limits_and_do_not_count():
+    s: RelayState[str] = RelayState(RelayLimits(max_circuits=1, max_pending=1))
+    s.reserve(b"t", "ctl")
+    c1, _ = s.open_circuit(b"d1", b"t", 0.0)
+    assert c1 is not None
+    _, refusal = s.open_circuit(b"d2", b"t", 0.0)
+    assert refusal is not None  # full for everyone else...
+    member, refusal = s.open_circuit(b"m", b"t", 0.0, exempt=True)
+    assert member is not None and refusal is None and member.exempt  # ...but a member's circuit goes through
+    s.close_circuit(c1)
+    c2, refusal = s.open_circuit(b"d2", b"t", 0.0)
+    assert c2 is not None  # the exempt circuit does not use up the limit
