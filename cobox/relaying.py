@@ -5,9 +5,9 @@ Theory of operation
 *Offering*: with ``enabled = true``, or ``"auto"`` when one of the daemon's advertised addresses
 is reachable from outside its own network (not loopback, RFC 1918, CGNAT, link-local or ULA;
 :func:`networker.relay.is_behind_nat_ip`), the daemon runs a :class:`RelayServer` on
-``[relay] listen`` with the configured limits (circuits of devices connected to it with a group
-channel open, its own groups' members, go without limits: a backup peer relays for its group),
-and announces the relay's addresses on the DHT under :data:`RELAY_TOPIC` so that devices behind
+``[relay] listen`` with the configured limits (a circuit between two devices connected to it
+with a group channel open, its own groups' members, goes without limits: a backup peer relays
+for its group), and announces the relay's addresses on the DHT under :data:`RELAY_TOPIC` so that devices behind
 NAT find it.
 
 *Using*: with ``use = true``, or ``"auto"`` when no advertised address is reachable from outside,

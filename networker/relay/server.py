@@ -20,8 +20,8 @@ stops using both Noise sessions (:meth:`SecureConnection.detach`) and copies raw
 ways. What it copies is the two devices' own Noise handshake and transport messages: the relay
 cannot read them, and a byte it changed makes the receiver's decryption fail and the
 connection close. Forwarding obeys a per-circuit and a total byte rate
-(:class:`networker.relay.state.ByteBucket`), except for circuits to or from ``exempt`` devices
-(a backup peer relaying for its own group's members). A control message that does not decode, or comes
+(:class:`networker.relay.state.ByteBucket`), except for circuits between two ``exempt``
+devices (a backup peer relaying for its own group's members). A control message that does not decode, or comes
 out of turn, closes that connection.
 """
 
@@ -69,8 +69,8 @@ class RelayServer:
                  allowed: Callable[[bytes], bool] | None = None,
                  exempt: Callable[[bytes], bool] | None = None) -> None:
         """``allowed(peer_id)``: whether a device may reserve or dial (default: anyone);
-        ``exempt(peer_id)``: whether circuits to or from it go without limits (members of the
-        relay's own groups)."""
+        ``exempt(peer_id)``: whether it is a member of the relay's own groups; a circuit between
+        two members goes without limits."""
         self.identity = identity
         self.limits = limits or RelayLimits()
         self.state: RelayState[SecureConnection] = RelayState(self.limits)
@@ -151,7 +151,7 @@ class RelayServer:
             self.state.unreserve(pid, conn)
 
     async def _dial(self, conn: SecureConnection, target: bytes) -> None:
-        free = self.exempt is not None and (self.exempt(conn.remote_peer_id) or self.exempt(target))
+        free = self.exempt is not None and self.exempt(conn.remote_peer_id) and self.exempt(target)
         circuit, refusal = self.state.open_circuit(conn.remote_peer_id, target, self._loop.time(), exempt=free)
         if refusal is not None or circuit is None:
             assert refusal is not None

@@ -1,6 +1,7 @@
 """A relay's bookkeeping, sans-IO: reservations, circuits being set up and spliced, and the
-byte-rate buckets that bound what it forwards. Circuits to or from the relay's own group members
-(a backup peer relaying for its group) are *exempt*: no circuit or rate limits, not counted.
+byte-rate buckets that bound what it forwards. Circuits between two of the relay's own group
+members (a backup peer relaying for its group) are *exempt*: no circuit or rate limits, not
+counted.
 
 Theory of operation
 -------------------

@@ -219,13 +219,17 @@ async def test_a_relayed_pair_moves_to_a_direct_connection_and_keeps_replicating
 
 
 async def test_a_relay_with_no_room_still_relays_for_its_own_group_members(tmp_path):
-    """max_circuits = 0: strangers are refused; a device the relay counts as a member of its
-    groups (a backup peer's members) gets its circuit anyway, at no rate limit."""
+    """max_circuits = 0: strangers are refused, and so is a stranger dialing a member; two
+    devices the relay counts as members of its groups (a backup peer's members) get their
+    circuit anyway, at no rate limit."""
     async with world(tmp_path, RelayLimits(max_circuits=0, circuit_bytes_per_second=1)) as w:
         (relayed,) = w.client.relayed_addresses()
         with pytest.raises(NetworkError, match="relay full"):
             await w.b.connect(relayed, timeout=5)
         w.relay.exempt = lambda pid: pid == w.a.peer_id
+        with pytest.raises(NetworkError, match="relay full"):
+            await w.b.connect(relayed, timeout=5)
+        w.relay.exempt = lambda pid: pid in (w.a.peer_id, w.b.peer_id)
         async with asyncio.timeout(10):
             await w.b.connect(relayed)
         fb = await w.groups[1].create_feed()
