@@ -136,7 +136,8 @@ class DaemonApp:
             advertised=d.advertised(), dht=d.dht.status() if d.dht is not None else {"enabled": False},
             lan_enabled=d.lan is not None, groups=[self._group_doc(g) for g in d.groups.values()],
             folders=[f.status() for f in d.folders.values()], peers=netview.peers(d.node), traffic=d.node.traffic(),
-            reachability=d.reach.status(), services=[svc.to_json() for svc in d.supervisor.status()])
+            reachability=d.reach.status(), services=[svc.to_json() for svc in d.supervisor.status()],
+            relay=d.relaying.status() if d.relaying is not None else None)
 
     def metrics(self) -> str:
         d = self.d

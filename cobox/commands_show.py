@@ -27,7 +27,14 @@ def show_status(s: dict[str, Any], as_json: bool) -> int:
         print_group(g, indent="  ")
     print(f"peers      {len(s['peers'])}")
     for p in s["peers"]:
-        print(f"  {p['peer_id'][:16]}  {p['address']}  groups: {', '.join(p['groups']) or '-'}")
+        print(f"  {p['peer_id'][:16]}  {p.get('kind') or '?'}  {p['address']}  groups: {', '.join(p['groups']) or '-'}")
+    relay = s.get("relay") or {}
+    if relay.get("offering"):
+        o = relay["offering"]
+        print(f"relay      offering: {o['reservations']} reservations, {o['circuits']} circuits open, "
+              f"{o['circuits_total']} so far, {o['bytes_forwarded']} bytes forwarded")
+    for r in relay.get("reservations", []):
+        print(f"relay      reachable through {r['relay']}")
     services = s.get("services", [])
     running = sum(1 for v in services if v["state"] == "running")
     print(f"services   {running} of {len(services)} running")
@@ -74,7 +81,7 @@ def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any)
 
 def show_peers(peers: list[dict[str, Any]], as_json: bool) -> int:
     return show_list(peers, as_json, "no peers connected", lambda p: print(
-        f"{p['peer_id']}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
+        f"{p['peer_id']}  {p.get('kind') or '?'}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
         f"{p['bytes_sent']} out / {p['bytes_received']} in"))
 
 

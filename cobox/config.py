@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from networker import ConnectionLimits, PenaltyPolicy
+from networker import AddressError, ConnectionLimits, PenaltyPolicy
+from networker import parse_address as parse
 
 from .errors import ConfigError
 
@@ -70,6 +71,12 @@ def validate(config: Mapping[str, Mapping[str, Any]]) -> None:
     from .folders.disk import DiskReserve
 
     DiskReserve.parse(config["folders"]["min_disk_free"])
+    for text in config["relay"]["servers"]:
+        try:
+            if any(a.relayed or a.peer_key is None or a.transport != "tcp" for a in parse(text).alternatives):
+                raise AddressError("a relay is given as tcp:HOST:PORT~noise:KEY")
+        except AddressError as e:
+            raise ConfigError(f"relay.servers: {text!r}: {e}") from None
 
 
 def merge(config: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
@@ -87,6 +94,12 @@ def merge(config: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: s
 
 
 def check(name: str, value: Any, default: Any, origin: str) -> Any:
+    if default == "auto":  # a three-way setting: "auto", true or false
+        if type(value) is bool or value == "auto":
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # from the environment
+            return value.lower() == "true"
+        raise ConfigError(f"{origin}: {name} must be \"auto\", true or false, not {value!r}")
     expected = type(default)
     if expected is float and type(value) is int:
         value = float(value)

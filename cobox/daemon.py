@@ -84,6 +84,7 @@ from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
+from .relaying import Relaying, expand_wildcard
 from .supervisor import Backoff, Supervisor, hold
 from .uri import Invite, validate_name
 
@@ -116,6 +117,7 @@ class Daemon:
         self.folders: dict[str, FolderSync] = {}
         self.supervisor = Supervisor(on_fatal=self._on_fatal, backoff=backoff or Backoff())
         self._signals: list[int] = []
+        self.relaying: Relaying | None = None
 
     # -- life -------------------------------------------------------------------------------
 
@@ -229,6 +231,11 @@ class Daemon:
                                    reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
                                    dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"], spawner=sup)
         sup.spawn("swarm", lambda: hold(swarm.close))
+        self.relaying = relaying = Relaying(cfg["relay"], self.node, self.dht, self.swarm, self.advertised,
+                                            lambda a: expand_wildcard(a, addresses.local_ips))
+        await relaying.start()
+        sup.spawn("relaying", lambda: hold(relaying.close))
+        self.reach.extra_addresses.append(relaying.relayed_addresses)
         self.node.services[AUDIT_SERVICE] = AuditServer(
             lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():

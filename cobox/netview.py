@@ -31,6 +31,7 @@ class PeerInfo:
     groups: tuple[str, ...]
     bytes_sent: int
     bytes_received: int
+    kind: str = ""  # direct LAN / direct internet / hole-punched / relayed via X (networker.relay)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ def group_progress(node: Any, group: Any) -> Progress:
 def peer_info(peer: Any) -> PeerInfo:
     conn = peer.conn
     return PeerInfo(bytes(peer.remote_peer_id), getattr(conn, "remote_address", ""), bool(conn.is_initiator),
-                    peer_groups(peer), getattr(conn, "bytes_sent", 0), getattr(conn, "bytes_received", 0))
+                    peer_groups(peer), getattr(conn, "bytes_sent", 0), getattr(conn, "bytes_received", 0),
+                    getattr(peer, "kind", ""))
 
 
 def peers(node: Any) -> list[PeerInfo]:

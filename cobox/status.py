@@ -93,14 +93,15 @@ def group_document(group: Mapping[str, Any], sync: Doc, folder: Mapping[str, Any
 
 
 def peer_document(p: PeerInfo) -> Doc:
-    return {"peer_id": p.peer_id.hex(), "address": p.address, "initiator": p.initiator, "groups": list(p.groups),
-            "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received}
+    return {"peer_id": p.peer_id.hex(), "address": p.address, "initiator": p.initiator, "kind": p.kind,
+            "groups": list(p.groups), "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received}
 
 
 def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptime: float,
                     listening: Sequence[str], advertised: Sequence[str], dht: Doc, lan_enabled: bool,
                     groups: Sequence[Doc], folders: Sequence[Doc], peers: Sequence[PeerInfo],
-                    traffic: tuple[int, int], reachability: Doc, services: Sequence[Doc]) -> Doc:
+                    traffic: tuple[int, int], reachability: Doc, services: Sequence[Doc],
+                    relay: Doc | None = None) -> Doc:
     return {
         "peer_id": peer_id.hex(),
         "peer_key": peer_key,
@@ -116,6 +117,7 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
         "folders": list(folders),
         "services": list(services),
         "peers": [peer_document(p) for p in peers],
+        "relay": relay,
         "bytes_sent": traffic[0],
         "bytes_received": traffic[1],
     }

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         RemoteProtocolError,
     )
     from .group import Group, OpenGroup
+    from .holepunch import Upgrader
     from .identity import DeviceIdentity
     from .keys import FEED_BINDING_CONTEXT, FEED_OWNER_CONTEXT, GroupKeys, owner_tag
     from .lan import LanDiscovery
@@ -50,10 +51,16 @@ if TYPE_CHECKING:
     from .penalty import PenaltyPolicy
     from .reach.ports import bind_or_fallback, listen_fixed
     from .reach.service import Reach
+    from .relay import RelayClient, RelayLimits, RelayServer, is_behind_nat_ip
     from .sources import DhtSource, LanSource
     from .swarm import Discovery, Swarm
 
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "is_behind_nat_ip": ("relay", "is_behind_nat_ip"),
+    "Upgrader": ("holepunch", "Upgrader"),
+    "RelayServer": ("relay", "RelayServer"),
+    "RelayLimits": ("relay", "RelayLimits"),
+    "RelayClient": ("relay", "RelayClient"),
     "Address": ("address", "Address"),
     "AddressError": ("errors", "AddressError"),
     "Channel": ("channel", "Channel"),
@@ -118,12 +125,17 @@ __all__ = [
     "PeerRefusedError",
     "PenaltyPolicy",
     "Reach",
+    "RelayClient",
+    "RelayLimits",
+    "RelayServer",
     "RemoteProtocolError",
     "ServiceError",
     "Swarm",
+    "Upgrader",
     "bind_or_fallback",
     "decode_key",
     "encode_key",
+    "is_behind_nat_ip",
     "listen_fixed",
     "owner_tag",
     "parse_address",

@@ -2,11 +2,23 @@
 
     tcp:HOST:PORT~noise:PEERKEY        IPv6 hosts in brackets: tcp:[::1]:4000~noise:...
     unix:PATH~noise:PEERKEY
+    tcp:HOST:PORT~noise:RELAYKEY~relay:PEERKEY
+                                       PEERKEY reached through the relay RELAYKEY at HOST:PORT
     ALT;ALT;...                        alternatives, tried in order
 
 ``PEERKEY`` is the peer's Ed25519 key in cobox's base32 text form; it may be left out of an
-address one listens on. Each address has a *scope*: ``device`` (unix sockets, loopback),
-``local`` (private and link-local ranges) or ``public``.
+address one listens on.
+
+A *relayed* address (:mod:`networker.relay`) reads left to right as the layers of the dial: a
+TCP connection to the relay's port, a Noise session authenticated as ``RELAYKEY`` (the relay),
+then a circuit through the relay to ``PEERKEY`` with its own end-to-end Noise session, which
+the relay only forwards. In :class:`Address` ``peer_key`` is always the key of the device the
+address reaches end to end (so every filter that keeps "alternatives naming the record's key"
+treats relayed and direct addresses alike) and ``relay_key`` the relay's (``None``: direct).
+A relayed address needs both keys and a ``tcp`` transport.
+
+Each address has a *scope*: ``device`` (unix sockets, loopback), ``local`` (private and
+link-local ranges) or ``public``.
 """
 
 from __future__ import annotations
@@ -28,6 +40,11 @@ class Address:
     port: int = 0
     path: str = ""
     peer_key: bytes | None = None
+    relay_key: bytes | None = None  # set: reach peer_key through the relay with this key at host:port
+
+    @property
+    def relayed(self) -> bool:
+        return self.relay_key is not None
 
     @property
     def scope(self) -> str:
@@ -46,7 +63,13 @@ class Address:
         return "public"
 
     def with_key(self, peer_key: bytes) -> Address:
-        return Address(self.transport, self.host, self.port, self.path, peer_key)
+        return Address(self.transport, self.host, self.port, self.path, peer_key, self.relay_key)
+
+    def relay_hop(self) -> Address:
+        """The direct address of the relay of a relayed address (its port, its key)."""
+        if self.relay_key is None:
+            raise AddressError("not a relayed address")
+        return Address("tcp", self.host, self.port, peer_key=self.relay_key)
 
     def format(self) -> str:
         if self.transport == "tcp":
@@ -54,7 +77,11 @@ class Address:
             text = f"tcp:{host}:{self.port}"
         else:
             text = f"unix:{self.path}"
-        if self.peer_key is not None:
+        if self.relay_key is not None:
+            text += f"~noise:{encode_key(self.relay_key)}"
+            if self.peer_key is not None:
+                text += f"~relay:{encode_key(self.peer_key)}"
+        elif self.peer_key is not None:
             text += f"~noise:{encode_key(self.peer_key)}"
         return text
 
@@ -94,21 +121,29 @@ def parse_one(text: str, n: int = 1) -> Address:
     if not text:
         raise AddressError(f"{where} is empty")
     transport_part, *protocols = text.split("~")
-    peer_key = None
+    peer_key = relay_target = None
     for proto in protocols:
         name, _, value = proto.partition(":")
-        if name != "noise":
-            raise AddressError(f"{where}: unknown protocol {name!r} (expected 'noise')")
-        if peer_key is not None:
-            raise AddressError(f"{where}: more than one ~noise key")
+        if name not in ("noise", "relay"):
+            raise AddressError(f"{where}: unknown protocol {name!r} (expected 'noise' or 'relay')")
+        if name == "noise" and (peer_key is not None or relay_target is not None):
+            raise AddressError(f"{where}: more than one ~noise key, or ~noise after ~relay")
+        if name == "relay" and (peer_key is None or relay_target is not None):
+            raise AddressError(f"{where}: ~relay needs exactly one ~noise key (the relay's) before it")
         try:
-            peer_key = decode_key(value)
+            key = decode_key(value)
         except KeyEncodingError as e:
-            raise AddressError(f"{where}: bad noise key: {e}") from None
+            raise AddressError(f"{where}: bad {name} key: {e}") from None
+        if name == "noise":
+            peer_key = key
+        else:
+            relay_target = key
     kind, sep, rest = transport_part.partition(":")
     if not sep:
         raise AddressError(f"{where}: missing transport (expected 'tcp:' or 'unix:')")
     if kind == "unix":
+        if relay_target is not None:
+            raise AddressError(f"{where}: a relay is reached over tcp only")
         if not rest or "\x00" in rest:
             raise AddressError(f"{where}: unix address without a path (or with a NUL byte)")
         return Address("unix", path=rest, peer_key=peer_key)
@@ -129,7 +164,12 @@ def parse_one(text: str, n: int = 1) -> Address:
             raise AddressError(f"{where}: IPv6 hosts must be in brackets, e.g. tcp:[::1]:4000")
         if not _valid_host(host):
             raise AddressError(f"{where}: bad host {host!r}")
-    return Address("tcp", host=host, port=parse_port(port_text, where), peer_key=peer_key)
+    port = parse_port(port_text, where)
+    if relay_target is not None:
+        if relay_target == peer_key:
+            raise AddressError(f"{where}: a relayed address names the relay as its own target")
+        return Address("tcp", host=host, port=port, peer_key=relay_target, relay_key=peer_key)
+    return Address("tcp", host=host, port=port, peer_key=peer_key)
 
 
 def parse_port(text: str, where: str = "port") -> int:

@@ -6,8 +6,11 @@ Theory of operation
 Every authenticated connection, dialed or accepted, goes through :meth:`Node.add_connection`.
 There is at most one connection per peer: when a second one to the same peer appears (both
 sides dialed at once, or a reconnect), both ends apply the same rule and so keep the same
-connection: between connections opened by different sides, keep the one whose *initiator* has
-the smaller peer id; between two opened by the same side, keep the newer one.
+connection: a direct connection beats a relayed one (:mod:`networker.relay`; the upgrade after
+a hole punch); otherwise, between connections opened by different sides, keep the one whose
+*initiator* has the smaller peer id; between two opened by the same side, keep the newer one.
+Each peer's connection kind (direct LAN / internet, hole-punched, relayed via X) is
+:attr:`NodePeer.kind`.
 
 Each connection gets a :class:`Peer`, on which the node opens the channel of every group it has
 joined; joining a group later opens its channel on every connected peer. Replication state per
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 
 from storage import Store
 
-from . import transport
+from . import relay, transport
 from .address import MultiAddress, parse
 from .errors import ConnectionLimitError, NetworkError, PeerRefusedError
 from .group import Group
@@ -66,6 +69,11 @@ class NodePeer(Peer):
         self.since = self.loop.time()
         self.usage = Usage(self.since)
         self.idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def kind(self) -> str:
+        """How this connection reaches the peer (:func:`networker.relay.connection_kind`)."""
+        return relay.connection_kind(self.conn)
 
     def shares_group(self) -> bool:
         return any(ch.live for ch in self.channels.values())
@@ -176,6 +184,10 @@ class Node:
         if refused:
             log.info("refusing %s for %.0fs: repeated handshakes of garbage", ip, refused)
 
+    async def take_connection(self, conn: transport.SecureConnection) -> None:
+        """An authenticated connection from elsewhere (a relay circuit): like an accepted one."""
+        await self._accepted(conn)
+
     async def _accepted(self, conn: transport.SecureConnection) -> None:
         try:
             self.add_connection(conn, ip=ip_key(conn.remote_host))
@@ -185,15 +197,15 @@ class Node:
                                conn.remote_address, e)
 
     async def connect(self, address: str | MultiAddress, *, timeout: float = 10.0) -> Peer:
-        """Dial ``address`` (trying its alternatives in order) and return the peer's
-        connection, which may be an existing one if both sides dialed at once. A peer that is
-        refused for a while (it broke the protocol repeatedly) is not dialed."""
+        """Dial ``address`` (trying its direct alternatives in order, then its relayed ones) and
+        return the peer's connection, which may be an existing one if both sides dialed at once.
+        A peer that is refused for a while (it broke the protocol repeatedly) is not dialed."""
         addr = parse(address) if isinstance(address, str) else address
         for alt in addr.alternatives:
             if alt.peer_key is not None:
                 self._check_refused(alt.peer_key, None)
         port = next((p for p in (li.tcp_port for li in self.listeners) if p), None)
-        conn = await transport.dial(addr, self.identity, timeout=timeout, bind_port=port)  # dial from our port
+        conn = await relay.dial(addr, self.identity, timeout=timeout, bind_port=port)  # direct ones from our port
         return self.add_connection(conn, ip=ip_key(conn.remote_host))
 
     def _check_refused(self, peer_id: bytes, ip: str | None) -> None:
@@ -256,6 +268,9 @@ class Node:
 
     def _prefer(self, new: Connection, old: Connection) -> bool:
         """Whether ``new`` should replace ``old`` (both to the same peer)."""
+        new_relayed, old_relayed = bool(getattr(new, "relay_via", b"")), bool(getattr(old, "relay_via", b""))
+        if new_relayed != old_relayed:
+            return old_relayed  # direct beats relayed: both ends know which is which
         pid = new.remote_peer_id
         new_initiator = self.peer_id if new.is_initiator else pid
         old_initiator = self.peer_id if old.is_initiator else pid

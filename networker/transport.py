@@ -109,6 +109,14 @@ class SecureConnection:
             self._closed = True
             self._writer.close()
 
+    def detach(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Stop using this Noise session and hand over the raw stream (a relay circuit after its
+        last control message); unread messages of the session are a protocol error."""
+        if self._inbox:
+            raise RemoteProtocolError("messages after the last control message")
+        self._closed = True
+        return self._reader, self._writer
+
     async def wait_closed(self) -> None:
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()

@@ -36,10 +36,12 @@ def dht_addresses(*, key: bytes, listen_port: int, interface_ips: Iterable[str],
         out.append(tcp(mapped[0], mapped[1], key))
     ips = list(interface_ips)
     out += [tcp(ip, listen_port, key) for ip in ips if ip_kind(ip) == "public"]
-    out += list(extra)
     if allow_loopback:
         out += [tcp(ip, listen_port, key) for ip in ips if ip_kind(ip) == "loopback"]
-    return list(dict.fromkeys(out))[:MAX_ANNOUNCED]
+    # Other ways in (relayed addresses) always keep their room, after the direct ones.
+    others = list(dict.fromkeys(extra))[:MAX_ANNOUNCED // 2]
+    direct = [a for a in dict.fromkeys(out) if a not in others]
+    return direct[:MAX_ANNOUNCED - len(others)] + others
 
 
 def interface_ips(listen_hosts: Iterable[str], local: dict[str, list[str]]) -> list[str]:

@@ -1,0 +1,183 @@
+"""The daemon's relaying: offering a relay (``[relay] enabled``) and using relays (``[relay] use``).
+
+Theory of operation
+-------------------
+*Offering*: with ``enabled = true``, or ``"auto"`` when one of the daemon's advertised addresses
+is reachable from outside its own network (not loopback, RFC 1918, CGNAT, link-local or ULA;
+:func:`networker.relay.is_behind_nat_ip`), the daemon runs a :class:`RelayServer` on
+``[relay] listen`` with the configured limits (a circuit between two devices connected to it
+with a group channel open, its own groups' members, goes without limits: a backup peer relays
+for its group), and announces the relay's addresses on the DHT under :data:`RELAY_TOPIC` so that devices behind
+NAT find it.
+
+*Using*: with ``use = true``, or ``"auto"`` when no advertised address is reachable from outside,
+a :class:`RelayClient` keeps reservations with ``reservations`` relays taken from
+``[relay] servers`` and from DHT lookups of :data:`RELAY_TOPIC` (after 0.5 s, 1 s, 2 s, ... up
+to every ``lookup_interval`` seconds, while it holds fewer than it wants). Its relayed
+addresses join the advertised ones (so they are announced with every group), and a change
+wakes the swarm to announce again. Incoming circuits become node connections like accepted
+ones.
+
+*Upgrading*: an :class:`networker.holepunch.Upgrader` moves every relayed peer to a direct
+connection when it can (its direct addresses from the swarm, then a hole punch unless
+``hole_punch = false``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from networker import (
+    Address,
+    AddressError,
+    NetworkError,
+    RelayClient,
+    RelayLimits,
+    RelayServer,
+    Upgrader,
+    is_behind_nat_ip,
+)
+from networker import parse_address as parse
+
+log = logging.getLogger(__name__)
+RELAY_TOPIC = hashlib.blake2b(b"cobox relays v1", digest_size=32).digest()
+
+
+def wanted(setting: object, reachable: bool) -> bool:
+    """``true``/``false`` as given; ``"auto"``: whether ``reachable``."""
+    if isinstance(setting, bool):
+        return setting
+    if isinstance(setting, str) and setting.lower() in ("true", "false"):
+        return setting.lower() == "true"
+    return reachable
+
+
+def publicly_reachable(addresses: list[str]) -> bool:
+    for text in addresses:
+        try:
+            alts = parse(text).alternatives
+        except AddressError:
+            continue
+        if any(a.transport == "tcp" and not a.relayed and not is_behind_nat_ip(a.host) for a in alts):
+            return True
+    return False
+
+
+def limits(cfg: dict[str, Any]) -> RelayLimits:
+    return RelayLimits(max_reservations=cfg["max_reservations"], max_circuits=cfg["max_circuits"],
+                       circuit_bytes_per_second=cfg["circuit_kbps"] * 1024,
+                       total_bytes_per_second=cfg["total_kbps"] * 1024)
+
+
+class Relaying:
+    def __init__(self, cfg: dict[str, Any], node: Any, dht: Any, swarm: Any, advertised: Callable[[], list[str]],
+                 expand: Callable[[str], list[str]]) -> None:
+        """``advertised()``: the daemon's direct addresses; ``expand(address)``: a listening
+        address with wildcard hosts replaced by this machine's addresses."""
+        self.cfg = cfg
+        self.node = node
+        self.dht = dht
+        self.swarm = swarm
+        self.advertised = advertised
+        self.expand = expand
+        self.on_change = swarm.refresh
+        self.server: RelayServer | None = None
+        self.client: RelayClient | None = None
+        self.upgrader: Upgrader | None = None
+        self.found: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        reachable = publicly_reachable(self.advertised())
+        if wanted(self.cfg["enabled"], reachable):
+            self.server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._member)
+            try:
+                await self.server.listen(self.cfg["listen"])
+            except (OSError, NetworkError) as e:
+                log.warning("cannot offer a relay on %s: %s", self.cfg["listen"], e)
+                self.server = None
+            else:
+                log.info("offering a relay on %s", ", ".join(self.server_addresses()))
+        if wanted(self.cfg["use"], not reachable):
+            self.client = RelayClient(self.node.identity, self.node.take_connection, candidates=self.candidates,
+                                      want=self.cfg["reservations"], on_change=self.on_change)
+            self.client.start()
+        self.upgrader = Upgrader(self.node, addresses_of=self._addresses_of, punch=self.cfg["hole_punch"])
+        if self.dht is not None and (self.server is not None or self.client is not None):
+            self._task = asyncio.get_running_loop().create_task(self._dht_loop(), name="relay-dht")
+
+    def _member(self, peer_id: bytes) -> bool:
+        """Whether ``peer_id`` is connected with a group channel open: a member of one of this
+        daemon's groups (a backup peer's too), whose circuits go without relay limits."""
+        peer = self.node.peers.get(peer_id)
+        return peer is not None and not peer.closed.is_set() and peer.shares_group()
+
+    def _addresses_of(self, peer_id: bytes) -> str | None:
+        cand = self.swarm.candidates.get(peer_id)
+        if cand is None:
+            self.swarm.refresh()  # look the groups up now: the peer's direct addresses may be there
+            return None
+        return cand.address
+
+    def server_addresses(self) -> list[str]:
+        if self.server is None:
+            return []
+        out = [a for text in self.server.addresses for a in self.expand(text)]
+        return [a for a in out if not parse(a).alternatives[0].relayed][:8]
+
+    def candidates(self) -> list[str]:
+        return [*self.cfg["servers"], *self.found]
+
+    def relayed_addresses(self) -> list[str]:
+        return self.client.relayed_addresses() if self.client is not None else []
+
+    def status(self) -> dict[str, Any]:
+        return {"offering": self.server.status() if self.server is not None else None,
+                "reservations": self.client.status() if self.client is not None else [],
+                "hole_punched": self.upgrader.punched if self.upgrader is not None else 0,
+                "hole_punch_failures": self.upgrader.punch_failures if self.upgrader is not None else 0}
+
+    async def _dht_loop(self) -> None:
+        interval = max(self.cfg["lookup_interval"], 0.5)
+        delay = 0.5  # soon after the start (the DHT is still joining), then less often
+        while True:
+            with contextlib.suppress(Exception):
+                if self.server is not None:
+                    addresses = self.server_addresses()
+                    if addresses:
+                        await self.dht.announce(RELAY_TOPIC, addresses)
+                if self.client is not None and len(self.client.reservations) < self.client.want:
+                    found = await self.dht.lookup(RELAY_TOPIC)
+                    me = self.node.identity.peer_id
+                    self.found = [addr for pid, addr in found if pid != me]
+                    self.client.refresh()
+            await asyncio.sleep(delay)
+            delay = min(interval, delay * 2)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.upgrader is not None:
+            await self.upgrader.close()
+        if self.client is not None:
+            await self.client.close()
+        if self.server is not None:
+            await self.server.close()
+
+
+def expand_wildcard(text: str, local_ips: Callable[[bool], list[str]]) -> list[str]:
+    out = []
+    for alt in parse(text).alternatives:
+        if alt.transport == "tcp" and alt.host in ("0.0.0.0", "::"):
+            out += [Address("tcp", host=ip, port=alt.port, peer_key=alt.peer_key).format()
+                    for ip in local_ips(alt.host == "::")]
+        else:
+            out.append(alt.format())
+    return out

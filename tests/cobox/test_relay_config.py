@@ -1,0 +1,45 @@
+"""[relay] settings: three-way enabled/use, relay servers checked, auto decisions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cobox import config
+from cobox.errors import ConfigError
+from cobox.relaying import limits, publicly_reachable, wanted
+from networker.encoding import encode_key
+
+K = encode_key(os.urandom(32))
+
+
+def test_enabled_and_use_are_auto_true_or_false(tmp_path):
+    cfg = config.load(tmp_path, env={})
+    assert cfg["relay"]["enabled"] == "auto" and cfg["relay"]["use"] == "auto"
+    (tmp_path / "config.toml").write_text(
+        f"[relay]\nenabled = true\nuse = false\nservers = ['tcp:198.18.0.1:4~noise:{K}']\n")
+    cfg = config.load(tmp_path, env={})
+    assert cfg["relay"]["enabled"] is True and cfg["relay"]["use"] is False
+    assert config.load(tmp_path, env={"COBOX_RELAY_ENABLED": "false"})["relay"]["enabled"] is False
+    assert limits(cfg["relay"]).circuit_bytes_per_second == cfg["relay"]["circuit_kbps"] * 1024
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[relay]\nenabled = 'sometimes'\n", 'relay.enabled must be "auto", true or false'),
+    ("[relay]\nuse = 1\n", "relay.use must be"),
+    ("[relay]\nservers = ['tcp:1.2.3.4:5']\n", "relay.servers"),
+    (f"[relay]\nservers = ['tcp:1.2.3.4:5~noise:{K}~relay:{encode_key(os.urandom(32))}']\n", "relay.servers"),
+])
+def test_bad_relay_settings_are_refused(tmp_path, text, needle):
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        config.load(tmp_path, env={})
+
+
+def test_auto_offers_a_relay_only_with_an_outside_address_and_uses_one_otherwise():
+    behind = [f"tcp:10.1.0.2:4000~noise:{K}", f"tcp:127.0.0.1:4000~noise:{K}"]
+    public = [*behind, f"tcp:198.18.0.1:4000~noise:{K}"]
+    assert not publicly_reachable(behind) and publicly_reachable(public)
+    assert wanted("auto", True) and not wanted("auto", False)
+    assert wanted(True, False) and not wanted(False, True)

@@ -1,0 +1,107 @@
+"""Hole-punch decisions, messages and the service's refusals, without a network."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from networker.address import Address
+from networker.holepunch import (
+    PING,
+    PREPARE,
+    PREPARED,
+    SERVICE,
+    SYNC,
+    HolePunchError,
+    PunchMessage,
+    Upgrader,
+    allow,
+    decode_message,
+    encode_message,
+    retry_delay,
+    sync_delay,
+)
+from networker.identity import DeviceIdentity
+from networker.peer import ServiceError
+
+
+def test_three_quick_tries_then_later():
+    delays = [retry_delay(n, attempts=3, later=300.0) for n in range(1, 8)]
+    assert delays == [1.0, 2.0, 300.0, 1.0, 2.0, 300.0, 1.0]
+    assert retry_delay(0) == 0.0
+
+
+def test_initiator_dials_half_a_round_trip_after_sync():
+    assert sync_delay(0.1) == pytest.approx(0.05)
+    assert sync_delay(-1.0) == 0.0
+    assert sync_delay(60.0) == 2.0  # a huge RTT is capped: the peer's SYN retransmits cover the rest
+
+
+@pytest.mark.parametrize("m", [PunchMessage(PREPARE, "198.18.0.101", 40000), PunchMessage(PREPARED, "2001:db8::1", 1),
+                               PunchMessage(PING), PunchMessage(SYNC)])
+def test_messages_round_trip(m):
+    assert decode_message(encode_message(m)) == m
+
+
+@pytest.mark.parametrize("bad", [b"", bytes([PING, 0]), bytes([99]), bytes([PREPARE]) + b"\0\1" + b"01.2.3.4",
+                                 bytes([PREPARE]) + b"\0\0" + b"1.2.3.4", bytes([PREPARE]) + b"\0\1" + b"not-an-ip",
+                                 bytes([PREPARE]) + b"\0\1" + b"1" * 60])
+def test_bad_messages_are_refused(bad):
+    with pytest.raises(HolePunchError):
+        decode_message(bad)
+
+
+@given(st.binary(max_size=64))
+def test_decoder_raises_only_its_own_error(data):
+    try:
+        decode_message(data)
+    except HolePunchError:
+        pass
+
+
+def test_a_peer_gets_at_most_three_punches_per_window():
+    times: list[float] = []
+    assert [allow(times, t, 3, 300.0) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
+    assert allow(times, 301.0, 3, 300.0)  # the first one left the window
+
+
+class FakeConn:
+    def __init__(self, relay_via: bytes, remote_address: str) -> None:
+        self.relay_via = relay_via
+        self.remote_address = remote_address
+        self.is_initiator = True
+
+
+class FakePeer:
+    def __init__(self, conn: FakeConn) -> None:
+        self.conn = conn
+        self.remote_peer_id = b"p" * 32
+
+
+class FakeNode:
+    def __init__(self) -> None:
+        self.services: dict = {}
+        self.on_event: list = []
+        self.peers: dict = {}
+        self.identity = DeviceIdentity.generate()
+
+
+async def test_the_service_refuses_direct_connections_and_a_peer_asking_too_often():
+    node = FakeNode()
+    up = Upgrader(node, attempts=3, retry_later=300.0)  # type: ignore[arg-type]
+    serve = node.services[SERVICE]
+    prepare = encode_message(PunchMessage(PREPARE, "198.18.0.9", 4000))
+    with pytest.raises(ServiceError, match="relayed connections"):
+        await serve(FakePeer(FakeConn(b"", "tcp:198.18.0.9:4000")), prepare)
+    relay = DeviceIdentity.generate().peer_id
+    dead = Address("tcp", "127.0.0.1", 1, peer_key=node.identity.peer_id, relay_key=relay).format()
+    peer = FakePeer(FakeConn(relay, dead))  # its relay is unreachable: observing fails
+    for _ in range(3):
+        with pytest.raises(ServiceError, match="cannot observe"):
+            await serve(peer, prepare)
+    with pytest.raises(ServiceError, match="at most 3 hole punches"):  # no fourth dial for this peer
+        await serve(peer, prepare)
+    with pytest.raises(ServiceError, match="SYNC without PREPARE"):
+        await serve(peer, encode_message(PunchMessage(SYNC)))
+    await up.close()
