@@ -74,14 +74,17 @@ def lookup_in(records: dict[str, ServerStore]):
 
 def login(c: ClientLogin, records: dict[str, ServerStore], wire: Wire | None = None,
           tamper: int | None = None) -> ServerLogin:
-    """Run a whole login; ``tamper`` flips a bit in message number ``tamper`` (0-4) on the wire."""
+    """Run a whole login; ``tamper`` flips a bit in message number ``tamper`` (0-4) on the wire
+    (message 2, the client's point, is replaced by a non-point instead)."""
     wire = wire or Wire()
     n = 0
 
     def send(msg: m.Message) -> m.Message:
         nonlocal n
         data = m.encode(msg)
-        if n == tamper:
+        if n == tamper == 2:  # X replaced by an encoding that is no point (y >= p): a flipped bit
+            data = data[:-32] + b"\xff" * 31 + b"\x7f"  # alone is another valid point half the time
+        elif n == tamper:
             data = data[:-1] + bytes([data[-1] ^ 1])
         n += 1
         wire.sent.append(data)
