@@ -168,6 +168,7 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_p
             await ok(b.home, "peers", "add", await a.address())
             b_id = (await b.status())["peer_id"]
             await expect(group.locator(".connected")).to_contain_text(b_id[:16], timeout=LIVE)
+            await expect(group.locator(".connected")).to_contain_text("direct LAN", timeout=LIVE)  # the kind
             await expect(page.locator("#peer-count")).to_have_text("1 connected")
 
             # B appends an entry: A replicates it and the counts update without a reload.

@@ -249,7 +249,8 @@ function renderGroup(g, peers) {
   card.append(g.connected.length
     ? el("ul", { class: "list connected" }, ...g.connected.map((id) => {
       const p = peers.get(id);
-      return el("li", { class: "mono", text: `${short(id)}  ${p ? p.address : ""}` });
+      // how it is reached (direct LAN / direct internet / hole-punched / relayed via X), then where
+      return el("li", { class: "mono", text: `${short(id)}  ${p ? [p.kind, p.address].filter(Boolean).join("  ") : ""}` });
     }))
     : el("p", { class: "hint", text: "none" }));
   if (g.members) {
