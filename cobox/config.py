@@ -9,6 +9,9 @@ the key (or the flag): ports 0-65535, settings with a fixed set of values (``log
 peer addresses (``network.listen``, ``--listen``) and ``HOST:PORT`` lists (``dht.bootstrap``).
 The control API stays on loopback unless ``api.allow_remote = true`` says otherwise on purpose.
 A ``COBOX_*`` variable that names no setting is warned about (with the nearest one), not fatal.
+
+All of that happens once, in :func:`load`, which returns the typed, frozen
+:class:`cobox.settings.Config`; the rest of cobox reads its attributes and checks nothing again.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import ipaddress
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from networker import AddressError, ConnectionLimits, PenaltyPolicy
 from networker import parse_address as parse
 
 from .errors import ConfigError
+from .settings import Config, NetworkSettings
 
 ENV_PREFIX = "COBOX_"
 ENV_OTHER = frozenset({"COBOX_HOME"})  # COBOX_* variables that are not settings
@@ -46,8 +50,8 @@ def defaults() -> dict[str, dict[str, Any]]:
 
 
 def load(home: Path, env: Mapping[str, str] | None = None,
-         overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """The effective configuration for ``home``."""
+         overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """The effective configuration for ``home``, checked: a ``ConfigError`` names the file and key."""
     config = defaults()
     path = home / "config.toml"
     if path.exists():
@@ -63,7 +67,10 @@ def load(home: Path, env: Mapping[str, str] | None = None,
         merge(config, overrides, COMMAND_LINE)
     validate(config)
     check_api_exposure(config)
-    return config
+    typed = Config.from_mapping(config)
+    connection_limits(typed.network)  # ranges the connection limits check themselves
+    peer_ids(typed.backup.recovery_allow)
+    return typed
 
 
 def validate(config: Mapping[str, Mapping[str, Any]]) -> None:
@@ -213,8 +220,9 @@ def _kind(value: Any) -> str:
             list: "a list"}.get(type(value), type(value).__name__)
 
 
-def peer_ids(texts: list[str]) -> set[bytes]:
+def peer_ids(given: Iterable[str]) -> set[bytes]:
     """``[backup] recovery_allow``: peer ids (64 hex digits) that may register key backups."""
+    texts = list(given)
     try:
         ids = {bytes.fromhex(t) for t in texts}
     except ValueError:
@@ -224,15 +232,15 @@ def peer_ids(texts: list[str]) -> set[bytes]:
     return ids
 
 
-def connection_limits(net: dict[str, Any]) -> dict[str, Any]:
+def connection_limits(net: NetworkSettings) -> dict[str, Any]:
     """``Node``'s ``limits`` and ``penalties`` from the ``[network]`` settings."""
     try:
         return {
             "limits": ConnectionLimits(
-                max_connections=net["max_connections"], group_reserve=net["group_reserve"],
-                max_per_ip=net["max_per_ip"], idle_timeout=net["idle_timeout"],
-                max_pending=net["max_pending"], max_pending_per_ip=net["max_pending_per_ip"]),
-            "penalties": PenaltyPolicy(base=net["refuse_seconds"], cap=net["refuse_max_seconds"]),
+                max_connections=net.max_connections, group_reserve=net.group_reserve,
+                max_per_ip=net.max_per_ip, idle_timeout=net.idle_timeout,
+                max_pending=net.max_pending, max_pending_per_ip=net.max_pending_per_ip),
+            "penalties": PenaltyPolicy(base=net.refuse_seconds, cap=net.refuse_max_seconds),
         }
     except ValueError as e:
         raise ConfigError(f"[network]: {e}") from None
