@@ -128,7 +128,10 @@ def test_load_returns_a_frozen_typed_config(tmp_path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("[network]\ngroup_reserve = 1.5\n", "[network]"),
+    ("[network]\ngroup_reserve = 1.5\n", "network.group_reserve = 1.5 must be a share"),
+    ("[network]\nmax_pending = 0\n", "network.max_pending = 0 must be at least 1"),
+    ("[network]\nidle_timeout = 0\n", "network.idle_timeout = 0.0 must be above 0"),
+    ("[network]\nrefuse_max_seconds = 5\n", "config.toml: network.refuse_max_seconds = 5.0 must not be below"),
     ("[backup]\nrecovery_allow = ['abcd']\n", "backup.recovery_allow"),
     ('[folders]\nmin_disk_free = "lots"\n', "lots"),
 ])
@@ -136,4 +139,4 @@ def test_settings_checked_by_their_users_are_refused_at_load(tmp_path, text, nee
     (tmp_path / "config.toml").write_text(text)
     with pytest.raises(ConfigError) as e:
         config.load(tmp_path, env={})
-    assert needle in str(e.value)
+    assert needle in str(e.value) and "config.toml" in str(e.value) and "\n" not in str(e.value)
