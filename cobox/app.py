@@ -122,8 +122,8 @@ class DaemonApp:
     # -- the device ---------------------------------------------------------------------------
 
     def api_settings(self) -> ApiSettings:
-        cfg = self.d.config["api"]
-        return ApiSettings(cfg["host"], cfg["port"], str(self.d.home.api_socket))
+        cfg = self.d.config.api
+        return ApiSettings(cfg.host, cfg.port, str(self.d.home.api_socket))
 
     def published(self, port: int, token: str) -> None:
         self.d.write_api_files(port, token)

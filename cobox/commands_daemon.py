@@ -68,7 +68,7 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
     home.ensure()
     config = configuration.load(home.root, overrides=flag_overrides(args))
     first_run = not home.identity.exists()
-    setup_logging(config["log"]["level"])
+    setup_logging(config.log.level)
     d = make_daemon(home.root, config)
     await d.start()  # raises why it could not start
     print(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}", flush=True)

@@ -6,9 +6,14 @@ refused with a message naming the file and the key; the file is never rewritten 
 
 Values are checked as well as types, each error one line naming where the value came from and
 the key (or the flag): ports 0-65535, settings with a fixed set of values (``log.level``),
-peer addresses (``network.listen``, ``--listen``) and ``HOST:PORT`` lists (``dht.bootstrap``).
+peer addresses (``network.listen``, ``--listen``) and ``HOST:PORT`` lists (``dht.bootstrap``),
+the ranges of the connection limits (``network.*``), relay servers, ``folders.min_disk_free`` and
+``backup.recovery_allow``; settings that depend on each other are checked after all layers.
 The control API stays on loopback unless ``api.allow_remote = true`` says otherwise on purpose.
 A ``COBOX_*`` variable that names no setting is warned about (with the nearest one), not fatal.
+
+All of that happens once, in :func:`load`, which returns the typed, frozen
+:class:`cobox.settings.Config`; the rest of cobox reads its attributes and checks nothing again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import ipaddress
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +33,18 @@ from networker import AddressError, ConnectionLimits, PenaltyPolicy
 from networker import parse_address as parse
 
 from .errors import ConfigError
+from .settings import Config, NetworkSettings
 
 ENV_PREFIX = "COBOX_"
 ENV_OTHER = frozenset({"COBOX_HOME"})  # COBOX_* variables that are not settings
 COMMAND_LINE = "command line"
 FLAGS = {"network.listen": "--listen", "dht.port": "--dht-port", "dht.host": "--dht-host",
          "dht.bootstrap": "--bootstrap", "api.port": "--api-port"}  # the daemon's flag for a setting
+POSITIVE = frozenset({"network.handshake_timeout", "network.idle_timeout", "network.refuse_seconds",
+                      "dht.rpc_timeout"})  # durations that must be above zero
+AT_LEAST_ONE = frozenset({"network.max_connections", "network.max_per_ip", "network.max_pending",
+                          "network.max_pending_per_ip"})
+SHARES = frozenset({"network.group_reserve"})  # 0 <= share < 1
 CHOICES = {"log.level": ("debug", "info", "warning", "error"), "storage.durability": ("normal", "full"),
            "backup.keys_strength": ("interactive", "moderate", "sensitive")}
 
@@ -46,31 +57,37 @@ def defaults() -> dict[str, dict[str, Any]]:
 
 
 def load(home: Path, env: Mapping[str, str] | None = None,
-         overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """The effective configuration for ``home``."""
+         overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """The effective configuration for ``home``, checked: a ``ConfigError`` names the file and key."""
     config = defaults()
+    origins: dict[str, str] = {}  # "section.key" -> where its value came from, for cross-key errors
     path = home / "config.toml"
     if path.exists():
         try:
             user = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
-        merge(config, user, str(path))
+        merge(config, user, str(path), origins)
     environment = env if env is not None else os.environ
     warn_unknown_env(environment, config)
-    merge(config, from_env(environment, config), "environment")
+    merge(config, from_env(environment, config), "environment", origins)
     if overrides:
-        merge(config, overrides, COMMAND_LINE)
-    validate(config)
+        merge(config, overrides, COMMAND_LINE, origins)
+    validate(config, origins)
     check_api_exposure(config)
-    return config
+    typed = Config.from_mapping(config)
+    connection_limits(typed.network)  # ranges the connection limits check themselves
+    peer_ids(typed.backup.recovery_allow)
+    return typed
 
 
-def validate(config: Mapping[str, Mapping[str, Any]]) -> None:
-    """Settings whose form a type alone does not check."""
-    from .folders.disk import DiskReserve
-
-    DiskReserve.parse(config["folders"]["min_disk_free"])
+def validate(config: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str] | None = None) -> None:
+    """Settings whose form a type alone does not check, and those that depend on each other."""
+    net = config["network"]
+    if net["refuse_max_seconds"] < net["refuse_seconds"]:
+        origin = (origins or {}).get("network.refuse_max_seconds") or (origins or {}).get("network.refuse_seconds")
+        raise ConfigError(f"{origin or 'defaults'}: network.refuse_max_seconds = {net['refuse_max_seconds']} "
+                          f"must not be below network.refuse_seconds = {net['refuse_seconds']}")
     for text in config["relay"]["servers"]:
         try:
             if any(a.relayed or a.peer_key is None or a.transport != "tcp" for a in parse(text).alternatives):
@@ -79,7 +96,8 @@ def validate(config: Mapping[str, Mapping[str, Any]]) -> None:
             raise ConfigError(f"relay.servers: {text!r}: {e}") from None
 
 
-def merge(config: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
+def merge(config: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str,
+          origins: dict[str, str] | None = None) -> None:
     base = defaults()
     for section, values in layer.items():
         if section not in base:
@@ -91,6 +109,8 @@ def merge(config: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: s
                 raise ConfigError(f"{origin}: unknown setting {section}.{key}")
             name = f"{section}.{key}"
             config[section][key] = check_value(name, check(name, value, base[section][key], origin), origin)
+            if origins is not None:
+                origins[name] = origin
 
 
 def check(name: str, value: Any, default: Any, origin: str) -> Any:
@@ -120,6 +140,12 @@ def check_value(name: str, value: Any, origin: str) -> Any:
     key = name.rpartition(".")[2]
     if (key == "port" or key.endswith("_port")) and isinstance(value, int) and not 0 <= value <= 65535:
         raise ConfigError(f"{origin}: {shown} = {value} is not a port (0-65535; 0 picks a free one)")
+    if name in POSITIVE and value <= 0:
+        raise ConfigError(f"{origin}: {shown} = {value} must be above 0")
+    if name in AT_LEAST_ONE and value < 1:
+        raise ConfigError(f"{origin}: {shown} = {value} must be at least 1")
+    if name in SHARES and not 0 <= value < 1:
+        raise ConfigError(f"{origin}: {shown} = {value} must be a share from 0 up to (not including) 1")
     if name in CHOICES and value not in CHOICES[name]:
         raise ConfigError(f"{origin}: {shown} = {value!r} must be one of {', '.join(CHOICES[name])}")
     if name == "network.listen":
@@ -137,6 +163,18 @@ def check_value(name: str, value: Any, origin: str) -> Any:
             host, _, port = item.strip().rpartition(":")
             if not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
                 raise ConfigError(f"{origin}: {shown}: {item!r} is not HOST:PORT (e.g. 203.0.113.5:6881)")
+    if name == "folders.min_disk_free":
+        from .folders.disk import DiskReserve
+
+        try:
+            DiskReserve.parse(value)
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}") from None
+    if name == "backup.recovery_allow":
+        try:
+            peer_ids(value)
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}") from None
     if name in ("api.host", "dht.host") and not _is_host(value):
         raise ConfigError(f"{origin}: {shown} = {value!r} is not an IP address or host name")
     return value
@@ -213,8 +251,9 @@ def _kind(value: Any) -> str:
             list: "a list"}.get(type(value), type(value).__name__)
 
 
-def peer_ids(texts: list[str]) -> set[bytes]:
+def peer_ids(given: Iterable[str]) -> set[bytes]:
     """``[backup] recovery_allow``: peer ids (64 hex digits) that may register key backups."""
+    texts = list(given)
     try:
         ids = {bytes.fromhex(t) for t in texts}
     except ValueError:
@@ -224,15 +263,15 @@ def peer_ids(texts: list[str]) -> set[bytes]:
     return ids
 
 
-def connection_limits(net: dict[str, Any]) -> dict[str, Any]:
+def connection_limits(net: NetworkSettings) -> dict[str, Any]:
     """``Node``'s ``limits`` and ``penalties`` from the ``[network]`` settings."""
     try:
         return {
             "limits": ConnectionLimits(
-                max_connections=net["max_connections"], group_reserve=net["group_reserve"],
-                max_per_ip=net["max_per_ip"], idle_timeout=net["idle_timeout"],
-                max_pending=net["max_pending"], max_pending_per_ip=net["max_pending_per_ip"]),
-            "penalties": PenaltyPolicy(base=net["refuse_seconds"], cap=net["refuse_max_seconds"]),
+                max_connections=net.max_connections, group_reserve=net.group_reserve,
+                max_per_ip=net.max_per_ip, idle_timeout=net.idle_timeout,
+                max_pending=net.max_pending, max_pending_per_ip=net.max_pending_per_ip),
+            "penalties": PenaltyPolicy(base=net.refuse_seconds, cap=net.refuse_max_seconds),
         }
     except ValueError as e:
         raise ConfigError(f"[network]: {e}") from None

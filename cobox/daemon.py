@@ -85,6 +85,7 @@ from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
 from .paths import Home, write_private
 from .relaying import Relaying, expand_wildcard
+from .settings import Config
 from .supervisor import Backoff, Supervisor, hold
 from .uri import Invite, validate_name
 
@@ -94,7 +95,7 @@ log = logging.getLogger("cobox.daemon")
 
 
 class Daemon:
-    def __init__(self, home: Path, config: dict[str, dict[str, Any]], *,
+    def __init__(self, home: Path, config: Config, *,
                  backoff: Backoff | None = None, api_factory: Callable[[Daemon], Any] | None = None) -> None:
         self.api_factory = api_factory
         self.home = Home(home)
@@ -199,39 +200,39 @@ class Daemon:
         cfg = self.config
         sup = self.supervisor
         self.identity = DeviceIdentity.load_or_create(self.home.identity)
-        self.store = store = await Store.open(self.home.root, durability=cfg["storage"]["durability"])
+        self.store = store = await Store.open(self.home.root, durability=cfg.storage.durability)
         sup.spawn("store", lambda: hold(store.close, store.writer.watch), fatal=True)
-        self.node = node = Node(self.identity, self.store, **configuration.connection_limits(cfg["network"]))
+        self.node = node = Node(self.identity, self.store, **configuration.connection_limits(cfg.network))
         sup.spawn("node", lambda: hold(node.close))
         self.node.on_event.append(self._on_peer_event)
-        for address in cfg["network"]["listen"]:
-            self.listen_addresses += await listen_fixed(self.node, address, cfg["network"]["handshake_timeout"])
-        self.reach = reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg["dht"]["allow_loopback"],
+        for address in cfg.network.listen:
+            self.listen_addresses += await listen_fixed(self.node, address, cfg.network.handshake_timeout)
+        self.reach = reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg.dht.allow_loopback,
                                    dht_contacts=lambda: len(self.dht.dht.contacts()) if self.dht is not None else 0,
                                    dht_port=lambda: self.dht.port if self.dht is not None else 0)
         self.reach.on_dht_contact = lambda ip, port: self._bootstrap([(ip, port)], "DHT join through a peer")
         self.reach.start()
         sup.spawn("reach", lambda: hold(reach.close))
         sources: list[Discovery] = []
-        if cfg["dht"]["enabled"]:
+        if cfg.dht.enabled:
             self.dht = await self._start_dht()
             if self.dht is not None:
                 sup.spawn("dht", lambda: hold(self.dht.stop))
                 sources.append(self.dht)
-        if cfg["lan"]["enabled"]:
+        if cfg.lan.enabled:
             self.lan = await self._start_lan()
             if self.lan is not None:
                 sup.spawn("lan", lambda: hold(self.lan.stop))
                 sources.append(self.lan)
-        if cfg["portmap"]["enabled"]:
-            self.reach.start_portmap(gateway=cfg["portmap"]["gateway"], udp_port=self.dht.port if self.dht else 0)
-        sw = cfg["swarm"]
+        if cfg.portmap.enabled:
+            self.reach.start_portmap(gateway=cfg.portmap.gateway, udp_port=self.dht.port if self.dht else 0)
+        sw = cfg.swarm
         self.swarm = swarm = Swarm(self.node, sources, advertised=self.advertised,
-                                   lookup_interval=sw["lookup_interval"], reconnect_base=sw["reconnect_base"],
-                                   reconnect_max=sw["reconnect_max"], give_up_after=sw["give_up_after"],
-                                   dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"], spawner=sup)
+                                   lookup_interval=sw.lookup_interval, reconnect_base=sw.reconnect_base,
+                                   reconnect_max=sw.reconnect_max, give_up_after=sw.give_up_after,
+                                   dial_rate=sw.dial_rate, dial_burst=sw.dial_burst, spawner=sup)
         sup.spawn("swarm", lambda: hold(swarm.close))
-        self.relaying = relaying = Relaying(cfg["relay"], self.node, self.dht, self.swarm, self.advertised,
+        self.relaying = relaying = Relaying(cfg.relay, self.node, self.dht, self.swarm, self.advertised,
                                             lambda a: expand_wildcard(a, addresses.local_ips))
         await relaying.start()
         sup.spawn("relaying", lambda: hold(relaying.close))
@@ -244,9 +245,9 @@ class Daemon:
         for name, path in (await self.store.records(FOLDERS_SCOPE)).items():
             if name in self.groups:
                 await self._start_folder(self.groups[name], Path(path.decode()))
-        if cfg["backup"]["recovery_server"]:
+        if cfg.backup.recovery_server:
             self.recovery = RecoveryServer(self.store, self.identity.peer_id,
-                                           allowed_peers=configuration.peer_ids(cfg["backup"]["recovery_allow"]))
+                                           allowed_peers=configuration.peer_ids(cfg.backup.recovery_allow))
             await self.recovery.load()
             self.node.services[RECOVERY_SERVICE] = self.recovery.handle
         if self.api_factory is not None:  # the control plane, composed by cobox.main
@@ -258,17 +259,17 @@ class Daemon:
     async def _start_dht(self) -> Any:
         from networker import DHT
 
-        d = self.config["dht"]
-        bootstrap = [addresses.host_port(b) for b in d["bootstrap"]]
+        d = self.config.dht
+        bootstrap = [addresses.host_port(b) for b in d.bootstrap]
 
         async def start(port: int) -> Any:
-            dht = DHT(self.identity, host=d["host"], port=port, bootstrap=bootstrap,
-                      state_path=self.home.dht_state, rpc_timeout=d["rpc_timeout"], record_ttl=d["record_ttl"],
-                      allow_loopback=d["allow_loopback"])
+            dht = DHT(self.identity, host=d.host, port=port, bootstrap=bootstrap,
+                      state_path=self.home.dht_state, rpc_timeout=d.rpc_timeout, record_ttl=d.record_ttl,
+                      allow_loopback=d.allow_loopback)
             await dht.start()
             return dht
 
-        return DhtSource(await bind_or_fallback(d["port"], start, "DHT"))
+        return DhtSource(await bind_or_fallback(d.port, start, "DHT"))
 
     async def _start_lan(self) -> Any:
         try:
@@ -349,10 +350,10 @@ class Daemon:
 
     async def _activate(self, name: str, keys: GroupKeys, created: float) -> Group:
         group = Group(self.store, name, keys, self.identity, created,
-                      quota_bytes=int(self.config["backup"]["quota_mb"] * 1024 * 1024),
-                      audit_interval=self.config["backup"]["audit_interval"],
-                      max_feeds_per_device=self.config["groups"]["max_feeds_per_device"],
-                      max_feeds=self.config["backup"]["max_feeds"])
+                      quota_bytes=self.config.backup.quota_bytes,
+                      audit_interval=self.config.backup.audit_interval,
+                      max_feeds_per_device=self.config.groups.max_feeds_per_device,
+                      max_feeds=self.config.backup.max_feeds)
         await group.load()
         self.groups[name] = group
         self.supervisor.spawn(f"receipts:{name}", group.run_receipts, restart="backoff")
@@ -367,7 +368,7 @@ class Daemon:
         """Start the folder now and hand it to the supervisor as ``folder:NAME``. A folder that
         cannot start (its directory is gone, say) is retried with backoff, its error shown in
         ``status``; once started, FolderSync's own loop runs and reports its rounds."""
-        sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(self.config["folders"]["min_disk_free"]))
+        sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(self.config.folders.min_disk_free))
         started = True
         try:
             await sync.start()
@@ -448,7 +449,7 @@ class Daemon:
 
     async def backup_keys(self, address: str, username: str, password: str,
                           trust_first_use: bool = False) -> str | None:
-        return await device_keys.backup(self.node, self.config["backup"]["keys_strength"], self.keyring(),
+        return await device_keys.backup(self.node, self.config.backup.keys_strength, self.keyring(),
                                         address, username, password, trust_first_use)
 
     async def restore_keys(self, address: str, username: str, password: str,

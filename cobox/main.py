@@ -10,11 +10,11 @@ the API knows only the :class:`~cobox.app.App` protocol.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from .app import DaemonApp
 from .control.server import ControlServer
 from .daemon import Daemon
+from .settings import Config
 from .web.routes import Dashboard
 
 
@@ -25,5 +25,5 @@ def control_plane(daemon: Daemon) -> ControlServer:
     return server
 
 
-def make_daemon(home: Path, config: dict[str, dict[str, Any]]) -> Daemon:
+def make_daemon(home: Path, config: Config) -> Daemon:
     return Daemon(home, config, api_factory=control_plane)

@@ -44,6 +44,8 @@ from networker import (
 )
 from networker import parse_address as parse
 
+from .settings import RelaySettings
+
 log = logging.getLogger(__name__)
 RELAY_TOPIC = hashlib.blake2b(b"cobox relays v1", digest_size=32).digest()
 
@@ -68,14 +70,14 @@ def publicly_reachable(addresses: list[str]) -> bool:
     return False
 
 
-def limits(cfg: dict[str, Any]) -> RelayLimits:
-    return RelayLimits(max_reservations=cfg["max_reservations"], max_circuits=cfg["max_circuits"],
-                       circuit_bytes_per_second=cfg["circuit_kbps"] * 1024,
-                       total_bytes_per_second=cfg["total_kbps"] * 1024)
+def limits(cfg: RelaySettings) -> RelayLimits:
+    return RelayLimits(max_reservations=cfg.max_reservations, max_circuits=cfg.max_circuits,
+                       circuit_bytes_per_second=cfg.circuit_kbps * 1024,
+                       total_bytes_per_second=cfg.total_kbps * 1024)
 
 
 class Relaying:
-    def __init__(self, cfg: dict[str, Any], node: Any, dht: Any, swarm: Any, advertised: Callable[[], list[str]],
+    def __init__(self, cfg: RelaySettings, node: Any, dht: Any, swarm: Any, advertised: Callable[[], list[str]],
                  expand: Callable[[str], list[str]]) -> None:
         """``advertised()``: the daemon's direct addresses; ``expand(address)``: a listening
         address with wildcard hosts replaced by this machine's addresses."""
@@ -94,20 +96,20 @@ class Relaying:
 
     async def start(self) -> None:
         reachable = publicly_reachable(self.advertised())
-        if wanted(self.cfg["enabled"], reachable):
+        if wanted(self.cfg.enabled, reachable):
             self.server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._member)
             try:
-                await self.server.listen(self.cfg["listen"])
+                await self.server.listen(self.cfg.listen)
             except (OSError, NetworkError) as e:
-                log.warning("cannot offer a relay on %s: %s", self.cfg["listen"], e)
+                log.warning("cannot offer a relay on %s: %s", self.cfg.listen, e)
                 self.server = None
             else:
                 log.info("offering a relay on %s", ", ".join(self.server_addresses()))
-        if wanted(self.cfg["use"], not reachable):
+        if wanted(self.cfg.use, not reachable):
             self.client = RelayClient(self.node.identity, self.node.take_connection, candidates=self.candidates,
-                                      want=self.cfg["reservations"], on_change=self.on_change)
+                                      want=self.cfg.reservations, on_change=self.on_change)
             self.client.start()
-        self.upgrader = Upgrader(self.node, addresses_of=self._addresses_of, punch=self.cfg["hole_punch"])
+        self.upgrader = Upgrader(self.node, addresses_of=self._addresses_of, punch=self.cfg.hole_punch)
         if self.dht is not None and (self.server is not None or self.client is not None):
             self._task = asyncio.get_running_loop().create_task(self._dht_loop(), name="relay-dht")
 
@@ -131,7 +133,7 @@ class Relaying:
         return [a for a in out if not parse(a).alternatives[0].relayed][:8]
 
     def candidates(self) -> list[str]:
-        return [*self.cfg["servers"], *self.found]
+        return [*self.cfg.servers, *self.found]
 
     def relayed_addresses(self) -> list[str]:
         return self.client.relayed_addresses() if self.client is not None else []
@@ -143,7 +145,7 @@ class Relaying:
                 "hole_punch_failures": self.upgrader.punch_failures if self.upgrader is not None else 0}
 
     async def _dht_loop(self) -> None:
-        interval = max(self.cfg["lookup_interval"], 0.5)
+        interval = max(self.cfg.lookup_interval, 0.5)
         delay = 0.5  # soon after the start (the DHT is still joining), then less often
         while True:
             with contextlib.suppress(Exception):

@@ -247,7 +247,7 @@ class LogThrottle:
             return
         more = self._suppressed.pop(kind, 0)
         self._last[kind] = now
-        if more:
+        if more and last is not None:  # only what came after a logged one is ever suppressed
             self._log.log(level, message + " (and %d more like it in the last %.0fs)", *args, more, now - last)
         else:
             self._log.log(level, message, *args)

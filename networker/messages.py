@@ -33,7 +33,7 @@ above (e.g. cobox's custody receipts), and ``Close``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgpack
 
@@ -85,7 +85,7 @@ def _str(v: object, what: str, max_len: int) -> str:
     return v  # type: ignore[return-value]
 
 
-def _list(v: object, what: str, max_len: int) -> list:
+def _list(v: object, what: str, max_len: int) -> list[Any]:
     _check(type(v) is list and len(v) <= max_len, f"{what}: expected a list of at most {max_len}")
     return v  # type: ignore[return-value]
 
@@ -117,11 +117,11 @@ class Open:
     discovery_key: bytes
     capability: bytes
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.discovery_key, self.capability]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Open:
+    def parse(cls, channel: int, f: list[Any]) -> Open:
         return cls(channel, _key(f[0], "discovery key"), _key(f[1], "capability"))
 
 
@@ -131,11 +131,11 @@ class Close:
     channel: int
     reason: str = ""
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.reason]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Close:
+    def parse(cls, channel: int, f: list[Any]) -> Close:
         return cls(channel, _str(f[0], "reason", MAX_REASON))
 
 
@@ -153,11 +153,11 @@ class Feeds:
     feeds: tuple[tuple[bytes, bytes], ...]
     more: bool = False
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [[[k, t] for k, t in self.feeds], self.more]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Feeds:
+    def parse(cls, channel: int, f: list[Any]) -> Feeds:
         _check(type(f[1]) is bool, "more: expected a boolean")
         out = []
         for item in _list(f[0], "feeds", MAX_FEEDS):
@@ -179,11 +179,11 @@ class Have:
     ranges: tuple[tuple[int, int], ...]
     incremental: bool = False
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.feed, self.length, [list(r) for r in self.ranges], self.incremental]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Have:
+    def parse(cls, channel: int, f: list[Any]) -> Have:
         _check(type(f[3]) is bool, "incremental: expected a boolean")
         return cls(channel, _key(f[0], "feed key"), _int(f[1], "length"), _ranges(f[2]), f[3])
 
@@ -201,11 +201,11 @@ class Request:
     end: int
     known_length: int = 0
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.id, self.feed, self.start, self.end, self.known_length]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Request:
+    def parse(cls, channel: int, f: list[Any]) -> Request:
         start, end = _int(f[2], "start"), _int(f[3], "end")
         _check(start < end, "request: start must be below end")
         return cls(channel, _int(f[0], "request id"), _key(f[1], "feed key"), start, end,
@@ -230,12 +230,12 @@ class Data:
     upgrade_from: int = 0
     upgrade: tuple[tuple[int, bytes], ...] = ()
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.id, self.feed, self.start, list(self.entries), self.length, self.signature,
                 [list(n) for n in self.nodes], self.upgrade_from, [list(n) for n in self.upgrade]]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Data:
+    def parse(cls, channel: int, f: list[Any]) -> Data:
         entries = _list(f[3], "entries", MAX_ENTRIES)
         _check(len(entries) > 0, "data: no entries")
         total = 0
@@ -255,11 +255,11 @@ class NoData:
     id: int
     reason: str = ""
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.id, self.reason]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> NoData:
+    def parse(cls, channel: int, f: list[Any]) -> NoData:
         return cls(channel, _int(f[0], "request id"), _str(f[1], "reason", MAX_REASON))
 
 
@@ -278,11 +278,11 @@ class Extension:
     name: str
     body: bytes
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.name, self.body]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Extension:
+    def parse(cls, channel: int, f: list[Any]) -> Extension:
         return cls(channel, _str(f[0], "extension name", MAX_EXTENSION_NAME),
                    _bytes(f[1], "extension body", MAX_EXTENSION_BYTES))
 
@@ -302,11 +302,11 @@ class Call:
     service: str
     body: bytes
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.id, self.service, self.body]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Call:
+    def parse(cls, channel: int, f: list[Any]) -> Call:
         _check(channel == 0, "call: only on channel 0")
         return cls(channel, _int(f[0], "call id"), _str(f[1], "service", MAX_SERVICE),
                    _bytes(f[2], "call body", MAX_CALL_BYTES))
@@ -322,11 +322,11 @@ class Reply:
     ok: bool
     body: bytes
 
-    def fields(self) -> list:
+    def fields(self) -> list[Any]:
         return [self.id, self.ok, self.body]
 
     @classmethod
-    def parse(cls, channel: int, f: list) -> Reply:
+    def parse(cls, channel: int, f: list[Any]) -> Reply:
         _check(channel == 0, "reply: only on channel 0")
         _check(type(f[1]) is bool, "ok: expected a boolean")
         return cls(channel, _int(f[0], "call id"), f[1], _bytes(f[2], "reply body", MAX_CALL_BYTES))
@@ -334,7 +334,7 @@ class Reply:
 
 Message = Open | Close | Feeds | Have | Request | Data | NoData | Extension | Call | Reply
 
-_TYPES: dict[int, type] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Extension,
+_TYPES: dict[int, type[Message]] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Extension,
                                                    Call, Reply)}
 _FIELD_COUNT = {Open: 2, Close: 1, Feeds: 2, Have: 4, Request: 5, Data: 9, NoData: 2, Extension: 2, Call: 3,
                 Reply: 3}
@@ -425,7 +425,8 @@ def early_limit(data: bytes) -> int:
 
 
 def encode(msg: Message) -> bytes:
-    return msgpack.packb([msg.type_id, msg.channel, *msg.fields()], use_bin_type=True)
+    out: bytes = msgpack.packb([msg.type_id, msg.channel, *msg.fields()], use_bin_type=True)
+    return out
 
 
 def decode(data: bytes) -> Message:
@@ -441,8 +442,9 @@ def decode(data: bytes) -> Message:
         raise DecodeError(f"undecodable message: {type(e).__name__}") from None
     _check(type(obj) is list and len(obj) >= 2, "message: expected [type, channel, ...]")
     cls = _TYPES.get(obj[0]) if type(obj[0]) is int else None
-    _check(cls is not None, f"unknown message type {obj[0]!r}")
+    if cls is None:
+        raise DecodeError(f"unknown message type {obj[0]!r}")
     fields = obj[2:]
-    _check(len(fields) == _FIELD_COUNT[cls], f"{cls.__name__}: wrong number of fields")  # type: ignore[index]
+    _check(len(fields) == _FIELD_COUNT[cls], f"{cls.__name__}: wrong number of fields")
     channel = _int(obj[1], "channel", 0, MAX_CHANNELS)
-    return cls.parse(channel, fields)  # type: ignore[union-attr]
+    return cls.parse(channel, fields)

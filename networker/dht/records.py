@@ -89,10 +89,11 @@ class PeerRecord:
         return dht_key(self.topic)
 
     def encode(self) -> bytes:
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             [self.peer_id, self.topic, list(self.addresses), self.expires, self.signature],
             use_bin_type=True,
         )
+        return packed
 
     @classmethod
     def decode(cls, data: bytes) -> PeerRecord:
@@ -168,7 +169,8 @@ class PeerRecord:
 
 
 def _signing_payload(peer_id: bytes, topic: bytes, addresses: tuple[str, ...], expires: int) -> bytes:
-    return SIGNING_DOMAIN + msgpack.packb([peer_id, topic, list(addresses), expires], use_bin_type=True)
+    packed: bytes = msgpack.packb([peer_id, topic, list(addresses), expires], use_bin_type=True)
+    return SIGNING_DOMAIN + packed
 
 
 def decode_valid(data: object, now: float) -> PeerRecord | None:

@@ -16,13 +16,13 @@ K = encode_key(os.urandom(32))
 
 def test_enabled_and_use_are_auto_true_or_false(tmp_path):
     cfg = config.load(tmp_path, env={})
-    assert cfg["relay"]["enabled"] == "auto" and cfg["relay"]["use"] == "auto"
+    assert cfg.relay.enabled == "auto" and cfg.relay.use == "auto"
     (tmp_path / "config.toml").write_text(
         f"[relay]\nenabled = true\nuse = false\nservers = ['tcp:198.18.0.1:4~noise:{K}']\n")
     cfg = config.load(tmp_path, env={})
-    assert cfg["relay"]["enabled"] is True and cfg["relay"]["use"] is False
-    assert config.load(tmp_path, env={"COBOX_RELAY_ENABLED": "false"})["relay"]["enabled"] is False
-    assert limits(cfg["relay"]).circuit_bytes_per_second == cfg["relay"]["circuit_kbps"] * 1024
+    assert cfg.relay.enabled is True and cfg.relay.use is False
+    assert config.load(tmp_path, env={"COBOX_RELAY_ENABLED": "false"}).relay.enabled is False
+    assert limits(cfg.relay).circuit_bytes_per_second == cfg.relay.circuit_kbps * 1024
 
 
 @pytest.mark.parametrize("text,needle", [

@@ -5,6 +5,7 @@ replicates, the control API still answers."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import socket
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cobox import config
 from cobox.config import connection_limits
 from cobox.errors import ConfigError
+from cobox.settings import Config
 from tests.integration.daemons import ok
 
 NOFILE = 1024
@@ -112,9 +113,9 @@ async def test_raw_connection_flood_under_a_1024_fd_limit(daemons):
 
 
 def test_the_limits_come_from_the_network_settings():
-    net = config.defaults()["network"]
+    net = Config().network
     made = connection_limits(net)
-    assert made["limits"].max_pending == net["max_pending"] and made["limits"].idle_timeout == net["idle_timeout"]
-    assert made["penalties"].cap == net["refuse_max_seconds"]
+    assert made["limits"].max_pending == net.max_pending and made["limits"].idle_timeout == net.idle_timeout
+    assert made["penalties"].cap == net.refuse_max_seconds
     with pytest.raises(ConfigError, match="network"):
-        connection_limits({**net, "group_reserve": 1.5})
+        connection_limits(dataclasses.replace(net, group_reserve=1.5))

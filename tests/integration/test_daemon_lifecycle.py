@@ -154,7 +154,7 @@ async def test_a_daemon_that_cannot_start_leaves_nothing_running(tmp_path):
     home = tmp_path / "a"
     try:
         d = in_process(home)
-        d.config["network"]["listen"] = ["tcp:127.0.0.1:0", f"tcp:127.0.0.1:{port}"]  # the second is taken
+        d.config = d.config.replace("network", listen=("tcp:127.0.0.1:0", f"tcp:127.0.0.1:{port}"))  # 2nd is taken
         with pytest.raises(OSError):
             await d.start()
     finally:
