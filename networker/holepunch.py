@@ -52,6 +52,7 @@ from .identity import DeviceIdentity
 from .limits import ip_key
 from .noise import NoiseSession
 from .peer import Peer, ServiceError
+from .reach.scope import ip_kind
 from .relay.wire import OBSERVE, OBSERVED, Message, RelayProtocolError, decode, encode
 from .transport import SecureConnection
 
@@ -64,6 +65,8 @@ PREPARE, PREPARED, PING, PONG, SYNC, SYNCED = range(1, 7)
 _U16 = struct.Struct(">H")
 PUNCH_TIMEOUT = 5.0
 PREPARED_TTL = 15.0
+MAX_REMEMBERED = 1024  # peers whose recent PREPAREs (and prepared punches) are kept; the oldest go first
+ALL_PEERS_FACTOR = 8  # punches we answer for all peers together: this many times one peer's allowance
 DIRECT_WAIT = 2.0  # before the first attempt when the peer's direct addresses are not known yet
 
 
@@ -76,6 +79,12 @@ class HolePunchError(RemoteProtocolError):
 
 
 # -- pure parts ------------------------------------------------------------------------------
+
+
+def _bound(d: dict[bytes, object]) -> None:
+    """Keep at most ``MAX_REMEMBERED`` entries, dropping the oldest."""
+    while len(d) > MAX_REMEMBERED:
+        d.pop(next(iter(d)))
 
 
 def retry_delay(failures: int, attempts: int = 3, later: float = 300.0) -> float:
@@ -229,6 +238,7 @@ class Upgrader:
         self.punch_failures = 0
         self._prepared: dict[bytes, _Prepared] = {}
         self._asked: dict[bytes, list[float]] = {}  # peer -> times of its PREPAREs in the window
+        self._asked_all: list[float] = []  # every peer's: peer ids cost nothing, so a limit for all
         self._tasks: dict[bytes, asyncio.Task[None]] = {}
         self._answers: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
@@ -300,10 +310,12 @@ class Upgrader:
             sync = self._loop.create_task(peer.call(SERVICE, encode_message(PunchMessage(SYNC)),
                                                     timeout=PUNCH_TIMEOUT))
             await asyncio.sleep(sync_delay(rtt))
+            if ip_kind(reply.host) != "public":
+                raise HolePunchError(f"the peer named a non-public address {reply.host!r} to punch to")
             try:
                 sock = await connect_from(port, reply.host, reply.port, PUNCH_TIMEOUT)
             finally:
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(Exception):  # its answer does not matter; a cancel does
                     await sync
             conn = await _secure(sock, self.node.identity, initiator=True, peer=pid,
                                  where=(reply.host, reply.port), cls=PunchedConnection)
@@ -333,13 +345,18 @@ class Upgrader:
             raise ServiceError(str(e)) from None
         now = self._loop.time()
         if m.kind == PREPARE:
-            if not allow(self._asked.setdefault(pid, []), now, self.attempts, self.retry_later):
+            if ip_kind(m.host) != "public":  # a NAT's mapping is public: never dial into a LAN or this host
+                raise ServiceError("hole punching dials public addresses only")
+            if not allow(self._asked.setdefault(pid, []), now, self.attempts, self.retry_later) \
+                    or not allow(self._asked_all, now, self.attempts * ALL_PEERS_FACTOR, self.retry_later):
                 raise ServiceError(f"at most {self.attempts} hole punches per {self.retry_later:g}s")
+            _bound(self._asked)
             try:
                 port, host, obs_port = await observe(self._relay_of(peer), self.node.identity)
             except (NetworkError, OSError, TimeoutError) as e:
                 raise ServiceError(f"cannot observe our address: {e}") from None
             self._prepared[pid] = _Prepared(port, m.host, m.port, now + PREPARED_TTL)
+            _bound(self._prepared)
             return encode_message(PunchMessage(PREPARED, host, obs_port))
         if m.kind == PING:
             return encode_message(PunchMessage(PONG))

@@ -132,8 +132,9 @@ def remote_endpoint(peer: Peer) -> tuple[str, int] | None:
         alt = parse(text).alternatives[0]
     except (AddressError, IndexError):
         return None
-    if alt.transport != "tcp" or ip_kind(alt.host) in ("name", "unusable"):
-        return None
+    if alt.transport != "tcp" or alt.relayed or getattr(peer.conn, "relay_via", b"") \
+            or ip_kind(alt.host) in ("name", "unusable"):
+        return None  # a relayed connection comes from the relay: nothing to observe of the peer
     return normalize_host(alt.host), alt.port
 
 

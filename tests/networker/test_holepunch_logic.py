@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from networker import holepunch
 from networker.address import Address
 from networker.holepunch import (
     PING,
@@ -105,3 +106,33 @@ async def test_the_service_refuses_direct_connections_and_a_peer_asking_too_ofte
     with pytest.raises(ServiceError, match="SYNC without PREPARE"):
         await serve(peer, encode_message(PunchMessage(SYNC)))
     await up.close()
+
+
+async def test_a_peer_cannot_make_us_punch_into_our_lan_or_this_host_and_fresh_ids_share_a_limit():
+    """Through a relay anyone can reach us with a fresh peer id: a PREPARE naming a loopback,
+    private or link-local address is refused before we open anything, and all peers together
+    get a bounded number of punches."""
+    node = FakeNode()
+    up = Upgrader(node, attempts=3, retry_later=300.0)  # type: ignore[arg-type]
+    serve = node.services[SERVICE]
+    relay = DeviceIdentity.generate().peer_id
+    dead = Address("tcp", "127.0.0.1", 1, peer_key=node.identity.peer_id, relay_key=relay).format()
+    for host in ("127.0.0.1", "10.0.0.5", "192.168.1.1", "169.254.1.1", "::1", "fe80::1", "0.0.0.0"):
+        with pytest.raises(ServiceError, match="public addresses only"):
+            await serve(FakePeer(FakeConn(relay, dead)), encode_message(PunchMessage(PREPARE, host, 22)))
+    refused = 0
+    for k in range(40):  # 40 throwaway identities, 1 PREPARE each, at a test network's public address
+        peer = FakePeer(FakeConn(relay, dead))
+        peer.remote_peer_id = bytes([k]) * 32
+        try:
+            await serve(peer, encode_message(PunchMessage(PREPARE, "198.18.0.9", 4000)))
+        except ServiceError as e:
+            refused += "at most" in str(e)
+    assert refused == 40 - 3 * holepunch.ALL_PEERS_FACTOR
+    await up.close()
+
+
+def test_remembered_peers_are_bounded():
+    d = {k.to_bytes(2, "big"): k for k in range(holepunch.MAX_REMEMBERED + 50)}
+    holepunch._bound(d)
+    assert len(d) == holepunch.MAX_REMEMBERED and next(iter(d.values())) == 50  # the oldest went

@@ -185,3 +185,24 @@ async def test_a_taken_default_port_falls_back_and_an_explicit_one_fails():
     assert await bind_or_fallback(DEFAULT_PORT, start, "test") == 12345 and tried == [DEFAULT_PORT, 0]
     with pytest.raises(OSError):
         await bind_or_fallback(4000, start, "test")  # the user chose it: say so, never replace it
+
+
+def test_a_relayed_connection_tells_nothing_of_where_its_peer_is():
+    """A relayed connection's address is the relay's: taken as the peer's endpoint it would make
+    us believe the relay's address is ours and dial the relay's IP at any port a caller names."""
+    import types
+
+    from networker.address import Address
+    from networker.identity import DeviceIdentity
+    from networker.reach.observed import remote_endpoint
+    from networker.relay.client import RelayedConnection
+    from networker.transport import SecureConnection
+
+    relay, peer = DeviceIdentity.generate().peer_id, DeviceIdentity.generate().peer_id
+    direct = SecureConnection.__new__(SecureConnection)
+    direct.remote_address = Address("tcp", "198.51.100.7", 4242, peer_key=peer).format()
+    assert remote_endpoint(types.SimpleNamespace(conn=direct)) == ("198.51.100.7", 4242)  # type: ignore[arg-type]
+    relayed = RelayedConnection.__new__(RelayedConnection)
+    relayed.remote_address = Address("tcp", "198.51.100.7", 4242, peer_key=peer, relay_key=relay).format()
+    relayed.relay_via = relay
+    assert remote_endpoint(types.SimpleNamespace(conn=relayed)) is None  # type: ignore[arg-type]
