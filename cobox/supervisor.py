@@ -39,6 +39,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from networker import backoff_delay as capped
+
 from .errors import FatalServiceError
 
 log = logging.getLogger("cobox.supervisor")
@@ -69,7 +71,7 @@ class Backoff:
 
     def delay(self, failures: int, rnd: float) -> float:
         """The wait before restart number ``failures`` (>= 1); ``rnd`` is uniform in [0, 1)."""
-        raw = min(self.cap, self.base * self.factor ** max(failures - 1, 0))
+        raw = capped(self.base, self.cap, failures, self.factor)
         return raw * (1.0 - self.jitter * rnd)
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .address import Address, MultiAddress
     from .address import parse as parse_address
+    from .backoff import capped as backoff_delay
     from .channel import Channel
     from .dht import DHT
     from .encoding import decode_key, encode_key
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .swarm import Discovery, Swarm
 
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "backoff_delay": ("backoff", "capped"),
     "is_behind_nat_ip": ("relay", "is_behind_nat_ip"),
     "Upgrader": ("holepunch", "Upgrader"),
     "RelayServer": ("relay", "RelayServer"),
@@ -132,6 +134,7 @@ __all__ = [
     "ServiceError",
     "Swarm",
     "Upgrader",
+    "backoff_delay",
     "bind_or_fallback",
     "decode_key",
     "encode_key",

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .address import parse
+from .backoff import capped
 from .errors import AddressError, NetworkError
 from .node import Node, PeerEvent
 
@@ -215,7 +216,7 @@ class Swarm:
                 return
             wait = self.lookup_interval
             if empty_rounds:
-                wait = min(wait, self.retry_base * 2 ** (empty_rounds - 1)) * random.uniform(0.8, 1.0)
+                wait = min(wait, capped(self.retry_base, wait, empty_rounds)) * random.uniform(0.8, 1.0)
             with contextlib.suppress(TimeoutError):  # (not wait_for: it can lose a cancellation on 3.11)
                 async with asyncio.timeout(wait):
                     await wake.wait()
@@ -258,7 +259,7 @@ class Swarm:
         try:
             while cand.topics and cand.peer_id not in self.node.peers and not self._closed:
                 if cand.failures:
-                    delay = min(self.reconnect_max, self.reconnect_base * 2 ** (cand.failures - 1))
+                    delay = capped(self.reconnect_base, self.reconnect_max, cand.failures)
                     await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 wait = self.dial_bucket.take(asyncio.get_running_loop().time())
                 if wait > 0:

@@ -50,6 +50,7 @@ from typing import Any
 from kademlia.network import Server
 from kademlia.node import Node
 
+from ..backoff import capped
 from ..errors import DHTError, DHTNotStartedError, DHTStateError
 from ..identity import DeviceIdentity
 from .crawl import TopicCrawl
@@ -328,7 +329,7 @@ class DHT:
             failures = failures + 1 if stored <= self._local_only(topic) else 0
             wait = max(0.5, self.record_ttl / 2)
             if failures:
-                wait = min(wait, self.retry_base * 2 ** (failures - 1))
+                wait = min(wait, capped(self.retry_base, wait, failures))
             await asyncio.sleep(wait * random.uniform(0.9, 1.0))
             try:
                 stored = await self._announce_once(topic, addresses)

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from ..backoff import capped
 from ..errors import NetworkError
 from .natpmp import TCP, UDP, Mapping
 
@@ -114,7 +115,7 @@ class PortMapper:
             self._changed(before)
             if self.failures == 1:
                 log.info("%s port mapping failed: %s", self.name, e)
-            return min(RETRY_MAX, RETRY * 2 ** (self.failures - 1))
+            return capped(RETRY, RETRY_MAX, self.failures)
         self.failures, self.error = 0, None
         self.renewals += 1
         self._to("mapped")

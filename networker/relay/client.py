@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from .. import transport
 from ..address import Address, MultiAddress, parse
+from ..backoff import capped
 from ..errors import AddressError, DialError, NetworkError
 from ..identity import DeviceIdentity
 from ..noise import NoiseSession
@@ -236,7 +237,7 @@ class RelayClient:
                 self._changed()
             if not self._closed:
                 n = self._failures.get(key, (0, 0.0))[0] + 1
-                delay = min(self.retry[1], self.retry[0] * 2 ** (n - 1)) * random.uniform(0.5, 1.0)
+                delay = capped(self.retry[0], self.retry[1], n) * random.uniform(0.5, 1.0)
                 self._failures[key] = (n, self._loop.time() + delay)
                 self._wake.set()
 
