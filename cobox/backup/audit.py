@@ -69,7 +69,8 @@ NONCE_BYTES = 32
 ANSWER_BYTES = 32
 KEY_BYTES = 32
 INTERVAL = 3600.0       # seconds between audits of one backup peer, on average
-MIN_INTERVAL = 10.0     # a configured interval below this is raised to it
+MIN_INTERVAL = 10.0     # a configured interval below this is raised to it; a peer's audits are answered this far apart
+MAX_AUDITED_PEERS = 4096  # (peer, group) pairs whose last audit time is kept
 AFTER_RECEIPT = 2.0     # seconds after new receipts before an audit (times [1, 2))
 TIMEOUT = 30.0          # seconds a backup peer has to answer
 
@@ -265,8 +266,11 @@ class AuditServer:
     """Answers audits for the groups this device holds, to peers that have a live channel with
     it for that group (others get the same refusal as for an unknown group)."""
 
-    def __init__(self, find_group: Callable[[bytes], AuditedGroup | None]) -> None:
+    def __init__(self, find_group: Callable[[bytes], AuditedGroup | None], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.find_group = find_group
+        self._clock = clock
+        self._last: dict[tuple[bytes, bytes], float] = {}  # (peer, group) -> when we last answered
 
     async def handle(self, peer: Peer, body: bytes) -> bytes:
         try:
@@ -276,6 +280,14 @@ class AuditServer:
         group = self.find_group(challenge.discovery_key)
         if group is None or not netview.carries_group(peer, group):
             raise ServiceError("no such group on this connection")
+        # One audit costs up to MAX samples entry reads here: at most one per peer and group per
+        # MIN_INTERVAL (members audit far less often), so a peer cannot turn us into a disk pump.
+        now, who = self._clock(), (bytes(peer.remote_peer_id), challenge.discovery_key)
+        if now - self._last.get(who, -MIN_INTERVAL) < MIN_INTERVAL:
+            raise ServiceError(f"at most one audit per {MIN_INTERVAL:g}s")
+        self._last[who] = now
+        while len(self._last) > MAX_AUDITED_PEERS:
+            self._last.pop(next(iter(self._last)))
         feeds = {f.key: f for f in group.feeds()}
         answers: list[bytes] = []
         memo: dict[Sample, bytes] = {}

@@ -5,6 +5,7 @@ group, with the backup peer's real audit service on the other side of a fake cal
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import types
@@ -143,8 +144,10 @@ class Setup:
 
     def server_call(self) -> Callable[[bytes, float], Awaitable[bytes]]:
         """A call that reaches the backup peer's audit service as a peer with a live channel."""
-        server = au.AuditServer(lambda dk: self.seed if dk == self.seed.discovery_key else None)
-        peer = types.SimpleNamespace(channels={1: types.SimpleNamespace(live=True, group=self.seed)})
+        server = au.AuditServer(lambda dk: self.seed if dk == self.seed.discovery_key else None,
+                                clock=itertools.count(0.0, au.MIN_INTERVAL).__next__)  # audits far apart
+        peer = types.SimpleNamespace(remote_peer_id=b"m" * 32,
+                                     channels={1: types.SimpleNamespace(live=True, group=self.seed)})
 
         async def call(body: bytes, timeout: float) -> bytes:
             async with asyncio.timeout(timeout):
@@ -273,12 +276,15 @@ async def test_forged_malformed_refused_and_late_answers_fail(setup) -> None:
 
 async def test_the_service_answers_only_over_a_live_channel_of_the_group(setup) -> None:
     s = await setup(10, 10)
-    server = au.AuditServer(lambda dk: s.seed if dk == s.seed.discovery_key else None)
+    now = [0.0]
+    server = au.AuditServer(lambda dk: s.seed if dk == s.seed.discovery_key else None, clock=lambda: now[0])
     c = au.Challenge.make(s.seed.discovery_key, os.urandom(32), [(s.feed.key, 0)])
-    stranger = types.SimpleNamespace(channels={})
-    other = types.SimpleNamespace(channels={1: types.SimpleNamespace(live=True, group=object())})
+    stranger = types.SimpleNamespace(remote_peer_id=b"s" * 32, channels={})
+    other = types.SimpleNamespace(remote_peer_id=b"o" * 32,
+                                  channels={1: types.SimpleNamespace(live=True, group=object())})
     unknown = au.Challenge.make(os.urandom(32), os.urandom(32), [(s.feed.key, 0)])
-    member = types.SimpleNamespace(channels={1: types.SimpleNamespace(live=True, group=s.seed)})
+    member = types.SimpleNamespace(remote_peer_id=b"m" * 32,
+                                   channels={1: types.SimpleNamespace(live=True, group=s.seed)})
     refusals = []
     for peer, body in [(stranger, c.encode()), (other, c.encode()), (member, unknown.encode())]:
         with pytest.raises(ServiceError) as info:
@@ -289,6 +295,12 @@ async def test_the_service_answers_only_over_a_live_channel_of_the_group(setup) 
         await server.handle(member, b"junk")  # type: ignore[arg-type]
     (a,) = au.decode_answers(await server.handle(member, c.encode()), 1)  # type: ignore[arg-type]
     assert a == au.answer(c.nonce, await s.feed.get(0))
+    # an audit costs entry reads here: a peer gets one answer per MIN_INTERVAL and group, not a disk pump
+    with pytest.raises(ServiceError, match="at most one audit"):
+        await server.handle(member, c.encode())  # type: ignore[arg-type]
+    now[0] += au.MIN_INTERVAL
+    (b,) = au.decode_answers(await server.handle(member, c.encode()), 1)  # type: ignore[arg-type]
+    assert b == a
 
 
 async def test_the_auditor_audits_after_receipts_keeps_results_and_stops_without_peers(setup) -> None:
