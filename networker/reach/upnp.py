@@ -81,6 +81,15 @@ def _same_host(url: str, ip: str) -> bool:
 def _xml(body: bytes, what: str) -> ET.Element:
     if len(body) > MAX_BODY:
         raise UpnpError(f"UPnP {what}: too large")
+    try:  # a DTD check on bytes means nothing in another encoding (UTF-16 has NULs, or a BOM)
+        if b"\0" in body:
+            raise UnicodeDecodeError("utf-8", body, 0, 1, "a NUL byte")
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpnpError(f"UPnP {what}: not UTF-8 (refused)") from None
+    if b"ENCODING=" in body[:200].upper() and not any(
+            e in body[:200].upper() for e in (b'ENCODING="UTF-8"', b"ENCODING='UTF-8'")):
+        raise UpnpError(f"UPnP {what}: not UTF-8 (refused)")
     if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
         raise UpnpError(f"UPnP {what}: has a DTD (refused)")
     try:

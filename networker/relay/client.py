@@ -57,6 +57,7 @@ from .wire import (
 )
 
 log = logging.getLogger(__name__)
+MIN_PING_INTERVAL = 5.0  # seconds between keep-alives of a reservation, at least
 MAX_ACCEPTING = 8  # incoming circuits being set up at once
 
 
@@ -242,7 +243,7 @@ class RelayClient:
                 self._wake.set()
 
     async def _serve(self, relay: Address, conn: SecureConnection, ttl: int) -> None:
-        interval = min(self.ping_interval, max(ttl / 3, 0.05))
+        interval = min(self.ping_interval, max(ttl / 3, MIN_PING_INTERVAL))  # a relay's tiny ttl sets no pace
         answered = asyncio.Event()
         answered.set()
 

@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import sys
-import time
 
 import aiohttp
 
@@ -187,11 +186,9 @@ async def test_stop_returns_soon_whatever_follow_clients_are_connected(daemons):
     interrupted.send_signal(signal.SIGINT)
     async with asyncio.timeout(30):
         assert await interrupted.wait() == 130
-    started = time.monotonic()
-    rc, out, err = await cli(a.home, "stop", timeout=60)
-    took = time.monotonic() - started
+    # a stop that waited out aiohttp's 60 s shutdown would run past this timeout and fail
+    rc, out, err = await cli(a.home, "stop", timeout=20)
     assert rc == 0 and "daemon stopped" in out, err
-    assert took < 15, f"cobox stop took {took:.1f}s with follow clients connected"
     async with asyncio.timeout(30):
         _, err_bytes = await connected.communicate()
     assert connected.returncode == 1 and "daemon stopped" in err_bytes.decode()

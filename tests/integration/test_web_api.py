@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -187,9 +186,7 @@ async def test_an_open_stream_does_not_hold_up_shutdown(api):
     d, base, auth, http = api
     async with http.get(f"{base}/v1/events", headers=auth, timeout=aiohttp.ClientTimeout(total=20)) as r:
         await anext(events(r))
-        started = time.monotonic()
-        await d.stop(timeout=15)
-        assert time.monotonic() - started < 10
+        await d.stop(timeout=10)  # a stop hanging on the stream is killed at the timeout: not 0
         assert d.proc is not None and d.proc.returncode == 0
 
 

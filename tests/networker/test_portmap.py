@@ -151,3 +151,18 @@ async def test_first_answering_protocol_is_used_and_dropped_when_it_fails():
     alive.up = False
     await mapper.renew()
     assert mapper.state == "failed" and "NAT-PMP" in mapper.error and "UPnP-IGD" in mapper.error
+
+
+def test_a_dtd_hidden_in_another_encoding_is_refused():
+    """The DTD check looks at bytes: a UTF-16 body hides ``<!DOCTYPE``/``<!ENTITY`` from it and
+    expat would expand its entities. Only UTF-8 bodies are read."""
+    import pytest
+
+    from networker.reach.upnp import UpnpError, _xml
+
+    bomb = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
+            '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><r>&b;</r>')
+    for body in (bomb.encode("utf-16"), bomb.encode("utf-16-le"), bomb.replace("UTF-16", "UTF-8").encode()):
+        with pytest.raises(UpnpError, match="refused"):
+            _xml(body, "description")
+    assert _xml(b'<?xml version="1.0" encoding="utf-8"?><root><a>1</a></root>', "description").tag == "root"

@@ -67,8 +67,9 @@ async def eclipse(topic: bytes, targets: list[tuple[str, int]]) -> list[FakeNode
     for a in attackers:
         for t in targets:
             a.send(t, "ping", a.node_id)
-    while sum(a.replies for a in attackers) < ATTACKERS * len(targets):
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(30):
+        while sum(a.replies for a in attackers) < ATTACKERS * len(targets):
+            await asyncio.sleep(0.01)
     return attackers
 
 
