@@ -44,6 +44,7 @@ from networker import (
 )
 from networker import parse_address as parse
 
+from . import netview
 from .settings import RelaySettings
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Relaying:
     async def start(self) -> None:
         reachable = publicly_reachable(self.advertised())
         if wanted(self.cfg.enabled, reachable):
-            self.server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._member)
+            self.server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._members_together)
             try:
                 await self.server.listen(self.cfg.listen)
             except (OSError, NetworkError) as e:
@@ -113,11 +114,17 @@ class Relaying:
         if self.dht is not None and (self.server is not None or self.client is not None):
             self._task = asyncio.get_running_loop().create_task(self._dht_loop(), name="relay-dht")
 
-    def _member(self, peer_id: bytes) -> bool:
-        """Whether ``peer_id`` is connected with a group channel open: a member of one of this
-        daemon's groups (a backup peer's too), whose circuits go without relay limits."""
-        peer = self.node.peers.get(peer_id)
-        return peer is not None and not peer.closed.is_set() and peer.shares_group()
+    def _members_together(self, a: bytes, b: bytes) -> bool:
+        """Whether ``a`` and ``b`` are both connected here with a live channel of one and the same
+        group of this daemon's (a backup peer's members): their circuit goes without relay limits.
+        A member of one group gets no free circuits to members of another."""
+        groups = []
+        for pid in (a, b):
+            peer = self.node.peers.get(pid)
+            if peer is None or peer.closed.is_set():
+                return False
+            groups.append(set(netview.peer_groups(peer)))
+        return bool(groups[0] & groups[1])
 
     def _addresses_of(self, peer_id: bytes) -> str | None:
         cand = self.swarm.candidates.get(peer_id)

@@ -67,10 +67,11 @@ CHUNK = 65536
 class RelayServer:
     def __init__(self, identity: DeviceIdentity, limits: RelayLimits | None = None, *,
                  allowed: Callable[[bytes], bool] | None = None,
-                 exempt: Callable[[bytes], bool] | None = None) -> None:
+                 exempt: Callable[[bytes, bytes], bool] | None = None) -> None:
         """``allowed(peer_id)``: whether a device may reserve or dial (default: anyone);
-        ``exempt(peer_id)``: whether it is a member of the relay's own groups; a circuit between
-        two members goes without limits."""
+        ``exempt(dialer, target)``: whether the two are members of one and the same group of the
+        relay's; their circuit goes without circuit and rate limits (circuits being set up stay
+        bounded)."""
         self.identity = identity
         self.limits = limits or RelayLimits()
         self.state: RelayState[SecureConnection] = RelayState(self.limits)
@@ -151,7 +152,7 @@ class RelayServer:
             self.state.unreserve(pid, conn)
 
     async def _dial(self, conn: SecureConnection, target: bytes) -> None:
-        free = self.exempt is not None and self.exempt(conn.remote_peer_id) and self.exempt(target)
+        free = self.exempt is not None and self.exempt(conn.remote_peer_id, target)
         circuit, refusal = self.state.open_circuit(conn.remote_peer_id, target, self._loop.time(), exempt=free)
         if refusal is not None or circuit is None:
             assert refusal is not None

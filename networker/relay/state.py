@@ -117,8 +117,9 @@ class RelayState(Generic[T]):
             refusal = Refusal(NOT_ALLOWED, "a circuit to oneself")
         elif target not in self.reservations:
             refusal = Refusal(NO_RESERVATION, "the target has no reservation here")
-        elif exempt:
-            pass
+        elif exempt:  # no circuit or rate limit, but circuits being set up stay bounded
+            if sum(1 for c in self.circuits.values() if c.exempt and not c.spliced) >= self.limits.max_pending:
+                refusal = Refusal(RELAY_FULL, f"relay busy ({self.limits.max_pending} circuits being set up)")
         elif len(limited) >= self.limits.max_circuits:
             refusal = Refusal(RELAY_FULL, f"relay full ({self.limits.max_circuits} circuits)")
         elif sum(1 for c in limited if not c.spliced) >= self.limits.max_pending:

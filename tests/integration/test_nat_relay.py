@@ -226,10 +226,10 @@ async def test_a_relay_with_no_room_still_relays_for_its_own_group_members(tmp_p
         (relayed,) = w.client.relayed_addresses()
         with pytest.raises(NetworkError, match="relay full"):
             await w.b.connect(relayed, timeout=5)
-        w.relay.exempt = lambda pid: pid == w.a.peer_id
+        w.relay.exempt = lambda dialer, target: False  # only one of them is a member here
         with pytest.raises(NetworkError, match="relay full"):
             await w.b.connect(relayed, timeout=5)
-        w.relay.exempt = lambda pid: pid in (w.a.peer_id, w.b.peer_id)
+        w.relay.exempt = lambda dialer, target: {dialer, target} == {w.a.peer_id, w.b.peer_id}
         async with asyncio.timeout(10):
             await w.b.connect(relayed)
         fb = await w.groups[1].create_feed()

@@ -163,3 +163,5 @@ def test_exempt_circuits_pass_the_limits_and_do_not_count():
     s.close_circuit(c1)
     c2, refusal = s.open_circuit(b"d2", b"t", 0.0)
     assert c2 is not None  # the exempt circuit does not use up the limit
+    _, refusal = s.open_circuit(b"m2", b"t", 0.0, exempt=True)
+    assert refusal is not None and "being set up" in refusal.reason  # but members' pending ones are bounded
