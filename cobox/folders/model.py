@@ -5,17 +5,14 @@
 ``Rename(src, dst, ...)`` (a Delete of ``src`` plus a Put of ``dst`` with one stamp, written as
 one record); ``Stamp(clock, author)`` identifies a version of a path and totally orders
 versions (Lamport clock, then author). Their encoding, the clock bound and the strict decoders
-live with every other entry format in :mod:`cobox.entries`; the names this module exported
-before (``encode_op``, ``decode_op``, ``MAX_CHUNK_BYTES``...) are still reachable here, loaded
-from there on first use (a module ``__getattr__``: ``cobox.entries`` imports this module, so
-this one cannot import it at load time).
+live with every other entry format in :mod:`cobox.entries` (which imports this module, never
+the other way round).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 from .chunking import content_id
 
@@ -90,13 +87,3 @@ class Rename:
 
 
 Op = Put | Delete | Rename
-
-
-def __getattr__(name: str) -> Any:
-    """The encoding names that moved to :mod:`cobox.entries` (``from .model import encode_op``)."""
-    from .. import entries
-
-    try:
-        return getattr(entries, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

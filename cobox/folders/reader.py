@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from storage import RangeSet
 
+from ..entries import decode_chunk, is_folder_record, op_from, record_type, unpack
 from ..errors import MalformedRecordError
 from ..groups import decode_log
 from .chunking import chunk_id
 from .merge import FolderState
-from .model import ChunkRef, Op, decode_chunk, is_folder_record, op_from, record_type, unpack
+from .model import ChunkRef, Op
 
 if TYPE_CHECKING:
     from ..groups import Group

@@ -52,22 +52,14 @@ import msgpack
 
 from storage.errors import FeedNotFoundError
 
+from ..entries import FILLER, decode_chunk, encode_op, fillers_needed, unpack
 from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import Chunker, chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
-from .model import (
-    FILLER,
-    ChunkRef,
-    Op,
-    Stamp,
-    decode_chunk,
-    encode_op,
-    fillers_needed,
-    unpack,
-)
+from .model import ChunkRef, Op, Stamp
 from .padding import encode_chunk
 from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .reader import OpReader

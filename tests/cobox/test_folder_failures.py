@@ -10,11 +10,12 @@ import time
 
 import pytest
 
+from cobox.entries import MAX_CHUNK_BYTES, MAX_FILE_BYTES, encode_op
 from cobox.errors import ConfigError, MalformedOpError
 from cobox.folders.apply import write_file
 from cobox.folders.chunking import chunk_id
 from cobox.folders.disk import DiskReserve
-from cobox.folders.model import MAX_CHUNK_BYTES, MAX_FILE_BYTES, ChunkRef, Put, encode_op
+from cobox.folders.model import ChunkRef, Put
 from cobox.folders.padding import pad
 from tests.helpers import until
 

@@ -9,9 +9,9 @@ import time
 import msgpack
 
 from cobox.commands_groups import print_entry
-from cobox.entries import MAX_TEXT
+from cobox.entries import MAX_TEXT, encode_op
 from cobox.folders.chunking import chunk_id
-from cobox.folders.model import ChunkRef, Put, encode_op
+from cobox.folders.model import ChunkRef, Put
 from cobox.folders.padding import pad
 
 from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from cobox.entries import CLOCK_STEP, clock_bound, decode_op, encode_op
 from cobox.errors import MalformedOpError
-from cobox.folders.model import CLOCK_STEP, Delete, Put, clock_bound, decode_op, encode_op
+from cobox.folders.model import Delete, Put
 
 from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
 

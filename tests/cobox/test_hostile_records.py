@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
+from cobox.entries import encode_op
 from cobox.folders.chunking import chunk_id
-from cobox.folders.model import ChunkRef, Put, encode_op
+from cobox.folders.model import ChunkRef, Put
 
 from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
 

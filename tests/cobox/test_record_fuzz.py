@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cobox import admission
-from cobox.entries import decode_log
+from cobox.entries import decode_chunk, decode_log, decode_op, encode_op
 from cobox.errors import AdmissionError, MalformedChunkError, MalformedLogEntryError, MalformedOpError
-from cobox.folders.model import ChunkRef, Delete, Put, Rename, Stamp, decode_chunk, decode_op, encode_op
+from cobox.folders.model import ChunkRef, Delete, Put, Rename, Stamp
 from cobox.folders.padding import pad
 from cobox.folders.sync import FolderSync
 from cobox.groups import Group

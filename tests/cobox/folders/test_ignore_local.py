@@ -3,9 +3,10 @@ and an ``#include``d file can only add exclusions."""
 
 import logging
 
+from cobox.entries import decode_op, encode_op
 from cobox.folders.chunking import chunk_id
 from cobox.folders.ignore import IGNORE_FILE, IgnoreRules
-from cobox.folders.model import ChunkRef, Put, decode_op, encode_op
+from cobox.folders.model import ChunkRef, Put
 from cobox.folders.scan import scan
 
 from .helpers import T0, A, B

@@ -24,8 +24,9 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
+from cobox.entries import encode_op
 from cobox.folders.merge import FolderState
-from cobox.folders.model import Op, Put, encode_op
+from cobox.folders.model import Op, Put
 from cobox.folders.sync import FolderSync
 from cobox.groups import Group
 from networker.identity import DeviceIdentity

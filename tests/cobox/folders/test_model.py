@@ -1,8 +1,9 @@
 import msgpack
 import pytest
 
+from cobox.entries import decode_op, encode_op
 from cobox.errors import InvalidPathError, MalformedOpError
-from cobox.folders.model import ChunkRef, Delete, Put, Stamp, decode_op, encode_op
+from cobox.folders.model import ChunkRef, Delete, Put, Stamp
 from cobox.folders.paths import case_key, conflict_path, normalize_path
 
 from .helpers import FEED, A, B, put, ref, rename

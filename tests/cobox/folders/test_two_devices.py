@@ -4,11 +4,12 @@ with a tiny executor standing in for the daemon (chunks kept in a dict instead o
 import os
 from pathlib import Path
 
+from cobox.entries import decode_op, encode_op
 from cobox.folders.apply import move_file, remove_file, write_file
 from cobox.folders.chunking import chunk_id, chunks
 from cobox.folders.ignore import IgnoreRules
 from cobox.folders.merge import FolderState
-from cobox.folders.model import ChunkRef, Op, decode_op, encode_op
+from cobox.folders.model import ChunkRef, Op
 from cobox.folders.plan import (
     Download,
     Forget,
