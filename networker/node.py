@@ -58,6 +58,16 @@ class PeerEvent:
     reason: str = ""
 
 
+def connection_ip(conn: object) -> str | None:
+    """The key the per-IP limits and penalties count a connection under: its IP (its /64 for
+    IPv6), or, for a relayed connection (no IP of its own), the relay it came through, so that
+    strangers arriving through a relay are held to the same per-IP caps and refusals."""
+    via = getattr(conn, "relay_via", b"")
+    if via:
+        return "relay:" + bytes(via).hex()
+    return ip_key(getattr(conn, "remote_host", None))
+
+
 class NodePeer(Peer):
     """A :class:`Peer` with what the node's idle rule needs: where it is, since when, and its
     service calls in flight (ours through :meth:`call`, the remote's through the node's
@@ -190,7 +200,7 @@ class Node:
 
     async def _accepted(self, conn: transport.SecureConnection) -> None:
         try:
-            self.add_connection(conn, ip=ip_key(conn.remote_host))
+            self.add_connection(conn, ip=connection_ip(conn))
         except NetworkError as e:
             log.debug("refused connection from %s: %s", conn.remote_address, e)
             self.throttle.note(type(e).__name__, logging.INFO, "refused a connection from %s: %s",

@@ -163,3 +163,15 @@ def test_log_throttle_says_one_line_per_interval_with_a_count(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["refused 0", "refused 6000 (and 5999 more like it in the last 60s)", "something else"]
     assert t.counts["flood"] == 10_000
+
+
+def test_relayed_connections_are_counted_under_their_relay():
+    """A relayed connection has no IP of its own: counted as nobody's, strangers through a relay
+    would escape the per-IP cap and refusals."""
+    import types
+
+    from networker.node import connection_ip
+
+    relay = b"r" * 32
+    assert connection_ip(types.SimpleNamespace(relay_via=relay, remote_host=None)) == "relay:" + relay.hex()
+    assert connection_ip(types.SimpleNamespace(relay_via=b"", remote_host="198.51.100.7")) == "198.51.100.7"
