@@ -1,0 +1,50 @@
+"""Issue 14's "Done when": two devices behind two different cone-like NATs, with only a public
+daemon that is in no group, sync by the invite alone.
+
+The joiner B is started with nothing: no bootstrap node, no relay, no LAN discovery. Everything
+it needs comes from the invite A gives it: ``dht=`` names the public daemon (A's DHT contact),
+``peer=`` would name A's own addresses if A had any reachable ones (behind its NAT it has none).
+From the DHT B finds the public daemon's relay and A's relayed address; the pair meets through
+the relay and then punches a direct connection. The inviter A is a device that already knows one
+DHT node (a device behind NAT that knows nobody cannot find anybody); it has no relay configured
+either: the public daemon's relay it finds in the DHT too. The test asserts entries cross both
+ways, the final connection kind on both ends ("hole-punched") and, at A's router, packets that
+come straight from B's router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cobox.uri import parse_invite
+from tests.integration.daemons import ok
+from tests.integration.netns import Topology
+from tests.integration.test_nat import DHT_PORT, kinds, public_relay, texts, topology  # noqa: F401
+
+
+async def test_two_cone_nats_sync_by_the_invite_alone_and_end_hole_punched(topology, daemons):  # noqa: F811
+    t: Topology = topology
+    _, relay_ip = await public_relay(daemons, t)
+    t.nat("ra", 1)
+    t.nat("rb", 2)
+    ns_a, ip_a = t.host("a", "ra")
+    ns_b, ip_b = t.host("b", "rb")
+    a = await daemons("a", ["--no-lan", "--bootstrap", f"{relay_ip}:{DHT_PORT}"], host=ip_a, wrap=t.wrap(ns_a))
+    b = await daemons("b", ["--no-lan"], host=ip_b, wrap=t.wrap(ns_b))  # nothing configured at all
+    t.count_from("ra", t.routers["rb"].wan_ip)
+    async with asyncio.timeout(55):
+        uri = (await ok(a.home, "group", "create", "g")).strip()
+        invite = parse_invite(uri)
+        assert (relay_ip, DHT_PORT) in invite.dht  # the public daemon travels in the invite
+        assert not any(f"tcp:{ip_a}:" in p for p in invite.peers)  # never A's private address
+        await ok(a.home, "log", "append", "g", "from a")
+        await ok(b.home, "group", "join", uri)
+        await ok(b.home, "log", "append", "g", "from b")
+        while await texts(a.home) != ["from a", "from b"] or await texts(b.home) != ["from a", "from b"]:
+            await asyncio.sleep(0.2)
+        while await kinds(a) != ["hole-punched"] or await kinds(b) != ["hole-punched"]:
+            await asyncio.sleep(0.2)
+        assert t.packets_from("ra", t.routers["rb"].wan_ip) > 0  # B's router sends straight to A's
+        await ok(b.home, "log", "append", "g", "after the punch")
+        while "after the punch" not in await texts(a.home):
+            await asyncio.sleep(0.2)
