@@ -325,6 +325,8 @@ class Daemon:
         for address in invite.peers if self.swarm.sources else ():
             self.swarm.add_candidate(group.discovery_key, parse(address).alternatives[0].peer_key or b"", address,
                                      "invite")
+        if self.relaying is not None:
+            self.relaying.learn(invite.peers)  # the inviter's relays serve this device too
         self._bootstrap(list(invite.dht), "DHT join through the invite's contacts")
         return group
 

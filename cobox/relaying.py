@@ -12,8 +12,10 @@ NAT find it.
 
 *Using*: with ``use = true``, or ``"auto"`` when no advertised address is reachable from outside,
 a :class:`RelayClient` keeps reservations with ``reservations`` relays taken from
-``[relay] servers`` and from DHT lookups of :data:`RELAY_TOPIC` (after 0.5 s, 1 s, 2 s, ... up
-to every ``lookup_interval`` seconds, while it holds fewer than it wants). Its relayed
+``[relay] servers``, from the relays named in invites this daemon joined with (the relay hop of
+an invite's relayed peer hint: :meth:`Relaying.learn`) and from DHT lookups of
+:data:`RELAY_TOPIC` (after 0.5 s, 1 s, 2 s, ... up to every ``lookup_interval`` seconds, while it
+holds fewer than it wants). Its relayed
 addresses join the advertised ones (so they are announced with every group), and a change
 wakes the swarm to announce again. Incoming circuits become node connections like accepted
 ones.
@@ -29,7 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from networker import (
@@ -45,6 +47,7 @@ from networker import (
 from networker import parse_address as parse
 
 log = logging.getLogger(__name__)
+MAX_HINTED = 8
 RELAY_TOPIC = hashlib.blake2b(b"cobox relays v1", digest_size=32).digest()
 
 
@@ -90,6 +93,7 @@ class Relaying:
         self.client: RelayClient | None = None
         self.upgrader: Upgrader | None = None
         self.found: list[str] = []
+        self.hinted: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -131,7 +135,21 @@ class Relaying:
         return [a for a in out if not parse(a).alternatives[0].relayed][:8]
 
     def candidates(self) -> list[str]:
-        return [*self.cfg["servers"], *self.found]
+        return list(dict.fromkeys([*self.cfg["servers"], *self.hinted, *self.found]))
+
+    def learn(self, addresses: Iterable[str]) -> None:
+        """Relays named in an invite: the relay hop of each relayed address (at most
+        :data:`MAX_HINTED` kept, the newest), tried for reservations like the configured ones."""
+        for text in addresses:
+            try:
+                alt = parse(text).alternatives[0]
+            except AddressError:
+                continue
+            if alt.relayed:
+                hop = alt.relay_hop().format()
+                self.hinted = [hop, *(h for h in self.hinted if h != hop)][:MAX_HINTED]
+        if self.client is not None:
+            self.client.refresh()
 
     def relayed_addresses(self) -> list[str]:
         return self.client.relayed_addresses() if self.client is not None else []
