@@ -232,7 +232,8 @@ class Daemon:
                                    dial_rate=sw["dial_rate"], dial_burst=sw["dial_burst"], spawner=sup)
         sup.spawn("swarm", lambda: hold(swarm.close))
         self.relaying = relaying = Relaying(cfg["relay"], self.node, self.dht, self.swarm, self.advertised,
-                                            lambda a: expand_wildcard(a, addresses.local_ips))
+                                            lambda a: expand_wildcard(a, addresses.local_ips),
+                                            dialed_back=self.reach.dialed_back)
         await relaying.start()
         sup.spawn("relaying", lambda: hold(relaying.close))
         self.reach.extra_addresses.append(relaying.relayed_addresses)

@@ -87,6 +87,19 @@ WORDS = {
 }
 
 
+FAILED_FROM = 2  # distinct peers whose dial-back failed before "not reachable" is believed
+
+
+def dialback_verdict(recent: Iterable[DialBack]) -> bool | None:
+    """Whether others can dial this device, from recent dial-backs: ``True`` when one worked,
+    ``False`` when peers at :data:`FAILED_FROM` different IPs tried and none could, ``None``
+    while not known (one peer's failure alone may be its lie or its own firewall)."""
+    recent = list(recent)
+    if any(d.ok for d in recent):
+        return True
+    return False if len({d.observer_ip for d in recent}) >= FAILED_FROM else None
+
+
 def nat_kind(observations: Iterable[Observation]) -> str | None:
     """``cone``, ``symmetric`` or ``None`` (not enough outbound views from distinct observers)."""
     ports: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)

@@ -34,7 +34,7 @@ from ..node import Node, PeerEvent
 from ..peer import Peer
 from ..transport import SecureConnection
 from . import announce
-from .classify import DialBack, Observation, Reachability, classify
+from .classify import DialBack, Observation, Reachability, classify, dialback_verdict
 from .natpmp import NatPmpClient, default_gateway
 from .observed import SERVICE, ObservedServer, ask_dialback, ask_whoami, remote_endpoint
 from .portmap import FirstAnswering, PortMapper, wanted_ports
@@ -189,6 +189,11 @@ class Reach:
     def confirmed(self) -> list[tuple[str, int]]:
         now = self._clock()
         return list(dict.fromkeys((d.ip, d.port) for t, d in self.dialbacks if d.ok and now - t < 2 * CONFIRM_FOR))
+
+    def dialed_back(self) -> bool | None:
+        """The dial-back verdict on recent probes (:func:`classify.dialback_verdict`)."""
+        now = self._clock()
+        return dialback_verdict(d for t, d in self.dialbacks if now - t < 2 * CONFIRM_FOR)
 
     def dht_addresses(self) -> list[str]:
         extra: list[str] = []

@@ -10,7 +10,7 @@ from networker.address import Address
 from networker.dht.policy import AddressPolicy
 from networker.identity import DeviceIdentity
 from networker.reach import announce
-from networker.reach.classify import DialBack, Observation, classify, nat_kind
+from networker.reach.classify import DialBack, Observation, classify, dialback_verdict, nat_kind
 from networker.reach.observed import (
     DIALBACK,
     WHOAMI,
@@ -185,3 +185,11 @@ async def test_a_taken_default_port_falls_back_and_an_explicit_one_fails():
     assert await bind_or_fallback(DEFAULT_PORT, start, "test") == 12345 and tried == [DEFAULT_PORT, 0]
     with pytest.raises(OSError):
         await bind_or_fallback(4000, start, "test")  # the user chose it: say so, never replace it
+
+
+def test_the_dialback_verdict_needs_one_success_or_failures_from_two_peers():
+    fail = [DialBack("198.18.0.1", "198.18.0.9", PORT, False), DialBack("198.18.0.1", "198.18.0.9", PORT, False)]
+    assert dialback_verdict([]) is None
+    assert dialback_verdict(fail) is None  # one peer failing (twice) may be its lie or its firewall
+    assert dialback_verdict([*fail, DialBack("198.18.0.2", "198.18.0.9", PORT, False)]) is False
+    assert dialback_verdict([*fail, DialBack("198.18.0.2", "198.18.0.9", PORT, True)]) is True
