@@ -261,6 +261,7 @@ class Daemon:
 
         d = self.config["dht"]
         bootstrap = [addresses.host_port(b) for b in d["bootstrap"]]
+        self.reach.bootstrap = tuple(d["bootstrap"])
 
         async def start(port: int) -> Any:
             dht = DHT(self.identity, host=d["host"], port=port, bootstrap=bootstrap,

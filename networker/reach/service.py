@@ -79,6 +79,7 @@ class Reach:
         self.mapped: tuple[str, int] | None = None  # set by the port mapper
         self.portmap: PortMapper | None = None
         self.extra_addresses: list[Callable[[], list[str]]] = []  # e.g. relayed addresses
+        self.bootstrap: tuple[str, ...] = ()  # the configured DHT nodes (named when none answers)
         self.observations: collections.deque[Observation] = collections.deque(maxlen=KEEP)
         self.dialbacks: collections.deque[tuple[float, DialBack]] = collections.deque(maxlen=KEEP)
         self.bad_answers = 0
@@ -209,7 +210,8 @@ class Reach:
     def state(self) -> Reachability:
         return classify(listen_port=self.listen_port, interface_ips=self.interface_ips(),
                         observations=self.observations, dialbacks=[d for _, d in self.dialbacks],
-                        mapped=self.mapped, peers=len(self.node.peers), dht_contacts=self.dht_contacts())
+                        mapped=self.mapped, peers=len(self.node.peers), dht_contacts=self.dht_contacts(),
+                        bootstrap=self.bootstrap)
 
     def status(self) -> dict[str, object]:
         doc = self.state().as_dict()

@@ -68,6 +68,20 @@ def test_connected_but_not_yet_observed_is_unknown():
     assert verdict().kind == "unknown"
 
 
+def test_reaching_nobody_is_offline_whatever_was_seen_before_and_names_the_silent_bootstrap_nodes():
+    seen = [obs("198.18.9.9", "198.18.0.2", PORT)], [DialBack("198.18.9.9", "198.18.0.2", PORT, True)]
+    assert verdict(*seen, peers=0, contacts=0).kind == "offline"  # the network went away since
+    v = classify(listen_port=PORT, interface_ips=["10.0.0.2"], observations=[], dialbacks=[], mapped=None, peers=0,
+                 dht_contacts=0, bootstrap=["203.0.113.5:47100"])
+    assert v.kind == "offline" and "203.0.113.5:47100" in v.words and "answers" in v.words and "invite" in v.words
+
+
+def test_no_peer_yet_with_dht_contacts_does_not_claim_connected_peers():
+    v = verdict(peers=0, contacts=3)
+    assert v.kind == "unknown" and "No peer is connected" in v.words and "3 DHT nodes" in v.words
+    assert "Connected to peers" in verdict().words
+
+
 def test_dialled_back_at_an_interface_address_is_public():
     v = verdict([obs("198.18.9.9", "198.18.0.2", PORT)], [DialBack("198.18.9.9", "198.18.0.2", PORT, True)],
                 ips=("198.18.0.2",))
