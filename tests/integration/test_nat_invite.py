@@ -38,6 +38,7 @@ async def test_two_cone_nats_sync_by_the_invite_alone_and_end_hole_punched(topol
     a = await daemons("a", ["--no-lan", "--bootstrap", f"{relay_ip}:{DHT_PORT}"], host=ip_a, wrap=t.wrap(ns_a))
     b = await daemons("b", ["--no-lan"], host=ip_b, wrap=t.wrap(ns_b))  # nothing configured at all
     t.count_from("ra", t.routers["rb"].wan_ip)
+    assert (await b.status())["reachability"]["kind"] == "offline"  # B knows nobody before the invite
     async with asyncio.timeout(55):
         uri = (await ok(a.home, "group", "create", "g")).strip()
         invite = parse_invite(uri)
@@ -54,6 +55,7 @@ async def test_two_cone_nats_sync_by_the_invite_alone_and_end_hole_punched(topol
         await ok(b.home, "log", "append", "g", "after the punch")
         while "after the punch" not in await texts(a.home):
             await asyncio.sleep(0.2)
+    assert (await b.status())["reachability"]["kind"] != "offline"
 
 
 async def test_a_joiner_without_udp_meets_the_inviter_at_the_relay_its_invite_names(topology, daemons):  # noqa: F811
