@@ -14,6 +14,11 @@ come straight from B's router.
 The second test takes the DHT away from B (its router lets no UDP out): the invite's relayed
 ``peer=`` hint (A through the public daemon's relay) is then all B has; B dials A through it, takes
 a reservation with that relay itself, and the pair still ends hole-punched.
+
+The third test plays a device with a public address behind a firewall: its address says
+"reachable", so with ``[relay] enabled/use = "auto"`` it starts offering a relay and using none;
+once two peers (at two IPs) could not dial it back it stops offering and takes a reservation with
+the public daemon's relay.
 """
 
 from __future__ import annotations
@@ -88,3 +93,28 @@ async def test_a_joiner_without_udp_meets_the_inviter_at_the_relay_its_invite_na
             await asyncio.sleep(0.2)
         assert t.packets_from("ra", t.routers["rb"].wan_ip) > 0
     assert json.loads(await ok(b.home, "status", "--json"))["dht"]["contacts"] == 0  # B never had a DHT contact
+
+
+async def test_a_public_address_behind_a_firewall_stops_offering_a_relay_and_uses_one(topology, daemons):  # noqa: F811
+    t: Topology = topology
+    _, relay_ip = await public_relay(daemons, t)
+    boot = ["--no-lan", "--bootstrap", f"{relay_ip}:{DHT_PORT}"]
+    started = []
+    for name in ("a", "b", "f"):
+        ns, ip = t.public_host(name)
+        if name == "f":
+            t.firewall(ns)  # F's address is public, but nothing from outside gets in
+        started.append(await daemons(name, boot, host=ip, wrap=t.wrap(ns)))
+    a, b, f = started
+    assert json.loads(await ok(f.home, "status", "--json"))["relay"]["offering"] is not None  # its address says so
+    uri = (await ok(a.home, "group", "create", "g")).strip()
+    await ok(b.home, "group", "join", uri)
+    await ok(f.home, "group", "join", uri)  # F dials out to A and B; their dial-backs to F fail
+    async with asyncio.timeout(55):
+        while True:
+            relay_doc = json.loads(await ok(f.home, "status", "--json"))["relay"]
+            if relay_doc["offering"] is None and relay_doc["reservations"]:
+                break
+            await asyncio.sleep(0.2)
+    assert all(r["relay"].startswith(f"tcp:{relay_ip}:") for r in relay_doc["reservations"])
+    assert json.loads(await ok(f.home, "status", "--json"))["reachability"]["confirmed"] == []
