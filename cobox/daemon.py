@@ -233,7 +233,8 @@ class Daemon:
                                    dial_rate=sw.dial_rate, dial_burst=sw.dial_burst, spawner=sup)
         sup.spawn("swarm", lambda: hold(swarm.close))
         self.relaying = relaying = Relaying(cfg.relay, self.node, self.dht, self.swarm, self.advertised,
-                                            lambda a: expand_wildcard(a, addresses.local_ips))
+                                            lambda a: expand_wildcard(a, addresses.local_ips),
+                                            dialed_back=self.reach.dialed_back)
         await relaying.start()
         sup.spawn("relaying", lambda: hold(relaying.close))
         self.reach.extra_addresses.append(relaying.relayed_addresses)
@@ -261,6 +262,7 @@ class Daemon:
 
         d = self.config.dht
         bootstrap = [addresses.host_port(b) for b in d.bootstrap]
+        self.reach.bootstrap = tuple(d.bootstrap)
 
         async def start(port: int) -> Any:
             dht = DHT(self.identity, host=d.host, port=port, bootstrap=bootstrap,
@@ -326,6 +328,8 @@ class Daemon:
         for address in invite.peers if self.swarm.sources else ():
             self.swarm.add_candidate(group.discovery_key, parse(address).alternatives[0].peer_key or b"", address,
                                      "invite")
+        if self.relaying is not None:
+            self.relaying.learn(invite.peers)  # the inviter's relays serve this device too
         self._bootstrap(list(invite.dht), "DHT join through the invite's contacts")
         return group
 

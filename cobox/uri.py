@@ -7,8 +7,11 @@ Keys are in cobox's one text form (lowercase base32, 52 characters). Anything el
 truncated key, is refused with an :class:`InvalidURIError` that says what is wrong.
 
 Hints, so a device can join with nothing configured (no bootstrap node): any invite may carry
-``peer=ADDRESS`` (the inviter's addresses others can dial, each a ``tcp:IP:PORT~noise:KEY``) and
-``dht=IP:PORT`` (DHT nodes to start from), at most :data:`MAX_HINTS` of each. Parsing is strict:
+``peer=ADDRESS`` (the inviter's addresses others can dial, each a ``tcp:IP:PORT~noise:KEY``, or
+a relayed one ``tcp:IP:PORT~noise:RELAYKEY~relay:KEY``: the inviter through a relay it holds a
+reservation with, which the joiner can also use as a relay of its own) and ``dht=IP:PORT`` (DHT
+nodes to start from), at most :data:`MAX_HINTS` of each (relayed addresses keep up to
+:data:`RELAYED_ROOM` places among the peer hints, after the direct ones). Parsing is strict:
 the whole URI is at most :data:`MAX_URI` characters; an unknown or repeated parameter, a peer
 address that is not TCP to an IP literal with a key, or a DHT contact that is not IP:PORT is an
 error naming the bad part. Hints only say where to look: a peer must still prove its key in the
@@ -31,6 +34,7 @@ MAX_URI = 2048
 MAX_NAME = 64
 MAX_HINTS = 4
 MAX_HINT = 200
+RELAYED_ROOM = 2
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,13 @@ class Invite:
     def with_hints(self, peers: list[str], dht: list[tuple[str, int]]) -> Invite:
         """This invite with the first hints that keep it within :data:`MAX_URI` characters."""
         out = Invite(self.kind, self.key, self.name)
-        for p in list(dict.fromkeys(peers))[:MAX_HINTS]:
-            if _peer_hint(p) is not None:
-                bigger = Invite(out.kind, out.key, out.name, (*out.peers, p), out.dht)
-                if len(bigger.format()) <= MAX_URI:
-                    out = bigger
+        usable = [h for h in dict.fromkeys(_peer_hint(p) for p in peers) if h is not None]
+        relayed = [h for h in usable if "~relay:" in h][:RELAYED_ROOM]
+        direct = [h for h in usable if "~relay:" not in h][:MAX_HINTS - len(relayed)]
+        for p in direct + relayed:
+            bigger = Invite(out.kind, out.key, out.name, (*out.peers, p), out.dht)
+            if len(bigger.format()) <= MAX_URI:
+                out = bigger
         for h in list(dict.fromkeys(dht))[:MAX_HINTS]:
             bigger = Invite(out.kind, out.key, out.name, out.peers, (*out.dht, h))
             if _ip(h[0]) and 0 < h[1] < 65536 and len(bigger.format()) <= MAX_URI:
@@ -103,7 +109,8 @@ def parse_invite(text: str) -> Invite:
         elif field == "peer":
             hint = _peer_hint(value)
             if hint is None:
-                raise InvalidURIError(f"invite peer hint {value[:80]!r} is not tcp:IP:PORT~noise:KEY")
+                raise InvalidURIError(f"invite peer hint {value[:80]!r} is not tcp:IP:PORT~noise:KEY "
+                                      "(or tcp:IP:PORT~noise:RELAYKEY~relay:KEY)")
             peers.append(hint)
         elif field == "dht":
             contact = _dht_hint(value)
@@ -126,7 +133,8 @@ def _ip(host: str) -> bool:
 
 
 def _peer_hint(text: str) -> str | None:
-    """The address, formatted, if it is one TCP alternative to an IP literal with a key."""
+    """The address, formatted, if it is one TCP alternative to an IP literal with a key (a
+    relayed one names the relay's key and the inviter's)."""
     if len(text) > MAX_HINT:
         return None
     try:

@@ -12,8 +12,8 @@ turns these into a :class:`Reachability`:
 ==============  ==============================================================================
 kind            when
 ==============  ==============================================================================
-``offline``     no peer connected, no DHT contact known, and no peer ever said what it sees
-``unknown``     connected, but nobody has said what they see yet
+``offline``     no peer connected and no DHT contact known (whatever was seen before)
+``unknown``     nobody has said what they see yet (no peer connected, or not yet asked)
 ``public``      a peer dialled us back at an address that is one of our interface addresses
 ``mapped``      a peer dialled us back at the router's port mapping (UPnP / NAT-PMP)
 ``forwarded``   a peer dialled us back at a public address that is not ours (a port forward)
@@ -72,7 +72,14 @@ WORDS = {
                 "device is online, then join a group with an invite from a device that is running (an "
                 "invite carries addresses to start from), or set [dht] bootstrap to a reachable cobox "
                 "node (HOST:47100)."),
+    "offline-bootstrap": ("Cannot reach anybody: no peer is connected and none of the configured DHT nodes "
+                          "({nodes}) answers. Check that this device is online and that those nodes run and let "
+                          "UDP in, or join a group with an invite from a device that is running (an invite "
+                          "carries addresses to start from)."),
     "unknown": "Connected to peers; not yet known whether others can connect to this device.",
+    "unknown-alone": ("No peer is connected yet ({contacts} DHT nodes known): devices of your groups connect when "
+                      "one of them is running. If none ever does, check that they run, or send an invite "
+                      "again from a device that is running."),
     "public": "Reachable: this device has a public address ({addr}) that peers connected back to.",
     "mapped": "Reachable through the router's port mapping ({addr}).",
     "forwarded": "Reachable: peers connected back to {addr} (a port forward on the router).",
@@ -85,6 +92,19 @@ WORDS = {
     "nat": ("Behind a NAT ({ext}): peers cannot connect to this device. Forward TCP and UDP port "
             "{port} on the router or enable UPnP/NAT-PMP there."),
 }
+
+
+FAILED_FROM = 2  # distinct peers whose dial-back failed before "not reachable" is believed
+
+
+def dialback_verdict(recent: Iterable[DialBack]) -> bool | None:
+    """Whether others can dial this device, from recent dial-backs: ``True`` when one worked,
+    ``False`` when peers at :data:`FAILED_FROM` different IPs tried and none could, ``None``
+    while not known (one peer's failure alone may be its lie or its own firewall)."""
+    recent = list(recent)
+    if any(d.ok for d in recent):
+        return True
+    return False if len({d.observer_ip for d in recent}) >= FAILED_FROM else None
 
 
 def nat_kind(observations: Iterable[Observation]) -> str | None:
@@ -105,15 +125,18 @@ def nat_kind(observations: Iterable[Observation]) -> str | None:
 
 def classify(*, listen_port: int, interface_ips: Iterable[str], observations: Iterable[Observation],
              dialbacks: Iterable[DialBack], mapped: tuple[str, int] | None, peers: int,
-             dht_contacts: int) -> Reachability:
-    """The verdict (module docstring)."""
+             dht_contacts: int, bootstrap: Iterable[str] = ()) -> Reachability:
+    """The verdict (module docstring); ``bootstrap``: the configured DHT nodes, named when
+    none of them answers."""
     observations = list(observations)
     ours = set(interface_ips)
     confirmed = tuple(dict.fromkeys((d.ip, d.port) for d in dialbacks if d.ok))
     external = tuple(dict.fromkeys(o.ip for o in observations if ip_kind(o.ip) == "public"))
     ext_text = ", ".join(external) or "address unknown"
-    if peers == 0 and dht_contacts == 0 and not confirmed and not observations:
-        return Reachability("offline", WORDS["offline"], confirmed, external)
+    if peers == 0 and dht_contacts == 0:
+        nodes = ", ".join(list(bootstrap)[:4])
+        words = WORDS["offline-bootstrap"].format(nodes=nodes) if nodes else WORDS["offline"]
+        return Reachability("offline", words, confirmed, external)
     if confirmed:
         ip, port = confirmed[0]
         addr = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
@@ -125,6 +148,7 @@ def classify(*, listen_port: int, interface_ips: Iterable[str], observations: It
             kind = "forwarded"
         return Reachability(kind, WORDS[kind].format(addr=addr), confirmed, external)
     if not observations:
-        return Reachability("unknown", WORDS["unknown"], confirmed, external)
+        words = WORDS["unknown-alone"].format(contacts=dht_contacts) if peers == 0 else WORDS["unknown"]
+        return Reachability("unknown", words, confirmed, external)
     kind = nat_kind(observations) or "nat"
     return Reachability(kind, WORDS[kind].format(ext=ext_text, port=listen_port), confirmed, external)

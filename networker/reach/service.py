@@ -34,7 +34,7 @@ from ..node import Node, PeerEvent
 from ..peer import Peer
 from ..transport import SecureConnection
 from . import announce
-from .classify import DialBack, Observation, Reachability, classify
+from .classify import DialBack, Observation, Reachability, classify, dialback_verdict
 from .natpmp import NatPmpClient, default_gateway
 from .observed import SERVICE, ObservedServer, ask_dialback, ask_whoami, remote_endpoint
 from .portmap import FirstAnswering, PortMapper, wanted_ports
@@ -79,6 +79,7 @@ class Reach:
         self.mapped: tuple[str, int] | None = None  # set by the port mapper
         self.portmap: PortMapper | None = None
         self.extra_addresses: list[Callable[[], list[str]]] = []  # e.g. relayed addresses
+        self.bootstrap: tuple[str, ...] = ()  # the configured DHT nodes (named when none answers)
         self.observations: collections.deque[Observation] = collections.deque(maxlen=KEEP)
         self.dialbacks: collections.deque[tuple[float, DialBack]] = collections.deque(maxlen=KEEP)
         self.bad_answers = 0
@@ -190,6 +191,11 @@ class Reach:
         now = self._clock()
         return list(dict.fromkeys((d.ip, d.port) for t, d in self.dialbacks if d.ok and now - t < 2 * CONFIRM_FOR))
 
+    def dialed_back(self) -> bool | None:
+        """The dial-back verdict on recent probes (:func:`classify.dialback_verdict`)."""
+        now = self._clock()
+        return dialback_verdict(d for t, d in self.dialbacks if now - t < 2 * CONFIRM_FOR)
+
     def dht_addresses(self) -> list[str]:
         extra: list[str] = []
         for source in self.extra_addresses:
@@ -204,7 +210,8 @@ class Reach:
     def state(self) -> Reachability:
         return classify(listen_port=self.listen_port, interface_ips=self.interface_ips(),
                         observations=self.observations, dialbacks=[d for _, d in self.dialbacks],
-                        mapped=self.mapped, peers=len(self.node.peers), dht_contacts=self.dht_contacts())
+                        mapped=self.mapped, peers=len(self.node.peers), dht_contacts=self.dht_contacts(),
+                        bootstrap=self.bootstrap)
 
     def status(self) -> dict[str, object]:
         doc = self.state().as_dict()

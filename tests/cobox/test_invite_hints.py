@@ -9,7 +9,7 @@ import urllib.parse
 import pytest
 
 from cobox.errors import InvalidURIError
-from cobox.uri import MAX_HINTS, MAX_URI, Invite, parse_invite
+from cobox.uri import MAX_HINTS, MAX_URI, RELAYED_ROOM, Invite, parse_invite
 from networker.encoding import encode_key
 
 KEY = os.urandom(32)
@@ -30,6 +30,16 @@ def test_hints_round_trip():
     assert "peers=2" in repr(back) and encode_key(KEY) not in repr(back)
 
 
+def test_relayed_addresses_keep_their_room_among_the_peer_hints():
+    relay = encode_key(os.urandom(32))
+    relayed = [f"tcp:198.18.0.{i}:47200~noise:{relay}~relay:{PEER}" for i in range(1, 4)]
+    direct = [f"tcp:198.18.1.{i}:47100~noise:{PEER}" for i in range(1, 9)]
+    invite = Invite("join", KEY).with_hints(direct + relayed, [])
+    assert invite.peers == (*direct[:MAX_HINTS - RELAYED_ROOM], *relayed[:RELAYED_ROOM])
+    assert parse_invite(invite.format()) == invite
+    assert Invite("join", KEY).with_hints(relayed[:1], []).peers == tuple(relayed[:1])
+
+
 def test_an_invite_without_hints_still_parses():
     assert parse_invite(f"cobox://seed/{encode_key(KEY)}") == Invite("seed", KEY)
 
@@ -39,7 +49,7 @@ def test_with_hints_keeps_the_uri_bounded_and_drops_unusable_hints():
     invite = Invite("join", KEY, "x" * 64).with_hints(["unix:/tmp/s", "tcp:198.18.0.1:1", *many],
                                                       [("example.org", 1), ("198.18.0.1", 0)] + [("198.18.0.9", 1)] * 9)
     assert len(invite.format()) <= MAX_URI
-    assert len(invite.peers) == MAX_HINTS - 2 and all("noise" in p for p in invite.peers)  # first 4, 2 usable
+    assert invite.peers == tuple(many[:MAX_HINTS])  # the unusable ones take no place
     assert invite.dht == (("198.18.0.9", 1),)
 
 
@@ -50,6 +60,7 @@ def test_with_hints_keeps_the_uri_bounded_and_drops_unusable_hints():
     (uri(peer=f"unix:/run/x~noise:{PEER}"), "peer hint"),
     (uri(peer=f"tcp:example.org:1~noise:{PEER}"), "peer hint"),
     (uri(peer=f"{ADDR};{ADDR}"), "peer hint"),
+    (uri(peer=f"tcp:example.org:1~noise:{PEER}~relay:{PEER}"), "peer hint"),
     (uri(peer="x" * 300), "peer hint"),
     (uri(dht="198.18.0.1"), "DHT hint"),
     (uri(dht="198.18.0.1:0"), "DHT hint"),

@@ -9,6 +9,7 @@ import pytest
 from cobox import config
 from cobox.errors import ConfigError
 from cobox.relaying import limits, publicly_reachable, wanted
+from cobox.settings import RelaySettings
 from networker.encoding import encode_key
 
 K = encode_key(os.urandom(32))
@@ -43,3 +44,19 @@ def test_auto_offers_a_relay_only_with_an_outside_address_and_uses_one_otherwise
     assert not publicly_reachable(behind) and publicly_reachable(public)
     assert wanted("auto", True) and not wanted("auto", False)
     assert wanted(True, False) and not wanted(False, True)
+
+
+def test_relays_named_in_an_invite_become_candidates():
+    from cobox.relaying import MAX_HINTED, Relaying
+
+    class Swarm:
+        def refresh(self) -> None: ...
+
+    cfg = RelaySettings(servers=(f"tcp:198.18.0.1:4~noise:{K}",))
+    r = Relaying(cfg, node=None, dht=None, swarm=Swarm(), advertised=list, expand=lambda a: [a])
+    relay, me = encode_key(os.urandom(32)), encode_key(os.urandom(32))
+    relayed = f"tcp:198.18.0.7:47200~noise:{relay}~relay:{me}"
+    r.learn([f"tcp:198.18.0.9:47100~noise:{me}", relayed, "not an address", relayed])
+    assert r.candidates() == [cfg.servers[0], f"tcp:198.18.0.7:47200~noise:{relay}"]  # the hop, once
+    r.learn(f"tcp:198.18.1.{i}:1~noise:{relay}~relay:{me}" for i in range(2 * MAX_HINTED))
+    assert len(r.hinted) == MAX_HINTED and r.hinted[0] == f"tcp:198.18.1.{2 * MAX_HINTED - 1}:1~noise:{relay}"

@@ -148,6 +148,17 @@ class Topology:
         run("ip", "-n", ns, "route", "add", "default", "via", f"{r.lan}.1")
         return ns, ip
 
+    @staticmethod
+    def firewall(ns: str) -> None:
+        """The host in ``ns`` takes no new connection or datagram from outside (replies only)."""
+        run("iptables", "-A", "INPUT", "-i", "eth0", "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP",
+            ns=ns)
+
+    def block_udp(self, router: str) -> None:
+        """``router`` lets no UDP out of its LAN (a network that allows only TCP: no DHT)."""
+        run("iptables", "-I", "FORWARD", "-i", "br0", "-o", "wan", "-p", "udp", "-j", "DROP",
+            ns=self.routers[router].ns)
+
     def count_from(self, router: str, source: str) -> None:
         """Start counting packets ``router`` forwards into its LAN from ``source``."""
         run("iptables", "-A", "COBOXCOUNT", "-s", source, "-j", "RETURN", ns=self.routers[router].ns)

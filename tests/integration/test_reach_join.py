@@ -52,6 +52,13 @@ async def test_a_device_with_nothing_configured_joins_through_the_invite(daemons
     assert (await b.status())["dht"]["contacts"] >= 1
 
 
+async def test_a_device_whose_bootstrap_node_does_not_answer_says_so_in_status(daemons):
+    a = await daemons("a", [*ALONE, "--bootstrap", "127.0.0.1:9"])  # the discard port: nobody answers there
+    text = await ok(a.home, "status")
+    line = next(x for x in text.splitlines() if x.startswith("reachable"))
+    assert "Cannot reach anybody" in line and "127.0.0.1:9" in line and "invite" in line
+
+
 async def test_a_broken_invite_gets_a_clear_error(daemons):
     a = await daemons("a", ALONE)
     uri = (await ok(a.home, "group", "create", "g")).strip()

@@ -10,7 +10,7 @@ from networker.address import Address
 from networker.dht.policy import AddressPolicy
 from networker.identity import DeviceIdentity
 from networker.reach import announce
-from networker.reach.classify import DialBack, Observation, classify, nat_kind
+from networker.reach.classify import DialBack, Observation, classify, dialback_verdict, nat_kind
 from networker.reach.observed import (
     DIALBACK,
     WHOAMI,
@@ -66,6 +66,20 @@ def test_nobody_to_reach_says_what_to_do():
 
 def test_connected_but_not_yet_observed_is_unknown():
     assert verdict().kind == "unknown"
+
+
+def test_reaching_nobody_is_offline_whatever_was_seen_before_and_names_the_silent_bootstrap_nodes():
+    seen = [obs("198.18.9.9", "198.18.0.2", PORT)], [DialBack("198.18.9.9", "198.18.0.2", PORT, True)]
+    assert verdict(*seen, peers=0, contacts=0).kind == "offline"  # the network went away since
+    v = classify(listen_port=PORT, interface_ips=["10.0.0.2"], observations=[], dialbacks=[], mapped=None, peers=0,
+                 dht_contacts=0, bootstrap=["203.0.113.5:47100"])
+    assert v.kind == "offline" and "203.0.113.5:47100" in v.words and "answers" in v.words and "invite" in v.words
+
+
+def test_no_peer_yet_with_dht_contacts_does_not_claim_connected_peers():
+    v = verdict(peers=0, contacts=3)
+    assert v.kind == "unknown" and "No peer is connected" in v.words and "3 DHT nodes" in v.words
+    assert "Connected to peers" in verdict().words
 
 
 def test_dialled_back_at_an_interface_address_is_public():
@@ -206,3 +220,11 @@ def test_a_relayed_connection_tells_nothing_of_where_its_peer_is():
     relayed.remote_address = Address("tcp", "198.51.100.7", 4242, peer_key=peer, relay_key=relay).format()
     relayed.relay_via = relay
     assert remote_endpoint(types.SimpleNamespace(conn=relayed)) is None  # type: ignore[arg-type]
+
+
+def test_the_dialback_verdict_needs_one_success_or_failures_from_two_peers():
+    fail = [DialBack("198.18.0.1", "198.18.0.9", PORT, False), DialBack("198.18.0.1", "198.18.0.9", PORT, False)]
+    assert dialback_verdict([]) is None
+    assert dialback_verdict(fail) is None  # one peer failing (twice) may be its lie or its firewall
+    assert dialback_verdict([*fail, DialBack("198.18.0.2", "198.18.0.9", PORT, False)]) is False
+    assert dialback_verdict([*fail, DialBack("198.18.0.2", "198.18.0.9", PORT, True)]) is True
