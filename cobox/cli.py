@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _sub(sub, "start", "start the daemon in the background (log in HOME/daemon.log)", "  cobox start\n")
     _sub(sub, "stop", "stop the daemon gracefully", "  cobox stop\n")
-    s = _sub(sub, "status", "identity, addresses, groups, peers", "  cobox status\n  cobox status --json\n")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = _sub(sub, "status", "identity, addresses, groups, peers",
+             "  cobox status\n  cobox status --verbose\n  cobox status --json\n")
+    s.add_argument("--json", action="store_true", help="machine-readable output (exact numbers)")
+    s.add_argument("-v", "--verbose", action="store_true", help="also each group's feeds and entries")
 
     g = _sub(sub, "group", "create, join, list, invite, leave groups")
     gs = g.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -35,7 +35,7 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "stop":
             return await stop(api, home)
         if cmd == "status":
-            return show_status(await api.get("/v1/status"), args.json)
+            return show_status(await api.get("/v1/status"), args.json, args.verbose)
         if cmd == "group":
             return await group(api, args)
         if cmd == "log":

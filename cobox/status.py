@@ -41,6 +41,7 @@ class FolderCounts:
     pending: int
     bytes: int
     pending_bytes: int
+    files: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ def sync_document(group: str, progress: Progress, have: int, folder: FolderCount
     if folder is not None:
         doc["folder_bytes"] = folder.bytes
         doc["folder_pending_bytes"] = folder.pending_bytes
+        doc["folder_files"] = folder.files
     return doc
 
 
@@ -84,7 +86,8 @@ def folder_summary(f: Mapping[str, Any]) -> Doc:
     """A folder's line in its group's document."""
     error = f", error: {f['error']}" if f["error"] else ""
     failed = f", {f['failed_count']} paths cannot be applied" if f["failed_count"] else ""
-    return {"path": f["path"], "status": f"{f['files']} files, {f['bytes']} bytes, {f['pending_down']} to download"
+    return {"path": f["path"], "files": f["files"], "bytes": f["bytes"], "pending_down": f["pending_down"],
+            "status": f"{f['files']} files, {f['bytes']} bytes, {f['pending_down']} to download"
                                          f"{error}{failed}",
             "error": f["error"], "last_error": f["last_error"], "last_error_time": f["last_error_time"],
             "failed_count": f["failed_count"]}
