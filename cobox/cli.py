@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _sub(sub, "start", "start the daemon in the background (log in HOME/daemon.log)", "  cobox start\n")
     _sub(sub, "stop", "stop the daemon gracefully", "  cobox stop\n")
+    sv = _sub(sub, "service", "run cobox as a systemd user service")
+    svs = sv.add_subparsers(dest="action", required=True, metavar="ACTION")
+    si = _sub(svs, "install", "write ~/.config/systemd/user/cobox.service for this cobox (Type=notify)",
+              "  cobox service install && systemctl --user daemon-reload && systemctl --user enable --now cobox\n"
+              "  cobox --home ~/cobox-backup service install --print\n")
+    si.add_argument("--print", action="store_true", help="print the unit instead of writing it")
     s = _sub(sub, "status", "identity, addresses, groups, peers",
              "  cobox status\n  cobox status --verbose\n  cobox status --json\n")
     s.add_argument("--json", action="store_true", help="machine-readable output (exact numbers)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands_daemon import daemon, start, stop
+from .commands_daemon import daemon, service_command, start, stop
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
 from .commands_keys import keys
@@ -27,6 +27,8 @@ async def run(args: argparse.Namespace, home: Home) -> int:
                 return rc
     if cmd == "start":
         return await start(home)
+    if cmd == "service":
+        return service_command(args, home)
     if cmd == "demo":
         from .demo import demo
 

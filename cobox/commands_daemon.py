@@ -1,5 +1,6 @@
-"""The daemon's commands: ``daemon`` (run in the foreground, logging as logfmt), ``start`` (in the
-background, answering once its API does) and ``stop``."""
+"""The daemon's commands: ``daemon`` (run in the foreground, logging as logfmt; tells systemd it is
+ready through :func:`cobox.service.notify`), ``start`` (in the background, answering once its API
+does), ``stop``, and ``service install`` (the systemd user unit, :mod:`cobox.service`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 from typing import Any
 
 from . import config as configuration
+from . import service
 from .control.client import Client
 from .errors import CoboxError, DaemonNotRunningError
 from .paths import Home
@@ -78,9 +80,13 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
         print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
     if first_run:
         print(next_steps(home), flush=True)
+    service.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=running; listening on {', '.join(d.listen_addresses)}")
     await d.serve()  # a fatal service failure raises FatalServiceError: the CLI prints it, exits 1
     if d.restart_requested:
         print("cobox: restarting with the recovered keys", flush=True)
+        service.notify("RELOADING=1\nSTATUS=restarting with the recovered keys")
+    else:
+        service.notify("STOPPING=1")
     return 0, d.restart_requested
 
 
@@ -136,3 +142,24 @@ async def stop(api: Client, home: Home, timeout: float = 30.0) -> int:
         await asyncio.sleep(0.05)
     print("cobox: daemon stopped")
     return 0
+
+
+def service_command(args: argparse.Namespace, home: Home) -> int:
+    """``cobox service install``: write the systemd user unit for this interpreter and home."""
+    if args.action == "install":
+        # --home or COBOX_HOME is written into the unit (systemd does not pass the shell's environment)
+        explicit = home.root if args.home is not None or os.environ.get("COBOX_HOME") else None
+        if args.print:
+            print(service.unit_text(sys.executable, explicit,
+                                    pythonpath=None if service.installed_in_site_packages(service.package_root())
+                                    else service.package_root()), end="")
+            return 0
+        path = service.install(explicit)
+        print(f"cobox: wrote {path}\n"
+              "cobox: start it now and at every login:\n"
+              "  systemctl --user daemon-reload\n"
+              "  systemctl --user enable --now cobox\n"
+              "cobox: keep it running while you are logged out (a backup peer): loginctl enable-linger \"$USER\"\n"
+              "cobox: its log: journalctl --user -u cobox -f")
+        return 0
+    raise CoboxError(f"unknown service action {args.action!r}")
