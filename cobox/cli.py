@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _sub(sub, "start", "start the daemon in the background (log in HOME/daemon.log)", "  cobox start\n")
     _sub(sub, "stop", "stop the daemon gracefully", "  cobox stop\n")
+    lo = _sub(sub, "logs", "the daemon log of this home (HOME/daemon.log, written by `cobox start`)",
+              "  cobox logs\n  cobox logs -n 200\n  cobox logs --follow\n")
+    lo.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="show the last N lines (50)")
+    lo.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (until Ctrl-C)")
     sv = _sub(sub, "service", "run cobox as a systemd user service")
     svs = sv.add_subparsers(dest="action", required=True, metavar="ACTION")
     si = _sub(svs, "install", "write ~/.config/systemd/user/cobox.service for this cobox (Type=notify)",

@@ -29,6 +29,10 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         return await start(home)
     if cmd == "service":
         return service_command(args, home)
+    if cmd == "logs":
+        from .logs import show
+
+        return await show(home.log, args.lines, args.follow)
     if cmd == "demo":
         from .demo import demo
 

@@ -43,6 +43,7 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
     logging.getLogger("kademlia").setLevel(logging.WARNING)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected" on every file event
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
