@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-lan", action="store_true", help="no LAN (mDNS) discovery")
     d.add_argument("--no-dht", action="store_true", help="no DHT")
     d.add_argument("--api-port", type=int, metavar="N", help="port of the control API on 127.0.0.1 (0: any free)")
+    d.add_argument("--log-file", metavar="PATH",
+                   help="log there, rotated at 10 MiB keeping 3 (`cobox start` gives HOME/daemon.log)")
 
     _sub(sub, "start", "start the daemon in the background (log in HOME/daemon.log)", "  cobox start\n")
     _sub(sub, "stop", "stop the daemon gracefully", "  cobox stop\n")

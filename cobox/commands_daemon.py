@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import fcntl
 import json
 import logging
+import logging.handlers
 import os
 import subprocess
 import sys
@@ -23,6 +25,8 @@ from .errors import CoboxError, DaemonNotRunningError
 from .paths import Home
 from .welcome import next_steps
 
+_log = logging.getLogger("cobox")
+
 
 class LogfmtFormatter(logging.Formatter):
     """``ts=... level=... logger=... msg="..."``: one structured line per event."""
@@ -35,8 +39,38 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+LOG_MAX_BYTES = 10 * 1024 * 1024  # HOME/daemon.log rotates at this size ...
+LOG_KEEP = 3                      # ... keeping daemon.log.1 .. daemon.log.3
+
+
+class _RotatingLog(logging.handlers.RotatingFileHandler):
+    """HOME/daemon.log for a daemon started by ``cobox start``. After each rollover the process's
+    stdout and stderr point at the new file too, so a traceback or a print lands where
+    ``cobox logs`` reads; every file is 0600."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_KEEP, encoding="utf-8")
+        self._adopt()
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self._adopt()
+
+    def _adopt(self) -> None:
+        if self.stream is None:
+            return
+        fd = self.stream.fileno()
+        os.fchmod(fd, 0o600)
+        for std in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                std.flush()
+                os.dup2(fd, std.fileno())
+
+
+def setup_logging(level: str, log_file: str | None = None) -> None:
+    """One logfmt line per event, on stderr, or (``log_file``, given by ``cobox start``) in a
+    rotating HOME/daemon.log. Chatty libraries log at warning and above only."""
+    handler: logging.Handler = _RotatingLog(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -44,6 +78,18 @@ def setup_logging(level: str) -> None:
     logging.getLogger("kademlia").setLevel(logging.WARNING)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected" on every file event
+
+
+def say(text: str) -> None:
+    """The daemon's startup lines on stdout: plain on a terminal, else as logfmt events of the
+    ``cobox`` logger (one format in a log file or the journal), whatever the log level."""
+    if sys.stdout.isatty():
+        print(text, flush=True)
+        return
+    formatter = LogfmtFormatter()
+    for line in text.splitlines():
+        record = _log.makeRecord(_log.name, logging.INFO, __file__, 0, line.removeprefix("cobox: "), (), None)
+        print(formatter.format(record), flush=True)
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -71,20 +117,20 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
     home.ensure()
     config = configuration.load(home.root, overrides=flag_overrides(args))
     first_run = not home.identity.exists()
-    setup_logging(config["log"]["level"])
+    setup_logging(config["log"]["level"], getattr(args, "log_file", None))
     d = make_daemon(home.root, config)
     await d.start()  # raises why it could not start
-    print(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}", flush=True)
+    say(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}")
     for address in d.listen_addresses:
-        print(f"cobox: listening on {address}", flush=True)
+        say(f"cobox: listening on {address}")
     if d.dht is not None:
-        print(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}", flush=True)
+        say(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}")
     if first_run:
-        print(next_steps(home), flush=True)
+        say(next_steps(home))
     service.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=running; listening on {', '.join(d.listen_addresses)}")
     await d.serve()  # a fatal service failure raises FatalServiceError: the CLI prints it, exits 1
     if d.restart_requested:
-        print("cobox: restarting with the recovered keys", flush=True)
+        say("cobox: restarting with the recovered keys")
         service.notify("RELOADING=1\nSTATUS=restarting with the recovered keys")
     else:
         service.notify("STOPPING=1")
@@ -114,7 +160,8 @@ async def start(home: Home, timeout: float = 30.0) -> int:
     fd = os.open(home.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     logfile = os.fdopen(fd, "ab")  # handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "cobox.cli", "--home", str(home.root), "daemon"],
+    proc = subprocess.Popen([sys.executable, "-m", "cobox.cli", "--home", str(home.root), "daemon",
+                             "--log-file", str(home.log)],
                             stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True)
     logfile.close()
     deadline = time.monotonic() + timeout

@@ -90,3 +90,13 @@ def test_a_skipped_symlink_is_logged_once_not_on_every_rescan(tmp_path: Path,
         scan(tmp_path)
     said = [r.getMessage() for r in caplog.records if "symlink" in r.getMessage()]
     assert said == [f"skipping symlink {tmp_path / 'link'}", f"skipping symlink {tmp_path / 'link2'}"]
+
+
+def test_startup_lines_off_a_terminal_are_logfmt_events(capsys: pytest.CaptureFixture[str]) -> None:
+    from cobox.commands_daemon import say
+
+    say("cobox: daemon ab12 running; home /h\ncobox: what to do next:")
+    lines = capsys.readouterr().out.splitlines()  # not a terminal
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        'level=info logger=cobox msg="daemon ab12 running; home /h"', 'level=info logger=cobox msg="what to do next:"']
+    assert all(line.startswith("ts=") for line in lines)
