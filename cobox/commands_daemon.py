@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from . import config as configuration
@@ -29,14 +30,43 @@ _log = logging.getLogger("cobox")
 
 
 class LogfmtFormatter(logging.Formatter):
-    """``ts=... level=... logger=... msg="..."``: one structured line per event."""
+    """``ts=... level=... logger=... msg="..."``: one structured line per event. For the journal
+    (``journal=True``) the line starts with the sd-daemon priority (``<4>`` for a warning) and
+    leaves the time to journald."""
+
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg={json.dumps(record.getMessage())}'
+        line = f'level={record.levelname.lower()} logger={record.name} msg={json.dumps(record.getMessage())}'
         if record.exc_info:
             line += f" error={json.dumps(self.formatException(record.exc_info))}"
-        return line
+        if self.journal:
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return f"ts={ts} {line}"
+
+
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def logs_to_journal(env: Mapping[str, str], fd: int) -> bool:
+    """Whether ``fd`` is the stream systemd connected to the journal (``JOURNAL_STREAM`` is
+    ``DEVICE:INODE`` of it), as under ``cobox service install``'s unit."""
+    try:
+        dev, ino = (int(x) for x in env.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def _is_journal(stream: Any) -> bool:
+    try:
+        return logs_to_journal(os.environ, stream.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stream)
+        return False
 
 
 LOG_MAX_BYTES = 10 * 1024 * 1024  # HOME/daemon.log rotates at this size ...
@@ -68,10 +98,11 @@ class _RotatingLog(logging.handlers.RotatingFileHandler):
 
 
 def setup_logging(level: str, log_file: str | None = None) -> None:
-    """One logfmt line per event, on stderr, or (``log_file``, given by ``cobox start``) in a
-    rotating HOME/daemon.log. Chatty libraries log at warning and above only."""
+    """One logfmt line per event, on stderr (with journal priorities when that is the journal),
+    or (``log_file``, given by ``cobox start``) in a rotating HOME/daemon.log. Chatty libraries
+    log at warning and above only."""
     handler: logging.Handler = _RotatingLog(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(LogfmtFormatter(journal=not log_file and _is_journal(sys.stderr)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -86,7 +117,7 @@ def say(text: str) -> None:
     if sys.stdout.isatty():
         print(text, flush=True)
         return
-    formatter = LogfmtFormatter()
+    formatter = LogfmtFormatter(journal=_is_journal(sys.stdout))
     for line in text.splitlines():
         record = _log.makeRecord(_log.name, logging.INFO, __file__, 0, line.removeprefix("cobox: "), (), None)
         print(formatter.format(record), flush=True)

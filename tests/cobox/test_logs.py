@@ -100,3 +100,16 @@ def test_startup_lines_off_a_terminal_are_logfmt_events(capsys: pytest.CaptureFi
     assert [line.split(" ", 1)[1] for line in lines] == [
         'level=info logger=cobox msg="daemon ab12 running; home /h"', 'level=info logger=cobox msg="what to do next:"']
     assert all(line.startswith("ts=") for line in lines)
+
+
+def test_under_systemd_lines_carry_journal_priorities_and_no_timestamp(tmp_path: Path) -> None:
+    from cobox.commands_daemon import LogfmtFormatter, logs_to_journal
+
+    with open(tmp_path / "stream", "w") as f:
+        st = os.fstat(f.fileno())
+        assert logs_to_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, f.fileno())
+        assert not logs_to_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"}, f.fileno())
+        assert not logs_to_journal({}, f.fileno()) and not logs_to_journal({"JOURNAL_STREAM": "x"}, f.fileno())
+    record = logging.LogRecord("cobox.x", logging.WARNING, __file__, 1, "disk %s", ("full",), None)
+    assert LogfmtFormatter(journal=True).format(record) == '<4>level=warning logger=cobox.x msg="disk full"'
+    assert LogfmtFormatter().format(record).startswith("ts=")
