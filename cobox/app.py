@@ -142,10 +142,28 @@ class DaemonApp:
     def metrics(self) -> str:
         d = self.d
         sent, received = d.node.traffic()
+        peers = netview.peers(d.node)
+        kinds: dict[str, int] = {}
+        for p in peers:
+            kinds[p.kind] = kinds.get(p.kind, 0) + 1
         return docs.metrics_text(docs.Metrics(
-            peers=len(d.node.peers), groups=len(d.groups), bytes_sent=sent, bytes_received=received,
+            peers=len(peers), groups=len(d.groups), bytes_sent=sent, bytes_received=received,
             entries_replicated=netview.entries_received(d.node), protocol_errors=d.node.protocol_errors,
-            group_entries=tuple((g.name, sum(f.length for f in g.feeds())) for g in d.groups.values())))
+            group_entries=tuple(self._group_metrics(g) for g in d.groups.values()),
+            connection_kinds=tuple(sorted(kinds.items()))))
+
+    def _group_metrics(self, g: Group) -> docs.GroupMetrics:
+        feeds = g.feeds()
+        folder = self.d.folders.get(g.name)
+        refused = g.refusals.as_json().values()
+        results = list(g.audits.results.values())
+        return docs.GroupMetrics(
+            name=g.name, entries=sum(f.length for f in feeds),
+            bytes_received=netview.bytes_received(self.d.node, [f.key for f in feeds]),
+            folder_bytes=sum(v.size for v in folder.state.files.values()) if folder is not None else 0,
+            records_refused=sum(r["records_refused"] for r in refused),
+            feeds_refused=sum(r["feeds_refused"] for r in refused),
+            audits_passed=sum(r.passed for r in results), audits_failed=sum(not r.passed for r in results))
 
     def stop(self) -> None:
         self.d.stop()
@@ -182,7 +200,7 @@ class DaemonApp:
         counts = None
         if folder is not None:
             counts = docs.FolderCounts(folder.pending_downloads, sum(v.size for v in folder.state.files.values()),
-                                       folder.pending_bytes)
+                                       folder.pending_bytes, len(folder.state.files))
         return docs.sync_document(group.name, netview.group_progress(self.d.node, group),
                                   sum(len(f.have) for f in group.feeds()), counts)
 

@@ -68,11 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-lan", action="store_true", help="no LAN (mDNS) discovery")
     d.add_argument("--no-dht", action="store_true", help="no DHT")
     d.add_argument("--api-port", type=int, metavar="N", help="port of the control API on 127.0.0.1 (0: any free)")
+    d.add_argument("--log-file", metavar="PATH",
+                   help="log there, rotated at 10 MiB keeping 3 (`cobox start` gives HOME/daemon.log)")
 
     _sub(sub, "start", "start the daemon in the background (log in HOME/daemon.log)", "  cobox start\n")
     _sub(sub, "stop", "stop the daemon gracefully", "  cobox stop\n")
-    s = _sub(sub, "status", "identity, addresses, groups, peers", "  cobox status\n  cobox status --json\n")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    lo = _sub(sub, "logs", "the daemon log of this home (HOME/daemon.log, written by `cobox start`)",
+              "  cobox logs\n  cobox logs -n 200\n  cobox logs --follow\n")
+    lo.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="show the last N lines (50)")
+    lo.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (until Ctrl-C)")
+    sv = _sub(sub, "service", "run cobox as a systemd user service")
+    svs = sv.add_subparsers(dest="action", required=True, metavar="ACTION")
+    si = _sub(svs, "install", "write ~/.config/systemd/user/cobox.service for this cobox (Type=notify)",
+              "  cobox service install && systemctl --user daemon-reload && systemctl --user enable --now cobox\n"
+              "  cobox --home ~/cobox-backup service install --print\n")
+    si.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    s = _sub(sub, "status", "identity, addresses, groups, peers",
+             "  cobox status\n  cobox status --verbose\n  cobox status --json\n")
+    s.add_argument("--json", action="store_true", help="machine-readable output (exact numbers)")
+    s.add_argument("-v", "--verbose", action="store_true", help="also each group's feeds and entries")
 
     g = _sub(sub, "group", "create, join, list, invite, leave groups")
     gs = g.add_subparsers(dest="action", required=True, metavar="ACTION")

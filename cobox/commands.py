@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands_daemon import daemon, start, stop
+from .commands_daemon import daemon, service_command, start, stop
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
 from .commands_keys import keys
@@ -27,6 +27,12 @@ async def run(args: argparse.Namespace, home: Home) -> int:
                 return rc
     if cmd == "start":
         return await start(home)
+    if cmd == "service":
+        return service_command(args, home)
+    if cmd == "logs":
+        from .logs import show
+
+        return await show(home.log, args.lines, args.follow)
     if cmd == "demo":
         from .demo import demo
 
@@ -35,7 +41,7 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "stop":
             return await stop(api, home)
         if cmd == "status":
-            return show_status(await api.get("/v1/status"), args.json)
+            return show_status(await api.get("/v1/status"), args.json, args.verbose)
         if cmd == "group":
             return await group(api, args)
         if cmd == "log":

@@ -7,7 +7,7 @@ import datetime
 import json
 from pathlib import Path
 
-from .commands_show import quote_name, show_list
+from .commands_show import ago_text, files_text, quote_name, show_list, size_text
 from .control.client import Client
 from .errors import CoboxError
 from .inputs import folder_file
@@ -21,7 +21,7 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
         print(f"syncing {f['path']} with group {f['group']}")
     elif a == "list":
         show_list(await api.get("/v1/folders"), args.json, "no folders",
-                  lambda f: print(f"{f['group']}  {f['path']}  {f['files']} files, {f['bytes']} bytes"))
+                  lambda f: print(f"{f['group']}  {f['path']}  {files_text(f['files'], f['bytes'])}"))
     elif a == "remove":
         await api.delete(f"/v1/folders/{quote_name(args.group)}")
         print(f"stopped syncing the folder of {args.group} (its files stay)")
@@ -30,14 +30,18 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(f, indent=2))
         else:
-            print(f"{f['path']}: {f['files']} files, {f['bytes']} bytes, {f['pending_up']} to upload, "
-                  f"{f['pending_down']} to download, {len(f['conflicts'])} conflicts")
+            down = f"{f['pending_down']} to download"
+            if f.get("pending_down_bytes"):
+                down += f" ({size_text(f['pending_down_bytes'])})"
+            state = "in sync" if not (f["pending_up"] or f["pending_down"]) else f"{f['pending_up']} to upload, {down}"
+            print(f"{f['path']}: {files_text(f['files'], f['bytes'])}, {state}, {len(f['conflicts'])} conflicts")
             for c in f["conflicts"]:
                 print(f"  conflict copy: {c}")
             if f["error"]:
                 print(f"  error: {f['error']}")
             elif f.get("last_error"):
-                print(f"  last error (recovered): {f['last_error']}")
+                when = f", {ago_text(f['last_error_time'])}" if f.get("last_error_time") else ""
+                print(f"  last error (recovered{when}): {f['last_error']}")
             for p in f.get("failed", []):
                 print(f"  {p['path']}: {p['reason']}")
             if f.get("failed_count", 0) > len(f.get("failed", [])):
@@ -58,7 +62,7 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
             print(json.dumps(versions, indent=2))
         for v in [] if args.json else versions:
             when = datetime.datetime.fromtimestamp(v["mtime"]).strftime("%Y-%m-%d %H:%M:%S")
-            what = "deleted" if v["deleted"] else f"{v['size']} bytes"
+            what = "deleted" if v["deleted"] else size_text(v["size"])
             print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}")
     elif a == "restore":
         body = {"file": await folder_file(api, args.group, args.file)}

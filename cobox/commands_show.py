@@ -1,19 +1,73 @@
 """How the CLI prints what the API answers: status, groups, peers, lists; and quoting names into
-URL paths."""
+URL paths.
+
+A person reads these lines, so sizes are in binary units (``293 KiB``), rates per second, times
+relative (``3 minutes ago``) and state in files and bytes; feeds and entries show with
+``--verbose``. ``--json`` prints the API's documents unchanged, with exact numbers.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
+import time
 from typing import Any
 
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 
-def show_status(s: dict[str, Any], as_json: bool) -> int:
+
+def size_text(n: float) -> str:
+    """``300025`` -> ``293 KiB``: three significant digits at most, binary units."""
+    if n < 1024:
+        return f"{int(n)} byte{'' if int(n) == 1 else 's'}"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+
+
+def rate_text(bytes_per_second: float) -> str:
+    return f"{size_text(bytes_per_second)}/s"
+
+
+def duration_text(seconds: float) -> str:
+    """``42 seconds``, ``3 minutes``, ``2 hours 5 minutes``, ``4 days 1 hour``."""
+    s = int(max(seconds, 0))
+    if s < 60:
+        return _plural(s, "second")
+    if s < 3600:
+        return _plural(s // 60, "minute")
+    if s < 86400:
+        h, m = divmod(s // 60, 60)
+        return _plural(h, "hour") + (f" {_plural(m, 'minute')}" if m else "")
+    d, h = divmod(s // 3600, 24)
+    return _plural(d, "day") + (f" {_plural(h, 'hour')}" if h else "")
+
+
+def ago_text(t: float, now: float | None = None) -> str:
+    """``just now``, ``3 minutes ago``; a time ahead of ``now`` (a skewed clock) reads ``in ...``."""
+    delta = (time.time() if now is None else now) - t
+    if abs(delta) < 5:
+        return "just now"
+    return f"{duration_text(delta)} ago" if delta > 0 else f"in {duration_text(-delta)}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def files_text(files: int, size: float) -> str:
+    return f"{_plural(files, 'file')}, {size_text(size)}"
+
+
+def show_status(s: dict[str, Any], as_json: bool, verbose: bool = False) -> int:
     if as_json:
         print(json.dumps(s, indent=2))
         return 0
     print(f"device     {s['peer_id']}")
-    print(f"home       {s['home']}   (pid {s['pid']}, up {s['uptime']:.0f}s)")
+    print(f"home       {s['home']}   (pid {s['pid']}, up {duration_text(s['uptime'])})")
     for a in s["advertised"]:
         print(f"address    {a}")
     if "reachability" in s:
@@ -21,10 +75,10 @@ def show_status(s: dict[str, Any], as_json: bool) -> int:
     dht = s["dht"]
     print(f"dht        {'off' if not dht.get('enabled', True) else json.dumps(dht)}")
     print(f"lan        {'on' if s['lan']['enabled'] else 'off'}")
-    print(f"traffic    {s['bytes_sent']} bytes out, {s['bytes_received']} bytes in")
+    print(f"traffic    {size_text(s['bytes_sent'])} out, {size_text(s['bytes_received'])} in")
     print(f"groups     {len(s['groups'])}")
     for g in s["groups"]:
-        print_group(g, indent="  ")
+        print_group(g, indent="  ", verbose=verbose)
     print(f"peers      {len(s['peers'])}")
     for p in s["peers"]:
         print(f"  {p['peer_id'][:16]}  {p.get('kind') or '?'}  {p['address']}  groups: {', '.join(p['groups']) or '-'}")
@@ -32,7 +86,7 @@ def show_status(s: dict[str, Any], as_json: bool) -> int:
     if relay.get("offering"):
         o = relay["offering"]
         print(f"relay      offering: {o['reservations']} reservations, {o['circuits']} circuits open, "
-              f"{o['circuits_total']} so far, {o['bytes_forwarded']} bytes forwarded")
+              f"{o['circuits_total']} so far, {size_text(o['bytes_forwarded'])} forwarded")
     for r in relay.get("reservations", []):
         print(f"relay      reachable through {r['relay']}")
     services = s.get("services", [])
@@ -45,24 +99,45 @@ def show_status(s: dict[str, Any], as_json: bool) -> int:
     return 0
 
 
-def print_group(g: dict[str, Any], indent: str = "") -> None:
+def sync_state(sync: dict[str, Any]) -> str:
+    """A group's sync state in the user's terms: ``in sync``, ``3 files to download, 40 MiB``."""
+    if sync["synced"]:
+        return "in sync"
+    if not sync["peers"]:
+        return "no peers"
+    if sync.get("folder_pending"):
+        return f"{_plural(sync['folder_pending'], 'file')} to download, {size_text(sync['folder_pending_bytes'])}"
+    return f"catching up ({sync['missing']} entries to fetch)" if sync["missing"] else "catching up"
+
+
+def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> None:
     sync = g["sync"]
-    state = "in sync" if sync["synced"] else f"{sync['missing']} entries missing" if sync["peers"] else "no peers"
-    print(f"{indent}{g['name']}  ({g['role']}, {len(g['feeds'])} feeds, {sync['peers']} peers, {state})")
-    for f in g["feeds"]:
-        mark = " (this device)" if f["own"] else ""
-        print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
+    peers = _plural(sync["peers"], "peer")
+    if verbose:
+        print(f"{indent}{g['name']}  ({g['role']}, {len(g['feeds'])} feeds, {peers}, {sync_state(sync)})")
+        for f in g["feeds"]:
+            mark = " (this device)" if f["own"] else ""
+            print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
+    else:
+        print(f"{indent}{g['name']}  ({g['role']}, {peers}, {sync_state(sync)})")
     for r in g.get("receipts", []):
         a = r["audit"]
-        audit = ("not audited yet" if a is None else f"audit passed at {when_text(a['time'])} ({a['samples']} samples)"
-                 if a["passed"] else f"audit failed ({a['reason']}) at {when_text(a['time'])}")
+        audit = ("not audited yet" if a is None else f"audit passed at {when_text(a['time'])} ({ago_text(a['time'])}, "
+                 f"{a['samples']} samples)" if a["passed"]
+                 else f"audit failed ({a['reason']}) at {when_text(a['time'])} ({ago_text(a['time'])})")
         print(f"{indent}  backup peer {r['peer'][:16]}  {'backed up' if r['backed_up'] else 'not backed up'}, {audit}")
     for dev, d in g.get("devices", {}).items():
         if d.get("records_refused") or d.get("feeds_refused"):
             print(f"{indent}  device {dev[:16]}: {d.get('records_refused', 0)} records refused "
                   f"(last: {d.get('last_refused_reason', '')}), {d.get('feeds_refused', 0)} feeds refused")
     for f in g.get("folders", []):
-        print(f"{indent}  folder {f['path']}: {f['status']}")
+        if "files" in f:
+            line = f"{files_text(f['files'], f['bytes'])}, {f['pending_down']} to download"
+            line += f", error: {f['error']}" if f["error"] else ""
+            line += f", {f['failed_count']} paths cannot be applied" if f["failed_count"] else ""
+        else:
+            line = f["status"]
+        print(f"{indent}  folder {f['path']}: {line}")
         if f.get("last_error") and not f.get("error"):
             print(f"{indent}    last error (recovered): {f['last_error']}")
 
@@ -82,7 +157,7 @@ def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any)
 def show_peers(peers: list[dict[str, Any]], as_json: bool) -> int:
     return show_list(peers, as_json, "no peers connected", lambda p: print(
         f"{p['peer_id']}  {p.get('kind') or '?'}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
-        f"{p['bytes_sent']} out / {p['bytes_received']} in"))
+        f"{size_text(p['bytes_sent'])} out / {size_text(p['bytes_received'])} in"))
 
 
 def quote_name(name: str) -> str:

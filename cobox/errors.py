@@ -213,3 +213,10 @@ class ForeignOriginError(CoboxError):
 
     code = "foreign_origin"
     status = 403
+
+
+class NoLogError(CoboxError):
+    """The home has no daemon log: the daemon never ran there with ``cobox start`` (under systemd
+    it logs to the journal; ``cobox daemon`` to its terminal)."""
+
+    code = "no_log"

@@ -21,9 +21,13 @@ Documents:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .netview import PeerInfo, Progress
 
@@ -37,6 +41,21 @@ class FolderCounts:
     pending: int
     bytes: int
     pending_bytes: int
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    """One group's figures in ``/metrics``."""
+
+    name: str
+    entries: int
+    bytes_received: int       # replicated into this group's feeds from peers
+    folder_bytes: int         # the size of the group's folder (0 without one)
+    records_refused: int      # records of other devices refused (cobox.refusals)
+    feeds_refused: int
+    audits_passed: int        # backup peers whose latest audit passed
+    audits_failed: int
 
 
 @dataclass(frozen=True)
@@ -47,7 +66,8 @@ class Metrics:
     bytes_received: int
     entries_replicated: int
     protocol_errors: int
-    group_entries: tuple[tuple[str, int], ...]
+    group_entries: tuple[GroupMetrics, ...]
+    connection_kinds: tuple[tuple[str, int], ...] = ()  # (kind, connected peers): "direct LAN", "relayed via X"...
 
 
 def sync_document(group: str, progress: Progress, have: int, folder: FolderCounts | None) -> Doc:
@@ -58,6 +78,7 @@ def sync_document(group: str, progress: Progress, have: int, folder: FolderCount
     if folder is not None:
         doc["folder_bytes"] = folder.bytes
         doc["folder_pending_bytes"] = folder.pending_bytes
+        doc["folder_files"] = folder.files
     return doc
 
 
@@ -65,7 +86,8 @@ def folder_summary(f: Mapping[str, Any]) -> Doc:
     """A folder's line in its group's document."""
     error = f", error: {f['error']}" if f["error"] else ""
     failed = f", {f['failed_count']} paths cannot be applied" if f["failed_count"] else ""
-    return {"path": f["path"], "status": f"{f['files']} files, {f['bytes']} bytes, {f['pending_down']} to download"
+    return {"path": f["path"], "files": f["files"], "bytes": f["bytes"], "pending_down": f["pending_down"],
+            "status": f"{f['files']} files, {f['bytes']} bytes, {f['pending_down']} to download"
                                          f"{error}{failed}",
             "error": f["error"], "last_error": f["last_error"], "last_error_time": f["last_error_time"],
             "failed_count": f["failed_count"]}
@@ -139,27 +161,55 @@ def dashboard_document(status: Doc, events: Sequence[Doc], members: Mapping[str,
 
 
 def metrics_text(m: Metrics) -> str:
-    lines = [
-        "# HELP cobox_peers Connected peers.", "# TYPE cobox_peers gauge",
-        f"cobox_peers {m.peers}",
-        "# HELP cobox_groups Groups on this device.", "# TYPE cobox_groups gauge",
-        f"cobox_groups {m.groups}",
-        "# HELP cobox_bytes_sent_total Bytes sent to peers.", "# TYPE cobox_bytes_sent_total counter",
-        f"cobox_bytes_sent_total {m.bytes_sent}",
-        "# HELP cobox_bytes_received_total Bytes received from peers.",
-        "# TYPE cobox_bytes_received_total counter",
-        f"cobox_bytes_received_total {m.bytes_received}",
-        "# HELP cobox_entries_replicated_total Entries received and verified from peers.",
-        "# TYPE cobox_entries_replicated_total counter",
-        f"cobox_entries_replicated_total {m.entries_replicated}",
-        "# HELP cobox_protocol_errors_total Peers disconnected for breaking the protocol.",
-        "# TYPE cobox_protocol_errors_total counter",
-        f"cobox_protocol_errors_total {m.protocol_errors}",
-    ]
-    for name, length in m.group_entries:
-        lines.append(f'cobox_group_entries{{group="{_label(name)}"}} {length}')
-    return "\n".join(lines) + "\n"
+    """Prometheus text exposition (version 0.0.4) of ``m``, written by ``prometheus_client`` so
+    every family has its ``# HELP`` and ``# TYPE`` and label values are escaped."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(m))
+    return generate_latest(registry).decode()
 
 
-def _label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+class _Collector(Collector):
+    """Yields the families of one :class:`Metrics` snapshot (a fresh registry per scrape)."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield GaugeMetricFamily("cobox_peers", "Connected peers.", value=m.peers)
+        kinds = GaugeMetricFamily("cobox_peers_by_kind", "Connected peers by how they are reached.",
+                                  labels=["kind"])
+        for kind, n in m.connection_kinds:
+            kinds.add_metric([kind or "unknown"], n)
+        yield kinds
+        yield GaugeMetricFamily("cobox_groups", "Groups on this device.", value=m.groups)
+        yield CounterMetricFamily("cobox_bytes_sent", "Bytes sent to peers.", value=m.bytes_sent)
+        yield CounterMetricFamily("cobox_bytes_received", "Bytes received from peers.", value=m.bytes_received)
+        yield CounterMetricFamily("cobox_entries_replicated", "Entries received and verified from peers.",
+                                  value=m.entries_replicated)
+        yield CounterMetricFamily("cobox_protocol_errors", "Peers disconnected for breaking the protocol.",
+                                  value=m.protocol_errors)
+        families = {
+            "entries": GaugeMetricFamily("cobox_group_entries", "Entries held in the group's feeds.",
+                                         labels=["group"]),
+            "received": CounterMetricFamily("cobox_group_bytes_received",
+                                            "Bytes replicated into the group's feeds from peers.", labels=["group"]),
+            "folder": GaugeMetricFamily("cobox_group_folder_bytes", "Size of the files in the group's folder.",
+                                        labels=["group"]),
+            "records": CounterMetricFamily("cobox_group_records_refused",
+                                           "Records of other devices refused as invalid.", labels=["group"]),
+            "feeds": CounterMetricFamily("cobox_group_feeds_refused", "Feeds of other devices refused at admission.",
+                                         labels=["group"]),
+        }
+        audits = GaugeMetricFamily("cobox_group_backup_audits", "Backup peers by the result of their latest audit.",
+                                   labels=["group", "result"])
+        for g in m.group_entries:
+            families["entries"].add_metric([g.name], g.entries)
+            families["received"].add_metric([g.name], g.bytes_received)
+            families["folder"].add_metric([g.name], g.folder_bytes)
+            families["records"].add_metric([g.name], g.records_refused)
+            families["feeds"].add_metric([g.name], g.feeds_refused)
+            audits.add_metric([g.name, "passed"], g.audits_passed)
+            audits.add_metric([g.name, "failed"], g.audits_failed)
+        yield from families.values()
+        yield audits

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 ``scan(root, rules)`` walks ``root`` with ``os.scandir`` without following symlinks. It keeps
 regular files only: a symlink (to a file or a directory) and any special file (fifo, socket,
-device) is skipped with a log line, and so is a name that is not valid Unicode or not a valid
+device) is skipped with a log line (once per path and process, not on every rescan), and so is
+a name that is not valid Unicode or not a valid
 folder path, or that collides with another name after NFC normalization. Ignored directories
 (``IgnoreRules``) are pruned, not walked. Unreadable directories are logged and skipped, and a
 file that vanishes during the walk is simply absent: a scan is a snapshot that may be stale the
@@ -33,6 +34,17 @@ from .paths import normalize_path
 from .plan import LocalFile
 
 log = logging.getLogger(__name__)
+MAX_NOTED = 10_000  # skipped paths remembered so that each is logged once, not on every rescan
+_noted: set[tuple[str, str]] = set()
+
+
+def _once(kind: str, path: str, msg: str, *args: object) -> None:
+    """Log that ``path`` is skipped, once per process (a folder is rescanned every few seconds)."""
+    if (kind, path) in _noted:
+        return
+    if len(_noted) < MAX_NOTED:
+        _noted.add((kind, path))
+    log.info(msg, *args)
 
 
 def file_content(path: Path, chunker: Chunker = UNKEYED) -> tuple[bytes, int]:
@@ -60,19 +72,19 @@ def scan(root: Path, rules: IgnoreRules | None = None,
                 rel = normalize_path(prefix + entry.name)
             except (UnicodeEncodeError, InvalidPathError) as e:
                 if not entry.name.startswith(".cobox-tmp-"):
-                    log.info("skipping %s: not a valid folder path (%s)", entry.path, e)
+                    _once("name", entry.path, "skipping %s: not a valid folder path (%s)", entry.path, e)
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # vanished
             if stat.S_ISLNK(st.st_mode):
-                log.info("skipping symlink %s", entry.path)
+                _once("symlink", entry.path, "skipping symlink %s", entry.path)
             elif stat.S_ISDIR(st.st_mode):
                 if not rules.match(rel, is_dir=True):
                     stack.append((Path(entry.path), rel + "/"))
             elif not stat.S_ISREG(st.st_mode):
-                log.info("skipping special file %s (mode %o)", entry.path, stat.S_IFMT(st.st_mode))
+                _once("special", entry.path, "skipping special file %s (mode %o)", entry.path, stat.S_IFMT(st.st_mode))
             elif rules.match(rel):
                 continue
             elif rel in index:

@@ -7,10 +7,8 @@ from types import SimpleNamespace
 from cobox import netview
 from cobox.status import (
     FolderCounts,
-    Metrics,
     dashboard_document,
     group_document,
-    metrics_text,
     sync_document,
 )
 
@@ -47,11 +45,6 @@ def test_dashboard_document_lists_each_groups_connected_peers_and_members() -> N
     assert [g["connected"] for g in doc["groups"]] == [["p1", "p2"], ["p2"]]
     assert [g["members"] for g in doc["groups"]] == [[{"peer_id": "me"}], []]
     assert "connected" not in status["groups"][0]  # the input is not changed
-
-
-def test_metrics_escape_group_names() -> None:
-    text = metrics_text(Metrics(1, 1, 2, 3, 4, 0, (('we"ird\\\n', 9),)))
-    assert 'cobox_group_entries{group="we\\"ird\\\\ "} 9' in text and text.endswith("\n")
 
 
 def _channel(group: object, live: bool, missing: tuple[int, bool], remote_id: int | None = 1) -> SimpleNamespace:

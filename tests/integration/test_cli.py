@@ -111,7 +111,8 @@ async def test_api_token_modes_openapi_and_metrics(daemons):
             assert r.status == 404
         async with http.get(f"{base}/metrics", headers=auth) as r:
             text = await r.text()
-            assert "cobox_groups 1" in text and 'cobox_group_entries{group="m"} 1' in text
+            assert "cobox_groups 1.0" in text and 'cobox_group_entries{group="m"} 1.0' in text
+            assert "# TYPE cobox_group_records_refused_total counter" in text
     # The token never shows up in the daemon's output.
     assert not any(token in line for line in a.output)
 
