@@ -136,10 +136,6 @@ class Mux:
             return self._close(ch)
         return ch.receive(msg)
 
-    @property
-    def any_live(self) -> bool:
-        return any(ch.live for ch in self.channels.values())
-
     # -- the request budget -----------------------------------------------------------------
 
     def budget(self, pf: PeerFeed) -> int:

@@ -98,5 +98,3 @@ class PenaltyBox(Generic[K]):
             return 0
         return rec.offences
 
-    def forgive(self, key: K) -> None:
-        self._records.pop(key, None)

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Callable
 
 from .. import transport
-from ..address import Address, parse
+from ..address import parse
 from ..errors import NetworkError
 from ..identity import DeviceIdentity
 from ..limits import LogThrottle
@@ -232,8 +232,3 @@ class RelayServer:
 async def _refuse(conn: SecureConnection, code: int, reason: str) -> None:
     with contextlib.suppress(NetworkError):
         await conn.send(encode(Message(REFUSED, code=code, reason=reason)))
-
-
-def relay_address(addresses: list[str]) -> list[Address]:
-    """The direct tcp alternatives of a relay's listening addresses."""
-    return [a for text in addresses for a in parse(text).alternatives if a.transport == "tcp" and not a.relayed]
