@@ -5,54 +5,11 @@ records no fork, keeps the feed open, and still replicates the whole feed from t
 from __future__ import annotations
 
 import asyncio
-import os
-import types
-from collections.abc import AsyncIterator
 
 import msgpack
-import pytest
 
 from networker import messages as m
-from networker.group import OpenGroup
-from networker.keys import GroupKeys
-from networker.node import Node
-from storage import Store
 from tests.helpers import memory_pair, until
-
-
-class Device:
-    def __init__(self, node: Node, store: Store, group: OpenGroup) -> None:
-        self.node, self.store, self.group = node, store, group
-
-    @property
-    def id(self) -> bytes:
-        return self.node.peer_id
-
-    def feed(self, key: bytes):
-        return next((f for f in self.store.feeds() if f.key == key), None)
-
-    def holds(self, key: bytes, length: int) -> bool:
-        f = self.feed(key)
-        return f is not None and f.contiguous_length >= length and f.length >= length
-
-
-@pytest.fixture
-async def make_device(tmp_path) -> AsyncIterator:
-    made: list[Device] = []
-    address = os.urandom(32)
-
-    async def make(name: str) -> Device:
-        store = await Store.open(tmp_path / name)
-        node = Node(types.SimpleNamespace(peer_id=os.urandom(32)), store)  # type: ignore[arg-type]
-        group = OpenGroup(store, GroupKeys.from_address(address))
-        node.join(group)
-        made.append(Device(node, store, group))
-        return made[-1]
-
-    yield make
-    for dev in made:
-        await dev.node.close()
-        await dev.store.close()
 
 
 def zero_upgrade_nodes(data: bytes) -> bytes:

@@ -6,64 +6,14 @@ replica whose outgoing ``Have`` messages are rewritten into the lie."""
 
 from __future__ import annotations
 
-import os
-import types
-from collections.abc import AsyncIterator
-
 import msgpack
-import pytest
 
 from networker import messages as m
-from networker.group import OpenGroup
-from networker.keys import GroupKeys
-from networker.node import Node
-from storage import Store
 from tests.helpers import memory_pair, until
+from tests.networker.devices import Device
 
 LIE = 1 << 62
 REAL = 50
-
-
-class Device:
-    def __init__(self, node: Node, store: Store, group: OpenGroup) -> None:
-        self.node, self.store, self.group = node, store, group
-        self.max_missing = 0
-
-    def progress(self, peers_wanted: int = 1) -> tuple[bool, int]:
-        """What the daemon's sync state (``sync wait``) computes: (synced, missing), once
-        ``peers_wanted`` channels are live (it counts live channels only)."""
-        missing, settled, peers = 0, True, 0
-        for peer in self.node.peers.values():
-            for ch in peer.channels.values():
-                if ch.group is self.group and ch.live:
-                    peers += 1
-                    n, s = ch.missing()
-                    missing += n
-                    settled = settled and s
-        self.max_missing = max(self.max_missing, missing)
-        return peers >= peers_wanted and settled and missing == 0, missing
-
-    def synced(self, peers_wanted: int = 1) -> bool:
-        return self.progress(peers_wanted)[0]
-
-
-@pytest.fixture
-async def make_device(tmp_path) -> AsyncIterator:
-    made: list[Device] = []
-    address = os.urandom(32)
-
-    async def make(name: str) -> Device:
-        store = await Store.open(tmp_path / name)
-        node = Node(types.SimpleNamespace(peer_id=os.urandom(32)), store)  # type: ignore[arg-type]
-        group = OpenGroup(store, GroupKeys.from_address(address))
-        node.join(group)
-        made.append(Device(node, store, group))
-        return made[-1]
-
-    yield make
-    for dev in made:
-        await dev.node.close()
-        await dev.store.close()
 
 
 def lie_in_have(d: bytes) -> bytes:

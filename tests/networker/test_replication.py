@@ -6,48 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import types
-from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
 
 from networker import messages as m
-from networker.group import OpenGroup
-from networker.keys import GroupKeys
-from networker.node import Node
-from storage import Store
 from tests.helpers import memory_pair, until
-
-
-class Device:
-    def __init__(self, node: Node, store: Store, group: OpenGroup) -> None:
-        self.node = node
-        self.store = store
-        self.group = group
-
-    @property
-    def id(self) -> bytes:
-        return self.node.peer_id
-
-
-@pytest.fixture
-async def make_device(tmp_path) -> AsyncIterator:
-    made: list[Device] = []
-    address = os.urandom(32)
-
-    async def make(name: str, group_address: bytes | None = None) -> Device:
-        store = await Store.open(tmp_path / name)
-        node = Node(types.SimpleNamespace(peer_id=os.urandom(32)), store)  # type: ignore[arg-type]
-        group = OpenGroup(store, GroupKeys.from_address(group_address or address))
-        node.join(group)
-        dev = Device(node, store, group)
-        made.append(dev)
-        return dev
-
-    yield make
-    for dev in made:
-        await dev.node.close()
-        await dev.store.close()
+from tests.networker.devices import Device
 
 
 def connect(a: Device, b: Device, **kw):
