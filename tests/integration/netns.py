@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 PUBLIC = "198.18.0"
 
 
-def unavailable() -> str | None:
+def unavailable(tools: tuple[str, ...] = ("ip", "iptables")) -> str | None:
+    """Why network namespaces with these tools cannot be made here (``None``: they can)."""
     if os.geteuid() != 0:
         return "needs root to create network namespaces"
-    for tool in ("ip", "iptables"):
+    for tool in tools:
         if shutil.which(tool) is None:
-            return f"needs {tool} (Debian packages iproute2, iptables)"
+            return f"needs {tool} (.ci/deps installs it: iproute2 iptables nftables miniupnpd-nftables)"
     probe = f"cbxprobe{os.getpid()}"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.integration import netns
+
 STUN_SERVER = r'''
 import socket, struct, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -66,17 +68,7 @@ table inet filter {
 
 
 def unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    for tool in ("ip", "iptables", "nft", "miniupnpd"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install -y iproute2 iptables nftables miniupnpd-nftables)"
-    probe = f"cbxup{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"`ip netns add` fails here: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
+    return netns.unavailable(("ip", "iptables", "nft", "miniupnpd"))
 
 
 class Router:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
 
+from tests.integration import netns
 from tests.integration.daemons import ok
 
 
@@ -43,16 +43,7 @@ async def test_three_peers_find_each_other_through_a_bootstrap_node(daemons):
 
 
 def _netns_available() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (`ip`)"
-    probe = f"cbxprobe{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"`ip netns add` fails here: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
+    return netns.unavailable(("ip",))
 
 
 class Namespaces:
