@@ -30,7 +30,7 @@ examples:
   cobox start                                  start the daemon in the background
   cobox group create photos                    make a group; prints its invite URI
   cobox group join < invite.txt                join from an invite kept in a file
-  cobox peers add 192.168.1.20:47101           connect to a device directly (HOST:PORT)
+  cobox peers add 192.168.1.20:47100           connect to a device directly (HOST:PORT)
   cobox folder add photos ~/Pictures           sync a folder with the group
   cobox status --home /tmp/other-home          global options may come after the command
   cobox stop
@@ -58,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = _sub(sub, "daemon", "run the daemon in the foreground",
-             "  cobox daemon\n  cobox daemon --listen tcp:0.0.0.0:47101 --no-dht\n")
+             "  cobox daemon\n  cobox daemon --listen tcp:0.0.0.0:47100 --no-dht\n")
     d.add_argument("--listen", action="append", metavar="ADDR",
-                   help="peer address to listen on, e.g. tcp:0.0.0.0:47101 or tcp:[::]:0 (repeatable)")
+                   help="peer address to listen on, e.g. tcp:0.0.0.0:47100 or tcp:[::]:0 (repeatable)")
     d.add_argument("--dht-port", type=int, metavar="N", help="UDP port of the DHT node (0-65535)")
     d.add_argument("--dht-host", metavar="HOST", help="address the DHT node binds to, e.g. 0.0.0.0")
     d.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
@@ -116,11 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.add_argument("--follow", action="store_true", help="keep printing new entries (until Ctrl-C or stop)")
 
-    pe = _sub(sub, "peers", "connected peers", "  cobox peers\n  cobox peers add 127.0.0.1:47101\n")
+    pe = _sub(sub, "peers", "connected peers", "  cobox peers\n  cobox peers add 127.0.0.1:47100\n")
     pe.add_argument("--json", action="store_true", help="machine-readable output")
     pes = pe.add_subparsers(dest="action", metavar="ACTION")
     _sub(pes, "add", "connect to a peer address directly",
-         "  cobox peers add 192.168.1.20:47101\n  cobox peers add 'tcp:[fe80::1]:47101'\n") \
+         "  cobox peers add 192.168.1.20:47100\n  cobox peers add 'tcp:[fe80::1]:47100'\n") \
         .add_argument("address", help="HOST:PORT, [IPV6]:PORT, or a full address tcp:HOST:PORT~noise:KEY")
 
     sy = _sub(sub, "sync", "wait for a group to be in sync")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("backup", "store the keyring, encrypted under a password"),
                          ("restore", "recover the keyring on a fresh home")):
-        kp = _sub(ks, action, text, f"  cobox keys {action} --peer tcp:203.0.113.5:47101~noise:KEY --user alice\n")
+        kp = _sub(ks, action, text, f"  cobox keys {action} --peer tcp:203.0.113.5:47100~noise:KEY --user alice\n")
         kp.add_argument("--peer", required=True, metavar="ADDR",
                         help="the backup peer's full address, with ~noise:KEY (`cobox status` there)")
         kp.add_argument("--trust-first-use", action="store_true",

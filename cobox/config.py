@@ -157,7 +157,7 @@ def check_value(name: str, value: Any, origin: str) -> Any:
                 parse(item)
             except AddressError as e:
                 raise ConfigError(f"{origin}: {shown}: {item!r} is not an address to listen on ({e}); "
-                                  "expected tcp:HOST:PORT, e.g. tcp:0.0.0.0:47101, or unix:PATH") from None
+                                  "expected tcp:HOST:PORT, e.g. tcp:0.0.0.0:47100, or unix:PATH") from None
     if name == "dht.bootstrap":
         for item in value:
             host, _, port = item.strip().rpartition(":")

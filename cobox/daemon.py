@@ -234,7 +234,8 @@ class Daemon:
         sup.spawn("swarm", lambda: hold(swarm.close))
         self.relaying = relaying = Relaying(cfg.relay, self.node, self.dht, self.swarm, self.advertised,
                                             lambda a: expand_wildcard(a, addresses.local_ips),
-                                            dialed_back=self.reach.dialed_back)
+                                            dialed_back=self.reach.dialed_back,
+                                            host_candidates=self.reach.host_candidates)
         await relaying.start()
         sup.spawn("relaying", lambda: hold(relaying.close))
         self.reach.extra_addresses.append(relaying.relayed_addresses)

@@ -39,7 +39,7 @@ def stdin_text() -> str:
     return text
 
 
-PEER_ADDRESS_FORMS = "HOST:PORT (e.g. 127.0.0.1:47101), [IPV6]:PORT, or tcp:HOST:PORT~noise:KEY"
+PEER_ADDRESS_FORMS = "HOST:PORT (e.g. 127.0.0.1:47100), [IPV6]:PORT, or tcp:HOST:PORT~noise:KEY"
 
 
 def peer_address(text: str) -> str:

@@ -48,6 +48,7 @@ from networker import (
     RelayLimits,
     RelayServer,
     Upgrader,
+    bind_or_fallback,
     is_behind_nat_ip,
 )
 from networker import parse_address as parse
@@ -92,7 +93,8 @@ def limits(cfg: RelaySettings) -> RelayLimits:
 
 class Relaying:
     def __init__(self, cfg: RelaySettings, node: Any, dht: Any, swarm: Any, advertised: Callable[[], list[str]],
-                 expand: Callable[[str], list[str]], dialed_back: Callable[[], bool | None] = lambda: None) -> None:
+                 expand: Callable[[str], list[str]], dialed_back: Callable[[], bool | None] = lambda: None,
+                 host_candidates: Callable[[], list[tuple[str, int]]] = list) -> None:
         """``advertised()``: the daemon's direct addresses; ``expand(address)``: a listening
         address with wildcard hosts replaced by this machine's addresses; ``dialed_back()``:
         reach's dial-back verdict (``None``: not known)."""
@@ -103,6 +105,7 @@ class Relaying:
         self.advertised = advertised
         self.expand = expand
         self.dialed_back = dialed_back
+        self.host_candidates = host_candidates
         self.on_change = swarm.refresh
         self.server: RelayServer | None = None
         self.client: RelayClient | None = None
@@ -117,7 +120,8 @@ class Relaying:
             await self._offer()
         if wanted(self.cfg.use, not reachable):
             self._use()
-        self.upgrader = Upgrader(self.node, addresses_of=self._addresses_of, punch=self.cfg.hole_punch)
+        self.upgrader = Upgrader(self.node, addresses_of=self._addresses_of, host_candidates=self.host_candidates,
+                                 punch=self.cfg.hole_punch)
         if self.dht is not None or is_auto(self.cfg.enabled) or is_auto(self.cfg.use):
             self._task = asyncio.get_running_loop().create_task(self._dht_loop(), name="relay-dht")
 
@@ -143,7 +147,9 @@ class Relaying:
     async def _offer(self) -> None:
         server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._members_together)
         try:
-            await server.listen(self.cfg.listen)
+            alt = parse(self.cfg.listen).alternatives[0]
+            await bind_or_fallback(alt.port, lambda port: server.listen(
+                Address(alt.transport, host=alt.host, port=port).format()), "relay")
         except (OSError, NetworkError) as e:
             log.warning("cannot offer a relay on %s: %s", self.cfg.listen, e)
             return

@@ -46,7 +46,7 @@ class NetworkSettings:
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
     enabled: Auto = "auto"
-    listen: str = "tcp:0.0.0.0:0"
+    listen: str = "tcp:[::]:47101"
     max_circuits: int = 32
     max_reservations: int = 128
     circuit_kbps: int = 4096

@@ -24,6 +24,15 @@ over the direct one, channels reopened.
    - on the resulting TCP connection the initiator runs the Noise initiator, the peer the
      responder, each expecting the other's key: a third party cannot slip in.
 
+   Host candidates (ICE's): ``PREPARE`` and ``PREPARED`` also carry up to
+   :data:`MAX_CANDIDATES` of the sender's *private* interface addresses with its listening port.
+   When the peer's observed address has the same IP as ours, the two devices are behind one
+   NAT (a home router without hairpinning cannot carry a punch to its own public address), so
+   the punching end first dials the peer's host candidates directly, an ordinary dial that
+   expects the peer's key; the connection is then a direct LAN one. Those private addresses
+   are dialled only in that case, only by the end that asked, at most ``attempts`` times per
+   ``retry_later`` seconds like every punch: a peer cannot make us probe our network.
+
    A failed attempt is retried after :func:`retry_delay` (up to ``attempts`` times in a row);
    then the connection stays relayed and the upgrade is tried again ``retry_later`` seconds
    later while it is still relayed. A symmetric NAT (a new mapping per destination) makes the
@@ -52,7 +61,7 @@ from .identity import DeviceIdentity
 from .limits import ip_key
 from .noise import NoiseSession
 from .peer import Peer, ServiceError
-from .reach.scope import ip_kind
+from .reach.scope import ip_kind, normalize_host
 from .relay.wire import OBSERVE, OBSERVED, Message, RelayProtocolError, decode, encode
 from .transport import SecureConnection
 
@@ -68,6 +77,8 @@ PREPARED_TTL = 15.0
 MAX_REMEMBERED = 1024  # peers whose recent PREPAREs (and prepared punches) are kept; the oldest go first
 ALL_PEERS_FACTOR = 8  # punches we answer for all peers together: this many times one peer's allowance
 DIRECT_WAIT = 2.0  # before the first attempt when the peer's direct addresses are not known yet
+MAX_CANDIDATES = 4  # host candidates in one PREPARE / PREPARED
+MAX_MESSAGE = 1 + 1 + (1 + MAX_CANDIDATES) * (2 + 1 + 39)  # 39: the longest IPv6 text
 
 
 class PunchedConnection(SecureConnection):
@@ -115,19 +126,49 @@ def allow(times: list[float], now: float, most: int, window: float) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class PunchMessage:
+    """``PREPARE`` / ``PREPARED``: the sender's observed address (``host``, ``port``) and its host
+    candidates (private ``(ip, port)`` it listens on); the other kinds carry nothing."""
+
     kind: int
     host: str = ""
     port: int = 0
+    candidates: tuple[tuple[str, int], ...] = ()
+
+
+def _address(host: str, port: int) -> bytes:
+    raw = host.encode("ascii")
+    return _U16.pack(port) + bytes([len(raw)]) + raw
 
 
 def encode_message(m: PunchMessage) -> bytes:
+    """``kind`` | for PREPARE/PREPARED: ``n:u8`` then ``n`` times ``port:u16 len:u8 ip:ascii``,
+    the observed address first, then the host candidates."""
     if m.kind in (PREPARE, PREPARED):
-        return bytes([m.kind]) + _U16.pack(m.port) + m.host.encode("ascii")
+        addresses = [(m.host, m.port), *m.candidates[:MAX_CANDIDATES]]
+        return bytes([m.kind, len(addresses)]) + b"".join(_address(h, p) for h, p in addresses)
     return bytes([m.kind])
 
 
+def _decode_address(data: bytes, at: int) -> tuple[str, int, int]:
+    if at + 3 > len(data):
+        raise HolePunchError("truncated address in a hole-punch message")
+    port = _U16.unpack_from(data, at)[0]
+    size = data[at + 2]
+    raw = data[at + 3:at + 3 + size]
+    if len(raw) != size:
+        raise HolePunchError("truncated address in a hole-punch message")
+    try:
+        # the address text goes through the relay's strict decoder (canonical IP text)
+        obs = decode(bytes([OBSERVED]) + _U16.pack(port) + raw)
+    except RelayProtocolError as e:
+        raise HolePunchError(f"bad address: {e}") from None
+    if not obs.port:
+        raise HolePunchError("port 0 in a hole-punch message")
+    return obs.host, obs.port, at + 3 + size
+
+
 def decode_message(data: bytes) -> PunchMessage:
-    if not data or len(data) > 48:
+    if not data or len(data) > MAX_MESSAGE:
         raise HolePunchError(f"hole-punch message of {len(data)} bytes")
     kind = data[0]
     if kind in (PING, PONG, SYNC, SYNCED):
@@ -136,14 +177,29 @@ def decode_message(data: bytes) -> PunchMessage:
         return PunchMessage(kind)
     if kind not in (PREPARE, PREPARED):
         raise HolePunchError(f"unknown hole-punch message {kind}")
-    try:
-        # the observed address goes through the relay's strict decoder
-        obs = decode(bytes([OBSERVED]) + data[1:])
-    except RelayProtocolError as e:
-        raise HolePunchError(f"bad observed address: {e}") from None
-    if not obs.port:
-        raise HolePunchError("observed port 0")
-    return PunchMessage(kind, obs.host, obs.port)
+    if len(data) < 2 or not 1 <= data[1] <= 1 + MAX_CANDIDATES:
+        raise HolePunchError("a hole-punch PREPARE carries 1 to 5 addresses")
+    at = 2
+    addresses = []
+    for _ in range(data[1]):
+        host, port, at = _decode_address(data, at)
+        addresses.append((host, port))
+    if at != len(data):
+        raise HolePunchError("trailing bytes in a hole-punch message")
+    (host, port), candidates = addresses[0], tuple(addresses[1:])
+    if any(ip_kind(h) != "private" for h, _ in candidates):
+        raise HolePunchError("a host candidate that is not a private address")
+    return PunchMessage(kind, host, port, candidates)
+
+
+def same_nat(ours: str, theirs: str) -> bool:
+    """Whether two observed addresses show one NAT: the same public IP."""
+    return ip_kind(ours) == "public" and normalize_host(ours) == normalize_host(theirs)
+
+
+def lan_candidates(observed: str, reply: PunchMessage) -> tuple[tuple[str, int], ...]:
+    """The peer's host candidates to dial, given our observed IP: only behind one NAT."""
+    return reply.candidates if same_nat(observed, reply.host) else ()
 
 
 # -- sockets -----------------------------------------------------------------------------------
@@ -228,9 +284,12 @@ class _Prepared:
 
 class Upgrader:
     def __init__(self, node: Node, *, addresses_of: Callable[[bytes], str | None] | None = None,
+                 host_candidates: Callable[[], list[tuple[str, int]]] = list,
                  punch: bool = True, attempts: int = 3, retry_later: float = 300.0) -> None:
         self.node = node
         self.addresses_of = addresses_of
+        self.host_candidates = host_candidates
+        self.lan_upgrades = 0
         self.punch = punch
         self.attempts = attempts
         self.retry_later = retry_later
@@ -301,9 +360,12 @@ class Upgrader:
         pid = peer.remote_peer_id
         try:
             port, host, obs_port = await observe(self._relay_of(peer), self.node.identity)
-            reply = decode_message(await peer.call(SERVICE, encode_message(PunchMessage(PREPARE, host, obs_port))))
+            reply = decode_message(await peer.call(SERVICE, encode_message(
+                PunchMessage(PREPARE, host, obs_port, self._candidates()))))
             if reply.kind != PREPARED:
                 raise HolePunchError("no PREPARED")
+            if await self._dial_candidates(pid, lan_candidates(host, reply)):
+                return True
             t0 = self._loop.time()
             decode_message(await peer.call(SERVICE, encode_message(PunchMessage(PING)), timeout=PUNCH_TIMEOUT))
             rtt = self._loop.time() - t0
@@ -324,6 +386,31 @@ class Upgrader:
             log.info("hole punch to %s failed: %s", pid.hex()[:16], e or type(e).__name__)
             return False
         return self._take(conn, reply.host)
+
+    def _candidates(self) -> tuple[tuple[str, int], ...]:
+        try:
+            found = self.host_candidates()
+        except Exception:  # a bug of the hook: punch without candidates
+            log.exception("host candidates failed")
+            return ()
+        return tuple(dict.fromkeys((h, p) for h, p in found if ip_kind(h) == "private" and 0 < p < 65536))[
+            :MAX_CANDIDATES]
+
+    async def _dial_candidates(self, pid: bytes, candidates: tuple[tuple[str, int], ...]) -> bool:
+        """Dial the private addresses of a peer behind our own NAT (module docstring)."""
+        if not candidates:
+            return False
+        alternatives = tuple(Address("tcp", h, p, peer_key=pid) for h, p in candidates)
+        try:
+            await self.node.connect(MultiAddress(alternatives), timeout=PUNCH_TIMEOUT)
+        except (NetworkError, OSError, TimeoutError) as e:
+            log.info("no direct LAN connection to %s: %s", pid.hex()[:16], e or type(e).__name__)
+            return False
+        if self._relayed_peer(pid) is not None:
+            return False
+        self.lan_upgrades += 1
+        log.info("behind one NAT with %s: connected on the LAN", pid.hex()[:16])
+        return True
 
     def _take(self, conn: SecureConnection, host: str) -> bool:
         try:
@@ -357,7 +444,7 @@ class Upgrader:
                 raise ServiceError(f"cannot observe our address: {e}") from None
             self._prepared[pid] = _Prepared(port, m.host, m.port, now + PREPARED_TTL)
             _bound(self._prepared)
-            return encode_message(PunchMessage(PREPARED, host, obs_port))
+            return encode_message(PunchMessage(PREPARED, host, obs_port, self._candidates()))
         if m.kind == PING:
             return encode_message(PunchMessage(PONG))
         if m.kind == SYNC:

@@ -14,3 +14,7 @@ DEFAULT_PORT = 47100
 """TCP (peer connections) and UDP (DHT) port a daemon uses unless configured otherwise: fixed,
 so a user can forward it on a router. Not assigned by IANA (registered ports end at 49151, and
 47100 has no registration) nor used by a common service."""
+
+RELAY_PORT = 47101
+"""TCP port of the relay service of a daemon that offers one (``[relay] listen``): fixed too, so
+a relay behind a port forward keeps working across restarts."""

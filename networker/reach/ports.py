@@ -1,10 +1,11 @@
 """The fixed default port, and what happens when it is taken.
 
 A daemon listens on TCP :data:`networker.reach.DEFAULT_PORT` and runs its DHT node on the same
-UDP port, so a user can forward one port on a router and a port-keeping NAT maps it the same at
-each start. When the *default* port is already in use (a second daemon on the machine, a test
-run), the daemon takes a free port instead and logs why; a port the user configured explicitly
-is never replaced: failing to bind it is an error the user must see.
+UDP port (and a relay it offers on :data:`networker.reach.RELAY_PORT`), so a user can forward
+one port on a router and a port-keeping NAT maps it the same at each start. When a *default*
+port is already in use (a second daemon on the machine, a test run), the daemon takes a free
+port instead and logs why; a port the user configured explicitly is never replaced: failing to
+bind it is an error the user must see.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from ..address import Address, parse
-from . import DEFAULT_PORT
+from . import DEFAULT_PORT, RELAY_PORT
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -25,11 +26,12 @@ T = TypeVar("T")
 
 
 async def bind_or_fallback(port: int, start: Callable[[int], Awaitable[T]], what: str) -> T:
-    """``await start(port)``; if ``port`` is the default and in use, ``await start(0)``."""
+    """``await start(port)``; if ``port`` is a default (:data:`DEFAULT_PORT`, :data:`RELAY_PORT`)
+    and in use, ``await start(0)``."""
     try:
         return await start(port)
     except OSError as e:
-        if port != DEFAULT_PORT or e.errno != errno.EADDRINUSE:
+        if port not in (DEFAULT_PORT, RELAY_PORT) or e.errno != errno.EADDRINUSE:
             raise
     log.warning("%s: the default port %d is in use (another cobox daemon?); using a random port, "
                 "which a router's port forward cannot follow", what, port)

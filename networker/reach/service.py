@@ -187,6 +187,13 @@ class Reach:
     def interface_ips(self) -> list[str]:
         return announce.interface_ips(self.listen_hosts, self._local())
 
+    def host_candidates(self) -> list[tuple[str, int]]:
+        """This device's private addresses with its listening port: what a peer behind the same
+        NAT dials (:mod:`networker.holepunch`); never announced."""
+        if not self.listen_port:
+            return []
+        return [(ip, self.listen_port) for ip in self.interface_ips() if ip_kind(ip) == "private"]
+
     def confirmed(self) -> list[tuple[str, int]]:
         now = self._clock()
         return list(dict.fromkeys((d.ip, d.port) for t, d in self.dialbacks if d.ok and now - t < 2 * CONFIRM_FOR))

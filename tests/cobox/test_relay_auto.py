@@ -64,3 +64,31 @@ async def test_a_daemon_behind_nat_uses_relays_and_offers_none_until_dialled_bac
         await r.close()
         await node.close()
         await store.close()
+
+
+async def test_the_relay_listens_on_its_fixed_port_and_falls_back_when_it_is_taken(tmp_path):
+    import contextlib
+    import socket
+
+    from networker.reach import RELAY_PORT
+
+    defaults = config.load(tmp_path / "home", env={}).relay
+    assert defaults.listen == f"tcp:[::]:{RELAY_PORT}"
+    blocker = socket.socket()
+    with contextlib.suppress(OSError):  # taken already (another run): taken either way
+        blocker.bind(("127.0.0.1", RELAY_PORT))
+        blocker.listen()
+    cfg = dataclasses.replace(defaults, listen=f"tcp:127.0.0.1:{RELAY_PORT}", enabled="true", use="false")
+    store = await Store.open(tmp_path / "store")
+    node = Node(DeviceIdentity.generate(), store)
+    r = Relaying(cfg, node, None, Swarm(), lambda: [], lambda a: [a])
+    try:
+        await r.start()
+        assert r.server is not None  # offered on a random port instead of failing
+        ports = {int(a.split("~")[0].rsplit(":", 1)[1]) for a in r.server.addresses}
+        assert ports and RELAY_PORT not in ports and 0 not in ports
+    finally:
+        blocker.close()
+        await r.close()
+        await node.close()
+        await store.close()

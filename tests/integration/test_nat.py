@@ -147,3 +147,23 @@ async def test_two_devices_behind_one_nat_connect_on_their_lan(topology, daemons
         await both_ways(a, b)
         while await kinds(a) != ["direct LAN"] or await kinds(b) != ["direct LAN"]:
             await asyncio.sleep(0.2)
+
+
+async def test_two_devices_behind_one_nat_without_lan_discovery_meet_through_the_relay_and_go_direct(
+        topology, daemons):
+    """With mDNS off (or blocked, as on many office networks) the two meet at the relay; the punch
+    exchange shows one NAT (the same public IP), so the punching end dials the other's private
+    address (a host candidate) instead of a hairpin the router does not do."""
+    t = topology
+    _, relay_ip = await public_relay(daemons, t)
+    t.nat("r", 1)
+    a, _ = await member(daemons, t, "a", "r", relay_ip)
+    b, _ = await member(daemons, t, "b", "r", relay_ip)
+    async with asyncio.timeout(55):
+        await both_ways(a, b)
+        while await kinds(a) != ["direct LAN"] or await kinds(b) != ["direct LAN"]:
+            await asyncio.sleep(0.2)
+    await ok(b.home, "log", "append", "g", "on the lan")
+    async with asyncio.timeout(20):
+        while "on the lan" not in await texts(a.home):
+            await asyncio.sleep(0.2)

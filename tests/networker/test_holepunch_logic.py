@@ -20,6 +20,7 @@ from networker.holepunch import (
     allow,
     decode_message,
     encode_message,
+    lan_candidates,
     retry_delay,
     sync_delay,
 )
@@ -40,17 +41,45 @@ def test_initiator_dials_half_a_round_trip_after_sync():
 
 
 @pytest.mark.parametrize("m", [PunchMessage(PREPARE, "198.18.0.101", 40000), PunchMessage(PREPARED, "2001:db8::1", 1),
+                               PunchMessage(PREPARE, "198.18.0.101", 9, (("10.1.0.2", 47100), ("fd00::7", 47100))),
+                               PunchMessage(PREPARED, "198.18.0.1", 9,
+                                            tuple((f"192.168.0.{k}", k) for k in (1, 2, 3, 4))),
                                PunchMessage(PING), PunchMessage(SYNC)])
 def test_messages_round_trip(m):
     assert decode_message(encode_message(m)) == m
 
 
-@pytest.mark.parametrize("bad", [b"", bytes([PING, 0]), bytes([99]), bytes([PREPARE]) + b"\0\1" + b"01.2.3.4",
-                                 bytes([PREPARE]) + b"\0\0" + b"1.2.3.4", bytes([PREPARE]) + b"\0\1" + b"not-an-ip",
-                                 bytes([PREPARE]) + b"\0\1" + b"1" * 60])
+def _addr(host: bytes, port: int = 1) -> bytes:
+    return port.to_bytes(2, "big") + bytes([len(host)]) + host
+
+
+@pytest.mark.parametrize("bad", [
+    b"", bytes([PING, 0]), bytes([99]), bytes([PREPARE]), bytes([PREPARE, 0]),
+    bytes([PREPARE, 1]) + _addr(b"01.2.3.4"), bytes([PREPARE, 1]) + _addr(b"1.2.3.4", 0),
+    bytes([PREPARE, 1]) + _addr(b"not-an-ip"), bytes([PREPARE, 1]) + _addr(b"1" * 60),
+    bytes([PREPARE, 1]) + _addr(b"1.2.3.4")[:-1], bytes([PREPARE, 1]) + _addr(b"1.2.3.4") + b"x",
+    bytes([PREPARE, 2]) + _addr(b"1.2.3.4") + _addr(b"8.8.8.8"),  # a candidate must be private
+    bytes([PREPARE, 2]) + _addr(b"1.2.3.4") + _addr(b"127.0.0.1"),
+    bytes([PREPARE, 6]) + _addr(b"1.2.3.4") + _addr(b"10.0.0.1") * 5,  # too many
+])
 def test_bad_messages_are_refused(bad):
     with pytest.raises(HolePunchError):
         decode_message(bad)
+
+
+def test_candidates_are_dialled_only_behind_one_nat():
+    reply = PunchMessage(PREPARED, "198.18.0.1", 4000, (("10.1.0.3", 47100),))
+    assert lan_candidates("198.18.0.1", reply) == (("10.1.0.3", 47100),)
+    assert lan_candidates("198.18.0.2", reply) == ()  # another NAT: its private addresses are not ours to dial
+    assert lan_candidates("10.0.0.1", PunchMessage(PREPARED, "10.0.0.1", 1, (("10.1.0.3", 1),))) == ()
+
+
+async def test_only_private_listening_addresses_are_offered():
+    node = FakeNode()
+    up = Upgrader(node, host_candidates=lambda: [("127.0.0.1", 1), ("10.1.0.2", 47100), ("198.18.0.5", 47100),
+                                                  ("fe80::1", 1), ("10.1.0.2", 47100), ("192.168.1.2", 0)])  # type: ignore[arg-type]
+    assert up._candidates() == (("10.1.0.2", 47100),)
+    await up.close()
 
 
 @given(st.binary(max_size=64))

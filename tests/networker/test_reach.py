@@ -185,7 +185,7 @@ def test_malformed_results_raise_only_their_error():
 async def test_a_taken_default_port_falls_back_and_an_explicit_one_fails():
     import errno
 
-    from networker.reach import DEFAULT_PORT
+    from networker.reach import DEFAULT_PORT, RELAY_PORT
     from networker.reach.ports import bind_or_fallback
 
     tried: list[int] = []
@@ -197,6 +197,7 @@ async def test_a_taken_default_port_falls_back_and_an_explicit_one_fails():
         return 12345
 
     assert await bind_or_fallback(DEFAULT_PORT, start, "test") == 12345 and tried == [DEFAULT_PORT, 0]
+    assert await bind_or_fallback(RELAY_PORT, start, "relay") == 12345 and tried[2:] == [RELAY_PORT, 0]
     with pytest.raises(OSError):
         await bind_or_fallback(4000, start, "test")  # the user chose it: say so, never replace it
 
