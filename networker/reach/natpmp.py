@@ -51,6 +51,7 @@ class Mapping:
     internal_port: int
     external_port: int
     lifetime: int       # seconds the router keeps it
+    external_ip: str | None = None  # the external IP, when the protocol names it per mapping (PCP)
 
 
 def encode_address_request() -> bytes:
@@ -118,6 +119,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
 class NatPmpClient:
     name = "NAT-PMP"
+    error: type[NatPmpError] = NatPmpError
 
     def __init__(self, gateway: str, *, port: int = PORT, tries: int = TRIES, first_wait: float = FIRST_WAIT) -> None:
         self.gateway = gateway
@@ -145,7 +147,7 @@ class NatPmpClient:
                 wait *= 2
         finally:
             transport.close()
-        raise NatPmpError(f"no NAT-PMP answer from the router {self.gateway}")
+        raise self.error(f"no {self.name} answer from the router {self.gateway}")
 
     async def external_address(self) -> str:
         return await self._ask(encode_address_request(), decode_address_reply)

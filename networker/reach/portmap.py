@@ -1,10 +1,11 @@
 """Keep port mappings on the home router: made at start, renewed before expiry, removed at stop.
 
-The daemon speaks NAT-PMP (:mod:`.natpmp`) and UPnP-IGD (:mod:`.upnp`), trying them in that
-order (:class:`FirstAnswering`): NAT-PMP is one datagram to the gateway; UPnP needs a multicast
-search and HTTP. Both are our own small clients (no dependency): the protocols are small, and
-the libraries on PyPI are blocking (miniupnpc, py-natpmp) or pull in much more than the four
-calls needed (async-upnp-client). PCP (RFC 6887) is not spoken yet.
+The daemon speaks PCP (:mod:`.pcp`), NAT-PMP (:mod:`.natpmp`) and UPnP-IGD (:mod:`.upnp`), trying
+them in that order (:class:`FirstAnswering`): PCP and NAT-PMP are one datagram to the gateway
+(a NAT-PMP-only router answers PCP with "unsupported version", so the fallback costs one round
+trip); UPnP needs a multicast search and HTTP. All three are our own small clients (no
+dependency): the protocols are small, and the libraries on PyPI are blocking (miniupnpc,
+py-natpmp) or pull in much more than the four calls needed (async-upnp-client).
 
 Theory of operation
 -------------------
@@ -93,7 +94,7 @@ class PortMapper:
     @property
     def tcp_address(self) -> tuple[str, int] | None:
         for (proto, _), m in self.mappings.items():
-            if proto == TCP and self.external_ip is not None:
+            if proto == TCP and self.external_ip:
                 return self.external_ip, m.external_port
         return None
 
@@ -105,8 +106,10 @@ class PortMapper:
             self.external_ip = await self.client.external_address()
             for proto, port in self.wanted:
                 old = self.mappings.get((proto, port))
-                self.mappings[(proto, port)] = await self.client.map(
+                m = self.mappings[(proto, port)] = await self.client.map(
                     proto, port, old.external_port if old else port, self.lifetime)
+                if m.external_ip:  # PCP names the external IP per mapping
+                    self.external_ip = m.external_ip
         except (NetworkError, OSError, TimeoutError) as e:
             self.failures += 1
             self.error = str(e)

@@ -37,6 +37,7 @@ from . import announce
 from .classify import DialBack, Observation, Reachability, classify, dialback_verdict
 from .natpmp import NatPmpClient, default_gateway
 from .observed import SERVICE, ObservedServer, ask_dialback, ask_whoami, remote_endpoint
+from .pcp import PcpClient
 from .portmap import FirstAnswering, PortMapper, wanted_ports
 from .scope import ip_kind
 from .upnp import UpnpClient
@@ -244,7 +245,7 @@ class Reach:
             if address is not None:
                 self.reprobe()
 
-        client = FirstAnswering([NatPmpClient(gateway), UpnpClient()])
+        client = FirstAnswering([PcpClient(gateway), NatPmpClient(gateway), UpnpClient()])
         self.portmap = PortMapper(client, wanted_ports(self.listen_port, udp_port), on_change=changed)
         self.portmap.start()
         return self.portmap

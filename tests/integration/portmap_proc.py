@@ -1,5 +1,5 @@
 """Run inside the LAN namespace of tests/integration/netns_upnp.py: map TCP and UDP port
-``argv[1]`` on the router with ``argv[2]`` ("natpmp" or "upnp", through the daemon's own
+``argv[1]`` on the router with ``argv[2]`` ("pcp", "natpmp" or "upnp", through the daemon's own
 PortMapper), serve a TCP listener there
 that greets each connection, print one JSON line per step, and on "stop" from stdin remove the
 mappings."""
@@ -11,6 +11,7 @@ import json
 import sys
 
 from networker.reach.natpmp import NatPmpClient, default_gateway
+from networker.reach.pcp import PcpClient
 from networker.reach.portmap import PortMapper, wanted_ports
 from networker.reach.upnp import UpnpClient
 
@@ -24,7 +25,7 @@ async def main(port: int, kind: str) -> None:
     server = await asyncio.start_server(greet, "0.0.0.0", port)
     gateway = default_gateway()
     assert gateway is not None, "no default route"
-    client = UpnpClient() if kind == "upnp" else NatPmpClient(gateway)
+    client = UpnpClient() if kind == "upnp" else {"pcp": PcpClient, "natpmp": NatPmpClient}[kind](gateway)
     mapper = PortMapper(client, wanted_ports(port, port))
     first = await mapper.renew()
     print(json.dumps({"step": "mapped", "next": first, **mapper.status()}), flush=True)

@@ -1,5 +1,5 @@
 """Port mapping against a real router (issue 14 item 3): miniupnpd in a network namespace
-behind which a device maps its port with NAT-PMP or UPnP-IGD; a host on the public side can then connect
+behind which a device maps its port with PCP, NAT-PMP or UPnP-IGD; a host on the public side can then connect
 to the router's external address, and cannot once the device removed the mapping."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def read_step(proc: subprocess.Popen[bytes], step: str, output: list[str]) -> di
     raise AssertionError(f"no {step!r} line:\n" + "".join(output))
 
 
-@pytest.mark.parametrize("kind", ["natpmp", "upnp"])
+@pytest.mark.parametrize("kind", ["pcp", "natpmp", "upnp"])
 def test_a_mapping_reaches_the_device_and_is_removed_at_stop(kind):
     reason = unavailable()
     if reason:
@@ -56,6 +56,7 @@ def test_a_mapping_reaches_the_device_and_is_removed_at_stop(kind):
         proc = router.spawn(router.lan, sys.executable, "-m", "tests.integration.portmap_proc", str(PORT), kind)
         mapped = read_step(proc, "mapped", output)
         assert mapped["state"] == "mapped" and mapped["external"] == f"{router.wan_ip}:{PORT}"
+        assert mapped["protocol"] == {"pcp": "PCP", "natpmp": "NAT-PMP", "upnp": "UPnP-IGD"}[kind]
         assert {m["protocol"] for m in mapped["mappings"]} == {"tcp", "udp"}
         assert 0 < mapped["next"] < mapped["mappings"][0]["lifetime"]  # renewed before it expires
         renewed = read_step(proc, "renewed", output)
