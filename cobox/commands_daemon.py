@@ -154,6 +154,8 @@ async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
     say(f"cobox: daemon {d.identity.peer_id.hex()[:16]} running; home {home.root}")
     for address in d.listen_addresses:
         say(f"cobox: listening on {address}")
+    if getattr(d.api, "where", None):
+        say(f"cobox: control API on {d.api.where}")
     if d.dht is not None:
         say(f"cobox: DHT node on udp {d.dht.host}:{d.dht.port}")
     if first_run:

@@ -256,7 +256,7 @@ class Daemon:
             self.api = api = self.api_factory(self)
             await api.start()
             sup.spawn("api", lambda: hold(api.stop))
-        log.info("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
+        log.debug("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
 
     async def _start_dht(self) -> Any:
         from networker import DHT

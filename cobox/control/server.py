@@ -65,6 +65,7 @@ class ControlServer:
         self.settings = app.api_settings()
         self.token = secrets.token_urlsafe(32)
         self.port = 0
+        self.where = ""
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # set at shutdown: every open stream ends
         self._mounts: list[Mount] = []
@@ -124,7 +125,7 @@ class ControlServer:
             os.chmod(sock, 0o600)
         self.device.published(self.port, self.token)
         where = f" and {cfg.socket}" if cfg.socket else ""
-        print(f"cobox: control API on http://{cfg.host}:{self.port}{where}", flush=True)
+        self.where = f"http://{cfg.host}:{self.port}{where}"  # `cobox daemon` says it with its startup lines
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -176,6 +176,10 @@ async def test_first_run_ends_with_what_to_do_next(daemons):
     await eventually(told, "the first-run text")
     text = "".join(a.output)
     assert f"cobox --home {a.home} group create NAME" in text and "back that directory up" in text
+    # one format off a terminal, each startup fact said once
+    lines = [x for x in text.splitlines() if x.strip()]
+    assert all(x.startswith("ts=") for x in lines), [x for x in lines if not x.startswith("ts=")]
+    assert sum("listening on tcp:" in x for x in lines) == 1 and sum("control API on http" in x for x in lines) == 1
     await a.stop()
     again = await daemons("a")
     await again.status()  # answered: the start has been printed in full
