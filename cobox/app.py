@@ -70,6 +70,8 @@ class App(Protocol):
     def stop(self) -> None: ...
     def peers(self) -> list[Doc]: ...
     async def connect(self, address: str) -> str: ...
+    def known_peers(self) -> list[Doc]: ...
+    async def forget_peer(self, peer: str) -> str: ...
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` on each peer event (connected, left, refused); returns the unsubscribe."""
     def recent_events(self, n: int) -> list[Doc]: ...
@@ -173,6 +175,12 @@ class DaemonApp:
 
     async def connect(self, address: str) -> str:
         return (await self.d.connect(address)).hex()
+
+    def known_peers(self) -> list[Doc]:
+        return self.d.known_peers.documents(set(self.d.node.peers))
+
+    async def forget_peer(self, peer: str) -> str:
+        return (await self.d.known_peers.remove(peer)).hex()
 
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         listeners = self.d.node.on_event

@@ -116,12 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.add_argument("--follow", action="store_true", help="keep printing new entries (until Ctrl-C or stop)")
 
-    pe = _sub(sub, "peers", "connected peers", "  cobox peers\n  cobox peers add 127.0.0.1:47100\n")
+    pe = _sub(sub, "peers", "connected and known peers",
+              "  cobox peers\n  cobox peers add 127.0.0.1:47100\n  cobox peers remove 192.168.1.20:47100\n")
     pe.add_argument("--json", action="store_true", help="machine-readable output")
     pes = pe.add_subparsers(dest="action", metavar="ACTION")
-    _sub(pes, "add", "connect to a peer address directly",
+    _sub(pes, "add", "connect to a peer address and keep it: redialled after restarts and drops",
          "  cobox peers add 192.168.1.20:47100\n  cobox peers add 'tcp:[fe80::1]:47100'\n") \
         .add_argument("address", help="HOST:PORT, [IPV6]:PORT, or a full address tcp:HOST:PORT~noise:KEY")
+    _sub(pes, "remove", "forget a known peer (no more redials) and close its connection",
+         "  cobox peers remove 192.168.1.20:47100\n  cobox peers remove 3f9a2c\n") \
+        .add_argument("peer", help="its address, key, or the start of its hex id (as `cobox peers` shows)")
 
     sy = _sub(sub, "sync", "wait for a group to be in sync")
     sys_ = sy.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -11,7 +11,7 @@ from .commands_daemon import daemon, service_command, start, stop
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
 from .commands_keys import keys
-from .commands_show import show_peers, show_status
+from .commands_show import quote_name, show_peers, show_status
 from .control.client import Client
 from .errors import UsageError
 from .inputs import peer_address
@@ -49,9 +49,13 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "peers":
             if args.action == "add":
                 peer = await api.post("/v1/peers", {"address": peer_address(args.address)})
-                print(f"connected to {peer['peer_id']}")
+                print(f"connected to {peer['peer_id']}; kept as a known peer (redialled when it drops)")
                 return 0
-            return show_peers(await api.get("/v1/peers"), args.json)
+            if args.action == "remove":
+                gone = await api.delete(f"/v1/peers/known/{quote_name(args.peer)}")
+                print(f"forgot {gone['forgot']}")
+                return 0
+            return show_peers(await api.get("/v1/peers"), args.json, await api.get("/v1/peers/known"))
         if cmd == "sync":
             return await sync_wait(api, args.group, args.timeout)
         if cmd == "seed":

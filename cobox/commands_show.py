@@ -154,10 +154,17 @@ def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any)
     return 0
 
 
-def show_peers(peers: list[dict[str, Any]], as_json: bool) -> int:
-    return show_list(peers, as_json, "no peers connected", lambda p: print(
+def show_peers(peers: list[dict[str, Any]], as_json: bool, known: list[dict[str, Any]] | None = None) -> int:
+    """Connected peers (``--json``: that list, as before); then the known peers not connected."""
+    show_list(peers, as_json, "no peers connected", lambda p: print(
         f"{p['peer_id']}  {p.get('kind') or '?'}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
         f"{size_text(p['bytes_sent'])} out / {size_text(p['bytes_received'])} in"))
+    away = [k for k in known or () if not k["connected"]]
+    if away and not as_json:
+        print("known peers not connected (redialled):")
+        for k in away:
+            print(f"  {k['peer_id'][:16]}  {k['address']}")
+    return 0
 
 
 def quote_name(name: str) -> str:

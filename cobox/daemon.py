@@ -83,6 +83,7 @@ from .errors import (
 from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
+from .knownpeers import KnownPeers
 from .paths import Home, write_private
 from .relaying import Relaying, expand_wildcard
 from .settings import Config
@@ -232,6 +233,9 @@ class Daemon:
                                    reconnect_max=sw.reconnect_max, give_up_after=sw.give_up_after,
                                    dial_rate=sw.dial_rate, dial_burst=sw.dial_burst, spawner=sup)
         sup.spawn("swarm", lambda: hold(swarm.close))
+        self.known_peers = known = KnownPeers(self.store, self.node)
+        await known.load()
+        sup.spawn("known-peers", known.run, restart="backoff")
         self.relaying = relaying = Relaying(cfg.relay, self.node, self.dht, self.swarm, self.advertised,
                                             lambda a: expand_wildcard(a, addresses.local_ips),
                                             dialed_back=self.reach.dialed_back,
@@ -470,7 +474,9 @@ class Daemon:
         return result
 
     async def connect(self, address: str) -> bytes:
+        """Connect to ``address`` and keep it as a known peer, redialled from now on."""
         peer = await self.node.connect(address)
+        await self.known_peers.add(address, peer.remote_peer_id)
         return peer.remote_peer_id
 
     def write_api_files(self, port: int, token: str) -> None:

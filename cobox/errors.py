@@ -37,6 +37,13 @@ class GroupNotFoundError(CoboxError):
     status = 404
 
 
+class NotFoundError(CoboxError):
+    """What a command names does not exist here (a known peer, ...)."""
+
+    code = "not_found"
+    status = 404
+
+
 class GroupExistsError(CoboxError):
     """A group by that name (or with that address) already exists here."""
 

@@ -39,7 +39,12 @@ OPENAPI: dict[str, Any] = {
                                   "services (name, state, restarts, last_error)")},
         "/v1/stop": {"post": _op("shut the daemon down gracefully")},
         "/v1/peers": {"get": _op("connected peers"),
-                      "post": _op("connect to a peer address", {"address": _TEXT})},
+                      "post": _op("connect to a peer address and keep it as a known peer", {"address": _TEXT})},
+        "/v1/peers/known": {"get": _op("known peers (kept from `peers add`, redialled): address, connected")},
+        "/v1/peers/known/{peer}": {"parameters": [{"name": "peer", "in": "path", "required": True,
+                                                   "schema": {"type": "string"}}],
+                                   "delete": _op("forget a known peer (key, hex id prefix or address); "
+                                                 "closes its connection")},
         "/v1/groups": {"get": _op("groups with their feeds"),
                        "post": _op("create a group; returns its invite URI", {"name": _TEXT}, status="201")},
         "/v1/groups/join": {"post": _op("join a group (or back it up) from an invite URI",

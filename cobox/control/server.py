@@ -79,6 +79,8 @@ class ControlServer:
         r.add_post("/v1/stop", self.stop_daemon)
         r.add_get("/v1/peers", self.peers)
         r.add_post("/v1/peers", self.connect)
+        r.add_get("/v1/peers/known", self.known_peers)
+        r.add_delete("/v1/peers/known/{peer}", self.forget_peer)
         r.add_get("/v1/groups", self.list_groups)
         r.add_post("/v1/groups", self.create_group)
         r.add_post("/v1/groups/join", self.join_group)
@@ -194,6 +196,12 @@ class ControlServer:
     async def connect(self, request: web.Request) -> web.Response:
         body = await _json(request)
         return web.json_response({"peer_id": await self.device.connect(_field(body, "address"))})
+
+    async def known_peers(self, request: web.Request) -> web.Response:
+        return web.json_response(self.device.known_peers())
+
+    async def forget_peer(self, request: web.Request) -> web.Response:
+        return web.json_response({"forgot": await self.device.forget_peer(request.match_info["peer"])})
 
     async def list_groups(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.groups())

@@ -77,6 +77,13 @@ class FakeApp:
         self.calls.append(("connect", address))
         return "cd" * 32
 
+    def known_peers(self) -> list:
+        return [{"peer_id": "cd" * 32, "address": "tcp:10.0.0.1:47100", "connected": False}]
+
+    async def forget_peer(self, peer: str) -> str:
+        self.calls.append(("forget_peer", peer))
+        return "cd" * 32
+
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         self.listeners.append(callback)
         return lambda: self.listeners.remove(callback)

@@ -185,3 +185,27 @@ async def test_first_run_ends_with_what_to_do_next(daemons):
     await again.status()  # answered: the start has been printed in full
     await again.stop()
     assert "what to do next" not in "".join(again.output)
+
+
+async def test_an_added_peer_is_kept_redialled_after_a_restart_and_removed(daemons):
+    a, b = await daemons("a"), await daemons("b")
+    b_id = (await b.status())["peer_id"]
+    await ok(a.home, "peers", "add", await b.address())
+    known = json.loads(await ok(a.home, "peers", "--json"))
+    assert [p["peer_id"] for p in known] == [b_id]
+    await a.stop()
+    a = await daemons("a")  # nothing added again: it redials B by itself
+
+    async def connected() -> bool:
+        return [p["peer_id"] for p in json.loads(await ok(a.home, "peers", "--json"))] == [b_id]
+
+    await eventually(connected, "A redialling its known peer B")
+    out = await ok(a.home, "peers", "remove", b_id[:12])
+    assert out.strip() == f"forgot {b_id}"
+
+    async def gone() -> bool:
+        return json.loads(await ok(a.home, "peers", "--json")) == []
+
+    await eventually(gone, "the connection to a forgotten peer closed")
+    rc, _, err = await cli(a.home, "peers", "remove", b_id[:12])
+    assert rc == 1 and "no known peer" in err
