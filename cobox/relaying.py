@@ -141,7 +141,8 @@ class Relaying:
                 await server.close()
 
     async def _offer(self) -> None:
-        server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._members_together)
+        server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._members_together,
+                             rates=self.node.rates)
         try:
             await server.listen(self.cfg.listen)
         except (OSError, NetworkError) as e:
