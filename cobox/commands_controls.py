@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import Any
 
-from .commands_show import rate_text
+from .commands_show import kbps_text
 from .control.client import Client
 from .errors import UsageError
 
@@ -102,19 +102,15 @@ async def limits_command(api: Client, args: argparse.Namespace) -> int:
     return show_limits(doc, args.json)
 
 
-def _kbps_text(kbps: int) -> str:
-    return rate_text(kbps * 1024) if kbps else "unlimited"
-
-
 def show_limits(doc: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"send     {_kbps_text(doc['max_send_kbps'])}")
-    print(f"receive  {_kbps_text(doc['max_recv_kbps'])}")
+    print(f"send     {kbps_text(doc['max_send_kbps'])}")
+    print(f"receive  {kbps_text(doc['max_recv_kbps'])}")
     print(f"LAN      {'limited too' if doc['limit_lan'] else 'not limited'}")
     for d in doc["devices"].values():
-        print(f"device   {d['peer_key']}: send {_kbps_text(d['send_kbps'])}, receive {_kbps_text(d['recv_kbps'])}")
+        print(f"device   {d['peer_key']}: send {kbps_text(d['send_kbps'])}, receive {kbps_text(d['recv_kbps'])}")
     source = "set at runtime (`cobox limits --reset`: the configuration)" if doc["source"] == "runtime" else \
         "the configuration"
     print(f"from     {source}")
