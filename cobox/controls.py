@@ -89,46 +89,43 @@ class Controls:
     # -- pause and resume ---------------------------------------------------------------------
 
     async def pause(self, kind: Kind, name: str, paused: bool = True) -> dict[str, Any]:
-        """Pause (or resume) a group, a folder or a device; the pauses document."""
-        key: str | bytes
+        """Pause (or resume) a group, a folder or a device; the pauses document. A pause whose
+        folder is gone (removed while paused) can still be resumed, which only forgets it."""
         if kind == "device":
-            key = pauses.device_id(name)
-            if key == getattr(self.node, "peer_id", None):
+            pid = pauses.device_id(name)
+            if pid == getattr(self.node, "peer_id", None):
                 raise UsageError("that is this device")
-        elif kind == "group":
-            if name not in self._groups():
-                raise GroupNotFoundError(f"no group named {name!r}")
-            key = name
-        elif kind == "folder":
-            if name not in self._folders():
-                raise GroupNotFoundError(f"group {name!r} has no folder here")
-            key = name
-        else:
+            if self.pauses.paused(kind, pid) != paused:
+                self._changed(kind, pid, paused)
+                (self.node.pause_peer if paused else self.node.resume_peer)(pid)
+            return self.pauses.as_json()
+        if kind not in ("group", "folder"):
             raise UsageError(f"can pause a group, a folder or a device, not a {kind!r}")
-        if self.pauses.paused(kind, key) != paused:
-            self.pauses = self.pauses.changed(kind, key, paused)
-            pauses.save(self.home, self.pauses)
-            await self._apply(kind, key, paused)
-            shown = encode_key(key)[:16] if isinstance(key, bytes) else key
-            log.info("%s %s %s", "paused" if paused else "resumed", kind, shown)
-        return self.pauses.as_json()
-
-    async def _apply(self, kind: Kind, key: str | bytes, paused: bool) -> None:
-        if kind == "device":
-            assert isinstance(key, bytes)
-            (self.node.pause_peer if paused else self.node.resume_peer)(key)
-        elif kind == "group":
-            dk = self._groups()[key].discovery_key
+        known = self._groups() if kind == "group" else self._folders()
+        if name not in known and (paused or not self.pauses.paused(kind, name)):
+            raise GroupNotFoundError(f"no group named {name!r}" if kind == "group"
+                                     else f"group {name!r} has no folder here")
+        if self.pauses.paused(kind, name) == paused:
+            return self.pauses.as_json()
+        self._changed(kind, name, paused)
+        target = known.get(name)
+        if kind == "group" and target is not None:
+            dk = target.discovery_key
             if paused:
                 self.node.pause_group(dk)
                 await self._swarm().leave(dk)
             else:
                 self.node.resume_group(dk)
                 self._swarm().join(dk)
-        elif not paused:
-            folder = self._folders().get(key)
-            if folder is not None:
-                folder.wake()
+        elif kind == "folder" and target is not None and not paused:
+            target.wake()
+        return self.pauses.as_json()
+
+    def _changed(self, kind: Kind, key: str | bytes, paused: bool) -> None:
+        self.pauses = self.pauses.changed(kind, key, paused)
+        pauses.save(self.home, self.pauses)
+        shown = encode_key(key)[:16] if isinstance(key, bytes) else key
+        log.info("%s %s %s", "paused" if paused else "resumed", kind, shown)
 
     # -- bandwidth ----------------------------------------------------------------------------
 

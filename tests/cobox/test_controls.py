@@ -160,6 +160,24 @@ async def test_pausing_a_group_closes_it_at_the_node_and_leaves_its_topic(tmp_pa
         await c.pause("planet", "g")  # type: ignore[arg-type]
 
 
+async def test_the_pause_of_a_folder_removed_meanwhile_can_still_be_resumed(tmp_path: Path) -> None:
+    class Folder:
+        woken = 0
+
+        def wake(self) -> None:
+            self.woken += 1
+
+    folders: dict[str, Any] = {"g": Folder()}
+    c = Controls(tmp_path, FakeNode(), Bandwidth(), lambda: {}, lambda: folders, FakeSwarm)
+    assert (await c.pause("folder", "g"))["folders"] == ["g"]
+    folders.clear()  # cobox folder remove g
+    with pytest.raises(GroupNotFoundError):
+        await c.pause("folder", "g")  # pausing needs the folder
+    assert (await c.pause("folder", "g", False))["folders"] == []  # resuming only forgets it
+    with pytest.raises(GroupNotFoundError):
+        await c.pause("folder", "g", False)  # not paused any more, not there
+
+
 async def test_pauses_and_runtime_limits_are_applied_again_after_a_restart(tmp_path: Path) -> None:
     node, swarm = FakeNode(), FakeSwarm()
     c = controls(tmp_path, node, swarm)
