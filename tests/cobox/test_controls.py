@@ -13,13 +13,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from cobox import bandwidth, config, pauses
+from cobox import bandwidth, config, pauses, status
 from cobox.bandwidth import Bandwidth, DeviceKbps
 from cobox.control.server import ControlServer
 from cobox.controls import Controls
 from cobox.errors import ConfigError, GroupNotFoundError, UsageError
 from cobox.folders.sync import FolderSync
 from cobox.groups import Group
+from cobox.netview import PeerInfo
 from cobox.pauses import Pauses
 from networker import RateLimits, encode_key
 from networker.identity import DeviceIdentity
@@ -265,3 +266,16 @@ async def test_pause_and_limits_routes_check_the_request_before_asking_the_app()
     finally:
         await ts.close()
     assert app.calls == [("pause", "group", "g"), ("resume", "device", "KEY"), ("limits", {"max_send_kbps": 5})]
+
+
+def test_peers_list_paused_devices_that_are_not_connected() -> None:
+    connected = PeerInfo(A, "tcp:127.0.0.1:1", True, ("g",), 1, 2, "direct LAN")
+    docs = status.peer_documents([connected], [A, B])  # A is paused but still closing: shown once
+    assert [(d["peer_id"], d["kind"], d["paused"], d["connected"]) for d in docs] == \
+        [(A.hex(), "direct LAN", False, True), (B.hex(), "paused", True, False)]
+    doc = status.status_document(
+        peer_id=A, peer_key="k", home="h", pid=1, uptime=0, listening=[], advertised=[], dht={}, lan_enabled=False,
+        groups=[], folders=[], peers=[], traffic=(0, 0), reachability={}, services=[],
+        controls={"paused": Pauses(devices=frozenset({B})).as_json(), "limits": Bandwidth(5).as_json()})
+    assert doc["peers"][0]["peer_id"] == B.hex() and doc["limits"]["max_send_kbps"] == 5
+    assert doc["paused"]["devices"][0]["peer_key"] == encode_key(B)
