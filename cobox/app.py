@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from networker import encode_key
 
-from . import netview
+from . import netview, pauses
 from . import status as docs
 from .errors import UsageError
 from .folders import history as folder_history
@@ -104,6 +104,14 @@ class App(Protocol):
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None: ...
     async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc: ...
 
+    # -- controls (cobox.controls)
+    def pauses(self) -> Doc: ...
+    async def pause(self, kind: str, name: str, paused: bool) -> Doc:
+        """Pause (or resume) a group, folder or device; the pauses document."""
+    def limits(self) -> Doc: ...
+    def set_limits(self, change: Doc) -> Doc:
+        """Change the bandwidth limits (the fields given; ``{"reset": true}``); the limits."""
+
 
 def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
     """The invite of ``group``, with the hints of where this device can be reached."""
@@ -139,7 +147,7 @@ class DaemonApp:
             lan_enabled=d.lan is not None, groups=[self._group_doc(g) for g in d.groups.values()],
             folders=[f.status() for f in d.folders.values()], peers=netview.peers(d.node), traffic=d.node.traffic(),
             reachability=d.reach.status(), services=[svc.to_json() for svc in d.supervisor.status()],
-            relay=d.relaying.status() if d.relaying is not None else None)
+            relay=d.relaying.status() if d.relaying is not None else None, controls=d.controls.document())
 
     def metrics(self) -> str:
         d = self.d
@@ -171,7 +179,7 @@ class DaemonApp:
         self.d.stop()
 
     def peers(self) -> list[Doc]:
-        return [docs.peer_document(p) for p in netview.peers(self.d.node)]
+        return docs.peer_documents(netview.peers(self.d.node), self.d.controls.pauses.devices)
 
     async def connect(self, address: str) -> str:
         return (await self.d.connect(address)).hex()
@@ -199,7 +207,8 @@ class DaemonApp:
 
     def _group_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
-        return docs.group_document(group.status(), self._sync_doc(group),
+        return docs.group_document({**group.status(), "paused": self.d.controls.group_paused(group.name)},
+                                   self._sync_doc(group),
                                    folder.status() if folder is not None else None,
                                    group.backup_status() if group.is_member else None)
 
@@ -303,3 +312,19 @@ class DaemonApp:
 
     async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc:
         return await self.d.restore_keys(peer, user, password, trust_first_use)
+
+    # -- controls -----------------------------------------------------------------------------
+
+    def pauses(self) -> Doc:
+        return self.d.controls.pauses.as_json()
+
+    async def pause(self, kind: str, name: str, paused: bool) -> Doc:
+        if kind not in pauses.KINDS:
+            raise UsageError(f"can pause a group, a folder or a device, not a {kind!r}")
+        return await self.d.controls.pause(kind, name, paused)  # type: ignore[arg-type]
+
+    def limits(self) -> Doc:
+        return self.d.controls.limits.as_json()
+
+    def set_limits(self, change: Doc) -> Doc:
+        return self.d.controls.set_limits(change)

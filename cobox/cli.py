@@ -18,7 +18,7 @@ from pathlib import Path
 from networker import NetworkError
 from storage.errors import StorageError, StoreCorruptError
 
-from . import commands
+from . import commands, commands_controls
 from .errors import CoboxError
 from .paths import Home, default_home
 from .version import __version__
@@ -32,6 +32,8 @@ examples:
   cobox group join < invite.txt                join from an invite kept in a file
   cobox peers add 192.168.1.20:47100           connect to a device directly (HOST:PORT)
   cobox folder add photos ~/Pictures           sync a folder with the group
+  cobox pause photos / cobox resume photos     stop and restart replicating a group
+  cobox limits --send 512 --recv 2048          bandwidth limits in KiB/s
   cobox status --home /tmp/other-home          global options may come after the command
   cobox stop
 
@@ -187,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--no-browser", action="store_true",
                    help="only print the link (paste it into the address bar; never pass it on a command line)")
 
+    commands_controls.add_parsers(sub, _sub)
     _sub(sub, "demo", "three daemons on this machine replicating a group, live", "  cobox demo\n")
     _global_options_everywhere(p)
     return p

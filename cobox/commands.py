@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .commands_controls import limits_command, pause_command
 from .commands_daemon import daemon, service_command, start, stop
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
@@ -66,6 +67,10 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return await keys(api, args)
         if cmd == "folder":
             return await folder(api, args)
+        if cmd in ("pause", "resume"):
+            return await pause_command(api, args)
+        if cmd == "limits":
+            return await limits_command(api, args)
         if cmd == "open":
             return await open_dashboard(api, home, args.no_browser)
     raise UsageError(f"unknown command {cmd}")

@@ -34,6 +34,7 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
             if f.get("pending_down_bytes"):
                 down += f" ({size_text(f['pending_down_bytes'])})"
             state = "in sync" if not (f["pending_up"] or f["pending_down"]) else f"{f['pending_up']} to upload, {down}"
+            state = f"paused, {state}" if f.get("paused") else state
             print(f"{f['path']}: {files_text(f['files'], f['bytes'])}, {state}, {len(f['conflicts'])} conflicts")
             for c in f["conflicts"]:
                 print(f"  conflict copy: {c}")

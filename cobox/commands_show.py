@@ -62,6 +62,11 @@ def files_text(files: int, size: float) -> str:
     return f"{_plural(files, 'file')}, {size_text(size)}"
 
 
+def kbps_text(n: int) -> str:
+    """KiB/s as the limits count them: ``512`` -> ``512 KiB/s``, 0 -> ``unlimited``."""
+    return rate_text(n * 1024) if n else "unlimited"
+
+
 def show_status(s: dict[str, Any], as_json: bool, verbose: bool = False) -> int:
     if as_json:
         print(json.dumps(s, indent=2))
@@ -76,6 +81,17 @@ def show_status(s: dict[str, Any], as_json: bool, verbose: bool = False) -> int:
     print(f"dht        {'off' if not dht.get('enabled', True) else json.dumps(dht)}")
     print(f"lan        {'on' if s['lan']['enabled'] else 'off'}")
     print(f"traffic    {size_text(s['bytes_sent'])} out, {size_text(s['bytes_received'])} in")
+    limits = s.get("limits")
+    if limits and (limits["max_send_kbps"] or limits["max_recv_kbps"] or limits["devices"]):
+        lan = "" if limits["limit_lan"] else " (not on the LAN)"
+        own = f", {len(limits['devices'])} device limit(s)" if limits["devices"] else ""
+        send, recv = kbps_text(limits["max_send_kbps"]), kbps_text(limits["max_recv_kbps"])
+        print(f"limits     send {send}, receive {recv}{lan}{own}")
+    paused = s.get("paused") or {}
+    shown = [f"group {g}" for g in paused.get("groups", [])] + [f"folder {f}" for f in paused.get("folders", [])]
+    shown += [f"device {d['peer_key'][:16]}" for d in paused.get("devices", [])]
+    if shown:
+        print(f"paused     {', '.join(shown)}")
     print(f"groups     {len(s['groups'])}")
     for g in s["groups"]:
         print_group(g, indent="  ", verbose=verbose)

@@ -175,6 +175,13 @@ def check_value(name: str, value: Any, origin: str) -> Any:
             peer_ids(value)
         except ConfigError as e:
             raise ConfigError(f"{origin}: {e}") from None
+    if name == "network.device_limits":
+        from .bandwidth import from_settings
+
+        try:
+            from_settings(NetworkSettings(device_limits=tuple(value)))
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}") from None
     if name in ("api.host", "dht.host") and not _is_host(value):
         raise ConfigError(f"{origin}: {shown} = {value!r} is not an IP address or host name")
     return value

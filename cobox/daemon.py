@@ -63,7 +63,7 @@ from networker import (
 from networker import parse_address as parse
 from storage import Store
 
-from . import addresses
+from . import addresses, bandwidth
 from . import config as configuration
 from .backup import device_keys
 from .backup.audit import SERVICE as AUDIT_SERVICE
@@ -71,6 +71,7 @@ from .backup.audit import AuditServer
 from .backup.keyring import Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
 from .backup.service import RecoveryServer
+from .controls import Controls
 from .errors import (
     CoboxError,
     DaemonRunningError,
@@ -110,6 +111,7 @@ class Daemon:
         self.store: Store
         self.node: Node
         self.swarm: Swarm
+        self.controls: Controls
         self.dht: Any = None
         self.lan: Any = None
         self.api: Any = None
@@ -206,6 +208,9 @@ class Daemon:
         self.node = node = Node(self.identity, self.store, **configuration.connection_limits(cfg.network))
         sup.spawn("node", lambda: hold(node.close))
         self.node.on_event.append(self._on_peer_event)
+        self.controls = Controls(self.home.root, node, bandwidth.from_settings(cfg.network), lambda: self.groups,
+                                 lambda: self.folders, lambda: self.swarm)
+        self.controls.load()  # pauses and limits, before any group joins the node
         for address in cfg.network.listen:
             self.listen_addresses += await listen_fixed(self.node, address, cfg.network.handshake_timeout)
         self.reach = reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg.dht.allow_loopback,
@@ -365,10 +370,12 @@ class Daemon:
                       max_feeds=self.config.backup.max_feeds)
         await group.load()
         self.groups[name] = group
+        self.controls.on_group(group)
         self.supervisor.spawn(f"receipts:{name}", group.run_receipts, restart="backoff")
         self.supervisor.spawn(f"audits:{name}", lambda: hold(group.audits.stop))
         self.node.join(group)
-        self.swarm.join(group.discovery_key)
+        if not self.controls.group_paused(name):
+            self.swarm.join(group.discovery_key)
         return group
 
     # -- folders ------------------------------------------------------------------------------
@@ -378,6 +385,7 @@ class Daemon:
         cannot start (its directory is gone, say) is retried with backoff, its error shown in
         ``status``; once started, FolderSync's own loop runs and reports its rounds."""
         sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(self.config.folders.min_disk_free))
+        self.controls.on_folder(sync, group.name)
         started = True
         try:
             await sync.start()
@@ -438,6 +446,7 @@ class Daemon:
         await self.swarm.leave(group.discovery_key)
         self.node.leave(group.discovery_key)
         del self.groups[name]
+        self.controls.forget_group(name)
         await self.supervisor.cancel(f"receipts:{name}")
         await self.supervisor.cancel(f"audits:{name}")
         await self.store.delete_record(GROUPS_SCOPE, name)

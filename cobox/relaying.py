@@ -145,7 +145,8 @@ class Relaying:
                 await server.close()
 
     async def _offer(self) -> None:
-        server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._members_together)
+        server = RelayServer(self.node.identity, limits(self.cfg), exempt=self._members_together,
+                             rates=self.node.rates)
         try:
             alt = parse(self.cfg.listen).alternatives[0]
             await bind_or_fallback(alt.port, lambda port: server.listen(

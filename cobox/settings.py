@@ -41,6 +41,10 @@ class NetworkSettings:
     max_pending_per_ip: int = 8
     refuse_seconds: float = 10.0
     refuse_max_seconds: float = 600.0
+    max_send_kbps: int = 0
+    max_recv_kbps: int = 0
+    limit_lan: bool = False
+    device_limits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

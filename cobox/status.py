@@ -12,7 +12,8 @@ Documents:
   for members, the backup peers' receipts;
 * :func:`sync_document`: how far a group is (``synced`` only with a peer, settled channels,
   nothing missing and no folder download pending);
-* :func:`peer_document`: one connected peer;
+* :func:`peer_document`: one connected peer; :func:`paused_peer_document`: a paused device (not
+  connected while paused: ``kind`` says ``paused``);
 * :func:`status_document`: the whole device (``GET /v1/status``);
 * :func:`dashboard_document`: the status document plus recent events, each group's connected
   peers and members (the dashboard's ``status`` event);
@@ -116,14 +117,30 @@ def group_document(group: Mapping[str, Any], sync: Doc, folder: Mapping[str, Any
 
 def peer_document(p: PeerInfo) -> Doc:
     return {"peer_id": p.peer_id.hex(), "address": p.address, "initiator": p.initiator, "kind": p.kind,
-            "groups": list(p.groups), "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received}
+            "groups": list(p.groups), "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received,
+            "paused": False, "connected": True}
+
+
+def paused_peer_document(peer_id: bytes) -> Doc:
+    return {"peer_id": peer_id.hex(), "address": "", "initiator": False, "kind": "paused", "groups": [],
+            "bytes_sent": 0, "bytes_received": 0, "paused": True, "connected": False}
+
+
+def peer_documents(peers: Sequence[PeerInfo], paused: Iterable[bytes] = ()) -> list[Doc]:
+    """The connected peers, then the paused devices that are not (still) connected."""
+    out = [peer_document(p) for p in peers]
+    connected = {p.peer_id for p in peers}
+    return out + [paused_peer_document(pid) for pid in sorted(paused) if pid not in connected]
 
 
 def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptime: float,
                     listening: Sequence[str], advertised: Sequence[str], dht: Doc, lan_enabled: bool,
                     groups: Sequence[Doc], folders: Sequence[Doc], peers: Sequence[PeerInfo],
                     traffic: tuple[int, int], reachability: Doc, services: Sequence[Doc],
-                    relay: Doc | None = None) -> Doc:
+                    relay: Doc | None = None, controls: Doc | None = None) -> Doc:
+    """``controls``: :meth:`cobox.controls.Controls.document` (``paused`` and ``limits``)."""
+    controls = controls or {"paused": {"groups": [], "folders": [], "devices": []}, "limits": None}
+    paused = [bytes.fromhex(d["peer_id"]) for d in controls["paused"]["devices"]]
     return {
         "peer_id": peer_id.hex(),
         "peer_key": peer_key,
@@ -138,8 +155,10 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
         "groups": list(groups),
         "folders": list(folders),
         "services": list(services),
-        "peers": [peer_document(p) for p in peers],
+        "peers": peer_documents(peers, paused),
         "relay": relay,
+        "paused": controls["paused"],
+        "limits": controls["limits"],
         "bytes_sent": traffic[0],
         "bytes_received": traffic[1],
     }

@@ -13,6 +13,7 @@ without touching cobox. The groups of names:
 * what a group is to replication: the :class:`Group` protocol (:class:`OpenGroup` the plain one),
   and the live objects a group is handed: :class:`Peer`, :class:`Channel` (product messages,
   such as backup receipts, travel as ``Extension`` bodies that networker does not read);
+* bandwidth limits: :class:`RateLimits`, :class:`DeviceLimit` (given to ``Node.rates.configure``);
 * addresses: :class:`Address`, :class:`MultiAddress`, ``parse_address``;
 * errors: :class:`NetworkError` (the root) and the subclasses cobox catches.
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         DialError,
         KeyEncodingError,
         NetworkError,
+        PeerPausedError,
         PeerRefusedError,
         RemoteProtocolError,
     )
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .node import Node, PeerEvent
     from .peer import Peer, ServiceError
     from .penalty import PenaltyPolicy
+    from .ratelimit import DeviceLimit, RateLimits
     from .reach.ports import bind_or_fallback, listen_fixed
     from .reach.service import Reach
     from .relay import RelayClient, RelayLimits, RelayServer, is_behind_nat_ip
@@ -86,7 +89,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OpenGroup": ("group", "OpenGroup"),
     "Peer": ("peer", "Peer"),
     "PeerEvent": ("node", "PeerEvent"),
+    "PeerPausedError": ("errors", "PeerPausedError"),
     "PeerRefusedError": ("errors", "PeerRefusedError"),
+    "RateLimits": ("ratelimit", "RateLimits"),
+    "DeviceLimit": ("ratelimit", "DeviceLimit"),
     "PenaltyPolicy": ("penalty", "PenaltyPolicy"),
     "Reach": ("reach.service", "Reach"),
     "RemoteProtocolError": ("errors", "RemoteProtocolError"),
@@ -110,6 +116,7 @@ __all__ = [
     "ConnectionLimitError",
     "ConnectionLimits",
     "DeviceIdentity",
+    "DeviceLimit",
     "DhtSource",
     "DialError",
     "Discovery",
@@ -124,8 +131,10 @@ __all__ = [
     "OpenGroup",
     "Peer",
     "PeerEvent",
+    "PeerPausedError",
     "PeerRefusedError",
     "PenaltyPolicy",
+    "RateLimits",
     "Reach",
     "RelayClient",
     "RelayLimits",

@@ -137,6 +137,12 @@ class ConnectionLimitError(NetworkError):
     code = "connection_limit"
 
 
+class PeerPausedError(NetworkError):
+    """This device's user paused that device: no connection to it until it is resumed."""
+
+    code = "peer_paused"
+
+
 class PeerRefusedError(NetworkError):
     """The peer, or its IP address, broke the protocol recently and keeps coming back: it is
     refused for ``retry_after`` more seconds (the refusal doubles with each new offence)."""

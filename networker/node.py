@@ -26,6 +26,14 @@ offence of its peer id and of its IP; a handshake of garbage (seen by the listen
 its IP. A remote that keeps offending is refused for a while (:class:`PenaltyBox`): a refused IP
 before the handshake, a refused peer id right after it, and we do not dial a refused peer id.
 
+Pauses (the user's): a paused peer id is neither dialed nor accepted (its connection is closed
+when it is paused); a paused group keeps its place in :attr:`Node.groups` but its channels are
+closed, not opened on new connections, and a remote's ``Open`` for it waits as one for a group we
+do not have until it is resumed.
+
+Bandwidth (:mod:`networker.ratelimit`): every connection gets a lane of :attr:`Node.rates` for
+its peer id, on the LAN when :func:`networker.relay.connection_kind` says ``direct LAN``.
+
 Events (``connected``, ``disconnected`` with a reason) go to the callbacks in ``on_event``.
 """
 
@@ -41,12 +49,13 @@ from storage import Store
 
 from . import relay, transport
 from .address import MultiAddress, parse
-from .errors import ConnectionLimitError, NetworkError, PeerRefusedError
+from .errors import ConnectionLimitError, NetworkError, PeerPausedError, PeerRefusedError
 from .group import Group
 from .identity import DeviceIdentity
 from .limits import ConnectionLimits, LogThrottle, Slot, Usage, admit, ip_key
 from .peer import Connection, Peer, Replicators, Service
 from .penalty import PenaltyBox, PenaltyPolicy
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +83,7 @@ class NodePeer(Peer):
     service table)."""
 
     def __init__(self, conn: Connection, node: Node, ip: str | None) -> None:
-        super().__init__(conn, node.replicators, node.groups.get, node.services)
+        super().__init__(conn, node.replicators, node.group_for, node.services)
         self.ip = ip
         self.since = self.loop.time()
         self.usage = Usage(self.since)
@@ -142,6 +151,9 @@ class Node:
         self.id_penalties: PenaltyBox[bytes] = PenaltyBox(penalties, clock=self._loop.time)
         self.ip_penalties: PenaltyBox[str] = PenaltyBox(penalties, clock=self._loop.time)
         self.throttle = LogThrottle(log, clock=self._loop.time)
+        self.rates = RateLimiter(now=self._loop.time())
+        self.paused_peers: set[bytes] = set()
+        self.paused_groups: set[bytes] = set()
         self._closed = False
 
     @property
@@ -158,8 +170,36 @@ class Node:
         """Replicate ``group`` with every peer, now and later."""
         self.groups[group.discovery_key] = group
         group.on_feed_added(lambda feed, dk=group.discovery_key: self._offer(dk, feed))
+        if group.discovery_key not in self.paused_groups:
+            for peer in list(self.peers.values()):
+                peer.open(group)
+
+    def group_for(self, discovery_key: bytes) -> Group | None:
+        """The joined group a remote's channel may open (not a paused one)."""
+        return None if discovery_key in self.paused_groups else self.groups.get(discovery_key)
+
+    def pause_group(self, discovery_key: bytes) -> None:
+        """Replicate the group with nobody until :meth:`resume_group` (its channels close)."""
+        self.paused_groups.add(discovery_key)
         for peer in list(self.peers.values()):
-            peer.open(group)
+            peer.close_channel(discovery_key, "paused")
+
+    def resume_group(self, discovery_key: bytes) -> None:
+        self.paused_groups.discard(discovery_key)
+        group = self.groups.get(discovery_key)
+        if group is not None:
+            for peer in list(self.peers.values()):
+                peer.open(group)
+
+    def pause_peer(self, peer_id: bytes) -> None:
+        """No connection with this peer until :meth:`resume_peer` (the current one closes)."""
+        self.paused_peers.add(peer_id)
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.close("paused")
+
+    def resume_peer(self, peer_id: bytes) -> None:
+        self.paused_peers.discard(peer_id)
 
     def leave(self, discovery_key: bytes) -> None:
         if self.groups.pop(discovery_key, None) is None:
@@ -168,7 +208,7 @@ class Node:
             peer.close_channel(discovery_key, "left the group")
 
     def _offer(self, discovery_key: bytes, feed: object) -> None:
-        if discovery_key not in self.groups:
+        if discovery_key not in self.groups or discovery_key in self.paused_groups:
             return
         for peer in self.peers.values():
             for ch in peer.channels.values():
@@ -213,10 +253,15 @@ class Node:
         addr = parse(address) if isinstance(address, str) else address
         for alt in addr.alternatives:
             if alt.peer_key is not None:
+                self._check_paused(alt.peer_key)
                 self._check_refused(alt.peer_key, None)
         port = next((p for p in (li.tcp_port for li in self.listeners) if p), None)
         conn = await relay.dial(addr, self.identity, timeout=timeout, bind_port=port)  # direct ones from our port
         return self.add_connection(conn, ip=ip_key(conn.remote_host))
+
+    def _check_paused(self, peer_id: bytes) -> None:
+        if peer_id in self.paused_peers:
+            raise PeerPausedError("that device is paused on this device")
 
     def _check_refused(self, peer_id: bytes, ip: str | None) -> None:
         for what, refused in (("peer", self.id_penalties.refused_for(peer_id)),
@@ -242,8 +287,9 @@ class Node:
             conn.close()
             raise NetworkError("connected to ourselves")
         try:
+            self._check_paused(pid)
             self._check_refused(pid, ip)
-        except PeerRefusedError:
+        except (PeerPausedError, PeerRefusedError):
             conn.close()
             raise
         existing = self.peers.get(pid)
@@ -264,12 +310,15 @@ class Node:
             return existing
         else:
             existing.close("replaced by another connection to the same peer")
+        if isinstance(conn, transport.SecureConnection):
+            conn.lane = self.rates.lane(pid, relay.connection_kind(conn) == "direct LAN")
         peer = NodePeer(conn, self, ip)
         self.peers[pid] = peer
         peer.start()
         self._schedule_idle_check(peer, self.limits.idle_timeout)
         for group in list(self.groups.values()):
-            peer.open(group)
+            if group.discovery_key not in self.paused_groups:
+                peer.open(group)
         self._emit(PeerEvent("connected", pid))
         task = asyncio.get_running_loop().create_task(self._watch(peer))
         self._watchers.add(task)

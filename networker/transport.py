@@ -20,6 +20,11 @@ pause accepting and logs a traceback per failed accept):
   debug level.
 
 Authenticated connections go to the callback; what they may then do is the node's business.
+
+Bandwidth limits (:mod:`networker.ratelimit`): a connection given a ``lane`` (the node gives
+every peer connection one) waits what the lane's buckets say before it seals and writes a
+message, and after it read a frame before it reads the next (the remote then meets TCP's
+back-pressure). Relayed connections are connections like the others, so they obey too.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from .framing import HEADER_BYTES, encode_frame, frame_length
 from .identity import DeviceIdentity
 from .limits import LogThrottle, PendingHandshakes, ip_key
 from .noise import NoiseSession
+from .ratelimit import Lane
 from .reach.scope import normalize_host
 from .sockets import open_tcp, tcp_sockets, unix_socket
 
@@ -59,6 +65,7 @@ MAX_PENDING = 64
 MAX_PENDING_PER_IP = 8
 ACCEPT_BACKOFF = (0.05, 2.0)  # first and longest pause of accepting when out of resources
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_FRAME_OVERHEAD = HEADER_BYTES + 16  # a frame's length header and its AEAD tag
 _ACCEPT_TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN}
 
 
@@ -80,6 +87,7 @@ class SecureConnection:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.local_address: str | None = None  # tcp:IP:PORT this end of the connection has, if TCP
+        self.lane: Lane | None = None  # the bandwidth limits this connection obeys (None: none)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -88,6 +96,12 @@ class SecureConnection:
     async def send(self, message: bytes) -> None:
         if self._closed:
             raise ConnectionClosedError("connection closed")
+        if self.lane is not None:
+            wait = self.lane.sending(len(message) + _FRAME_OVERHEAD, asyncio.get_running_loop().time())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._closed:
+                raise ConnectionClosedError("connection closed")
         data = self._session.seal(message)  # no await between sealing and writing: nonces stay in order
         self._writer.write(data)
         self.bytes_sent += len(data)
@@ -102,6 +116,10 @@ class SecureConnection:
             frame = await _read_frame(self._reader)
             self.bytes_received += len(frame) + 2
             self._inbox.extend(self._session.open(frame))
+            if self.lane is not None:
+                wait = self.lane.received(len(frame) + 2, asyncio.get_running_loop().time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
         return self._inbox.popleft()
 
     def close(self) -> None:

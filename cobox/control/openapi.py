@@ -19,6 +19,31 @@ def _op(summary: str, body: dict[str, Any] | None = None, *, status: str = "200"
 
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _TEXT = {"type": "string"}
+_KBPS = {"type": "integer", "minimum": 0, "description": "KiB/s; 0: unlimited"}
+
+
+def _pause_op(summary: str) -> dict[str, Any]:
+    op = _op(summary + "; answers the pauses, as GET /v1/pauses")
+    op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "minProperties": 1, "maxProperties": 1, "properties": {
+            "group": {**_TEXT, "description": "a group's name: no replication for it"},
+            "folder": {**_TEXT, "description": "a folder, by its group's name: no scan, record or apply"},
+            "device": {**_TEXT, "description": "a peer key or peer id (64 hex): no connection to it"}}}}}}
+    return op
+
+
+def _limits_op() -> dict[str, Any]:
+    op = _op("change bandwidth limits (only the fields given; runtime changes are kept across restarts and win "
+             "over the configuration until {\"reset\": true}); answers the limits")
+    op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {
+            "max_send_kbps": _KBPS, "max_recv_kbps": _KBPS, "limit_lan": {"type": "boolean"},
+            "reset": {"type": "boolean", "description": "back to the configuration's limits (given alone)"},
+            "devices": {"type": "object", "description": "peer key or id -> {send_kbps, recv_kbps}, or null "
+                        "to drop that device's limits", "additionalProperties": {
+                            "type": "object", "nullable": True,
+                            "properties": {"send_kbps": _KBPS, "recv_kbps": _KBPS}}}}}}}}
+    return op
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -95,6 +120,12 @@ OPENAPI: dict[str, Any] = {
                           "401": {"$ref": "#/components/responses/Error"}}}},
         "/v1/throughput": {"get": _op("per-group counters (entries held, bytes received) sampled each second, "
                                       "the last five minutes")},
+        "/v1/pauses": {"get": _op("paused groups, folders and devices (kept across restarts)")},
+        "/v1/pause": {"post": _pause_op("pause a group, a folder or a device")},
+        "/v1/resume": {"post": _pause_op("resume a group, a folder or a device")},
+        "/v1/limits": {"get": _op("bandwidth limits: max_send_kbps, max_recv_kbps, limit_lan, per-device limits, "
+                                  "source (config or runtime)"),
+                       "put": _limits_op()},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": _op("this description")},

@@ -99,6 +99,11 @@ class ControlServer:
         r.add_post("/v1/folders/{name}/restore", self.folder_restore)
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_post("/v1/keys/restore", self.keys_restore)
+        r.add_get("/v1/pauses", self.get_pauses)
+        r.add_post("/v1/pause", self.pause)
+        r.add_post("/v1/resume", self.resume)
+        r.add_get("/v1/limits", self.get_limits)
+        r.add_put("/v1/limits", self.put_limits)
 
     def mount(self, extra: Mount) -> None:
         extra.install(self)
@@ -292,6 +297,23 @@ class ControlServer:
                                                 body.get("trust_first_use") is True)
         return web.json_response(result)
 
+    async def get_pauses(self, request: web.Request) -> web.Response:
+        return web.json_response(self.device.pauses())
+
+    async def pause(self, request: web.Request) -> web.Response:
+        kind, name = _pause_target(await _json(request))
+        return web.json_response(await self.device.pause(kind, name, True))
+
+    async def resume(self, request: web.Request) -> web.Response:
+        kind, name = _pause_target(await _json(request))
+        return web.json_response(await self.device.pause(kind, name, False))
+
+    async def get_limits(self, request: web.Request) -> web.Response:
+        return web.json_response(self.device.limits())
+
+    async def put_limits(self, request: web.Request) -> web.Response:
+        return web.json_response(self.device.set_limits(await _json(request)))
+
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.device.metrics(), content_type="text/plain")
 
@@ -311,3 +333,11 @@ def _field(body: dict[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise UsageError(f"missing text field {name!r}")
     return value
+
+
+def _pause_target(body: dict[str, Any]) -> tuple[str, str]:
+    """``{"group": NAME}``, ``{"folder": NAME}`` or ``{"device": KEY}``: exactly one."""
+    given = [k for k in ("group", "folder", "device") if k in body]
+    if len(given) != 1 or len(body) != 1:
+        raise UsageError('give exactly one of "group", "folder" or "device"')
+    return given[0], _field(body, given[0])

@@ -110,6 +110,7 @@ class FolderSync:
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: list[Any] = []
         self.rounds = 0
+        self.paused: Callable[[], bool] = lambda: False  # the user paused it: no rounds (cobox.controls)
         self.chunker = Chunker(group.keys.chunker_key)  # the group's keyed boundaries
 
     @property
@@ -182,6 +183,8 @@ class FolderSync:
                 async with asyncio.timeout(self.rescan):
                     await self._wake.wait()
             self._wake.clear()
+            if self.paused():
+                continue
             try:
                 await self.round()
             except Exception as e:  # any failure is recorded and retried, never fatal
@@ -410,6 +413,7 @@ class FolderSync:
             "pending_up": sum(1 for p in files if p not in self._synced),
             "conflicts": sorted(self.state.conflicts()),
             "rounds": self.rounds,
+            "paused": self.paused(),
             "error": self.error,
             "last_error": self.last_error,
             "last_error_time": self.last_error_time,

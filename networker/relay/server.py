@@ -21,8 +21,11 @@ ways. What it copies is the two devices' own Noise handshake and transport messa
 cannot read them, and a byte it changed makes the receiver's decryption fail and the
 connection close. Forwarding obeys a per-circuit and a total byte rate
 (:class:`networker.relay.state.ByteBucket`), except for circuits between two ``exempt``
-devices (a backup peer relaying for its own group's members). A control message that does not decode, or comes
-out of turn, closes that connection.
+devices (a backup peer relaying for its own group's members). Every circuit, exempt or not,
+also obeys this device's own bandwidth limits (``rates``, :mod:`networker.ratelimit`): what
+comes from one side is received from it and sent to the other, on the lanes of the two peer ids
+(a side inside the local network skips the device-wide limits unless ``limit_lan``). A control
+message that does not decode, or comes out of turn, closes that connection.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from ..address import parse
 from ..errors import NetworkError
 from ..identity import DeviceIdentity
 from ..limits import LogThrottle
+from ..ratelimit import Lane, RateLimiter
 from ..transport import SecureConnection
+from .kind import is_behind_nat_ip
 from .state import ByteBucket, Circuit, RelayLimits, RelayState
 from .wire import (
     ACCEPT,
@@ -67,8 +72,9 @@ CHUNK = 65536
 class RelayServer:
     def __init__(self, identity: DeviceIdentity, limits: RelayLimits | None = None, *,
                  allowed: Callable[[bytes], bool] | None = None,
-                 exempt: Callable[[bytes, bytes], bool] | None = None) -> None:
+                 exempt: Callable[[bytes, bytes], bool] | None = None, rates: RateLimiter | None = None) -> None:
         """``allowed(peer_id)``: whether a device may reserve or dial (default: anyone);
+        ``rates``: this device's bandwidth limits (the node's), which every circuit obeys;
         ``exempt(dialer, target)``: whether the two are members of one and the same group of the
         relay's; their circuit goes without circuit and rate limits (circuits being set up stay
         bounded)."""
@@ -77,6 +83,7 @@ class RelayServer:
         self.state: RelayState[SecureConnection] = RelayState(self.limits)
         self.allowed = allowed
         self.exempt = exempt
+        self.rates = rates
         self.addresses: list[str] = []
         self.bytes_forwarded = 0
         self._loop = asyncio.get_running_loop()
@@ -202,8 +209,12 @@ class RelayServer:
         d_reader, d_writer = dialer.detach()
         t_reader, t_writer = target.detach()
         bucket = ByteBucket(0 if circuit.exempt else self.limits.circuit_bytes_per_second, self._loop.time())
-        pumps = [self._loop.create_task(self._pump(circuit, d_reader, t_writer, bucket, True)),
-                 self._loop.create_task(self._pump(circuit, t_reader, d_writer, bucket, False))]
+        lanes: tuple[Lane | None, Lane | None] = (None, None)
+        if self.rates is not None:
+            lanes = (self.rates.lane(dialer.remote_peer_id, is_behind_nat_ip(dialer.remote_host)),
+                     self.rates.lane(target.remote_peer_id, is_behind_nat_ip(target.remote_host)))
+        pumps = [self._loop.create_task(self._pump(circuit, d_reader, t_writer, bucket, True, lanes)),
+                 self._loop.create_task(self._pump(circuit, t_reader, d_writer, bucket, False, (lanes[1], lanes[0])))]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -214,13 +225,18 @@ class RelayServer:
             await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _pump(self, circuit: Circuit[SecureConnection], reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, bucket: ByteBucket, upstream: bool) -> None:
+                    writer: asyncio.StreamWriter, bucket: ByteBucket, upstream: bool,
+                    lanes: tuple[Lane | None, Lane | None]) -> None:
+        """Copy from ``reader`` (the side of ``lanes[0]``) to ``writer`` (that of ``lanes[1]``)."""
+        came_from, going_to = lanes
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(CHUNK):
                 now = self._loop.time()
                 wait = bucket.take(len(data), now)
                 if not circuit.exempt:
                     wait = max(wait, self._total.take(len(data), now))
+                if came_from is not None and going_to is not None:
+                    wait = max(wait, came_from.received(len(data), now), going_to.sending(len(data), now))
                 if wait > 0:
                     await asyncio.sleep(wait)
                 writer.write(self.forward(data, upstream))

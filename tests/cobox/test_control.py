@@ -167,6 +167,20 @@ class FakeApp:
     async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> dict[str, Any]:
         return {"restarting": True}
 
+    def pauses(self) -> dict[str, Any]:
+        return {"groups": [], "folders": [], "devices": []}
+
+    async def pause(self, kind: str, name: str, paused: bool) -> dict[str, Any]:
+        self.calls.append(("pause" if paused else "resume", kind, name))
+        return {"groups": [name] if kind == "group" and paused else [], "folders": [], "devices": []}
+
+    def limits(self) -> dict[str, Any]:
+        return {"max_send_kbps": 0, "max_recv_kbps": 0, "limit_lan": False, "devices": {}, "source": "config"}
+
+    def set_limits(self, change: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("limits", change))
+        return {**self.limits(), **change, "source": "runtime"}
+
 
 def test_the_fake_is_an_app() -> None:
     app: App = FakeApp()  # mypy checks the protocol; at run time, every member the server uses exists
