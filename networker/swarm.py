@@ -22,7 +22,10 @@ joined while the DHT was empty or under attack is found in seconds once it recov
 Failed dials back off exponentially with jitter (``reconnect_base`` doubling up to
 ``reconnect_max``); after ``give_up_after`` failures in a row the peer is given up until a
 lookup finds it at a different address. A peer whose connection drops is redialed with the
-same backoff while it remains a candidate of a joined topic. Connections themselves (one per
+same backoff while it remains a candidate of a joined topic; a connection that dropped within
+:data:`STABLE_AFTER` seconds of being made (the other side closes it at once: it paused us, or
+refuses us after the handshake) counts as one more failure, so such a peer is not redialled
+every second. Connections themselves (one per
 peer pair, channels per group) belong to :class:`networker.node.Node`.
 
 Given a ``spawner`` (the daemon's supervisor, injected as the :class:`Spawner` protocol), each
@@ -47,6 +50,7 @@ from .errors import AddressError, NetworkError
 from .node import Node, PeerEvent
 
 log = logging.getLogger(__name__)
+STABLE_AFTER = 10.0  # seconds a connection must last for its drop not to count as a failure
 
 
 class Discovery(Protocol):
@@ -109,6 +113,7 @@ class Candidate:
     failures: int = 0
     given_up: bool = False
     dialing: asyncio.Task[None] | None = None
+    connected_at: float | None = None  # when our last dial to it succeeded
 
 
 class Swarm:
@@ -269,7 +274,7 @@ class Swarm:
                 self.dials_started += 1
                 try:
                     await self.node.connect(cand.address, timeout=self.dial_timeout)
-                    cand.failures = 0
+                    cand.connected_at = asyncio.get_running_loop().time()
                     return
                 except (NetworkError, OSError, TimeoutError) as e:
                     cand.failures += 1
@@ -286,5 +291,9 @@ class Swarm:
             return
         cand = self.candidates.get(event.peer_id)
         if cand is not None and cand.topics:
-            cand.failures = max(cand.failures, 1)  # back off before the redial
+            lasted = (asyncio.get_running_loop().time() - cand.connected_at
+                      if cand.connected_at is not None else STABLE_AFTER)
+            cand.connected_at = None
+            # back off before the redial; longer each time a connection does not last
+            cand.failures = 1 if lasted >= STABLE_AFTER else cand.failures + 1
             self._maybe_dial(cand)

@@ -226,3 +226,36 @@ async def test_topic_loop_survives_a_failing_source_and_retries_soon():
         assert node.dialled == [address] and source.lookups == 3
     finally:
         await swarm.close()
+
+
+class ClosingNode(FakeNode):
+    """Every dial succeeds and the other side closes the connection at once (it paused us)."""
+
+    async def connect(self, address: str, timeout: float = 10.0) -> None:
+        self.dialled.append(address)
+        self.dialled_event.set()
+
+
+async def test_a_peer_that_closes_at_once_is_redialled_ever_more_slowly():
+    from networker.node import PeerEvent
+
+    node = ClosingNode()
+    peer = DeviceIdentity.generate().peer_id
+    source = ListSource([[(peer, f"tcp:203.0.113.9:4000~noise:{encode_key(peer)}")]])
+    swarm = Swarm(node, [source], advertised=lambda: [], lookup_interval=60,  # type: ignore[arg-type]
+                  reconnect_base=0.001, reconnect_max=100.0)
+    try:
+        swarm.join(os.urandom(32))
+        failures = []
+        for n in range(1, 5):
+            async with asyncio.timeout(TIMEOUT):
+                while len(node.dialled) < n:
+                    await asyncio.sleep(0.005)
+                while swarm.candidates[peer].dialing is not None:
+                    await asyncio.sleep(0.005)
+            for listener in node.on_event:  # connected, then dropped by the other side right away
+                listener(PeerEvent("disconnected", peer, "paused"))
+            failures.append(swarm.candidates[peer].failures)
+        assert failures == [1, 2, 3, 4]  # a successful connect no longer resets the backoff
+    finally:
+        await swarm.close()
