@@ -1,0 +1,66 @@
+// The transfer plot: per group, bytes received per second (or entries per second), the last
+// five minutes, drawn as SVG polylines; the scale's top is written in human units.
+"use strict";
+
+const HISTORY_SECONDS = 300;
+const MAX_SAMPLES = 400;
+
+function niceMax(v) {
+  // the smallest 1, 2 or 5 times a power of ten (of 1024 for bytes) at or above v
+  const bytes = $("#plot-metric").value === "bytes";
+  const base = bytes ? 1024 : 10;
+  let p = 1;
+  while (p * base <= v) p *= base;
+  for (const m of bytes ? [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] : [1, 2, 5]) if (m * p >= v) return m * p;
+  return base * p;
+}
+
+function drawPlot() {
+  const svg = $("#plot");
+  const metric = $("#plot-metric").value;
+  const W = 800, H = 160;
+  const now = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
+  const names = [...new Set(samples.flatMap((s) => Object.keys(s.groups)))].sort();
+  const series = names.map((name) => {
+    const pts = [];
+    for (let i = 1; i < samples.length; i++) {
+      const a = samples[i - 1].groups[name], b = samples[i].groups[name];
+      const dt = samples[i].t - samples[i - 1].t;
+      if (!a || !b || dt <= 0 || now - samples[i].t > HISTORY_SECONDS) continue;
+      pts.push([samples[i].t, Math.max(0, (b[metric] - a[metric]) / dt)]);
+    }
+    return { name, pts };
+  });
+  const peak = Math.max(0, ...series.flatMap((s) => s.pts.map((p) => p[1])));
+  const max = niceMax(Math.max(metric === "bytes" ? 1024 : 1, peak));
+  const ns = "http://www.w3.org/2000/svg";
+  const kids = [];
+  for (let k = 1; k < 4; k++) {
+    const line = document.createElementNS(ns, "line");
+    line.setAttribute("class", "grid");
+    line.setAttribute("x1", 0); line.setAttribute("x2", W);
+    line.setAttribute("y1", H * k / 4); line.setAttribute("y2", H * k / 4);
+    kids.push(line);
+  }
+  series.forEach((s, i) => {
+    if (!s.pts.length) return;
+    const pl = document.createElementNS(ns, "polyline");
+    pl.setAttribute("class", `sw${i % 6}`);
+    pl.setAttribute("points", s.pts.map(([t, v]) =>
+      `${(W - (now - t) / HISTORY_SECONDS * W).toFixed(1)},${(H - 2 - v / max * (H - 4)).toFixed(1)}`).join(" "));
+    kids.push(pl);
+  });
+  svg.replaceChildren(...kids);
+  const unit = metric === "bytes" ? fmtRate(max) : `${max} entries/s`;
+  const latest = series.map((s) => s.pts.length ? s.pts[s.pts.length - 1][1] : 0).reduce((a, b) => a + b, 0);
+  $("#plot-axis").textContent = `Last ${HISTORY_SECONDS / 60} minutes · top line ${unit} · now ${
+    metric === "bytes" ? fmtRate(latest) : `${latest.toFixed(latest < 10 ? 1 : 0)} entries/s`}`;
+  $("#plot").setAttribute("aria-label", `transfer plot: ${$("#plot-axis").textContent}`);
+  const legend = names.join("\n");
+  if ($("#legend").dataset.sig !== legend) {
+    $("#legend").dataset.sig = legend;
+    $("#legend").replaceChildren(...series.map((s, i) => el("li", {}, el("span", { class: `swatch sw${i % 6}` }), s.name)));
+  }
+}
+
+$("#plot-metric").addEventListener("change", drawPlot);
