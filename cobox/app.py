@@ -90,6 +90,8 @@ class App(Protocol):
     async def members(self, name: str) -> list[Doc]: ...
     def throughput_counters(self) -> dict[str, tuple[int, int]]:
         """Per group: (entries held, bytes received from peers), for the dashboard's plot."""
+    def traffic(self) -> tuple[int, int]:
+        """(bytes sent, bytes received) to and from all peers since start."""
 
     # -- folders
     def folders(self) -> list[Doc]: ...
@@ -265,6 +267,10 @@ class DaemonApp:
             if author is not None:
                 out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False})
         return list(out.values())
+
+    def traffic(self) -> tuple[int, int]:
+        sent, received = self.d.node.traffic()
+        return sent, received
 
     def throughput_counters(self) -> dict[str, tuple[int, int]]:
         out = {}

@@ -24,7 +24,8 @@ port (reached by a link from any page) would receive them. Instead:
    connects or leaves; every stream waits on that one tick, so any number of open pages cost
    one computation a second, and none costs next to nothing. While something is syncing the
    document is refreshed every ``BUSY_INTERVAL`` seconds (progress moves smoothly and short
-   transfers are seen), samples are still taken once a ``INTERVAL``.
+   transfers are seen), also for ``BUSY_AFTER_EVENT`` seconds after a peer event (a sync may be
+   starting); samples are still taken once a ``INTERVAL``.
 5. The document says which optional controls the daemon offers (``features``: pause, limits,
    rescan, device list/rename/remove, found among the server's routes), so the page shows a
    control only where its endpoint exists. Folder activity is told in words by comparing one
@@ -70,6 +71,7 @@ log = logging.getLogger("cobox.web")
 
 INTERVAL = 1.0  # seconds between samples (and at most this long between status pushes)
 BUSY_INTERVAL = 0.25  # seconds between status refreshes while a group or folder is syncing
+BUSY_AFTER_EVENT = 5.0  # and for this long after a peer connects or leaves (a sync may start)
 # Optional controls, each offered when the control server has one of these routes (the first found).
 FEATURES: dict[str, tuple[str, ...]] = {
     "pause": ("/v1/pause", "/api/pause"),
@@ -105,6 +107,7 @@ class Dashboard:
         self._kinds: dict[str, str] = {}  # peer id -> how it was last connected
         self._sampled = 0.0  # when the latest throughput sample was taken
         self._busy = False  # something is syncing: refresh more often
+        self._busy_until = 0.0  # (monotonic) refresh often until then: a peer came or went
         self.doc: dict[str, Any] | None = None
         self.version = 0  # bumped whenever the status document changes
         self._digest = b""
@@ -267,7 +270,7 @@ class Dashboard:
         now = time.time()
         if now - self._sampled >= INTERVAL * 0.9:
             self._sampled = now
-            self.throughput.record(now, app.throughput_counters())
+            self.throughput.record(now, app.throughput_counters(), app.traffic())
         if (self._watchers or self.doc is None) and self.server is not None:
             status = self.server.status_doc()
             members = {}
@@ -309,10 +312,12 @@ class Dashboard:
                 log.exception("dashboard: refreshing the status failed")
             self._poke.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(BUSY_INTERVAL if self._busy and self._watchers else INTERVAL):
+                busy = self._busy or time.monotonic() < self._busy_until
+                async with asyncio.timeout(BUSY_INTERVAL if busy and self._watchers else INTERVAL):
                     await self._poke.wait()
 
     def _on_peer_event(self, event: Any) -> None:
+        self._busy_until = time.monotonic() + BUSY_AFTER_EVENT
         self._poke.set()
 
     async def _on_shutdown(self, app: web.Application) -> None:

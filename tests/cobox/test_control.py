@@ -135,6 +135,9 @@ class FakeApp:
     def folder_changes(self) -> dict[str, float]:
         return {}
 
+    def traffic(self) -> tuple[int, int]:
+        return (5, 7)
+
     def folders(self) -> list[dict[str, Any]]:
         return []
 

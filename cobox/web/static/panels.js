@@ -178,7 +178,7 @@ function groupView(g) {
       const p = status.peers.find((x) => x.peer_id === id);
       return `${deviceName(id)}${p && p.kind ? ` (${p.kind})` : ""}`;
     }),
-    connectedIds: g.connected.map(short), members: others.map((m) => `${deviceName(m.peer_id)} · ${short(m.peer_id)}`),
+    connectedIds: g.connected.map(short), members: others.map((m) => deviceName(m.peer_id)),
     stored: g.stored_bytes, quota: g.quota_bytes, paused: !!g.paused, features: features(),
     receipts: (g.receipts || []).map((r) => `${deviceName(r.peer)}: ${r.length} entries${r.time ? `, ${fmtAgo(r.time)}` : ""}${
       r.audit && r.audit.passed === false ? " — audit failed" : ""}`),

@@ -1,5 +1,5 @@
-// The transfer plot: per group, bytes received per second (or entries per second), the last
-// five minutes, drawn as SVG polylines; the scale's top is written in human units.
+// The transfer plot: this device's download and upload in bytes per second (or, per group,
+// bytes received or entries per second), the last five minutes, drawn as SVG polylines; the scale's top is written in human units.
 "use strict";
 
 const HISTORY_SECONDS = 300;
@@ -7,7 +7,7 @@ const MAX_SAMPLES = 400;
 
 function niceMax(v) {
   // the smallest 1, 2 or 5 times a power of ten (of 1024 for bytes) at or above v
-  const bytes = $("#plot-metric").value === "bytes";
+  const bytes = $("#plot-metric").value !== "entries";
   const base = bytes ? 1024 : 10;
   let p = 1;
   while (p * base <= v) p *= base;
@@ -20,19 +20,24 @@ function drawPlot() {
   const metric = $("#plot-metric").value;
   const W = 800, H = 160;
   const now = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
-  const names = [...new Set(samples.flatMap((s) => Object.keys(s.groups)))].sort();
-  const series = names.map((name) => {
+  // each series: a name and how to read its counter from a sample (undefined: not in it)
+  const counters = metric === "traffic"
+    ? [["Download", (s) => s.received], ["Upload", (s) => s.sent]]
+    : [...new Set(samples.flatMap((s) => Object.keys(s.groups)))].sort().map((name) =>
+      [name, (s) => (s.groups[name] ? s.groups[name][metric] : undefined)]);
+  const names = counters.map(([name]) => name);
+  const series = counters.map(([name, read]) => {
     const pts = [];
     for (let i = 1; i < samples.length; i++) {
-      const a = samples[i - 1].groups[name], b = samples[i].groups[name];
+      const a = read(samples[i - 1]), b = read(samples[i]);
       const dt = samples[i].t - samples[i - 1].t;
-      if (!a || !b || dt <= 0 || now - samples[i].t > HISTORY_SECONDS) continue;
-      pts.push([samples[i].t, Math.max(0, (b[metric] - a[metric]) / dt)]);
+      if (a === undefined || b === undefined || dt <= 0 || now - samples[i].t > HISTORY_SECONDS) continue;
+      pts.push([samples[i].t, Math.max(0, (b - a) / dt)]);
     }
     return { name, pts };
   });
   const peak = Math.max(0, ...series.flatMap((s) => s.pts.map((p) => p[1])));
-  const max = niceMax(Math.max(metric === "bytes" ? 1024 : 1, peak));
+  const max = niceMax(Math.max(metric === "entries" ? 1 : 1024, peak));
   const ns = "http://www.w3.org/2000/svg";
   const kids = [];
   for (let k = 1; k < 4; k++) {
@@ -51,12 +56,12 @@ function drawPlot() {
     kids.push(pl);
   });
   svg.replaceChildren(...kids);
-  const unit = metric === "bytes" ? fmtRate(max) : `${max} entries/s`;
+  const unit = metric !== "entries" ? fmtRate(max) : `${max} entries/s`;
   const latest = series.map((s) => s.pts.length ? s.pts[s.pts.length - 1][1] : 0).reduce((a, b) => a + b, 0);
   $("#plot-axis").textContent = `Last ${HISTORY_SECONDS / 60} minutes · top line ${unit} · now ${
-    metric === "bytes" ? fmtRate(latest) : `${latest.toFixed(latest < 10 ? 1 : 0)} entries/s`}`;
+    metric !== "entries" ? fmtRate(latest) : `${latest.toFixed(latest < 10 ? 1 : 0)} entries/s`}`;
   $("#plot").setAttribute("aria-label", `transfer plot: ${$("#plot-axis").textContent}`);
-  const legend = names.join("\n");
+  const legend = metric + "\n" + names.join("\n");
   if ($("#legend").dataset.sig !== legend) {
     $("#legend").dataset.sig = legend;
     $("#legend").replaceChildren(...series.map((s, i) => el("li", {}, el("span", { class: `swatch sw${i % 6}` }), s.name)));
