@@ -167,7 +167,8 @@ def dashboard_document(status: Doc, events: Sequence[Doc], members: Mapping[str,
     groups = []
     for g in status["groups"]:
         g = dict(g)
-        g["connected"] = [p["peer_id"] for p in status["peers"] if g["name"] in p["groups"]]
+        g["connected"] = [p["peer_id"] for p in status["peers"] if g["name"] in p.get("groups", [])
+                          and p.get("connected", True)]
         g["members"] = members.get(g["name"], [])
         groups.append(g)
     doc["groups"] = groups
@@ -184,7 +185,8 @@ def device_documents(status: Doc, events: Sequence[Doc], members: Mapping[str, l
     out: dict[str, Doc] = {}
 
     def device(pid: str) -> Doc:
-        return out.setdefault(pid, {"peer_id": pid, "name": "", "connected": False, "kind": "", "address": "",
+        return out.setdefault(pid, {"peer_id": pid, "name": "", "connected": False, "paused": False, "kind": "",
+                                    "address": "",
                                     "bytes_sent": 0, "bytes_received": 0, "groups": [], "last_seen": None})
 
     for name, ms in members.items():
@@ -197,6 +199,10 @@ def device_documents(status: Doc, events: Sequence[Doc], members: Mapping[str, l
                 d["groups"].append(name)
     for p in status["peers"]:
         d = device(p["peer_id"])
+        d["name"] = p.get("name") or d["name"]
+        d["paused"] = bool(p.get("paused"))
+        if not p.get("connected", True):
+            continue  # a paused device that is not connected
         d.update(connected=True, kind=p.get("kind", ""), address=p.get("address", ""),
                  bytes_sent=p.get("bytes_sent", 0), bytes_received=p.get("bytes_received", 0))
         for name in p.get("groups", []):

@@ -27,7 +27,7 @@ port (reached by a link from any page) would receive them. Instead:
    transfers are seen), also for ``BUSY_AFTER_EVENT`` seconds after a peer event (a sync may be
    starting); samples are still taken once a ``INTERVAL``.
 5. The document says which optional controls the daemon offers (``features``: pause, limits,
-   rescan, device list/rename/remove, found among the server's routes), so the page shows a
+   rescan, folder type, device rename/remove, found among the server's routes), so the page shows a
    control only where its endpoint exists. Folder activity is told in words by comparing one
    document's folders with the next (:mod:`cobox.web.activity`).
 
@@ -72,15 +72,17 @@ log = logging.getLogger("cobox.web")
 INTERVAL = 1.0  # seconds between samples (and at most this long between status pushes)
 BUSY_INTERVAL = 0.25  # seconds between status refreshes while a group or folder is syncing
 BUSY_AFTER_EVENT = 5.0  # and for this long after a peer connects or leaves (a sync may start)
-# Optional controls, each offered when the control server has one of these routes (the first found).
-FEATURES: dict[str, tuple[str, ...]] = {
-    "pause": ("/v1/pause", "/api/pause"),
-    "resume": ("/v1/resume", "/api/resume"),
-    "limits": ("/v1/limits", "/api/limits"),
-    "rescan": ("/v1/folders/rescan", "/api/folders/rescan", "/v1/folders/{name}/rescan"),
-    "devices": ("/v1/devices", "/api/devices"),
-    "rename": ("/v1/devices/rename", "/api/devices/rename", "/v1/devices/{device}/name", "/v1/devices/{id}/name"),
-    "remove_device": ("/v1/devices/remove", "/api/devices/remove", "/v1/devices/{device}", "/v1/devices/{id}"),
+# Optional controls, each offered when the control server has this route (method and path).
+FEATURES: dict[str, tuple[str, str]] = {
+    "pause": ("POST", "/v1/pause"),                                      # {"group"|"folder"|"device": ...}
+    "resume": ("POST", "/v1/resume"),
+    "limits": ("PUT", "/v1/limits"),                                     # bandwidth, KiB/s
+    "rescan": ("POST", "/v1/folders/{name}/rescan"),
+    "override": ("POST", "/v1/folders/{name}/override"),                 # send-only: undo remote changes
+    "revert": ("POST", "/v1/folders/{name}/revert"),                     # receive-only: undo local changes
+    "folder_edit": ("PATCH", "/v1/folders/{name}"),                      # {"type", "rescan_interval"}
+    "rename": ("POST", "/v1/device/rename"),                             # this device's name
+    "remove_device": ("DELETE", "/v1/groups/{name}/devices/{device}"),
 }
 HEARTBEAT = 15.0  # an SSE comment this often keeps idle streams open through proxies
 SESSION_HEADER = "X-Cobox-Session"
@@ -218,8 +220,8 @@ class Dashboard:
         """Per optional control, the path of its route on the control server, or None."""
         if self.server is None:
             return dict.fromkeys(FEATURES)
-        paths = {r.resource.canonical for r in self.server.app.router.routes() if r.resource is not None}
-        return {name: next((p for p in candidates if p in paths), None) for name, candidates in FEATURES.items()}
+        routes = {(r.method, r.resource.canonical) for r in self.server.app.router.routes() if r.resource is not None}
+        return {name: path if (method, path) in routes else None for name, (method, path) in FEATURES.items()}
 
     # -- live data ------------------------------------------------------------------------------
 

@@ -301,4 +301,5 @@ async def test_the_dashboard_offers_an_optional_control_only_where_its_route_exi
     server.mount(dashboard)
     assert dashboard.features()["pause"] is None
     server.app.router.add_post("/v1/pause", server.status)
+    server.app.router.add_get("/v1/limits", server.status)  # only reading them: no control
     assert dashboard.features()["pause"] == "/v1/pause" and dashboard.features()["limits"] is None

@@ -22,6 +22,10 @@ def test_devices_merge_members_and_connected_peers_with_last_seen_from_events() 
                "work": [{"peer_id": P1}, {"peer_id": P2}]}
     events = [{"time": 5.0, "kind": "connected", "peer": P1}, {"time": 8.0, "kind": "disconnected", "peer": P1},
               {"time": 9.0, "kind": "connected", "peer": P2}]
+    paused = {**status, "peers": status["peers"] + [{"peer_id": P1, "connected": False, "paused": True,
+                                                      "kind": "paused", "groups": []}]}
+    p1 = next(d for d in device_documents(paused, events, members) if d["peer_id"] == P1)
+    assert p1["paused"] and not p1["connected"] and p1["kind"] == ""  # a paused device not connected
     devices = device_documents(status, events, members)
     assert [d["peer_id"] for d in devices] == [P2, P1]  # connected first; this device is not listed
     p2, p1 = devices

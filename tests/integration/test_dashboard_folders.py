@@ -95,7 +95,7 @@ async def test_folders_added_from_the_page_sync_restore_and_resolve(daemons, tmp
             states = (await fold_b.get_attribute("data-states") or "").split(",")
             assert "Syncing" in states and states[-1] == "Up to Date", states
             assert states.index("Syncing") < len(states) - 1
-            assert _tree(fb) == _tree(fa)
+            await _until(lambda: _tree(fb) == _tree(fa), "A's files on B's disk")
             b_id = (await b.status())["peer_id"]
             device = pa.locator(f'#devices [data-device="{b_id}"]')
             await expect(device.locator("summary .state")).to_have_text("Connected (direct LAN)")

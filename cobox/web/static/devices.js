@@ -34,7 +34,8 @@ function deviceView(d) {
     return `${g.name}${feeds.length ? ` (${plural(n, "entry", "entries")} written)` : ""}`;
   });
   let state, cls;
-  if (d.paused) [state, cls] = ["Paused", "paused"];
+  const paused = d.paused || isPaused("device", d.peer_id);
+  if (paused) [state, cls] = ["Paused", "paused"];
   else if (d.connected) [state, cls] = [`Connected${d.kind ? ` (${d.kind})` : ""}`, "ok"];
   else [state, cls] = ["Disconnected", "idle"];
   return {
@@ -42,8 +43,10 @@ function deviceView(d) {
     rates: d.connected ? `↓ ${fmtRate(r.in)}  ↑ ${fmtRate(r.out)}` : "",
     totals: d.connected ? `${fmtBytes(d.bytes_received)} received, ${fmtBytes(d.bytes_sent)} sent` : "",
     seen: d.connected ? "now" : (d.last_seen ? fmtAgo(d.last_seen) : "not since the daemon started"),
-    held: held.join(", ") || "no shared group", paused: !!d.paused, features: features(),
-    armed: armed[`forget:${d.peer_id}`] > Date.now(), error: rowErrors[`device:${d.peer_id}`] || "",
+    held: held.join(", ") || "no shared group", paused, features: features(),
+    memberOf: status.groups.filter((g) => (g.members || []).some((m) => m.peer_id === d.peer_id)).map((g) => g.name),
+    armed: Object.keys(armed).filter((k) => k.startsWith(`forget:${d.peer_id}:`) && armed[k] > Date.now()),
+    error: rowErrors[`device:${d.peer_id}`] || "",
   };
 }
 
@@ -69,14 +72,14 @@ function buildDevice(v) {
     actions.append(el("button", { type: "button", class: "small secondary pause-btn", "data-focus-key": "pause",
       text: v.paused ? "Resume" : "Pause", onclick: () => pauseResume(pauseKey, { device: v.id }, `device:${v.id}`) }));
   }
-  if (v.features.rename) {
-    actions.append(el("button", { type: "button", class: "small secondary", "data-focus-key": "rename", text: "Rename",
-      onclick: () => openRename(v.id, v.name) }));
-  }
   if (v.features.remove_device) {
-    actions.append(el("button", { type: "button", class: `small danger${v.armed ? " armed" : ""}`,
-      "data-focus-key": "forget", text: v.armed ? "Really remove it from its groups?" : "Remove",
-      onclick: () => twoClick(`forget:${v.id}`, () => removeDevice(v.id), `device:${v.id}`) }));
+    for (const g of v.memberOf) {
+      const key = `forget:${v.id}:${g}`;
+      const on = v.armed.includes(key);
+      actions.append(el("button", { type: "button", class: `small danger${on ? " armed" : ""}`,
+        "data-focus-key": key, text: on ? `Really remove it from ${g}? It loses access to new files` : `Remove from ${g}`,
+        onclick: () => twoClick(key, () => removeDevice(v.id, g), `device:${v.id}`) }));
+    }
   }
   if (actions.children.length) body.append(actions);
   if (v.error) body.append(el("p", { class: "error", role: "alert", text: v.error }));
@@ -92,40 +95,34 @@ function renderDevices() {
 
 // -- bandwidth limits (GET/PUT features.limits) ---------------------------------------------------
 
-let limits = null;        // the last limits document, once fetched
-let limitsAsked = false;
-
-async function loadLimits() {
-  limitsAsked = true;
-  try { limits = await api("GET", features().limits); } catch (e) { limits = null; }
-  renderLimits();
-}
-
 function renderLimits() {
   const box = $("#limits-box");
   const path = features().limits;
   box.hidden = !path;
   if (!path) return;
-  if (!limitsAsked) { loadLimits(); return; }
-  const sig = JSON.stringify(limits);
+  const l = status.limits || {};  // {max_send_kbps, max_recv_kbps, limit_lan, devices, source}
+  const sig = JSON.stringify(l);
   if (box.dataset.sig === sig) return;
+  if (box.contains(document.activeElement) && document.activeElement.tagName === "INPUT") return;  // being edited
   box.dataset.sig = sig;
-  const l = limits || {};
   const kbps = (v) => (v ? `${v} KiB/s` : "unlimited");
   const form = el("form", { class: "action inset", id: "limits-form" },
     el("div", { class: "field" }, el("label", { for: "limit-recv", text: "Download limit (KiB/s, 0 = none)" }),
       el("input", { id: "limit-recv", name: "recv", type: "number", min: "0", value: String(l.max_recv_kbps || 0) })),
     el("div", { class: "field" }, el("label", { for: "limit-send", text: "Upload limit (KiB/s, 0 = none)" }),
       el("input", { id: "limit-send", name: "send", type: "number", min: "0", value: String(l.max_send_kbps || 0) })),
+    el("div", { class: "field" }, el("label", { class: "inline" },
+      el("input", { id: "limit-lan", name: "lan", type: "checkbox", checked: !!l.limit_lan }), " Limit on the LAN too")),
     el("div", { class: "buttons" }, el("button", { type: "submit", text: "Save limits" })),
-    el("p", { class: "hint", text: `Now: download ${kbps(l.max_recv_kbps)}, upload ${kbps(l.max_send_kbps)}.` }),
+    el("p", { class: "hint", id: "limits-now",
+      text: `Now: download ${kbps(l.max_recv_kbps)}, upload ${kbps(l.max_send_kbps)}${l.limit_lan ? ", on the LAN too" : ""}.` }),
+    el("p", { class: "ok-text", id: "limits-done", role: "status", hidden: true, text: "Saved." }),
     el("p", { class: "error", role: "alert", hidden: true }));
   form.addEventListener("submit", (e) => submitForm(e, form, async () => {
-    const body = { ...l, max_recv_kbps: Number(form.elements.recv.value) || 0,
-      max_send_kbps: Number(form.elements.send.value) || 0 };
-    const saved = await api("PUT", features().limits, body);
-    limits = saved && typeof saved === "object" ? { ...body, ...saved } : body;
-    renderLimits();
+    const whole = (x) => Math.max(0, Math.round(Number(x) || 0));
+    await api("PUT", features().limits, { max_recv_kbps: whole(form.elements.recv.value),
+      max_send_kbps: whole(form.elements.send.value), limit_lan: form.elements.lan.checked });
+    $("#limits-done").hidden = false;
   }, false));
   box.replaceChildren(el("details", { class: "more", open: true }, el("summary", { text: "Bandwidth limits" }), form));
 }

@@ -50,17 +50,19 @@ function twoClick(key, action, errorKey) {
   action().then(() => rowError(errorKey, ""), (err) => rowError(errorKey, err.message));
 }
 
+// The path of an optional control's route with its {placeholders} filled in from ``vars``.
 function featurePath(name, vars) {
-  return features()[name].replace(/\{[^}]+\}/g, (m) => encodeURIComponent(Object.values(vars)[0] || m));
+  return features()[name].replace(/\{([^}]+)\}/g, (m, key) => encodeURIComponent((vars || {})[key] || m));
 }
 
 async function pauseResume(which, target, errorKey) {
-  try { await api("POST", featurePath(which, target), target); rowError(errorKey, ""); } catch (err) { rowError(errorKey, err.message); }
+  try { await api("POST", featurePath(which), target); rowError(errorKey, ""); } catch (err) { rowError(errorKey, err.message); }
 }
 
-async function rescan(name) {
+// rescan, override (send-only) or revert (receive-only)
+async function folderRequest(name, what) {
   try {
-    await api("POST", featurePath("rescan", { folder: name }), { folder: name, group: name });
+    await api("POST", featurePath(what, { name }), {});
     rowError(`folder:${name}`, "");
   } catch (err) { rowError(`folder:${name}`, err.message); }
 }
@@ -291,27 +293,52 @@ async function resolveConflict(c, keep) {
   } catch (err) { dialogMessage("#conflicts-error", err.message); }
 }
 
-// -- devices: rename, remove (when offered) -------------------------------------------------------
+// -- this device's name, a folder's settings, removing a device (when offered) -------------------
 
-function openRename(id, name) {
-  const form = el("form", { class: "action" },
-    el("label", { for: "rename-input", text: "New name" }),
-    el("div", { class: "row" }, el("input", { id: "rename-input", name: "name", value: name, autocomplete: "off" }),
-      el("button", { type: "submit", text: "Rename" })),
-    el("p", { class: "error", role: "alert", hidden: true }));
-  form.addEventListener("submit", (e) => submitForm(e, form, async () => {
-    const newName = form.elements.name.value.trim();
-    if (!newName) throw new ApiError("Give the device a name.");
-    await api("POST", featurePath("rename", { device: id }), { device: id, name: newName });
-    $("#device-dialog").close();
-  }, false));
-  $("#device-dialog-title").textContent = `Rename ${name}`;
+function showDialog(title, form, focus) {
+  $("#device-dialog-title").textContent = title;
   $("#device-dialog-body").replaceChildren(form);
   $("#device-dialog").showModal();
-  $("#rename-input").focus();
+  if (focus) $(focus).focus();
 }
 
-async function removeDevice(id) {
-  const path = featurePath("remove_device", { device: id });
-  await api(path.includes(id) ? "DELETE" : "POST", path, { device: id });
+$("#rename-self").addEventListener("click", () => {
+  const form = el("form", { class: "action" },
+    el("label", { for: "rename-input", text: "Name other devices see" }),
+    el("div", { class: "row" }, el("input", { id: "rename-input", name: "name", value: status.name || "",
+      autocomplete: "off" }), el("button", { type: "submit", text: "Rename" })),
+    el("p", { class: "error", role: "alert", hidden: true }));
+  form.addEventListener("submit", (e) => submitForm(e, form, async () => {
+    const name = form.elements.name.value.trim();
+    if (!name) throw new ApiError("Give this device a name.");
+    await api("POST", featurePath("rename"), { name });
+    $("#device-dialog").close();
+  }, false));
+  showDialog("Rename this device", form, "#rename-input");
+});
+
+function openFolderEdit(name) {
+  const f = status.folders.find((x) => x.group === name) || {};
+  const types = [["send-receive", "Send & receive"], ["send-only", "Send only"], ["receive-only", "Receive only"]];
+  const form = el("form", { class: "action" },
+    el("div", { class: "field" }, el("label", { for: "folder-type", text: "Folder type" }),
+      el("select", { id: "folder-type", name: "type" }, ...types.map(([v, t]) =>
+        el("option", { value: v, text: t, selected: (f.type || "send-receive") === v })))),
+    el("div", { class: "field" }, el("label", { for: "folder-rescan", text: "Full rescan every (seconds)" }),
+      el("input", { id: "folder-rescan", name: "rescan", type: "number", min: "1",
+        value: String(f.rescan_interval || 3600) })),
+    el("p", { class: "hint", text: "Send only: changes made here go out, others' are not applied. " +
+      "Receive only: nothing made here goes out." }),
+    el("div", { class: "buttons" }, el("button", { type: "submit", text: "Save" })),
+    el("p", { class: "error", role: "alert", hidden: true }));
+  form.addEventListener("submit", (e) => submitForm(e, form, async () => {
+    await api("PATCH", featurePath("folder_edit", { name }),
+      { type: form.elements.type.value, rescan_interval: Number(form.elements.rescan.value) });
+    $("#device-dialog").close();
+  }, false));
+  showDialog(`Edit ${name}`, form, "#folder-type");
+}
+
+async function removeDevice(id, group) {
+  await api("DELETE", featurePath("remove_device", { name: group, device: id }));
 }

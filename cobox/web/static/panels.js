@@ -12,6 +12,13 @@ const armed = {};         // button key -> until when a two-click button asks fo
 const rowErrors = {};     // row key -> an error to show in it
 
 function features() { return (status && status.features) || {}; }
+
+// Paused by the user (status.paused: {groups: [names], folders: [names], devices: [{peer_id}]}).
+function isPaused(kind, name) {
+  const p = (status && status.paused) || {};
+  const list = p[`${kind}s`] || [];
+  return list.some((x) => (typeof x === "string" ? x === name : x.peer_id === name));
+}
 function groupOf(name) { return status.groups.find((g) => g.name === name); }
 
 function deviceName(id) {
@@ -31,10 +38,14 @@ function groupRate(name) {
 
 // -- folders -------------------------------------------------------------------------------------
 
+const FOLDER_TYPES = { "send-receive": "Send & receive", "send-only": "Send only", "receive-only": "Receive only" };
+
 // A folder's state in words, as Syncthing says it: [short, class, detail].
 function folderState(f, g) {
   const s = (g && g.sync) || {};
-  if (f.paused || (g && g.paused)) return ["Paused", "paused", "Nothing is sent or received for this folder."];
+  if (f.paused || isPaused("folder", f.group) || isPaused("group", f.group)) {
+    return ["Paused", "paused", "Nothing is sent or received for this folder until it is resumed."];
+  }
   if (f.error) return ["Error", "err", f.error];
   if (!f.rounds) return ["Scanning", "busy", "Looking at the folder's files for the first time."];
   const pendingBytes = f.pending_down_bytes || 0;
@@ -51,6 +62,14 @@ function folderState(f, g) {
     return [extra.length ? `${label} (${extra.join(", ")})` : label, "busy",
       f.pending_down ? `${plural(f.pending_down, "file")} (${fmtBytes(pendingBytes)}) to download.` :
         "Comparing with the connected devices."];
+  }
+  if (f.out_of_sync && f.type === "receive-only") {
+    return [`Local Changes (${plural(f.out_of_sync, "item")})`, "warn",
+      "Changed here, and a receive-only folder does not send them: revert them to match the others."];
+  }
+  if (f.out_of_sync) {
+    return [`Out of Sync (${plural(f.out_of_sync, "item")})`, "warn",
+      "Changes of other devices are not applied to a send-only folder: override them to put back this folder's files."];
   }
   if (f.failed_count) {
     return [`Out of Sync (${plural(f.failed_count, "item")})`, "warn",
@@ -78,10 +97,12 @@ function folderView(f) {
     files: `${plural(f.files, "file")}, ${fmtBytes(f.bytes)}`,
     lastChange: f.last_change ? `${fmtAgo(f.last_change)}` : "",
     upload: f.pending_up ? plural(f.pending_up, "file") + " to send" : "",
-    conflicts: f.conflicts.length, failed: (f.failed || []).map((x) => `${x.path}: ${x.reason}`),
+    conflicts: f.conflicts.length,
+    failed: (f.failed || []).map((x) => `${x.path}: ${x.reason}`).concat(f.out_of_sync_paths || []),
     failedMore: Math.max(0, (f.failed_count || 0) - (f.failed || []).length),
     shared: others.join(", ") || "nobody else yet", type: f.type || "",
-    paused: !!(f.paused || (g && g.paused)), features: features(),
+    paused: !!(f.paused || isPaused("folder", f.group)), outOfSync: f.out_of_sync || 0,
+    rescanEvery: f.rescan_interval ? fmtDuration(f.rescan_interval) : "", features: features(),
     armed: armed[`remove:${f.group}`] > Date.now(), error: rowErrors[`folder:${f.group}`] || "",
   };
 }
@@ -105,7 +126,8 @@ function buildFolder(v) {
   body.append(props([
     ["State", v.detail ? `${v.state}. ${v.detail}` : v.state, "folder-state"],
     ["Folder path", v.path, "mono"],
-    ["Type", v.type],
+    ["Type", FOLDER_TYPES[v.type] || v.type],
+    ["Rescan", v.rescanEvery ? `every ${v.rescanEvery}, and on every change` : ""],
     ["Files", v.files, "folder-files"],
     ["Last change", v.lastChange],
     ["Waiting", v.upload],
@@ -120,8 +142,20 @@ function buildFolder(v) {
       text: v.paused ? "Resume" : "Pause", onclick: () => pauseResume(pauseKey, { folder: v.name }, `folder:${v.name}`) }));
   }
   if (v.features.rescan) {
-    actions.append(el("button", { type: "button", class: "small secondary", "data-focus-key": "rescan", text: "Rescan",
-      onclick: () => rescan(v.name) }));
+    actions.append(el("button", { type: "button", class: "small secondary rescan-btn", "data-focus-key": "rescan",
+      text: "Rescan", onclick: () => folderRequest(v.name, "rescan") }));
+  }
+  if (v.outOfSync && v.type === "send-only" && v.features.override) {
+    actions.append(el("button", { type: "button", class: "small", "data-focus-key": "override", text: "Override changes",
+      onclick: () => folderRequest(v.name, "override") }));
+  }
+  if (v.outOfSync && v.type === "receive-only" && v.features.revert) {
+    actions.append(el("button", { type: "button", class: "small", "data-focus-key": "revert", text: "Revert local changes",
+      onclick: () => folderRequest(v.name, "revert") }));
+  }
+  if (v.features.folder_edit) {
+    actions.append(el("button", { type: "button", class: "small secondary", "data-focus-key": "edit", text: "Edit",
+      onclick: () => openFolderEdit(v.name) }));
   }
   actions.append(el("button", { type: "button", class: "small secondary versions-btn", "data-focus-key": "versions",
     text: "Versions", onclick: () => openVersions(v.name) }));
@@ -161,7 +195,7 @@ function renderFolders() {
 
 function groupState(g) {
   const s = g.sync;
-  if (g.paused) return ["Paused", "paused"];
+  if (isPaused("group", g.name)) return ["Paused", "paused"];
   if (g.quota_full) return ["Quota full", "warn"];
   if (!s.peers) return ["No devices connected", "idle"];
   if (s.synced) return ["Up to Date", "ok"];
@@ -179,7 +213,7 @@ function groupView(g) {
       return `${deviceName(id)}${p && p.kind ? ` (${p.kind})` : ""}`;
     }),
     connectedIds: g.connected.map(short), members: others.map((m) => deviceName(m.peer_id)),
-    stored: g.stored_bytes, quota: g.quota_bytes, paused: !!g.paused, features: features(),
+    stored: g.stored_bytes, quota: g.quota_bytes, paused: isPaused("group", g.name), features: features(),
     receipts: (g.receipts || []).map((r) => `${deviceName(r.peer)}: ${r.length} entries${r.time ? `, ${fmtAgo(r.time)}` : ""}${
       r.audit && r.audit.passed === false ? " — audit failed" : ""}`),
     armed: armed[`leave:${g.name}`] > Date.now(), error: rowErrors[`group:${g.name}`] || "",
@@ -238,6 +272,8 @@ function setText(sel, text) { const n = $(sel); if (n.textContent !== text) n.te
 function renderDevice() {
   const s = status;
   setText("#peer-id", s.peer_id);
+  setText("#device-name", s.name || "not named");
+  $("#rename-self").hidden = !features().rename;
   setText("#reach", (s.reachability && s.reachability.words) || "");
   const stored = s.groups.reduce((n, g) => n + (g.stored_bytes || 0), 0);
   const disk = s.disk && s.disk.free !== undefined
