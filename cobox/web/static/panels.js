@@ -294,7 +294,8 @@ function renderDevice() {
     ul.dataset.sig = addrs;
     ul.replaceChildren(...(addrs ? addrs.split("\n") : ["none"]).map((a) => el("li", { text: a })));
   }
-  setText("#peer-count", s.peers.length ? `${plural(s.peers.length, "device")} connected` : "No device connected");
+  const live = s.peers.filter((p) => p.connected !== false).length;  // a paused device may be listed, not connected
+  setText("#peer-count", live ? `${plural(live, "device")} connected` : "No device connected");
   renderLimits();
   tickUptime();
 }
