@@ -232,7 +232,7 @@ async function showHistory(file) {
       el("td", { text: v.current ? "current" : (v.deleted ? "deleted" : "older") }),
       el("td", { text: fmtTime(v.mtime) }),
       el("td", { class: "num", text: v.deleted ? "" : fmtBytes(v.size) }),
-      el("td", { text: deviceName(v.author) }),
+      el("td", { text: v.author_name || deviceName(v.author) }),
       el("td", {}, v.current || v.deleted ? null : el("button", { type: "button", class: "small restore-btn",
         text: "Restore", "aria-label": `Restore the version of ${fmtTime(v.mtime)}`,
         onclick: () => restoreVersion(file, v) })))));

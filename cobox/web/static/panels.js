@@ -214,7 +214,7 @@ function groupView(g) {
     }),
     connectedIds: g.connected.map(short), members: others.map((m) => deviceName(m.peer_id)),
     stored: g.stored_bytes, quota: g.quota_bytes, paused: isPaused("group", g.name), features: features(),
-    receipts: (g.receipts || []).map((r) => `${deviceName(r.peer)}: ${r.length} entries${r.time ? `, ${fmtAgo(r.time)}` : ""}${
+    receipts: (g.receipts || []).map((r) => `${r.peer_name || deviceName(r.peer)}: ${r.length} entries${r.time ? `, ${fmtAgo(r.time)}` : ""}${
       r.audit && r.audit.passed === false ? " — audit failed" : ""}`),
     armed: armed[`leave:${g.name}`] > Date.now(), error: rowErrors[`group:${g.name}`] || "",
   };
