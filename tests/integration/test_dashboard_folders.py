@@ -159,6 +159,8 @@ async def test_folders_added_from_the_page_sync_restore_and_resolve(daemons, tmp
                 page = await _login(browser, a.home, expect, bypass_csp=True, color_scheme=scheme)
                 await expect(page.locator('details.folder[data-folder="family"] summary .state')).to_be_visible()
                 assert await axe_violations(page) == [], scheme
+                if scheme == "light":
+                    await _keyboard_only(page, expect)
                 await page.set_viewport_size({"width": 390, "height": 844})
                 await page.locator('details.device').first.locator("summary").click()  # open a device row too
                 assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
@@ -172,6 +174,23 @@ async def test_folders_added_from_the_page_sync_restore_and_resolve(daemons, tmp
                 await page.context.close()
         finally:
             await browser.close()
+
+
+async def _keyboard_only(page: Any, expect: Any) -> None:
+    """Reach a folder's Versions button with Tab alone, open the dialog with Enter (focus lands in
+    its search field), close it with Escape."""
+    await page.locator("body").focus()
+    for _ in range(60):  # bounded: the button is a few dozen stops in
+        await page.keyboard.press("Tab")
+        if await page.evaluate("() => document.activeElement.classList.contains('versions-btn')"):
+            break
+    else:
+        raise AssertionError("the Versions button cannot be reached with the keyboard")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#versions-dialog")).to_be_visible()
+    assert await page.evaluate("() => document.activeElement.id") == "versions-search"
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#versions-dialog")).to_be_hidden()
 
 
 async def _until(check: Any, what: str, timeout: float = LIVE / 1000) -> None:
