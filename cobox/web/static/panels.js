@@ -36,6 +36,15 @@ function groupRate(name) {
   return Math.max(0, (b.groups[name].bytes - a.groups[name].bytes) / Math.max(0.001, b.t - a.t));
 }
 
+// Disk use in words (group.disk / folder.disk where the daemon reports it: stored, history, reclaimable).
+function diskText(d) {
+  if (!d || d.stored_bytes === undefined) return "";
+  const parts = [`${fmtBytes(d.stored_bytes)} stored here`];
+  if (d.history_bytes) parts.push(`${fmtBytes(d.history_bytes)} of it old versions`);
+  if (d.reclaimable_bytes) parts.push(`${fmtBytes(d.reclaimable_bytes)} can be freed`);
+  return parts.join(", ");
+}
+
 // -- folders -------------------------------------------------------------------------------------
 
 const FOLDER_TYPES = { "send-receive": "Send & receive", "send-only": "Send only", "receive-only": "Receive only" };
@@ -103,6 +112,7 @@ function folderView(f) {
     shared: others.join(", ") || "nobody else yet", type: f.type || "",
     paused: !!(f.paused || isPaused("folder", f.group)), outOfSync: f.out_of_sync || 0,
     rescanEvery: f.rescan_interval ? fmtDuration(f.rescan_interval) : "", features: features(),
+    disk: diskText(f.disk || (g && g.disk)),
     armed: armed[`remove:${f.group}`] > Date.now(), error: rowErrors[`folder:${f.group}`] || "",
   };
 }
@@ -130,6 +140,7 @@ function buildFolder(v) {
     ["Rescan", v.rescanEvery ? `every ${v.rescanEvery}, and on every change` : ""],
     ["Files", v.files, "folder-files"],
     ["Last change", v.lastChange],
+    ["Disk", v.disk, "folder-disk"],
     ["Waiting", v.upload],
     ["Conflicts", v.conflicts ? plural(v.conflicts, "conflict") : "none", "folder-conflicts"],
     ["Shared with", v.shared],
