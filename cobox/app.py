@@ -31,6 +31,7 @@ from networker import encode_key
 from . import netview, pauses
 from . import status as docs
 from .errors import UsageError
+from .folders import conflicts as folder_conflicts
 from .folders import history as folder_history
 from .uri import parse_invite
 
@@ -91,6 +92,8 @@ class App(Protocol):
     async def members(self, name: str) -> list[Doc]: ...
     def throughput_counters(self) -> dict[str, tuple[int, int]]:
         """Per group: (entries held, bytes received from peers), for the dashboard's plot."""
+    def traffic(self) -> tuple[int, int]:
+        """(bytes sent, bytes received) to and from all peers since start."""
 
     # -- folders
     def folders(self) -> list[Doc]: ...
@@ -99,6 +102,11 @@ class App(Protocol):
     async def remove_folder(self, name: str) -> None: ...
     async def folder_history(self, name: str, file: str) -> list[Doc]: ...
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc: ...
+    async def folder_files(self, name: str, query: str, limit: int) -> Doc: ...
+    async def folder_conflicts(self, name: str) -> list[Doc]: ...
+    async def resolve_conflict(self, name: str, copy: str, keep: str) -> Doc: ...
+    def folder_changes(self) -> dict[str, float]:
+        """Per folder (group name): the newest modification time among its files (0 if none)."""
 
     # -- key backup
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None: ...
@@ -277,6 +285,10 @@ class DaemonApp:
                 out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False})
         return list(out.values())
 
+    def traffic(self) -> tuple[int, int]:
+        sent, received = self.d.node.traffic()
+        return sent, received
+
     def throughput_counters(self) -> dict[str, tuple[int, int]]:
         out = {}
         for group in self.d.groups.values():
@@ -304,6 +316,19 @@ class DaemonApp:
 
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc:
         return await folder_history.restore(self.d.folder(name), file, version, to)
+
+    async def folder_files(self, name: str, query: str, limit: int) -> Doc:
+        return await folder_conflicts.files(self.d.folder(name), query, limit)
+
+    async def folder_conflicts(self, name: str) -> list[Doc]:
+        return await folder_conflicts.listing(self.d.folder(name))
+
+    async def resolve_conflict(self, name: str, copy: str, keep: str) -> Doc:
+        return await folder_conflicts.resolve(self.d.folder(name), copy, keep)
+
+    def folder_changes(self) -> dict[str, float]:
+        return {name: max((v.mtime for v in f.state.files.values()), default=0) / 1e9
+                for name, f in self.d.folders.items()}
 
     # -- key backup ---------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ Documents:
   connected while paused: ``kind`` says ``paused``);
 * :func:`status_document`: the whole device (``GET /v1/status``);
 * :func:`dashboard_document`: the status document plus recent events, each group's connected
-  peers and members (the dashboard's ``status`` event);
+  peers and members, the devices panel (:func:`device_documents`), the optional features the
+  daemon offers and the version (the dashboard's ``status`` event);
 * :func:`metrics_text`: Prometheus text (``GET /metrics``).
 """
 
@@ -164,19 +165,73 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
     }
 
 
-def dashboard_document(status: Doc, events: Sequence[Doc], members: Mapping[str, list[Doc]]) -> Doc:
+def dashboard_document(status: Doc, events: Sequence[Doc], members: Mapping[str, list[Doc]], *,
+                       version: str = "", features: Mapping[str, str | None] | None = None,
+                       kinds: Mapping[str, str] | None = None, changes: Mapping[str, float] | None = None,
+                       activity: Sequence[Doc] = ()) -> Doc:
     """The status document as the dashboard shows it: recent events, and per group the peers
-    connected for it and the devices that write it."""
+    connected for it and the devices that write it; ``devices``: every device seen (members of
+    any group, connected peers) with how it is connected and when it was last seen.
+
+    ``features``: the optional API routes this daemon offers (name -> path, None when absent),
+    so the page shows a control only where it works; ``kinds``: the last known connection kind
+    per peer (events of peers gone keep how they were connected); ``changes``: per folder the
+    newest file modification time; ``activity``: folder events in the dashboard's own words."""
     doc = dict(status)
-    doc["events"] = list(events)
+    kinds = kinds or {}
+    doc["events"] = [{**e, "connection": kinds.get(e.get("peer", ""), "")} for e in events]
+    doc["activity"] = list(activity)
+    doc["version"] = version
+    doc["features"] = dict(features or {})
     groups = []
     for g in status["groups"]:
         g = dict(g)
-        g["connected"] = [p["peer_id"] for p in status["peers"] if g["name"] in p["groups"]]
+        g["connected"] = [p["peer_id"] for p in status["peers"] if g["name"] in p.get("groups", [])
+                          and p.get("connected", True)]
         g["members"] = members.get(g["name"], [])
         groups.append(g)
     doc["groups"] = groups
+    doc["folders"] = [{**f, "last_change": (changes or {}).get(f.get("group", ""), 0.0)}
+                      for f in status.get("folders", [])]
+    doc["devices"] = device_documents(status, events, members)
     return doc
+
+
+def device_documents(status: Doc, events: Sequence[Doc], members: Mapping[str, list[Doc]]) -> list[Doc]:
+    """Every other device this one knows of: the members of its groups and the peers connected
+    now, with the groups they share and the time of their latest connect or leave event."""
+    me = status.get("peer_id", "")
+    out: dict[str, Doc] = {}
+
+    def device(pid: str) -> Doc:
+        return out.setdefault(pid, {"peer_id": pid, "name": "", "connected": False, "paused": False, "kind": "",
+                                    "address": "",
+                                    "bytes_sent": 0, "bytes_received": 0, "groups": [], "last_seen": None})
+
+    for name, ms in members.items():
+        for m in ms:
+            if m.get("this_device") or m.get("peer_id") == me:
+                continue
+            d = device(m["peer_id"])
+            d["name"] = d["name"] or m.get("name", "") or ""
+            if name not in d["groups"]:
+                d["groups"].append(name)
+    for p in status["peers"]:
+        d = device(p["peer_id"])
+        d["name"] = p.get("name") or d["name"]
+        d["paused"] = bool(p.get("paused"))
+        if not p.get("connected", True):
+            continue  # a paused device that is not connected
+        d.update(connected=True, kind=p.get("kind", ""), address=p.get("address", ""),
+                 bytes_sent=p.get("bytes_sent", 0), bytes_received=p.get("bytes_received", 0))
+        for name in p.get("groups", []):
+            if name not in d["groups"]:
+                d["groups"].append(name)
+    for e in events:
+        pid = e.get("peer", "")
+        if pid in out and isinstance(e.get("time"), (int, float)):
+            out[pid]["last_seen"] = max(out[pid]["last_seen"] or 0, e["time"])
+    return sorted(out.values(), key=lambda d: (not d["connected"], d["name"] or "~", d["peer_id"]))
 
 
 def metrics_text(m: Metrics) -> str:

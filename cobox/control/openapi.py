@@ -98,6 +98,20 @@ OPENAPI: dict[str, Any] = {
         "/v1/folders/{name}/restore": {"parameters": _NAME, "post": _op(
             "restore a version (the latest if none given), in place or to another path",
             {"file": _TEXT})},
+        "/v1/folders/{name}/files": {"parameters": _NAME, "get": {
+            **_op("the files shown, by path ({files: [{path, size, mtime, author}], total}); ?q= filters names"),
+            "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer"}}]}},
+        "/v1/folders/{name}/conflicts": {"parameters": _NAME, "get": _op(
+            "conflict copies shown, each with the file it lost against")},
+        "/v1/folders/{name}/conflicts/resolve": {"parameters": _NAME, "post": _op(
+            "resolve a conflict: keep the original, the copy (it replaces the original) or both",
+            {"copy": _TEXT, "keep": {"type": "string", "enum": ["original", "copy", "both"]}})},
+        "/v1/device/qr.svg": {"get": {
+            "summary": "this device's peer key as a QR code",
+            "responses": {"200": {"description": "an SVG image", "content": {"image/svg+xml": {}}},
+                          "401": {"$ref": "#/components/responses/Error"},
+                          "default": {"$ref": "#/components/responses/Error"}}}},
         "/v1/keys/backup": {"post": _op("store this device's keyring on a backup peer under a password",
                                         {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",

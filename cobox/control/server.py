@@ -97,6 +97,9 @@ class ControlServer:
         r.add_delete("/v1/folders/{name}", self.remove_folder)
         r.add_get("/v1/folders/{name}/history", self.folder_history)
         r.add_post("/v1/folders/{name}/restore", self.folder_restore)
+        r.add_get("/v1/folders/{name}/files", self.folder_files)
+        r.add_get("/v1/folders/{name}/conflicts", self.folder_conflicts)
+        r.add_post("/v1/folders/{name}/conflicts/resolve", self.resolve_conflict)
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_post("/v1/keys/restore", self.keys_restore)
         r.add_get("/v1/pauses", self.get_pauses)
@@ -261,8 +264,10 @@ class ControlServer:
 
     async def add_folder(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        return web.json_response(await self.device.add_folder(_field(body, "group"), _field(body, "path")),
-                                 status=201)
+        path = _field(body, "path").strip()
+        if not os.path.isabs(os.path.expanduser(path)):
+            raise UsageError(f"give the folder's full path (like /home/you/Photos or ~/Photos), not {path!r}")
+        return web.json_response(await self.device.add_folder(_field(body, "group"), path), status=201)
 
     async def folder_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.folder(request.match_info["name"]))
@@ -284,6 +289,22 @@ class ControlServer:
             raise UsageError("the field 'to' must be text")
         return web.json_response(await self.device.folder_restore(request.match_info["name"], _field(body, "file"),
                                                                   version, to or None))
+
+    async def folder_files(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "200"))
+        except ValueError:
+            raise UsageError("limit must be a number") from None
+        return web.json_response(await self.device.folder_files(request.match_info["name"],
+                                                                request.query.get("q", ""), max(1, min(limit, 1000))))
+
+    async def folder_conflicts(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.folder_conflicts(request.match_info["name"]))
+
+    async def resolve_conflict(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        return web.json_response(await self.device.resolve_conflict(request.match_info["name"], _field(body, "copy"),
+                                                                    _field(body, "keep")))
 
     async def keys_backup(self, request: web.Request) -> web.Response:
         body = await _json(request)

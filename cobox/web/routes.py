@@ -22,7 +22,14 @@ port (reached by a link from any page) would receive them. Instead:
    sample). A sampler task, owned by the app's lifetime, records a sample every ``INTERVAL``
    seconds and, while a stream is open, refreshes the document, also at once after a peer
    connects or leaves; every stream waits on that one tick, so any number of open pages cost
-   one computation a second, and none costs next to nothing.
+   one computation a second, and none costs next to nothing. While something is syncing the
+   document is refreshed every ``BUSY_INTERVAL`` seconds (progress moves smoothly and short
+   transfers are seen), also for ``BUSY_AFTER_EVENT`` seconds after a peer event (a sync may be
+   starting); samples are still taken once a ``INTERVAL``.
+5. The document says which optional controls the daemon offers (``features``: pause, limits,
+   rescan, folder type, device rename/remove, found among the server's routes), so the page shows a
+   control only where its endpoint exists. Folder activity is told in words by comparing one
+   document's folders with the next (:mod:`cobox.web.activity`).
 
 The page and its assets (``/``, ``/static/...``) hold no data and are served to anyone who can
 reach loopback.
@@ -52,6 +59,8 @@ from aiohttp import web
 from ..app import App
 from ..errors import AuthError, CoboxError, ForeignOriginError, UsageError
 from ..status import dashboard_document
+from ..version import __version__
+from .activity import Activity
 from .sessions import Sessions
 from .throughput import Throughput
 
@@ -61,6 +70,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("cobox.web")
 
 INTERVAL = 1.0  # seconds between samples (and at most this long between status pushes)
+BUSY_INTERVAL = 0.25  # seconds between status refreshes while a group or folder is syncing
+BUSY_AFTER_EVENT = 5.0  # and for this long after a peer connects or leaves (a sync may start)
+# Optional controls, each offered when the control server has this route (method and path).
+FEATURES: dict[str, tuple[str, str]] = {
+    "pause": ("POST", "/v1/pause"),                                      # {"group"|"folder"|"device": ...}
+    "resume": ("POST", "/v1/resume"),
+    "limits": ("PUT", "/v1/limits"),                                     # bandwidth, KiB/s
+    "rescan": ("POST", "/v1/folders/{name}/rescan"),
+    "override": ("POST", "/v1/folders/{name}/override"),                 # send-only: undo remote changes
+    "revert": ("POST", "/v1/folders/{name}/revert"),                     # receive-only: undo local changes
+    "folder_edit": ("PATCH", "/v1/folders/{name}"),                      # {"type", "rescan_interval"}
+    "rename": ("POST", "/v1/device/rename"),                             # this device's name
+    "remove_device": ("DELETE", "/v1/groups/{name}/devices/{device}"),
+}
 HEARTBEAT = 15.0  # an SSE comment this often keeps idle streams open through proxies
 SESSION_HEADER = "X-Cobox-Session"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
@@ -82,6 +105,11 @@ class Dashboard:
         self.server: ControlServer | None = None  # set by install()
         self.sessions = Sessions()
         self.throughput = Throughput()
+        self.activity = Activity()
+        self._kinds: dict[str, str] = {}  # peer id -> how it was last connected
+        self._sampled = 0.0  # when the latest throughput sample was taken
+        self._busy = False  # something is syncing: refresh more often
+        self._busy_until = 0.0  # (monotonic) refresh often until then: a peer came or went
         self.doc: dict[str, Any] | None = None
         self.version = 0  # bumped whenever the status document changes
         self._digest = b""
@@ -104,6 +132,7 @@ class Dashboard:
         r.add_get("/v1/events", self.events)
         r.add_get("/v1/throughput", self.get_throughput)
         r.add_get("/v1/groups/{name}/qr.svg", self.qr)
+        r.add_get("/v1/device/qr.svg", self.device_qr)
         server.app.cleanup_ctx.append(self._sampling)
         server.app.on_shutdown.append(self._on_shutdown)
 
@@ -182,6 +211,18 @@ class Dashboard:
         return web.Response(body=qr_svg(uri), content_type="image/svg+xml",
                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
+    async def device_qr(self, request: web.Request) -> web.Response:
+        key = self.server.status_doc()["peer_key"] if self.server is not None else ""
+        return web.Response(body=qr_svg(key, "cobox device key"), content_type="image/svg+xml",
+                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+    def features(self) -> dict[str, str | None]:
+        """Per optional control, the path of its route on the control server, or None."""
+        if self.server is None:
+            return dict.fromkeys(FEATURES)
+        routes = {(r.method, r.resource.canonical) for r in self.server.app.router.routes() if r.resource is not None}
+        return {name: path if (method, path) in routes else None for name, (method, path) in FEATURES.items()}
+
     # -- live data ------------------------------------------------------------------------------
 
     async def get_throughput(self, request: web.Request) -> web.Response:
@@ -199,6 +240,7 @@ class Dashboard:
             await resp.write(b"retry: 2000\n\n")
             await _send(resp, "throughput", {"interval": INTERVAL, "history": self.throughput.history()})
             seen = -1
+            last_sample = self.throughput.latest()
             while not self._closing:
                 if by_session and not self.authorized(request):
                     await _send(resp, "logout", {})
@@ -214,7 +256,8 @@ class Dashboard:
                     await resp.write(b": keep-alive\n\n")
                     continue
                 sample = self.throughput.latest()
-                if sample is not None and not self._closing:
+                if sample is not None and sample is not last_sample and not self._closing:
+                    last_sample = sample
                     await _send(resp, "sample", sample)
         except (ConnectionResetError, ConnectionError):
             pass  # the page went away
@@ -223,10 +266,13 @@ class Dashboard:
         return resp
 
     async def refresh(self) -> None:
-        """Record a throughput sample and, while a page watches, recompute the status document;
-        wake the streams."""
+        """Record a throughput sample (once a ``INTERVAL``) and, while a page watches, recompute
+        the status document; wake the streams."""
         app = self.device
-        self.throughput.record(time.time(), app.throughput_counters())
+        now = time.time()
+        if now - self._sampled >= INTERVAL * 0.9:
+            self._sampled = now
+            self.throughput.record(now, app.throughput_counters(), app.traffic())
         if (self._watchers or self.doc is None) and self.server is not None:
             status = self.server.status_doc()
             members = {}
@@ -235,7 +281,13 @@ class Dashboard:
                     members[g["name"]] = await app.members(g["name"])
                 except CoboxError:
                     members[g["name"]] = []  # left while we looked
-            doc = dashboard_document(status, app.recent_events(10), members)
+            for p in status["peers"]:
+                self._kinds[p["peer_id"]] = p.get("kind", "")
+            self.activity.observe(now, status.get("folders", []))
+            doc = dashboard_document(status, app.recent_events(20), members, version=__version__,
+                                     features=self.features(), kinds=self._kinds, changes=app.folder_changes(),
+                                     activity=self.activity.recent())
+            self._busy = any(_syncing(g) for g in status["groups"])
             stable = {k: v for k, v in doc.items() if k != "uptime"}
             digest = hashlib.blake2b(json.dumps(stable, sort_keys=True, default=str).encode()).digest()
             if digest != self._digest:
@@ -262,10 +314,12 @@ class Dashboard:
                 log.exception("dashboard: refreshing the status failed")
             self._poke.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(INTERVAL):
+                busy = self._busy or time.monotonic() < self._busy_until
+                async with asyncio.timeout(BUSY_INTERVAL if busy and self._watchers else INTERVAL):
                     await self._poke.wait()
 
     def _on_peer_event(self, event: Any) -> None:
+        self._busy_until = time.monotonic() + BUSY_AFTER_EVENT
         self._poke.set()
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -274,11 +328,17 @@ class Dashboard:
         tick.set()
 
 
-def qr_svg(text: str) -> bytes:
+def qr_svg(text: str, title: str = "cobox invite") -> bytes:
     """``text`` as a QR code (error correction M), an SVG document."""
     buf = io.BytesIO()
-    segno.make(text, error="m").save(buf, kind="svg", scale=4, border=2, xmldecl=False, title="cobox invite")
+    segno.make(text, error="m").save(buf, kind="svg", scale=4, border=2, xmldecl=False, title=title)
     return buf.getvalue()
+
+
+def _syncing(group: dict[str, Any]) -> bool:
+    """Is the group busy with a peer: entries still missing, downloads pending, channels unsettled?"""
+    s = group.get("sync") or {}
+    return bool(s.get("peers")) and not s.get("synced")
 
 
 async def _send(resp: web.StreamResponse, event: str, data: Any) -> None:

@@ -1,9 +1,10 @@
 """A bounded history of per-group counters, sampled about once a second, for the dashboard's plot.
 
-Each sample holds, per group, the entries this device holds and the bytes it has downloaded for
-the group (both only grow while the group exists); the page plots the differences between
-consecutive samples, i.e. entries/s and bytes/s. ``HISTORY`` samples are kept (the oldest drop
-off), so memory stays bounded however long the daemon runs.
+Each sample holds the bytes this device has sent and received in all and, per group, the
+entries this device holds and the bytes it has downloaded for the group (all only grow while
+the daemon runs and the group exists); the page plots the differences between consecutive
+samples: download and upload in bytes/s, or per group bytes/s or entries/s. ``HISTORY``
+samples are kept (the oldest drop off), so memory stays bounded however long the daemon runs.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ class Throughput:
     def __init__(self, limit: int = HISTORY) -> None:
         self.samples: deque[dict[str, Any]] = deque(maxlen=limit)
 
-    def record(self, t: float, counters: dict[str, tuple[int, int]]) -> dict[str, Any]:
-        """Record ``{group: (entries, bytes)}`` at time ``t``; return the sample."""
-        sample = {"t": round(t, 3),
+    def record(self, t: float, counters: dict[str, tuple[int, int]],
+               traffic: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+        """Record ``{group: (entries, bytes)}`` and the device's ``(sent, received)`` bytes at
+        time ``t``; return the sample."""
+        sample = {"t": round(t, 3), "sent": traffic[0], "received": traffic[1],
                   "groups": {name: {"entries": e, "bytes": b} for name, (e, b) in counters.items()}}
         self.samples.append(sample)
         return sample

@@ -139,6 +139,12 @@ class FakeApp:
     def throughput_counters(self) -> dict[str, tuple[int, int]]:
         return {n: (1, 10) for n in self.names}
 
+    def folder_changes(self) -> dict[str, float]:
+        return {}
+
+    def traffic(self) -> tuple[int, int]:
+        return (5, 7)
+
     def folders(self) -> list[dict[str, Any]]:
         return []
 
@@ -159,6 +165,17 @@ class FakeApp:
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> dict[str, Any]:
         self.calls.append(("restore", name, file, version, to))
         return {"restored": file, "version": version or "3-abcdef01"}
+
+    async def folder_files(self, name: str, query: str, limit: int) -> dict[str, Any]:
+        self.calls.append(("files", name, query, limit))
+        return {"files": [], "total": 0}
+
+    async def folder_conflicts(self, name: str) -> list[dict[str, Any]]:
+        return []
+
+    async def resolve_conflict(self, name: str, copy: str, keep: str) -> dict[str, Any]:
+        self.calls.append(("resolve", name, copy, keep))
+        return {"resolved": copy, "kept": keep}
 
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None:
         self.calls.append(("backup_keys", peer, user, trust_first_use))
@@ -292,7 +309,18 @@ async def test_the_dashboards_document_is_the_status_with_connected_peers_and_me
     server.mount(dashboard)
     await dashboard.refresh()
     doc = dashboard.doc
-    assert doc is not None and doc["events"] == [{"kind": "connected"}]
+    assert doc is not None and [e["kind"] for e in doc["events"]] == ["connected"]
     (family,) = doc["groups"]
     assert family["connected"] == ["cd" * 32] and family["members"][0]["this_device"] is True
     assert dashboard.throughput.latest() is not None
+
+
+async def test_the_dashboard_offers_an_optional_control_only_where_its_route_exists() -> None:
+    app = FakeApp()
+    server = ControlServer(app)
+    dashboard = Dashboard(app)
+    server.mount(dashboard)
+    assert dashboard.features()["pause"] is None
+    server.app.router.add_post("/v1/pause", server.status)
+    server.app.router.add_get("/v1/limits", server.status)  # only reading them: no control
+    assert dashboard.features()["pause"] == "/v1/pause" and dashboard.features()["limits"] is None

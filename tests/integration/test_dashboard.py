@@ -140,7 +140,7 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_p
             assert await page.evaluate("() => sessionStorage.getItem('cobox-session')")
             assert await page.context.cookies() == []
             await expect(page.locator("#live")).to_have_text("live")
-            await expect(page.locator("#lan")).to_have_text("off")
+            await expect(page.locator("#discovery")).to_contain_text("LAN off")
 
             # Create a group: the invite is shown with a QR code and a copy button.
             await page.fill("#create-name", "g")
@@ -151,7 +151,7 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_p
                 "() => { const i = document.querySelector('#invite-qr'); return i.complete && i.naturalWidth > 0 }")
             await expect(page.locator("#copy-invite")).to_be_visible()
             group = page.locator('article.group[data-group="g"]')
-            await expect(group.locator(".sync")).to_have_text("no peers connected")
+            await expect(group.locator(".sync")).to_have_text("No devices connected")
 
             # A bad URI: an inline error in plain words, nothing else changes.
             await page.fill("#join-uri", "cobox://join/abc")
@@ -166,17 +166,29 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_p
             # A second daemon joins through the API and connects: the peer appears live.
             await ok(b.home, "group", "join", uri)
             await ok(b.home, "peers", "add", await a.address())
-            b_id = (await b.status())["peer_id"]
-            await expect(group.locator(".connected")).to_contain_text(b_id[:16], timeout=LIVE)
+            b_status = await b.status()
+            b_id = b_status["peer_id"]
+            b_label = b_status.get("name") or f"device {b_id[:8]}"  # its name where devices have names
+            await expect(group.locator(".connected")).to_contain_text(b_label, timeout=LIVE)
             await expect(group.locator(".connected")).to_contain_text("direct LAN", timeout=LIVE)  # the kind
-            await expect(page.locator("#peer-count")).to_have_text("1 connected")
+            await expect(page.locator("#peer-count")).to_have_text("1 device connected")
+            await expect(page.locator(f'#devices [data-device="{b_id}"] .state')).to_have_text("Connected (direct LAN)")
 
             # B appends an entry: A replicates it and the counts update without a reload.
             await ok(b.home, "log", "append", "g", "hello from b")
-            await expect(group.locator(".entries")).to_have_text("1 entry", timeout=LIVE)
-            await expect(group.locator(".members")).to_contain_text(b_id[:16], timeout=LIVE)
-            await expect(group.locator(".sync")).to_have_text("in sync", timeout=LIVE)
-            await expect(page.locator("#legend")).to_contain_text("g")
+            written = sum(f["length"] for g in (await b.status())["groups"] for f in g["feeds"] if f["own"])
+            mine = sum(f["length"] for g in (await a.status())["groups"] for f in g["feeds"] if f["own"])
+            total = written + mine  # what A holds once it has B's entries (B's name too, where devices publish one)
+            await expect(group.locator(".entries")).to_contain_text(
+                f"{total} entry," if total == 1 else f"{total} entries,", timeout=LIVE)
+            await expect(group.locator(".members")).to_contain_text(b_label, timeout=LIVE)
+            await expect(group.locator(".sync")).to_have_text("Up to Date", timeout=LIVE)
+            await expect(page.locator("#events")).to_contain_text(f"{b_label} connected (direct LAN)")
+            await expect(page.locator("#legend")).to_have_text(re.compile("Download.*Upload"))
+            await expect(page.locator("#plot polyline")).to_have_count(2, timeout=LIVE)  # download, upload
+            await expect(page.locator("#plot-axis")).to_contain_text(re.compile(r"top line [0-9.]+ (KiB|MiB)/s"))
+            await page.select_option("#plot-metric", "bytes")  # per group
+            await expect(page.locator("#legend")).to_have_text("g")
             await expect(page.locator("#plot polyline")).to_have_count(1, timeout=LIVE)
             assert "code=" not in page.url
             ARTIFACTS.mkdir(exist_ok=True)
