@@ -315,12 +315,17 @@ async def test_the_dashboards_document_is_the_status_with_connected_peers_and_me
     assert dashboard.throughput.latest() is not None
 
 
-async def test_the_dashboard_offers_an_optional_control_only_where_its_route_exists() -> None:
+async def test_the_dashboard_offers_an_optional_control_only_where_its_route_exists(monkeypatch) -> None:
+    from cobox.web import routes
+
+    monkeypatch.setitem(routes.FEATURES, "probe", ("PUT", "/v1/probe"))
     app = FakeApp()
     server = ControlServer(app)
     dashboard = Dashboard(app)
     server.mount(dashboard)
-    assert dashboard.features()["pause"] is None
-    server.app.router.add_post("/v1/pause", server.status)
-    server.app.router.add_get("/v1/limits", server.status)  # only reading them: no control
-    assert dashboard.features()["pause"] == "/v1/pause" and dashboard.features()["limits"] is None
+    assert dashboard.features()["pause"] == "/v1/pause"  # the daemon's own routes
+    assert dashboard.features()["probe"] is None
+    server.app.router.add_get("/v1/probe", server.status)  # only reading: no control
+    assert dashboard.features()["probe"] is None
+    server.app.router.add_put("/v1/probe", server.status)
+    assert dashboard.features()["probe"] == "/v1/probe"
