@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .groups import Group
 
 Doc = dict[str, Any]
+RESTORE_WAIT = 20.0  # seconds a restore in place waits for the file to be written before it answers
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ class App(Protocol):
     async def add_folder(self, group: str, path: str) -> Doc: ...
     async def remove_folder(self, name: str) -> None: ...
     async def folder_history(self, name: str, file: str) -> list[Doc]: ...
-    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc: ...
+    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
+                             force: bool = False) -> Doc: ...
 
     # -- key backup
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None: ...
@@ -285,8 +287,10 @@ class DaemonApp:
     async def folder_history(self, name: str, file: str) -> list[Doc]:
         return await folder_history.history(self.d.folder(name), file)
 
-    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc:
-        return await folder_history.restore(self.d.folder(name), file, version, to)
+    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
+                             force: bool = False) -> Doc:
+        return await folder_history.restore(self.d.folder(name), file, version, to, force=force,
+                                            wait=RESTORE_WAIT)
 
     # -- key backup ---------------------------------------------------------------------------
 

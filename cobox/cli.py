@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("group", help="the group")
     fr.add_argument("file", help="the file: relative to the folder, or an absolute path inside it")
     fr.add_argument("--version", metavar="V", help="a version from `folder history` (default: the latest)")
-    fr.add_argument("--to", metavar="PATH", help="write it there instead of restoring in place")
+    fr.add_argument("--to", metavar="PATH", help="write it there (a file, or a directory to put it in) instead of "
+                    "restoring in place")
+    fr.add_argument("--force", action="store_true", help="with --to: replace a file that is already there")
 
     k = _sub(sub, "keys", "back up this device's keys on a backup peer, or restore them")
     ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -69,7 +69,14 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
         if args.version:
             body["version"] = args.version
         if args.to:
-            body["to"] = str(Path(args.to).expanduser().resolve())
+            body["to"] = str(Path(args.to).expanduser().absolute())
+            body["force"] = args.force
         r = await api.post(f"/v1/folders/{quote_name(args.group)}/restore", body)
-        print(f"restored {args.file} (version {r['version']})" + (f" to {args.to}" if args.to else ""))
+        if "written" in r:
+            print(f"restored {args.file} (version {r['version']}) to {r['written']}")
+        elif r.get("in_place"):
+            print(f"restored {args.file} (version {r['version']})")
+        else:
+            print(f"restore of {args.file} (version {r['version']}) recorded; it is not written yet "
+                  f"(see `cobox folder status {args.group}`)")
     return 0

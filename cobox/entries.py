@@ -47,8 +47,9 @@ device's own feed of the group (``Group.seal``). Three records exist:
     The file at ``path`` now has this content: the concatenation of ``chunks``, each a
     ``ChunkRef(id, feed, seq, size)`` naming the BLAKE3 id of the plaintext chunk and where its
     encrypted bytes live (entry ``seq`` of feed ``feed``), so a reader can fetch and verify it.
-``Delete(path, clock, author, base)``
-    The file at ``path`` is gone.
+``Delete(path, clock, author, base, mtime)``
+    The file at ``path`` is gone; ``mtime`` is when the deletion was recorded (what
+    ``folder history`` shows as its date).
 ``Rename(src, dst, size, mode, mtime, chunks, clock, author, base, dst_base)``
     ``src`` moved to ``dst``: for the merge exactly a ``Delete(src, base)`` plus a
     ``Put(dst, ..., dst_base)`` with the same stamp, written as one record so it lands
@@ -263,7 +264,7 @@ def encode_op(op: Op) -> bytes:
     is not written: readers take it from the feed's owner."""
     obj: dict[str, Any] = {"v": FORMAT, "k": op.clock, "b": _stamp_out(op.base)}
     if isinstance(op, Delete):
-        obj.update(type="folder/delete", p=op.path)
+        obj.update(type="folder/delete", p=op.path, t=op.mtime)
     else:
         feeds, chunks = _chunks_out(op.chunks)
         obj.update(s=op.size, m=op.mode, t=op.mtime, f=feeds, c=chunks)
@@ -283,7 +284,7 @@ def encode_op(op: Op) -> bytes:
 
 _KEYS = {
     "folder/put": {"type", "v", "k", "b", "p", "s", "m", "t", "f", "c"},
-    "folder/delete": {"type", "v", "k", "b", "p"},
+    "folder/delete": {"type", "v", "k", "b", "p", "t"},
     "folder/rename": {"type", "v", "k", "b", "p", "s", "m", "t", "f", "c", "d", "db"},
 }
 
@@ -372,7 +373,7 @@ def op_from(obj: Any, *, author: bytes, seq: int | None) -> Op:
     base = _stamp(obj["b"], "base", clock)
     path = _path(obj["p"], "path")
     if kind == "folder/delete":
-        return Delete(path, clock, author, base)
+        return Delete(path, clock, author, base, _int(obj["t"], "mtime"))
     size, mode, mtime, chunks = _content(obj)
     if kind == "folder/put":
         return Put(path, size, mode, mtime, chunks, clock, author, base)

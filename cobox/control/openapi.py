@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _op(summary: str, body: dict[str, Any] | None = None, *, status: str = "200") -> dict[str, Any]:
+def _op(summary: str, body: dict[str, Any] | None = None, *, status: str = "200",
+        optional: dict[str, Any] | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {
         status: {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}},
         "401": {"$ref": "#/components/responses/Error"},
@@ -13,12 +14,14 @@ def _op(summary: str, body: dict[str, Any] | None = None, *, status: str = "200"
     }}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": list(body), "properties": body}}}}
+            "type": "object", "required": list(body), "properties": {**body, **(optional or {})}}}}}
     return op
 
 
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _TEXT = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_NUMBER = {"type": "number"}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -66,8 +69,9 @@ OPENAPI: dict[str, Any] = {
             **_op("every version of a file"),
             "parameters": [{"name": "file", "in": "query", "required": True, "schema": {"type": "string"}}]}},
         "/v1/folders/{name}/restore": {"parameters": _NAME, "post": _op(
-            "restore a version (the latest if none given), in place or to another path",
-            {"file": _TEXT})},
+            "restore a version (the latest if none given), in place (`in_place`: written by the time it "
+            "answers) or to another path or directory (`force`: replace a file there)",
+            {"file": _TEXT}, optional={"version": _TEXT, "to": _TEXT, "force": _BOOL})},
         "/v1/keys/backup": {"post": _op("store this device's keyring on a backup peer under a password",
                                         {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",

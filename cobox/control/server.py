@@ -268,8 +268,11 @@ class ControlServer:
             raise UsageError("the field 'version' must be text")
         if to is not None and not isinstance(to, str):
             raise UsageError("the field 'to' must be text")
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise UsageError("the field 'force' must be true or false")
         return web.json_response(await self.device.folder_restore(request.match_info["name"], _field(body, "file"),
-                                                                  version, to or None))
+                                                                  version, to or None, force))
 
     async def keys_backup(self, request: web.Request) -> web.Response:
         body = await _json(request)

@@ -65,6 +65,7 @@ from __future__ import annotations
 import copy
 import heapq
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -178,11 +179,11 @@ class FolderState:
                 if prev is None or (c.feed, c.seq) < (prev.feed, prev.seq):
                     known[c.id] = c
         if isinstance(op, Delete):
-            return [Version(op.path, stamp, self._base(op.path, op.base), True, kind="delete")]
+            return [Version(op.path, stamp, self._base(op.path, op.base), True, mtime=op.mtime, kind="delete")]
         mode = self._modes.setdefault(op.mode, op.mode)
         if isinstance(op, Put):
             return [Version(op.path, stamp, self._base(op.path, op.base), False, op.size, mode, op.mtime, chunks)]
-        return [Version(op.src, stamp, self._base(op.src, op.base), True, kind="rename-from"),
+        return [Version(op.src, stamp, self._base(op.src, op.base), True, mtime=op.mtime, kind="rename-from"),
                 Version(op.dst, stamp, self._base(op.dst, op.dst_base), False, op.size, mode, op.mtime, chunks,
                         kind="rename-to")]
 
@@ -411,9 +412,11 @@ class FolderState:
             author: bytes, base: Stamp | None) -> Put:
         return Put(normalize_path(path), size, mode, mtime, chunks, self.next_clock(), author, base)
 
-    def delete(self, path: str, author: bytes, base: Stamp | None = None) -> Delete:
+    def delete(self, path: str, author: bytes, base: Stamp | None = None, *, when: int | None = None) -> Delete:
+        """A ``Delete`` of ``path`` dated ``when`` (ns; default: now, the time it is recorded)."""
         path = normalize_path(path)
-        return Delete(path, self.next_clock(), author, self.head(path) if base is None else base)
+        return Delete(path, self.next_clock(), author, self.head(path) if base is None else base,
+                      time.time_ns() if when is None else when)
 
     def rename(self, src: str, dst: str, author: bytes) -> Rename:
         """Move the file shown at ``src`` to ``dst`` (same chunks, nothing re-stored)."""

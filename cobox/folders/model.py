@@ -1,7 +1,7 @@
 """The folder model: the records a device writes into its feed when its folder changes.
 
 ``Put(path, size, mode, mtime, chunks, clock, author, base)`` (the file now has the content of
-``chunks``, each a ``ChunkRef(id, feed, seq, size)``), ``Delete(path, clock, author, base)`` and
+``chunks``, each a ``ChunkRef(id, feed, seq, size)``), ``Delete(path, clock, author, base, mtime)`` (``mtime``: when the deletion was recorded) and
 ``Rename(src, dst, ...)`` (a Delete of ``src`` plus a Put of ``dst`` with one stamp, written as
 one record); ``Stamp(clock, author)`` identifies a version of a path and totally orders
 versions (Lamport clock, then author). Their encoding, the clock bound and the strict decoders
@@ -62,6 +62,7 @@ class Delete:
     clock: int
     author: bytes
     base: Stamp | None = None
+    mtime: int = 0  # when the deletion was recorded (ns since the epoch): what history shows
 
     @property
     def stamp(self) -> Stamp:

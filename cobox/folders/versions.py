@@ -51,10 +51,10 @@ def versions_of(op: Op) -> list[Version]:
     """The versions one op contributes (two for a rename)."""
     s = op.stamp
     if isinstance(op, Delete):
-        return [Version(op.path, s, op.base, True, kind="delete")]
+        return [Version(op.path, s, op.base, True, mtime=op.mtime, kind="delete")]
     if isinstance(op, Put):
         return [Version(op.path, s, op.base, False, op.size, op.mode, op.mtime, op.chunks)]
-    return [Version(op.src, s, op.base, True, kind="rename-from"),
+    return [Version(op.src, s, op.base, True, mtime=op.mtime, kind="rename-from"),
             Version(op.dst, s, op.dst_base, False, op.size, op.mode, op.mtime, op.chunks, kind="rename-to")]
 
 
