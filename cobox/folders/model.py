@@ -1,12 +1,12 @@
 """The folder model: the records a device writes into its feed when its folder changes.
 
 ``Put(path, size, mode, mtime, chunks, clock, author, base)`` (the file now has the content of
-``chunks``, each a ``ChunkRef(id, feed, seq, size)``), ``Delete(path, clock, author, base, mtime)`` (``mtime``: when the deletion was recorded) and
-``Rename(src, dst, ...)`` (a Delete of ``src`` plus a Put of ``dst`` with one stamp, written as
-one record); ``Stamp(clock, author)`` identifies a version of a path and totally orders
-versions (Lamport clock, then author). Their encoding, the clock bound and the strict decoders
-live with every other entry format in :mod:`cobox.entries` (which imports this module, never
-the other way round).
+``chunks``, each a ``ChunkRef(id, feed, seq, size)``), ``Delete(path, clock, author, base,
+mtime)`` (``mtime``: when the deletion was recorded) and ``Rename(src, dst, ...)`` (a Delete of
+``src`` plus a Put of ``dst`` with one stamp, written as one record); ``Stamp(clock, author)``
+identifies a version of a path and totally orders versions (Lamport clock, then author). Their
+encoding, the clock bound and the strict decoders live with every other entry format in
+:mod:`cobox.entries` (which imports this module, never the other way round).
 """
 
 from __future__ import annotations
