@@ -31,7 +31,9 @@ from networker import encode_key
 from . import netview
 from . import status as docs
 from .errors import UsageError
+from .folders import gate as folder_gate
 from .folders import history as folder_history
+from .folders import options as folder_options
 from .uri import parse_invite
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .groups import Group
 
 Doc = dict[str, Any]
+REQUEST_WAIT = 20.0  # seconds a rescan, override or revert waits for the round that carries it out
 RESTORE_WAIT = 20.0  # seconds a restore in place waits for the file to be written before it answers
 
 
@@ -94,7 +97,11 @@ class App(Protocol):
     # -- folders
     def folders(self) -> list[Doc]: ...
     def folder(self, name: str) -> Doc: ...
-    async def add_folder(self, group: str, path: str) -> Doc: ...
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> Doc: ...
+    async def set_folder(self, name: str, kind: str | None, rescan: Any) -> Doc: ...
+    async def folder_request(self, name: str, what: str) -> Doc:
+        """``rescan`` now, ``override`` (send-only) or ``revert`` (receive-only); answers once a round
+        carried it out (``done``), or after ``REQUEST_WAIT`` seconds with ``done`` false."""
     async def remove_folder(self, name: str) -> None: ...
     async def folder_history(self, name: str, file: str) -> list[Doc]: ...
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
@@ -278,8 +285,19 @@ class DaemonApp:
     def folder(self, name: str) -> Doc:
         return self.d.folder(name).status()
 
-    async def add_folder(self, group: str, path: str) -> Doc:
-        return (await self.d.add_folder(group, path)).status()
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> Doc:
+        options = folder_options.FolderOptions().replace(kind, rescan)
+        return (await self.d.add_folder(group, path, options)).status()
+
+    async def set_folder(self, name: str, kind: str | None, rescan: Any) -> Doc:
+        sync = self.d.folder(name)
+        await folder_options.configure(self.d.store, sync, name, kind, rescan, self.d.config.folders.rescan_interval)
+        return sync.status()
+
+    async def folder_request(self, name: str, what: str) -> Doc:
+        sync = self.d.folder(name)
+        done = await folder_gate.ask(sync.gate, what, REQUEST_WAIT)
+        return {"group": name, "request": what, "done": done}
 
     async def remove_folder(self, name: str) -> None:
         await self.d.remove_folder(name)

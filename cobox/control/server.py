@@ -94,6 +94,9 @@ class ControlServer:
         r.add_delete("/v1/folders/{name}", self.remove_folder)
         r.add_get("/v1/folders/{name}/history", self.folder_history)
         r.add_post("/v1/folders/{name}/restore", self.folder_restore)
+        r.add_patch("/v1/folders/{name}", self.set_folder)
+        for what in ("rescan", "override", "revert"):
+            r.add_post(f"/v1/folders/{{name}}/{what}", self.folder_request)
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_post("/v1/keys/restore", self.keys_restore)
 
@@ -247,8 +250,19 @@ class ControlServer:
 
     async def add_folder(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        return web.json_response(await self.device.add_folder(_field(body, "group"), _field(body, "path")),
-                                 status=201)
+        kind, rescan = _folder_options(body)
+        return web.json_response(await self.device.add_folder(_field(body, "group"), _field(body, "path"),
+                                                              kind, rescan), status=201)
+
+    async def set_folder(self, request: web.Request) -> web.Response:
+        kind, rescan = _folder_options(await _json(request))
+        if kind is None and rescan is None:
+            raise UsageError("give 'type' and/or 'rescan_interval'")
+        return web.json_response(await self.device.set_folder(request.match_info["name"], kind, rescan))
+
+    async def folder_request(self, request: web.Request) -> web.Response:
+        what = request.path.rsplit("/", 1)[1]
+        return web.json_response(await self.device.folder_request(request.match_info["name"], what))
 
     async def folder_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.folder(request.match_info["name"]))
@@ -298,6 +312,16 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise UsageError("the request body must be a JSON object")
     return body
+
+
+def _folder_options(body: dict[str, Any]) -> tuple[str | None, Any]:
+    """The optional folder ``type`` (text) and ``rescan_interval`` (a number, checked by the folder)."""
+    kind, rescan = body.get("type"), body.get("rescan_interval")
+    if kind is not None and not isinstance(kind, str):
+        raise UsageError("the field 'type' must be text: send-receive, send-only or receive-only")
+    if rescan is not None and (isinstance(rescan, bool) or not isinstance(rescan, int | float)):
+        raise UsageError("the field 'rescan_interval' must be a number of seconds")
+    return kind, rescan
 
 
 def _field(body: dict[str, Any], name: str) -> str:

@@ -57,6 +57,7 @@ from ..errors import FileChangedError, FolderError, MalformedChunkError, Malform
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import Chunker, chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
+from .gate import Gate
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
 from .model import ChunkRef, Op, Stamp
@@ -107,6 +108,7 @@ class FolderSync:
         self._next_clock = 0  # the lowest clock the next recorded operation may take
         self._synced: dict[str, Synced] = {}
         self._wake = asyncio.Event()
+        self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: list[Any] = []
         self.rounds = 0
@@ -136,6 +138,7 @@ class FolderSync:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.gate.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -233,6 +236,7 @@ class FolderSync:
         local = await asyncio.to_thread(scan, self.root, rules, want, self.chunker)
         async with self.reader.merging:  # O(files), so off the loop; on a settled state
             actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)
+        actions = self.gate.admit(state, local, synced, actions, rules)
         waiting = waiting_bytes = 0
         for a in actions:
             if isinstance(a, Download) and not self._available(a.version):
@@ -254,6 +258,7 @@ class FolderSync:
         for path in [p for p in self.failed if p not in state.files and p not in local]:
             del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
+        self.gate.round_done()
 
     async def _act(self, a: Any) -> None:
         if isinstance(a, Download):
@@ -419,6 +424,8 @@ class FolderSync:
                        for f in sorted(self.failed.values(), key=lambda f: f.path)[:MAX_FAILED_SHOWN]],
             "failed_count": len(self.failed),
             "devices": self.group.devices_status(),
+            "rescan_interval": self.rescan,
+            **self.gate.status(),
         }
 
     async def write_version(self, v: Version, target: Path) -> None:
