@@ -209,7 +209,8 @@ class DaemonApp:
         counts = None
         if folder is not None:
             counts = docs.FolderCounts(folder.pending_downloads, sum(v.size for v in folder.state.files.values()),
-                                       folder.pending_bytes, len(folder.state.files))
+                                       folder.pending_bytes,
+                                       sum(1 for v in folder.state.files.values() if v.kind != "dir"))
         return docs.sync_document(group.name, netview.group_progress(self.d.node, group),
                                   sum(len(f.have) for f in group.feeds()), counts)
 

@@ -54,6 +54,7 @@ from storage.errors import FeedNotFoundError
 
 from ..entries import FILLER, decode_chunk, encode_op, fillers_needed, unpack
 from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
+from . import dirs
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import Chunker, chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
@@ -261,7 +262,9 @@ class FolderSync:
         self.gate.round_done()
 
     async def _act(self, a: Any) -> None:
-        if isinstance(a, Download):
+        if dirs.handles(a):  # a directory (dirs.py)
+            await dirs.act(self, a)
+        elif isinstance(a, Download):
             await self._download(a)
         elif isinstance(a, MoveLocal):
             await asyncio.to_thread(move_file, self.root, a.src, a.dst, a.expect)
@@ -408,7 +411,7 @@ class FolderSync:
         return {
             "group": self.group.name,
             "path": str(self.root),
-            "files": len(files),
+            "files": sum(1 for v in files.values() if v.kind != "dir"),  # directories are not files
             "bytes": sum(v.size for v in files.values()),
             "pending_down": self.pending_downloads,
             "pending_down_bytes": self.pending_bytes,
