@@ -56,9 +56,10 @@ async def restore(sync: FolderSync, file: str, version: str | None, to: str | No
         target, expect = restore_target(Path(to).expanduser().absolute(), path, force)
         await write_version(sync, v, target, expect)
         return {"written": str(target), "version": version_id(v)}
-    op = await sync.record(sync.state.restore(path, v.stamp, sync.group.device_id))
+    put = sync.state.restore(path, v.stamp, sync.group.device_id)
+    await sync.record(put)  # (with another clock, maybe: the same content and mtime)
     sync.wake()
-    placed = await in_place(sync.root / path, v.size, op.mtime, wait)
+    placed = await in_place(sync.root / path, put.size, put.mtime, wait)
     return {"restored": path, "version": version_id(v), "in_place": placed}
 
 

@@ -42,7 +42,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import UsageError
-from .merge import FolderState
+from .merge import FolderState, Version
 from .plan import (
     Action,
     Download,
@@ -90,7 +90,7 @@ def restrict(kind: FolderKind, actions: Sequence[Action]) -> tuple[list[Action],
 
 def _same(path: str, loc: LocalFile, state: FolderState, synced: Mapping[str, Synced]) -> bool:
     """Whether the file scanned at ``path`` holds what the group shows there."""
-    shown = state.files.get(path)
+    shown: Version | None = state.files.get(path)
     if shown is None:
         return False
     if loc.content is not None:
@@ -123,7 +123,7 @@ def revert(state: FolderState, local: Mapping[str, LocalFile], synced: Mapping[s
            ignored: Callable[[str], bool] | None = None) -> list[Action]:
     """Bring the disk back to the group's state (receive-only *Revert Local Changes*)."""
     downloads: list[Action] = []
-    removals: list[Action] = []
+    removals: list[RemoveLocal] = []
     rest: list[Action] = []
     for path in _paths(state, local, ignored):
         shown, loc = state.files.get(path), local.get(path)
@@ -138,4 +138,5 @@ def revert(state: FolderState, local: Mapping[str, LocalFile], synced: Mapping[s
             removals.append(RemoveLocal(path, loc))
     for path in sorted(p for p in synced if p not in state.files and p not in local):
         rest.append(Forget(path))
-    return downloads + removals + rest
+    removals.sort(key=lambda a: (a.expect.is_dir, -a.path.count("/")))
+    return [*downloads, *removals, *rest]  # directories removed after the files in them, the deepest first

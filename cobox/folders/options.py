@@ -36,7 +36,8 @@ class FolderOptions:
     rescan: float | None = None  # seconds between two rescans; None: the configured default
 
     def encode(self) -> bytes:
-        return msgpack.packb({"type": self.kind.value, "rescan": self.rescan}, use_bin_type=True)
+        data: bytes = msgpack.packb({"type": self.kind.value, "rescan": self.rescan}, use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, data: bytes) -> FolderOptions:

@@ -156,7 +156,7 @@ def _same_content(loc: LocalFile, syn: Synced) -> bool:
 def plan(state: FolderState, local: Mapping[str, LocalFile], synced: Mapping[str, Synced],
          ignored: Callable[[str], bool] | None = None) -> list[Action]:
     actions: list[Action] = []
-    movable: dict[str, tuple[str, LocalFile]] = {}  # path about to be replaced -> its content
+    movable: dict[str, tuple[bytes, LocalFile]] = {}  # path about to be replaced -> its content
     for path in sorted(set(state.files) | set(local) | set(synced)):
         remote, loc, syn = state.files.get(path), local.get(path), synced.get(path)
         if ignored is not None and ignored(path + "/" if _is_dir(remote, loc, syn) else path):
@@ -227,7 +227,7 @@ def _keep_dirs(state: FolderState, actions: list[Action], local: Mapping[str, Lo
     return [kept.get(a.path, a) if isinstance(a, RemoveLocal) else a for a in actions]
 
 
-def _moves(actions: list[Action], movable: dict[str, tuple[str, LocalFile]],
+def _moves(actions: list[Action], movable: dict[str, tuple[bytes, LocalFile]],
            local: Mapping[str, LocalFile]) -> list[Action]:
     by_content: dict[bytes, list[str]] = {}
     for path, (content, _) in sorted(movable.items()):

@@ -26,11 +26,13 @@ async def test_a_receive_only_folder_sends_nothing_and_revert_brings_the_groups_
     length = b.feed.length
     (b.root / "x.txt").write_bytes(b"b's local edit")
     (b.root / "y.txt").write_bytes(b"b's new file")
+    (b.root / "new" / "deeper").mkdir(parents=True)  # new directories, one holding a file
+    (b.root / "new" / "deeper" / "f.txt").write_bytes(b"f")
     await b.sync.round()
     assert b.feed.length == length  # nothing recorded
     status = b.sync.status()
-    assert (status["type"], status["out_of_sync"], status["out_of_sync_paths"]) == ("receive-only", 2,
-                                                                                    ["x.txt", "y.txt"])
+    assert (status["type"], status["out_of_sync"], status["out_of_sync_paths"]) == (
+        "receive-only", 5, ["new", "new/deeper", "new/deeper/f.txt", "x.txt", "y.txt"])
     # remote changes still come in
     (a.root / "z.txt").write_bytes(b"new from a")
     await a.sync.round()
@@ -42,6 +44,7 @@ async def test_a_receive_only_folder_sends_nothing_and_revert_brings_the_groups_
     await b.sync.round()
     assert done.done() and b.feed.length == length
     assert tree(b.root) == {"x.txt": b"from a", "z.txt": b"new from a"}  # the local edit and file are gone
+    assert not (b.root / "new").exists()  # and the new directories, in one revert
     assert b.sync.status()["out_of_sync"] == 0
     await b.sync.round()
     assert tree(b.root) == {"x.txt": b"from a", "z.txt": b"new from a"}
