@@ -431,18 +431,6 @@ class FolderSync:
             **self.gate.status(),
         }
 
-    async def write_version(self, v: Version, target: Path) -> None:
-        """Write an old version to ``target`` (outside or inside the folder)."""
-        loop = asyncio.get_running_loop()
-
-        def pieces() -> Iterator[bytes]:
-            for ref in v.chunks:
-                yield asyncio.run_coroutine_threadsafe(self._chunk(ref), loop).result()
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(write_file, target.parent, target.name, pieces(), size=v.size, mode=v.mode,
-                                mtime=v.mtime, expect=None)
-
 
 def version_id(v: Version) -> str:
     return f"{v.stamp.clock}-{v.stamp.author.hex()[:8]}"
