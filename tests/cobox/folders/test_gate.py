@@ -59,3 +59,13 @@ async def test_receive_only_holds_local_changes_back_and_ask_answers_after_the_r
     gate.round_done()
     assert await asked is True
     assert await ask(gate, "rescan", 0.01) is False  # no round came: still asked
+
+
+async def test_a_file_waiting_to_be_stable_gets_a_round_of_its_own():
+    woken = asyncio.Event()
+    gate = Gate(woken.set, stable_wait=0.05)
+    fresh = LocalFile(1, 10**30)  # an mtime in the future: only two looks decide
+    assert gate.admit(STATE, {"b": fresh}, SYNCED, [RecordPut("b", None, fresh)]) == []
+    assert gate.status()["waiting_stable"] == 1
+    await asyncio.wait_for(woken.wait(), 10)  # the gate asked for a round: nothing else would come
+    assert gate.admit(STATE, {"b": fresh}, SYNCED, [RecordPut("b", None, fresh)]) == [RecordPut("b", None, fresh)]
