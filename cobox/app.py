@@ -32,7 +32,9 @@ from . import netview, pauses
 from . import status as docs
 from .errors import UsageError
 from .folders import conflicts as folder_conflicts
+from .folders import gate as folder_gate
 from .folders import history as folder_history
+from .folders import options as folder_options
 from .uri import parse_invite
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from .groups import Group
 
 Doc = dict[str, Any]
+REQUEST_WAIT = 20.0  # seconds a rescan, override or revert waits for the round that carries it out
+RESTORE_WAIT = 20.0  # seconds a restore in place waits for the file to be written before it answers
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,15 @@ class App(Protocol):
     # -- folders
     def folders(self) -> list[Doc]: ...
     def folder(self, name: str) -> Doc: ...
-    async def add_folder(self, group: str, path: str) -> Doc: ...
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> Doc: ...
+    async def set_folder(self, name: str, kind: str | None, rescan: Any) -> Doc: ...
+    async def folder_request(self, name: str, what: str) -> Doc:
+        """``rescan`` now, ``override`` (send-only) or ``revert`` (receive-only); answers once a round
+        carried it out (``done``), or after ``REQUEST_WAIT`` seconds with ``done`` false."""
     async def remove_folder(self, name: str) -> None: ...
     async def folder_history(self, name: str, file: str) -> list[Doc]: ...
-    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc: ...
+    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
+                             force: bool = False) -> Doc: ...
     async def folder_files(self, name: str, query: str, limit: int) -> Doc: ...
     async def folder_conflicts(self, name: str) -> list[Doc]: ...
     async def resolve_conflict(self, name: str, copy: str, keep: str) -> Doc: ...
@@ -225,7 +234,8 @@ class DaemonApp:
         counts = None
         if folder is not None:
             counts = docs.FolderCounts(folder.pending_downloads, sum(v.size for v in folder.state.files.values()),
-                                       folder.pending_bytes, len(folder.state.files))
+                                       folder.pending_bytes,
+                                       sum(1 for v in folder.state.files.values() if v.kind != "dir"))
         return docs.sync_document(group.name, netview.group_progress(self.d.node, group),
                                   sum(len(f.have) for f in group.feeds()), counts)
 
@@ -305,8 +315,19 @@ class DaemonApp:
     def folder(self, name: str) -> Doc:
         return self.d.folder(name).status()
 
-    async def add_folder(self, group: str, path: str) -> Doc:
-        return (await self.d.add_folder(group, path)).status()
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> Doc:
+        options = folder_options.FolderOptions().replace(kind, rescan)
+        return (await self.d.add_folder(group, path, options)).status()
+
+    async def set_folder(self, name: str, kind: str | None, rescan: Any) -> Doc:
+        sync = self.d.folder(name)
+        await folder_options.configure(self.d.store, sync, name, kind, rescan, self.d.config.folders.rescan_interval)
+        return sync.status()
+
+    async def folder_request(self, name: str, what: str) -> Doc:
+        sync = self.d.folder(name)
+        done = await folder_gate.ask(sync.gate, what, REQUEST_WAIT)
+        return {"group": name, "request": what, "done": done}
 
     async def remove_folder(self, name: str) -> None:
         await self.d.remove_folder(name)
@@ -314,8 +335,10 @@ class DaemonApp:
     async def folder_history(self, name: str, file: str) -> list[Doc]:
         return await folder_history.history(self.d.folder(name), file)
 
-    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc:
-        return await folder_history.restore(self.d.folder(name), file, version, to)
+    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
+                             force: bool = False) -> Doc:
+        return await folder_history.restore(self.d.folder(name), file, version, to, force=force,
+                                            wait=RESTORE_WAIT)
 
     async def folder_files(self, name: str, query: str, limit: int) -> Doc:
         return await folder_conflicts.files(self.d.folder(name), query, limit)

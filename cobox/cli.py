@@ -52,6 +52,14 @@ def _sub(parent: argparse._SubParsersAction, name: str, help: str, examples: str
                              formatter_class=_Formatter, **kw)
 
 
+def _folder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", choices=("send-receive", "send-only", "receive-only"),
+                   help="send-receive (default): both ways; send-only: local changes go out, remote ones are not "
+                        "applied here; receive-only: remote changes come in, local ones do not go out")
+    p.add_argument("--rescan-interval", type=float, metavar="SECONDS",
+                   help="seconds between two full rescans (default: folders.rescan_interval)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cobox", description="Peer-to-peer sync and backup, end-to-end encrypted.",
                                 epilog=EXAMPLES, formatter_class=_Formatter)
@@ -156,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     fa = _sub(fs, "add", "bind a folder to a group (its files are imported)", "  cobox folder add photos ~/Pictures\n")
     fa.add_argument("group", help="the group")
     fa.add_argument("path", help="the folder (made if missing)")
+    _folder_options(fa)
+    fse = _sub(fs, "set", "change a folder's type or rescan interval",
+               "  cobox folder set photos --type receive-only\n  cobox folder set photos --rescan-interval 600\n")
+    fse.add_argument("group", help="the group")
+    _folder_options(fse)
+    for action, text, example in (
+            ("rescan", "scan the folder now (answers when the scan is done)", "rescan photos"),
+            ("override", "send-only: make the group take this device's files (overrides remote changes)",
+             "override photos"),
+            ("revert", "receive-only: make this device's files the group's again (drops local changes)",
+             "revert photos")):
+        _sub(fs, action, text, f"  cobox folder {example}\n").add_argument("group", help="the group")
     _sub(fs, "list", "bound folders").add_argument("--json", action="store_true", help="machine-readable")
     _sub(fs, "remove", "unbind a group's folder (files stay)").add_argument("group", help="the group")
     fst = _sub(fs, "status", "files, bytes, pending up/down, conflicts", "  cobox folder status photos\n")
@@ -172,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("group", help="the group")
     fr.add_argument("file", help="the file: relative to the folder, or an absolute path inside it")
     fr.add_argument("--version", metavar="V", help="a version from `folder history` (default: the latest)")
-    fr.add_argument("--to", metavar="PATH", help="write it there instead of restoring in place")
+    fr.add_argument("--to", metavar="PATH", help="write it there (a file, or a directory to put it in) instead of "
+                    "restoring in place")
+    fr.add_argument("--force", action="store_true", help="with --to: replace a file that is already there")
 
     k = _sub(sub, "keys", "back up this device's keys on a backup peer, or restore them")
     ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")

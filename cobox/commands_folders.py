@@ -1,4 +1,4 @@
-"""The ``folder`` commands: add, list, remove, status, history and restore."""
+"""The ``folder`` commands: add, set, list, remove, status, rescan, override, revert, history and restore."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime
 import json
 from pathlib import Path
 
-from .commands_show import ago_text, files_text, quote_name, show_list, size_text
+from .commands_show import ago_text, duration_text, files_text, quote_name, show_list, size_text
 from .control.client import Client
 from .errors import CoboxError
 from .inputs import folder_file
@@ -17,8 +17,20 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
     a = args.action
     if a == "add":
         path = str(Path(args.path).expanduser().resolve())
-        f = await api.post("/v1/folders", {"group": args.group, "path": path})
-        print(f"syncing {f['path']} with group {f['group']}")
+        f = await api.post("/v1/folders", {"group": args.group, "path": path, **_options(args)})
+        print(f"syncing {f['path']} with group {f['group']} ({kind_text(f)})")
+    elif a == "set":
+        body = _options(args)
+        if not body:
+            raise CoboxError("give --type and/or --rescan-interval")
+        f = await api.request("PATCH", f"/v1/folders/{quote_name(args.group)}", body)
+        print(f"{f['path']}: {kind_text(f)}")
+    elif a in ("rescan", "override", "revert"):
+        r = await api.post(f"/v1/folders/{quote_name(args.group)}/{a}")
+        done = {"rescan": "rescanned", "override": "overridden: the group now has this device's files",
+                "revert": "reverted: this device has the group's files again"}[a]
+        print(f"{args.group}: {done}" if r["done"] else f"{args.group}: {a} asked; the folder has not done it yet "
+              f"(see `cobox folder status {args.group}`)")
     elif a == "list":
         show_list(await api.get("/v1/folders"), args.json, "no folders",
                   lambda f: print(f"{f['group']}  {f['path']}  {files_text(f['files'], f['bytes'])}"))
@@ -36,6 +48,18 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
             state = "in sync" if not (f["pending_up"] or f["pending_down"]) else f"{f['pending_up']} to upload, {down}"
             state = f"paused, {state}" if f.get("paused") else state
             print(f"{f['path']}: {files_text(f['files'], f['bytes'])}, {state}, {len(f['conflicts'])} conflicts")
+            print(f"  {kind_text(f)}")
+            held = f.get("out_of_sync", 0)
+            if held:
+                what = {"send-only": "remote changes not applied here (`cobox folder override` makes the group "
+                                     "take this device's files)",
+                        "receive-only": "local changes not sent (`cobox folder revert` drops them)"}.get(
+                    f.get("type", ""), "paths held back")
+                print(f"  {held} {what}:")
+                for p in f.get("out_of_sync_paths", []):
+                    print(f"    {p}")
+            if f.get("waiting_stable"):
+                print(f"  {f['waiting_stable']} files being written (recorded once they are stable)")
             for c in f["conflicts"]:
                 print(f"  conflict copy: {c}")
             if f["error"]:
@@ -70,7 +94,30 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
         if args.version:
             body["version"] = args.version
         if args.to:
-            body["to"] = str(Path(args.to).expanduser().resolve())
+            body["to"] = str(Path(args.to).expanduser().absolute())
+            body["force"] = args.force
         r = await api.post(f"/v1/folders/{quote_name(args.group)}/restore", body)
-        print(f"restored {args.file} (version {r['version']})" + (f" to {args.to}" if args.to else ""))
+        if "written" in r:
+            print(f"restored {args.file} (version {r['version']}) to {r['written']}")
+        elif r.get("in_place"):
+            print(f"restored {args.file} (version {r['version']})")
+        else:
+            print(f"restore of {args.file} (version {r['version']}) recorded; it is not written yet "
+                  f"(see `cobox folder status {args.group}`)")
     return 0
+
+
+def _options(args: argparse.Namespace) -> dict[str, object]:
+    body: dict[str, object] = {}
+    if args.type:
+        body["type"] = args.type
+    if args.rescan_interval is not None:
+        body["rescan_interval"] = args.rescan_interval
+    return body
+
+
+def kind_text(f: dict[str, object]) -> str:
+    """``send-only, rescanned every 30 s``."""
+    rescan = f.get("rescan_interval")
+    every = f", rescanned every {duration_text(float(rescan))}" if isinstance(rescan, int | float) else ""
+    return f"{f.get('type', 'send-receive')}{every}"

@@ -41,7 +41,7 @@ COMMAND_LINE = "command line"
 FLAGS = {"network.listen": "--listen", "dht.port": "--dht-port", "dht.host": "--dht-host",
          "dht.bootstrap": "--bootstrap", "api.port": "--api-port"}  # the daemon's flag for a setting
 POSITIVE = frozenset({"network.handshake_timeout", "network.idle_timeout", "network.refuse_seconds",
-                      "dht.rpc_timeout"})  # durations that must be above zero
+                      "dht.rpc_timeout", "folders.rescan_interval"})  # durations that must be above zero
 AT_LEAST_ONE = frozenset({"network.max_connections", "network.max_per_ip", "network.max_pending",
                           "network.max_pending_per_ip"})
 SHARES = frozenset({"network.group_reserve"})  # 0 <= share < 1

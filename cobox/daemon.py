@@ -81,6 +81,7 @@ from .errors import (
     NotAMemberError,
     UsageError,
 )
+from .folders import options as folder_options
 from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
@@ -384,7 +385,10 @@ class Daemon:
         """Start the folder now and hand it to the supervisor as ``folder:NAME``. A folder that
         cannot start (its directory is gone, say) is retried with backoff, its error shown in
         ``status``; once started, FolderSync's own loop runs and reports its rounds."""
-        sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(self.config.folders.min_disk_free))
+        cfg = self.config.folders
+        sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(cfg.min_disk_free))
+        sync.gate.stable.interval = cfg.stable_wait
+        folder_options.apply(sync, await folder_options.load(self.store, group.name), cfg.rescan_interval)
         self.controls.on_folder(sync, group.name)
         started = True
         try:
@@ -412,7 +416,8 @@ class Daemon:
         self.supervisor.spawn(f"folder:{group.name}", serve, restart="backoff")
         return sync
 
-    async def add_folder(self, name: str, path: str) -> FolderSync:
+    async def add_folder(self, name: str, path: str,
+                         options: folder_options.FolderOptions | None = None) -> FolderSync:
         group = self.group(name)
         if not group.is_member:
             raise NotAMemberError(f"{name!r} is backed up here, not joined: it has no folder to show")
@@ -424,6 +429,7 @@ class Daemon:
         for f in self.folders.values():
             if root == f.root or root in f.root.parents or f.root in root.parents:
                 raise UsageError(f"{root} overlaps the folder of group {f.group.name!r}")
+        await folder_options.save(self.store, name, options or folder_options.FolderOptions())
         await self.store.put_record(FOLDERS_SCOPE, name, str(root).encode())
         return await self._start_folder(group, root)
 
@@ -438,6 +444,7 @@ class Daemon:
         await self.supervisor.cancel(f"folder:{name}")  # it stops the folder
         del self.folders[name]
         await self.store.delete_record(FOLDERS_SCOPE, name)
+        await folder_options.forget(self.store, name)
 
     async def leave_group(self, name: str) -> None:
         if name in self.folders:

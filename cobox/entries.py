@@ -41,19 +41,22 @@ and any other shape of entry, is :class:`MalformedChunkError` (the record is ref
 Folder operations
 ~~~~~~~~~~~~~~~~~
 Every change a device makes to a synced folder is one record, encrypted as one entry of the
-device's own feed of the group (``Group.seal``). Three records exist:
+device's own feed of the group (``Group.seal``). Four records exist:
 
 ``Put(path, size, mode, mtime, chunks, clock, author, base)``
     The file at ``path`` now has this content: the concatenation of ``chunks``, each a
     ``ChunkRef(id, feed, seq, size)`` naming the BLAKE3 id of the plaintext chunk and where its
     encrypted bytes live (entry ``seq`` of feed ``feed``), so a reader can fetch and verify it.
-``Delete(path, clock, author, base)``
-    The file at ``path`` is gone.
+``Delete(path, clock, author, base, mtime)``
+    The file at ``path`` is gone; ``mtime`` is when the deletion was recorded (what
+    ``folder history`` shows as its date).
 ``Rename(src, dst, size, mode, mtime, chunks, clock, author, base, dst_base)``
     ``src`` moved to ``dst``: for the merge exactly a ``Delete(src, base)`` plus a
     ``Put(dst, ..., dst_base)`` with the same stamp, written as one record so it lands
     atomically and so a device that holds ``src`` can move its file instead of downloading it.
     It carries the content (same chunk refs, nothing re-stored).
+``Mkdir(path, mode, clock, author, base)``
+    A directory is at ``path`` (so empty directories are synced too); removed by a ``Delete``.
 
 A record carries no author: its ``author`` is the device that owns the feed it is in, as
 established by the feed's admission (``cobox.admission``), and ``decode_op`` takes it from the
@@ -76,7 +79,7 @@ is above the bound of its own next entry first appends that many tiny ``FILLER``
 are unsigned 64-bit integers in msgpack; the bound stays below ``2**64`` for the first
 ``2**32 - 1`` entries of a feed.
 
-Encoding: a msgpack map with a ``type`` (``folder/put``, ``folder/delete``, ``folder/rename``),
+Encoding: a msgpack map with a ``type`` (``folder/put``, ``folder/delete``, ``folder/rename``, ``folder/dir``),
 a format version ``v`` (1) and short keys. Chunk refs are ``[id, feed index, seq, size]`` into
 a table ``f`` of feed keys, which keeps a ``Put`` of ``MAX_CHUNKS`` chunks under the feed's entry
 size limit. ``decode_op`` is strict and total: exact key set, exact types (a bool is not an
@@ -98,7 +101,7 @@ import nacl.bindings
 import nacl.exceptions
 
 from .errors import MalformedChunkError, MalformedLogEntryError, MalformedOpError
-from .folders.model import ChunkRef, Delete, Op, Put, Rename, Stamp
+from .folders.model import ChunkRef, Delete, Mkdir, Op, Put, Rename, Stamp
 from .folders.paths import is_normal
 
 FORMAT = 1
@@ -110,7 +113,7 @@ MAX_CLOCK = 2**64 - 1  # msgpack uint64
 CLOCK_STEP = 2**32  # clock room per entry of a feed
 MAX_FILE_BYTES = 64 * 1024**3  # content of one Put or Rename
 MAX_ENTRY_BYTES = 8 * 1024 * 1024  # no feed entry is larger (storage caps it lower)
-TYPES = ("folder/put", "folder/delete", "folder/rename")
+TYPES = ("folder/put", "folder/delete", "folder/rename", "folder/dir")
 
 
 # -- sealing ------------------------------------------------------------------------------------
@@ -263,7 +266,9 @@ def encode_op(op: Op) -> bytes:
     is not written: readers take it from the feed's owner."""
     obj: dict[str, Any] = {"v": FORMAT, "k": op.clock, "b": _stamp_out(op.base)}
     if isinstance(op, Delete):
-        obj.update(type="folder/delete", p=op.path)
+        obj.update(type="folder/delete", p=op.path, t=op.mtime)
+    elif isinstance(op, Mkdir):
+        obj.update(type="folder/dir", p=op.path, m=op.mode)
     else:
         feeds, chunks = _chunks_out(op.chunks)
         obj.update(s=op.size, m=op.mode, t=op.mtime, f=feeds, c=chunks)
@@ -283,8 +288,9 @@ def encode_op(op: Op) -> bytes:
 
 _KEYS = {
     "folder/put": {"type", "v", "k", "b", "p", "s", "m", "t", "f", "c"},
-    "folder/delete": {"type", "v", "k", "b", "p"},
+    "folder/delete": {"type", "v", "k", "b", "p", "t"},
     "folder/rename": {"type", "v", "k", "b", "p", "s", "m", "t", "f", "c", "d", "db"},
+    "folder/dir": {"type", "v", "k", "b", "p", "m"},
 }
 
 
@@ -372,7 +378,9 @@ def op_from(obj: Any, *, author: bytes, seq: int | None) -> Op:
     base = _stamp(obj["b"], "base", clock)
     path = _path(obj["p"], "path")
     if kind == "folder/delete":
-        return Delete(path, clock, author, base)
+        return Delete(path, clock, author, base, _int(obj["t"], "mtime"))
+    if kind == "folder/dir":
+        return Mkdir(path, _int(obj["m"], "mode", 0, 0o7777), clock, author, base)
     size, mode, mtime, chunks = _content(obj)
     if kind == "folder/put":
         return Put(path, size, mode, mtime, chunks, clock, author, base)

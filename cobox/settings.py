@@ -116,6 +116,8 @@ class GroupsSettings:
 @dataclass(frozen=True, slots=True)
 class FoldersSettings:
     min_disk_free: str = "1%"
+    rescan_interval: float = 30.0
+    stable_wait: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 
-def _op(summary: str, body: dict[str, Any] | None = None, *, status: str = "200") -> dict[str, Any]:
+def _op(summary: str, body: dict[str, Any] | None = None, *, status: str = "200",
+        optional: dict[str, Any] | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {
         status: {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}},
         "401": {"$ref": "#/components/responses/Error"},
         "default": {"$ref": "#/components/responses/Error"},
     }}
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": list(body), "properties": body}}}}
+        schema: dict[str, Any] = {"type": "object", "properties": {**body, **(optional or {})}}
+        if body:
+            schema["required"] = list(body)
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     return op
 
 
@@ -44,6 +47,10 @@ def _limits_op() -> dict[str, Any]:
                             "type": "object", "nullable": True,
                             "properties": {"send_kbps": _KBPS, "recv_kbps": _KBPS}}}}}}}}
     return op
+_BOOL = {"type": "boolean"}
+_NUMBER = {"type": "number"}
+_FOLDER_OPTIONS = {"type": {"type": "string", "enum": ["send-receive", "send-only", "receive-only"]},
+                   "rescan_interval": _NUMBER}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -89,15 +96,27 @@ OPENAPI: dict[str, Any] = {
         "/v1/groups/{name}/backup": {"parameters": _NAME,
                                      "get": _op("per backup peer and own feed: claims (receipts) and audits")},
         "/v1/folders": {"get": _op("bound folders and their status"),
-                        "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201")},
-        "/v1/folders/{name}": {"parameters": _NAME, "get": _op("files, bytes, pending up/down, conflicts"),
+                        "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201",
+                                    optional=_FOLDER_OPTIONS)},
+        "/v1/folders/{name}": {"parameters": _NAME,
+                               "get": _op("files, bytes, pending up/down, conflicts, type, rescan interval, "
+                                          "out of sync paths (held back by the type), files waiting to be stable"),
+                               "patch": _op("change the folder's type and/or rescan interval (kept across restarts)",
+                                            {}, optional=_FOLDER_OPTIONS),
                                "delete": _op("unbind the folder (its files stay)")},
+        "/v1/folders/{name}/rescan": {"parameters": _NAME, "post": _op(
+            "rescan now; answers when the round is done (`done` false: still to come)")},
+        "/v1/folders/{name}/override": {"parameters": _NAME, "post": _op(
+            "send-only: make the group take this device's state (Override Changes)")},
+        "/v1/folders/{name}/revert": {"parameters": _NAME, "post": _op(
+            "receive-only: make this device take the group's state (Revert Local Changes)")},
         "/v1/folders/{name}/history": {"parameters": _NAME, "get": {
             **_op("every version of a file"),
             "parameters": [{"name": "file", "in": "query", "required": True, "schema": {"type": "string"}}]}},
         "/v1/folders/{name}/restore": {"parameters": _NAME, "post": _op(
-            "restore a version (the latest if none given), in place or to another path",
-            {"file": _TEXT})},
+            "restore a version (the latest if none given), in place (`in_place`: written by the time it "
+            "answers) or to another path or directory (`force`: replace a file there)",
+            {"file": _TEXT}, optional={"version": _TEXT, "to": _TEXT, "force": _BOOL})},
         "/v1/folders/{name}/files": {"parameters": _NAME, "get": {
             **_op("the files shown, by path ({files: [{path, size, mtime, author}], total}); ?q= filters names"),
             "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}},

@@ -100,6 +100,9 @@ class ControlServer:
         r.add_get("/v1/folders/{name}/files", self.folder_files)
         r.add_get("/v1/folders/{name}/conflicts", self.folder_conflicts)
         r.add_post("/v1/folders/{name}/conflicts/resolve", self.resolve_conflict)
+        r.add_patch("/v1/folders/{name}", self.set_folder)
+        for what in ("rescan", "override", "revert"):
+            r.add_post(f"/v1/folders/{{name}}/{what}", self.folder_request)
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_post("/v1/keys/restore", self.keys_restore)
         r.add_get("/v1/pauses", self.get_pauses)
@@ -267,7 +270,18 @@ class ControlServer:
         path = _field(body, "path").strip()
         if not os.path.isabs(os.path.expanduser(path)):
             raise UsageError(f"give the folder's full path (like /home/you/Photos or ~/Photos), not {path!r}")
-        return web.json_response(await self.device.add_folder(_field(body, "group"), path), status=201)
+        kind, rescan = _folder_options(body)
+        return web.json_response(await self.device.add_folder(_field(body, "group"), path, kind, rescan), status=201)
+
+    async def set_folder(self, request: web.Request) -> web.Response:
+        kind, rescan = _folder_options(await _json(request))
+        if kind is None and rescan is None:
+            raise UsageError("give 'type' and/or 'rescan_interval'")
+        return web.json_response(await self.device.set_folder(request.match_info["name"], kind, rescan))
+
+    async def folder_request(self, request: web.Request) -> web.Response:
+        what = request.path.rsplit("/", 1)[1]
+        return web.json_response(await self.device.folder_request(request.match_info["name"], what))
 
     async def folder_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.folder(request.match_info["name"]))
@@ -287,8 +301,11 @@ class ControlServer:
             raise UsageError("the field 'version' must be text")
         if to is not None and not isinstance(to, str):
             raise UsageError("the field 'to' must be text")
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise UsageError("the field 'force' must be true or false")
         return web.json_response(await self.device.folder_restore(request.match_info["name"], _field(body, "file"),
-                                                                  version, to or None))
+                                                                  version, to or None, force))
 
     async def folder_files(self, request: web.Request) -> web.Response:
         try:
@@ -347,6 +364,16 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise UsageError("the request body must be a JSON object")
     return body
+
+
+def _folder_options(body: dict[str, Any]) -> tuple[str | None, Any]:
+    """The optional folder ``type`` (text) and ``rescan_interval`` (a number, checked by the folder)."""
+    kind, rescan = body.get("type"), body.get("rescan_interval")
+    if kind is not None and not isinstance(kind, str):
+        raise UsageError("the field 'type' must be text: send-receive, send-only or receive-only")
+    if rescan is not None and (isinstance(rescan, bool) or not isinstance(rescan, int | float)):
+        raise UsageError("the field 'rescan_interval' must be a number of seconds")
+    return kind, rescan
 
 
 def _field(body: dict[str, Any], name: str) -> str:

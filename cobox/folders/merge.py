@@ -8,7 +8,8 @@ Output: which file each path holds, identical on every device that holds the sam
 is ``update`` on an empty state and ``add`` an ``update`` of a copy. Nothing depends on arrival
 order or batching: the state is a function of the set of ops.
 
-1. Each op becomes *versions* of paths: a ``Put`` one version of its path, a ``Delete`` one
+1. Each op becomes *versions* of paths: a ``Put`` (or a ``Mkdir``: a version of kind ``dir``,
+   no content) one version of its path, a ``Delete`` one
    deletion, a ``Rename`` a deletion of ``src`` (base ``base``) and a version of ``dst`` (base
    ``dst_base``), both with the op's stamp. A version is identified by ``(path, stamp)``; two
    different versions claiming the same one (a writer reusing its own clock, or a hostile one)
@@ -21,7 +22,8 @@ order or batching: the state is a function of the set of ops.
    - if any head is a put, the file exists and holds the put head with the highest stamp
      ``(clock, author)``; every other put head is kept as a *conflict copy* at
      ``paths.conflict_path(path, loser author, loser mtime)``; deletion heads are dropped
-     (delete vs concurrent edit keeps the edit);
+     (delete vs concurrent edit keeps the edit); a losing directory makes no conflict copy
+     (two devices that made one directory made the same thing);
    - if all heads are deletions, the path is absent. A deletion whose base is the current
      version is the only head, so it removes the file.
 4. A conflict copy is itself a version (the loser's stamp and content, base ``None``) of its
@@ -65,12 +67,13 @@ from __future__ import annotations
 import copy
 import heapq
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from cobox.errors import UnknownVersionError
 
-from .model import ChunkRef, Delete, Op, Put, Rename, Stamp
+from .model import ChunkRef, Delete, Mkdir, Op, Put, Rename, Stamp
 from .paths import conflict_path, normalize_path
 from .versions import (
     Files,
@@ -170,6 +173,9 @@ class FolderState:
         state already holds; also notes the op's chunks in ``known_chunks``."""
         stamp = Stamp(op.clock, self._intern(op.author))
         chunks: tuple[ChunkRef, ...] = ()
+        if isinstance(op, Mkdir):
+            return [Version(op.path, stamp, self._base(op.path, op.base), False,
+                            mode=self._modes.setdefault(op.mode, op.mode), kind="dir")]
         if not isinstance(op, Delete):
             chunks = tuple(ChunkRef(c.id, self._intern(c.feed), c.seq, c.size) for c in op.chunks)
             known = self._known
@@ -178,11 +184,11 @@ class FolderState:
                 if prev is None or (c.feed, c.seq) < (prev.feed, prev.seq):
                     known[c.id] = c
         if isinstance(op, Delete):
-            return [Version(op.path, stamp, self._base(op.path, op.base), True, kind="delete")]
+            return [Version(op.path, stamp, self._base(op.path, op.base), True, mtime=op.mtime, kind="delete")]
         mode = self._modes.setdefault(op.mode, op.mode)
         if isinstance(op, Put):
             return [Version(op.path, stamp, self._base(op.path, op.base), False, op.size, mode, op.mtime, chunks)]
-        return [Version(op.src, stamp, self._base(op.src, op.base), True, kind="rename-from"),
+        return [Version(op.src, stamp, self._base(op.src, op.base), True, mtime=op.mtime, kind="rename-from"),
                 Version(op.dst, stamp, self._base(op.dst, op.dst_base), False, op.size, mode, op.mtime, chunks,
                         kind="rename-to")]
 
@@ -319,7 +325,7 @@ class FolderState:
                 self._conflicts.add(path)
             else:
                 self._conflicts.discard(path)
-        losers = {v.stamp: v for v in puts if v is not winner}
+        losers = {v.stamp: v for v in puts if v is not winner and v.kind != "dir"}  # a directory is no conflict
         recheck = path in self._recheck
         self._recheck.discard(path)
         out = self._out.get(path, {})
@@ -402,7 +408,7 @@ class FolderState:
         if old is None:
             shown = self._files.get(path)
             old = shown if shown is not None and shown.stamp == version else None
-        if old is None or old.deleted:
+        if old is None or old.deleted or old.kind == "dir":
             raise UnknownVersionError(f"{path!r} has no content version {version}")
         return Put(path, old.size, old.mode, old.mtime if mtime is None else mtime, old.chunks,
                    self.next_clock(), author, self.head(path))
@@ -411,9 +417,14 @@ class FolderState:
             author: bytes, base: Stamp | None) -> Put:
         return Put(normalize_path(path), size, mode, mtime, chunks, self.next_clock(), author, base)
 
-    def delete(self, path: str, author: bytes, base: Stamp | None = None) -> Delete:
+    def delete(self, path: str, author: bytes, base: Stamp | None = None, *, when: int | None = None) -> Delete:
+        """A ``Delete`` of ``path`` dated ``when`` (ns; default: now, the time it is recorded)."""
         path = normalize_path(path)
-        return Delete(path, self.next_clock(), author, self.head(path) if base is None else base)
+        return Delete(path, self.next_clock(), author, self.head(path) if base is None else base,
+                      time.time_ns() if when is None else when)
+
+    def mkdir(self, path: str, mode: int, author: bytes, base: Stamp | None) -> Mkdir:
+        return Mkdir(normalize_path(path), mode, self.next_clock(), author, base)
 
     def rename(self, src: str, dst: str, author: bytes) -> Rename:
         """Move the file shown at ``src`` to ``dst`` (same chunks, nothing re-stored)."""

@@ -39,17 +39,28 @@ exactly the content of a version to be downloaded to a path that is free, the pl
 (``MoveLocal``) instead of downloading again: this is how a remote rename, and one's own edit
 turned into a conflict copy, land without transfer.
 
-Order of the actions: moves, downloads, removals, bookkeeping (``MarkSynced``, ``Forget``),
-then local records. Paths for which ``ignored(path)`` holds are left alone on both sides.
+Directories are items too (``LocalFile.is_dir``: the scanner reports every directory with size
+and mtime 0 and ``DIR_CONTENT``; a ``dir`` version has that content), so an empty directory is
+synced like a file: created (``Download`` of a ``dir`` version: make it), recorded
+(``RecordPut`` of a directory: a ``Mkdir``), removed, deleted. A directory is never moved
+(``MoveLocal`` is for file content). A directory to be removed that still holds local paths
+staying here (new or edited files, a remote file being downloaded into it...) is not removed:
+it is recorded again on top of the deletion (``RecordPut``, base: the state's head), so it
+comes back for everyone rather than a device losing files or looping.
+
+Order of the actions: moves, downloads, removals (directories after the files, deepest first),
+bookkeeping (``MarkSynced``, ``Forget``), then local records. Paths for which ``ignored(path)``
+holds are left alone on both sides (``ignored(path + "/")`` for a directory).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from .merge import FolderState, Version
-from .model import Stamp
+from .model import DIR_CONTENT, Stamp
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,11 @@ class LocalFile:
     size: int
     mtime: int  # ns
     mode: int = 0o644
-    content: bytes | None = None  # chunking.content_id, when computed
+    content: bytes | None = None  # chunking.content_id, when computed (DIR_CONTENT: a directory)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.content == DIR_CONTENT
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,12 @@ Action = Download | MoveLocal | RemoveLocal | RecordPut | RecordDelete | MarkSyn
 _ORDER = {MoveLocal: 0, Download: 1, RemoveLocal: 2, MarkSynced: 3, Forget: 3, RecordDelete: 4, RecordPut: 4}
 
 
+def _rank(a: Action) -> tuple[int, int]:
+    if isinstance(a, RemoveLocal) and a.expect.is_dir:
+        return 2, -a.path.count("/") - 1  # after the files, the deepest first
+    return _ORDER[type(a)], 0
+
+
 def _same_content(loc: LocalFile, syn: Synced) -> bool:
     return loc.content is not None and loc.content == syn.content
 
@@ -135,11 +156,11 @@ def _same_content(loc: LocalFile, syn: Synced) -> bool:
 def plan(state: FolderState, local: Mapping[str, LocalFile], synced: Mapping[str, Synced],
          ignored: Callable[[str], bool] | None = None) -> list[Action]:
     actions: list[Action] = []
-    movable: dict[str, tuple[str, LocalFile]] = {}  # path about to be replaced -> its content
+    movable: dict[str, tuple[bytes, LocalFile]] = {}  # path about to be replaced -> its content
     for path in sorted(set(state.files) | set(local) | set(synced)):
-        if ignored is not None and ignored(path):
-            continue
         remote, loc, syn = state.files.get(path), local.get(path), synced.get(path)
+        if ignored is not None and ignored(path + "/" if _is_dir(remote, loc, syn) else path):
+            continue
         if syn is None:
             local_changed = loc is not None
         else:
@@ -152,7 +173,7 @@ def plan(state: FolderState, local: Mapping[str, LocalFile], synced: Mapping[str
                     syn.size, syn.mtime):
                 actions.append(MarkSynced(path, remote))  # touched, same content
         elif not local_changed:
-            if loc is not None and syn is not None:
+            if loc is not None and syn is not None and not loc.is_dir:
                 movable[path] = (syn.content, loc)
             if remote is not None:
                 actions.append(Download(path, remote, loc))
@@ -174,10 +195,39 @@ def plan(state: FolderState, local: Mapping[str, LocalFile], synced: Mapping[str
         else:  # edited here, changed there: record ours against what we had; the merge keeps both
             base = syn.stamp if syn is not None else (None if remote is not None else state.head(path))
             actions.append(RecordPut(path, base, loc))
-    return sorted(_moves(actions, movable, local), key=lambda a: _ORDER[type(a)])
+    return sorted(_keep_dirs(state, _moves(actions, movable, local), local), key=_rank)
 
 
-def _moves(actions: list[Action], movable: dict[str, tuple[str, LocalFile]],
+def _is_dir(remote: Version | None, loc: LocalFile | None, syn: Synced | None) -> bool:
+    return ((remote is not None and remote.kind == "dir") or (loc is not None and loc.is_dir)
+            or (syn is not None and syn.content == DIR_CONTENT))
+
+
+def _keep_dirs(state: FolderState, actions: list[Action], local: Mapping[str, LocalFile]) -> list[Action]:
+    """A directory to be removed that still holds local paths that stay is recorded again."""
+    dirs = sorted((a for a in actions if isinstance(a, RemoveLocal) and a.expect.is_dir),
+                  key=lambda a: -a.path.count("/"))
+    if not dirs:
+        return actions
+    gone = {a.path for a in actions if isinstance(a, RemoveLocal) and not a.expect.is_dir}
+    gone |= {a.src for a in actions if isinstance(a, MoveLocal)}
+    gone |= {a.path for a in dirs}
+    names = sorted(set(local) | {a.path for a in actions if isinstance(a, Download)}
+                   | {a.dst for a in actions if isinstance(a, MoveLocal)})  # what is here after the round
+    kept: dict[str, Action] = {}
+    for a in dirs:  # the deepest first: a kept subdirectory keeps its parents
+        prefix = a.path + "/"
+        k = bisect.bisect_left(names, prefix)
+        while k < len(names) and names[k].startswith(prefix):
+            if names[k] not in gone:
+                kept[a.path] = RecordPut(a.path, state.head(a.path), a.expect)
+                gone.discard(a.path)
+                break
+            k += 1
+    return [kept.get(a.path, a) if isinstance(a, RemoveLocal) else a for a in actions]
+
+
+def _moves(actions: list[Action], movable: dict[str, tuple[bytes, LocalFile]],
            local: Mapping[str, LocalFile]) -> list[Action]:
     by_content: dict[bytes, list[str]] = {}
     for path, (content, _) in sorted(movable.items()):

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 ``scan(root, rules)`` walks ``root`` with ``os.scandir`` without following symlinks. It keeps
-regular files only: a symlink (to a file or a directory) and any special file (fifo, socket,
+regular files and directories (``directory_entry``: so empty ones are synced too) only: a
+symlink (to a file or a directory) and any special file (fifo, socket,
 device) is skipped with a log line (once per path and process, not on every rescan), and so is
 a name that is not valid Unicode or not a valid
 folder path, or that collides with another name after NFC normalization. Ignored directories
@@ -30,6 +31,7 @@ from cobox.errors import InvalidPathError
 
 from .chunking import UNKEYED, Chunker
 from .ignore import IgnoreRules
+from .model import DIR_CONTENT
 from .paths import normalize_path
 from .plan import LocalFile
 
@@ -45,6 +47,12 @@ def _once(kind: str, path: str, msg: str, *args: object) -> None:
     if len(_noted) < MAX_NOTED:
         _noted.add((kind, path))
     log.info(msg, *args)
+
+
+def directory_entry(mode: int) -> LocalFile:
+    """A directory in the index: size and mtime 0 (its mtime moves with its entries, which is no
+    change of the directory itself), content ``DIR_CONTENT``."""
+    return LocalFile(0, 0, stat.S_IMODE(mode), DIR_CONTENT)
 
 
 def file_content(path: Path, chunker: Chunker = UNKEYED) -> tuple[bytes, int]:
@@ -83,6 +91,7 @@ def scan(root: Path, rules: IgnoreRules | None = None,
             elif stat.S_ISDIR(st.st_mode):
                 if not rules.match(rel, is_dir=True):
                     stack.append((Path(entry.path), rel + "/"))
+                    index[rel] = directory_entry(st.st_mode)
             elif not stat.S_ISREG(st.st_mode):
                 _once("special", entry.path, "skipping special file %s (mode %o)", entry.path, stat.S_IFMT(st.st_mode))
             elif rules.match(rel):

@@ -54,9 +54,11 @@ from storage.errors import FeedNotFoundError
 
 from ..entries import FILLER, decode_chunk, encode_op, fillers_needed, unpack
 from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
+from . import dirs
 from .apply import clean_temp, move_file, remove_file, write_file
 from .chunking import Chunker, chunk_id
 from .disk import DiskReserve, SpaceFn, disk_space, reason
+from .gate import Gate
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
 from .model import ChunkRef, Op, Stamp
@@ -107,6 +109,7 @@ class FolderSync:
         self._next_clock = 0  # the lowest clock the next recorded operation may take
         self._synced: dict[str, Synced] = {}
         self._wake = asyncio.Event()
+        self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: list[Any] = []
         self.rounds = 0
@@ -137,6 +140,7 @@ class FolderSync:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.gate.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -236,6 +240,7 @@ class FolderSync:
         local = await asyncio.to_thread(scan, self.root, rules, want, self.chunker)
         async with self.reader.merging:  # O(files), so off the loop; on a settled state
             actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)
+        actions = self.gate.admit(state, local, synced, actions, rules)
         waiting = waiting_bytes = 0
         for a in actions:
             if isinstance(a, Download) and not self._available(a.version):
@@ -257,9 +262,12 @@ class FolderSync:
         for path in [p for p in self.failed if p not in state.files and p not in local]:
             del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
+        self.gate.round_done()
 
     async def _act(self, a: Any) -> None:
-        if isinstance(a, Download):
+        if dirs.handles(a):  # a directory (dirs.py)
+            await dirs.act(self, a)
+        elif isinstance(a, Download):
             await self._download(a)
         elif isinstance(a, MoveLocal):
             await asyncio.to_thread(move_file, self.root, a.src, a.dst, a.expect)
@@ -406,7 +414,7 @@ class FolderSync:
         return {
             "group": self.group.name,
             "path": str(self.root),
-            "files": len(files),
+            "files": sum(1 for v in files.values() if v.kind != "dir"),  # directories are not files
             "bytes": sum(v.size for v in files.values()),
             "pending_down": self.pending_downloads,
             "pending_down_bytes": self.pending_bytes,
@@ -423,19 +431,9 @@ class FolderSync:
                        for f in sorted(self.failed.values(), key=lambda f: f.path)[:MAX_FAILED_SHOWN]],
             "failed_count": len(self.failed),
             "devices": self.group.devices_status(),
+            "rescan_interval": self.rescan,
+            **self.gate.status(),
         }
-
-    async def write_version(self, v: Version, target: Path) -> None:
-        """Write an old version to ``target`` (outside or inside the folder)."""
-        loop = asyncio.get_running_loop()
-
-        def pieces() -> Iterator[bytes]:
-            for ref in v.chunks:
-                yield asyncio.run_coroutine_threadsafe(self._chunk(ref), loop).result()
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(write_file, target.parent, target.name, pieces(), size=v.size, mode=v.mode,
-                                mtime=v.mtime, expect=None)
 
 
 def version_id(v: Version) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chunking import content_id
-from .model import ChunkRef, Delete, Op, Put, Stamp
+from .model import DIR_CONTENT, ChunkRef, Delete, Mkdir, Op, Put, Stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,23 +38,26 @@ class Version:
     mode: int = 0
     mtime: int = 0
     chunks: tuple[ChunkRef, ...] = ()
-    kind: str = "put"  # put, delete, rename-from, rename-to, conflict
+    kind: str = "put"  # put, delete, rename-from, rename-to, conflict, dir
     origin: str | None = None  # a conflict copy: the path it lost on
 
     @property
     def content(self) -> bytes:
-        """``chunking.content_id`` of this version's chunks (compare with a scanned file)."""
-        return content_id(c.id for c in self.chunks)
+        """``chunking.content_id`` of this version's chunks (compare with a scanned file);
+        ``DIR_CONTENT`` for a directory."""
+        return DIR_CONTENT if self.kind == "dir" else content_id(c.id for c in self.chunks)
 
 
 def versions_of(op: Op) -> list[Version]:
     """The versions one op contributes (two for a rename)."""
     s = op.stamp
     if isinstance(op, Delete):
-        return [Version(op.path, s, op.base, True, kind="delete")]
+        return [Version(op.path, s, op.base, True, mtime=op.mtime, kind="delete")]
     if isinstance(op, Put):
         return [Version(op.path, s, op.base, False, op.size, op.mode, op.mtime, op.chunks)]
-    return [Version(op.src, s, op.base, True, kind="rename-from"),
+    if isinstance(op, Mkdir):
+        return [Version(op.path, s, op.base, False, mode=op.mode, kind="dir")]
+    return [Version(op.src, s, op.base, True, mtime=op.mtime, kind="rename-from"),
             Version(op.dst, s, op.dst_base, False, op.size, op.mode, op.mtime, op.chunks, kind="rename-to")]
 
 

@@ -29,7 +29,7 @@ async def test_restore_beside_an_in_flight_record_gets_its_own_clock_and_both_su
     restored, recorded = await asyncio.gather(versions.restore(a.sync, "doc.txt", history[0]["version"], None),
                                               a.sync.record(other))
     state = await a.sync.read_ops()
-    assert restored == {"restored": "doc.txt", "version": history[0]["version"]}
+    assert restored == {"restored": "doc.txt", "version": history[0]["version"], "in_place": False}  # not running
     assert state.files["doc.txt"].size == 5  # the first version is current again
     assert state.files["other.txt"].stamp == recorded.stamp  # not dropped by a clash of clocks
     assert state.files["doc.txt"].stamp.clock != recorded.stamp.clock

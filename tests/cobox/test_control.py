@@ -151,9 +151,17 @@ class FakeApp:
     def folder(self, name: str) -> dict[str, Any]:
         return {"group": self._group(name)["name"], "files": 0}
 
-    async def add_folder(self, group: str, path: str) -> dict[str, Any]:
-        self.calls.append(("add_folder", group, path))
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> dict[str, Any]:
+        self.calls.append(("add_folder", group, path, kind, rescan))
         return {"group": group, "path": path}
+
+    async def set_folder(self, name: str, kind: str | None, rescan: Any) -> dict[str, Any]:
+        self.calls.append(("set_folder", name, kind, rescan))
+        return {"group": name, "type": kind}
+
+    async def folder_request(self, name: str, what: str) -> dict[str, Any]:
+        self.calls.append(("folder_request", name, what))
+        return {"group": name, "request": what, "done": True}
 
     async def remove_folder(self, name: str) -> None:
         self.calls.append(("remove_folder", name))
@@ -162,7 +170,8 @@ class FakeApp:
         self.calls.append(("history", name, file))
         return [{"version": "3-abcdef01", "current": True}]
 
-    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> dict[str, Any]:
+    async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
+                             force: bool = False) -> dict[str, Any]:
         self.calls.append(("restore", name, file, version, to))
         return {"restored": file, "version": version or "3-abcdef01"}
 
@@ -273,6 +282,27 @@ async def test_handlers_pass_the_request_to_the_app_and_return_its_answer(api) -
     async with http.post(f"{base}/v1/stop", headers=auth) as r:
         assert (await r.json()) == {"stopping": True}
     assert app.stopped
+
+
+async def test_folder_type_rescan_override_and_revert_routes(api) -> None:
+    app, _server, base, http, auth = api
+    for body in ({"type": 3}, {"rescan_interval": "often"}, {"rescan_interval": True}, {}):
+        async with http.patch(f"{base}/v1/folders/work", json=body, headers=auth) as r:
+            assert r.status == 400, body
+    async with http.post(f"{base}/v1/folders", json={"group": "w", "path": "/p", "type": ["x"]}, headers=auth) as r:
+        assert r.status == 400
+    assert app.calls == []
+    async with http.post(f"{base}/v1/folders", json={"group": "w", "path": "/p", "type": "send-only",
+                                                    "rescan_interval": 60}, headers=auth) as r:
+        assert r.status == 201
+    async with http.patch(f"{base}/v1/folders/work", json={"type": "receive-only"}, headers=auth) as r:
+        assert (await r.json())["type"] == "receive-only"
+    for what in ("rescan", "override", "revert"):
+        async with http.post(f"{base}/v1/folders/work/{what}", headers=auth) as r:
+            assert (await r.json())["done"] is True
+    assert app.calls == [("add_folder", "w", "/p", "send-only", 60), ("set_folder", "work", "receive-only", None),
+                         ("folder_request", "work", "rescan"), ("folder_request", "work", "override"),
+                         ("folder_request", "work", "revert")]
 
 
 async def test_the_apps_errors_become_their_status_and_code(api) -> None:

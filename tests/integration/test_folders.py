@@ -112,12 +112,13 @@ async def test_sigkill_during_a_large_transfer_then_the_file_completes(daemons, 
     da.mkdir()
     db.mkdir()
     big = os.urandom(40 * 1024 * 1024)
-    (da / "large.bin").write_bytes(big)
     uri = (await ok(a.home, "group", "create", "g")).strip()
     await ok(a.home, "folder", "add", "g", str(da))
     await ok(b.home, "group", "join", uri)
     await ok(b.home, "folder", "add", "g", str(db))
     await ok(b.home, "peers", "add", await a.address())
+    # written once B is connected, so B receives the chunks as A records them (not all at once)
+    (da / "large.bin").write_bytes(big)
     # Kill B once part of the file's chunks have arrived, before it is complete.
     deadline = time.monotonic() + 60
     while True:

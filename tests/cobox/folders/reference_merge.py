@@ -38,6 +38,8 @@ def reference(ops: Iterable[Op]) -> tuple[dict[str, Version], dict[str, dict[Sta
             continue
         files[path] = puts[-1]
         for loser in puts[:-1]:
+            if loser.kind == "dir":
+                continue  # a directory makes no conflict copy
             attempt = 1
             cpath = conflict_path(path, loser.stamp.author, loser.mtime)
             while cpath in done:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cobox.folders.merge import FolderState, fingerprint, versions_of
-from cobox.folders.model import Delete, Op, Put, Rename, Stamp
+from cobox.folders.model import Delete, Mkdir, Op, Put, Rename, Stamp
 from cobox.folders.paths import conflict_path
 
 from .helpers import T0, A, B, C, delete, put, ref
@@ -34,7 +34,7 @@ def stamps() -> st.SearchStrategy[Stamp | None]:
 
 @st.composite
 def hostile_op(draw: st.DrawFn) -> Op:
-    kind = draw(st.sampled_from(["put", "delete", "rename", "self-rename", "self-base"]))
+    kind = draw(st.sampled_from(["put", "delete", "rename", "self-rename", "self-base", "dir"]))
     clock, author, path = draw(CLOCKS), draw(AUTHORS), draw(st.sampled_from(PATHS))
     chunks, mtime = draw(REFS), draw(MTIMES)
     size = sum(c.size for c in chunks)
@@ -42,6 +42,8 @@ def hostile_op(draw: st.DrawFn) -> Op:
         return Put(path, size, 0o644, mtime, chunks, clock, author, draw(stamps()))
     if kind == "delete":
         return Delete(path, clock, author, draw(stamps()))
+    if kind == "dir":
+        return Mkdir(path, draw(st.sampled_from([0o755, 0o700])), clock, author, draw(stamps()))
     if kind == "self-base":
         return Put(path, size, 0o644, mtime, chunks, clock, author, Stamp(clock, author))
     dst = path if kind == "self-rename" else draw(st.sampled_from(PATHS))

@@ -16,7 +16,8 @@ def test_scan_regular_files(tmp_path) -> None:
     (tmp_path / "empty").write_bytes(b"")
     os.chmod(tmp_path / "a.txt", 0o640)
     index = scan(tmp_path)
-    assert set(index) == {"a.txt", "sub/deeper/b.bin", "empty"}
+    assert set(index) == {"a.txt", "sub", "sub/deeper", "sub/deeper/b.bin", "empty"}  # directories too
+    assert index["sub"].is_dir and (index["sub"].size, index["sub"].mtime) == (0, 0) and not index["a.txt"].is_dir
     assert index["a.txt"].size == 5 and index["a.txt"].mode == 0o640
     assert index["a.txt"].mtime == (tmp_path / "a.txt").stat().st_mtime_ns
     assert index["empty"].size == 0 and index["empty"].content is None
@@ -30,7 +31,7 @@ def test_scan_skips_symlinks_and_special_files(tmp_path, caplog) -> None:
     os.mkfifo(tmp_path / "fifo")
     with caplog.at_level(logging.INFO, logger="cobox.folders.scan"):
         index = scan(tmp_path)
-    assert set(index) == {"real"}
+    assert set(index) == {"real", "outside"}
     text = caplog.text
     assert "symlink" in text and "link" in text and "special file" in text and "fifo" in text
 
@@ -43,7 +44,8 @@ def test_scan_honours_ignore_rules_and_skips_temp_files(tmp_path) -> None:
     (tmp_path / ".cobox-tmp-0123").write_text("partial")
     (tmp_path / "keep.txt").write_text("x")
     assert set(scan(tmp_path)) == {"keep.txt"}  # the local rules file is not synced
-    assert set(scan(tmp_path, IgnoreRules())) == {"keep.txt", "x.log", "node_modules/pkg/i.js"}
+    assert set(scan(tmp_path, IgnoreRules())) == {"keep.txt", "x.log", "node_modules", "node_modules/pkg",
+                                                  "node_modules/pkg/i.js"}
 
 
 def test_scan_unicode_names_are_nfc(tmp_path) -> None:
@@ -51,7 +53,7 @@ def test_scan_unicode_names_are_nfc(tmp_path) -> None:
     (tmp_path / nfd).write_text("x")
     (tmp_path / "日本語").mkdir()
     (tmp_path / "日本語" / "ファイル").write_text("y")
-    assert set(scan(tmp_path)) == {"café.txt", "日本語/ファイル"}
+    assert set(scan(tmp_path)) == {"café.txt", "日本語", "日本語/ファイル"}
 
 
 def test_scan_skips_undecodable_names(tmp_path) -> None:

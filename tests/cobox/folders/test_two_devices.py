@@ -5,11 +5,12 @@ import os
 from pathlib import Path
 
 from cobox.entries import decode_op, encode_op
+from cobox.folders import dirs
 from cobox.folders.apply import move_file, remove_file, write_file
 from cobox.folders.chunking import chunk_id, chunks
 from cobox.folders.ignore import IgnoreRules
 from cobox.folders.merge import FolderState
-from cobox.folders.model import ChunkRef, Op
+from cobox.folders.model import DIR_CONTENT, ChunkRef, Op
 from cobox.folders.plan import (
     Download,
     Forget,
@@ -51,7 +52,10 @@ class Device:
         rules = IgnoreRules.load(self.root)  # as FolderSync.round does
         local = scan(self.root, rules, want_content=lambda *_: True)
         for a in plan(state, local, self.synced, ignored=rules):
-            if isinstance(a, RecordPut):
+            if dirs.handles(a):  # as FolderSync does, without a feed
+                self.directory(a, state)
+                state = self.state()
+            elif isinstance(a, RecordPut):
                 known = state.known_chunks()
                 refs = []
                 with open(self.root / a.path, "rb") as f:
@@ -85,6 +89,20 @@ class Device:
                 self.synced[a.path] = Synced(a.version.stamp, st.st_size, st.st_mtime_ns, a.version.content)
             elif isinstance(a, Forget):
                 self.synced.pop(a.path, None)
+
+
+    def directory(self, a: object, state: FolderState) -> None:
+        if isinstance(a, Download | MarkSynced):
+            if isinstance(a, Download):
+                dirs.make_dir(self.root, a.path, a.version.mode)
+            self.synced[a.path] = Synced(a.version.stamp, 0, 0, DIR_CONTENT)
+        elif isinstance(a, RemoveLocal):
+            dirs.remove_dir(self.root, a.path)
+            self.synced.pop(a.path, None)
+        elif isinstance(a, RecordPut):
+            op = state.mkdir(a.path, a.local.mode, self.author, a.base)
+            self.append(op)
+            self.synced[a.path] = Synced(op.stamp, 0, 0, DIR_CONTENT)
 
 
 def tree(root: Path) -> dict[str, bytes]:
