@@ -32,11 +32,12 @@ from . import netview
 from . import status as docs
 from .errors import UsageError
 from .folders import history as folder_history
-from .uri import parse_invite
+from .uri import parse_backup_invite, parse_invite
 
 if TYPE_CHECKING:
     from .daemon import Daemon
     from .groups import Group
+    from .hosting import Hosting
 
 Doc = dict[str, Any]
 
@@ -101,6 +102,15 @@ class App(Protocol):
     # -- key backup
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None: ...
     async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc: ...
+
+    # -- backup as a service (cobox.hosting)
+    async def service_invite(self, quota_mb: float | None, groups: int | None, expires_days: float | None,
+                             label: str) -> Doc: ...
+    def service_list(self) -> list[Doc]: ...
+    async def service_revoke(self, what: str) -> Doc: ...
+    async def backup_add(self, group: str, uri: str) -> Doc: ...
+    async def backup_list(self) -> list[Doc]: ...
+    async def backup_remove(self, group: str, host: str) -> Doc: ...
 
 
 def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
@@ -295,3 +305,29 @@ class DaemonApp:
 
     async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc:
         return await self.d.restore_keys(peer, user, password, trust_first_use)
+
+    # -- backup as a service --------------------------------------------------------------------
+
+    def _hosting(self) -> Hosting:
+        if self.d.hosting is None:
+            raise UsageError("backup as a service is not running on this device")
+        return self.d.hosting
+
+    async def service_invite(self, quota_mb: float | None, groups: int | None, expires_days: float | None,
+                             label: str) -> Doc:
+        return await self._hosting().invite(quota_mb, groups, expires_days, label)
+
+    def service_list(self) -> list[Doc]:
+        return self._hosting().host.list()
+
+    async def service_revoke(self, what: str) -> Doc:
+        return await self._hosting().host.revoke(what)
+
+    async def backup_add(self, group: str, uri: str) -> Doc:
+        return await self._hosting().member.add(self.d.group(group), parse_backup_invite(uri))
+
+    async def backup_list(self) -> list[Doc]:
+        return await self._hosting().member.list(list(self.d.groups.values()))
+
+    async def backup_remove(self, group: str, host: str) -> Doc:
+        return await self._hosting().member.remove(self.d.group(group), host)

@@ -118,3 +118,21 @@ def send_extension(channel: Any, name: str, body: bytes) -> None:
 def channel_peer(channel: Any) -> Any:
     """The peer at the other end of ``channel``."""
     return channel.peer
+
+
+def session(peer: Any) -> tuple[bytes, bool]:
+    """The connection's Noise handshake hash and whether this side dialed it (``peer.conn``):
+    what a proof bound to this one connection is made over."""
+    return bytes(peer.conn.handshake_hash), bool(peer.conn.is_initiator)
+
+
+def find_peer(node: Any, peer_id: bytes) -> Any | None:
+    """The open connection to ``peer_id``, if there is one (``node.peers``)."""
+    peer = node.peers.get(peer_id)
+    return peer if peer is not None and not peer.closed.is_set() else None
+
+
+def disconnect(peer: Any, reason: str) -> None:
+    """Close the connection to a peer that broke a protocol, once the current call returns
+    (``peer.close``)."""
+    peer.loop.call_soon(peer.close, reason)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         DialError,
         KeyEncodingError,
         NetworkError,
+        PeerKeyMismatchError,
         PeerRefusedError,
         RemoteProtocolError,
     )
@@ -86,6 +87,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "OpenGroup": ("group", "OpenGroup"),
     "Peer": ("peer", "Peer"),
     "PeerEvent": ("node", "PeerEvent"),
+    "PeerKeyMismatchError": ("errors", "PeerKeyMismatchError"),
     "PeerRefusedError": ("errors", "PeerRefusedError"),
     "PenaltyPolicy": ("penalty", "PenaltyPolicy"),
     "Reach": ("reach.service", "Reach"),
@@ -124,6 +126,7 @@ __all__ = [
     "OpenGroup",
     "Peer",
     "PeerEvent",
+    "PeerKeyMismatchError",
     "PeerRefusedError",
     "PenaltyPolicy",
     "Reach",
