@@ -129,7 +129,8 @@ class MemberBackups:
         dk = group.discovery_key
         if invite.host == self.device_id:
             raise HostingError("that service invite is this device's own: give it to another device")
-        if (dk, invite.host) in self.hosts:
+        known = self.hosts.get((dk, invite.host))
+        if known is not None and _state(known) is not State.REVOKED:  # a revoked one may be asked again
             raise HostingError(f"{group.name!r} is backed up on that host already (`cobox backup list`)")
         peer = await self._reach(invite.host, invite.peers)
         iid, key = invite_id(invite.secret), proof_key(invite.secret)
@@ -183,3 +184,7 @@ class MemberBackups:
         if connected is not None:
             doc["connected"] = connected
         return doc
+
+
+def _state(rec: BackupHost) -> State | None:
+    return Statement.decode(rec.statement).state if rec.statement else None
