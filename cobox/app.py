@@ -318,7 +318,7 @@ class DaemonApp:
         return await self._hosting().invite(quota_mb, groups, expires_days, label)
 
     def service_list(self) -> list[Doc]:
-        return self._hosting().host.list()
+        return self._hosting().host.listing()
 
     async def service_revoke(self, what: str) -> Doc:
         return await self._hosting().host.revoke(what)
@@ -327,7 +327,7 @@ class DaemonApp:
         return await self._hosting().member.add(self.d.group(group), parse_backup_invite(uri))
 
     async def backup_list(self) -> list[Doc]:
-        return await self._hosting().member.list(list(self.d.groups.values()))
+        return await self._hosting().member.listing(list(self.d.groups.values()))
 
     async def backup_remove(self, group: str, host: str) -> Doc:
         return await self._hosting().member.remove(self.d.group(group), host)

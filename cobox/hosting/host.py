@@ -115,7 +115,7 @@ class HostService:
         self.invites[inv.id] = inv
         return secret, inv
 
-    def list(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[dict[str, Any]]:
         now = self.clock()
         out = []
         for inv in sorted(self.invites.values(), key=lambda i: i.created):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 from blake3 import blake3
@@ -80,7 +81,7 @@ def check_label(label: str) -> str:
     return label
 
 
-def _unpack(data: bytes, what: str) -> list:
+def _unpack(data: bytes, what: str) -> list[Any]:
     if type(data) is not bytes or len(data) > MAX_RECORD:
         raise MalformedHostingError(f"{what}: too long")
     try:
@@ -93,7 +94,7 @@ def _unpack(data: bytes, what: str) -> list:
     return obj
 
 
-def _fields(data: bytes, what: str, kinds: tuple[object, ...]) -> list:
+def _fields(data: bytes, what: str, kinds: tuple[object, ...]) -> list[Any]:
     """``data`` as a list of exactly ``kinds`` (a type, or an int: bytes of that length)."""
     obj = _unpack(data, what)
     if len(obj) != len(kinds):
@@ -129,8 +130,9 @@ class HostInvite:
         return f"HostInvite(id={self.id.hex()}, label={self.label!r}, revoked={bool(self.revoked)})"
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.id, self.proof_key, self.quota_bytes, self.max_groups, float(self.expires),
+        data: bytes = msgpack.packb([self.id, self.proof_key, self.quota_bytes, self.max_groups, float(self.expires),
                               self.label, float(self.created), float(self.revoked)], use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, data: bytes) -> HostInvite:
@@ -150,8 +152,9 @@ class Hosted:
     revoked: float = 0.0  # when it stopped taking data (revoked); cleared after the grace period
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.discovery_key, self.invite, self.device, self.name, float(self.added),
+        data: bytes = msgpack.packb([self.discovery_key, self.invite, self.device, self.name, float(self.added),
                               float(self.revoked)], use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, data: bytes) -> Hosted:
@@ -175,8 +178,9 @@ class BackupHost:
         return f"BackupHost(host={self.host.hex()[:16]}, invite={self.invite.hex()})"
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.discovery_key, self.host, self.invite, self.proof_key, list(self.peers),
+        data: bytes = msgpack.packb([self.discovery_key, self.host, self.invite, self.proof_key, list(self.peers),
                               float(self.added), self.statement], use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, data: bytes) -> BackupHost:

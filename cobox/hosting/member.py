@@ -141,7 +141,7 @@ class MemberBackups:
         log.info("group %s: backed up on host %s", group.name, invite.host.hex()[:16])
         return self._doc(group, rec)
 
-    async def list(self, groups: list[Group]) -> list[dict[str, Any]]:
+    async def listing(self, groups: list[Group]) -> list[dict[str, Any]]:
         by_key = {g.discovery_key: g for g in groups}
         out = []
         for (dk, host), rec in sorted(self.hosts.items()):

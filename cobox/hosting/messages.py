@@ -63,7 +63,8 @@ class Request:
     subject: bytes
 
     def encode(self) -> bytes:
-        return msgpack.packb([int(self.op), self.invite, self.proof, self.subject], use_bin_type=True)
+        data: bytes = msgpack.packb([int(self.op), self.invite, self.proof, self.subject], use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, body: bytes) -> Request:
@@ -96,8 +97,9 @@ class Statement:
                          self.quota_bytes, self.time_ms, sign(self.signable()))  # type: ignore[operator]
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.host, self.discovery_key, self.invite, self.device, int(self.state),
+        data: bytes = msgpack.packb([self.host, self.discovery_key, self.invite, self.device, int(self.state),
                               self.stored_bytes, self.quota_bytes, self.time_ms, self.signature], use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, body: bytes) -> Statement:
