@@ -322,8 +322,10 @@ class Group:
         self._schedule_receipts()
 
     def check_quota(self) -> None:
-        """Decide again whether to take new data (after ``limit`` changed its mind, say)."""
+        """Decide again whether to take new data (after ``limit`` changed its mind, say); a
+        change goes out in receipts."""
         self._check_quota()
+        self._schedule_receipts()
 
     def _check_quota(self) -> None:
         full = (bool(self.quota_bytes) and self.stored_bytes() >= self.quota_bytes) or \
@@ -331,8 +333,8 @@ class Group:
         if full != self.quota_full:
             self.quota_full = full
             if full:
-                log.warning("group %s reached its quota of %d bytes: taking no new data", self.name,
-                            self.quota_bytes)
+                log.warning("group %s reached its quota (%d bytes) or its host's limit: taking no new data",
+                            self.name, self.quota_bytes)
             self._dirty.update(f.key for f in self.feeds())
         for ch in self._channels:
             self._apply_quota(ch)

@@ -10,7 +10,9 @@ function is small and says which internal it touches:
 * ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
 * ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
 * ``peer.set_paused``: :func:`pause_feeds`;
-* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`.
+* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`;
+* ``peer.conn`` (handshake hash), ``node.peers``, ``peer.close``: :func:`session`, :func:`find_peer`,
+  :func:`disconnect` (backup as a service, :mod:`cobox.hosting`).
 
 Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), which the pure
 :mod:`cobox.status` turns into documents.
