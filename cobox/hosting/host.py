@@ -41,7 +41,7 @@ from networker import DeviceIdentity, GroupKeys, ServiceError
 from storage import Store
 
 from .. import netview
-from ..errors import MalformedHostingError, UsageError
+from ..errors import CoboxError, MalformedHostingError, UsageError
 from . import quota
 from .invites import Hosted, HostInvite, check_label, check_proof, invite_id, new_secret, proof_key
 from .messages import Op, Request, State, Statement
@@ -84,15 +84,29 @@ class HostService:
         self._wake = asyncio.Event()
 
     async def load(self) -> None:
-        for value in (await self.store.records(INVITES_SCOPE)).values():
-            inv = HostInvite.decode(value)
+        """Read the records; a damaged one is skipped and reported, never fatal."""
+        for key, value in (await self.store.records(INVITES_SCOPE)).items():
+            try:
+                inv = HostInvite.decode(value)
+            except MalformedHostingError as e:
+                log.warning("service invite record %s is damaged and skipped: %s", key[:16], e)
+                continue
             self.invites[inv.id] = inv
-        for value in (await self.store.records(GROUPS_SCOPE)).values():
-            h = Hosted.decode(value)
+        for key, value in (await self.store.records(GROUPS_SCOPE)).items():
+            try:
+                h = Hosted.decode(value)
+            except MalformedHostingError as e:
+                log.warning("hosted group record %s is damaged and skipped: %s", key[:16], e)
+                continue
             self.hosted[h.discovery_key] = h
             self._attach(h)
         for key, value in (await self.store.records(DEVICES_SCOPE)).items():
-            self.revoked_devices[bytes.fromhex(key)] = float(value.decode())
+            try:
+                self.revoked_devices[bytes.fromhex(key)] = float(value.decode())
+            except (ValueError, UnicodeDecodeError):
+                log.warning("revoked device record %s is damaged; the device stays revoked from now", key[:16])
+                if len(key) == 64 and all(c in "0123456789abcdef" for c in key):
+                    self.revoked_devices[bytes.fromhex(key)] = self.clock()
 
     # -- invites ------------------------------------------------------------------------------
 
@@ -209,7 +223,10 @@ class HostService:
                 raise ServiceError(reason)
             assert inv is not None
             name = self._free_name(dk)
-            await self.seeds.add_seed(name, replication_key)
+            try:
+                await self.seeds.add_seed(name, replication_key)
+            except CoboxError as e:
+                raise ServiceError(f"this host could not keep the group: {e}") from None
             hosted = Hosted(dk, inv.id, device, name, self.clock())
             await self._put(hosted)
             self._attach(hosted)
@@ -235,6 +252,8 @@ class HostService:
 
     def _state(self, hosted: Hosted) -> State:
         group = self.seeds.find(hosted.discovery_key)
+        if group is None:
+            return State.REMOVED  # the host's owner removed the seed (`cobox seed remove`)
         group_bytes = group.stored_bytes() if group is not None else 0
         st = quota.state(self.invites.get(hosted.invite), hosted, self._use(hosted.invite).bytes, group_bytes,
                          self.limits)

@@ -69,6 +69,8 @@ class MemberBackups:
         for value in (await self.store.records(SCOPE)).values():
             try:
                 rec = BackupHost.decode(value)
+                if rec.statement:
+                    Statement.decode(rec.statement)
             except MalformedHostingError as e:
                 log.warning("a backup host record is damaged and skipped: %s", e)
                 continue

@@ -333,3 +333,23 @@ async def test_a_refusal_keeps_everything_and_an_unreachable_host_keeps_the_reco
     again = MemberBackups(member.store, MEMBER.peer_id, FakeNet())  # type: ignore[arg-type]
     await again.load()
     assert list(again.hosts) == list(member.hosts)
+
+
+async def test_damaged_records_are_skipped_and_the_rest_loads():
+    host, seeds, _ = make_host()
+    secret, _ = await host.make_invite(quota_mb=0, groups=0, expires_days=0)
+    body = await add_request(secret, b"h" * 32, True, group(1))
+    await host.handle(FakePeer(MEMBER, b"h" * 32, initiator=False), body)
+    store = host.store
+    await store.put_record("hosting-invites", "bad", b"\x93\x01")
+    await store.put_record("hosting-groups", "bad", b"not msgpack \xc1")
+    await store.put_record("hosting-revoked-devices", EVE.peer_id.hex(), b"not a time")
+    again = HostService(store, HOST, seeds, limits=Limits(), grace=1.0)  # type: ignore[arg-type]
+    await again.load()
+    assert list(again.invites) == list(host.invites) and list(again.hosted) == list(host.hosted)
+    assert EVE.peer_id in again.revoked_devices  # a damaged revocation still revokes
+    member_store = FakeStore()
+    await member_store.put_record("backup-hosts", "bad", b"\x90")
+    member = MemberBackups(member_store, MEMBER.peer_id, FakeNet())  # type: ignore[arg-type]
+    await member.load()
+    assert member.hosts == {}
