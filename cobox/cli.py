@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
               "  cobox logs\n  cobox logs -n 200\n  cobox logs --follow\n")
     lo.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="show the last N lines (50)")
     lo.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (until Ctrl-C)")
-    sv = _sub(sub, "service", "run cobox as a systemd user service")
+    sv = _sub(sub, "service", "run cobox as a systemd user service (install); keep groups for others (invite, list, "
+              "revoke)")
     svs = sv.add_subparsers(dest="action", required=True, metavar="ACTION")
     si = _sub(svs, "install", "write ~/.config/systemd/user/cobox.service for this cobox (Type=notify)",
               "  cobox service install && systemctl --user daemon-reload && systemctl --user enable --now cobox\n"
