@@ -35,11 +35,12 @@ from .folders import conflicts as folder_conflicts
 from .folders import gate as folder_gate
 from .folders import history as folder_history
 from .folders import options as folder_options
-from .uri import parse_invite
+from .uri import parse_backup_invite, parse_invite
 
 if TYPE_CHECKING:
     from .daemon import Daemon
     from .groups import Group
+    from .hosting import Hosting
 
 Doc = dict[str, Any]
 REQUEST_WAIT = 20.0  # seconds a rescan, override or revert waits for the round that carries it out
@@ -128,6 +129,14 @@ class App(Protocol):
     def limits(self) -> Doc: ...
     def set_limits(self, change: Doc) -> Doc:
         """Change the bandwidth limits (the fields given; ``{"reset": true}``); the limits."""
+    # -- backup as a service (cobox.hosting)
+    async def service_invite(self, quota_mb: float | None, groups: int | None, expires_days: float | None,
+                             label: str) -> Doc: ...
+    def service_list(self) -> list[Doc]: ...
+    async def service_revoke(self, what: str) -> Doc: ...
+    async def backup_add(self, group: str, uri: str) -> Doc: ...
+    async def backup_list(self) -> list[Doc]: ...
+    async def backup_remove(self, group: str, host: str) -> Doc: ...
 
 
 def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
@@ -376,3 +385,28 @@ class DaemonApp:
 
     def set_limits(self, change: Doc) -> Doc:
         return self.d.controls.set_limits(change)
+    # -- backup as a service --------------------------------------------------------------------
+
+    def _hosting(self) -> Hosting:
+        if self.d.hosting is None:
+            raise UsageError("backup as a service is not running on this device")
+        return self.d.hosting
+
+    async def service_invite(self, quota_mb: float | None, groups: int | None, expires_days: float | None,
+                             label: str) -> Doc:
+        return await self._hosting().invite(quota_mb, groups, expires_days, label)
+
+    def service_list(self) -> list[Doc]:
+        return self._hosting().host.listing()
+
+    async def service_revoke(self, what: str) -> Doc:
+        return await self._hosting().host.revoke(what)
+
+    async def backup_add(self, group: str, uri: str) -> Doc:
+        return await self._hosting().member.add(self.d.group(group), parse_backup_invite(uri))
+
+    async def backup_list(self) -> list[Doc]:
+        return await self._hosting().member.listing(list(self.d.groups.values()))
+
+    async def backup_remove(self, group: str, host: str) -> Doc:
+        return await self._hosting().member.remove(self.d.group(group), host)

@@ -87,12 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
               "  cobox logs\n  cobox logs -n 200\n  cobox logs --follow\n")
     lo.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="show the last N lines (50)")
     lo.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (until Ctrl-C)")
-    sv = _sub(sub, "service", "run cobox as a systemd user service")
+    sv = _sub(sub, "service", "run cobox as a systemd user service (install); keep groups for others (invite, list, "
+              "revoke)")
     svs = sv.add_subparsers(dest="action", required=True, metavar="ACTION")
     si = _sub(svs, "install", "write ~/.config/systemd/user/cobox.service for this cobox (Type=notify)",
               "  cobox service install && systemctl --user daemon-reload && systemctl --user enable --now cobox\n"
               "  cobox --home ~/cobox-backup service install --print\n")
     si.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    sinv = _sub(svs, "invite", "backup as a service: print a cobox://backup/... invite for a member "
+                "(`cobox backup add GROUP URI` there); defaults from [hosting]",
+                "  cobox service invite --quota-mb 20000 --groups 3 --expires 7 --label 'grandma'\n")
+    sinv.add_argument("--quota-mb", type=float, metavar="N", help="MiB for all its groups together (0: no limit)")
+    sinv.add_argument("--groups", type=int, metavar="N", help="how many groups it may add (0: no limit)")
+    sinv.add_argument("--expires", type=float, metavar="DAYS", help="days it can add groups (0: forever)")
+    sinv.add_argument("--label", default="", metavar="TEXT", help="a note for `service list` (who it is for)")
+    _sub(svs, "list", "service invites: who uses them, groups, bytes held, quota",
+         "  cobox service list\n  cobox service list --json\n") \
+        .add_argument("--json", action="store_true", help="machine-readable output")
+    _sub(svs, "revoke", "end an invite or a device: no new data; what is held is cleared after "
+         "[hosting] revoke_grace_days", "  cobox service revoke 3f2a9c01\n") \
+        .add_argument("what", metavar="INVITE|DEVICE", help="an invite id or device id (or a prefix, 6+ hex digits)")
     s = _sub(sub, "status", "identity, addresses, groups, peers",
              "  cobox status\n  cobox status --verbose\n  cobox status --json\n")
     s.add_argument("--json", action="store_true", help="machine-readable output (exact numbers)")
@@ -158,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     st = _sub(bs, "status", "per backup peer and feed: how far it is held", "  cobox backup status photos\n")
     st.add_argument("group", help="the group")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    ba = _sub(bs, "add", "have a backup host keep a group, by its service invite (best given on stdin)",
+              "  cobox backup add photos < service-invite.txt\n")
+    ba.add_argument("group", help="the group")
+    ba.add_argument("uri", nargs="?", default="-", metavar="URI|-",
+                    help="'-' or nothing: read it from stdin, or ask for it (not shown) on a terminal")
+    _sub(bs, "list", "each group's backup hosts: state, use, quota, receipts and audit",
+         "  cobox backup list\n  cobox backup list --json\n") \
+        .add_argument("--json", action="store_true", help="machine-readable output")
+    br = _sub(bs, "remove", "ask a backup host to drop a group", "  cobox backup remove photos 3f2a9c01\n")
+    br.add_argument("group", help="the group")
+    br.add_argument("host", help="the host's id, or a prefix of it (`cobox backup list`)")
 
     fo = _sub(sub, "folder", "sync a folder with a group")
     fs = fo.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -11,6 +11,7 @@ from .commands_controls import limits_command, pause_command
 from .commands_daemon import daemon, service_command, start, stop
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
+from .commands_hosting import backup_command, hosting_command
 from .commands_keys import keys
 from .commands_show import quote_name, show_peers, show_status
 from .control.client import Client
@@ -28,7 +29,7 @@ async def run(args: argparse.Namespace, home: Home) -> int:
                 return rc
     if cmd == "start":
         return await start(home)
-    if cmd == "service":
+    if cmd == "service" and args.action == "install":
         return service_command(args, home)
     if cmd == "logs":
         from .logs import show
@@ -62,7 +63,11 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "seed":
             return await seed(api, args)
         if cmd == "backup":
-            return await backup_status(api, args.group, args.json)
+            if args.action == "status":
+                return await backup_status(api, args.group, args.json)
+            return await backup_command(api, args)
+        if cmd == "service":
+            return await hosting_command(api, args)
         if cmd == "keys":
             return await keys(api, args)
         if cmd == "folder":

@@ -18,6 +18,7 @@ service             restart    fatal  what it holds
 ``swarm:TOPIC``     backoff    no     a joined topic's announce/lookup loop
 ``receipts:NAME``   backoff    no     a group's receipt sender
 ``audits:NAME``     never      no     stops a group's audit task at the end
+``hosting``         backoff    no     clears revoked service groups (cobox.hosting)
 ``folder:NAME``     backoff    no     a folder (start retried; rounds have their own loop)
 ``api``             never      no     the control API and dashboard
 ==================  =========  =====  ==============================================
@@ -85,6 +86,7 @@ from .folders import options as folder_options
 from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
+from .hosting import Hosting
 from .knownpeers import KnownPeers
 from .paths import Home, write_private
 from .relaying import Relaying, expand_wildcard
@@ -123,6 +125,7 @@ class Daemon:
         self.supervisor = Supervisor(on_fatal=self._on_fatal, backoff=backoff or Backoff())
         self._signals: list[int] = []
         self.relaying: Relaying | None = None
+        self.hosting: Hosting | None = None
 
     # -- life -------------------------------------------------------------------------------
 
@@ -257,6 +260,9 @@ class Daemon:
         for name, path in (await self.store.records(FOLDERS_SCOPE)).items():
             if name in self.groups:
                 await self._start_folder(self.groups[name], Path(path.decode()))
+        self.hosting = hosting = Hosting(self)  # backup as a service: after the groups it keeps
+        await hosting.start()
+        sup.spawn("hosting", hosting.host.run, restart="backoff")
         if cfg.backup.recovery_server:
             self.recovery = RecoveryServer(self.store, self.identity.peer_id,
                                            allowed_peers=configuration.peer_ids(cfg.backup.recovery_allow))

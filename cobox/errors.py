@@ -227,3 +227,41 @@ class NoLogError(CoboxError):
     it logs to the journal; ``cobox daemon`` to its terminal)."""
 
     code = "no_log"
+
+
+class HostingError(CoboxError):
+    """Backup as a service (``cobox service`` on a host, ``cobox backup add`` on a member) could
+    not do something; the message says what to do."""
+
+    code = "hosting_failed"
+    status = 409
+
+
+class HostRefusedError(HostingError):
+    """The backup host refused the request (a wrong, expired or revoked invite, a quota reached, a
+    group it keeps already); the message is the host's, and says what to do."""
+
+    code = "host_refused"
+    status = 403
+
+
+class HostKeyMismatchError(HostingError):
+    """The device that answered at the invite's addresses is not the host the invite names."""
+
+    code = "host_key_mismatch"
+    status = 502
+
+
+class HostUnreachableError(HostingError):
+    """No address of the backup host could be reached."""
+
+    code = "host_unreachable"
+    status = 502
+
+
+class MalformedHostingError(HostingError):
+    """A backup-service message from another device is not well formed (a remote error: the
+    connection is closed)."""
+
+    code = "malformed_hosting_message"
+    status = 502

@@ -94,6 +94,7 @@ class Group:
         self.created = created
         self.quota_bytes = quota_bytes  # a backup peer stops taking data past this (0: no limit)
         self.quota_full = False
+        self.limit: Callable[[], bool] | None = None  # an outside limit (cobox.hosting): True = take no new data
         self._channels: set[Channel] = set()
         self._dirty: set[bytes] = set()  # feeds whose receipts are due
         self._receipts_due = asyncio.Event()  # set when receipts are due; run_receipts sends them
@@ -320,13 +321,20 @@ class Group:
         self._dirty.add(feed_key)
         self._schedule_receipts()
 
+    def check_quota(self) -> None:
+        """Decide again whether to take new data (after ``limit`` changed its mind, say); a
+        change goes out in receipts."""
+        self._check_quota()
+        self._schedule_receipts()
+
     def _check_quota(self) -> None:
-        full = bool(self.quota_bytes) and self.stored_bytes() >= self.quota_bytes
+        full = (bool(self.quota_bytes) and self.stored_bytes() >= self.quota_bytes) or \
+            (self.limit is not None and self.limit())
         if full != self.quota_full:
             self.quota_full = full
             if full:
-                log.warning("group %s reached its quota of %d bytes: taking no new data", self.name,
-                            self.quota_bytes)
+                log.warning("group %s reached its quota (%d bytes) or its host's limit: taking no new data",
+                            self.name, self.quota_bytes)
             self._dirty.update(f.key for f in self.feeds())
         for ch in self._channels:
             self._apply_quota(ch)

@@ -10,7 +10,9 @@ function is small and says which internal it touches:
 * ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
 * ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
 * ``peer.set_paused``: :func:`pause_feeds`;
-* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`.
+* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`;
+* ``peer.conn`` (handshake hash), ``node.peers``, ``peer.close``: :func:`session`, :func:`find_peer`,
+  :func:`disconnect` (backup as a service, :mod:`cobox.hosting`).
 
 Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), which the pure
 :mod:`cobox.status` turns into documents.
@@ -118,3 +120,21 @@ def send_extension(channel: Any, name: str, body: bytes) -> None:
 def channel_peer(channel: Any) -> Any:
     """The peer at the other end of ``channel``."""
     return channel.peer
+
+
+def session(peer: Any) -> tuple[bytes, bool]:
+    """The connection's Noise handshake hash and whether this side dialed it (``peer.conn``):
+    what a proof bound to this one connection is made over."""
+    return bytes(peer.conn.handshake_hash), bool(peer.conn.is_initiator)
+
+
+def find_peer(node: Any, peer_id: bytes) -> Any | None:
+    """The open connection to ``peer_id``, if there is one (``node.peers``)."""
+    peer = node.peers.get(peer_id)
+    return peer if peer is not None and not peer.closed.is_set() else None
+
+
+def disconnect(peer: Any, reason: str) -> None:
+    """Close the connection to a peer that broke a protocol, once the current call returns
+    (``peer.close``)."""
+    peer.loop.call_soon(peer.close, reason)

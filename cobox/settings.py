@@ -109,6 +109,17 @@ class BackupSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HostingSettings:
+    enabled: bool = True
+    invite_quota_mb: float = 1024.0
+    invite_groups: int = 4
+    invite_expires_days: float = 7.0
+    group_quota_mb: float = 0.0
+    max_groups: int = 0
+    revoke_grace_days: float = 7.0
+
+
+@dataclass(frozen=True, slots=True)
 class GroupsSettings:
     max_feeds_per_device: int = 64
 
@@ -144,6 +155,7 @@ class Config:
     lan: LanSettings = field(default_factory=LanSettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    hosting: HostingSettings = field(default_factory=HostingSettings)
     groups: GroupsSettings = field(default_factory=GroupsSettings)
     folders: FoldersSettings = field(default_factory=FoldersSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
@@ -178,4 +190,5 @@ def section_types() -> dict[str, type[Any]]:
     """The dataclass of each section, by section name."""
     return {"storage": StorageSettings, "network": NetworkSettings, "relay": RelaySettings, "dht": DhtSettings,
             "portmap": PortmapSettings, "lan": LanSettings, "swarm": SwarmSettings, "backup": BackupSettings,
-            "groups": GroupsSettings, "folders": FoldersSettings, "api": ApiSettings, "log": LogSettings}
+            "hosting": HostingSettings, "groups": GroupsSettings, "folders": FoldersSettings, "api": ApiSettings,
+            "log": LogSettings}

@@ -2,6 +2,8 @@
 
     cobox://join/<address>?name=<name>     a member invite: the 32-byte group address
     cobox://seed/<replication key>         a backup-peer invite: replicate, never read
+    cobox://backup/<host key>?cap=<secret> a service invite of a backup host (:class:`BackupInvite`):
+                                           ``cobox backup add GROUP URI`` on a member
 
 Keys are in cobox's one text form (lowercase base32, 52 characters). Anything else, including a
 truncated key, is refused with an :class:`InvalidURIError` that says what is wrong.
@@ -82,6 +84,9 @@ def parse_invite(text: str) -> Invite:
         raise InvalidURIError("not a cobox invite (expected cobox://join/... or cobox://seed/...)")
     parts = urllib.parse.urlsplit(text)
     kind = parts.netloc
+    if kind == "backup":
+        raise InvalidURIError("a backup host's service invite, not a group invite: give it to "
+                              "`cobox backup add GROUP URI` on a member")
     if kind not in ("join", "seed"):
         raise InvalidURIError(f"unknown invite kind {kind!r} (expected 'join' or 'seed')")
     key_text = parts.path.lstrip("/")
@@ -164,3 +169,88 @@ def validate_name(name: str) -> str:
     if not name or len(name) > MAX_NAME or any(c in name for c in "/\\\n\r\t\0") or name.startswith("."):
         raise InvalidURIError(f"invalid group name {name[:MAX_NAME]!r}")
     return name
+
+
+@dataclass(frozen=True)
+class BackupInvite:
+    """A backup host's service invite: its peer key (pinned: only that key may answer), the
+    capability secret of this invite, and hints of where the host is (every peer hint must name
+    the host's key). Parsed as strictly as a group invite; at most :data:`MAX_URI` characters."""
+
+    host: bytes
+    secret: bytes
+    peers: tuple[str, ...] = ()
+    dht: tuple[tuple[str, int], ...] = ()
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"BackupInvite(host={self.host.hex()[:16]}, peers={len(self.peers)}, dht={len(self.dht)})"
+
+    def format(self) -> str:
+        query = [("cap", encode_key(self.secret))] + [("peer", p) for p in self.peers[:MAX_HINTS]]
+        query += [("dht", f"[{h}]:{p}" if ":" in h else f"{h}:{p}") for h, p in self.dht[:MAX_HINTS]]
+        return f"{SCHEME}://backup/{encode_key(self.host)}?" + urllib.parse.urlencode(query)
+
+    def with_hints(self, peers: list[str], dht: list[tuple[str, int]]) -> BackupInvite:
+        """This invite with the hints of a group invite that reach the host (its own key)."""
+        hints = Invite("seed", self.host).with_hints(peers, dht)  # the same choice and bounds
+        mine = tuple(p for p in hints.peers if parse(p).alternatives[0].peer_key == self.host)
+        out = BackupInvite(self.host, self.secret, mine, hints.dht)
+        while len(out.format()) > MAX_URI and (out.dht or out.peers):  # the cap= takes room too
+            out = BackupInvite(self.host, self.secret, out.peers, out.dht[:-1]) if out.dht else \
+                BackupInvite(self.host, self.secret, out.peers[:-1], ())
+        return out
+
+
+def parse_backup_invite(text: str) -> BackupInvite:
+    """Parse ``cobox://backup/<host key>?cap=<secret>[&peer=...][&dht=...]``; raise
+    :class:`InvalidURIError` naming what is wrong."""
+    text = text.strip()
+    if len(text) > MAX_URI:
+        raise InvalidURIError("service invite URI too long")
+    if text.startswith(f"{SCHEME}://join/") or text.startswith(f"{SCHEME}://seed/"):
+        raise InvalidURIError("a group invite, not a backup host's service invite: ask the host for "
+                              "`cobox service invite`")
+    if not text.startswith(f"{SCHEME}://backup/"):
+        raise InvalidURIError("not a backup host's service invite (expected cobox://backup/...)")
+    parts = urllib.parse.urlsplit(text)
+    try:
+        host = decode_key(parts.path.lstrip("/"))
+    except KeyEncodingError:
+        raise InvalidURIError("service invite: the host key is malformed or truncated "
+                              "(expected 52 base32 characters)") from None
+    if parts.fragment:
+        raise InvalidURIError("service invite has a fragment (#...): it was probably cut or joined with other text")
+    try:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
+                                       max_num_fields=1 + 2 * MAX_HINTS)
+    except ValueError as e:
+        raise InvalidURIError(f"service invite has a malformed query: {e}") from None
+    secret: bytes | None = None
+    peers: list[str] = []
+    dht: list[tuple[str, int]] = []
+    for field, value in pairs:
+        if field == "cap":
+            if secret is not None:
+                raise InvalidURIError("service invite has two capabilities")
+            try:
+                secret = decode_key(value)
+            except KeyEncodingError:
+                raise InvalidURIError("service invite: the capability is malformed or truncated") from None
+        elif field == "peer":
+            hint = _peer_hint(value)
+            if hint is None or parse(hint).alternatives[0].peer_key != host:
+                raise InvalidURIError(f"service invite peer hint {value[:80]!r} is not tcp:IP:PORT~noise:HOSTKEY "
+                                      "(or ~noise:RELAYKEY~relay:HOSTKEY) of the host's own key")
+            peers.append(hint)
+        elif field == "dht":
+            contact = _dht_hint(value)
+            if contact is None:
+                raise InvalidURIError(f"service invite DHT hint {value[:80]!r} is not IP:PORT")
+            dht.append(contact)
+        else:
+            raise InvalidURIError(f"service invite has an unknown parameter {field[:20]!r}")
+    if secret is None:
+        raise InvalidURIError("service invite has no capability (cap=...): it was probably cut")
+    if len(peers) > MAX_HINTS or len(dht) > MAX_HINTS:
+        raise InvalidURIError(f"service invite has more than {MAX_HINTS} peer or DHT hints")
+    return BackupInvite(host, secret, tuple(peers), tuple(dht))

@@ -135,6 +135,20 @@ OPENAPI: dict[str, Any] = {
                                         {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",
                                          {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
+        "/v1/service/invites": {
+            "get": _op("this host's service invites: quota, use, the devices and groups kept for each"),
+            "post": _op("a new service invite (cobox://backup/...); optional quota_mb, groups, expires_days "
+                        "(numbers, 0: no limit) and label", status="201")},
+        "/v1/service/revoke": {"post": _op("revoke a service invite or a device (id or prefix): its groups take "
+                                           "no new data, and are cleared after [hosting] revoke_grace_days",
+                                           {"what": _TEXT})},
+        "/v1/backups": {"get": _op("each group's backup hosts: the host's latest signed statement (state, use, "
+                                   "quota), receipts and audit"),
+                        "post": _op("hand a group's replication key to a backup host by its service invite",
+                                    {"group": _TEXT, "uri": _TEXT}, status="201")},
+        "/v1/backups/{name}/{host}": {"parameters": [*_NAME, {"name": "host", "in": "path", "required": True,
+                                                              "schema": {"type": "string"}}],
+                                      "delete": _op("ask the backup host (id or prefix) to drop the group")},
         "/v1/groups/{name}/qr.svg": {"parameters": _NAME, "get": {
             "summary": "the invite URI (or with ?seed=1 the backup-peer URI) as a QR code",
             "parameters": [{"name": "seed", "in": "query", "schema": {"type": "string"}}],

@@ -110,6 +110,12 @@ class ControlServer:
         r.add_post("/v1/resume", self.resume)
         r.add_get("/v1/limits", self.get_limits)
         r.add_put("/v1/limits", self.put_limits)
+        r.add_get("/v1/service/invites", self.service_list)
+        r.add_post("/v1/service/invites", self.service_invite)
+        r.add_post("/v1/service/revoke", self.service_revoke)
+        r.add_get("/v1/backups", self.backup_list)
+        r.add_post("/v1/backups", self.backup_add)
+        r.add_delete("/v1/backups/{name}/{host}", self.backup_remove)
 
     def mount(self, extra: Mount) -> None:
         extra.install(self)
@@ -351,6 +357,35 @@ class ControlServer:
 
     async def put_limits(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.set_limits(await _json(request)))
+    async def service_list(self, request: web.Request) -> web.Response:
+        return web.json_response(self.device.service_list())
+
+    async def service_invite(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        numbers = {k: body.get(k) for k in ("quota_mb", "groups", "expires_days")}
+        for k, v in numbers.items():
+            if v is not None and (type(v) not in (int, float) or (k == "groups" and type(v) is not int)):
+                raise UsageError(f"the field {k!r} must be a number")
+        label = body.get("label", "")
+        if not isinstance(label, str):
+            raise UsageError("the field 'label' must be text")
+        return web.json_response(await self.device.service_invite(numbers["quota_mb"], numbers["groups"],
+                                                                  numbers["expires_days"], label), status=201)
+
+    async def service_revoke(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        return web.json_response(await self.device.service_revoke(_field(body, "what")))
+
+    async def backup_list(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.backup_list())
+
+    async def backup_add(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        return web.json_response(await self.device.backup_add(_field(body, "group"), _field(body, "uri")), status=201)
+
+    async def backup_remove(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.backup_remove(request.match_info["name"],
+                                                                 request.match_info["host"]))
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.device.metrics(), content_type="text/plain")

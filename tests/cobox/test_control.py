@@ -206,6 +206,28 @@ class FakeApp:
     def set_limits(self, change: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("limits", change))
         return {**self.limits(), **change, "source": "runtime"}
+    async def service_invite(self, quota_mb: float | None, groups: int | None, expires_days: float | None,
+                             label: str) -> dict[str, Any]:
+        self.calls.append(("service_invite", quota_mb, groups, expires_days, label))
+        return {"uri": "cobox://backup/x?cap=y", "id": "00" * 16}
+
+    def service_list(self) -> list[dict[str, Any]]:
+        return []
+
+    async def service_revoke(self, what: str) -> dict[str, Any]:
+        self.calls.append(("service_revoke", what))
+        return {"revoked": "invite", "id": what, "groups": [], "clears_in": 0.0}
+
+    async def backup_add(self, group: str, uri: str) -> dict[str, Any]:
+        self.calls.append(("backup_add", group))
+        return {"group": group, "host": "00" * 32}
+
+    async def backup_list(self) -> list[dict[str, Any]]:
+        return []
+
+    async def backup_remove(self, group: str, host: str) -> dict[str, Any]:
+        self.calls.append(("backup_remove", group, host))
+        return {"group": group, "host": host, "removed": True}
 
 
 def test_the_fake_is_an_app() -> None:

@@ -35,8 +35,8 @@ async def test_two_devices_share_a_log_and_survive_a_kill(daemons, tmp_path):
     await b.kill()
     await ok(a.home, "log", "append", "g", "while b was down")
     b = await daemons("b")
-    assert await log_texts(b.home) == ["from a", "from b via stdin"]
-    await ok(b.home, "peers", "add", await a.address())
+    # everything B had survived the kill (and B redials A, its known peer, by itself)
+    assert {"from a", "from b via stdin"} <= set(await log_texts(b.home))
     await ok(b.home, "sync", "wait", "g", "--timeout", "20")
     assert await log_texts(b.home) == ["from a", "from b via stdin", "while b was down"]
 

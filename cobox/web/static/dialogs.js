@@ -96,6 +96,29 @@ wireForm("#seed-form", async (form) => {
   await api("POST", "/v1/groups/join", { uri });
 });
 
+wireForm("#backup-form", async (form) => {
+  const group = form.elements.group.value.trim();
+  const uri = form.elements.uri.value.trim();
+  if (!group) throw new ApiError("Name the group to back up.");
+  if (!uri.startsWith("cobox://backup/")) {
+    throw new ApiError("A service invite starts with cobox://backup/ (the host makes one with `cobox service invite`).");
+  }
+  const r = await api("POST", "/v1/backups", { group, uri });
+  form.elements.uri.value = "";
+  formError(form, `Backed up on host ${short(r.host)} (${r.state || "accepted"}): it holds the replication key only.`);
+});
+
+wireForm("#service-form", async (form) => {
+  const r = await api("POST", "/v1/service/invites", { label: form.elements.label.value.trim() });
+  $("#invite").hidden = false;
+  $("#invite-name").textContent = r.label || "a member";
+  $("#invite-kind").textContent = "a member adds groups with it (`cobox backup add GROUP URI`); this device keeps "
+    + "them, and cannot read them.";
+  $("#invite-uri").value = r.uri;
+  $("#copy-done").hidden = true;
+  $("#invite-qr").removeAttribute("src");
+});
+
 function toggleAddFolder(show) {
   const form = $("#add-folder-form");
   form.hidden = !show;
