@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from networker import encode_key
 
-from . import netview
+from . import devices, netview
 from . import status as docs
 from .errors import UsageError
 from .folders import history as folder_history
@@ -73,6 +73,10 @@ class App(Protocol):
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` on each peer event (connected, left, refused); returns the unsubscribe."""
     def recent_events(self, n: int) -> list[Doc]: ...
+    def device(self) -> Doc:
+        """This device: ``{"id", "name"}``."""
+    async def rename_device(self, name: str) -> Doc: ...
+    async def device_list(self, group: str) -> list[Doc]: ...
 
     # -- groups
     def groups(self) -> list[Doc]: ...
@@ -186,6 +190,18 @@ class DaemonApp:
 
     def recent_events(self, n: int) -> list[Doc]:
         return list(self.d.events[-n:])
+
+    def device(self) -> Doc:
+        return {"id": self.d.identity.peer_id.hex(), "name": self.d.device_name}
+
+    async def rename_device(self, name: str) -> Doc:
+        self.d.device_name = await devices.rename(self.d.store, self.d.groups.values(), name)
+        return self.device()
+
+    async def device_list(self, group: str) -> list[Doc]:
+        g = self.d.group(group)
+        await g.profiles.scan()
+        return [r.as_json() for r in devices.group_rows(g, netview.peers(self.d.node))]
 
     # -- groups -------------------------------------------------------------------------------
 

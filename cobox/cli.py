@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("name", nargs="?", help="with a URI: the name to give it here; with remove: the group to remove")
     se.add_argument("--json", action="store_true", help="with list: machine-readable output")
 
+    dv = _sub(sub, "device", "this device's name; the devices of a group")
+    dvs = dv.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _sub(dvs, "rename", "rename this device (every group is told)", "  cobox device rename laptop\n") \
+        .add_argument("name", help="the new name (up to 64 bytes; overrides [device] name)")
+    dl = _sub(dvs, "list", "every device of a group: name, id, role, connected, feeds held",
+              "  cobox device list photos\n  cobox device list photos --json\n")
+    dl.add_argument("group", help="the group")
+    dl.add_argument("--json", action="store_true", help="machine-readable output (exact ids)")
+
     b = _sub(sub, "backup", "what backup peers hold of this device's data")
     bs = b.add_subparsers(dest="action", required=True, metavar="ACTION")
     st = _sub(bs, "status", "per backup peer and feed: how far it is held", "  cobox backup status photos\n")

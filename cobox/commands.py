@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from .commands_daemon import daemon, service_command, start, stop
+from .commands_devices import device
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
 from .commands_keys import keys
@@ -58,6 +59,8 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return await seed(api, args)
         if cmd == "backup":
             return await backup_status(api, args.group, args.json)
+        if cmd == "device":
+            return await device(api, args)
         if cmd == "keys":
             return await keys(api, args)
         if cmd == "folder":

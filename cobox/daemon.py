@@ -63,7 +63,7 @@ from networker import (
 from networker import parse_address as parse
 from storage import Store
 
-from . import addresses
+from . import addresses, devices
 from . import config as configuration
 from .backup import device_keys
 from .backup.audit import SERVICE as AUDIT_SERVICE
@@ -119,6 +119,7 @@ class Daemon:
         self.supervisor = Supervisor(on_fatal=self._on_fatal, backoff=backoff or Backoff())
         self._signals: list[int] = []
         self.relaying: Relaying | None = None
+        self.device_name = ""  # this device's name in its groups (cobox.devices)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -202,6 +203,7 @@ class Daemon:
         self.identity = DeviceIdentity.load_or_create(self.home.identity)
         self.store = store = await Store.open(self.home.root, durability=cfg.storage.durability)
         sup.spawn("store", lambda: hold(store.close, store.writer.watch), fatal=True)
+        self.device_name = await devices.stored_name(store) or devices.default_name(cfg.device.name)
         self.node = node = Node(self.identity, self.store, **configuration.connection_limits(cfg.network))
         sup.spawn("node", lambda: hold(node.close))
         self.node.on_event.append(self._on_peer_event)
@@ -360,6 +362,9 @@ class Daemon:
                       max_feeds=self.config.backup.max_feeds)
         await group.load()
         self.groups[name] = group
+        await group.profiles.publish(self.device_name)
+        if group.is_member:
+            self.supervisor.spawn(f"profiles:{name}", group.profiles.run, restart="backoff")
         self.supervisor.spawn(f"receipts:{name}", group.run_receipts, restart="backoff")
         self.supervisor.spawn(f"audits:{name}", lambda: hold(group.audits.stop))
         self.node.join(group)
@@ -435,6 +440,8 @@ class Daemon:
         del self.groups[name]
         await self.supervisor.cancel(f"receipts:{name}")
         await self.supervisor.cancel(f"audits:{name}")
+        await self.supervisor.cancel(f"profiles:{name}")
+        group.profiles.close()
         await self.store.delete_record(GROUPS_SCOPE, name)
 
     # -- events -------------------------------------------------------------------------------

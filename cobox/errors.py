@@ -175,6 +175,21 @@ class MalformedLogEntryError(MalformedRecordError):
     code = "malformed_log_entry"
 
 
+class DeviceNotFoundError(CoboxError):
+    """No device of the group has that name or id prefix (see ``cobox device list GROUP``)."""
+
+    code = "device_not_found"
+    status = 404
+
+
+class MalformedProfileError(MalformedRecordError):
+    """A device profile (a device's name in a group) is malformed, or its signature does not
+    verify, or it claims another device; it is refused and reported."""
+
+    code = "malformed_profile"
+    status = 400
+
+
 class AdmissionError(CoboxError):
     """A feed offered to a group comes with an admission that does not check out (wrong
     signature, wrong membership tag, malformed), or past a per-device or per-group limit."""

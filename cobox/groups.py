@@ -49,6 +49,7 @@ from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
 from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import BadReceiptError, Receipt
+from .devices import PROFILE_EXTENSION, Profiles
 from .entries import decode_log, encode_log, open_entry, record_type, seal, unpack
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
 from .refusals import Refusals
@@ -109,6 +110,7 @@ class Group:
         self.refusals = Refusals()
         self._callbacks: list[Callable[[Feed], None]] = []
         self.audits = Auditor(self, interval=audit_interval)  # of the backup peers (cobox.backup.audit)
+        self.profiles = Profiles(self)  # the devices' names (cobox.devices)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} {'member' if self.is_member else 'seed'}>"
@@ -134,6 +136,7 @@ class Group:
         await self.audits.load()
         if self.is_member and self.own_feed() is None:
             await self._add_own_feed()
+        await self.profiles.load()
         if not self.is_member:
             for feed in self.feeds():
                 feed.listen(lambda ev, k=feed.key: self._stored(k))
@@ -286,8 +289,8 @@ class Group:
                 raise MalformedLogEntryError("does not decrypt with the group key")
             obj = unpack(plain)
             kind = record_type(obj)
-            if kind in ("chunk", "filler") or (kind is not None and kind.startswith("folder/")):
-                return None  # the folder's records (their decoder reports them)
+            if kind in ("chunk", "filler", "device/profile") or (kind is not None and kind.startswith("folder/")):
+                return None  # the folder's records and profiles (their decoders report them)
             when, text = decode_log(obj)
         except MalformedRecordError as e:  # MalformedLogEntryError or a refused msgpack entry
             self.refuse(feed_key, seq, f"log entry: {e}")
@@ -307,6 +310,7 @@ class Group:
         self._channels.add(channel)
         self._apply_quota(channel)
         self.audits.on_channel_live(netview.channel_peer(channel))
+        self.profiles.on_channel_live(channel)
         if not self.is_member:
             self._dirty.update(f.key for f in self.feeds())
             self._schedule_receipts()
@@ -314,6 +318,7 @@ class Group:
     def on_channel_closed(self, channel: Channel) -> None:
         self._channels.discard(channel)
         self.audits.on_channel_closed(netview.channel_peer(channel))
+        self.profiles.on_channel_closed(channel)
 
     def _stored(self, feed_key: bytes) -> None:
         self._check_quota()
@@ -373,7 +378,11 @@ class Group:
             raise
 
     async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
-        """A product message on this group's channel: receipts are ours, other names are ignored."""
+        """A product message on this group's channel: receipts and profiles are ours, other
+        names are ignored."""
+        if name == PROFILE_EXTENSION:
+            await self.profiles.on_extension(peer_id, body)
+            return
         if name != RECEIPT_EXTENSION:
             return
         try:

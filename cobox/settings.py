@@ -127,6 +127,11 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The effective configuration of one home: a section per attribute, as in default.toml."""
 
@@ -142,6 +147,7 @@ class Config:
     folders: FoldersSettings = field(default_factory=FoldersSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    device: DeviceSettings = field(default_factory=DeviceSettings)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Mapping[str, Any]]) -> Config:
@@ -172,4 +178,5 @@ def section_types() -> dict[str, type[Any]]:
     """The dataclass of each section, by section name."""
     return {"storage": StorageSettings, "network": NetworkSettings, "relay": RelaySettings, "dht": DhtSettings,
             "portmap": PortmapSettings, "lan": LanSettings, "swarm": SwarmSettings, "backup": BackupSettings,
-            "groups": GroupsSettings, "folders": FoldersSettings, "api": ApiSettings, "log": LogSettings}
+            "groups": GroupsSettings, "folders": FoldersSettings, "api": ApiSettings, "log": LogSettings,
+            "device": DeviceSettings}

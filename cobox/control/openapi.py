@@ -40,6 +40,9 @@ OPENAPI: dict[str, Any] = {
         "/v1/stop": {"post": _op("shut the daemon down gracefully")},
         "/v1/peers": {"get": _op("connected peers"),
                       "post": _op("connect to a peer address", {"address": _TEXT})},
+        "/v1/device": {"get": _op("this device: id and name")},
+        "/v1/device/rename": {"post": _op("rename this device; its profile is published again in every group",
+                                          {"name": _TEXT})},
         "/v1/groups": {"get": _op("groups with their feeds"),
                        "post": _op("create a group; returns its invite URI", {"name": _TEXT}, status="201")},
         "/v1/groups/join": {"post": _op("join a group (or back it up) from an invite URI",
@@ -58,6 +61,8 @@ OPENAPI: dict[str, Any] = {
                                    "get": _op("how much of what connected peers have is still missing")},
         "/v1/groups/{name}/backup": {"parameters": _NAME,
                                      "get": _op("per backup peer and own feed: claims (receipts) and audits")},
+        "/v1/groups/{name}/devices": {"parameters": _NAME, "get": _op(
+            "every device of the group: name, id, role, last seen, connected and how, feeds held")},
         "/v1/folders": {"get": _op("bound folders and their status"),
                         "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201")},
         "/v1/folders/{name}": {"parameters": _NAME, "get": _op("files, bytes, pending up/down, conflicts"),

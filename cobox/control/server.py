@@ -78,6 +78,8 @@ class ControlServer:
         r.add_post("/v1/stop", self.stop_daemon)
         r.add_get("/v1/peers", self.peers)
         r.add_post("/v1/peers", self.connect)
+        r.add_get("/v1/device", self.get_device)
+        r.add_post("/v1/device/rename", self.rename_device)
         r.add_get("/v1/groups", self.list_groups)
         r.add_post("/v1/groups", self.create_group)
         r.add_post("/v1/groups/join", self.join_group)
@@ -88,6 +90,7 @@ class ControlServer:
         r.add_post("/v1/groups/{name}/log", self.append_log)
         r.add_get("/v1/groups/{name}/sync", self.sync)
         r.add_get("/v1/groups/{name}/backup", self.backup)
+        r.add_get("/v1/groups/{name}/devices", self.device_list)
         r.add_get("/v1/folders", self.list_folders)
         r.add_post("/v1/folders", self.add_folder)
         r.add_get("/v1/folders/{name}", self.folder_status)
@@ -193,6 +196,16 @@ class ControlServer:
     async def connect(self, request: web.Request) -> web.Response:
         body = await _json(request)
         return web.json_response({"peer_id": await self.device.connect(_field(body, "address"))})
+
+    async def get_device(self, request: web.Request) -> web.Response:
+        return web.json_response(self.device.device())
+
+    async def rename_device(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        return web.json_response(await self.device.rename_device(_field(body, "name")))
+
+    async def device_list(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.device_list(request.match_info["name"]))
 
     async def list_groups(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.groups())

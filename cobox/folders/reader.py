@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage import RangeSet
 
-from ..entries import decode_chunk, is_folder_record, op_from, record_type, unpack
+from ..entries import PROFILE_TYPE, decode_chunk, is_folder_record, op_from, record_type, unpack
 from ..errors import MalformedRecordError
 from ..groups import decode_log
 from .chunking import chunk_id
@@ -123,6 +123,8 @@ class OpReader:
                     raise MalformedRecordError("a filler entry with fields")
             elif kind == "log":
                 decode_log(obj)  # (Group.log shows them)
+            elif kind == PROFILE_TYPE:
+                pass  # a device's name: cobox.devices checks and reports it
             else:
                 raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
         except MalformedRecordError as e:

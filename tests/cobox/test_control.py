@@ -84,6 +84,17 @@ class FakeApp:
     def recent_events(self, n: int) -> list[dict[str, Any]]:
         return [{"kind": "connected"}][:n]
 
+    def device(self) -> dict[str, Any]:
+        return {"id": "ab" * 32, "name": "fake"}
+
+    async def rename_device(self, name: str) -> dict[str, Any]:
+        self.calls.append(("rename", name))
+        return {"id": "ab" * 32, "name": name}
+
+    async def device_list(self, group: str) -> list[dict[str, Any]]:
+        self._group(group)
+        return [{"id": "ab" * 32, "name": "fake"}]
+
     def groups(self) -> list[dict[str, Any]]:
         return [self._group(n) for n in self.names]
 
@@ -235,6 +246,21 @@ async def test_handlers_pass_the_request_to_the_app_and_return_its_answer(api) -
     async with http.post(f"{base}/v1/stop", headers=auth) as r:
         assert (await r.json()) == {"stopping": True}
     assert app.stopped
+
+
+async def test_device_routes(api) -> None:
+    app, _server, base, http, auth = api
+    async with http.post(f"{base}/v1/device/rename", json={"name": "desk"}, headers=auth) as r:
+        assert (await r.json())["name"] == "desk"
+    async with http.post(f"{base}/v1/device/rename", json={"name": 3}, headers=auth) as r:
+        assert r.status == 400
+    async with http.get(f"{base}/v1/device", headers=auth) as r:
+        assert (await r.json())["name"] == "fake"
+    async with http.get(f"{base}/v1/groups/family/devices", headers=auth) as r:
+        assert (await r.json())[0]["name"] == "fake"
+    async with http.get(f"{base}/v1/groups/nope/devices", headers=auth) as r:
+        assert r.status == 404
+    assert app.calls == [("rename", "desk")]
 
 
 async def test_the_apps_errors_become_their_status_and_code(api) -> None:
