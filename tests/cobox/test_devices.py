@@ -181,3 +181,35 @@ def test_device_rows_and_resolve():
         resolve(rows, "nobody")
     with pytest.raises(DeviceNotFoundError):
         resolve(rows, "ab")  # too short a prefix
+
+
+async def test_conflict_copies_are_named_after_the_device(members):
+    a, b = await members("a"), await members("b")
+    await a.group.profiles.publish("Alice's laptop")
+    await b.group.profiles.publish("bob/desk")
+    (a.root / "doc.txt").write_bytes(b"A's version")
+    (b.root / "doc.txt").write_bytes(b"B's version, longer")
+    await a.sync.round()
+    await b.sync.round()  # neither saw the other's edit
+    connect(a, b)
+    await a.caught_up(b)
+    await b.caught_up(a)
+    for _ in range(3):
+        await a.sync.round()
+        await b.sync.round()
+    names = sorted(p.name for p in a.root.iterdir())
+    assert names == sorted(p.name for p in b.root.iterdir())
+    copies = [n for n in names if ".conflict-" in n]
+    assert len(copies) == 1
+    assert copies[0].startswith(("doc.conflict-Alice_s_laptop-", "doc.conflict-bob_desk-")), copies
+    assert copies[0].endswith(".txt")
+
+
+def test_safe_label():
+    from cobox.folders.paths import conflict_path, safe_label
+
+    assert safe_label("../etc") == "etc"
+    assert safe_label("a b:c") == "a_b_c"
+    assert len(safe_label("é" * 40).encode()) <= 32
+    assert conflict_path("x.txt", b"\xaa" * 32, 0, label="...") == "x.conflict-aaaaaaaa-19700101-000000.txt"
+    assert conflict_path("x.txt", b"\xaa" * 32, 0, label="nas") == "x.conflict-nas-19700101-000000.txt"
