@@ -141,7 +141,15 @@ class DaemonApp:
             lan_enabled=d.lan is not None, groups=[self._group_doc(g) for g in d.groups.values()],
             folders=[f.status() for f in d.folders.values()], peers=netview.peers(d.node), traffic=d.node.traffic(),
             reachability=d.reach.status(), services=[svc.to_json() for svc in d.supervisor.status()],
-            relay=d.relaying.status() if d.relaying is not None else None)
+            relay=d.relaying.status() if d.relaying is not None else None, name=d.device_name,
+            names=self.names())
+
+    def names(self) -> dict[bytes, str]:
+        """Device id -> the name it published, over every group (ids shown with their names)."""
+        out: dict[bytes, str] = {}
+        for g in self.d.groups.values():
+            out.update((dev, p.name) for dev, p in g.profiles.known.items())
+        return out
 
     def metrics(self) -> str:
         d = self.d
@@ -173,7 +181,7 @@ class DaemonApp:
         self.d.stop()
 
     def peers(self) -> list[Doc]:
-        return [docs.peer_document(p) for p in netview.peers(self.d.node)]
+        return [docs.peer_document(p, self.names()) for p in netview.peers(self.d.node)]
 
     async def connect(self, address: str) -> str:
         return (await self.d.connect(address)).hex()
@@ -207,9 +215,11 @@ class DaemonApp:
 
     def _group_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
-        return docs.group_document(group.status(), self._sync_doc(group),
-                                   folder.status() if folder is not None else None,
-                                   group.backup_status() if group.is_member else None)
+        doc = docs.group_document(group.status(), self._sync_doc(group),
+                                  folder.status() if folder is not None else None,
+                                  self.backup_status(group.name) if group.is_member else None)
+        doc["names"] = group.profiles.names()
+        return doc
 
     def _sync_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
@@ -246,7 +256,8 @@ class DaemonApp:
         return {"seq": seq, "feed": own.key.hex() if own is not None else ""}
 
     async def log(self, name: str) -> list[Doc]:
-        return [e.as_json() for e in await self.d.group(name).log()]
+        group = self.d.group(name)
+        return [{**e.as_json(), "author_name": group.profiles.name_of(e.author) or ""} for e in await group.log()]
 
     def follow(self, name: str) -> Followed:
         return self.d.group(name)
@@ -255,7 +266,9 @@ class DaemonApp:
         return self._sync_doc(self.d.group(name))
 
     def backup_status(self, name: str) -> list[Doc]:
-        return self.d.group(name).backup_status()
+        group = self.d.group(name)
+        return [{**b, "peer_name": group.profiles.name_of(bytes.fromhex(b["peer"])) or ""}
+                for b in group.backup_status()]
 
     async def members(self, name: str) -> list[Doc]:
         """The devices that write the group's feeds, from each feed's first entry (members only)."""
@@ -263,7 +276,8 @@ class DaemonApp:
         own = group.own_feed()
         out: dict[str, Doc] = {}
         if group.is_member:
-            out[group.device_id.hex()] = {"peer_id": group.device_id.hex(), "this_device": True}
+            out[group.device_id.hex()] = {"peer_id": group.device_id.hex(), "this_device": True,
+                                          "name": self.d.device_name}
         for feed in group.feeds():
             if own is not None and feed.key == own.key:
                 continue
@@ -273,7 +287,8 @@ class DaemonApp:
                 if author is not None:
                     self._authors[feed.key] = author
             if author is not None:
-                out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False})
+                out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False,
+                                              "name": group.profiles.name_of(author) or ""})
         return list(out.values())
 
     def throughput_counters(self) -> dict[str, tuple[int, int]]:
@@ -299,7 +314,10 @@ class DaemonApp:
         await self.d.remove_folder(name)
 
     async def folder_history(self, name: str, file: str) -> list[Doc]:
-        return await folder_history.history(self.d.folder(name), file)
+        sync = self.d.folder(name)
+        profiles = sync.group.profiles
+        return [{**v, "author_name": profiles.name_of(bytes.fromhex(v["author"])) or ""}
+                for v in await folder_history.history(sync, file)]
 
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc:
         return await folder_history.restore(self.d.folder(name), file, version, to)

@@ -95,7 +95,8 @@ def folder_summary(f: Mapping[str, Any]) -> Doc:
 
 def receipt_summary(backups: Iterable[Mapping[str, Any]]) -> list[Doc]:
     """Per backup peer: how far it holds every feed (the least of them) and when it last said so."""
-    return [{"peer": b["peer"], "length": min((x["held"] for x in b["feeds"]), default=0),
+    return [{"peer": b["peer"], "peer_name": b.get("peer_name", ""),
+             "length": min((x["held"] for x in b["feeds"]), default=0),
              "time": max((x["confirmed"] or 0 for x in b["feeds"]), default=0),
              "backed_up": b["backed_up"], "quota_full": b["quota_full"], "audit": b["audit"]}
             for b in backups]
@@ -114,8 +115,10 @@ def group_document(group: Mapping[str, Any], sync: Doc, folder: Mapping[str, Any
     return doc
 
 
-def peer_document(p: PeerInfo) -> Doc:
-    return {"peer_id": p.peer_id.hex(), "address": p.address, "initiator": p.initiator, "kind": p.kind,
+def peer_document(p: PeerInfo, names: Mapping[bytes, str] | None = None) -> Doc:
+    """One connected peer; ``name``: the name it published in one of our groups ("" if none)."""
+    return {"peer_id": p.peer_id.hex(), "name": (names or {}).get(p.peer_id, ""), "address": p.address,
+            "initiator": p.initiator, "kind": p.kind,
             "groups": list(p.groups), "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received}
 
 
@@ -123,9 +126,10 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
                     listening: Sequence[str], advertised: Sequence[str], dht: Doc, lan_enabled: bool,
                     groups: Sequence[Doc], folders: Sequence[Doc], peers: Sequence[PeerInfo],
                     traffic: tuple[int, int], reachability: Doc, services: Sequence[Doc],
-                    relay: Doc | None = None) -> Doc:
+                    relay: Doc | None = None, name: str = "", names: Mapping[bytes, str] | None = None) -> Doc:
     return {
         "peer_id": peer_id.hex(),
+        "name": name,
         "peer_key": peer_key,
         "home": home,
         "pid": pid,
@@ -138,7 +142,7 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
         "groups": list(groups),
         "folders": list(folders),
         "services": list(services),
-        "peers": [peer_document(p) for p in peers],
+        "peers": [peer_document(p, names) for p in peers],
         "relay": relay,
         "bytes_sent": traffic[0],
         "bytes_received": traffic[1],

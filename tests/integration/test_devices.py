@@ -57,6 +57,14 @@ async def test_names_appear_in_device_list_on_all_three(daemons):
     want[ids[b]] = ("bob-laptop", "member")
     await eventually(lambda: listed(a, "g", want), 30, "the new name on a")
     await eventually(lambda: listed(s, seed_name, want), 30, "the new name on the backup peer")
+    # names stand where ids stood: peers in status, the log's authors
+    assert {p["name"] for p in (await a.status())["peers"]} == {"bob-laptop", "nas"}
+    await ok(b.home, "log", "append", "g", "hello from b")
+
+    async def logged() -> bool:
+        return "bob-laptop  hello from b" in await ok(a.home, "log", "cat", "g")
+
+    await eventually(logged, 30, "b's entry under its name on a")
     # names survive a restart, and the log shows no refused entry (profiles are not log entries)
     await a.stop()
     await a.start()
