@@ -104,7 +104,10 @@ class App(Protocol):
 
     # -- key backup
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None: ...
-    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc: ...
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool,
+                           force: bool = False) -> Doc: ...
+    async def keys_backup_state(self) -> Doc | None:
+        """The last keyring backup (peer, user, time) and whether it still covers this device."""
 
 
 def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
@@ -327,5 +330,11 @@ class DaemonApp:
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None:
         return await self.d.backup_keys(peer, user, password, trust_first_use)
 
-    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc:
-        return await self.d.restore_keys(peer, user, password, trust_first_use)
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool,
+                           force: bool = False) -> Doc:
+        return await self.d.restore_keys(peer, user, password, trust_first_use, force)
+
+    async def keys_backup_state(self) -> Doc | None:
+        from .backup.device_keys import backup_state
+
+        return await backup_state(self.d.store, self.d.keyring())

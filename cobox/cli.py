@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accept an address without ~noise:KEY and print the key the peer presents")
         kp.add_argument("--user", required=True, metavar="NAME", help="the name the keyring is kept under")
         kp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        if action == "restore":
+            kp.add_argument("--force", action="store_true",
+                            help="replace this home's identity even if it is in use (the old key is kept as "
+                                 "identity.key.replaced-<time>)")
+            kp.add_argument("--yes", action="store_true", help="bind the keyring's folders without asking")
     o = _sub(sub, "open", "open the web dashboard in the browser (one-time login link)", "  cobox open\n")
     o.add_argument("--no-browser", action="store_true",
                    help="only print the link (paste it into the address bar; never pass it on a command line)")

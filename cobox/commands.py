@@ -11,7 +11,7 @@ from .commands_daemon import daemon, service_command, start, stop
 from .commands_devices import device
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
-from .commands_keys import keys
+from .commands_keys import keep_current, keys
 from .commands_show import show_peers, show_status
 from .control.client import Client
 from .errors import UsageError
@@ -44,7 +44,10 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "status":
             return show_status(await api.get("/v1/status"), args.json, args.verbose)
         if cmd == "group":
-            return await group(api, args)
+            rc = await group(api, args)
+            if args.action in ("create", "join", "leave"):
+                await keep_current(api)
+            return rc
         if cmd == "log":
             return await log_command(api, args)
         if cmd == "peers":
@@ -56,15 +59,21 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "sync":
             return await sync_wait(api, args.group, args.timeout)
         if cmd == "seed":
-            return await seed(api, args)
+            rc = await seed(api, args)
+            if args.what != "list":
+                await keep_current(api)
+            return rc
         if cmd == "backup":
             return await backup_status(api, args.group, args.json)
         if cmd == "device":
             return await device(api, args)
         if cmd == "keys":
-            return await keys(api, args)
+            return await keys(api, args, home)
         if cmd == "folder":
-            return await folder(api, args)
+            rc = await folder(api, args)
+            if args.action in ("add", "remove"):
+                await keep_current(api)
+            return rc
         if cmd == "open":
             return await open_dashboard(api, home, args.no_browser)
     raise UsageError(f"unknown command {cmd}")

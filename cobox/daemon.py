@@ -456,19 +456,23 @@ class Daemon:
     # -- key backup and recovery --------------------------------------------------------------
 
     def keyring(self) -> Keyring:
-        return device_keys.keyring(self.identity, self.groups)
+        return device_keys.keyring(self.identity, self.groups, {n: str(f.root) for n, f in self.folders.items()})
 
     async def backup_keys(self, address: str, username: str, password: str,
                           trust_first_use: bool = False) -> str | None:
-        return await device_keys.backup(self.node, self.config.backup.keys_strength, self.keyring(),
-                                        address, username, password, trust_first_use)
+        ring = self.keyring()
+        pinned = await device_keys.backup(self.node, self.config.backup.keys_strength, ring,
+                                          address, username, password, trust_first_use)
+        await device_keys.remember_backup(self.store, pinned or address, username, ring)
+        return pinned
 
     async def restore_keys(self, address: str, username: str, password: str,
-                           trust_first_use: bool = False) -> dict[str, Any]:
-        """Recover the keyring, make its identity this device's and add its groups; the daemon
-        then restarts itself under the recovered identity and rejoins every group."""
+                           trust_first_use: bool = False, force: bool = False) -> dict[str, Any]:
+        """Recover the keyring, make its identity this device's (refused over one in use unless
+        ``force``) and add its groups; the daemon then restarts itself under the recovered
+        identity and rejoins every group (its folders are bound by the client, once asked)."""
         result = await device_keys.restore(self.node, self.store, self.home.identity, address, username, password,
-                                           trust_first_use)
+                                           trust_first_use, force)
         self.restart_requested = True
         # The API answers this request before it stops: shutdown stops the API server first,
         # and it finishes the requests in flight.

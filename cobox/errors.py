@@ -175,6 +175,15 @@ class MalformedLogEntryError(MalformedRecordError):
     code = "malformed_log_entry"
 
 
+class IdentityInUseError(CoboxError):
+    """This home already has a device identity that is in use (it has groups): restoring a
+    keyring would replace it. ``cobox keys restore --force`` replaces it and keeps the old key
+    as ``identity.key.replaced-<time>``."""
+
+    code = "identity_in_use"
+    status = 409
+
+
 class DeviceNotFoundError(CoboxError):
     """No device of the group has that name or id prefix (see ``cobox device list GROUP``)."""
 

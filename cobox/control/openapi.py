@@ -74,8 +74,11 @@ OPENAPI: dict[str, Any] = {
             "restore a version (the latest if none given), in place or to another path",
             {"file": _TEXT})},
         "/v1/keys/backup": {"post": _op("store this device's keyring on a backup peer under a password",
-                                        {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
-        "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",
+                                        {"peer": _TEXT, "user": _TEXT, "password": _TEXT}),
+                            "get": _op("the last keyring backup (peer, user, time) and whether it still covers "
+                                       "this device's groups and folders (current)")},
+        "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer (refused over an identity in use "
+                                         "unless force: true); returns its folders; the daemon restarts",
                                          {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/v1/groups/{name}/qr.svg": {"parameters": _NAME, "get": {
             "summary": "the invite URI (or with ?seed=1 the backup-peer URI) as a QR code",

@@ -98,6 +98,7 @@ class ControlServer:
         r.add_get("/v1/folders/{name}/history", self.folder_history)
         r.add_post("/v1/folders/{name}/restore", self.folder_restore)
         r.add_post("/v1/keys/backup", self.keys_backup)
+        r.add_get("/v1/keys/backup", self.keys_backup_state)
         r.add_post("/v1/keys/restore", self.keys_restore)
 
     def mount(self, extra: Mount) -> None:
@@ -293,8 +294,11 @@ class ControlServer:
     async def keys_restore(self, request: web.Request) -> web.Response:
         body = await _json(request)
         result = await self.device.restore_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"),
-                                                body.get("trust_first_use") is True)
+                                                body.get("trust_first_use") is True, body.get("force") is True)
         return web.json_response(result)
+
+    async def keys_backup_state(self, request: web.Request) -> web.Response:
+        return web.json_response({"backup": await self.device.keys_backup_state()})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.device.metrics(), content_type="text/plain")

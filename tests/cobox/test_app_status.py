@@ -26,7 +26,8 @@ def test_synced_needs_a_peer_settled_channels_nothing_missing_and_no_download() 
 
 
 def test_group_document_summarises_folder_and_receipts() -> None:
-    backups = [{"peer": "p", "peer_name": "nas", "feeds": [{"held": 4, "confirmed": 10}, {"held": 2, "confirmed": None}],
+    backups = [{"peer": "p", "peer_name": "nas",
+                "feeds": [{"held": 4, "confirmed": 10}, {"held": 2, "confirmed": None}],
                 "backed_up": False, "quota_full": False, "audit": {}}]
     doc = group_document({"name": "g"}, {"synced": True}, {**FOLDER, "failed_count": 2, "error": "disk full"},
                          backups)

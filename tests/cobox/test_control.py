@@ -168,8 +168,13 @@ class FakeApp:
         self.calls.append(("backup_keys", peer, user, trust_first_use))
         return None
 
-    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> dict[str, Any]:
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool,
+                           force: bool = False) -> dict[str, Any]:
+        self.calls.append(("restore_keys", peer, user, trust_first_use, force))
         return {"restarting": True}
+
+    async def keys_backup_state(self) -> dict[str, Any] | None:
+        return None
 
 
 def test_the_fake_is_an_app() -> None:
