@@ -145,7 +145,7 @@ class DaemonApp:
             folders=[f.status() for f in d.folders.values()], peers=netview.peers(d.node), traffic=d.node.traffic(),
             reachability=d.reach.status(), services=[svc.to_json() for svc in d.supervisor.status()],
             relay=d.relaying.status() if d.relaying is not None else None, name=d.device_name,
-            names=self.names())
+            names=self.names(), twins=d.twins.status(self.names()))
 
     def names(self) -> dict[bytes, str]:
         """Device id -> the name it published, over every group (ids shown with their names)."""

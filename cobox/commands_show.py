@@ -83,6 +83,11 @@ def show_status(s: dict[str, Any], as_json: bool, verbose: bool = False) -> int:
     for p in s["peers"]:
         print(f"  {who(p['peer_id'], p.get('name'))}  {p.get('kind') or '?'}  {p['address']}  "
               f"groups: {', '.join(p['groups']) or '-'}")
+    twins = s.get("twins") or {}
+    if twins.get("words"):
+        print(f"WARNING    {twins['words']}")
+    for t in twins.get("peers", []):
+        print(f"WARNING    {t['words']}")
     relay = s.get("relay") or {}
     if relay.get("offering"):
         o = relay["offering"]

@@ -87,6 +87,7 @@ from .paths import Home, write_private
 from .relaying import Relaying, expand_wildcard
 from .settings import Config
 from .supervisor import Backoff, Supervisor, hold
+from .twins import TwinGuard
 from .uri import Invite, validate_name
 
 FOLDERS_SCOPE = "folders"
@@ -120,6 +121,7 @@ class Daemon:
         self._signals: list[int] = []
         self.relaying: Relaying | None = None
         self.device_name = ""  # this device's name in its groups (cobox.devices)
+        self.twins = TwinGuard()  # two devices with one identity (cobox.twins)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -207,6 +209,8 @@ class Daemon:
         self.node = node = Node(self.identity, self.store, **configuration.connection_limits(cfg.network))
         sup.spawn("node", lambda: hold(node.close))
         self.node.on_event.append(self._on_peer_event)
+        self.twins.node = node
+        self.node.on_event.append(self.twins.on_peer_event)
         for address in cfg.network.listen:
             self.listen_addresses += await listen_fixed(self.node, address, cfg.network.handshake_timeout)
         self.reach = reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg.dht.allow_loopback,
@@ -361,6 +365,7 @@ class Daemon:
                       max_feeds_per_device=self.config.groups.max_feeds_per_device,
                       max_feeds=self.config.backup.max_feeds)
         await group.load()
+        group.twins = self.twins
         self.groups[name] = group
         await group.profiles.publish(self.device_name)
         if group.is_member:

@@ -53,6 +53,7 @@ from .devices import PROFILE_EXTENSION, Profiles
 from .entries import decode_log, encode_log, open_entry, record_type, seal, unpack
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
 from .refusals import Refusals
+from .twins import TWIN_EXTENSION, TwinGuard
 
 log = logging.getLogger(__name__)
 RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per feed
@@ -111,6 +112,7 @@ class Group:
         self._callbacks: list[Callable[[Feed], None]] = []
         self.audits = Auditor(self, interval=audit_interval)  # of the backup peers (cobox.backup.audit)
         self.profiles = Profiles(self)  # the devices' names (cobox.devices)
+        self.twins = TwinGuard()  # reports that our identity is live elsewhere (the daemon's, shared)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} {'member' if self.is_member else 'seed'}>"
@@ -382,6 +384,9 @@ class Group:
         names are ignored."""
         if name == PROFILE_EXTENSION:
             await self.profiles.on_extension(peer_id, body)
+            return
+        if name == TWIN_EXTENSION:
+            self.twins.on_report(peer_id, body)
             return
         if name != RECEIPT_EXTENSION:
             return

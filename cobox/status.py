@@ -126,7 +126,8 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
                     listening: Sequence[str], advertised: Sequence[str], dht: Doc, lan_enabled: bool,
                     groups: Sequence[Doc], folders: Sequence[Doc], peers: Sequence[PeerInfo],
                     traffic: tuple[int, int], reachability: Doc, services: Sequence[Doc],
-                    relay: Doc | None = None, name: str = "", names: Mapping[bytes, str] | None = None) -> Doc:
+                    relay: Doc | None = None, name: str = "", names: Mapping[bytes, str] | None = None,
+                    twins: Doc | None = None) -> Doc:
     return {
         "peer_id": peer_id.hex(),
         "name": name,
@@ -144,6 +145,7 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
         "services": list(services),
         "peers": [peer_document(p, names) for p in peers],
         "relay": relay,
+        "twins": twins or {"peers": [], "reported": [], "words": ""},
         "bytes_sent": traffic[0],
         "bytes_received": traffic[1],
     }
