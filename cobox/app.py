@@ -212,7 +212,8 @@ class DaemonApp:
     async def device_list(self, group: str) -> list[Doc]:
         g = self.d.group(group)
         await g.profiles.scan()
-        return [r.as_json() for r in devices.group_rows(g, netview.peers(self.d.node))]
+        return [r.as_json() for r in devices.group_rows(g, netview.peers(self.d.node),
+                                                        netview.remote_holdings(self.d.node, g))]
 
     # -- groups -------------------------------------------------------------------------------
 

@@ -337,15 +337,18 @@ class Profiles:
             self.send(ch)
 
 
-def group_rows(group: Group, peers: Iterable[netview.PeerInfo], now: float | None = None) -> list[DeviceRow]:
-    """:func:`device_rows` of a live group (``peers``: :func:`cobox.netview.peers`)."""
+def group_rows(group: Group, peers: Iterable[netview.PeerInfo], holdings: Mapping[bytes, Mapping[bytes, int]],
+               now: float | None = None) -> list[DeviceRow]:
+    """:func:`device_rows` of a live group (``peers``: :func:`cobox.netview.peers`;
+    ``holdings``: :func:`cobox.netview.remote_holdings`)."""
     owners = {f.key: o for f in group.feeds() if (o := group.owner(f.key)) is not None}
     receipts = [(signer, feed, r.length, r.time_ms / 1000) for (signer, feed), r in group.receipts.items()]
     connected = {p.peer_id: p for p in peers if group.name in p.groups}
     return device_rows(me=group.device_id, owners=owners, profiles=group.profiles.known, receipts=receipts,
                        lengths={f.key: f.length for f in group.feeds()}, connected=connected,
                        now=time.time() if now is None else now, seen=group.profiles.seen,
-                       own_role="member" if group.is_member else "backup")
+                       own_role="member" if group.is_member else "backup",
+                       holdings={**holdings, group.device_id: {f.key: f.contiguous_length for f in group.feeds()}})
 
 
 # -- the device list ------------------------------------------------------------------------
@@ -377,12 +380,17 @@ class DeviceRow:
 def device_rows(*, me: bytes, owners: Mapping[bytes, bytes], profiles: Mapping[bytes, Profile],
                 receipts: Iterable[tuple[bytes, bytes, int, float]], lengths: Mapping[bytes, int],
                 connected: Mapping[bytes, netview.PeerInfo], now: float, seen: Mapping[bytes, float] = {},
-                own_role: str = "member") -> list[DeviceRow]:
+                own_role: str = "member", holdings: Mapping[bytes, Mapping[bytes, int]] = {}) -> list[DeviceRow]:
     """Every device of a group, pure. ``owners``: feed key -> owner device (admissions);
     ``receipts``: (backup peer, feed, held, time); ``lengths``: feed key -> length we know;
     ``connected``: device -> live peer view (carrying this group); ``seen``: device -> when it
-    was last connected (this daemon's memory). Members first (this device first), then backup
-    peers, each by name then id."""
+    was last connected (this daemon's memory); ``holdings``: device -> feed -> entries held
+    from the start (ours, and what connected peers say). Members first (this device first),
+    then backup peers, each by name then id.
+
+    How far a device holds each feed: what it says now if it is connected (or what we hold,
+    for this device); else, for a backup peer, its latest receipts; else, for a member, the
+    feeds it wrote (their length as we know it)."""
     devices: dict[bytes, str] = {}
     for owner in owners.values():
         devices[owner] = "member"
@@ -396,7 +404,11 @@ def device_rows(*, me: bytes, owners: Mapping[bytes, bytes], profiles: Mapping[b
     rows = []
     for device, role in devices.items():
         feeds = []
-        if role == "member":
+        if device in holdings:
+            for feed, held in sorted(holdings[device].items()):
+                if feed in owners:
+                    feeds.append(FeedHold(feed, max(lengths.get(feed, 0), held), held))
+        elif role == "member":
             for feed, owner in sorted(owners.items()):
                 if owner == device:
                     feeds.append(FeedHold(feed, lengths.get(feed, 0), lengths.get(feed, 0)))

@@ -173,6 +173,12 @@ def test_device_rows_and_resolve():
     assert nas.as_json()["id"] == bk.hex()
     assert resolve(rows, "nas") is nas
     assert resolve(rows, m2.hex()[:8]) is desk
+    # a device that says how far it holds each feed (connected, its Have messages): those figures
+    rows = device_rows(me=me, owners={f1: me, f2: m2, f3: m2}, profiles=profiles, receipts=[], lengths={f1: 4},
+                       connected={}, now=1e9, holdings={m2: {f1: 3, f2: 2, os.urandom(32): 9}, me: {f1: 4}})
+    desk = next(r for r in rows if r.device == m2)
+    assert {(f.feed, f.length, f.held) for f in desk.feeds} == {(f1, 4, 3), (f2, 2, 2)}  # an unknown feed: not shown
+    assert [(f.feed, f.held) for f in rows[0].feeds] == [(f1, 4)]
     twins = [_row(b"\x01" * 32, "same"), _row(b"\x02" * 32, "same")]
     with pytest.raises(UsageError):
         resolve(twins, "same")

@@ -65,6 +65,13 @@ async def test_names_appear_in_device_list_on_all_three(daemons):
         return "bob-laptop  hello from b" in await ok(a.home, "log", "cat", "g")
 
     await eventually(logged, 30, "b's entry under its name on a")
+
+    async def b_holds_both_feeds() -> bool:
+        rows = {r["id"]: r for r in json.loads(await ok(a.home, "device", "list", "g", "--json"))}
+        feeds = rows[ids[b]]["feeds"]  # what b says it holds, feed by feed
+        return len(feeds) == 2 and all(f["held"] == f["length"] > 0 for f in feeds)
+
+    await eventually(b_holds_both_feeds, 30, "b to hold both members' feeds, as a sees it")
     # names survive a restart, and the log shows no refused entry (profiles are not log entries)
     await a.stop()
     await a.start()
