@@ -18,7 +18,8 @@ Where profiles travel:
 * a member appends its profile to its own feed of the group (sealed like every entry), when it
   activates the group with a name that differs from the last one it published, and on a rename;
   every member then finds it when it scans the feeds (:meth:`Profiles.scan`, from a persisted
-  cursor per feed, so each entry is read once);
+  cursor per feed, so each entry is read once; an entry too large to be a profile, a chunk or
+  a folder operation, is not even decrypted);
 * every device (backup peers have no feed) also sends its profile as the channel extension
   ``PROFILE_EXTENSION`` when a channel of the group goes live, and again on a rename.
 
@@ -53,7 +54,18 @@ import nacl.signing
 from networker import RemoteProtocolError
 
 from . import netview
-from .entries import PROFILE_TYPE, check_name, decode_profile, encode_profile, profile_of, record_type, unpack
+from .entries import (
+    MAX_PROFILE_BYTES,
+    NONCE_BYTES,
+    PROFILE_TYPE,
+    TAG_BYTES,
+    check_name,
+    decode_profile,
+    encode_profile,
+    profile_of,
+    record_type,
+    unpack,
+)
 from .errors import DeviceNotFoundError, MalformedProfileError, MalformedRecordError, UsageError
 
 if TYPE_CHECKING:
@@ -275,6 +287,9 @@ class Profiles:
             seq = start
             while seq < end:
                 for data in await feed.get_range(seq, end, max_bytes=READ_BYTES):
+                    if len(data) > MAX_PROFILE_BYTES + NONCE_BYTES + TAG_BYTES:  # a chunk or an op: not opened
+                        seq += 1
+                        continue
                     plain = group.open(feed.key, seq, data)
                     if plain is not None:
                         try:
@@ -382,6 +397,8 @@ def device_rows(*, me: bytes, owners: Mapping[bytes, bytes], profiles: Mapping[b
                 connected: Mapping[bytes, netview.PeerInfo], now: float, seen: Mapping[bytes, float] = {},
                 own_role: str = "member", holdings: Mapping[bytes, Mapping[bytes, int]] = {}) -> list[DeviceRow]:
     """Every device of a group, pure. ``owners``: feed key -> owner device (admissions);
+    ``role``: ``member`` for the owner of an admitted feed (its admission proves it holds the
+    group address), ``backup peer`` for every other device (receipts, profiles);
     ``receipts``: (backup peer, feed, held, time); ``lengths``: feed key -> length we know;
     ``connected``: device -> live peer view (carrying this group); ``seen``: device -> when it
     was last connected (this daemon's memory); ``holdings``: device -> feed -> entries held
@@ -398,8 +415,8 @@ def device_rows(*, me: bytes, owners: Mapping[bytes, bytes], profiles: Mapping[b
     for signer, feed, held, when in receipts:
         backups.setdefault(signer, {})[feed] = (held, when)
         devices.setdefault(signer, "backup peer")
-    for device, p in profiles.items():
-        devices.setdefault(device, "member" if p.kind == "member" else "backup peer")
+    for device in profiles:  # a profile alone proves no membership: a member is who owns an admitted feed
+        devices.setdefault(device, "backup peer")
     devices.setdefault(me, "member" if own_role == "member" else "backup peer")
     rows = []
     for device, role in devices.items():

@@ -160,14 +160,15 @@ def test_device_rows_and_resolve():
     rows = device_rows(me=me, owners={f1: me, f2: m2, f3: m2}, profiles=profiles,
                        receipts=[(bk, f1, 3, 100.0), (bk, f2, 1, 200.0)], lengths={f1: 4, f2: 2, f3: 7},
                        connected={bk: info}, now=1e9, seen={m2: 50.0})
-    assert [(r.name, r.role) for r in rows] == [("", "member"), ("desk", "member"), ("phone", "member"),
-                                                ("nas", "backup peer")]
+    # a profile claiming "member" proves nothing: a member is who owns an admitted feed
+    assert [(r.name, r.role) for r in rows] == [("", "member"), ("desk", "member"), ("nas", "backup peer"),
+                                                ("phone", "backup peer")]
     assert rows[0].this_device and rows[0].last_seen == 1e9
     desk = rows[1]
     assert {(f.feed, f.length, f.held) for f in desk.feeds} == {(f2, 2, 2), (f3, 7, 7)}
     assert desk.last_seen == 50.0 and not desk.connected
-    assert rows[2].last_seen == 9.0  # only its profile's time
-    nas = rows[3]
+    assert rows[3].last_seen == 9.0  # only its profile's time
+    nas = rows[2]
     assert nas.connected and nas.connection == "direct LAN"
     assert {(f.feed, f.held) for f in nas.feeds} == {(f1, 3), (f2, 1)}
     assert nas.as_json()["id"] == bk.hex()
