@@ -250,7 +250,7 @@ function renderGroup(g, peers) {
     ? el("ul", { class: "list connected" }, ...g.connected.map((id) => {
       const p = peers.get(id);
       // how it is reached (direct LAN / direct internet / hole-punched / relayed via X), then where
-      return el("li", { class: "mono", text: `${short(id)}  ${p ? [p.kind, p.address].filter(Boolean).join("  ") : ""}` });
+      return el("li", { class: "mono", text: `${short(id)}  ${p ? [p.name, p.kind, p.address].filter(Boolean).join("  ") : ""}` });
     }))
     : el("p", { class: "hint", text: "none" }));
   if (g.members) {
@@ -287,7 +287,8 @@ function renderGroup(g, peers) {
       el("tbody", {}, ...g.receipts.map((r) => {
         const own = g.feeds.find((f) => f.own);
         const of = own ? ` of ${own.length}` : "";
-        return el("tr", {}, el("td", { class: "mono", text: short(r.peer_id || r.peer || "") }),
+        const who = short(r.peer_id || r.peer || "") + (r.peer_name ? `  ${r.peer_name}` : "");
+        return el("tr", {}, el("td", { class: "mono", text: who }),
           el("td", { class: "num", text: `${r.length}${of}` }),
           el("td", { text: r.time ? new Date(r.time * 1000).toLocaleString() : "" }));
       }))));
