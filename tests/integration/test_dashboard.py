@@ -173,7 +173,8 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_p
 
             # B appends an entry: A replicates it and the counts update without a reload.
             await ok(b.home, "log", "append", "g", "hello from b")
-            await expect(group.locator(".entries")).to_have_text("1 entry", timeout=LIVE)
+            # each device's profile (its name, cobox.devices) and b's entry
+            await expect(group.locator(".entries")).to_have_text("3 entries", timeout=LIVE)
             await expect(group.locator(".members")).to_contain_text(b_id[:16], timeout=LIVE)
             await expect(group.locator(".sync")).to_have_text("in sync", timeout=LIVE)
             await expect(page.locator("#legend")).to_contain_text("g")
