@@ -19,7 +19,7 @@ Where profiles travel:
   activates the group with a name that differs from the last one it published, and on a rename;
   every member then finds it when it scans the feeds (:meth:`Profiles.scan`, from a persisted
   cursor per feed, so each entry is read once; an entry too large to be a profile, a chunk or
-  a folder operation, is not even decrypted);
+  a large folder operation, is not even read: its stored size says so);
 * every device (backup peers have no feed) also sends its profile as the channel extension
   ``PROFILE_EXTENSION`` when a channel of the group goes live, and again on a rename.
 
@@ -79,7 +79,7 @@ PROFILE_CONTEXT = b"cobox device profile v1\x00"
 PROFILE_EXTENSION = "cobox/profile"  # the networker Extension name profiles travel under
 NAME_SCOPE = "device"  # store record "name": the name given with `cobox device rename`
 MAX_PROFILES = 4096  # per group: profiles of devices we never saw admitted are not kept beyond this
-READ_BYTES = 4 * 1024 * 1024
+SCAN_WINDOW = 4096  # entries whose sizes are read at once
 _U64 = struct.Struct(">Q")
 
 
@@ -282,26 +282,37 @@ class Profiles:
         group = self.group
         if not group.is_member:
             return
+        small = MAX_PROFILE_BYTES + NONCE_BYTES + TAG_BYTES  # larger: a chunk or an op, never read here
         for feed in group.feeds():
             start, end = self._cursor.get(feed.key, 0), feed.contiguous_length
-            seq = start
-            while seq < end:
-                for data in await feed.get_range(seq, end, max_bytes=READ_BYTES):
-                    if len(data) > MAX_PROFILE_BYTES + NONCE_BYTES + TAG_BYTES:  # a chunk or an op: not opened
+            for window in range(start, end, SCAN_WINDOW):
+                stop = min(window + SCAN_WINDOW, end)
+                sizes = await feed.entry_sizes(window, stop)
+                seq = window
+                while seq < stop:  # each run of small entries in one read
+                    if sizes[seq - window] > small:
                         seq += 1
                         continue
-                    plain = group.open(feed.key, seq, data)
-                    if plain is not None:
-                        try:
-                            obj = unpack(plain)
-                        except MalformedRecordError:
-                            obj = None  # the log and the folder report these
-                        if record_type(obj) == PROFILE_TYPE:
-                            await self.on_entry(feed.key, seq, obj)
-                    seq += 1
+                    run = seq
+                    while run < stop and sizes[run - window] <= small:
+                        run += 1
+                    for k, data in enumerate(await feed.get_range(seq, run)):
+                        await self._entry(feed.key, seq + k, data)
+                    seq = run
             if end > start:
                 self._cursor[feed.key] = end
                 await group.store.put_record(self._cursor_scope, feed.key.hex(), _U64.pack(end))
+
+    async def _entry(self, feed_key: bytes, seq: int, data: bytes) -> None:
+        plain = self.group.open(feed_key, seq, data)
+        if plain is None:
+            return
+        try:
+            obj = unpack(plain)
+        except MalformedRecordError:
+            return  # the log and the folder report these
+        if record_type(obj) == PROFILE_TYPE:
+            await self.on_entry(feed_key, seq, obj)
 
     async def run(self) -> None:
         """The scanner, run by the daemon's supervisor: scan whenever a feed changed."""

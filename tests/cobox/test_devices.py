@@ -81,8 +81,11 @@ async def test_names_travel_through_the_feeds_and_latest_wins(members):
     await a.caught_up(b)
     await b.group.profiles.scan()
     assert b.group.profiles.name_of(a.id) == "alice-laptop"
-    await a.group.profiles.publish("alice-desk")
+    await a.write(os.urandom(20_000), b"tiny but not msgpack", {"type": "log", "text": "x", "time": 1})
+    await a.group.profiles.publish("alice-desk")  # found past a large entry the scan does not read
     await b.caught_up(a)
+    sizes = await b.store.feed(a.feed.key).entry_sizes(0, a.feed.length)
+    assert len(sizes) == a.feed.length and max(sizes) > 20_000
     await b.group.profiles.scan()
     assert b.group.profiles.name_of(a.id) == "alice-desk"
     assert b.group.profiles.label(a.id) == "alice-desk"
