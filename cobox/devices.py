@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 PROFILE_CONTEXT = b"cobox device profile v1\x00"
 PROFILE_EXTENSION = "cobox/profile"  # the networker Extension name profiles travel under
 NAME_SCOPE = "device"  # store record "name": the name given with `cobox device rename`
-MAX_PROFILES = 4096  # per group: profiles of devices we never saw admitted are not kept beyond this
+MAX_PROFILES = 4096  # devices whose profiles one group keeps (a new device beyond is not kept)
 SCAN_WINDOW = 4096  # entries whose sizes are read at once
 _U64 = struct.Struct(">Q")
 
