@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from networker import encode_key
 
-from . import netview, pauses
+from . import devices, netview, pauses
 from . import status as docs
 from .errors import UsageError
 from .folders import conflicts as folder_conflicts
@@ -81,6 +81,10 @@ class App(Protocol):
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` on each peer event (connected, left, refused); returns the unsubscribe."""
     def recent_events(self, n: int) -> list[Doc]: ...
+    def device(self) -> Doc:
+        """This device: ``{"id", "name"}``."""
+    async def rename_device(self, name: str) -> Doc: ...
+    async def device_list(self, group: str) -> list[Doc]: ...
 
     # -- groups
     def groups(self) -> list[Doc]: ...
@@ -120,7 +124,10 @@ class App(Protocol):
 
     # -- key backup
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None: ...
-    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc: ...
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool,
+                           force: bool = False) -> Doc: ...
+    async def keys_backup_state(self) -> Doc | None:
+        """The last keyring backup (peer, user, time) and whether it still covers this device."""
 
     # -- controls (cobox.controls)
     def pauses(self) -> Doc: ...
@@ -173,7 +180,15 @@ class DaemonApp:
             lan_enabled=d.lan is not None, groups=[self._group_doc(g) for g in d.groups.values()],
             folders=[f.status() for f in d.folders.values()], peers=netview.peers(d.node), traffic=d.node.traffic(),
             reachability=d.reach.status(), services=[svc.to_json() for svc in d.supervisor.status()],
-            relay=d.relaying.status() if d.relaying is not None else None, controls=d.controls.document())
+            relay=d.relaying.status() if d.relaying is not None else None, controls=d.controls.document(),
+            name=d.device_name, names=self.names(), twins=d.twins.status(self.names()))
+
+    def names(self) -> dict[bytes, str]:
+        """Device id -> the name it published, over every group (ids shown with their names)."""
+        out: dict[bytes, str] = {}
+        for g in self.d.groups.values():
+            out.update((dev, p.name) for dev, p in g.profiles.known.items())
+        return out
 
     def metrics(self) -> str:
         d = self.d
@@ -205,7 +220,7 @@ class DaemonApp:
         self.d.stop()
 
     def peers(self) -> list[Doc]:
-        return docs.peer_documents(netview.peers(self.d.node), self.d.controls.pauses.devices)
+        return docs.peer_documents(netview.peers(self.d.node), self.d.controls.pauses.devices, self.names())
 
     async def connect(self, address: str) -> str:
         return (await self.d.connect(address)).hex()
@@ -229,14 +244,29 @@ class DaemonApp:
     def recent_events(self, n: int) -> list[Doc]:
         return list(self.d.events[-n:])
 
+    def device(self) -> Doc:
+        return {"id": self.d.identity.peer_id.hex(), "name": self.d.device_name}
+
+    async def rename_device(self, name: str) -> Doc:
+        self.d.device_name = await devices.rename(self.d.store, self.d.groups.values(), name)
+        return self.device()
+
+    async def device_list(self, group: str) -> list[Doc]:
+        g = self.d.group(group)
+        await g.profiles.scan()
+        return [r.as_json() for r in devices.group_rows(g, netview.peers(self.d.node),
+                                                        netview.remote_holdings(self.d.node, g))]
+
     # -- groups -------------------------------------------------------------------------------
 
     def _group_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
-        return docs.group_document({**group.status(), "paused": self.d.controls.group_paused(group.name)},
-                                   self._sync_doc(group),
-                                   folder.status() if folder is not None else None,
-                                   group.backup_status() if group.is_member else None)
+        doc = docs.group_document({**group.status(), "paused": self.d.controls.group_paused(group.name)},
+                                  self._sync_doc(group),
+                                  folder.status() if folder is not None else None,
+                                  self.backup_status(group.name) if group.is_member else None)
+        doc["names"] = group.profiles.names()
+        return doc
 
     def _sync_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
@@ -274,7 +304,8 @@ class DaemonApp:
         return {"seq": seq, "feed": own.key.hex() if own is not None else ""}
 
     async def log(self, name: str) -> list[Doc]:
-        return [e.as_json() for e in await self.d.group(name).log()]
+        group = self.d.group(name)
+        return [{**e.as_json(), "author_name": group.profiles.name_of(e.author) or ""} for e in await group.log()]
 
     def follow(self, name: str) -> Followed:
         return self.d.group(name)
@@ -283,7 +314,9 @@ class DaemonApp:
         return self._sync_doc(self.d.group(name))
 
     def backup_status(self, name: str) -> list[Doc]:
-        return self.d.group(name).backup_status()
+        group = self.d.group(name)
+        return [{**b, "peer_name": group.profiles.name_of(bytes.fromhex(b["peer"])) or ""}
+                for b in group.backup_status()]
 
     async def members(self, name: str) -> list[Doc]:
         """The devices that write the group's feeds, from each feed's first entry (members only)."""
@@ -291,7 +324,8 @@ class DaemonApp:
         own = group.own_feed()
         out: dict[str, Doc] = {}
         if group.is_member:
-            out[group.device_id.hex()] = {"peer_id": group.device_id.hex(), "this_device": True}
+            out[group.device_id.hex()] = {"peer_id": group.device_id.hex(), "this_device": True,
+                                          "name": self.d.device_name}
         for feed in group.feeds():
             if own is not None and feed.key == own.key:
                 continue
@@ -301,7 +335,8 @@ class DaemonApp:
                 if author is not None:
                     self._authors[feed.key] = author
             if author is not None:
-                out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False})
+                out.setdefault(author.hex(), {"peer_id": author.hex(), "this_device": False,
+                                              "name": group.profiles.name_of(author) or ""})
         return list(out.values())
 
     def traffic(self) -> tuple[int, int]:
@@ -342,7 +377,10 @@ class DaemonApp:
         await self.d.remove_folder(name)
 
     async def folder_history(self, name: str, file: str) -> list[Doc]:
-        return await folder_history.history(self.d.folder(name), file)
+        sync = self.d.folder(name)
+        profiles = sync.group.profiles
+        return [{**v, "author_name": profiles.name_of(bytes.fromhex(v["author"])) or ""}
+                for v in await folder_history.history(sync, file)]
 
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
                              force: bool = False) -> Doc:
@@ -367,8 +405,14 @@ class DaemonApp:
     async def backup_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> str | None:
         return await self.d.backup_keys(peer, user, password, trust_first_use)
 
-    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> Doc:
-        return await self.d.restore_keys(peer, user, password, trust_first_use)
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool,
+                           force: bool = False) -> Doc:
+        return await self.d.restore_keys(peer, user, password, trust_first_use, force)
+
+    async def keys_backup_state(self) -> Doc | None:
+        from .backup.device_keys import backup_state
+
+        return await backup_state(self.d.store, self.d.keyring())
 
     # -- controls -----------------------------------------------------------------------------
 

@@ -167,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("name", nargs="?", help="with a URI: the name to give it here; with remove: the group to remove")
     se.add_argument("--json", action="store_true", help="with list: machine-readable output")
 
+    dv = _sub(sub, "device", "this device's name; the devices of a group")
+    dvs = dv.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _sub(dvs, "rename", "rename this device (every group is told)", "  cobox device rename laptop\n") \
+        .add_argument("name", help="the new name (up to 64 bytes; overrides [device] name)")
+    dl = _sub(dvs, "list", "every device of a group: name, id, role, connected, feeds held",
+              "  cobox device list photos\n  cobox device list photos --json\n")
+    dl.add_argument("group", help="the group")
+    dl.add_argument("--json", action="store_true", help="machine-readable output (exact ids)")
+
     b = _sub(sub, "backup", "what backup peers hold of this device's data")
     bs = b.add_subparsers(dest="action", required=True, metavar="ACTION")
     st = _sub(bs, "status", "per backup peer and feed: how far it is held", "  cobox backup status photos\n")
@@ -232,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accept an address without ~noise:KEY and print the key the peer presents")
         kp.add_argument("--user", required=True, metavar="NAME", help="the name the keyring is kept under")
         kp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        if action == "restore":
+            kp.add_argument("--force", action="store_true",
+                            help="replace this home's identity even if it is in use (the old key is kept as "
+                                 "identity.key.replaced-<time>)")
+            kp.add_argument("--yes", action="store_true", help="bind the keyring's folders without asking")
     o = _sub(sub, "open", "open the web dashboard in the browser (one-time login link)", "  cobox open\n")
     o.add_argument("--no-browser", action="store_true",
                    help="only print the link (paste it into the address bar; never pass it on a command line)")

@@ -9,10 +9,11 @@ import sys
 
 from .commands_controls import limits_command, pause_command
 from .commands_daemon import daemon, service_command, start, stop
+from .commands_devices import device
 from .commands_folders import folder
 from .commands_groups import backup_status, group, log_command, seed, sync_wait
 from .commands_hosting import backup_command, hosting_command
-from .commands_keys import keys
+from .commands_keys import keep_current, keys
 from .commands_show import quote_name, show_peers, show_status
 from .control.client import Client
 from .errors import UsageError
@@ -45,7 +46,10 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "status":
             return show_status(await api.get("/v1/status"), args.json, args.verbose)
         if cmd == "group":
-            return await group(api, args)
+            rc = await group(api, args)
+            if args.action in ("create", "join", "leave"):
+                await keep_current(api)
+            return rc
         if cmd == "log":
             return await log_command(api, args)
         if cmd == "peers":
@@ -61,17 +65,25 @@ async def run(args: argparse.Namespace, home: Home) -> int:
         if cmd == "sync":
             return await sync_wait(api, args.group, args.timeout)
         if cmd == "seed":
-            return await seed(api, args)
+            rc = await seed(api, args)
+            if args.what != "list":
+                await keep_current(api)
+            return rc
         if cmd == "backup":
             if args.action == "status":
                 return await backup_status(api, args.group, args.json)
             return await backup_command(api, args)
         if cmd == "service":
             return await hosting_command(api, args)
+        if cmd == "device":
+            return await device(api, args)
         if cmd == "keys":
-            return await keys(api, args)
+            return await keys(api, args, home)
         if cmd == "folder":
-            return await folder(api, args)
+            rc = await folder(api, args)
+            if args.action in ("add", "remove"):
+                await keep_current(api)
+            return rc
         if cmd in ("pause", "resume"):
             return await pause_command(api, args)
         if cmd == "limits":

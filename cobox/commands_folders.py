@@ -88,7 +88,8 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
         for v in [] if args.json else versions:
             when = datetime.datetime.fromtimestamp(v["mtime"]).strftime("%Y-%m-%d %H:%M:%S")
             what = "deleted" if v["deleted"] else size_text(v["size"])
-            print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}")
+            author = v.get("author_name") or v["author"][:8]
+            print(f"{v['version']}  {when}  {author}  {what}{'  (current)' if v['current'] else ''}")
     elif a == "restore":
         body = {"file": await folder_file(api, args.group, args.file)}
         if args.version:

@@ -21,6 +21,7 @@ from .commands_show import (
     size_text,
     sync_state,
     when_text,
+    who,
 )
 from .control.client import Client
 from .errors import CoboxError, DaemonNotRunningError, UsageError
@@ -69,10 +70,11 @@ def print_entry(e: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(e), flush=True)
         return
     if e.get("refused"):
-        print(f"{'(refused)':19}  {e['author'][:8]}  entry {e['seq']} refused: {e['refused']}", flush=True)
+        author = e.get("author_name") or e["author"][:8]
+        print(f"{'(refused)':19}  {author}  entry {e['seq']} refused: {e['refused']}", flush=True)
         return
     when = datetime.datetime.fromtimestamp(e["time"]).strftime("%Y-%m-%d %H:%M:%S")
-    print(f"{when}  {e['author'][:8]}  {e['text']}", flush=True)
+    print(f"{when}  {e.get('author_name') or e['author'][:8]}  {e['text']}", flush=True)
 
 
 async def sync_wait(api: Client, name: str, timeout: float) -> int:
@@ -163,7 +165,8 @@ async def backup_status(api: Client, name: str, as_json: bool) -> int:
         print(f"{name}: no backup peer has confirmed holding anything yet")
     for p in peers:
         state = "everything backed up" if p["backed_up"] else "not backed up"
-        print(f"backup peer {p['peer'][:16]}: {state}{' (its quota is full)' if p['quota_full'] else ''}")
+        full = " (its quota is full)" if p["quota_full"] else ""
+        print(f"backup peer {who(p['peer'], p.get('peer_name'))}: {state}{full}")
         for f in p["feeds"]:
             print(f"  feed {f['feed'][:16]}  claimed {f['held']}/{f['length']}, {_audit_text(f['audit'])}")
     return 0

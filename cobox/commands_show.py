@@ -71,7 +71,7 @@ def show_status(s: dict[str, Any], as_json: bool, verbose: bool = False) -> int:
     if as_json:
         print(json.dumps(s, indent=2))
         return 0
-    print(f"device     {s['peer_id']}")
+    print(f"device     {s['peer_id']}" + (f"  ({s['name']})" if s.get("name") else ""))
     print(f"home       {s['home']}   (pid {s['pid']}, up {duration_text(s['uptime'])})")
     for a in s["advertised"]:
         print(f"address    {a}")
@@ -97,7 +97,13 @@ def show_status(s: dict[str, Any], as_json: bool, verbose: bool = False) -> int:
         print_group(g, indent="  ", verbose=verbose)
     print(f"peers      {len(s['peers'])}")
     for p in s["peers"]:
-        print(f"  {p['peer_id'][:16]}  {p.get('kind') or '?'}  {p['address']}  groups: {', '.join(p['groups']) or '-'}")
+        print(f"  {who(p['peer_id'], p.get('name'))}  {p.get('kind') or '?'}  {p['address']}  "
+              f"groups: {', '.join(p['groups']) or '-'}")
+    twins = s.get("twins") or {}
+    if twins.get("words"):
+        print(f"WARNING    {twins['words']}")
+    for t in twins.get("peers", []):
+        print(f"WARNING    {t['words']}")
     relay = s.get("relay") or {}
     if relay.get("offering"):
         o = relay["offering"]
@@ -141,10 +147,12 @@ def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> N
         audit = ("not audited yet" if a is None else f"audit passed at {when_text(a['time'])} ({ago_text(a['time'])}, "
                  f"{a['samples']} samples)" if a["passed"]
                  else f"audit failed ({a['reason']}) at {when_text(a['time'])} ({ago_text(a['time'])})")
-        print(f"{indent}  backup peer {r['peer'][:16]}  {'backed up' if r['backed_up'] else 'not backed up'}, {audit}")
+        held = "backed up" if r["backed_up"] else "not backed up"
+        print(f"{indent}  backup peer {who(r['peer'], r.get('peer_name'))}  {held}, {audit}")
     for dev, d in g.get("devices", {}).items():
         if d.get("records_refused") or d.get("feeds_refused"):
-            print(f"{indent}  device {dev[:16]}: {d.get('records_refused', 0)} records refused "
+            print(f"{indent}  device {who(dev, g.get('names', {}).get(dev))}: "
+                  f"{d.get('records_refused', 0)} records refused "
                   f"(last: {d.get('last_refused_reason', '')}), {d.get('feeds_refused', 0)} feeds refused")
     for f in g.get("folders", []):
         if "files" in f:
@@ -173,7 +181,8 @@ def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any)
 def show_peers(peers: list[dict[str, Any]], as_json: bool, known: list[dict[str, Any]] | None = None) -> int:
     """Connected peers (``--json``: that list, as before); then the known peers not connected."""
     show_list(peers, as_json, "no peers connected", lambda p: print(
-        f"{p['peer_id']}  {p.get('kind') or '?'}  {p['address']}  groups: {', '.join(p['groups']) or '-'}  "
+        f"{p['peer_id']}{'  ' + p['name'] if p.get('name') else ''}  {p.get('kind') or '?'}  {p['address']}  "
+        f"groups: {', '.join(p['groups']) or '-'}  "
         f"{size_text(p['bytes_sent'])} out / {size_text(p['bytes_received'])} in"))
     away = [k for k in known or () if not k["connected"]]
     if away and not as_json:
@@ -181,6 +190,11 @@ def show_peers(peers: list[dict[str, Any]], as_json: bool, known: list[dict[str,
         for k in away:
             print(f"  {k['peer_id'][:16]}  {k['address']}")
     return 0
+
+
+def who(device_hex: str, name: str | None) -> str:
+    """A device as a person reads it: its name with a short id, or the id's first 16 digits."""
+    return f"{name} ({device_hex[:8]})" if name else device_hex[:16]
 
 
 def quote_name(name: str) -> str:

@@ -64,7 +64,7 @@ from networker import (
 from networker import parse_address as parse
 from storage import Store
 
-from . import addresses, bandwidth
+from . import addresses, bandwidth, devices
 from . import config as configuration
 from .backup import device_keys
 from .backup.audit import SERVICE as AUDIT_SERVICE
@@ -92,6 +92,7 @@ from .paths import Home, write_private
 from .relaying import Relaying, expand_wildcard
 from .settings import Config
 from .supervisor import Backoff, Supervisor, hold
+from .twins import TwinGuard
 from .uri import Invite, validate_name
 
 FOLDERS_SCOPE = "folders"
@@ -126,6 +127,8 @@ class Daemon:
         self._signals: list[int] = []
         self.relaying: Relaying | None = None
         self.hosting: Hosting | None = None
+        self.device_name = ""  # this device's name in its groups (cobox.devices)
+        self.twins = TwinGuard()  # two devices with one identity (cobox.twins)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -209,12 +212,15 @@ class Daemon:
         self.identity = DeviceIdentity.load_or_create(self.home.identity)
         self.store = store = await Store.open(self.home.root, durability=cfg.storage.durability)
         sup.spawn("store", lambda: hold(store.close, store.writer.watch), fatal=True)
+        self.device_name = await devices.stored_name(store) or devices.default_name(cfg.device.name)
         self.node = node = Node(self.identity, self.store, **configuration.connection_limits(cfg.network))
         sup.spawn("node", lambda: hold(node.close))
         self.node.on_event.append(self._on_peer_event)
         self.controls = Controls(self.home.root, node, bandwidth.from_settings(cfg.network), lambda: self.groups,
                                  lambda: self.folders, lambda: self.swarm)
         self.controls.load()  # pauses and limits, before any group joins the node
+        self.twins.node = node
+        self.node.on_event.append(self.twins.on_peer_event)
         for address in cfg.network.listen:
             self.listen_addresses += await listen_fixed(self.node, address, cfg.network.handshake_timeout)
         self.reach = reach = Reach(self.node, self.listen_addresses, allow_loopback=cfg.dht.allow_loopback,
@@ -376,8 +382,12 @@ class Daemon:
                       max_feeds_per_device=self.config.groups.max_feeds_per_device,
                       max_feeds=self.config.backup.max_feeds)
         await group.load()
+        group.twins = self.twins
         self.groups[name] = group
         self.controls.on_group(group)
+        await group.profiles.publish(self.device_name)
+        if group.is_member:
+            self.supervisor.spawn(f"profiles:{name}", group.profiles.run, restart="backoff")
         self.supervisor.spawn(f"receipts:{name}", group.run_receipts, restart="backoff")
         self.supervisor.spawn(f"audits:{name}", lambda: hold(group.audits.stop))
         self.node.join(group)
@@ -462,6 +472,8 @@ class Daemon:
         self.controls.forget_group(name)
         await self.supervisor.cancel(f"receipts:{name}")
         await self.supervisor.cancel(f"audits:{name}")
+        await self.supervisor.cancel(f"profiles:{name}")
+        group.profiles.close()
         await self.store.delete_record(GROUPS_SCOPE, name)
 
     # -- events -------------------------------------------------------------------------------
@@ -476,19 +488,23 @@ class Daemon:
     # -- key backup and recovery --------------------------------------------------------------
 
     def keyring(self) -> Keyring:
-        return device_keys.keyring(self.identity, self.groups)
+        return device_keys.keyring(self.identity, self.groups, {n: str(f.root) for n, f in self.folders.items()})
 
     async def backup_keys(self, address: str, username: str, password: str,
                           trust_first_use: bool = False) -> str | None:
-        return await device_keys.backup(self.node, self.config.backup.keys_strength, self.keyring(),
-                                        address, username, password, trust_first_use)
+        ring = self.keyring()
+        pinned = await device_keys.backup(self.node, self.config.backup.keys_strength, ring,
+                                          address, username, password, trust_first_use)
+        await device_keys.remember_backup(self.store, pinned or address, username, ring)
+        return pinned
 
     async def restore_keys(self, address: str, username: str, password: str,
-                           trust_first_use: bool = False) -> dict[str, Any]:
-        """Recover the keyring, make its identity this device's and add its groups; the daemon
-        then restarts itself under the recovered identity and rejoins every group."""
+                           trust_first_use: bool = False, force: bool = False) -> dict[str, Any]:
+        """Recover the keyring, make its identity this device's (refused over one in use unless
+        ``force``) and add its groups; the daemon then restarts itself under the recovered
+        identity and rejoins every group (its folders are bound by the client, once asked)."""
         result = await device_keys.restore(self.node, self.store, self.home.identity, address, username, password,
-                                           trust_first_use)
+                                           trust_first_use, force)
         self.restart_requested = True
         # The API answers this request before it stops: shutdown stops the API server first,
         # and it finishes the requests in flight.

@@ -7,9 +7,10 @@ under the group's encryption key, a random 24-byte nonce in front of the ciphert
 ``feed key || u64(seq)`` as associated data, so an entry cannot be moved to another feed or
 position unnoticed; ``open_entry`` returns ``None`` for anything that does not authenticate.
 A plaintext is one msgpack map with a ``type``: ``log`` (the group log), ``chunk`` (a piece of a
-file), ``folder/put``, ``folder/delete``, ``folder/rename`` (folder operations) or ``filler``
-(clock room). Decoders are strict and total and raise only their own ``MalformedRecordError``
-subclass (``MalformedLogEntryError``, ``MalformedChunkError``, ``MalformedOpError``); the
+file), ``folder/put``, ``folder/delete``, ``folder/rename`` (folder operations),
+``device/profile`` (a device's name) or ``filler`` (clock room). Decoders are strict and total
+and raise only their own ``MalformedRecordError`` subclass (``MalformedLogEntryError``,
+``MalformedChunkError``, ``MalformedOpError``, ``MalformedProfileError``); the
 caller skips the entry and reports it. The folder records' types (``Stamp``, ``ChunkRef``,
 ``Put``, ``Delete``, ``Rename``) are the folder model (:mod:`cobox.folders.model`).
 
@@ -37,6 +38,16 @@ of ``data`` depends only on the padded length, so the entry size is a function o
 ``unpad`` is strict: the padding must be exactly ``0x80`` then zeros, the chunk non-empty, and
 the total exactly the class of the chunk's length (one valid padding per chunk); anything else,
 and any other shape of entry, is :class:`MalformedChunkError` (the record is refused).
+
+Device profiles
+~~~~~~~~~~~~~~~
+``{"type": "device/profile", "v": 1, "d": device id, "n": name, "k": kind, "t": time_ms, "s": sig}``:
+a device's name in the group (:mod:`cobox.devices` signs and verifies it; it travels in the
+device's own feed and, for backup peers that have no feed, as a channel extension with the same
+bytes). ``decode_profile`` is strict: exact keys, ``v`` 1, a 32-byte id, a name of 1 to
+``MAX_NAME`` UTF-8 bytes without control characters or surrounding spaces, ``kind`` ``member``
+or ``backup``, ``time_ms`` an integer from 0 to ``MAX_TIME`` seconds, a 64-byte signature;
+anything else raises :class:`MalformedProfileError`.
 
 Folder operations
 ~~~~~~~~~~~~~~~~~
@@ -94,13 +105,14 @@ from __future__ import annotations
 import math
 import os
 import struct
+import unicodedata
 from typing import Any
 
 import msgpack
 import nacl.bindings
 import nacl.exceptions
 
-from .errors import MalformedChunkError, MalformedLogEntryError, MalformedOpError
+from .errors import MalformedChunkError, MalformedLogEntryError, MalformedOpError, MalformedProfileError
 from .folders.model import ChunkRef, Delete, Mkdir, Op, Put, Rename, Stamp
 from .folders.paths import is_normal
 
@@ -169,6 +181,70 @@ def decode_log(obj: Any) -> tuple[float, str]:
     if type(when) not in (int, float) or not math.isfinite(when) or not 0 <= when <= MAX_TIME:
         raise MalformedLogEntryError("time: expected a finite number of seconds since the epoch")
     return float(when), text
+
+
+# -- device profiles ----------------------------------------------------------------------------
+
+PROFILE_TYPE = "device/profile"
+PROFILE_KINDS = ("member", "backup")
+MAX_NAME = 64  # bytes of UTF-8
+SIG_BYTES = 64
+MAX_PROFILE_BYTES = 512
+_PROFILE_KEYS = {"type", "v", "d", "n", "k", "t", "s"}
+
+
+def check_name(name: object) -> str:
+    """A device name as it may be published; ``MalformedProfileError`` (a ``CoboxError``) if not."""
+    if type(name) is not str or name != name.strip() or not name:
+        raise MalformedProfileError("name: expected non-empty text without surrounding spaces")
+    try:
+        if len(name.encode()) > MAX_NAME:
+            raise MalformedProfileError(f"name: more than {MAX_NAME} bytes")
+    except UnicodeEncodeError:
+        raise MalformedProfileError("name: not valid Unicode") from None
+    if any(unicodedata.category(c)[0] == "C" for c in name):
+        raise MalformedProfileError("name: control or unassigned characters")
+    return name
+
+
+def encode_profile(device: bytes, name: str, kind: str, time_ms: int, signature: bytes) -> bytes:
+    """The plaintext of a profile entry (and the body of the profile extension)."""
+    data: bytes = msgpack.packb({"type": PROFILE_TYPE, "v": FORMAT, "d": device, "n": name, "k": kind,
+                                 "t": time_ms, "s": signature}, use_bin_type=True)
+    decode_profile(data)  # we write only what we would read
+    return data
+
+
+def decode_profile(data: bytes) -> tuple[bytes, str, str, int, bytes]:
+    """``(device, name, kind, time_ms, signature)`` of a profile's bytes; ``MalformedProfileError``
+    unless exactly valid (the signature is checked by :mod:`cobox.devices`)."""
+    if type(data) is not bytes or len(data) > MAX_PROFILE_BYTES:
+        raise MalformedProfileError("profile: not bytes, or too long")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_map_len=len(_PROFILE_KEYS),
+                              max_array_len=0, max_ext_len=0)
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as e:
+        raise MalformedProfileError(f"profile: not msgpack ({type(e).__name__})") from None
+    return profile_of(obj)
+
+
+def profile_of(obj: Any) -> tuple[bytes, str, str, int, bytes]:
+    """``decode_profile`` of an entry already unpacked."""
+    if type(obj) is not dict or obj.get("type") != PROFILE_TYPE or set(obj) != _PROFILE_KEYS:
+        raise MalformedProfileError("not a profile (unexpected or missing fields)")
+    if type(obj["v"]) is not int or obj["v"] != FORMAT:
+        raise MalformedProfileError("profile: unknown format version")
+    device, kind, when, sig = obj["d"], obj["k"], obj["t"], obj["s"]
+    if type(device) is not bytes or len(device) != ID_BYTES:
+        raise MalformedProfileError(f"profile: the device id must be {ID_BYTES} bytes")
+    name = check_name(obj["n"])
+    if type(kind) is not str or kind not in PROFILE_KINDS:
+        raise MalformedProfileError("profile: kind must be member or backup")
+    if type(when) is not int or not 0 <= when <= MAX_TIME * 1000:
+        raise MalformedProfileError("profile: time must be milliseconds since the epoch")
+    if type(sig) is not bytes or len(sig) != SIG_BYTES:
+        raise MalformedProfileError(f"profile: the signature must be {SIG_BYTES} bytes")
+    return device, name, kind, when, sig
 
 
 # -- chunk entries ------------------------------------------------------------------------------

@@ -182,6 +182,30 @@ class MalformedLogEntryError(MalformedRecordError):
     code = "malformed_log_entry"
 
 
+class IdentityInUseError(CoboxError):
+    """This home already has a device identity that is in use (it has groups): restoring a
+    keyring would replace it. ``cobox keys restore --force`` replaces it and keeps the old key
+    as ``identity.key.replaced-<time>``."""
+
+    code = "identity_in_use"
+    status = 409
+
+
+class DeviceNotFoundError(CoboxError):
+    """No device of the group has that name or id prefix (see ``cobox device list GROUP``)."""
+
+    code = "device_not_found"
+    status = 404
+
+
+class MalformedProfileError(MalformedRecordError):
+    """A device profile (a device's name in a group) is malformed, or its signature does not
+    verify, or it claims another device; it is refused and reported."""
+
+    code = "malformed_profile"
+    status = 400
+
+
 class AdmissionError(CoboxError):
     """A feed offered to a group comes with an admission that does not check out (wrong
     signature, wrong membership tag, malformed), or past a per-device or per-group limit."""

@@ -49,9 +49,11 @@ from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
 from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import BadReceiptError, Receipt
+from .devices import PROFILE_EXTENSION, Profiles
 from .entries import decode_log, encode_log, open_entry, record_type, seal, unpack
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
 from .refusals import Refusals
+from .twins import TWIN_EXTENSION, TwinGuard
 
 log = logging.getLogger(__name__)
 RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per feed
@@ -110,6 +112,8 @@ class Group:
         self.refusals = Refusals()
         self._callbacks: list[Callable[[Feed], None]] = []
         self.audits = Auditor(self, interval=audit_interval)  # of the backup peers (cobox.backup.audit)
+        self.profiles = Profiles(self)  # the devices' names (cobox.devices)
+        self.twins = TwinGuard()  # reports that our identity is live elsewhere (the daemon's, shared)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} {'member' if self.is_member else 'seed'}>"
@@ -135,6 +139,7 @@ class Group:
         await self.audits.load()
         if self.is_member and self.own_feed() is None:
             await self._add_own_feed()
+        await self.profiles.load()
         if not self.is_member:
             for feed in self.feeds():
                 feed.listen(lambda ev, k=feed.key: self._stored(k))
@@ -287,8 +292,8 @@ class Group:
                 raise MalformedLogEntryError("does not decrypt with the group key")
             obj = unpack(plain)
             kind = record_type(obj)
-            if kind in ("chunk", "filler") or (kind is not None and kind.startswith("folder/")):
-                return None  # the folder's records (their decoder reports them)
+            if kind in ("chunk", "filler", "device/profile") or (kind is not None and kind.startswith("folder/")):
+                return None  # the folder's records and profiles (their decoders report them)
             when, text = decode_log(obj)
         except MalformedRecordError as e:  # MalformedLogEntryError or a refused msgpack entry
             self.refuse(feed_key, seq, f"log entry: {e}")
@@ -308,6 +313,7 @@ class Group:
         self._channels.add(channel)
         self._apply_quota(channel)
         self.audits.on_channel_live(netview.channel_peer(channel))
+        self.profiles.on_channel_live(channel)
         if not self.is_member:
             self._dirty.update(f.key for f in self.feeds())
             self._schedule_receipts()
@@ -315,6 +321,7 @@ class Group:
     def on_channel_closed(self, channel: Channel) -> None:
         self._channels.discard(channel)
         self.audits.on_channel_closed(netview.channel_peer(channel))
+        self.profiles.on_channel_closed(channel)
 
     def _stored(self, feed_key: bytes) -> None:
         self._check_quota()
@@ -381,7 +388,14 @@ class Group:
             raise
 
     async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
-        """A product message on this group's channel: receipts are ours, other names are ignored."""
+        """A product message on this group's channel: receipts and profiles are ours, other
+        names are ignored."""
+        if name == PROFILE_EXTENSION:
+            await self.profiles.on_extension(peer_id, body)
+            return
+        if name == TWIN_EXTENSION:
+            self.twins.on_report(peer_id, body)
+            return
         if name != RECEIPT_EXTENSION:
             return
         try:

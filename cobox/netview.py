@@ -7,6 +7,7 @@ function is small and says which internal it touches:
 * ``peer.channels``, ``channel.live``/``group``/``remote_id``: :func:`live_channels`,
   :func:`shares_group`, :func:`carries_group`, :func:`peer_groups`;
 * ``channel.missing()``: :func:`group_progress`;
+* ``channel.feeds[key].remote_have`` (what a peer says it holds): :func:`remote_holdings`;
 * ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
 * ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
 * ``peer.set_paused``: :func:`pause_feeds`;
@@ -80,6 +81,16 @@ def group_progress(node: Any, group: Any) -> Progress:
         missing += m
         settled = settled and s
     return Progress(len(channels), missing, settled)
+
+
+def remote_holdings(node: Any, group: Any) -> dict[bytes, dict[bytes, int]]:
+    """Per peer with a live channel of ``group``: feed key -> how many entries from the start it
+    says it holds (its ``Have`` messages; a claim, not proven)."""
+    out: dict[bytes, dict[bytes, int]] = {}
+    for peer, ch in live_channels(node, group):
+        out[bytes(peer.remote_peer_id)] = {bytes(key): pf.remote_have.contiguous_from(0)
+                                           for key, pf in list(ch.feeds.items())}
+    return out
 
 
 def peer_info(peer: Any) -> PeerInfo:

@@ -144,6 +144,11 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The effective configuration of one home: a section per attribute, as in default.toml."""
 
@@ -160,6 +165,7 @@ class Config:
     folders: FoldersSettings = field(default_factory=FoldersSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    device: DeviceSettings = field(default_factory=DeviceSettings)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Mapping[str, Any]]) -> Config:
@@ -191,4 +197,4 @@ def section_types() -> dict[str, type[Any]]:
     return {"storage": StorageSettings, "network": NetworkSettings, "relay": RelaySettings, "dht": DhtSettings,
             "portmap": PortmapSettings, "lan": LanSettings, "swarm": SwarmSettings, "backup": BackupSettings,
             "hosting": HostingSettings, "groups": GroupsSettings, "folders": FoldersSettings, "api": ApiSettings,
-            "log": LogSettings}
+            "log": LogSettings, "device": DeviceSettings}

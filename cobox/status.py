@@ -97,7 +97,8 @@ def folder_summary(f: Mapping[str, Any]) -> Doc:
 
 def receipt_summary(backups: Iterable[Mapping[str, Any]]) -> list[Doc]:
     """Per backup peer: how far it holds every feed (the least of them) and when it last said so."""
-    return [{"peer": b["peer"], "length": min((x["held"] for x in b["feeds"]), default=0),
+    return [{"peer": b["peer"], "peer_name": b.get("peer_name", ""),
+             "length": min((x["held"] for x in b["feeds"]), default=0),
              "time": max((x["confirmed"] or 0 for x in b["feeds"]), default=0),
              "backed_up": b["backed_up"], "quota_full": b["quota_full"], "audit": b["audit"]}
             for b in backups]
@@ -116,34 +117,39 @@ def group_document(group: Mapping[str, Any], sync: Doc, folder: Mapping[str, Any
     return doc
 
 
-def peer_document(p: PeerInfo) -> Doc:
-    return {"peer_id": p.peer_id.hex(), "address": p.address, "initiator": p.initiator, "kind": p.kind,
+def peer_document(p: PeerInfo, names: Mapping[bytes, str] | None = None) -> Doc:
+    """One connected peer; ``name``: the name it published in one of our groups ("" if none)."""
+    return {"peer_id": p.peer_id.hex(), "name": (names or {}).get(p.peer_id, ""), "address": p.address,
+            "initiator": p.initiator, "kind": p.kind,
             "groups": list(p.groups), "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received,
             "paused": False, "connected": True}
 
 
-def paused_peer_document(peer_id: bytes) -> Doc:
-    return {"peer_id": peer_id.hex(), "address": "", "initiator": False, "kind": "paused", "groups": [],
-            "bytes_sent": 0, "bytes_received": 0, "paused": True, "connected": False}
+def paused_peer_document(peer_id: bytes, names: Mapping[bytes, str] | None = None) -> Doc:
+    return {"peer_id": peer_id.hex(), "name": (names or {}).get(peer_id, ""), "address": "", "initiator": False,
+            "kind": "paused", "groups": [], "bytes_sent": 0, "bytes_received": 0, "paused": True, "connected": False}
 
 
-def peer_documents(peers: Sequence[PeerInfo], paused: Iterable[bytes] = ()) -> list[Doc]:
+def peer_documents(peers: Sequence[PeerInfo], paused: Iterable[bytes] = (),
+                   names: Mapping[bytes, str] | None = None) -> list[Doc]:
     """The connected peers, then the paused devices that are not (still) connected."""
-    out = [peer_document(p) for p in peers]
+    out = [peer_document(p, names) for p in peers]
     connected = {p.peer_id for p in peers}
-    return out + [paused_peer_document(pid) for pid in sorted(paused) if pid not in connected]
+    return out + [paused_peer_document(pid, names) for pid in sorted(paused) if pid not in connected]
 
 
 def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptime: float,
                     listening: Sequence[str], advertised: Sequence[str], dht: Doc, lan_enabled: bool,
                     groups: Sequence[Doc], folders: Sequence[Doc], peers: Sequence[PeerInfo],
                     traffic: tuple[int, int], reachability: Doc, services: Sequence[Doc],
-                    relay: Doc | None = None, controls: Doc | None = None) -> Doc:
+                    relay: Doc | None = None, controls: Doc | None = None, name: str = "",
+                    names: Mapping[bytes, str] | None = None, twins: Doc | None = None) -> Doc:
     """``controls``: :meth:`cobox.controls.Controls.document` (``paused`` and ``limits``)."""
     controls = controls or {"paused": {"groups": [], "folders": [], "devices": []}, "limits": None}
     paused = [bytes.fromhex(d["peer_id"]) for d in controls["paused"]["devices"]]
     return {
         "peer_id": peer_id.hex(),
+        "name": name,
         "peer_key": peer_key,
         "home": home,
         "pid": pid,
@@ -156,10 +162,11 @@ def status_document(*, peer_id: bytes, peer_key: str, home: str, pid: int, uptim
         "groups": list(groups),
         "folders": list(folders),
         "services": list(services),
-        "peers": peer_documents(peers, paused),
+        "peers": peer_documents(peers, paused, names),
         "relay": relay,
         "paused": controls["paused"],
         "limits": controls["limits"],
+        "twins": twins or {"peers": [], "reported": [], "words": ""},
         "bytes_sent": traffic[0],
         "bytes_received": traffic[1],
     }

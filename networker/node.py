@@ -154,6 +154,7 @@ class Node:
         self.rates = RateLimiter(now=self._loop.time())
         self.paused_peers: set[bytes] = set()
         self.paused_groups: set[bytes] = set()
+        self._held: dict[bytes, float] = {}  # peer id -> until when its live connection is kept (keep_existing)
         self._closed = False
 
     @property
@@ -305,7 +306,7 @@ class Node:
                 self.throttle.note("evicted", logging.INFO, "closed a connection to make room: %s",
                                    decision.reason)
                 victim.close(f"evicted: {decision.reason}")
-        elif not self._prefer(conn, existing.conn):
+        elif not self._prefer(conn, existing.conn) or self._holding(pid):
             conn.close()
             return existing
         else:
@@ -324,6 +325,19 @@ class Node:
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
         return peer
+
+    def keep_existing(self, peer_id: bytes, seconds: float) -> None:
+        """For ``seconds``, a new connection from ``peer_id`` is closed instead of replacing the
+        live one: two devices running with one identity would else replace each other's
+        connection forever (the caller detects that, see cobox.twins)."""
+        self._held[peer_id] = self._loop.time() + seconds
+
+    def _holding(self, peer_id: bytes) -> bool:
+        until = self._held.get(peer_id)
+        if until is not None and until <= self._loop.time():
+            del self._held[peer_id]
+            until = None
+        return until is not None
 
     def _prefer(self, new: Connection, old: Connection) -> bool:
         """Whether ``new`` should replace ``old`` (both to the same peer)."""

@@ -395,6 +395,15 @@ class Feed:
             raise EntryMissingError(f"entry {seq} of feed {self.key.hex()[:16]} is not stored")
         return data
 
+    async def entry_sizes(self, start: int, end: int) -> list[int]:
+        """The stored sizes of entries ``[start, end)`` (all of them must be stored), without
+        reading their bytes."""
+        if start >= end:
+            return []
+        if not self.have.contains_range(start, end):
+            raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
+        return await self._rows.entry_sizes(self.id, start, end)
+
     async def get_range(self, start: int, end: int, *, max_bytes: int | None = None) -> list[bytes]:
         """Entries ``[start, end)``; all of them must be stored. With ``max_bytes``, only the
         longest prefix (of at least one entry) whose total size fits is returned."""

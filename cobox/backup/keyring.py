@@ -2,7 +2,9 @@
 rate limiter that guards logins.
 
 A keyring is what a member needs to come back after losing every device: the seed of its
-device identity and, per group, the group address (member) or replication key (backup only).
+device identity, per group the group address (member) or replication key (backup only), and
+the folder each group was bound to (its absolute path, offered again on restore: the user is
+asked before anything is bound on the new machine).
 ``seal_keyring`` encrypts its msgpack form with XChaCha20-Poly1305 (random 24-byte nonce)
 under a key stretched from the password with Argon2id and its *own* random salt (never the
 login salt), then BLAKE3 ``derive_key``. The header (version, salt, limits) and the username are
@@ -50,6 +52,7 @@ NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 MAX_BLOB_BYTES = 1 << 20
 MAX_GROUPS = 4096
 MAX_GROUP_NAME = 200
+MAX_PATH = 4096
 GroupKind = Literal["address", "replication_key"]
 _KINDS = ("address", "replication_key")
 
@@ -71,6 +74,7 @@ class GroupSecret:
 class Keyring:
     identity_seed: bytes
     groups: Mapping[str, GroupSecret] = field(default_factory=dict)
+    folders: Mapping[str, str] = field(default_factory=dict)  # group name -> the folder bound to it
 
     def __post_init__(self) -> None:
         if type(self.identity_seed) is not bytes or len(self.identity_seed) != KEY_BYTES:
@@ -80,26 +84,32 @@ class Keyring:
         for name, secret in self.groups.items():
             if type(name) is not str or not 0 < len(name) <= MAX_GROUP_NAME or not isinstance(secret, GroupSecret):
                 raise ValueError(f"bad group entry {name!r}")
+        for name, path in self.folders.items():
+            if name not in self.groups or type(path) is not str or not path.startswith("/") \
+                    or not 0 < len(path) <= MAX_PATH or "\0" in path:
+                raise ValueError(f"bad folder entry for {name!r}")
 
     def __repr__(self) -> str:
-        return f"Keyring({len(self.groups)} groups)"
+        return f"Keyring({len(self.groups)} groups, {len(self.folders)} folders)"
 
     def encode(self) -> bytes:
         groups = {name: [s.kind, s.key] for name, s in sorted(self.groups.items())}
-        return msgpack.packb({"identity_seed": self.identity_seed, "groups": groups}, use_bin_type=True)
+        return msgpack.packb({"identity_seed": self.identity_seed, "groups": groups,
+                              "folders": dict(sorted(self.folders.items()))}, use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> Keyring:
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_map_len=MAX_GROUPS + 2)
-            if type(obj) is not dict or set(obj) != {"identity_seed", "groups"} or type(obj["groups"]) is not dict:
+            if type(obj) is not dict or set(obj) != {"identity_seed", "groups", "folders"} \
+                    or type(obj["groups"]) is not dict or type(obj["folders"]) is not dict:
                 raise ValueError("keyring: bad layout")
             groups = {}
             for name, entry in obj["groups"].items():
                 if type(entry) is not list or len(entry) != 2:
                     raise ValueError("keyring: bad group entry")
                 groups[name] = GroupSecret(entry[0], entry[1])
-            return cls(obj["identity_seed"], groups)
+            return cls(obj["identity_seed"], groups, dict(obj["folders"]))
         except Exception as e:
             raise KeyringDecryptError(f"keyring damaged: {e}") from None
 

@@ -77,6 +77,9 @@ OPENAPI: dict[str, Any] = {
                                                    "schema": {"type": "string"}}],
                                    "delete": _op("forget a known peer (key, hex id prefix or address); "
                                                  "closes its connection")},
+        "/v1/device": {"get": _op("this device: id and name")},
+        "/v1/device/rename": {"post": _op("rename this device; its profile is published again in every group",
+                                          {"name": _TEXT})},
         "/v1/groups": {"get": _op("groups with their feeds"),
                        "post": _op("create a group; returns its invite URI", {"name": _TEXT}, status="201")},
         "/v1/groups/join": {"post": _op("join a group (or back it up) from an invite URI",
@@ -95,6 +98,8 @@ OPENAPI: dict[str, Any] = {
                                    "get": _op("how much of what connected peers have is still missing")},
         "/v1/groups/{name}/backup": {"parameters": _NAME,
                                      "get": _op("per backup peer and own feed: claims (receipts) and audits")},
+        "/v1/groups/{name}/devices": {"parameters": _NAME, "get": _op(
+            "every device of the group: name, id, role, last seen, connected and how, feeds held")},
         "/v1/folders": {"get": _op("bound folders and their status"),
                         "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201",
                                     optional=_FOLDER_OPTIONS)},
@@ -132,8 +137,11 @@ OPENAPI: dict[str, Any] = {
                           "401": {"$ref": "#/components/responses/Error"},
                           "default": {"$ref": "#/components/responses/Error"}}}},
         "/v1/keys/backup": {"post": _op("store this device's keyring on a backup peer under a password",
-                                        {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
-        "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer; the daemon restarts",
+                                        {"peer": _TEXT, "user": _TEXT, "password": _TEXT}),
+                            "get": _op("the last keyring backup (peer, user, time) and whether it still covers "
+                                       "this device's groups and folders (current)")},
+        "/v1/keys/restore": {"post": _op("recover the keyring from a backup peer (refused over an identity in use "
+                                         "unless force: true); returns its folders; the daemon restarts",
                                          {"peer": _TEXT, "user": _TEXT, "password": _TEXT})},
         "/v1/service/invites": {
             "get": _op("this host's service invites: quota, use, the devices and groups kept for each"),

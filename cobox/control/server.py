@@ -81,6 +81,8 @@ class ControlServer:
         r.add_post("/v1/peers", self.connect)
         r.add_get("/v1/peers/known", self.known_peers)
         r.add_delete("/v1/peers/known/{peer}", self.forget_peer)
+        r.add_get("/v1/device", self.get_device)
+        r.add_post("/v1/device/rename", self.rename_device)
         r.add_get("/v1/groups", self.list_groups)
         r.add_post("/v1/groups", self.create_group)
         r.add_post("/v1/groups/join", self.join_group)
@@ -91,6 +93,7 @@ class ControlServer:
         r.add_post("/v1/groups/{name}/log", self.append_log)
         r.add_get("/v1/groups/{name}/sync", self.sync)
         r.add_get("/v1/groups/{name}/backup", self.backup)
+        r.add_get("/v1/groups/{name}/devices", self.device_list)
         r.add_get("/v1/folders", self.list_folders)
         r.add_post("/v1/folders", self.add_folder)
         r.add_get("/v1/folders/{name}", self.folder_status)
@@ -104,6 +107,7 @@ class ControlServer:
         for what in ("rescan", "override", "revert"):
             r.add_post(f"/v1/folders/{{name}}/{what}", self.folder_request)
         r.add_post("/v1/keys/backup", self.keys_backup)
+        r.add_get("/v1/keys/backup", self.keys_backup_state)
         r.add_post("/v1/keys/restore", self.keys_restore)
         r.add_get("/v1/pauses", self.get_pauses)
         r.add_post("/v1/pause", self.pause)
@@ -219,6 +223,15 @@ class ControlServer:
 
     async def forget_peer(self, request: web.Request) -> web.Response:
         return web.json_response({"forgot": await self.device.forget_peer(request.match_info["peer"])})
+    async def get_device(self, request: web.Request) -> web.Response:
+        return web.json_response(self.device.device())
+
+    async def rename_device(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        return web.json_response(await self.device.rename_device(_field(body, "name")))
+
+    async def device_list(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.device_list(request.match_info["name"]))
 
     async def list_groups(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.groups())
@@ -338,7 +351,7 @@ class ControlServer:
     async def keys_restore(self, request: web.Request) -> web.Response:
         body = await _json(request)
         result = await self.device.restore_keys(_field(body, "peer"), _field(body, "user"), _field(body, "password"),
-                                                body.get("trust_first_use") is True)
+                                                body.get("trust_first_use") is True, body.get("force") is True)
         return web.json_response(result)
 
     async def get_pauses(self, request: web.Request) -> web.Response:
@@ -386,6 +399,8 @@ class ControlServer:
     async def backup_remove(self, request: web.Request) -> web.Response:
         return web.json_response(await self.device.backup_remove(request.match_info["name"],
                                                                  request.match_info["host"]))
+    async def keys_backup_state(self, request: web.Request) -> web.Response:
+        return web.json_response({"backup": await self.device.keys_backup_state()})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.device.metrics(), content_type="text/plain")

@@ -123,6 +123,7 @@ class FolderState:
         self._known: dict[bytes, ChunkRef] = {}
         self._interned: dict[bytes, bytes] = {}  # device ids and feed keys, one object each
         self._modes: dict[int, int] = {}  # likewise for modes (an int above 256 is an object per op)
+        self.names: dict[bytes, str] = {}  # device -> the name it first published (conflict copies; shared by copies)
 
     # -- merging -------------------------------------------------------------------------------
 
@@ -352,11 +353,12 @@ class FolderState:
 
     def _copy_path(self, path: str, loser: Version) -> str:
         attempt, mtime = 1, min(max(loser.mtime, 0), MAX_NAME_MTIME)
-        cpath = conflict_path(path, loser.stamp.author, mtime)
+        label = self.names.get(loser.stamp.author, "")
+        cpath = conflict_path(path, loser.stamp.author, mtime, label=label)
         while self._taken(cpath, path):
             self._skipped.setdefault(cpath, set()).add(path)
             attempt += 1
-            cpath = conflict_path(path, loser.stamp.author, mtime, attempt)
+            cpath = conflict_path(path, loser.stamp.author, mtime, attempt, label)
         return cpath
 
     def _taken(self, cpath: str, origin: str) -> bool:

@@ -17,10 +17,12 @@ paths that differ only by case land on one file; ``case_key`` gives the key to d
 Unicode: macOS may hand back NFD names; they are normalized to NFC, so ``café`` typed on Linux
 and listed on macOS is the same path.
 
-Conflict copies are named ``stem.conflict-<peer8>-<YYYYmmdd-HHMMSS>.ext``: ``peer8`` is the
-first 8 hex digits of the losing author's device id and the time is the losing version's
-mtime in UTC, so every device derives the same name from the same operation. ``.ext`` is the
-last suffix of the file name (``a.tar.gz`` -> ``a.tar.conflict-....gz``); a name without one,
+Conflict copies are named ``stem.conflict-<device>-<YYYYmmdd-HHMMSS>.ext``: ``device`` is the
+name the losing author first published in its feed (``label``: its profile, :mod:`cobox.devices`,
+made safe for a file name: slashes, ``:`` and other risky characters become ``_``, at most
+32 bytes), or the first 8 hex digits of its device id if it published none; the time is the
+losing version's mtime in UTC, so every device derives the same name from the same operation. ``.ext`` is
+the last suffix of the file name (``a.tar.gz`` -> ``a.tar.conflict-....gz``); a name without one,
 or a dotfile like ``.bashrc``, gets no extension. A stem is shortened to keep the name within
 255 bytes; if that name is already resolved (``merge``), ``-2``, ``-3``... follow the time.
 """
@@ -77,14 +79,23 @@ def case_key(path: str) -> str:
     return unicodedata.normalize("NFC", path.casefold())
 
 
-def conflict_path(path: str, author: bytes, mtime_ns: int, attempt: int = 1) -> str:
-    """The deterministic name of the conflict copy of ``path`` written by ``author``; an
-    ``attempt`` above 1 appends ``-<attempt>`` (used when the first name is taken)."""
+def safe_label(name: str) -> str:
+    """A device name as it may stand in a file name ("" if nothing of it is left)."""
+    out = "".join(c if (c.isalnum() or c in "-_+") else "_" for c in unicodedata.normalize("NFC", name))
+    while len(out.encode()) > 32:
+        out = out[:-1]
+    return out.strip("_")
+
+
+def conflict_path(path: str, author: bytes, mtime_ns: int, attempt: int = 1, label: str = "") -> str:
+    """The deterministic name of the conflict copy of ``path`` written by ``author`` (named
+    ``label``, if it published a name); an ``attempt`` above 1 appends ``-<attempt>`` (used
+    when the first name is taken)."""
     head, sep, name = path.rpartition("/")
     dot = name.rfind(".")
     stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mtime_ns // 1_000_000_000))
-    suffix = f".conflict-{author.hex()[:8]}-{stamp}" + (f"-{attempt}" if attempt > 1 else "")
+    suffix = f".conflict-{safe_label(label) or author.hex()[:8]}-{stamp}" + (f"-{attempt}" if attempt > 1 else "")
     if len((suffix + ext).encode()) >= MAX_COMPONENT:  # an extension too long to keep: drop it
         stem, ext = name, ""
     room = MAX_COMPONENT - len((suffix + ext).encode())

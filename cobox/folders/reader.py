@@ -7,7 +7,8 @@ Theory of operation
 feed), in bounded slices. Each slice is decrypted and decoded in a worker thread
 (``take``): a folder operation is kept with the feed's owner as its author and its place as
 ``seq``; one of this device's chunk entries is noted (``own_chunks``: the chunks it can
-reference without storing them again); log entries and fillers are checked and passed over;
+reference without storing them again); log entries and fillers are checked and passed over; the
+first valid profile of a device names its conflict copies (``FolderState.names``);
 anything else, or anything malformed, is refused and counted against the feed's owner
 (``Group.refuse``). Operations are folded into ``state`` (``FolderState.update``, incremental)
 at most ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from storage import RangeSet
 
-from ..entries import decode_chunk, is_folder_record, op_from, record_type, unpack
-from ..errors import MalformedRecordError
+from ..devices import Profile, claimed_by
+from ..entries import PROFILE_TYPE, decode_chunk, is_folder_record, op_from, record_type, unpack
+from ..errors import MalformedProfileError, MalformedRecordError
 from ..groups import decode_log
 from .chunking import chunk_id
 from .merge import FolderState
@@ -123,6 +125,13 @@ class OpReader:
                     raise MalformedRecordError("a filler entry with fields")
             elif kind == "log":
                 decode_log(obj)  # (Group.log shows them)
+            elif kind == PROFILE_TYPE:  # a device's name: the first one names its conflict copies
+                if author not in self.state.names:
+                    try:
+                        profile = claimed_by(Profile.from_obj(self.group.discovery_key, obj), author)
+                        self.state.names[author] = profile.name
+                    except MalformedProfileError:
+                        pass  # cobox.devices refuses and reports it
             else:
                 raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
         except MalformedRecordError as e:

@@ -26,15 +26,16 @@ def test_synced_needs_a_peer_settled_channels_nothing_missing_and_no_download() 
 
 
 def test_group_document_summarises_folder_and_receipts() -> None:
-    backups = [{"peer": "p", "feeds": [{"held": 4, "confirmed": 10}, {"held": 2, "confirmed": None}],
+    backups = [{"peer": "p", "peer_name": "nas",
+                "feeds": [{"held": 4, "confirmed": 10}, {"held": 2, "confirmed": None}],
                 "backed_up": False, "quota_full": False, "audit": {}}]
     doc = group_document({"name": "g"}, {"synced": True}, {**FOLDER, "failed_count": 2, "error": "disk full"},
                          backups)
     assert doc["folders"][0]["status"] == ("2 files, 30 bytes, 1 to download, error: disk full, "
                                            "2 paths cannot be applied")
     assert doc["conflicts"] == ["a.conflict-x"]
-    assert doc["receipts"] == [{"peer": "p", "length": 2, "time": 10, "backed_up": False, "quota_full": False,
-                                "audit": {}}]
+    assert doc["receipts"] == [{"peer": "p", "peer_name": "nas", "length": 2, "time": 10, "backed_up": False,
+                                "quota_full": False, "audit": {}}]
     assert "receipts" not in group_document({"name": "g"}, {}, None, None)  # a backup peer has no receipts
 
 

@@ -91,6 +91,17 @@ class FakeApp:
     def recent_events(self, n: int) -> list[dict[str, Any]]:
         return [{"kind": "connected"}][:n]
 
+    def device(self) -> dict[str, Any]:
+        return {"id": "ab" * 32, "name": "fake"}
+
+    async def rename_device(self, name: str) -> dict[str, Any]:
+        self.calls.append(("rename", name))
+        return {"id": "ab" * 32, "name": name}
+
+    async def device_list(self, group: str) -> list[dict[str, Any]]:
+        self._group(group)
+        return [{"id": "ab" * 32, "name": "fake"}]
+
     def groups(self) -> list[dict[str, Any]]:
         return [self._group(n) for n in self.names]
 
@@ -190,7 +201,9 @@ class FakeApp:
         self.calls.append(("backup_keys", peer, user, trust_first_use))
         return None
 
-    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool) -> dict[str, Any]:
+    async def restore_keys(self, peer: str, user: str, password: str, trust_first_use: bool,
+                           force: bool = False) -> dict[str, Any]:
+        self.calls.append(("restore_keys", peer, user, trust_first_use, force))
         return {"restarting": True}
 
     def pauses(self) -> dict[str, Any]:
@@ -228,6 +241,9 @@ class FakeApp:
     async def backup_remove(self, group: str, host: str) -> dict[str, Any]:
         self.calls.append(("backup_remove", group, host))
         return {"group": group, "host": host, "removed": True}
+
+    async def keys_backup_state(self) -> dict[str, Any] | None:
+        return None
 
 
 def test_the_fake_is_an_app() -> None:
@@ -325,6 +341,21 @@ async def test_folder_type_rescan_override_and_revert_routes(api) -> None:
     assert app.calls == [("add_folder", "w", "/p", "send-only", 60), ("set_folder", "work", "receive-only", None),
                          ("folder_request", "work", "rescan"), ("folder_request", "work", "override"),
                          ("folder_request", "work", "revert")]
+
+
+async def test_device_routes(api) -> None:
+    app, _server, base, http, auth = api
+    async with http.post(f"{base}/v1/device/rename", json={"name": "desk"}, headers=auth) as r:
+        assert (await r.json())["name"] == "desk"
+    async with http.post(f"{base}/v1/device/rename", json={"name": 3}, headers=auth) as r:
+        assert r.status == 400
+    async with http.get(f"{base}/v1/device", headers=auth) as r:
+        assert (await r.json())["name"] == "fake"
+    async with http.get(f"{base}/v1/groups/family/devices", headers=auth) as r:
+        assert (await r.json())[0]["name"] == "fake"
+    async with http.get(f"{base}/v1/groups/nope/devices", headers=auth) as r:
+        assert r.status == 404
+    assert app.calls == [("rename", "desk")]
 
 
 async def test_the_apps_errors_become_their_status_and_code(api) -> None:

@@ -35,19 +35,19 @@ async def test_seed_serves_a_newcomer_and_cannot_read(daemons, tmp_path):
     await ok(s.home, "peers", "add", await a.address())
     await ok(s.home, "sync", "wait", (json.loads(await ok(s.home, "seed", "list", "--json")))[0]["name"],
              "--timeout", "20")
-    # Receipts: A learns that S holds all 5 entries of its feed.
+    # Receipts: A learns that S holds all 6 entries of its feed (A's profile, cobox.devices, and 5 log entries).
     async def backed_up() -> bool:
         st = await backup_status(a.home)
-        return bool(st) and st[0]["backed_up"] and st[0]["feeds"][0]["held"] == 5
+        return bool(st) and st[0]["backed_up"] and st[0]["feeds"][0]["held"] == 6
 
     for _ in range(200):
         if await backed_up():
             break
     assert await backed_up()
-    # Backed up means audited: S answered for every one of the 5 entries (fewer than 90).
+    # Backed up means audited: S answered for every one of the 6 entries (fewer than 90).
     audit = (await backup_status(a.home))[0]["feeds"][0]["audit"]
-    assert audit["state"] == "verified" and audit["samples"] == 5 and audit["claimed"] == 5
-    assert "claimed 5/5, verified by audit at" in await ok(a.home, "backup", "status", "g")
+    assert audit["state"] == "verified" and audit["samples"] == 6 and audit["claimed"] == 6
+    assert "claimed 6/6, verified by audit at" in await ok(a.home, "backup", "status", "g")
     assert "backed up, audit passed at" in await ok(a.home, "status")
     # The seed can neither read nor write.
     name = json.loads(await ok(s.home, "seed", "list", "--json"))[0]["name"]

@@ -111,7 +111,8 @@ async def test_api_token_modes_openapi_and_metrics(daemons):
             assert r.status == 404
         async with http.get(f"{base}/metrics", headers=auth) as r:
             text = await r.text()
-            assert "cobox_groups 1.0" in text and 'cobox_group_entries{group="m"} 1.0' in text
+            # two entries: the device's profile (its name in the group, cobox.devices) and the log entry
+            assert "cobox_groups 1.0" in text and 'cobox_group_entries{group="m"} 2.0' in text
             assert "# TYPE cobox_group_records_refused_total counter" in text
     # The token never shows up in the daemon's output.
     assert not any(token in line for line in a.output)
@@ -161,7 +162,7 @@ async def test_log_cat_follow_streams_new_entries(daemons):
             assert json.loads(await proc.stdout.readline())["text"] == "first"
             await ok(a.home, "log", "append", "g", "second")
             entry = json.loads(await proc.stdout.readline())
-            assert entry["text"] == "second" and entry["seq"] == 1
+            assert entry["text"] == "second" and entry["seq"] == 2  # entry 0: the device's profile
             assert set(entry) == {"feed", "seq", "author", "time", "text"}
     finally:
         proc.kill()

@@ -170,15 +170,17 @@ async def test_events_stream_pushes_the_status_and_throughput_samples(api):
         async for name, doc in it:  # bounded by the stream timeout
             if name == "sample":
                 samples += 1
-            if name == "status" and doc["groups"] and doc["groups"][0]["feeds"][0]["length"] == 1:
+            # two entries: the device's profile (cobox.devices) and the log entry
+            if name == "status" and doc["groups"] and doc["groups"][0]["feeds"][0]["length"] == 2:
                 group = doc["groups"][0]
                 assert group["name"] == "m" and group["connected"] == []
-                assert group["members"] == [{"peer_id": status["peer_id"], "this_device": True}]
+                assert group["members"] == [{"peer_id": status["peer_id"], "this_device": True,
+                                             "name": status["name"]}]
                 break
         assert samples >= 1
     async with http.get(f"{base}/v1/throughput", headers=auth) as r:
         history = (await r.json())["history"]
-    assert history[-1]["groups"]["m"] == {"entries": 1, "bytes": 0}
+    assert history[-1]["groups"]["m"] == {"entries": 2, "bytes": 0}
     assert all(b["t"] >= a["t"] for a, b in itertools.pairwise(history))
 
 
