@@ -104,14 +104,12 @@ from __future__ import annotations
 import math
 import os
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import nacl.bindings
 import nacl.exceptions
-
-from dataclasses import dataclass
-
 from blake3 import blake3
 
 from .errors import MalformedChunkError, MalformedEpochRecordError, MalformedLogEntryError, MalformedOpError
