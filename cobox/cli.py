@@ -19,6 +19,7 @@ from networker import NetworkError
 from storage.errors import StorageError, StoreCorruptError
 
 from . import commands
+from .commands_devices_remove import add_parser as add_device_remove
 from .errors import CoboxError
 from .paths import Home, default_home
 from .version import __version__
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("name", help="the group")
     i.add_argument("--seed", action="store_true", help="the backup-peer URI (replicates, cannot read)")
     _sub(gs, "leave", "leave a group", "  cobox group leave photos\n").add_argument("name", help="the group")
+
+    dv = _sub(sub, "device", "the devices of a group")
+    add_device_remove(dv.add_subparsers(dest="action", required=True, metavar="ACTION"), _sub)
 
     lg = _sub(sub, "log", "the group log")
     ls = lg.add_subparsers(dest="action", required=True, metavar="ACTION")

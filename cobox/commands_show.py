@@ -120,6 +120,8 @@ def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> N
             print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
     else:
         print(f"{indent}{g['name']}  ({g['role']}, {peers}, {sync_state(sync)})")
+    if g.get("removed"):
+        print(f"{indent}  {g['removed']['text']}: this device gets nothing new; it keeps what it had")
     for r in g.get("receipts", []):
         a = r["audit"]
         audit = ("not audited yet" if a is None else f"audit passed at {when_text(a['time'])} ({ago_text(a['time'])}, "

@@ -43,6 +43,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import nacl.bindings
 import nacl.exceptions
@@ -55,8 +56,25 @@ from networker.keys import replication_key
 from .entries import EPOCH_MAGIC, EPOCH_SIGN_CONTEXT, EpochRecord, decode_epoch, epoch_body
 from .errors import MalformedEpochRecordError
 
+if TYPE_CHECKING:
+    from .groups import Group
+
 MAX_EPOCHS = 256
 SECRET_BYTES = 32
+EPOCH_NOTICE = "cobox/epoch-notice"  # extension: the records that removed the receiver (cobox.removal)
+
+
+class EpochGate(Protocol):
+    """Who may take part in one epoch of a group (``cobox.removal``): a device it does not
+    admit owns no feed and holds no channel there."""
+
+    def admits(self, device: bytes) -> bool: ...
+
+    def refuse_channel(self, group: Group, channel: Any) -> None:
+        """Tell the peer of ``channel`` why (an ``EPOCH_NOTICE``), and close the channel."""
+        ...
+
+    async def on_notice(self, group: Group, peer_id: bytes, body: bytes) -> None: ...
 
 
 def seal_to(device_id: bytes, secret: bytes) -> bytes:

@@ -10,7 +10,8 @@ function is small and says which internal it touches:
 * ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
 * ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
 * ``peer.set_paused``: :func:`pause_feeds`;
-* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`.
+* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`,
+  :func:`channel_peer_id`; ``peer.close_channel``: :func:`close_channel`.
 
 Views come back as frozen dataclasses (:class:`PeerInfo`, :class:`Progress`), which the pure
 :mod:`cobox.status` turns into documents.
@@ -118,3 +119,13 @@ def send_extension(channel: Any, name: str, body: bytes) -> None:
 def channel_peer(channel: Any) -> Any:
     """The peer at the other end of ``channel``."""
     return channel.peer
+
+
+def channel_peer_id(channel: Any) -> bytes:
+    """The device id of the peer at the other end of ``channel``."""
+    return bytes(channel.peer.remote_peer_id)
+
+
+def close_channel(channel: Any, reason: str) -> None:
+    """Close ``channel`` (the connection stays: other groups may share it)."""
+    channel.peer.close_channel(channel.group.discovery_key, reason)
