@@ -153,12 +153,17 @@ class Epochs:
     def _prepare(self, group: Group) -> None:
         group.origin = self.genesis.namespace
         group.gate = Gate(self)
-        for feed in group.feeds():
-            feed.listen(lambda _e: self._wake.set())
         group.on_feed_added(lambda feed: (feed.listen(lambda _e: self._wake.set()), self._wake.set()))
 
+    def _listen(self, group: Group) -> None:
+        """Wake the scanner when a feed of ``group`` (loaded) grows."""
+        for feed in group.feeds():
+            feed.listen(lambda _e: self._wake.set())
+
     async def load(self) -> None:
-        """The records kept, then the chain they make (before the folder starts)."""
+        """The records kept, then the chain they make (before the folder starts); the genesis
+        group is loaded."""
+        self._listen(self.genesis)
         for value in (await self.host.store.records(self._scope)).values():
             feed_key, adm, entry = msgpack.unpackb(value)
             try:
@@ -255,6 +260,7 @@ class Epochs:
             current.removal = self._removal(ended, res.removed is not None) if ended is not None else None
             for g in new:
                 await self.host.start_epoch(g)
+                self._listen(g)
             if current is not self.current:
                 log.info("group %s: now in epoch %d (%s)", self.name, len(chain) - 1, current.discovery_key.hex()[:8])
                 self.current = current
