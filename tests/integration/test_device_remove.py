@@ -160,3 +160,37 @@ async def _has(d, text: str) -> bool:
 async def _synced(d, name: str) -> bool:
     rc, _, _ = await cli(d.home, "sync", "wait", name, "--timeout", "2")
     return rc == 0
+
+
+def files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".cobox-tmp-" not in p.name}
+
+
+async def test_folder_sync_continues_across_the_epoch_change_and_a_restart(daemons, tmp_path):
+    (a, b, c), (_, _, idc), _, _ = await setup(daemons, "abc")
+    fa, fb = tmp_path / "fa", tmp_path / "fb"
+    fa.mkdir()
+    fb.mkdir()
+    (fa / "before.txt").write_text("written before the removal")
+    await ok(a.home, "folder", "add", "g", str(fa))
+    await ok(b.home, "folder", "add", "g", str(fb))
+
+    async def same(*want: str) -> bool:
+        ta, tb = files(fa), files(fb)
+        return ta == tb and set(want) <= set(ta)
+
+    await until("the folder to sync", lambda: same("before.txt"))
+    await ok(a.home, "device", "remove", "g", idc[:12], "--yes")
+    await until("B to move to the new epoch", lambda: _epoch(b, 1))
+    (fa / "after.txt").write_text("written after the removal")
+    (fb / "before.txt").write_text("edited on B after the removal")
+    await until("both changes to cross", lambda: same("after.txt"))
+    assert files(fa)["before.txt"] == b"edited on B after the removal"
+    await b.stop()
+    await b.start()
+    assert (await group_doc(b))["epoch"] == 1  # the epoch is kept across a restart
+    await ok(b.home, "peers", "add", await a.address())  # (no discovery in these tests)
+    (fa / "restart.txt").write_text("written while B restarted")
+    await until("the folder to sync after B's restart", lambda: same("restart.txt"))
+    assert not [p for p in files(fb) if "conflict" in p]  # nothing recorded twice across the change
