@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import msgpack
 
 from networker import DeviceIdentity, GroupKeys, RemoteProtocolError
-from storage import RangeSet, Store
+from storage import Feed, RangeSet, Store
 
 from . import admission, netview
 from .entries import EpochRecord, decode_epoch, is_epoch_entry
@@ -79,10 +79,13 @@ class Gate:
 
     def __init__(self, epochs: Epochs) -> None:
         self.epochs = epochs
+        self.index = 0  # this epoch's place on the chain
         self.successor: Step | None = None  # the step that ended this epoch
 
     def admits(self, device: bytes) -> bool:
-        if device in self.epochs.removed:
+        """Not a device removed when this epoch ended or later (one removed before may hold
+        its keys only by a new invite), and in a retired epoch one its successor kept."""
+        if self.epochs.removed_at.get(device, -1) >= self.index:
             return False
         s = self.successor
         return s is None or device in s.members or device in s.seeds
@@ -134,6 +137,7 @@ class Epochs:
         self.opened: dict[bytes, Opened] = {}
         self.resolution = Resolution(())
         self.removed: frozenset[bytes] = frozenset()
+        self.removed_at: dict[bytes, int] = {}  # device -> the last step (chain index) that removed it
         self._done: dict[bytes, RangeSet] = {}  # feed -> entries scanned
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -153,7 +157,11 @@ class Epochs:
     def _prepare(self, group: Group) -> None:
         group.origin = self.genesis.namespace
         group.gate = Gate(self)
-        group.on_feed_added(lambda feed: (feed.listen(lambda _e: self._wake.set()), self._wake.set()))
+        group.on_feed_added(self._feed_added)
+
+    def _feed_added(self, feed: Feed) -> None:
+        feed.listen(lambda _e: self._wake.set())
+        self._wake.set()
 
     def _listen(self, group: Group) -> None:
         """Wake the scanner when a feed of ``group`` (loaded) grows."""
@@ -244,17 +252,19 @@ class Epochs:
                     new.append(g)
                 chain.append(g)
             current = chain[-1]
-            self.removed = frozenset(d for s in res.steps for d in s.removed)
             ended = res.removed or res.not_carried
-            if ended is not None:
-                self.removed |= ended.removed - {self.me}
+            steps = [*res.steps, *([ended] if ended is not None else [])]
+            self.removed_at = {d: k for k, s in enumerate(steps) for d in s.removed - {self.me}}
+            self.removed = frozenset(self.removed_at)
             for k, g in enumerate(chain):
                 assert isinstance(g.gate, Gate)
+                g.gate.index = k
                 g.gate.successor = res.steps[k] if k < len(res.steps) else None
             for g in self.held.values():
                 g.retired = g is not current
                 if g not in chain:  # an epoch left for a later union: only the current members
                     assert isinstance(g.gate, Gate)
+                    g.gate.index = max(len(res.steps) - 1, 0)
                     g.gate.successor = res.steps[-1] if res.steps else None
             current.past = [g for g in chain if g is not current] + [g for g in self.held.values() if g not in chain]
             current.removal = self._removal(ended, res.removed is not None) if ended is not None else None
