@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from networker import encode_key
+from networker import GroupKeys, encode_key
 
 from . import netview
 from . import status as docs
@@ -110,6 +110,11 @@ def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
         return daemon.invite("seed", group.keys.replication_key).format()
     if group.keys.address is None:
         raise UsageError(f"{group.name!r} is backed up here, not joined: only a seed invite exists")
+    if group.removal is not None:  # (cobox.removal) its keys are of an epoch the others left
+        raise UsageError(f"this device was {group.removal['text']}: its invite would get nobody in")
+    if GroupKeys.from_address(group.keys.address).discovery_key != group.keys.discovery_key:
+        raise UsageError(f"{group.name!r} is in an epoch made by concurrent removals: member invites for it are "
+                         "not supported yet (a removal by one member makes a plain epoch again)")
     return daemon.invite("join", group.keys.address, group.name).format()
 
 
