@@ -109,3 +109,32 @@ async def test_forged_epoch_records_are_refused_and_reported_then_a_valid_one_mo
     # Reading spans the epochs: the entries from before and the new one.
     await until(lambda: b.holds(c) >= 1, what="b to hold c's entry")
     assert sorted(e.text for e in await hb.current.log()) == ["a before", "after", "b before", "c before"]
+
+
+async def test_concurrent_removals_by_two_members_end_in_one_epoch(members, chains):
+    a, b, c, d = [await members(n) for n in "abcd"]
+    everyone = [a, b, c, d]
+    for k, m in enumerate(everyone):
+        for other in everyone[:k]:
+            connect(m, other)
+    hosts = {m.name: chains(m) for m in everyone}
+    for m in everyone:
+        await m.group.append(f"{m.name} before")
+    await until(lambda: all(len(m.group.owners()) == 4 for m in everyone), what="admissions")
+    ha, ea = hosts["a"]
+    hb, eb = hosts["b"]
+    # Both remove at once, each before it saw the other's removal.
+    await asyncio.gather(ea.remove(c.id.hex()[:12]), eb.remove(d.id.hex()[:12]))
+    await until(lambda: len(ea.records) == 2 and len(eb.records) == 2 and ha.current is not a.group
+                and ha.current.discovery_key == hb.current.discovery_key, what="a and b to reach one epoch")
+    union = ha.current
+    assert {r.remover for r in ea.records.values()} == {a.id, b.id}
+    assert union.discovery_key not in {r.epoch for r in ea.records.values()}  # the union, not either one
+    await until(lambda: c.group.removal is not None and d.group.removal is not None, what="c and d to be told")
+    # What a writes now reaches b, not c or d; the epochs a and b left on the way stay readable.
+    await union.append("after")
+    await until(lambda: any(f.key == union.own_feed().key and f.length for f in hb.current.feeds()),
+                what="b to get a's entry in the union epoch")
+    texts = sorted(e.text for e in await hb.current.log())
+    assert texts == ["a before", "after", "b before", "c before", "d before"]
+    assert all(m.store.feeds(union.namespace) == [] for m in (c, d))
