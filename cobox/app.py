@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from networker import encode_key
+from networker import GroupKeys, encode_key
 
 from . import devices, netview, pauses
 from . import status as docs
@@ -92,6 +92,7 @@ class App(Protocol):
     async def create_group(self, name: str) -> Doc: ...
     async def join_group(self, uri: str, name: str | None) -> Doc: ...
     async def leave_group(self, name: str) -> None: ...
+    async def remove_device(self, name: str, device: str) -> Doc: ...
     def invite(self, name: str, seed: bool) -> str: ...
     async def append(self, name: str, text: str) -> Doc: ...
     async def log(self, name: str) -> list[Doc]: ...
@@ -152,6 +153,11 @@ def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
         return daemon.invite("seed", group.keys.replication_key).format()
     if group.keys.address is None:
         raise UsageError(f"{group.name!r} is backed up here, not joined: only a seed invite exists")
+    if group.removal is not None:  # (cobox.removal) its keys are of an epoch the others left
+        raise UsageError(f"this device was {group.removal['text']}: its invite would get nobody in")
+    if GroupKeys.from_address(group.keys.address).discovery_key != group.keys.discovery_key:
+        raise UsageError(f"{group.name!r} is in an epoch made by concurrent removals: member invites for it are "
+                         "not supported yet (a removal by one member makes a plain epoch again)")
     return daemon.invite("join", group.keys.address, group.name).format()
 
 
@@ -293,6 +299,10 @@ class DaemonApp:
 
     async def leave_group(self, name: str) -> None:
         await self.d.leave_group(name)
+
+    async def remove_device(self, name: str, device: str) -> Doc:
+        """Remove ``device`` (a name or id prefix) from the group: a new epoch (cobox.removal)."""
+        return await self.d.remove_device(name, device)
 
     def invite(self, name: str, seed: bool) -> str:
         return invite_uri(self.d, self.d.group(name), seed)

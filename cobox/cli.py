@@ -19,6 +19,7 @@ from networker import NetworkError
 from storage.errors import StorageError, StoreCorruptError
 
 from . import commands, commands_controls
+from .commands_devices_remove import add_parser as add_device_remove
 from .errors import CoboxError
 from .paths import Home, default_home
 from .version import __version__
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  cobox device list photos\n  cobox device list photos --json\n")
     dl.add_argument("group", help="the group")
     dl.add_argument("--json", action="store_true", help="machine-readable output (exact ids)")
+    add_device_remove(dvs, _sub)
 
     b = _sub(sub, "backup", "what backup peers hold of this device's data")
     bs = b.add_subparsers(dest="action", required=True, metavar="ACTION")

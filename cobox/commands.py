@@ -52,6 +52,10 @@ async def run(args: argparse.Namespace, home: Home) -> int:
             return rc
         if cmd == "log":
             return await log_command(api, args)
+        if cmd == "device" and args.action == "remove":
+            from .commands_devices_remove import remove
+
+            return await remove(api, args)
         if cmd == "peers":
             if args.action == "add":
                 peer = await api.post("/v1/peers", {"address": peer_address(args.address)})

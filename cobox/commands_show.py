@@ -139,9 +139,12 @@ def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> N
         print(f"{indent}{g['name']}  ({g['role']}, {len(g['feeds'])} feeds, {peers}, {sync_state(sync)})")
         for f in g["feeds"]:
             mark = " (this device)" if f["own"] else ""
-            print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{mark}")
+            owner = f" owner {f['owner'][:16]}" if f.get("owner") else ""
+            print(f"{indent}  feed {f['key'][:16]}  length {f['length']}  held {f['have']}{owner}{mark}")
     else:
         print(f"{indent}{g['name']}  ({g['role']}, {peers}, {sync_state(sync)})")
+    if g.get("removed"):
+        print(f"{indent}  {g['removed']['text']}: this device gets nothing new; it keeps what it had")
     for r in g.get("receipts", []):
         a = r["audit"]
         audit = ("not audited yet" if a is None else f"audit passed at {when_text(a['time'])} ({ago_text(a['time'])}, "

@@ -16,8 +16,9 @@ service             restart    fatal  what it holds
 ``dht``, ``lan``    never      no     discovery
 ``swarm``           never      no     the swarm's dials (closes it)
 ``swarm:TOPIC``     backoff    no     a joined topic's announce/lookup loop
-``receipts:NAME``   backoff    no     a group's receipt sender
-``audits:NAME``     never      no     stops a group's audit task at the end
+``receipts:NAME``   backoff    no     a group's receipt sender (``@EPOCH`` after a removal)
+``audits:NAME``     never      no     stops a group's audit task at the end (same)
+``epochs:NAME``     backoff    no     a group's epoch records scanner (cobox.removal)
 ``hosting``         backoff    no     clears revoked service groups (cobox.hosting)
 ``folder:NAME``     backoff    no     a folder (start retried; rounds have their own loop)
 ``api``             never      no     the control API and dashboard
@@ -90,6 +91,7 @@ from .hosting import Hosting
 from .knownpeers import KnownPeers
 from .paths import Home, write_private
 from .relaying import Relaying, expand_wildcard
+from .removal import Epochs
 from .settings import Config
 from .supervisor import Backoff, Supervisor, hold
 from .twins import TwinGuard
@@ -107,7 +109,8 @@ class Daemon:
         self.home = Home(home)
         self.config = config
         self.started = time.time()
-        self.groups: dict[str, Group] = {}
+        self.groups: dict[str, Group] = {}  # the current epoch of each group
+        self.epochs: dict[str, Epochs] = {}  # every epoch of each group (cobox.removal)
         self.events: list[dict[str, Any]] = []  # recent peer events, for status and the dashboard
         self._stop = asyncio.Event()
         self._lock_fd: int | None = None
@@ -258,8 +261,7 @@ class Daemon:
         await relaying.start()
         sup.spawn("relaying", lambda: hold(relaying.close))
         self.reach.extra_addresses.append(relaying.relayed_addresses)
-        self.node.services[AUDIT_SERVICE] = AuditServer(
-            lambda dk: next((g for g in self.groups.values() if g.discovery_key == dk), None)).handle
+        self.node.services[AUDIT_SERVICE] = AuditServer(self._by_discovery_key).handle
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
             keys, created = decode_info(value)
             await self._activate(name, keys, created)
@@ -368,32 +370,69 @@ class Daemon:
     async def add_group(self, name: str, keys: GroupKeys) -> Group:
         if name in self.groups:
             raise GroupExistsError(f"a group named {name!r} already exists")
-        for g in self.groups.values():
-            if g.discovery_key == keys.discovery_key:
-                raise GroupExistsError(f"this device already has that group, as {g.name!r}")
+        g = self._by_discovery_key(keys.discovery_key)
+        if g is not None:
+            raise GroupExistsError(f"this device already has that group, as {g.name!r}")
         created = time.time()
         await self.store.put_record(GROUPS_SCOPE, name, encode_info(keys, created))
         return await self._activate(name, keys, created)
 
     async def _activate(self, name: str, keys: GroupKeys, created: float) -> Group:
-        group = Group(self.store, name, keys, self.identity, created,
-                      quota_bytes=self.config.backup.quota_bytes,
-                      audit_interval=self.config.backup.audit_interval,
-                      max_feeds_per_device=self.config.groups.max_feeds_per_device,
-                      max_feeds=self.config.backup.max_feeds)
+        group = self.new_group(name, keys, created)
+        epochs = self.epochs[name] = Epochs(self, group, names=lambda d: self._device_name_in(name, d))
+        await self.start_epoch(group)
+        self.groups[name] = group
+        await epochs.load()  # a later epoch after a device removal: it becomes groups[name]
+        self.supervisor.spawn(f"epochs:{name}", epochs.run, restart="backoff")
+        return self.groups[name]
+
+    # -- epochs (cobox.removal.Host) ----------------------------------------------------------
+
+    def _device_name_in(self, name: str, device: bytes) -> str | None:
+        """The name ``device`` published in any epoch of group ``name`` (cobox.devices)."""
+        epochs = self.epochs.get(name)
+        return next((n for g in (epochs.groups() if epochs else []) if (n := g.profiles.name_of(device))), None)
+
+    def _by_discovery_key(self, dk: bytes) -> Group | None:
+        """The group of ``dk`` in any epoch."""
+        return next((g for e in self.epochs.values() for g in e.groups() if g.discovery_key == dk), None)
+
+    def new_group(self, name: str, keys: GroupKeys, created: float) -> Group:
+        return Group(self.store, name, keys, self.identity, created,
+                     quota_bytes=self.config.backup.quota_bytes,
+                     audit_interval=self.config.backup.audit_interval,
+                     max_feeds_per_device=self.config.groups.max_feeds_per_device,
+                     max_feeds=self.config.backup.max_feeds)
+
+    @staticmethod
+    def _service(group: Group) -> str:
+        return group.name if group.namespace == group.origin else f"{group.name}@{group.namespace[:8]}"
+
+    async def start_epoch(self, group: Group) -> None:
         await group.load()
         group.twins = self.twins
-        self.groups[name] = group
+        tag = self._service(group)
         self.controls.on_group(group)
         await group.profiles.publish(self.device_name)
         if group.is_member:
-            self.supervisor.spawn(f"profiles:{name}", group.profiles.run, restart="backoff")
-        self.supervisor.spawn(f"receipts:{name}", group.run_receipts, restart="backoff")
-        self.supervisor.spawn(f"audits:{name}", lambda: hold(group.audits.stop))
+            self.supervisor.spawn(f"profiles:{tag}", group.profiles.run, restart="backoff")
+        self.supervisor.spawn(f"receipts:{tag}", group.run_receipts, restart="backoff")
+        self.supervisor.spawn(f"audits:{tag}", lambda: hold(group.audits.stop))
         self.node.join(group)
-        if not self.controls.group_paused(name):
+        if not self.controls.group_paused(group.name):
             self.swarm.join(group.discovery_key)
-        return group
+
+    async def switch(self, name: str, group: Group) -> None:
+        self.groups[name] = group
+        if name in self.folders:  # the folder moves to the new epoch; its synced state is kept
+            root = self.folders[name].root
+            await self.supervisor.cancel(f"folder:{name}")
+            del self.folders[name]
+            await self._start_folder(group, root)
+
+    async def remove_device(self, name: str, device: str) -> dict[str, Any]:
+        self.group(name)
+        return await self.epochs[name].remove(device)
 
     # -- folders ------------------------------------------------------------------------------
 
@@ -465,15 +504,17 @@ class Daemon:
     async def leave_group(self, name: str) -> None:
         if name in self.folders:
             await self.remove_folder(name)
-        group = self.group(name)
-        await self.swarm.leave(group.discovery_key)
-        self.node.leave(group.discovery_key)
+        self.group(name)
+        await self.supervisor.cancel(f"epochs:{name}")
+        for group in self.epochs.pop(name).groups():
+            await self.swarm.leave(group.discovery_key)
+            self.node.leave(group.discovery_key)
+            await self.supervisor.cancel(f"receipts:{self._service(group)}")
+            await self.supervisor.cancel(f"audits:{self._service(group)}")
+            await self.supervisor.cancel(f"profiles:{self._service(group)}")
+            group.profiles.close()
         del self.groups[name]
         self.controls.forget_group(name)
-        await self.supervisor.cancel(f"receipts:{name}")
-        await self.supervisor.cancel(f"audits:{name}")
-        await self.supervisor.cancel(f"profiles:{name}")
-        group.profiles.close()
         await self.store.delete_record(GROUPS_SCOPE, name)
 
     # -- events -------------------------------------------------------------------------------

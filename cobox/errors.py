@@ -213,6 +213,20 @@ class AdmissionError(CoboxError):
     code = "feed_refused"
 
 
+class MalformedEpochRecordError(MalformedRecordError):
+    """An epoch record (a device removal, :mod:`cobox.epochs`) is malformed, not signed by the
+    member whose feed holds it, or seals garbage: it is refused and reported, the epoch stays."""
+
+    code = "malformed_epoch_record"
+
+
+class RemovalError(UsageError):
+    """A device cannot be removed from a group (unknown or ambiguous device, this device, a
+    backup peer's copy of the group, a device removed already)."""
+
+    code = "removal_refused"
+
+
 class DiskReserveError(FolderError):
     """A download would leave less free disk space than ``[folders] min_disk_free``: not started."""
 

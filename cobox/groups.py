@@ -22,6 +22,15 @@ Log entries, like every entry of a group, are encoded, decoded, sealed and opene
 :mod:`cobox.entries` (msgpack ``{"type": "log", "text", "time"}``, XChaCha20-Poly1305 bound to
 ``feed key || u64(seq)``).
 
+Epochs (``cobox.epochs``, ``cobox.removal``): after a device removal a group is a chain of
+``Group`` objects, one per epoch, each its own namespace, channel and own feed. The last one is
+*current* (it writes; the daemon's ``groups[name]``); the others are *retired* (``retired``: no
+own feed is made, nothing appended) and kept so what was written before stays readable and
+served: ``past`` lists them, and ``all_feeds``, ``open``, ``owner``, ``log`` span the chain.
+A ``gate`` (set by ``cobox.removal``) decides which devices may own feeds and hold channels in
+an epoch: a device it refuses is told why (``EPOCH_NOTICE`` extension) and its channel closed.
+``origin`` is the first epoch's namespace: state that must outlive an epoch is kept under it.
+
 ``cobox log cat`` order: entries sorted by their ``time``, then author feed key, then sequence
 number, which is the same on every device that holds the same entries. ``decode_log`` is
 strict: exact keys, ``text`` a string of at most ``MAX_TEXT`` bytes, ``time`` a finite number
@@ -50,7 +59,8 @@ from .backup.audit import Auditor
 from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import BadReceiptError, Receipt
 from .devices import PROFILE_EXTENSION, Profiles
-from .entries import decode_log, encode_log, open_entry, record_type, seal, unpack
+from .entries import decode_log, encode_log, is_epoch_entry, open_entry, record_type, seal, unpack
+from .epochs import EPOCH_NOTICE, EpochGate
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
 from .refusals import Refusals
 from .twins import TWIN_EXTENSION, TwinGuard
@@ -114,6 +124,11 @@ class Group:
         self.audits = Auditor(self, interval=audit_interval)  # of the backup peers (cobox.backup.audit)
         self.profiles = Profiles(self)  # the devices' names (cobox.devices)
         self.twins = TwinGuard()  # reports that our identity is live elsewhere (the daemon's, shared)
+        self.origin = self.namespace  # the first epoch's namespace (cobox.removal sets it)
+        self.past: list[Group] = []  # earlier epochs, still read (cobox.removal)
+        self.retired = False  # a later epoch writes now
+        self.gate: EpochGate | None = None
+        self.removal: dict[str, Any] | None = None  # this device was removed: by whom, when
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} {'member' if self.is_member else 'seed'}>"
@@ -137,7 +152,7 @@ class Group:
             r = Receipt.decode(value)
             self.receipts[(r.signer, r.feed)] = r
         await self.audits.load()
-        if self.is_member and self.own_feed() is None:
+        if self.is_member and self.own_feed() is None and not self.retired:
             await self._add_own_feed()
         await self.profiles.load()
         if not self.is_member:
@@ -170,9 +185,39 @@ class Group:
         await self.store.put_record(self._tag_scope, key.hex(), adm)
 
     def owner(self, feed_key: bytes) -> bytes | None:
-        """The device that owns (writes) ``feed_key``, from its admission."""
-        adm = self._admissions.get(feed_key)
+        """The device that owns (writes) ``feed_key``, from its admission (in any epoch)."""
+        adm = self._epoch_of(feed_key)._admissions.get(feed_key)
         return admission.owner(adm) if adm is not None else None
+
+    def owners(self) -> set[bytes]:
+        """The devices with a feed admitted in this epoch."""
+        return {d for d, n in self._per_device.items() if n > 0}
+
+    # -- epochs (cobox.removal) ---------------------------------------------------------------
+
+    def chain(self) -> list[Group]:
+        """Every epoch held, oldest first, this one last."""
+        return [*self.past, self]
+
+    def all_feeds(self) -> list[Feed]:
+        """The admitted feeds of every epoch: what the folder and the log read."""
+        return [f for g in self.chain() for f in g.feeds()]
+
+    def _epoch_of(self, feed_key: bytes) -> Group:
+        if feed_key in self._admissions:
+            return self
+        return next((g for g in self.past if feed_key in g._admissions), self)
+
+    def _admits(self, device: bytes) -> bool:
+        return self.gate is None or self.gate.admits(device)
+
+    def enforce_gate(self) -> None:
+        """Close the live channels of peers the gate no longer admits."""
+        for ch in list(self._channels):
+            if not self._admits(netview.channel_peer_id(ch)):
+                self._channels.discard(ch)
+                assert self.gate is not None
+                self.gate.refuse_channel(self, ch)
 
     # -- the networker.group.Group protocol ---------------------------------------------------
 
@@ -187,9 +232,12 @@ class Group:
         if pending is not None:  # being admitted by another call right now: its answer
             return await asyncio.shield(pending)
         if key in self._admissions:
-            return self.store.feed(key)
+            return self.store.feed(key) if self._admits(admission.owner(self._admissions[key])) else None
         try:
             owner = admission.check(tag, self.discovery_key, key, self.keys.membership_key)
+            if not self._admits(owner):
+                self.refusals.feed(owner, key, "removed from the group (or not carried into this epoch)")
+                return None
             if self._per_device.get(owner, 0) >= self.max_feeds_per_device:
                 self.refusals.feed(owner, key, f"more than {self.max_feeds_per_device} feeds of one device")
                 return None
@@ -245,6 +293,8 @@ class Group:
         sequence number of the first."""
         if not self.is_member:
             raise NotAMemberError(f"this device backs up {self.name!r} but cannot write to it")
+        if self.retired:
+            raise NotAMemberError(f"this epoch of {self.name!r} has ended: a later one writes")
         feed = self.own_feed() or await self._add_own_feed()
         first = feed.next_seq  # no await until append() takes them: the numbers are ours
         await feed.append([self.seal(feed.key, first + k, p) for k, p in enumerate(plaintexts)])
@@ -255,15 +305,15 @@ class Group:
         return seal(self.keys.encryption_key, feed_key, seq, plain)
 
     def open(self, feed_key: bytes, seq: int, data: bytes) -> bytes | None:
-        """Decrypt an entry; ``None`` if it does not authenticate."""
-        return open_entry(self.keys.encryption_key, feed_key, seq, data)
+        """Decrypt an entry (with the keys of the feed's epoch); ``None`` if it does not authenticate."""
+        return open_entry(self._epoch_of(feed_key).keys.encryption_key, feed_key, seq, data)
 
     async def log(self) -> list[LogEntry]:
         """Every log entry this device holds (refused ones as placeholders), in the documented order."""
         if not self.is_member:
             raise NotAMemberError(f"this device backs up {self.name!r} but cannot read it")
         out = []
-        for feed in self.feeds():
+        for feed in self.all_feeds():
             for start, end in list(feed.have):
                 seq = start
                 while seq < end:  # bounded slices: chunk entries are large
@@ -286,6 +336,8 @@ class Group:
     def _decode(self, feed_key: bytes, seq: int, data: bytes) -> LogEntry | None:
         """The log entry at ``seq``; a placeholder if it is refused; ``None`` for other records."""
         author = self.owner(feed_key) or bytes(32)
+        if is_epoch_entry(data):
+            return None  # a device removal (cobox.removal reads it)
         try:
             plain = self.open(feed_key, seq, data)
             if plain is None:
@@ -310,6 +362,10 @@ class Group:
         return sum(f.stored_bytes for f in self.feeds())
 
     def on_channel_live(self, channel: Channel) -> None:
+        if not self._admits(netview.channel_peer_id(channel)):
+            assert self.gate is not None
+            self.gate.refuse_channel(self, channel)
+            return
         self._channels.add(channel)
         self._apply_quota(channel)
         self.audits.on_channel_live(netview.channel_peer(channel))
@@ -388,8 +444,11 @@ class Group:
             raise
 
     async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
-        """A product message on this group's channel: receipts and profiles are ours, other
-        names are ignored."""
+        """A product message on this group's channel: receipts and profiles are ours, epoch
+        notices the gate's, other names are ignored."""
+        if name == EPOCH_NOTICE and self.gate is not None:
+            await self.gate.on_notice(self, peer_id, body)
+            return
         if name == PROFILE_EXTENSION:
             await self.profiles.on_extension(peer_id, body)
             return
@@ -464,6 +523,8 @@ class Group:
                        "owner": (self.owner(f.key) or b"").hex()}
                       for f in self.feeds()],
             "devices": self.devices_status(),
+            "epoch": len(self.past),
+            **({"removed": self.removal} if self.removal is not None else {}),
         }
 
     def devices_status(self) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,8 @@ function is small and says which internal it touches:
 * ``peer.conn`` (address, initiator, byte counts): :func:`peer_info`;
 * ``node.replicators`` (entry and byte counters): :func:`entries_received`, :func:`bytes_received`;
 * ``peer.set_paused``: :func:`pause_feeds`;
-* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`;
+* ``peer.send_extension``, ``channel.peer``: :func:`send_extension`, :func:`channel_peer`,
+  :func:`channel_peer_id`; ``peer.close_channel``: :func:`close_channel`.
 * ``peer.conn`` (handshake hash), ``node.peers``, ``peer.close``: :func:`session`, :func:`find_peer`,
   :func:`disconnect` (backup as a service, :mod:`cobox.hosting`).
 
@@ -149,3 +150,13 @@ def disconnect(peer: Any, reason: str) -> None:
     """Close the connection to a peer that broke a protocol, once the current call returns
     (``peer.close``)."""
     peer.loop.call_soon(peer.close, reason)
+
+
+def channel_peer_id(channel: Any) -> bytes:
+    """The device id of the peer at the other end of ``channel``."""
+    return bytes(channel.peer.remote_peer_id)
+
+
+def close_channel(channel: Any, reason: str) -> None:
+    """Close ``channel`` (the connection stays: other groups may share it)."""
+    channel.peer.close_channel(channel.group.discovery_key, reason)

@@ -14,6 +14,9 @@ closes the connection). An ``Open`` for a group we have not joined is remembered
 checked if we join later; one for a group we hold is answered with our own ``Open``.
 
 Closing is handled in one place (``_close``), whichever side closes, or when the connection ends.
+A channel we close may still get the peer's messages sent before our ``Close`` reached it: they
+are dropped until its ``Close`` comes (the last ``MAX_CLOSING`` such channels are remembered),
+not taken as misbehaviour.
 
 Budget: at most ``MAX_OUTSTANDING`` of our requests await an answer on this connection (the
 count is the node's :class:`Ledger`). A replicator that finds no room is remembered in
@@ -36,6 +39,7 @@ from .replicator import FeedReplicator, Ledger, PeerFeed, Want
 
 MAX_OUTSTANDING = 16  # our requests in flight to one peer
 MAX_PENDING_OPENS = 64
+MAX_CLOSING = 64  # channels we closed whose peer may not know yet
 
 
 class Mux:
@@ -54,6 +58,7 @@ class Mux:
         self._remote: dict[int, Channel] = {}    # by the peer's channel number
         self._by_topic: dict[bytes, Channel] = {}
         self._pending_opens: dict[bytes, m.Open] = {}
+        self._closing: dict[int, None] = {}  # the peer's numbers of channels we closed, oldest first
         self._next_channel = 1
         self.starved: dict[FeedReplicator, None] = {}
         self.closed = False
@@ -83,6 +88,10 @@ class Mux:
         ch = self._by_topic.get(discovery_key)
         if ch is None:
             return []
+        if ch.remote_id is not None:
+            self._closing[ch.remote_id] = None
+            while len(self._closing) > MAX_CLOSING:
+                del self._closing[next(iter(self._closing))]
         return [Send(m.Close(ch.local_id, reason)), *self._close(ch)]
 
     def close(self) -> list[Action]:
@@ -129,6 +138,10 @@ class Mux:
             return self.on_open(msg)
         ch = self._remote.get(msg.channel)
         if ch is None:
+            if msg.channel in self._closing:  # sent before our Close reached the peer
+                if isinstance(msg, m.Close):
+                    del self._closing[msg.channel]
+                return []
             if isinstance(msg, m.Close):
                 return []
             raise RemoteProtocolError(f"{type(msg).__name__} on a channel that is not open")

@@ -86,6 +86,10 @@ OPENAPI: dict[str, Any] = {
                                         {"uri": _TEXT}, status="201")},
         "/v1/groups/{name}": {"parameters": _NAME, "get": _op("one group"),
                               "delete": _op("leave a group")},
+        "/v1/groups/{name}/devices/{device}": {
+            "parameters": [*_NAME, {"name": "device", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": _op("remove a device (name or id prefix) from the group: the group moves to a new epoch; "
+                          "the device keeps what it already had")},
         "/v1/groups/{name}/invite": {"parameters": _NAME, "get": {
             **_op("the member invite URI, or with ?seed=1 the backup-peer URI"),
             "parameters": [{"name": "seed", "in": "query", "schema": {"type": "string"}}]}},

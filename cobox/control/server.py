@@ -89,6 +89,7 @@ class ControlServer:
         r.add_get("/v1/groups/{name}", self.get_group)
         r.add_delete("/v1/groups/{name}", self.leave_group)
         r.add_get("/v1/groups/{name}/invite", self.invite)
+        r.add_delete("/v1/groups/{name}/devices/{device}", self.remove_device)
         r.add_get("/v1/groups/{name}/log", self.read_log)
         r.add_post("/v1/groups/{name}/log", self.append_log)
         r.add_get("/v1/groups/{name}/sync", self.sync)
@@ -253,6 +254,10 @@ class ControlServer:
     async def leave_group(self, request: web.Request) -> web.Response:
         await self.device.leave_group(request.match_info["name"])
         return web.json_response({"left": request.match_info["name"]})
+
+    async def remove_device(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.remove_device(request.match_info["name"],
+                                                                 request.match_info["device"]))
 
     async def invite(self, request: web.Request) -> web.Response:
         seed = request.query.get("seed", "") in ("1", "true")

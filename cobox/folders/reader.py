@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from storage import RangeSet
 
 from ..devices import Profile, claimed_by
-from ..entries import PROFILE_TYPE, decode_chunk, is_folder_record, op_from, record_type, unpack
+from ..entries import PROFILE_TYPE, decode_chunk, is_epoch_entry, is_folder_record, op_from, record_type, unpack
 from ..errors import MalformedProfileError, MalformedRecordError
 from ..groups import decode_log
 from .chunking import chunk_id
@@ -64,7 +64,7 @@ class OpReader:
         which lives as long as the folder. The cost: garbage cycles that exist at that moment
         are kept too (few: the decoded operations are freed by reference counting)."""
         async with self.merging:
-            for feed in self.group.feeds():
+            for feed in self.group.all_feeds():
                 done = self._read.setdefault(feed.key, RangeSet())
                 for start, end in list(feed.have):
                     for gap_start, gap_end in done.missing(start, end):
@@ -103,8 +103,8 @@ class OpReader:
         """Note one entry: an operation (returns True), one of our chunks, or something else.
         A refused entry is counted against the feed's owner and skipped."""
         author = self.group.owner(feed.key)
-        if author is None:
-            return False  # not an admitted feed
+        if author is None or is_epoch_entry(data):
+            return False  # not an admitted feed, or a device removal (cobox.removal)
         plain = self.group.open(feed.key, seq, data)
         if plain is None:
             self.group.refuse(feed.key, seq, "does not decrypt with the group key")

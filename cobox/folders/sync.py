@@ -118,7 +118,7 @@ class FolderSync:
 
     @property
     def _scope(self) -> str:
-        return f"folder-synced:{self.group.namespace}"
+        return f"folder-synced:{self.group.origin}"  # the same in every epoch of the group
 
     # -- life -------------------------------------------------------------------------------
 
@@ -129,10 +129,11 @@ class FolderSync:
         for path, value in (await self.group.store.records(self._scope)).items():
             clock, author, size, mtime, content = msgpack.unpackb(value)
             self._synced[path] = Synced(Stamp(clock, author), size, mtime, content)
-        for feed in self.group.feeds():
+        for feed in self.group.all_feeds():
             self._unlisten.append(feed.listen(lambda _e: self._wake.set()))
-        self._unlisten.append(self.group.on_feed_added(
-            lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set()))))
+        for epoch in self.group.chain():  # every epoch's feeds are read (cobox.removal)
+            self._unlisten.append(epoch.on_feed_added(
+                lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set()))))
         self._stopping = False
         self._spawn("folder-sync", self._run)
         self._spawn("folder-watch", self._watch)

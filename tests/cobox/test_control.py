@@ -121,6 +121,11 @@ class FakeApp:
         self._group(name)
         self.names.remove(name)
 
+    async def remove_device(self, name: str, device: str) -> dict[str, Any]:
+        self._group(name)
+        self.calls.append(("remove_device", name, device))
+        return {"group": name, "removed": device}
+
     def invite(self, name: str, seed: bool) -> str:
         self._group(name)
         return f"cobox://{'seed' if seed else 'join'}/{name}"

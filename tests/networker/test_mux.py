@@ -81,6 +81,21 @@ def test_close_in_one_place_either_side():
     assert kinds(b.mux.close_channel(g.discovery_key, "left")) == ["Close", "Closed", "Schedule"]
 
 
+def test_messages_in_flight_on_a_channel_we_closed_are_dropped_until_its_close():
+    f = FakeFeed(key("f"), entries={0: b"x"})
+    g = group(feeds=[f])
+    b = Side([g], initiator=False)
+    b.mux.open(g)  # type: ignore[arg-type]
+    b.mux.receive(m.Open(4, g.discovery_key, capability(g, True)))
+    assert kinds(b.mux.close_channel(g.discovery_key, "removed"))[0] == "Close"
+    # The peer sent these before our Close reached it: not misbehaviour.
+    assert b.mux.receive(m.Feeds(4, ((key("x"), b""),), more=False)) == []
+    assert b.mux.receive(m.Have(4, f.key, 1, ((0, 1),))) == []
+    assert b.mux.receive(m.Close(4)) == []
+    with pytest.raises(RemoteProtocolError, match="not open"):  # after its Close: a protocol error again
+        b.mux.receive(m.Have(4, f.key, 1, ((0, 1),)))
+
+
 def test_budget_caps_requests_and_a_freed_slot_runs_the_starved_replicator():
     src = FakeFeed(key("f"), writable=True, entries={i: b"e" for i in range(1000)})
     a = Side([group(feeds=[src])], initiator=True)
