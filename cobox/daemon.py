@@ -426,7 +426,9 @@ class Daemon:
         del self.folders[name]
         await self.store.delete_record(FOLDERS_SCOPE, name)
 
-    async def leave_group(self, name: str) -> None:
+    async def leave_group(self, name: str, keep_data: bool = False) -> int:
+        """Leave group ``name``; unless ``keep_data``, delete what this device stored for it
+        (``Group.delete_data``). Returns the bytes of entry data deleted."""
         if name in self.folders:
             await self.remove_folder(name)
         group = self.group(name)
@@ -436,6 +438,7 @@ class Daemon:
         await self.supervisor.cancel(f"receipts:{name}")
         await self.supervisor.cancel(f"audits:{name}")
         await self.store.delete_record(GROUPS_SCOPE, name)
+        return 0 if keep_data else await group.delete_data()
 
     # -- events -------------------------------------------------------------------------------
 

@@ -303,6 +303,25 @@ class Group:
     def stored_bytes(self) -> int:
         return sum(f.stored_bytes for f in self.feeds())
 
+    async def delete_data(self) -> int:
+        """Delete everything this device keeps for the group (leaving it, ``--keep-data`` not
+        given): every feed of its namespace with its entries, nodes and blob space, and every
+        record scope of the group (``...:<namespace>``: admissions, receipts, audits, folder
+        state, retention marks). Replication of the group must have stopped. Returns the bytes
+        of entry data deleted."""
+        freed = 0
+        for feed in self.store.feeds(self.namespace):
+            freed += feed.stored_bytes
+            await self.store.delete_feed(feed)
+        for scope in await self.store.scopes():
+            if scope.endswith(f":{self.namespace}"):
+                await self.store.delete_scope(scope)
+        self._admissions.clear()
+        self._per_device.clear()
+        self.receipts.clear()
+        await self.store.vacuum()
+        return freed
+
     def on_channel_live(self, channel: Channel) -> None:
         self._channels.add(channel)
         self._apply_quota(channel)

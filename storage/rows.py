@@ -62,6 +62,8 @@ _UPSERT_RECORD = (
     "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
 )
 _DELETE_RECORD = "DELETE FROM records WHERE scope = ? AND key = ?"
+_DELETE_SCOPE = "DELETE FROM records WHERE scope = ?"
+_SCOPES = "SELECT DISTINCT scope FROM records ORDER BY scope"
 
 _ENTRY = "SELECT data, blob_offset, blob_size FROM entries WHERE key = ?"
 _ENTRIES = "SELECT data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key"
@@ -390,6 +392,12 @@ class Rows:
 
     async def delete_record(self, scope: str, key: str) -> None:
         await self._submit(db.WriteJob(statements=[(_DELETE_RECORD, [(scope, key)])]))
+
+    async def delete_scope(self, scope: str) -> None:
+        await self._submit(db.WriteJob(statements=[(_DELETE_SCOPE, [(scope,)])]))
+
+    async def scopes(self) -> list[str]:
+        return [scope for (scope,) in await self.read(_SCOPES)]
 
     async def records(self, scope: str) -> dict[str, bytes]:
         return {k: v for k, v in await self.read(_RECORDS, (scope,))}

@@ -240,6 +240,14 @@ class Store:
     async def delete_record(self, scope: str, key: str) -> None:
         await self.rows.delete_record(scope, key)
 
+    async def delete_scope(self, scope: str) -> None:
+        """Delete every record of ``scope``."""
+        await self.rows.delete_scope(scope)
+
+    async def scopes(self) -> list[str]:
+        """The names of the scopes that hold records."""
+        return await self.rows.scopes()
+
     async def records(self, scope: str) -> dict[str, bytes]:
         """Every record of ``scope``, by key."""
         return await self.rows.records(scope)

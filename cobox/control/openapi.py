@@ -45,7 +45,10 @@ OPENAPI: dict[str, Any] = {
         "/v1/groups/join": {"post": _op("join a group (or back it up) from an invite URI",
                                         {"uri": _TEXT}, status="201")},
         "/v1/groups/{name}": {"parameters": _NAME, "get": _op("one group"),
-                              "delete": _op("leave a group")},
+                              "delete": {**_op("leave a group and delete what this device stored for it "
+                                                   "(?keep_data=1 keeps it); returns the bytes freed"),
+                                         "parameters": [{"name": "keep_data", "in": "query",
+                                                         "schema": {"type": "string"}}]}},
         "/v1/groups/{name}/invite": {"parameters": _NAME, "get": {
             **_op("the member invite URI, or with ?seed=1 the backup-peer URI"),
             "parameters": [{"name": "seed", "in": "query", "schema": {"type": "string"}}]}},

@@ -212,8 +212,8 @@ class ControlServer:
         return web.json_response(self.device.group(request.match_info["name"]))
 
     async def leave_group(self, request: web.Request) -> web.Response:
-        await self.device.leave_group(request.match_info["name"])
-        return web.json_response({"left": request.match_info["name"]})
+        keep = request.query.get("keep_data", "") in ("1", "true")
+        return web.json_response(await self.device.leave_group(request.match_info["name"], keep))
 
     async def invite(self, request: web.Request) -> web.Response:
         seed = request.query.get("seed", "") in ("1", "true")

@@ -99,9 +99,10 @@ class FakeApp:
         self.names.append(name or "joined")
         return self._group(name or "joined")
 
-    async def leave_group(self, name: str) -> None:
+    async def leave_group(self, name: str, keep_data: bool = False) -> dict[str, Any]:
         self._group(name)
         self.names.remove(name)
+        return {"left": name, "kept_data": keep_data, "deleted_bytes": 0, "freed_bytes": 0}
 
     def invite(self, name: str, seed: bool) -> str:
         self._group(name)
