@@ -32,6 +32,7 @@ from . import netview
 from . import status as docs
 from .errors import UsageError
 from .folders import history as folder_history
+from .folders import prune as folder_prune
 from .uri import parse_invite
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ class App(Protocol):
     # -- folders
     def folders(self) -> list[Doc]: ...
     def folder(self, name: str) -> Doc: ...
-    async def add_folder(self, group: str, path: str) -> Doc: ...
+    async def add_folder(self, group: str, path: str, history_days: float | None = None) -> Doc: ...
+    async def folder_prune(self, name: str) -> Doc: ...
     async def remove_folder(self, name: str) -> None: ...
     async def folder_history(self, name: str, file: str) -> list[Doc]: ...
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc: ...
@@ -280,14 +282,23 @@ class DaemonApp:
     def folder(self, name: str) -> Doc:
         return self.d.folder(name).status()
 
-    async def add_folder(self, group: str, path: str) -> Doc:
-        return (await self.d.add_folder(group, path)).status()
+    async def add_folder(self, group: str, path: str, history_days: float | None = None) -> Doc:
+        sync = await self.d.add_folder(group, path)
+        if history_days is not None:
+            await folder_prune.set_history_days(sync.group, history_days)
+        return sync.status()
+
+    async def folder_prune(self, name: str) -> Doc:
+        sync = self.d.folder(name)
+        days = await folder_prune.history_days(sync, self.d.config.folders.history_days)
+        return {"group": name, "history_days": days, **(await folder_prune.prune(sync, days)).as_json()}
 
     async def remove_folder(self, name: str) -> None:
         await self.d.remove_folder(name)
 
     async def folder_history(self, name: str, file: str) -> list[Doc]:
-        return await folder_history.history(self.d.folder(name), file)
+        sync = self.d.folder(name)
+        return folder_prune.mark_history(sync, file, await folder_history.history(sync, file))
 
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None) -> Doc:
         return await folder_history.restore(self.d.folder(name), file, version, to)

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     fa = _sub(fs, "add", "bind a folder to a group (its files are imported)", "  cobox folder add photos ~/Pictures\n")
     fa.add_argument("group", help="the group")
     fa.add_argument("path", help="the folder (made if missing)")
+    fa.add_argument("--history-days", type=float, metavar="N",
+                    help="keep replaced and deleted versions N days here (default: [folders] history_days)")
+    fp = _sub(fs, "prune", "drop the history older than the folder's retention now, and say what it freed",
+              "  cobox folder prune photos\n")
+    fp.add_argument("group", help="the group")
+    fp.add_argument("--json", action="store_true", help="machine-readable output (exact numbers)")
     _sub(fs, "list", "bound folders").add_argument("--json", action="store_true", help="machine-readable")
     _sub(fs, "remove", "unbind a group's folder (files stay)").add_argument("group", help="the group")
     fst = _sub(fs, "status", "files, bytes, pending up/down, conflicts", "  cobox folder status photos\n")

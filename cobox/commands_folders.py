@@ -1,4 +1,4 @@
-"""The ``folder`` commands: add, list, remove, status, history and restore."""
+"""The ``folder`` commands: add, list, remove, status, history, prune and restore."""
 
 from __future__ import annotations
 
@@ -13,11 +13,24 @@ from .errors import CoboxError
 from .inputs import folder_file
 
 
+def availability_text(v: dict[str, object]) -> str:
+    """`folder history`'s mark for a version whose chunks are no longer stored here."""
+    if v.get("available", True):
+        return ""
+    held = v.get("held_by") or []
+    if held:
+        return "  (not here; held by backup peer " + ", ".join(str(p)[:8] for p in held) + ")"  # type: ignore[attr-defined]
+    return "  (no longer available here)"
+
+
 async def folder(api: Client, args: argparse.Namespace) -> int:
     a = args.action
     if a == "add":
         path = str(Path(args.path).expanduser().resolve())
-        f = await api.post("/v1/folders", {"group": args.group, "path": path})
+        body: dict[str, object] = {"group": args.group, "path": path}
+        if args.history_days is not None:
+            body["history_days"] = args.history_days
+        f = await api.post("/v1/folders", body)
         print(f"syncing {f['path']} with group {f['group']}")
     elif a == "list":
         show_list(await api.get("/v1/folders"), args.json, "no folders",
@@ -63,7 +76,16 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
         for v in [] if args.json else versions:
             when = datetime.datetime.fromtimestamp(v["mtime"]).strftime("%Y-%m-%d %H:%M:%S")
             what = "deleted" if v["deleted"] else size_text(v["size"])
-            print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}")
+            print(f"{v['version']}  {when}  {v['author'][:8]}  {what}{'  (current)' if v['current'] else ''}"
+                  f"{availability_text(v)}")
+    elif a == "prune":
+        r = await api.post(f"/v1/folders/{quote_name(args.group)}/prune")
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            print(f"pruned {args.group} (history {r['history_days']:g} days): {r['expired_versions']} versions "
+                  f"expired, {r['cleared_entries']} chunks cleared, {size_text(r['freed_bytes'])} freed "
+                  f"({size_text(r['disk_freed_bytes'])} of disk)")
     elif a == "restore":
         body = {"file": await folder_file(api, args.group, args.file)}
         if args.version:

@@ -98,6 +98,7 @@ class BackupSettings:
     recovery_allow: tuple[str, ...] = ()
     keys_strength: str = "moderate"
     max_feeds: int = 4096
+    history_days: float = 0.0
 
     @property
     def quota_bytes(self) -> int:
@@ -112,6 +113,7 @@ class GroupsSettings:
 @dataclass(frozen=True, slots=True)
 class FoldersSettings:
     min_disk_free: str = "1%"
+    history_days: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,12 +62,16 @@ OPENAPI: dict[str, Any] = {
         "/v1/groups/{name}/backup": {"parameters": _NAME,
                                      "get": _op("per backup peer and own feed: claims (receipts) and audits")},
         "/v1/folders": {"get": _op("bound folders and their status"),
-                        "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201")},
+                        "post": _op("bind a folder to a group (history_days: its own retention)",
+                                    {"group": _TEXT, "path": _TEXT}, status="201")},
         "/v1/folders/{name}": {"parameters": _NAME, "get": _op("files, bytes, pending up/down, conflicts"),
                                "delete": _op("unbind the folder (its files stay)")},
         "/v1/folders/{name}/history": {"parameters": _NAME, "get": {
             **_op("every version of a file"),
             "parameters": [{"name": "file", "in": "query", "required": True, "schema": {"type": "string"}}]}},
+        "/v1/folders/{name}/prune": {"parameters": _NAME, "post": _op(
+            "apply the folder's history retention now: clear the chunks only expired versions use; "
+            "returns what was freed")},
         "/v1/folders/{name}/restore": {"parameters": _NAME, "post": _op(
             "restore a version (the latest if none given), in place or to another path",
             {"file": _TEXT})},

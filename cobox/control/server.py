@@ -94,6 +94,7 @@ class ControlServer:
         r.add_delete("/v1/folders/{name}", self.remove_folder)
         r.add_get("/v1/folders/{name}/history", self.folder_history)
         r.add_post("/v1/folders/{name}/restore", self.folder_restore)
+        r.add_post("/v1/folders/{name}/prune", self.folder_prune)
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_post("/v1/keys/restore", self.keys_restore)
 
@@ -247,8 +248,14 @@ class ControlServer:
 
     async def add_folder(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        return web.json_response(await self.device.add_folder(_field(body, "group"), _field(body, "path")),
-                                 status=201)
+        days = body.get("history_days")
+        if days is not None and (type(days) not in (int, float) or not 0 <= days <= 36500):
+            raise UsageError("the field 'history_days' must be a number of days from 0 to 36500")
+        return web.json_response(await self.device.add_folder(_field(body, "group"), _field(body, "path"),
+                                                              None if days is None else float(days)), status=201)
+
+    async def folder_prune(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.folder_prune(request.match_info["name"]))
 
     async def folder_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.folder(request.match_info["name"]))

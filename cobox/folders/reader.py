@@ -43,6 +43,7 @@ class OpReader:
         self.state = FolderState.merge([])
         self.merging = asyncio.Lock()
         self.own_chunks: dict[bytes, ChunkRef] = {}
+        self.chunk_entries: dict[bytes, RangeSet] = {}  # feed -> entries read as chunks (cobox.folders.prune)
         self._ops: list[Op] = []  # decoded, not merged yet
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
 
@@ -115,6 +116,7 @@ class OpReader:
             kind = record_type(obj)
             if kind == "chunk":
                 chunk = decode_chunk(obj)
+                self.chunk_entries.setdefault(feed.key, RangeSet()).add(seq, seq + 1)
                 if feed.writable:
                     cid = chunk_id(chunk)
                     self.own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))

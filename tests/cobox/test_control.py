@@ -139,9 +139,14 @@ class FakeApp:
     def folder(self, name: str) -> dict[str, Any]:
         return {"group": self._group(name)["name"], "files": 0}
 
-    async def add_folder(self, group: str, path: str) -> dict[str, Any]:
+    async def add_folder(self, group: str, path: str, history_days: float | None = None) -> dict[str, Any]:
         self.calls.append(("add_folder", group, path))
         return {"group": group, "path": path}
+
+    async def folder_prune(self, name: str) -> dict[str, Any]:
+        self.calls.append(("prune", name))
+        return {"group": name, "history_days": 30.0, "expired_versions": 0, "cleared_entries": 0,
+                "freed_bytes": 0, "disk_freed_bytes": 0}
 
     async def remove_folder(self, name: str) -> None:
         self.calls.append(("remove_folder", name))
