@@ -183,7 +183,8 @@ async def backup_status(api: Client, name: str, as_json: bool) -> int:
         print(f"{name}: no backup peer has confirmed holding anything yet")
     for p in peers:
         state = "everything backed up" if p["backed_up"] else "not backed up"
-        print(f"backup peer {p['peer'][:16]}: {state}{' (its quota is full)' if p['quota_full'] else ''}")
+        keeps = f", keeps released history {p['keep_days']} days" if p.get("keep_days") else ", keeps all history"
+        print(f"backup peer {p['peer'][:16]}: {state}{' (its quota is full)' if p['quota_full'] else ''}{keeps}")
         for f in p["feeds"]:
             print(f"  feed {f['feed'][:16]}  claimed {f['held']}/{f['length']}, {_audit_text(f['audit'])}")
     return 0

@@ -45,10 +45,11 @@ from storage import Feed, Store
 from storage.errors import StorageError
 
 from . import admission, netview
+from .backup import retention
 from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
 from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
-from .backup.receipts import BadReceiptError, Receipt
+from .backup.receipts import RELEASE_EXTENSION, BadReceiptError, BadReleaseError, Receipt, Release
 from .entries import decode_log, encode_log, open_entry, record_type, seal, unpack
 from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
 from .refusals import Refusals
@@ -58,6 +59,7 @@ RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per fe
 
 GROUPS_SCOPE = "groups"
 MAX_FEEDS_PER_DEVICE = 64
+
 MAX_FEEDS = 4096  # per group on a backup peer
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice
 
@@ -85,7 +87,8 @@ class Group:
 
     def __init__(self, store: Store, name: str, keys: GroupKeys, identity: DeviceIdentity,
                  created: float, *, quota_bytes: int = 0, audit_interval: float = AUDIT_INTERVAL,
-                 max_feeds_per_device: int = MAX_FEEDS_PER_DEVICE, max_feeds: int = MAX_FEEDS) -> None:
+                 max_feeds_per_device: int = MAX_FEEDS_PER_DEVICE, max_feeds: int = MAX_FEEDS,
+                 keep_days: int = 0) -> None:
         self.store = store
         self.name = name
         self.keys = keys
@@ -103,6 +106,7 @@ class Group:
         self.namespace = keys.discovery_key.hex()
         self.max_feeds_per_device = max_feeds_per_device
         self.max_feeds = max_feeds  # as a backup peer
+        self.keep_days = keep_days  # as a backup peer: days released entries are kept (0: all)
         self._admissions: dict[bytes, bytes] = {}  # feed key -> admission (its owner first)
         self._per_device: dict[bytes, int] = {}  # owner -> feeds admitted
         self._opening: dict[bytes, asyncio.Future[Feed | None]] = {}  # feeds being admitted (awaiting)
@@ -304,23 +308,10 @@ class Group:
         return sum(f.stored_bytes for f in self.feeds())
 
     async def delete_data(self) -> int:
-        """Delete everything this device keeps for the group (leaving it, ``--keep-data`` not
-        given): every feed of its namespace with its entries, nodes and blob space, and every
-        record scope of the group (``...:<namespace>``: admissions, receipts, audits, folder
-        state, retention marks). Replication of the group must have stopped. Returns the bytes
-        of entry data deleted."""
-        freed = 0
-        for feed in self.store.feeds(self.namespace):
-            freed += feed.stored_bytes
-            await self.store.delete_feed(feed)
-        for scope in await self.store.scopes():
-            if scope.endswith(f":{self.namespace}"):
-                await self.store.delete_scope(scope)
-        self._admissions.clear()
-        self._per_device.clear()
-        self.receipts.clear()
-        await self.store.vacuum()
-        return freed
+        """Delete everything this device keeps for the group (:func:`cobox.leaving.delete_data`)."""
+        from .leaving import delete_data
+
+        return await delete_data(self)
 
     def on_channel_live(self, channel: Channel) -> None:
         self._channels.add(channel)
@@ -329,6 +320,13 @@ class Group:
         if not self.is_member:
             self._dirty.update(f.key for f in self.feeds())
             self._schedule_receipts()
+        elif (body := retention.release_body(self)) is not None:
+            netview.send_extension(channel, RELEASE_EXTENSION, body)
+
+    @property
+    def channels(self) -> list[Channel]:
+        """The live channels of this group (for the services that send on them)."""
+        return list(self._channels)
 
     def on_channel_closed(self, channel: Channel) -> None:
         self._channels.discard(channel)
@@ -374,7 +372,7 @@ class Group:
             for key in dirty:
                 try:
                     feed = self.store.feed(key)
-                    length = feed.contiguous_length
+                    length = retention.receipt_length(feed)
                     if length == 0:
                         continue
                     root = await feed.tree_hash_at(length)
@@ -382,7 +380,7 @@ class Group:
                     log.debug("no receipt for %s: %s", key.hex()[:16], e)
                     continue
                 r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
-                                 int(time.time() * 1000), self.quota_full)
+                                 int(time.time() * 1000), self.quota_full, self.keep_days)
                 body = r.to_body()
                 for ch in list(self._channels):
                     netview.send_extension(ch, RECEIPT_EXTENSION, body)
@@ -392,7 +390,16 @@ class Group:
             raise
 
     async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
-        """A product message on this group's channel: receipts are ours, other names are ignored."""
+        """A product message on this group's channel: receipts and releases are ours, other
+        names are ignored."""
+        if name == RELEASE_EXTENSION:
+            try:
+                release = Release.from_body(self.discovery_key, body)
+                release.verify()
+            except BadReleaseError as e:
+                raise RemoteProtocolError(str(e)) from None
+            await retention.on_release(self, release)
+            return
         if name != RECEIPT_EXTENSION:
             return
         try:
@@ -442,7 +449,8 @@ class Group:
                               "confirmed": r.time_ms / 1000 if r else None,
                               **self.audits.feed_status(signer, f, held)})
             quota = any(r.quota_full for (s, _), r in self.receipts.items() if s == signer)
-            out.append({"peer": signer.hex(), "feeds": feeds, "quota_full": quota,
+            keep = max((r.keep_days for (s, _), r in self.receipts.items() if s == signer), default=0)
+            out.append({"peer": signer.hex(), "feeds": feeds, "quota_full": quota, "keep_days": keep,
                         "audit": self.audits.peer_status(signer),
                         "backed_up": all(x["backed_up"] for x in feeds)})
         return out

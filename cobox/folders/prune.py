@@ -42,6 +42,7 @@ import msgpack
 
 from storage import RangeSet
 
+from ..backup import retention
 from ..errors import MalformedRecordError
 from .merge import FolderState, Version
 from .paths import normalize_path
@@ -217,6 +218,7 @@ async def prune(sync: FolderSync, days: float, now: float | None = None) -> Prun
     forget_cleared(sync, p.clear)
     if entries:
         await store.vacuum()
+        retention.send_release(sync.group)  # backup peers may drop them by their own policy
     after = (await store.disk_use()).total
     return PruneResult(len(p.expired), entries, freed, max(0, before - after))
 
@@ -244,7 +246,7 @@ def available(sync: FolderSync, v: Version) -> bool:
 
 def held_elsewhere(sync: FolderSync, v: Version) -> list[str]:
     """The backup peers (hex device ids) whose latest receipts cover every chunk of ``v`` and
-    that say they keep history (a receipt's ``keep_days``, 0: everything)."""
+    that say they keep all history (a receipt's ``keep_days`` is 0)."""
     out = []
     for peer in {signer for signer, _ in sync.group.receipts}:
         if all(_covered(sync, peer, c.feed, c.seq) for c in v.chunks):
@@ -253,8 +255,10 @@ def held_elsewhere(sync: FolderSync, v: Version) -> list[str]:
 
 
 def _covered(sync: FolderSync, peer: bytes, feed: bytes, seq: int) -> bool:
+    """Whether ``peer``'s receipt covers entry ``seq`` of ``feed`` and it keeps all history
+    (one that clears released entries after N days may have dropped it)."""
     r = sync.group.receipts.get((peer, feed))
-    return r is not None and seq < r.length
+    return r is not None and seq < r.length and r.keep_days == 0
 
 
 def mark_history(sync: FolderSync, file: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
