@@ -193,9 +193,18 @@ class DaemonApp:
 
     def _group_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
-        return docs.group_document(group.status(), self._sync_doc(group),
-                                   folder.status() if folder is not None else None,
-                                   group.backup_status() if group.is_member else None)
+        doc = docs.group_document(group.status(), self._sync_doc(group),
+                                  folder.status() if folder is not None else None,
+                                  group.backup_status() if group.is_member else None)
+        return {**doc, "disk": self._disk(group)}
+
+    def _disk(self, group: Group) -> Doc:
+        """Disk use of a group in bytes (:func:`cobox.folders.prune.disk_use`; without a folder,
+        what the store holds for it)."""
+        folder = self.d.folders.get(group.name)
+        if folder is None:
+            return {"stored_bytes": group.stored_bytes()}
+        return folder_prune.disk_use(folder, self.d.config.folders.history_days)
 
     def _sync_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
@@ -280,12 +289,14 @@ class DaemonApp:
         return [f.status() for f in self.d.folders.values()]
 
     def folder(self, name: str) -> Doc:
-        return self.d.folder(name).status()
+        sync = self.d.folder(name)
+        return {**sync.status(), "disk": folder_prune.disk_use(sync, self.d.config.folders.history_days)}
 
     async def add_folder(self, group: str, path: str, history_days: float | None = None) -> Doc:
         sync = await self.d.add_folder(group, path)
         if history_days is not None:
             await folder_prune.set_history_days(sync.group, history_days)
+        await folder_prune.history_days(sync, self.d.config.folders.history_days)
         return sync.status()
 
     async def folder_prune(self, name: str) -> Doc:

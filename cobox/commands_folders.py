@@ -7,7 +7,7 @@ import datetime
 import json
 from pathlib import Path
 
-from .commands_show import ago_text, files_text, quote_name, show_list, size_text
+from .commands_show import ago_text, disk_text, files_text, quote_name, show_list, size_text
 from .control.client import Client
 from .errors import CoboxError
 from .inputs import folder_file
@@ -17,9 +17,9 @@ def availability_text(v: dict[str, object]) -> str:
     """`folder history`'s mark for a version whose chunks are no longer stored here."""
     if v.get("available", True):
         return ""
-    held = v.get("held_by") or []
-    if held:
-        return "  (not here; held by backup peer " + ", ".join(str(p)[:8] for p in held) + ")"  # type: ignore[attr-defined]
+    held = v.get("held_by")
+    if isinstance(held, list) and held:
+        return "  (not here; held by backup peer " + ", ".join(str(p)[:8] for p in held) + ")"
     return "  (no longer available here)"
 
 
@@ -48,6 +48,8 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
                 down += f" ({size_text(f['pending_down_bytes'])})"
             state = "in sync" if not (f["pending_up"] or f["pending_down"]) else f"{f['pending_up']} to upload, {down}"
             print(f"{f['path']}: {files_text(f['files'], f['bytes'])}, {state}, {len(f['conflicts'])} conflicts")
+            if f.get("disk"):
+                print(f"  disk: {disk_text(f['disk'])}")
             for c in f["conflicts"]:
                 print(f"  conflict copy: {c}")
             if f["error"]:

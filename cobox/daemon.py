@@ -80,6 +80,7 @@ from .errors import (
     NotAMemberError,
     UsageError,
 )
+from .folders import prune as folder_prune
 from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
@@ -398,6 +399,8 @@ class Daemon:
 
         self.folders[group.name] = sync
         self.supervisor.spawn(f"folder:{group.name}", serve, restart="backoff")
+        self.supervisor.spawn(f"prune:{group.name}", lambda: folder_prune.run(sync, self.config.folders.history_days),
+                              restart="backoff")
         return sync
 
     async def add_folder(self, name: str, path: str) -> FolderSync:
@@ -424,6 +427,7 @@ class Daemon:
     async def remove_folder(self, name: str) -> None:
         self.folder(name)
         await self.supervisor.cancel(f"folder:{name}")  # it stops the folder
+        await self.supervisor.cancel(f"prune:{name}")
         del self.folders[name]
         await self.store.delete_record(FOLDERS_SCOPE, name)
 

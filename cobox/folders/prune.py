@@ -33,7 +33,10 @@ cover those entries (and which keep history longer) are named.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,6 +55,8 @@ if TYPE_CHECKING:
     from ..groups import Group
     from .sync import FolderSync
 
+log = logging.getLogger(__name__)
+PRUNE_INTERVAL = 3600.0  # seconds between two automatic prunes of a folder
 REPLACED_SCOPE = "folder-replaced"
 RETENTION_SCOPE = "folder-retention"
 DAY = 86400.0
@@ -169,19 +174,23 @@ async def note_replaced(sync: FolderSync, now: float | None = None) -> dict[str,
         out[path] = new
     for path in set(stored) - set(out):
         await scope.delete(path)
+    _known_times[sync] = out
     return out
 
 
 async def history_days(sync: FolderSync, default: float) -> float:
     """The folder's retention in days: its override, else ``default``."""
     value = await sync.group.store.scope(f"{RETENTION_SCOPE}:{sync.group.namespace}").get("history_days")
-    if value is None:
-        return default
-    try:
-        days = float(value.decode())
-    except (UnicodeDecodeError, ValueError):
-        return default
-    return days if 0 <= days <= MAX_DAYS else default
+    days = default
+    if value is not None:
+        try:
+            days = float(value.decode())
+        except (UnicodeDecodeError, ValueError):
+            days = default
+        if not 0 <= days <= MAX_DAYS:
+            days = default
+    _known_days[sync] = days  # for disk_use, which status calls without awaiting
+    return days
 
 
 async def set_history_days(group: Group, days: float | None) -> None:
@@ -273,3 +282,58 @@ def mark_history(sync: FolderSync, file: str, docs: list[dict[str, Any]]) -> lis
         here = v is None or v.deleted or available(sync, v)
         out.append({**doc, "available": here, "held_by": [] if here or v is None else held_elsewhere(sync, v)})
     return out
+
+
+# -- the daemon's service ------------------------------------------------------------------------------
+
+async def run(sync: FolderSync, default_days: float, interval: float = PRUNE_INTERVAL) -> None:
+    """Apply the folder's retention every ``interval`` seconds (the service ``prune:NAME``);
+    the first pass notes which versions are replaced (their clock of expiry starts now)."""
+    await history_days(sync, default_days)  # known to disk_use from the start
+    while True:
+        await asyncio.sleep(interval)
+        days = await history_days(sync, default_days)
+        result = await prune(sync, days)
+        if result.cleared_entries:
+            log.info("folder of %s: %d versions older than %g days expired, %d bytes freed",
+                     sync.group.name, result.expired, days, result.freed_bytes)
+
+
+# -- disk use per group (status, folder status) ---------------------------------------------------------
+
+_known_days: weakref.WeakKeyDictionary[FolderSync, float] = weakref.WeakKeyDictionary()
+_known_times: weakref.WeakKeyDictionary[FolderSync, dict[str, dict[str, float]]] = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[FolderSync, tuple[tuple[Any, ...], dict[str, int]]] = weakref.WeakKeyDictionary()
+
+
+def disk_use(sync: FolderSync, default_days: float, now: float | None = None) -> dict[str, int]:
+    """The folder's disk use in bytes: ``folder_bytes`` (its files), ``stored_bytes`` (what
+    the store holds for the group), ``history_bytes`` (chunks held here that only replaced or
+    deleted versions use) and ``reclaimable_bytes`` (those a prune would clear now under the
+    folder's retention). Chunk sizes are plaintext sizes. Cached until the state or the feeds
+    change (it visits every version)."""
+    state = sync.state
+    feeds = sync.group.feeds()
+    days = _known_days.get(sync, default_days)
+    key = (state.clock, len(state.versions), days, tuple((f.key, len(f.have), f.stored_bytes) for f in feeds))
+    cached = _cache.get(sync)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    now = time.time() if now is None else now
+    held = {f.key: f.have for f in feeds}
+    chunks = sync.reader.chunk_entries
+
+    def size(p: PrunePlan) -> int:
+        sizes: dict[tuple[bytes, int], int] = {}
+        for v in p.expired:
+            for c in v.chunks:
+                if c.seq in p.clear.get(c.feed, RangeSet()) and c.seq in held.get(c.feed, RangeSet()):
+                    sizes[(c.feed, c.seq)] = c.size
+        return sum(sizes.values())
+
+    doc = {"folder_bytes": sum(v.size for v in state.files.values()),
+           "stored_bytes": sum(f.stored_bytes for f in feeds),
+           "history_bytes": size(plan(state, {}, now, 0, chunks)),
+           "reclaimable_bytes": size(plan(state, _known_times.get(sync, {}), now, days, chunks))}
+    _cache[sync] = (key, doc)
+    return doc

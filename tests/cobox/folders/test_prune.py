@@ -87,12 +87,20 @@ async def test_a_deleted_30_mb_file_frees_at_least_25_mb(members, tmp_path):
     await a.sync.round()
     assert "big.bin" not in (await a.sync.read_ops()).files
     before = await a.store.disk_use()
+    # Disk use (status, folder status): the deleted file is history; reclaimable under 0 days,
+    # not under 30 (it was replaced just now).
+    use = prune.disk_use(a.sync, 30)
+    assert use["folder_bytes"] == 4 and use["stored_bytes"] >= 30 * 1024 * 1024
+    assert use["history_bytes"] == 30 * 1024 * 1024 and use["reclaimable_bytes"] == 0
+    assert prune.disk_use(a.sync, 0)["reclaimable_bytes"] == 30 * 1024 * 1024
 
     result = await prune.prune(a.sync, 0)
     after = await a.store.disk_use()
     assert result.expired == 1 and result.freed_bytes >= 25 * 1024 * 1024, result
     assert before.total - after.total >= 25 * 1024 * 1024, (before, after)
     assert result.disk_freed >= 25 * 1024 * 1024
+    use = prune.disk_use(a.sync, 0)
+    assert use["history_bytes"] == use["reclaimable_bytes"] == 0 and use["stored_bytes"] < 1024 * 1024
     # History marks the deleted content as no longer available here; the kept file is.
     history = prune.mark_history(a.sync, "big.bin", await folder_history.history(a.sync, "big.bin"))
     content = [h for h in history if not h["deleted"]]
