@@ -145,7 +145,7 @@ def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> N
 
 
 def disk_text(d: dict[str, Any]) -> str:
-    """A group's disk use in words: ``folder 30 MB, stored 31 MB (history 1 MB, 0 B reclaimable)``."""
+    """A group's disk use in words: ``folder 30.0 MiB, stored 31.2 MiB (history 1.0 MiB, 0 bytes reclaimable ...)``."""
     stored = f"stored {size_text(d.get('stored_bytes', 0))}"
     if "folder_bytes" not in d:
         return stored

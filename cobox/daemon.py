@@ -359,7 +359,7 @@ class Daemon:
                       audit_interval=self.config.backup.audit_interval,
                       max_feeds_per_device=self.config.groups.max_feeds_per_device,
                       max_feeds=self.config.backup.max_feeds,
-                      keep_days=int(self.config.backup.history_days))
+                      keep_days=self.config.backup.history_days)
         await group.load()
         self.groups[name] = group
         self.supervisor.spawn(f"receipts:{name}", group.run_receipts, restart="backoff")

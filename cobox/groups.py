@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class Group:
     def __init__(self, store: Store, name: str, keys: GroupKeys, identity: DeviceIdentity,
                  created: float, *, quota_bytes: int = 0, audit_interval: float = AUDIT_INTERVAL,
                  max_feeds_per_device: int = MAX_FEEDS_PER_DEVICE, max_feeds: int = MAX_FEEDS,
-                 keep_days: int = 0) -> None:
+                 keep_days: float = 0.0) -> None:
         self.store = store
         self.name = name
         self.keys = keys
@@ -359,9 +360,15 @@ class Group:
         """The receipt sender, run as a service by the daemon's supervisor: once receipts are
         due, wait ``RECEIPT_DELAY`` to gather more stored entries, then send one receipt per
         changed feed on every live channel. A failure puts the feeds back and raises (the
-        supervisor records it and restarts the sender)."""
+        supervisor records it and restarts the sender). On a backup peer that clears released
+        entries, it also expires them on time (``retention.check_interval``)."""
         while True:
-            await self._receipts_due.wait()
+            try:
+                async with asyncio.timeout(retention.check_interval(self)):
+                    await self._receipts_due.wait()
+            except TimeoutError:
+                await retention.expire_released(self)
+                continue
             await asyncio.sleep(RECEIPT_DELAY)
             self._receipts_due.clear()
             await self._send_receipts()
@@ -380,7 +387,7 @@ class Group:
                     log.debug("no receipt for %s: %s", key.hex()[:16], e)
                     continue
                 r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
-                                 int(time.time() * 1000), self.quota_full, self.keep_days)
+                                 int(time.time() * 1000), self.quota_full, math.ceil(self.keep_days))
                 body = r.to_body()
                 for ch in list(self._channels):
                     netview.send_extension(ch, RECEIPT_EXTENSION, body)

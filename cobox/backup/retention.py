@@ -10,7 +10,8 @@ entries are still needed; it trusts only the writer of a feed to release that fe
 (the signature is checked against the feed key before anything is done). It records when it
 first saw each range released (scope ``released:<namespace>``, bounded) and, with
 ``[backup] history_days`` N > 0, clears the ranges released N days ago or more
-(:func:`expire_released`, run on every release received); with 0 (the default) it keeps
+(:func:`expire_released`, run on every release received and every :func:`check_interval` by
+the group's receipt service); with 0 (the default) it keeps
 everything. Receipts carry N (``keep_days``) so members know what the peer still holds.
 A release cannot make a backup peer drop anything else: it names only the signer's own feed,
 and the peer's receipts still count released entries, which members never audit (a member
@@ -34,6 +35,14 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 MAX_RELEASED = 4096  # released ranges remembered per feed
+CHECK_INTERVAL = 3600.0  # seconds between two expiries of released entries, at most
+
+
+def check_interval(group: Group) -> float | None:
+    """How long the receipt service may wait before expiring released entries (None: never)."""
+    if group.is_member or not group.keep_days:
+        return None
+    return max(1.0, min(CHECK_INTERVAL, group.keep_days * 86400 / 4))
 
 
 def decode_released(raw: bytes) -> list[tuple[int, int, float]]:
