@@ -11,6 +11,7 @@ from cobox.folders import history as folder_history
 from cobox.folders import prune
 from cobox.folders.merge import FolderState
 from cobox.folders.model import Put
+from cobox.folders.reader import OpReader
 from storage import RangeSet
 
 from ..hostile import members_fixture  # noqa: F401 - the fixture "members"
@@ -107,6 +108,11 @@ async def test_a_deleted_30_mb_file_frees_at_least_25_mb(members, tmp_path):
     assert [h["available"] for h in content] == [False] and content[0]["held_by"] == []
     small = prune.mark_history(a.sync, "small.txt", await folder_history.history(a.sync, "small.txt"))
     assert [h["available"] for h in small] == [True]
+    # After a restart (a new reader merges every operation again) dedup still does not offer them.
+    fresh = OpReader(a.group)
+    state = await fresh.read()
+    cleared_ids = {c.id for c in old.chunks}
+    assert cleared_ids.isdisjoint(state.known_chunks()) and cleared_ids.isdisjoint(fresh.own_chunks)
     # The same content again is stored again (dedup must not point at the cleared chunks).
     (a.root / "again.bin").write_bytes(big)
     await a.sync.round()
