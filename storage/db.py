@@ -181,6 +181,8 @@ class WriteJob:
     # Make the commit durable (checkpoint) before the caller acts on it outside the database
     # (punching blob-file holes over the rows it deleted).
     durable: bool = False
+    # Then also cut the WAL file back to nothing (after a vacuum: give the space back).
+    truncate: bool = False
 
 
 class Writer:
@@ -249,7 +251,9 @@ class Writer:
             self._batch = jobs
             for group in _groups(jobs):
                 await self._commit(group)
-                if any(j.durable for j in group):
+                if any(j.truncate for j in group):
+                    await self.checkpoint("TRUNCATE")
+                elif any(j.durable for j in group):
                     await self.checkpoint()
             self._batch = []
             if stop:

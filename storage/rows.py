@@ -375,7 +375,7 @@ class Rows:
 
     async def vacuum(self) -> None:
         """Give the database's free pages back to the file system (auto_vacuum = INCREMENTAL)."""
-        await self._submit(db.WriteJob(statements=[("PRAGMA incremental_vacuum", [()])], alone=True))
+        await self._submit(db.WriteJob(statements=[("PRAGMA incremental_vacuum", [()])], alone=True, truncate=True))
 
     async def blob_sizes(self) -> dict[int, int]:
         """The bytes each feed keeps in the blob file, by feed id."""
