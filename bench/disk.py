@@ -71,8 +71,11 @@ async def main(mb: int, backup_days: float) -> None:
             await until_stored(s.home, seed, size)
 
             def line(step: str) -> None:
+                files = {f"{who}_{n.replace('cobox.', '').replace('-', '_')}": allocated(h / n)
+                         for who, h in (("member", a.home), ("backup", s.home))
+                         for n in ("cobox.db", "cobox.db-wal", "cobox.blobs") if (h / n).exists()}
                 report(step=step, folder_mb=mb, folder_bytes=allocated(folder),
-                       member_store_bytes=store(a.home), backup_store_bytes=store(s.home))
+                       member_store_bytes=store(a.home), backup_store_bytes=store(s.home), **files)
 
             line("synced")
             os.remove(folder / "big.bin")

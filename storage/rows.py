@@ -364,11 +364,20 @@ class Rows:
             return 0
         punched: list[tuple[int]] = []
         total = 0
+        # Touching extents are punched as one range: a block two of them share is wholly free
+        # only together (punched one by one, each would only zero its part of it).
+        runs: list[tuple[int, int, list[int]]] = []
         for offset, size in await self.read(_BLOB_FREE):
-            if not self._blobs.punch(offset, size):
+            if runs and runs[-1][0] + runs[-1][1] == offset:
+                start, length, offsets = runs[-1]
+                runs[-1] = (start, length + size, [*offsets, offset])
+            else:
+                runs.append((offset, size, [offset]))
+        for start, length, offsets in runs:
+            if not self._blobs.punch(start, length):
                 break  # the file system cannot punch: the extents wait (counted as reclaimable)
-            punched.append((offset,))
-            total += size
+            punched.extend((o,) for o in offsets)
+            total += length
         if punched:
             await self._submit(db.WriteJob(statements=[(_FORGET_FREE, punched)]))
         return total

@@ -163,3 +163,13 @@ async def test_append_after_clearing_the_last_entry_of_an_odd_length_still_prove
     await feed.append(more)
     for k in (3, 5, 6, 7):
         verify_range(feed.key, k, [(data + more)[k]], await feed.proof(k))
+
+
+async def test_unaligned_neighbouring_extents_are_freed_whole(open_store: OpenStore) -> None:
+    """Blob entries that do not fill whole blocks share blocks with their neighbours: cleared
+    together, those blocks are freed too (punched one by one they would only be zeroed)."""
+    store = await open_store()
+    feed = await store.create_feed()
+    await feed.append([os.urandom(BLOB_THRESHOLD + 1000 + k) for k in range(200)])  # ~1.9 MB
+    await feed.clear(0, 200)
+    assert (await store.disk_use()).blobs <= 16 * 1024

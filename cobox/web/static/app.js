@@ -274,6 +274,15 @@ function renderGroup(g, peers) {
     card.append(el("ul", { class: "list folders" }, ...g.folders.map((f) =>
       el("li", { text: `${f.path || f.name || ""}  ${f.status || ""}` }))));
   }
+  if (g.disk) {  // disk use of the group on this device (issue 16)
+    const d = g.disk;
+    const parts = [`stored ${fmtBytes(d.stored_bytes || 0)}`];
+    if ("folder_bytes" in d) {
+      parts.unshift(`folder ${fmtBytes(d.folder_bytes)}`);
+      parts.push(`history ${fmtBytes(d.history_bytes)}`, `reclaimable ${fmtBytes(d.reclaimable_bytes)}`);
+    }
+    card.append(el("p", { class: "disk hint", text: `Disk: ${parts.join(", ")}` }));
+  }
   if (Array.isArray(g.conflicts) && g.conflicts.length) {
     card.append(el("h4", { text: `Conflicts (${g.conflicts.length})` }));
     card.append(el("ul", { class: "list conflicts" }, ...g.conflicts.map((c) =>
