@@ -17,7 +17,10 @@ on disk, so in-memory state never gets ahead of the database.
 
 The interface is small on purpose: a feed's tree (entries + nodes + signature, one job per
 append or verified put), single and ranged entry reads, node reads by index or by index range,
-fork evidence, the feeds table, and the opaque records the layers above keep.
+fork evidence, the feeds table, and the opaque records the layers above keep. The two delete
+paths, clearing entries (``clear_entries``) and deleting a feed (``delete_feed``), run alone in
+their transaction, record the blob extents they free in ``blob_free`` and give them back
+afterwards (``reclaim``, see ``storage/blobs.py``).
 """
 
 from __future__ import annotations
