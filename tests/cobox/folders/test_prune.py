@@ -13,8 +13,12 @@ from cobox.folders.merge import FolderState
 from cobox.folders.model import Put
 from cobox.folders.reader import OpReader
 from storage import RangeSet
+from tests.helpers import until
 
-from ..hostile import members_fixture  # noqa: F401 - the fixture "members"
+from ..hostile import (
+    connect,
+    members_fixture,  # noqa: F401 - the fixture "members"
+)
 from .helpers import FEED, A, B, delete, put, ref
 
 NOW = 1_800_000_000.0
@@ -123,3 +127,26 @@ async def test_a_deleted_30_mb_file_frees_at_least_25_mb(members, tmp_path):
     assert out.read_bytes() == big
     # A second prune has nothing left to do.
     assert (await prune.prune(a.sync, 0)).cleared_entries == 0
+
+
+async def test_another_member_prunes_its_replica_and_does_not_fetch_it_again(members):
+    """B holds A's chunks as a replica; once A deleted the file, B's prune clears them there too,
+    and B's replicator does not download them back from A (who still holds them)."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    (a.root / "data.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    await a.sync.round()
+    await b.caught_up(a)
+    await b.sync.round()
+    assert (b.root / "data.bin").exists()
+    os.remove(a.root / "data.bin")
+    await a.sync.round()
+    await b.caught_up(a)
+    await b.sync.round()
+    assert "data.bin" not in (await b.sync.read_ops()).files
+    replica = b.store.feed(a.feed.key)
+    result = await prune.prune(b.sync, 0)
+    assert result.freed_bytes >= 2 * 1024 * 1024 and replica.cleared
+    await a.group.append("one more entry")  # b schedules again: it takes that, not the cleared chunks
+    await until(lambda: replica.has(a.feed.length - 1), what="b to take the new entry")
+    assert all(not replica.have.intersection(lo, hi) for lo, hi in replica.cleared)
