@@ -35,6 +35,7 @@ from .folders import conflicts as folder_conflicts
 from .folders import gate as folder_gate
 from .folders import history as folder_history
 from .folders import options as folder_options
+from .folders import prune as folder_prune
 from .uri import parse_backup_invite, parse_invite
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class App(Protocol):
     def group(self, name: str) -> Doc: ...
     async def create_group(self, name: str) -> Doc: ...
     async def join_group(self, uri: str, name: str | None) -> Doc: ...
-    async def leave_group(self, name: str) -> None: ...
+    async def leave_group(self, name: str, keep_data: bool = False) -> Doc: ...
     async def remove_device(self, name: str, device: str) -> Doc: ...
     def invite(self, name: str, seed: bool) -> str: ...
     async def append(self, name: str, text: str) -> Doc: ...
@@ -108,11 +109,13 @@ class App(Protocol):
     # -- folders
     def folders(self) -> list[Doc]: ...
     def folder(self, name: str) -> Doc: ...
-    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> Doc: ...
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None,
+                         history_days: float | None = None) -> Doc: ...
     async def set_folder(self, name: str, kind: str | None, rescan: Any) -> Doc: ...
     async def folder_request(self, name: str, what: str) -> Doc:
         """``rescan`` now, ``override`` (send-only) or ``revert`` (receive-only); answers once a round
         carried it out (``done``), or after ``REQUEST_WAIT`` seconds with ``done`` false."""
+    async def folder_prune(self, name: str) -> Doc: ...
     async def remove_folder(self, name: str) -> None: ...
     async def folder_history(self, name: str, file: str) -> list[Doc]: ...
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
@@ -272,7 +275,15 @@ class DaemonApp:
                                   folder.status() if folder is not None else None,
                                   self.backup_status(group.name) if group.is_member else None)
         doc["names"] = group.profiles.names()
-        return doc
+        return {**doc, "disk": self._disk(group)}
+
+    def _disk(self, group: Group) -> Doc:
+        """Disk use of a group in bytes (:func:`cobox.folders.prune.disk_use`; without a folder,
+        what the store holds for it)."""
+        folder = self.d.folders.get(group.name)
+        if folder is None:
+            return {"stored_bytes": group.stored_bytes()}
+        return folder_prune.disk_use(folder, self.d.config.folders.history_days)
 
     def _sync_doc(self, group: Group) -> Doc:
         folder = self.d.folders.get(group.name)
@@ -297,8 +308,12 @@ class DaemonApp:
     async def join_group(self, uri: str, name: str | None) -> Doc:
         return self._group_doc(await self.d.join(parse_invite(uri), name))
 
-    async def leave_group(self, name: str) -> None:
-        await self.d.leave_group(name)
+    async def leave_group(self, name: str, keep_data: bool = False) -> Doc:
+        before = await self.d.store.disk_use()
+        deleted = await self.d.leave_group(name, keep_data)
+        after = await self.d.store.disk_use()
+        return {"left": name, "kept_data": keep_data, "deleted_bytes": deleted,
+                "freed_bytes": max(0, before.total - after.total)}
 
     async def remove_device(self, name: str, device: str) -> Doc:
         """Remove ``device`` (a name or id prefix) from the group: a new epoch (cobox.removal)."""
@@ -367,11 +382,17 @@ class DaemonApp:
         return [f.status() for f in self.d.folders.values()]
 
     def folder(self, name: str) -> Doc:
-        return self.d.folder(name).status()
+        sync = self.d.folder(name)
+        return {**sync.status(), "disk": folder_prune.disk_use(sync, self.d.config.folders.history_days)}
 
-    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> Doc:
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None,
+                         history_days: float | None = None) -> Doc:
         options = folder_options.FolderOptions().replace(kind, rescan)
-        return (await self.d.add_folder(group, path, options)).status()
+        sync = await self.d.add_folder(group, path, options)
+        if history_days is not None:
+            await folder_prune.set_history_days(sync.group, history_days)
+        await folder_prune.history_days(sync, self.d.config.folders.history_days)
+        return sync.status()
 
     async def set_folder(self, name: str, kind: str | None, rescan: Any) -> Doc:
         sync = self.d.folder(name)
@@ -383,14 +404,19 @@ class DaemonApp:
         done = await folder_gate.ask(sync.gate, what, REQUEST_WAIT)
         return {"group": name, "request": what, "done": done}
 
+    async def folder_prune(self, name: str) -> Doc:
+        sync = self.d.folder(name)
+        days = await folder_prune.history_days(sync, self.d.config.folders.history_days)
+        return {"group": name, "history_days": days, **(await folder_prune.prune(sync, days)).as_json()}
+
     async def remove_folder(self, name: str) -> None:
         await self.d.remove_folder(name)
 
     async def folder_history(self, name: str, file: str) -> list[Doc]:
         sync = self.d.folder(name)
         profiles = sync.group.profiles
-        return [{**v, "author_name": profiles.name_of(bytes.fromhex(v["author"])) or ""}
-                for v in await folder_history.history(sync, file)]
+        marked = folder_prune.mark_history(sync, file, await folder_history.history(sync, file))
+        return [{**v, "author_name": profiles.name_of(bytes.fromhex(v["author"])) or ""} for v in marked]
 
     async def folder_restore(self, name: str, file: str, version: str | None, to: str | None,
                              force: bool = False) -> Doc:

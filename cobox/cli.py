@@ -46,6 +46,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' layout; shows defaults that are set."""
 
 
+def _leave_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("-y", "--yes", action="store_true", help=f"{prefix}do not ask before deleting the group's data")
+    p.add_argument("--keep-data", action="store_true",
+                   help=f"{prefix}keep the group's feeds and records in the store (nothing is deleted)")
+
+
 def _sub(parent: argparse._SubParsersAction, name: str, help: str, examples: str = "",
          **kw: object) -> argparse.ArgumentParser:
     epilog = f"examples:\n{examples}" if examples else None
@@ -127,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
              "  cobox group invite photos --seed   for a backup peer\n")
     i.add_argument("name", help="the group")
     i.add_argument("--seed", action="store_true", help="the backup-peer URI (replicates, cannot read)")
-    _sub(gs, "leave", "leave a group", "  cobox group leave photos\n").add_argument("name", help="the group")
+    lv = _sub(gs, "leave", "leave a group and delete what this device stored for it",
+              "  cobox group leave photos\n  cobox group leave photos --yes\n  cobox group leave photos --keep-data\n")
+    lv.add_argument("name", help="the group")
+    _leave_options(lv)
 
     lg = _sub(sub, "log", "the group log")
     ls = lg.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -167,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="'-' or nothing: read the seed URI from stdin, or ask for it (not shown) on a terminal")
     se.add_argument("name", nargs="?", help="with a URI: the name to give it here; with remove: the group to remove")
     se.add_argument("--json", action="store_true", help="with list: machine-readable output")
+    _leave_options(se, "with remove: ")
 
     dv = _sub(sub, "device", "this device's name; the devices of a group")
     dvs = dv.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -212,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
             ("revert", "receive-only: make this device's files the group's again (drops local changes)",
              "revert photos")):
         _sub(fs, action, text, f"  cobox folder {example}\n").add_argument("group", help="the group")
+    fa.add_argument("--history-days", type=float, metavar="N",
+                    help="keep replaced and deleted versions N days here (default: [folders] history_days)")
+    fp = _sub(fs, "prune", "drop the history older than the folder's retention now, and say what it freed",
+              "  cobox folder prune photos\n")
+    fp.add_argument("group", help="the group")
+    fp.add_argument("--json", action="store_true", help="machine-readable output (exact numbers)")
     _sub(fs, "list", "bound folders").add_argument("--json", action="store_true", help="machine-readable")
     _sub(fs, "remove", "unbind a group's folder (files stay)").add_argument("group", help="the group")
     fst = _sub(fs, "status", "files, bytes, pending up/down, conflicts", "  cobox folder status photos\n")

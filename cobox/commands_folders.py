@@ -1,4 +1,5 @@
-"""The ``folder`` commands: add, set, list, remove, status, rescan, override, revert, history and restore."""
+"""The ``folder`` commands: add, set, list, remove, status, rescan, override, revert, history, prune and
+restore."""
 
 from __future__ import annotations
 
@@ -7,17 +8,30 @@ import datetime
 import json
 from pathlib import Path
 
-from .commands_show import ago_text, duration_text, files_text, quote_name, show_list, size_text
+from .commands_show import ago_text, disk_text, duration_text, files_text, quote_name, show_list, size_text
 from .control.client import Client
 from .errors import CoboxError
 from .inputs import folder_file
+
+
+def availability_text(v: dict[str, object]) -> str:
+    """`folder history`'s mark for a version whose chunks are no longer stored here."""
+    if v.get("available", True):
+        return ""
+    held = v.get("held_by")
+    if isinstance(held, list) and held:
+        return "  (not here; held by backup peer " + ", ".join(str(p)[:8] for p in held) + ")"
+    return "  (no longer available here)"
 
 
 async def folder(api: Client, args: argparse.Namespace) -> int:
     a = args.action
     if a == "add":
         path = str(Path(args.path).expanduser().resolve())
-        f = await api.post("/v1/folders", {"group": args.group, "path": path, **_options(args)})
+        body: dict[str, object] = {"group": args.group, "path": path, **_options(args)}
+        if args.history_days is not None:
+            body["history_days"] = args.history_days
+        f = await api.post("/v1/folders", body)
         print(f"syncing {f['path']} with group {f['group']} ({kind_text(f)})")
     elif a == "set":
         body = _options(args)
@@ -60,6 +74,8 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
                     print(f"    {p}")
             if f.get("waiting_stable"):
                 print(f"  {f['waiting_stable']} files being written (recorded once they are stable)")
+            if f.get("disk"):
+                print(f"  disk: {disk_text(f['disk'])}")
             for c in f["conflicts"]:
                 print(f"  conflict copy: {c}")
             if f["error"]:
@@ -89,7 +105,16 @@ async def folder(api: Client, args: argparse.Namespace) -> int:
             when = datetime.datetime.fromtimestamp(v["mtime"]).strftime("%Y-%m-%d %H:%M:%S")
             what = "deleted" if v["deleted"] else size_text(v["size"])
             author = v.get("author_name") or v["author"][:8]
-            print(f"{v['version']}  {when}  {author}  {what}{'  (current)' if v['current'] else ''}")
+            print(f"{v['version']}  {when}  {author}  {what}{'  (current)' if v['current'] else ''}"
+                  f"{availability_text(v)}")
+    elif a == "prune":
+        r = await api.post(f"/v1/folders/{quote_name(args.group)}/prune")
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            print(f"pruned {args.group} (history {r['history_days']:g} days): {r['expired_versions']} versions "
+                  f"expired, {r['cleared_entries']} chunks cleared, {size_text(r['freed_bytes'])} freed "
+                  f"({size_text(r['disk_freed_bytes'])} of disk)")
     elif a == "restore":
         body = {"file": await folder_file(api, args.group, args.file)}
         if args.version:

@@ -44,9 +44,30 @@ async def group(api: Client, args: argparse.Namespace) -> int:
         query = {"seed": "1"} if args.seed else {}
         print((await api.get(f"/v1/groups/{quote_name(args.name)}/invite", **query))["uri"])
     elif args.action == "leave":
-        await api.delete(f"/v1/groups/{quote_name(args.name)}")
-        print(f"left {args.name}")
+        await leave(api, args, "left")
     return 0
+
+
+async def leave(api: Client, args: argparse.Namespace, done: str) -> None:
+    """Leave a group (``group leave``, ``seed remove``): unless ``--keep-data``, its data is
+    deleted, after a confirmation on a terminal (``--yes`` skips it; off a terminal it is
+    required, so a script cannot delete data by accident)."""
+    path = f"/v1/groups/{quote_name(args.name)}"
+    if not args.keep_data and not args.yes:
+        stored = size_text((await api.get(path)).get("stored_bytes", 0))
+        question = f"Leave {args.name} and delete the {stored} this device stores for it? [y/N] "
+        if not sys.stdin.isatty():
+            raise UsageError(f"leaving {args.name} deletes the {stored} stored for it: pass --yes to confirm "
+                             "(or --keep-data to keep it)")
+        if input(question).strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return
+    r = await (api.delete(f"{path}?keep_data=1") if args.keep_data else api.delete(path))
+    if r.get("kept_data"):
+        print(f"{done} {args.name} (its data is kept in the store)")
+    else:
+        print(f"{done} {args.name}: deleted {size_text(r.get('deleted_bytes', 0))} of its data, "
+              f"{size_text(r.get('freed_bytes', 0))} of disk freed")
 
 
 async def log_command(api: Client, args: argparse.Namespace) -> int:
@@ -140,8 +161,7 @@ async def seed(api: Client, args: argparse.Namespace) -> int:
     if args.what == "remove":
         if not args.name:
             raise UsageError("seed remove needs the group's name (see `cobox seed list`)")
-        await api.delete(f"/v1/groups/{quote_name(args.name)}")
-        print(f"no longer backing up {args.name}")
+        await leave(api, args, "no longer backing up")
         return 0
     from .uri import parse_invite
 
@@ -166,7 +186,8 @@ async def backup_status(api: Client, name: str, as_json: bool) -> int:
     for p in peers:
         state = "everything backed up" if p["backed_up"] else "not backed up"
         full = " (its quota is full)" if p["quota_full"] else ""
-        print(f"backup peer {who(p['peer'], p.get('peer_name'))}: {state}{full}")
+        keeps = f", keeps released history {p['keep_days']} days" if p.get("keep_days") else ", keeps all history"
+        print(f"backup peer {who(p['peer'], p.get('peer_name'))}: {state}{full}{keeps}")
         for f in p["feeds"]:
             print(f"  feed {f['feed'][:16]}  claimed {f['held']}/{f['length']}, {_audit_text(f['audit'])}")
     return 0

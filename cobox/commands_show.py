@@ -157,6 +157,8 @@ def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> N
             print(f"{indent}  device {who(dev, g.get('names', {}).get(dev))}: "
                   f"{d.get('records_refused', 0)} records refused "
                   f"(last: {d.get('last_refused_reason', '')}), {d.get('feeds_refused', 0)} feeds refused")
+    if g.get("disk"):
+        print(f"{indent}  disk: {disk_text(g['disk'])}")
     for f in g.get("folders", []):
         if "files" in f:
             line = f"{files_text(f['files'], f['bytes'])}, {f['pending_down']} to download"
@@ -167,6 +169,15 @@ def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> N
         print(f"{indent}  folder {f['path']}: {line}")
         if f.get("last_error") and not f.get("error"):
             print(f"{indent}    last error (recovered): {f['last_error']}")
+
+
+def disk_text(d: dict[str, Any]) -> str:
+    """A group's disk use in words: ``folder 30.0 MiB, stored 31.2 MiB (history 1.0 MiB, 0 bytes reclaimable ...)``."""
+    stored = f"stored {size_text(d.get('stored_bytes', 0))}"
+    if "folder_bytes" not in d:
+        return stored
+    return (f"folder {size_text(d['folder_bytes'])}, {stored} (history {size_text(d['history_bytes'])}, "
+            f"{size_text(d['reclaimable_bytes'])} reclaimable by `cobox folder prune`)")
 
 
 def show_list(items: list[dict[str, Any]], as_json: bool, empty: str, show: Any) -> int:

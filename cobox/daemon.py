@@ -84,6 +84,7 @@ from .errors import (
     UsageError,
 )
 from .folders import options as folder_options
+from .folders import prune as folder_prune
 from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
@@ -402,7 +403,8 @@ class Daemon:
                      quota_bytes=self.config.backup.quota_bytes,
                      audit_interval=self.config.backup.audit_interval,
                      max_feeds_per_device=self.config.groups.max_feeds_per_device,
-                     max_feeds=self.config.backup.max_feeds)
+                     max_feeds=self.config.backup.max_feeds,
+                     keep_days=self.config.backup.history_days)
 
     @staticmethod
     def _service(group: Group) -> str:
@@ -469,6 +471,8 @@ class Daemon:
 
         self.folders[group.name] = sync
         self.supervisor.spawn(f"folder:{group.name}", serve, restart="backoff")
+        self.supervisor.spawn(f"prune:{group.name}", lambda: folder_prune.run(sync, self.config.folders.history_days),
+                              restart="backoff")
         return sync
 
     async def add_folder(self, name: str, path: str,
@@ -497,16 +501,20 @@ class Daemon:
     async def remove_folder(self, name: str) -> None:
         self.folder(name)
         await self.supervisor.cancel(f"folder:{name}")  # it stops the folder
+        await self.supervisor.cancel(f"prune:{name}")
         del self.folders[name]
         await self.store.delete_record(FOLDERS_SCOPE, name)
         await folder_options.forget(self.store, name)
 
-    async def leave_group(self, name: str) -> None:
+    async def leave_group(self, name: str, keep_data: bool = False) -> int:
+        """Leave group ``name``; unless ``keep_data``, delete what this device stored for it
+        (``Group.delete_data``). Returns the bytes of entry data deleted."""
         if name in self.folders:
             await self.remove_folder(name)
         self.group(name)
         await self.supervisor.cancel(f"epochs:{name}")
-        for group in self.epochs.pop(name).groups():
+        epochs = self.epochs.pop(name).groups()
+        for group in epochs:
             await self.swarm.leave(group.discovery_key)
             self.node.leave(group.discovery_key)
             await self.supervisor.cancel(f"receipts:{self._service(group)}")
@@ -516,6 +524,9 @@ class Daemon:
         del self.groups[name]
         self.controls.forget_group(name)
         await self.store.delete_record(GROUPS_SCOPE, name)
+        if keep_data:
+            return 0
+        return sum([await group.delete_data() for group in epochs])  # every epoch's feeds and records
 
     # -- events -------------------------------------------------------------------------------
 

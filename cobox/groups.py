@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,10 +55,11 @@ from storage import Feed, Store
 from storage.errors import StorageError
 
 from . import admission, netview
+from .backup import retention
 from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
 from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
-from .backup.receipts import BadReceiptError, Receipt
+from .backup.receipts import RELEASE_EXTENSION, BadReceiptError, BadReleaseError, Receipt, Release
 from .devices import PROFILE_EXTENSION, Profiles
 from .entries import decode_log, encode_log, is_epoch_entry, open_entry, record_type, seal, unpack
 from .epochs import EPOCH_NOTICE, EpochGate
@@ -70,6 +72,7 @@ RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per fe
 
 GROUPS_SCOPE = "groups"
 MAX_FEEDS_PER_DEVICE = 64
+
 MAX_FEEDS = 4096  # per group on a backup peer
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice
 
@@ -97,7 +100,8 @@ class Group:
 
     def __init__(self, store: Store, name: str, keys: GroupKeys, identity: DeviceIdentity,
                  created: float, *, quota_bytes: int = 0, audit_interval: float = AUDIT_INTERVAL,
-                 max_feeds_per_device: int = MAX_FEEDS_PER_DEVICE, max_feeds: int = MAX_FEEDS) -> None:
+                 max_feeds_per_device: int = MAX_FEEDS_PER_DEVICE, max_feeds: int = MAX_FEEDS,
+                 keep_days: float = 0.0) -> None:
         self.store = store
         self.name = name
         self.keys = keys
@@ -116,6 +120,7 @@ class Group:
         self.namespace = keys.discovery_key.hex()
         self.max_feeds_per_device = max_feeds_per_device
         self.max_feeds = max_feeds  # as a backup peer
+        self.keep_days = keep_days  # as a backup peer: days released entries are kept (0: all)
         self._admissions: dict[bytes, bytes] = {}  # feed key -> admission (its owner first)
         self._per_device: dict[bytes, int] = {}  # owner -> feeds admitted
         self._opening: dict[bytes, asyncio.Future[Feed | None]] = {}  # feeds being admitted (awaiting)
@@ -361,6 +366,12 @@ class Group:
     def stored_bytes(self) -> int:
         return sum(f.stored_bytes for f in self.feeds())
 
+    async def delete_data(self) -> int:
+        """Delete everything this device keeps for the group (:func:`cobox.leaving.delete_data`)."""
+        from .leaving import delete_data
+
+        return await delete_data(self)
+
     def on_channel_live(self, channel: Channel) -> None:
         if not self._admits(netview.channel_peer_id(channel)):
             assert self.gate is not None
@@ -373,6 +384,13 @@ class Group:
         if not self.is_member:
             self._dirty.update(f.key for f in self.feeds())
             self._schedule_receipts()
+        elif (body := retention.release_body(self)) is not None:
+            netview.send_extension(channel, RELEASE_EXTENSION, body)
+
+    @property
+    def channels(self) -> list[Channel]:
+        """The live channels of this group (for the services that send on them)."""
+        return list(self._channels)
 
     def on_channel_closed(self, channel: Channel) -> None:
         self._channels.discard(channel)
@@ -413,9 +431,15 @@ class Group:
         """The receipt sender, run as a service by the daemon's supervisor: once receipts are
         due, wait ``RECEIPT_DELAY`` to gather more stored entries, then send one receipt per
         changed feed on every live channel. A failure puts the feeds back and raises (the
-        supervisor records it and restarts the sender)."""
+        supervisor records it and restarts the sender). On a backup peer that clears released
+        entries, it also expires them on time (``retention.check_interval``)."""
         while True:
-            await self._receipts_due.wait()
+            try:
+                async with asyncio.timeout(retention.check_interval(self)):
+                    await self._receipts_due.wait()
+            except TimeoutError:
+                await retention.expire_released(self)
+                continue
             await asyncio.sleep(RECEIPT_DELAY)
             self._receipts_due.clear()
             await self._send_receipts()
@@ -426,7 +450,7 @@ class Group:
             for key in dirty:
                 try:
                     feed = self.store.feed(key)
-                    length = feed.contiguous_length
+                    length = retention.receipt_length(feed)
                     if length == 0:
                         continue
                     root = await feed.tree_hash_at(length)
@@ -434,7 +458,7 @@ class Group:
                     log.debug("no receipt for %s: %s", key.hex()[:16], e)
                     continue
                 r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
-                                 int(time.time() * 1000), self.quota_full)
+                                 int(time.time() * 1000), self.quota_full, math.ceil(self.keep_days))
                 body = r.to_body()
                 for ch in list(self._channels):
                     netview.send_extension(ch, RECEIPT_EXTENSION, body)
@@ -444,8 +468,16 @@ class Group:
             raise
 
     async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
-        """A product message on this group's channel: receipts and profiles are ours, epoch
-        notices the gate's, other names are ignored."""
+        """A product message on this group's channel: receipts, releases and profiles are ours,
+        epoch notices the gate's, other names are ignored."""
+        if name == RELEASE_EXTENSION:
+            try:
+                release = Release.from_body(self.discovery_key, body)
+                release.verify()
+            except BadReleaseError as e:
+                raise RemoteProtocolError(str(e)) from None
+            await retention.on_release(self, release)
+            return
         if name == EPOCH_NOTICE and self.gate is not None:
             await self.gate.on_notice(self, peer_id, body)
             return
@@ -504,7 +536,8 @@ class Group:
                               "confirmed": r.time_ms / 1000 if r else None,
                               **self.audits.feed_status(signer, f, held)})
             quota = any(r.quota_full for (s, _), r in self.receipts.items() if s == signer)
-            out.append({"peer": signer.hex(), "feeds": feeds, "quota_full": quota,
+            keep = max((r.keep_days for (s, _), r in self.receipts.items() if s == signer), default=0)
+            out.append({"peer": signer.hex(), "feeds": feeds, "quota_full": quota, "keep_days": keep,
                         "audit": self.audits.peer_status(signer),
                         "backed_up": all(x["backed_up"] for x in feeds)})
         return out

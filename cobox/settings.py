@@ -102,6 +102,7 @@ class BackupSettings:
     recovery_allow: tuple[str, ...] = ()
     keys_strength: str = "moderate"
     max_feeds: int = 4096
+    history_days: float = 0.0
 
     @property
     def quota_bytes(self) -> int:
@@ -129,6 +130,7 @@ class FoldersSettings:
     min_disk_free: str = "1%"
     rescan_interval: float = 30.0
     stable_wait: float = 1.0
+    history_days: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

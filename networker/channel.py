@@ -16,7 +16,9 @@ with membership tags, in pages) and a full ``Have`` for each feed. From then on:
   bounded: at most ``max_feeds`` feeds new to us per channel (further offers are counted in
   ``feeds_over_limit``), and a feed the group refuses is counted in ``feeds_refused`` (with
   ``last_refused``), never propagated, never a disconnect.
-- ``Have``: updates the peer's ranges; the feed's replicator is to schedule (``Schedule``).
+- ``Have``: updates the peer's ranges; the feed's replicator is to schedule (``Schedule``). A
+  full (not incremental) ``Have`` replaces them: that is how a peer that cleared entries says
+  it no longer holds them (``retract``).
 - ``Request``: handed to the shell's server (``Serve``).
 - ``Data``: must answer one of our outstanding requests (the :class:`Ledger`), starting where
   it asked, no longer than it asked, proving at least the length the peer claimed; it is to be
@@ -226,6 +228,14 @@ class Channel:
         return [Send(m.Have(self.local_id, feed.key, feed.length, tuple(ranges[k:k + m.MAX_RANGES]),
                             incremental=k > 0))
                 for k in range(0, max(len(ranges), 1), m.MAX_RANGES)]
+
+    def retract(self, feed: Feed) -> list[Action]:
+        """We no longer hold part of ``feed`` (it was cleared): a full ``Have`` replaces what
+        the peer knows of us (incremental ones only ever add)."""
+        if not self.live or feed.key not in self.feeds:
+            return []
+        self._pending_have.pop(feed.key, None)
+        return self._full_have(feed)
 
     def announce(self, feed_key: bytes, start: int, end: int) -> list[Action]:
         """We now hold ``[start, end)`` (coalesced until the loop is idle: ``flush``)."""

@@ -13,7 +13,8 @@ request an answer belongs to.
 
 ``schedule(budget)`` returns :class:`Want` s: for each peer with room in its budget (``budget(pf)``
 is how many more requests that peer's connection may take), the first ranges the peer has, we
-lack, nobody is already fetching, and (for a sparse download) we want. Ranges are of up to
+lack, nobody is already fetching, and (for a sparse download) we want; entries this store
+cleared on purpose (``feed.cleared``) are not fetched again unless asked for (``want``). Ranges are of up to
 ``batch`` entries, sized from the entry sizes seen so far so that one response carries about
 ``REQUEST_BYTES``. The caller turns each Want into a request (``Mux.request``, which records it
 in the ledger). When an answer is stored (``on_response``), refused (``on_refused``) or a peer
@@ -230,12 +231,15 @@ class FeedReplicator:
         return any(e > limit for _, e in self._gaps(peer))
 
     def _gaps(self, peer: PeerFeed) -> Iterator[tuple[int, int]]:
+        cleared = self.feed.cleared
         for start, end in peer.remote_have:
             for ms, me in self.feed.have.missing(start, end):
-                if self.wanted is None:
-                    yield ms, me
+                if self.wanted is not None:
+                    yield from self.wanted.intersection(ms, me)  # asked for: even if cleared
+                elif cleared:
+                    yield from cleared.missing(ms, me)  # cleared here on purpose: not again
                 else:
-                    yield from self.wanted.intersection(ms, me)
+                    yield ms, me
 
     def _next_range(self, peer: PeerFeed, taken: RangeSet) -> tuple[int, int] | None:
         for start, end in self._gaps(peer):

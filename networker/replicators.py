@@ -5,10 +5,10 @@ Theory of operation
 A feed is replicated with every peer that has it through one :class:`FeedReplicator` (pure),
 and every request to any peer is recorded in one :class:`Ledger`. :class:`Replicators` owns
 both, listens to each feed's local changes (``on_local_change``: the channels to announce to,
-then a schedule) and runs a replicator's ``schedule`` with each peer's budget (``Mux.budget``),
-sending every returned Want through the connection it names (``Mux.request`` records it in the
-ledger, the peer's writer sends it). Connections register with ``attach`` and leave with
-``detach``.
+then a schedule; a clear is announced as a full ``Have``, which replaces the peer's view), runs
+a replicator's ``schedule`` with each peer's budget (``Mux.budget``), sending every returned
+Want through the connection it names (``Mux.request`` records it in the ledger, the peer's
+writer sends it). Connections register with ``attach`` and leave with ``detach``.
 """
 
 from __future__ import annotations
@@ -80,5 +80,8 @@ class Replicators:
         for pf in rep.on_local_change(event):
             peer = self._peers.get(pf.link)  # type: ignore[call-overload]
             if peer is not None and isinstance(pf.channel, Channel):
-                peer.execute(pf.channel.announce(rep.feed.key, event.start, event.end))
+                if event.kind == "clear":
+                    peer.execute(pf.channel.retract(rep.feed))
+                else:
+                    peer.execute(pf.channel.announce(rep.feed.key, event.start, event.end))
         self.run(rep)

@@ -5,8 +5,9 @@ from .feed import Feed, FeedEvent
 from .proof import Proof, SignedTree, verify_range
 from .ranges import RangeSet
 from .rows import RecordScope
-from .store import Store
+from .store import DiskUse, Store
 
 __all__ = [
-    "Feed", "FeedEvent", "Proof", "RangeSet", "RecordScope", "SignedTree", "StorageError", "Store", "verify_range",
+    "DiskUse", "Feed", "FeedEvent", "Proof", "RangeSet", "RecordScope", "SignedTree", "StorageError", "Store",
+    "verify_range",
 ]

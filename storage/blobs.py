@@ -19,19 +19,52 @@ durable at checkpoints, and the writer syncs the blob file right before each che
 transactions since the last checkpoint may be lost, as SQLite's own NORMAL mode allows. With
 ``durability="full"`` every commit syncs the blob file first and SQLite runs
 ``synchronous=FULL``.
+
+Freeing space (clearing, leaving)
+---------------------------------
+The file is never rewritten in place: an extent whose row was deleted (``Feed.clear``,
+``Store.delete_feed``) is recorded in the ``blob_free`` table in the deleting transaction, and
+after the commit :meth:`BlobFile.punch` deallocates it with ``fallocate(FALLOC_FL_PUNCH_HOLE |
+FALLOC_FL_KEEP_SIZE)``: the file keeps its length (offsets stay valid) and the file system frees
+the blocks wholly inside the extent (the few bytes of a partial block at either edge are zeroed,
+and stay allocated). Measured on ext4 (the test machine): 4 MiB punched out of an 8 MiB file takes
+``st_blocks`` from 8 MiB to 4 MiB. Where the file system cannot punch holes (``EOPNOTSUPP``:
+e.g. some network file systems) the extent stays in ``blob_free`` (counted as reclaimable by
+``Store.disk_use``); a compaction that rewrites the file without them is not built yet. A
+crash between the commit and the punch leaves the row in ``blob_free``; the store punches it when it next opens.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import StorageError, StoreFullError, StoreReadOnlyError
 
 BLOB_THRESHOLD = 8 * 1024
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``fallocate(fd, mode, offset, len)``, or None where there is none (not Linux)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        fn = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_FALLOCATE = _fallocate()
 
 
 class BlobFile:
@@ -90,6 +123,24 @@ class BlobFile:
         if len(data) != size:
             raise StorageError("the blob file is shorter than the store expects")
         return data
+
+    def punch(self, offset: int, size: int) -> bool:
+        """Deallocate ``[offset, offset + size)`` (bytes no row points at any more); False when
+        the file system cannot punch holes (the extent then waits for a compaction)."""
+        if self._fd < 0 or size <= 0 or _FALLOCATE is None:
+            return self._fd >= 0 and size <= 0
+        if _FALLOCATE(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return False
+        raise _map(OSError(err, os.strerror(err)))
+
+    def allocated(self) -> int:
+        """The bytes the file system has allocated to the blob file (``st_blocks``)."""
+        if self._fd < 0:
+            return 0
+        return os.fstat(self._fd).st_blocks * 512
 
     def close(self) -> None:
         if self._fd >= 0:

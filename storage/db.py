@@ -105,6 +105,9 @@ async def connect(
             # Larger pages and a larger WAL between checkpoints roughly double the insert
             # rate of 1 KiB+ entries (page_size only takes effect on a new database).
             await writer.execute("PRAGMA page_size = 16384")
+            # Freed pages (cleared entries, deleted feeds) go back to the file system on
+            # ``PRAGMA incremental_vacuum`` (like page_size, only on a new database).
+            await writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await writer.execute("PRAGMA journal_mode = WAL")
             await writer.execute("PRAGMA wal_autocheckpoint = 0")  # the Writer checkpoints
             await writer.execute("PRAGMA journal_size_limit = 67108864")
@@ -172,6 +175,14 @@ class WriteJob:
     on_abort: Callable[[], None] | None = None
     is_current: Callable[[], bool] | None = None
     future: asyncio.Future[None] | None = field(default=None, repr=False)
+    # A job that deletes rows other jobs may be inserting (a clear) commits in a transaction of
+    # its own, so the order of commits (and of on_commit callbacks) is the order of statements.
+    alone: bool = False
+    # Make the commit durable (checkpoint) before the caller acts on it outside the database
+    # (punching blob-file holes over the rows it deleted).
+    durable: bool = False
+    # Then also cut the WAL file back to nothing (after a vacuum: give the space back).
+    truncate: bool = False
 
 
 class Writer:
@@ -238,8 +249,12 @@ class Writer:
             stop = any(j is _STOP for j in jobs)
             jobs = [j for j in jobs if j is not _STOP]
             self._batch = jobs
-            if jobs:
-                await self._commit(jobs)
+            for group in _groups(jobs):
+                await self._commit(group)
+                if any(j.truncate for j in group):
+                    await self.checkpoint("TRUNCATE")
+                elif any(j.durable for j in group):
+                    await self.checkpoint()
             self._batch = []
             if stop:
                 await self.checkpoint("TRUNCATE")
@@ -340,6 +355,17 @@ class Writer:
 _INSERT_ENTRY = "INSERT OR IGNORE INTO entries (key, data, blob_offset, blob_size) VALUES (?, ?, ?, ?)"
 _SET_BLOB_END = "UPDATE meta SET value = ? WHERE key = 'blob_end'"
 _STOP = WriteJob(statements=())
+
+
+def _groups(jobs: list[WriteJob]) -> list[list[WriteJob]]:
+    """``jobs`` cut into transactions: consecutive ordinary jobs together, an ``alone`` job by itself."""
+    out: list[list[WriteJob]] = []
+    for job in jobs:
+        if job.alone or not out or out[-1][-1].alone:
+            out.append([job])
+        else:
+            out[-1].append(job)
+    return out
 
 
 def _abort(jobs: list[WriteJob], error: BaseException) -> None:

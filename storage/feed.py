@@ -28,6 +28,9 @@ are stored.
 A feed holds no SQL and builds no row keys: it reads and writes through the store's
 :class:`~storage.rows.Rows` (``storage/rows.py``), and it does not know the :class:`Store`.
 
+Clearing (``clear``, :mod:`storage.clearing`) drops the data of a range and keeps what proofs
+need; ``cleared`` remembers the range so that the replicator does not fetch it back.
+
 Listeners registered with :meth:`Feed.listen` are called after each commit with a
 :class:`FeedEvent`; :meth:`Feed.wait_change` awaits the next one.
 """
@@ -42,7 +45,7 @@ from typing import Literal
 
 import nacl.signing
 
-from . import forks, tree
+from . import clearing, forks, tree
 from .errors import (
     BadUpgradeError,
     EntryMissingError,
@@ -63,6 +66,7 @@ MAX_ENTRY_BYTES = 4 * 1024 * 1024
 MAX_PUT_ENTRIES = 16384
 
 RECOMPUTED_DEPTH = 1  # nodes this low over stored entries are recomputed, not stored
+CLEAR_BATCH = clearing.BATCH
 
 
 def _recomputable(i: int, start: int, end: int) -> bool:
@@ -76,9 +80,10 @@ def _recomputable(i: int, start: int, end: int) -> bool:
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
     """What changed: ``append`` (this device wrote) or ``download`` (a replica stored
-    verified entries), the entries ``[start, end)`` now stored, and the feed's signed length."""
+    verified entries), the entries ``[start, end)`` now stored, and the feed's signed length;
+    or ``clear``: ``[start, end)`` is no longer stored here."""
 
-    kind: Literal["append", "download"]
+    kind: Literal["append", "download", "clear"]
     start: int
     end: int
     length: int
@@ -101,6 +106,8 @@ class Feed:
         signed = self._signed = row.signed
         self.have = row.have
         self.stored_bytes = row.stored_bytes  # total size of the entries stored here
+        self.cleared = row.cleared  # ranges cleared on purpose (not to be downloaded again)
+        self._clear_lock = asyncio.Lock()
         self.forked = row.forked
         self._committed = _Tree((), 0)
         self._pending = self._committed
@@ -183,6 +190,10 @@ class Feed:
             raise ProofUnavailableError(f"the roots of length {length} are not known here")
         return tree.tree_hash([(i, got[i]) for i in wanted])
 
+    async def node_store_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
+        """The hashes of the given tree nodes as stored (none recomputed)."""
+        return await self._rows.nodes(self.id, indices)
+
     async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
         """The hashes of the given tree nodes that this store knows. Nodes up to
         ``RECOMPUTED_DEPTH`` over stored entries are not kept; they are recomputed from the
@@ -194,9 +205,14 @@ class Feed:
             lo, hi = tree.leaf_span(i)
             if self.have.contains_range(lo, hi):
                 hashes = [tree.leaf_hash(e) for e in await self.get_range(lo, hi)]
-                while len(hashes) > 1:
-                    hashes = [tree.parent_hash(hashes[k], hashes[k + 1]) for k in range(0, len(hashes), 2)]
-                found[i] = hashes[0]
+            else:
+                leaves = await clearing.leaves(self, lo, hi)  # a cleared entry's leaf is stored instead
+                if leaves is None:
+                    continue
+                hashes = leaves
+            while len(hashes) > 1:
+                hashes = [tree.parent_hash(hashes[k], hashes[k + 1]) for k in range(0, len(hashes), 2)]
+            found[i] = hashes[0]
         return found
 
     # -- events -----------------------------------------------------------------------------
@@ -385,6 +401,35 @@ class Feed:
             if nodes[i] != h:
                 assert ours is not None  # known nodes always come with a known signature
                 await forks.record_fork(self._rows, self, ours, signed, i, h, nodes[i])
+
+    # -- clearing ---------------------------------------------------------------------------
+
+    async def clear(self, start: int, end: int) -> int:
+        """Drop the data of entries ``[start, end)`` (see "Clearing" above); return how many
+        bytes of entry data were dropped."""
+        self._rows.check_writable()
+        end = min(end, self.length)
+        freed = 0
+        async with self._clear_lock:
+            for lo in range(max(start, 0), end, CLEAR_BATCH):
+                freed += await self._clear_batch(lo, min(lo + CLEAR_BATCH, end))
+        return freed
+
+    async def _clear_batch(self, start: int, end: int) -> int:
+        batch = await clearing.plan(self, start, end)
+        cleared = self.cleared.copy()
+        cleared.add(start, end)
+        before = self.stored_bytes
+
+        def on_commit() -> None:
+            for lo, hi in batch.held:
+                self.have.remove(lo, hi)
+            self.cleared = cleared
+            self.stored_bytes = max(0, self.stored_bytes - batch.size)
+            self._emit(FeedEvent("clear", start, end, self.length))
+
+        await self._rows.clear_entries(self.id, batch.held, batch.nodes.items(), cleared, on_commit=on_commit)
+        return min(batch.size, before)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -17,7 +17,10 @@ on disk, so in-memory state never gets ahead of the database.
 
 The interface is small on purpose: a feed's tree (entries + nodes + signature, one job per
 append or verified put), single and ranged entry reads, node reads by index or by index range,
-fork evidence, the feeds table, and the opaque records the layers above keep.
+fork evidence, the feeds table, and the opaque records the layers above keep. The two delete
+paths, clearing entries (``clear_entries``) and deleting a feed (``delete_feed``), run alone in
+their transaction, record the blob extents they free in ``blob_free`` and give them back
+afterwards (``reclaim``, see ``storage/blobs.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,8 @@ _UPSERT_RECORD = (
     "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
 )
 _DELETE_RECORD = "DELETE FROM records WHERE scope = ? AND key = ?"
+_DELETE_SCOPE = "DELETE FROM records WHERE scope = ?"
+_SCOPES = "SELECT DISTINCT scope FROM records ORDER BY scope"
 
 _ENTRY = "SELECT data, blob_offset, blob_size FROM entries WHERE key = ?"
 _ENTRIES = "SELECT data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key"
@@ -86,6 +91,24 @@ _RECORD = "SELECT value FROM records WHERE scope = ? AND key = ?"
 _RECORDS_SIZE = "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM records WHERE scope = ?"
 _BLOB_END = "SELECT value FROM meta WHERE key = 'blob_end'"
 
+# Clearing and deleting (0002_clearing.sql). The extents of deleted blob rows are recorded in
+# blob_free by the same transaction, before the rows go.
+_FREE_BLOBS = (
+    "INSERT OR IGNORE INTO blob_free (\"offset\", size) SELECT blob_offset, blob_size FROM entries "
+    "WHERE key >= ? AND key < ? AND blob_offset IS NOT NULL"
+)
+_DELETE_ENTRIES = "DELETE FROM entries WHERE key >= ? AND key < ?"
+_DELETE_NODES = "DELETE FROM nodes WHERE key >= ? AND key < ?"
+_DELETE_CLEARED = "DELETE FROM cleared WHERE feed_id = ?"
+_INSERT_CLEARED = "INSERT INTO cleared (feed_id, start, \"end\") VALUES (?, ?, ?)"
+_CLEARED = "SELECT feed_id, start, \"end\" FROM cleared ORDER BY feed_id, start"
+_DELETE_SIGNATURE = "DELETE FROM signatures WHERE feed_id = ?"
+_DELETE_FORKS = "DELETE FROM forks WHERE feed_id = ?"
+_DELETE_FEED = "DELETE FROM feeds WHERE id = ?"
+_BLOB_FREE = "SELECT \"offset\", size FROM blob_free ORDER BY \"offset\""
+_FORGET_FREE = "DELETE FROM blob_free WHERE \"offset\" = ?"
+_BLOB_SIZES = "SELECT key >> ?1, COALESCE(SUM(blob_size), 0) FROM entries GROUP BY key >> ?1"
+
 
 def row_key(feed_id: int, n: int) -> int:
     """The key of entry ``n`` (or of tree node ``n``) of feed ``feed_id``."""
@@ -105,6 +128,7 @@ class FeedRow:
     signed: SignedTree | None
     have: RangeSet
     stored_bytes: int
+    cleared: RangeSet = field(default_factory=RangeSet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,12 +307,95 @@ class Rows:
         for feed_id, lo, hi in await self.read(_ISLANDS, (KEY_SHIFT, SEQ_MASK)):
             have.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
         sizes: dict[int, int] = {feed_id: size or 0 for feed_id, size in await self.read(_FEED_SIZES, (KEY_SHIFT,))}
+        cleared: dict[int, RangeSet] = {}
+        for feed_id, lo, hi in await self.read(_CLEARED):
+            cleared.setdefault(feed_id, RangeSet()).add(lo, hi)
         out = []
         for feed_id, pk, sk, namespace, forked, length, tree_hash, signature in await self.read(_FEEDS):
             signed = SignedTree(length, tree_hash, signature) if length is not None else None
             out.append(FeedRow(feed_id, pk, sk, namespace, bool(forked), signed,
-                               have.get(feed_id, RangeSet()), sizes.get(feed_id, 0)))
+                               have.get(feed_id, RangeSet()), sizes.get(feed_id, 0),
+                               cleared.get(feed_id, RangeSet())))
         return out
+
+    # -- clearing and deleting ----------------------------------------------------------------
+
+    async def clear_entries(
+        self, feed_id: int, ranges: Sequence[tuple[int, int]], nodes: Iterable[tuple[int, bytes]],
+        cleared: RangeSet, *, on_commit: Callable[[], None],
+    ) -> None:
+        """Delete the entries of ``ranges`` of a feed, keep ``nodes`` (the tree nodes that were
+        recomputed from those entries) and record ``cleared`` as the feed's cleared ranges, in
+        one transaction of its own; then give the freed blob-file space back (:meth:`reclaim`)."""
+        base = feed_id << KEY_SHIFT
+        spans = [(base | s, base | e) for s, e in ranges]
+        await self._submit(db.WriteJob(
+            statements=[
+                (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (_FREE_BLOBS, spans),
+                (_DELETE_ENTRIES, spans),
+                (_DELETE_CLEARED, [(feed_id,)]),
+                (_INSERT_CLEARED, [(feed_id, s, e) for s, e in cleared]),
+            ],
+            on_commit=on_commit, alone=True, durable=True,
+        ))
+        await self.reclaim()
+
+    async def delete_feed(self, feed_id: int, *, on_commit: Callable[[], None]) -> None:
+        """Delete a feed and everything stored for it (entries, nodes, signature, fork evidence,
+        cleared ranges) in one transaction; then give the space back."""
+        span = [(feed_id << KEY_SHIFT, (feed_id + 1) << KEY_SHIFT)]
+        await self._submit(db.WriteJob(
+            statements=[
+                (_FREE_BLOBS, span),
+                (_DELETE_ENTRIES, span),
+                (_DELETE_NODES, span),
+                (_DELETE_CLEARED, [(feed_id,)]),
+                (_DELETE_SIGNATURE, [(feed_id,)]),
+                (_DELETE_FORKS, [(feed_id,)]),
+                (_DELETE_FEED, [(feed_id,)]),
+            ],
+            on_commit=on_commit, alone=True, durable=True,
+        ))
+        await self.reclaim()
+
+    async def reclaim(self) -> int:
+        """Punch a hole over every blob-file extent in ``blob_free`` (a committed, made-durable
+        deletion freed it) and forget the ones punched; return the bytes punched. Idempotent:
+        run after every clear and when the store opens (a crash may have left some)."""
+        if self.readonly:
+            return 0
+        punched: list[tuple[int]] = []
+        total = 0
+        # Touching extents are punched as one range: a block two of them share is wholly free
+        # only together (punched one by one, each would only zero its part of it).
+        runs: list[tuple[int, int, list[int]]] = []
+        for offset, size in await self.read(_BLOB_FREE):
+            if runs and runs[-1][0] + runs[-1][1] == offset:
+                start, length, offsets = runs[-1]
+                runs[-1] = (start, length + size, [*offsets, offset])
+            else:
+                runs.append((offset, size, [offset]))
+        for start, length, offsets in runs:
+            if not self._blobs.punch(start, length):
+                break  # the file system cannot punch: the extents wait (counted as reclaimable)
+            punched.extend((o,) for o in offsets)
+            total += length
+        if punched:
+            await self._submit(db.WriteJob(statements=[(_FORGET_FREE, punched)]))
+        return total
+
+    async def vacuum(self) -> None:
+        """Give the database's free pages back to the file system (auto_vacuum = INCREMENTAL)."""
+        await self._submit(db.WriteJob(statements=[("PRAGMA incremental_vacuum", [()])], alone=True, truncate=True))
+
+    async def blob_sizes(self) -> dict[int, int]:
+        """The bytes each feed keeps in the blob file, by feed id."""
+        return {feed_id: int(size) for feed_id, size in await self.read(_BLOB_SIZES, (KEY_SHIFT,))}
+
+    async def unreclaimed(self) -> int:
+        """Blob-file bytes freed but not yet given back to the file system."""
+        return sum(size for _, size in await self.read(_BLOB_FREE))
 
     # -- records ------------------------------------------------------------------------------
 
@@ -297,6 +404,12 @@ class Rows:
 
     async def delete_record(self, scope: str, key: str) -> None:
         await self._submit(db.WriteJob(statements=[(_DELETE_RECORD, [(scope, key)])]))
+
+    async def delete_scope(self, scope: str) -> None:
+        await self._submit(db.WriteJob(statements=[(_DELETE_SCOPE, [(scope,)])]))
+
+    async def scopes(self) -> list[str]:
+        return [scope for (scope,) in await self.read(_SCOPES)]
 
     async def records(self, scope: str) -> dict[str, bytes]:
         return {k: v for k, v in await self.read(_RECORDS, (scope,))}

@@ -11,6 +11,11 @@ keypair, :meth:`Store.open_feed` a replica of someone else's feed.
 The store holds no SQL and knows nothing of the key layout: both live in :mod:`storage.rows`,
 which the store and its feeds share (``self.rows``). Feeds do not know the store.
 
+:meth:`Store.delete_feed` removes a feed and everything stored for it (leaving a group); with
+``Feed.clear`` it is the store's only delete path. Both record the blob-file extents they free
+and punch holes over them after the commit (``storage/blobs.py``); ``Store.open`` punches any a
+crash left behind. :meth:`Store.disk_use` says what the store occupies.
+
 Secret keys live in the ``feeds`` table so that a restart reopens writable feeds; the database
 file is created with mode 0600 and no key is ever logged or shown in a repr.
 """
@@ -21,6 +26,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -33,6 +39,21 @@ from .feed import Feed
 from .ranges import RangeSet
 
 DB_FILENAME = "cobox.db"
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUse:
+    """What a store occupies: ``database`` and ``blobs`` are the bytes the file system has
+    allocated to the database (with its WAL) and to the blob file; ``unreclaimed`` is blob-file
+    space freed but not yet given back (a file system that cannot punch holes)."""
+
+    database: int
+    blobs: int
+    unreclaimed: int
+
+    @property
+    def total(self) -> int:
+        return self.database + self.blobs
 
 
 class Store:
@@ -79,6 +100,7 @@ class Store:
             raise
         if not readonly:
             store.writer.start()
+            await store.rows.reclaim()  # extents a crash left between a clear's commit and its punch
         return store
 
     async def close(self) -> None:
@@ -165,6 +187,38 @@ class Store:
             self._feeds[row.public_key] = feed
             self._next_id = max(self._next_id, row.id + 1)
 
+    async def delete_feed(self, feed: Feed) -> None:
+        """Delete ``feed`` and everything stored for it, and give the space back. The layers
+        above stop replicating it first; afterwards ``feed(key)`` no longer finds it."""
+        if self._feeds.get(feed.key) is not feed:
+            raise FeedNotFoundError(f"no feed {feed.key.hex()[:16]} in this store")
+
+        def on_commit() -> None:
+            self._feeds.pop(feed.key, None)
+            feed.have = RangeSet()
+            feed.stored_bytes = 0
+
+        await self.rows.delete_feed(feed.id, on_commit=on_commit)
+
+    async def vacuum(self) -> None:
+        """Give the database's free pages back to the file system (after large deletions)."""
+        await self.rows.vacuum()
+
+    async def disk_use(self) -> DiskUse:
+        """The store's files as the file system allocates them (see :class:`DiskUse`)."""
+        db_bytes = 0
+        for suffix in ("", "-wal"):
+            try:
+                db_bytes += os.stat(f"{self.path}{suffix}").st_blocks * 512
+            except FileNotFoundError:
+                pass
+        return DiskUse(db_bytes, self.blobs.allocated(), await self.rows.unreclaimed())
+
+    async def blob_bytes(self) -> dict[bytes, int]:
+        """The bytes each feed keeps in the blob file, by feed key."""
+        by_id = await self.rows.blob_sizes()
+        return {f.key: by_id.get(f.id, 0) for f in self._feeds.values()}
+
     # -- reads ------------------------------------------------------------------------------
 
     async def read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
@@ -185,6 +239,14 @@ class Store:
 
     async def delete_record(self, scope: str, key: str) -> None:
         await self.rows.delete_record(scope, key)
+
+    async def delete_scope(self, scope: str) -> None:
+        """Delete every record of ``scope``."""
+        await self.rows.delete_scope(scope)
+
+    async def scopes(self) -> list[str]:
+        """The names of the scopes that hold records."""
+        return await self.rows.scopes()
 
     async def records(self, scope: str) -> dict[str, bytes]:
         """Every record of ``scope``, by key."""

@@ -85,7 +85,10 @@ OPENAPI: dict[str, Any] = {
         "/v1/groups/join": {"post": _op("join a group (or back it up) from an invite URI",
                                         {"uri": _TEXT}, status="201")},
         "/v1/groups/{name}": {"parameters": _NAME, "get": _op("one group"),
-                              "delete": _op("leave a group")},
+                              "delete": {**_op("leave a group and delete what this device stored for it "
+                                                   "(?keep_data=1 keeps it); returns the bytes freed"),
+                                         "parameters": [{"name": "keep_data", "in": "query",
+                                                         "schema": {"type": "string"}}]}},
         "/v1/groups/{name}/devices/{device}": {
             "parameters": [*_NAME, {"name": "device", "in": "path", "required": True, "schema": {"type": "string"}}],
             "delete": _op("remove a device (name or id prefix) from the group: the group moves to a new epoch; "
@@ -105,8 +108,9 @@ OPENAPI: dict[str, Any] = {
         "/v1/groups/{name}/devices": {"parameters": _NAME, "get": _op(
             "every device of the group: name, id, role, last seen, connected and how, feeds held")},
         "/v1/folders": {"get": _op("bound folders and their status"),
-                        "post": _op("bind a folder to a group", {"group": _TEXT, "path": _TEXT}, status="201",
-                                    optional=_FOLDER_OPTIONS)},
+                        "post": _op("bind a folder to a group (history_days: its own retention)",
+                                    {"group": _TEXT, "path": _TEXT}, status="201",
+                                    optional={**_FOLDER_OPTIONS, "history_days": _NUMBER})},
         "/v1/folders/{name}": {"parameters": _NAME,
                                "get": _op("files, bytes, pending up/down, conflicts, type, rescan interval, "
                                           "out of sync paths (held back by the type), files waiting to be stable"),
@@ -122,6 +126,9 @@ OPENAPI: dict[str, Any] = {
         "/v1/folders/{name}/history": {"parameters": _NAME, "get": {
             **_op("every version of a file"),
             "parameters": [{"name": "file", "in": "query", "required": True, "schema": {"type": "string"}}]}},
+        "/v1/folders/{name}/prune": {"parameters": _NAME, "post": _op(
+            "apply the folder's history retention now: clear the chunks only expired versions use; "
+            "returns what was freed")},
         "/v1/folders/{name}/restore": {"parameters": _NAME, "post": _op(
             "restore a version (the latest if none given), in place (`in_place`: written by the time it "
             "answers) or to another path or directory (`force`: replace a file there)",

@@ -107,6 +107,7 @@ class ControlServer:
         r.add_patch("/v1/folders/{name}", self.set_folder)
         for what in ("rescan", "override", "revert"):
             r.add_post(f"/v1/folders/{{name}}/{what}", self.folder_request)
+        r.add_post("/v1/folders/{name}/prune", self.folder_prune)
         r.add_post("/v1/keys/backup", self.keys_backup)
         r.add_get("/v1/keys/backup", self.keys_backup_state)
         r.add_post("/v1/keys/restore", self.keys_restore)
@@ -252,8 +253,8 @@ class ControlServer:
         return web.json_response(self.device.group(request.match_info["name"]))
 
     async def leave_group(self, request: web.Request) -> web.Response:
-        await self.device.leave_group(request.match_info["name"])
-        return web.json_response({"left": request.match_info["name"]})
+        keep = request.query.get("keep_data", "") in ("1", "true")
+        return web.json_response(await self.device.leave_group(request.match_info["name"], keep))
 
     async def remove_device(self, request: web.Request) -> web.Response:
         return web.json_response(await self.device.remove_device(request.match_info["name"],
@@ -295,7 +296,11 @@ class ControlServer:
         if not os.path.isabs(os.path.expanduser(path)):
             raise UsageError(f"give the folder's full path (like /home/you/Photos or ~/Photos), not {path!r}")
         kind, rescan = _folder_options(body)
-        return web.json_response(await self.device.add_folder(_field(body, "group"), path, kind, rescan), status=201)
+        days = body.get("history_days")
+        if days is not None and (type(days) not in (int, float) or not 0 <= days <= 36500):
+            raise UsageError("the field 'history_days' must be a number of days from 0 to 36500")
+        return web.json_response(await self.device.add_folder(_field(body, "group"), path, kind, rescan,
+                                                              None if days is None else float(days)), status=201)
 
     async def set_folder(self, request: web.Request) -> web.Response:
         kind, rescan = _folder_options(await _json(request))
@@ -306,6 +311,9 @@ class ControlServer:
     async def folder_request(self, request: web.Request) -> web.Response:
         what = request.path.rsplit("/", 1)[1]
         return web.json_response(await self.device.folder_request(request.match_info["name"], what))
+
+    async def folder_prune(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.device.folder_prune(request.match_info["name"]))
 
     async def folder_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.device.folder(request.match_info["name"]))

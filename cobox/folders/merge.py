@@ -72,6 +72,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from cobox.errors import UnknownVersionError
+from storage import RangeSet
 
 from .model import ChunkRef, Delete, Mkdir, Op, Put, Rename, Stamp
 from .paths import conflict_path, normalize_path
@@ -400,6 +401,13 @@ class FolderState:
         a chunk found here is referenced by a new ``Put``, not stored again. A live read-only
         view, kept up to date by ``update`` (no scan)."""
         return MappingProxyType(self._known)
+
+    def forget_chunks(self, cleared: Mapping[bytes, RangeSet]) -> None:
+        """Stop offering chunks whose entries were cleared here (``cobox.folders.prune``) for
+        dedup: a new ``Put`` with that content stores it again."""
+        for cid, ref in list(self._known.items()):
+            if ref.seq in cleared.get(ref.feed, ()):
+                del self._known[cid]
 
     # -- making ops --------------------------------------------------------------------------
 

@@ -45,8 +45,10 @@ class OpReader:
         self.state = FolderState.merge([])
         self.merging = asyncio.Lock()
         self.own_chunks: dict[bytes, ChunkRef] = {}
+        self.chunk_entries: dict[bytes, RangeSet] = {}  # feed -> entries read as chunks (cobox.folders.prune)
         self._ops: list[Op] = []  # decoded, not merged yet
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
+        self._forgotten = 0  # how many cleared entries dedup was last told to forget
 
     async def read(self) -> FolderState:
         """Merge every folder operation of the group read so far, reading new entries first.
@@ -78,7 +80,21 @@ class OpReader:
                             seq += len(batch)
                             done.add(gap_start, seq)
             await self._merge_pending()
+            self._forget_cleared()
         return self.state
+
+    def _forget_cleared(self) -> None:
+        """Dedup must not reuse a chunk whose entry was cleared here (``cobox.folders.prune``):
+        after a restart the merge learns those chunks again from the operations. Done when what
+        is cleared has changed since the last time (a restart: the first read)."""
+        cleared = {f.key: f.cleared for f in self.group.feeds() if f.cleared}
+        total = sum(len(c) for c in cleared.values())
+        if total != self._forgotten:
+            self._forgotten = total
+            self.state.forget_chunks(cleared)
+            for cid, ref in list(self.own_chunks.items()):
+                if ref.seq in cleared.get(ref.feed, ()):
+                    del self.own_chunks[cid]
 
     def _take_all(self, feed: Any, seq: int, batch: list[bytes]) -> None:  # in a worker thread
         """Decode a slice of entries, merging every ``MERGE_BATCH`` operations on the way."""
@@ -117,6 +133,7 @@ class OpReader:
             kind = record_type(obj)
             if kind == "chunk":
                 chunk = decode_chunk(obj)
+                self.chunk_entries.setdefault(feed.key, RangeSet()).add(seq, seq + 1)
                 if feed.writable:
                     cid = chunk_id(chunk)
                     self.own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))

@@ -117,9 +117,10 @@ class FakeApp:
         self.names.append(name or "joined")
         return self._group(name or "joined")
 
-    async def leave_group(self, name: str) -> None:
+    async def leave_group(self, name: str, keep_data: bool = False) -> dict[str, Any]:
         self._group(name)
         self.names.remove(name)
+        return {"left": name, "kept_data": keep_data, "deleted_bytes": 0, "freed_bytes": 0}
 
     async def remove_device(self, name: str, device: str) -> dict[str, Any]:
         self._group(name)
@@ -167,7 +168,8 @@ class FakeApp:
     def folder(self, name: str) -> dict[str, Any]:
         return {"group": self._group(name)["name"], "files": 0}
 
-    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None) -> dict[str, Any]:
+    async def add_folder(self, group: str, path: str, kind: str | None = None, rescan: Any = None,
+                         history_days: float | None = None) -> dict[str, Any]:
         self.calls.append(("add_folder", group, path, kind, rescan))
         return {"group": group, "path": path}
 
@@ -178,6 +180,12 @@ class FakeApp:
     async def folder_request(self, name: str, what: str) -> dict[str, Any]:
         self.calls.append(("folder_request", name, what))
         return {"group": name, "request": what, "done": True}
+
+
+    async def folder_prune(self, name: str) -> dict[str, Any]:
+        self.calls.append(("prune", name))
+        return {"group": name, "history_days": 30.0, "expired_versions": 0, "cleared_entries": 0,
+                "freed_bytes": 0, "disk_freed_bytes": 0}
 
     async def remove_folder(self, name: str) -> None:
         self.calls.append(("remove_folder", name))

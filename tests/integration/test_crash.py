@@ -1,5 +1,6 @@
-"""Kill -9 a process that is appending to a store, many times; after every kill the store
-must reopen with every stored entry verifying and no committed append lost."""
+"""Kill -9 a process that is appending to a store (and clearing ranges of it), many times; after
+every kill the store must reopen with every stored entry verifying, no committed append or
+clear lost, nothing half-cleared, and the freed blob space given back."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from storage import Store, verify_range
+from storage import RangeSet, Store, verify_range
 
 HELPER = Path(__file__).with_name("crash_writer.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +26,13 @@ async def _readline(stream: asyncio.StreamReader, timeout: float = 10.0) -> str:
     return line.decode()
 
 
-async def _run_and_kill(path: Path, seed: int, rng: random.Random) -> dict[str, int]:
-    """Run one writer round; return the last committed length it reported per feed."""
+async def _run_and_kill(path: Path, seed: int, rng: random.Random,
+                        cleared: dict[str, RangeSet] | None = None) -> dict[str, int]:
+    """Run one writer round; return the last committed length it reported per feed (and add
+    the clears it reported to ``cleared``, which makes it clear)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HELPER), str(path), str(seed),
+        sys.executable, str(HELPER), str(path), str(seed), *(["clear"] if cleared is not None else []),
         stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
     )
     assert proc.stdout is not None
@@ -47,20 +50,31 @@ async def _run_and_kill(path: Path, seed: int, rng: random.Random) -> dict[str, 
     for line in [first, *rest.decode().splitlines(keepends=True)]:
         if not line.endswith("\n"):
             continue  # cut off by the kill
+        if line.startswith("clear "):
+            assert cleared is not None
+            _, key, lo, hi = line.split()
+            cleared.setdefault(key, RangeSet()).add(int(lo), int(hi))
+            continue
         key, length = line.split()
         reported[key] = max(reported.get(key, 0), int(length))
     return reported
 
 
-async def _check(path: Path, committed: dict[str, int]) -> dict[str, int]:
+async def _check(path: Path, committed: dict[str, int], cleared: dict[str, RangeSet] | None = None) -> dict[str, int]:
     async with await Store.open(path) as store:
         feeds = store.feeds()
         assert len(feeds) == 3
         lengths = {}
+        if cleared is not None:
+            assert (await store.disk_use()).unreclaimed == 0, "freed blob space was not given back at open"
         for feed in feeds:
             key = feed.key.hex()
             assert feed.length >= committed.get(key, 0), "a committed append was lost"
             assert feed.writable
+            if cleared is not None:
+                await _check_cleared(store, feed, cleared.get(key, RangeSet()))
+                lengths[key] = feed.length
+                continue
             assert list(feed.have) == ([(0, feed.length)] if feed.length else [])
             (count,), = await store.read(
                 "SELECT COUNT(*) FROM entries WHERE key >> 42 = ?", (feed.id,))
@@ -71,6 +85,39 @@ async def _check(path: Path, committed: dict[str, int]) -> dict[str, int]:
                 assert verified.signed == feed.signed
             lengths[key] = feed.length
         return lengths
+
+
+async def _check_cleared(store: Store, feed, reported: RangeSet) -> None:  # type: ignore[no-untyped-def]
+    """Every reported clear is kept; the feed holds exactly what it did not clear; every
+    held entry verifies with a proof from the store (the kept nodes of cleared neighbours)."""
+    for lo, hi in reported:
+        assert feed.cleared.contains_range(lo, hi), "a committed clear was lost"
+    expect = RangeSet([(0, feed.length)])
+    for lo, hi in feed.cleared:
+        expect.remove(lo, hi)
+    assert feed.have == expect, "entries held and cleared ranges disagree"
+    (count,), = await store.read("SELECT COUNT(*) FROM entries WHERE key >> 42 = ?", (feed.id,))
+    assert count == len(feed.have), "the store holds entries its have does not list"
+    for lo, hi in feed.have:
+        entries = await feed.get_range(lo, hi)
+        verified = verify_range(feed.key, lo, entries, await feed.proof(lo, hi))
+        assert verified.signed == feed.signed
+
+
+async def test_kill_9_while_appending_and_clearing(tmp_path: Path) -> None:
+    rng = random.Random()
+    path = tmp_path / "store"
+    committed: dict[str, int] = {}
+    cleared: dict[str, RangeSet] = {}
+    clears = 0
+    async with asyncio.timeout(60):
+        for _ in range(ROUNDS):
+            reported = await _run_and_kill(path, rng.randrange(1 << 30), rng, cleared)
+            for key, length in reported.items():
+                committed[key] = max(committed.get(key, 0), length)
+            committed.update(await _check(path, committed, cleared))
+            clears = sum(len(c) for c in cleared.values())
+    assert clears > 0, "no clear was committed in any round"
 
 
 async def test_kill_9_while_appending(tmp_path: Path) -> None:

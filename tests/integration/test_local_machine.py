@@ -69,9 +69,9 @@ async def test_group_join_and_seed_read_the_uri_from_stdin(daemons):
     assert "backing up seed-" in await ok(c.home, "seed", "-", stdin=seed_uri.encode() + b"\n")
     seeds = json.loads(await ok(c.home, "seed", "list", "--json"))
     assert [g["role"] for g in seeds] == ["seed"]
-    await ok(b.home, "group", "leave", "g")
+    await ok(b.home, "group", "leave", "g", "--yes")
     assert "joined g (member)" in await ok(b.home, "group", "join", "-", "--name", "g", stdin=uri.encode())
-    await ok(c.home, "seed", "remove", seeds[0]["name"])
+    await ok(c.home, "seed", "remove", seeds[0]["name"], "--yes")
     assert "backing up seed-" in await ok(c.home, "seed", stdin=seed_uri.encode())
     for args in (("group", "join"), ("seed",)):
         rc, _, err = await cli(b.home, *args, stdin=b"")

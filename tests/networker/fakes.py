@@ -32,6 +32,7 @@ class FakeFeed:
     writable: bool = False
     entries: dict[int, bytes] = field(default_factory=dict)
     known_length: int = 0
+    cleared: RangeSet = field(default_factory=RangeSet)  # what a clear dropped (not fetched again)
 
     @property
     def have(self) -> RangeSet:

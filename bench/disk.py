@@ -1,0 +1,105 @@
+"""Disk use of a synced folder on a member and on a backup peer, before and after prune and leave.
+
+    python bench/disk.py [--mb 256] [--backup-days 0.00001]
+
+Two daemons on loopback: a member with a folder of one ``--mb`` MiB file of random bytes and a
+backup peer (``[backup] history_days = --backup-days``; 0 keeps everything). Prints one JSON
+line per step with the bytes the file system allocates to each home's store (database, WAL,
+blob file) and to the folder: synced, after the file is deleted, after ``cobox folder prune``
+with ``history_days = 0`` (and the backup peer's own retention), and after ``group leave`` /
+``seed remove``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from _util import report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.integration.daemons import Daemon, ok
+
+
+def allocated(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_blocks * 512
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+def store(home: Path) -> int:
+    return sum(allocated(home / n) for n in ("cobox.db", "cobox.db-wal", "cobox.blobs") if (home / n).exists())
+
+
+async def stored(home: Path, name: str) -> int:
+    groups = {g["name"]: g for g in json.loads(await ok(home, "group", "list", "--json"))}
+    return groups[name]["stored_bytes"] if name in groups else -1
+
+
+async def until_stored(home: Path, name: str, at_least: int, timeout: float = 600) -> None:
+    async with asyncio.timeout(timeout):
+        while await stored(home, name) < at_least:
+            await asyncio.sleep(0.5)
+
+
+async def main(mb: int, backup_days: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "s").mkdir()
+        (root / "s" / "config.toml").write_text(f"[backup]\nhistory_days = {backup_days}\n")
+        a, s = Daemon(root / "a"), Daemon(root / "s")
+        await a.start()
+        await s.start()
+        try:
+            folder = root / "folder"
+            folder.mkdir()
+            with open(folder / "big.bin", "wb") as f:
+                for _ in range(mb):
+                    f.write(os.urandom(1024 * 1024))
+            size = mb * 1024 * 1024
+            await ok(a.home, "group", "create", "g")
+            await ok(a.home, "folder", "add", "g", str(folder), "--history-days", "0")
+            await ok(s.home, "seed", (await ok(a.home, "group", "invite", "g", "--seed")).strip())
+            seed = json.loads(await ok(s.home, "seed", "list", "--json"))[0]["name"]
+            await ok(s.home, "peers", "add", await a.address())
+            await until_stored(a.home, "g", size)
+            await until_stored(s.home, seed, size)
+
+            def line(step: str) -> None:
+                files = {f"{who}_{n.replace('cobox.', '').replace('-', '_')}": allocated(h / n)
+                         for who, h in (("member", a.home), ("backup", s.home))
+                         for n in ("cobox.db", "cobox.db-wal", "cobox.blobs") if (h / n).exists()}
+                report(step=step, folder_mb=mb, folder_bytes=allocated(folder),
+                       member_store_bytes=store(a.home), backup_store_bytes=store(s.home), **files)
+
+            line("synced")
+            os.remove(folder / "big.bin")
+            async with asyncio.timeout(120):
+                while json.loads(await ok(a.home, "folder", "status", "g", "--json"))["files"] != 0:
+                    await asyncio.sleep(0.5)
+            line("file deleted")
+            pruned = json.loads(await ok(a.home, "folder", "prune", "g", "--json"))
+            if backup_days:
+                async with asyncio.timeout(120):  # the release reaches the backup peer, which clears
+                    while await stored(s.home, seed) > size // 10:
+                        await asyncio.sleep(0.5)
+            line(f"pruned (member freed {pruned['disk_freed_bytes']} bytes)")
+            await ok(a.home, "group", "leave", "g", "--yes")
+            await ok(s.home, "seed", "remove", seed, "--yes")
+            line("left")
+        finally:
+            await a.stop()
+            await s.stop()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--mb", type=int, default=256)
+    p.add_argument("--backup-days", type=float, default=0.00001)
+    args = p.parse_args()
+    asyncio.run(main(args.mb, args.backup_days))
