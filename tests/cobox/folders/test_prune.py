@@ -123,7 +123,7 @@ async def test_a_deleted_30_mb_file_frees_at_least_25_mb(members, tmp_path):
     again = (await a.sync.read_ops()).files["again.bin"]
     assert {(c.feed, c.seq) for c in again.chunks}.isdisjoint({(c.feed, c.seq) for c in old.chunks})
     out = tmp_path / "check.bin"
-    await a.sync.write_version(again, out)
+    await folder_history.write_version(a.sync, again, out, None)
     assert out.read_bytes() == big
     # A second prune has nothing left to do.
     assert (await prune.prune(a.sync, 0)).cleared_entries == 0
