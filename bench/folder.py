@@ -160,6 +160,9 @@ async def case(tmp: Path, name: str, fill: Callable[[Path], None], profile: Path
     finally:
         await a.stop()
         await b.stop()
+        if profile is not None:
+            for side, d in (("a", a), ("b", b)):
+                (profile / f"{name}-{side}.log").write_text("".join(d.output))
     return rows
 
 

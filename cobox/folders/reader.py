@@ -9,7 +9,8 @@ feed), in bounded slices. Each slice is decrypted and decoded in a worker thread
 ``seq``; one of this device's chunk entries is noted (``own_chunks``: the chunks it can
 reference without storing them again); log entries and fillers are checked and passed over;
 anything else, or anything malformed, is refused and counted against the feed's owner
-(``Group.refuse``). Operations are folded into ``state`` (``FolderState.update``, incremental)
+(``Group.refuse``); the chunk entries this device appends itself are noted by the sender and
+skipped (``skip``), not decrypted again. Operations are folded into ``state`` (``FolderState.update``, incremental)
 at most ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole
 read, so one reader runs at a time and ``FolderSync`` can plan on a settled state.
 """
@@ -77,6 +78,11 @@ class OpReader:
                             done.add(gap_start, seq)
             await self._merge_pending()
         return self.state
+
+    def skip(self, feed_key: bytes, start: int, end: int) -> None:
+        """Entries ``[start, end)`` of ``feed_key`` need no reading: this device just appended
+        them (chunk entries it noted in ``own_chunks`` itself)."""
+        self._read.setdefault(feed_key, RangeSet()).add(start, end)
 
     def _take_all(self, feed: Any, seq: int, batch: list[bytes]) -> None:  # in a worker thread
         """Decode a slice of entries, merging every ``MERGE_BATCH`` operations on the way."""

@@ -39,12 +39,13 @@ exception. Nothing here dies silently.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 import time
 from collections import ChainMap
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,25 +53,27 @@ import msgpack
 
 from storage.errors import FeedNotFoundError
 
-from ..entries import FILLER, decode_chunk, encode_op, fillers_needed, unpack
-from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
-from .apply import clean_temp, move_file, remove_file, write_file
-from .chunking import Chunker, chunk_id
+from ..entries import FILLER, encode_op, fillers_needed
+from ..errors import FileChangedError, FolderError, MalformedChunkError
+from .apply import clean_temp, move_file, remove_file
+from .chunking import Chunker
 from .disk import DiskReserve, SpaceFn, disk_space, reason
+from .fetch import write_version
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
-from .model import ChunkRef, Op, Stamp
-from .padding import encode_chunk
+from .model import ChunkRef, Op, Put, Stamp
 from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .reader import OpReader
 from .scan import scan
-from .stream import chunks_of
+from .stream import Appender, Batch, record_batches
 
 if TYPE_CHECKING:
     from ..groups import Group
 
 log = logging.getLogger(__name__)
-APPEND_BATCH = 16  # chunks per signed append
+SMALL_FILE = 1024 * 1024  # downloads up to this size run several at once (the disk reserve is
+SMALL_IN_FLIGHT = 8  # checked per file: together they may overshoot it by 8 MiB at most)
+APPENDS_IN_FLIGHT = 2  # signed appends of chunk batches awaiting their commit while the next is cut
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
 MAX_FILLERS = 1 << 20  # entries written at most to make clock room for one op
@@ -111,6 +114,7 @@ class FolderSync:
         self._unlisten: list[Any] = []
         self.rounds = 0
         self.chunker = Chunker(group.keys.chunker_key)  # the group's keyed boundaries
+        self._appender = Appender(group)
 
     @property
     def _scope(self) -> str:
@@ -222,26 +226,76 @@ class FolderSync:
 
     async def round(self) -> None:
         self.rounds += 1
+        t0 = time.monotonic()
         state = await self.read_ops()
+        t_read = time.monotonic()
         rules = await asyncio.to_thread(IgnoreRules.load, self.root)
         synced = dict(self._synced)
 
+        shown = state.files
+
         def want(path: str, size: int, mtime: int) -> bool:
+            """Whether ``plan`` may need the content id: a file that differs from its ``Synced``
+            record (a touch or an edit?), or one never synced that the state shows (the same
+            content as the remote version?). A new file nobody else has is only recorded."""
             s = synced.get(path)
-            return s is None or s.size != size or s.mtime != mtime
+            if s is None:
+                return path in shown
+            return s.size != size or s.mtime != mtime
 
         local = await asyncio.to_thread(scan, self.root, rules, want, self.chunker)
         async with self.reader.merging:  # O(files), so off the loop; on a settled state
             actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)
+        t_plan = time.monotonic()
         waiting = waiting_bytes = 0
+        puts = [a for a in actions if isinstance(a, RecordPut)]
+        small: list[Download] = []  # small downloads run SMALL_IN_FLIGHT at a time
         for a in actions:
+            if isinstance(a, RecordPut):
+                continue  # all together, below
             if isinstance(a, Download) and not self._available(a.version):
                 waiting += 1
                 waiting_bytes += a.version.size
                 continue
+            if isinstance(a, Download) and a.version.size <= SMALL_FILE:
+                small.append(a)
+                continue
+            if small:
+                await self._act_all(small)
+                small = []
+            await self._act_all([a])
+        if small:
+            await self._act_all(small)
+        t_act = time.monotonic()
+        if puts:
+            failures = await self._record_puts(puts)
+            for a in puts:
+                e = failures.get(a.path)
+                if e is None:
+                    self.failed.pop(a.path, None)
+                    continue
+                if a.path not in self.failed:
+                    log.warning("folder %s: %s: cannot record: %s", self.root, a.path, reason(e))
+                self.failed[a.path] = PathFailure(a.path, f"cannot record: {reason(e)}", time.time())
+        for path in [p for p in self.failed if p not in state.files and p not in local]:
+            del self.failed[path]  # gone on both sides
+        self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
+        t_end = time.monotonic()
+        if t_end - t0 > 0.5:  # where a slow round went (bench/folder.py --profile shows these lines)
+            log.info("folder %s: round %d took %.2f s: read %.2f, scan+plan %.2f, %d actions %.2f, "
+                     "%d recorded %.2f, %d waiting", self.root, self.rounds, t_end - t0, t_read - t0,
+                     t_plan - t_read, len(actions) - len(puts), t_act - t_plan, len(puts), t_end - t_act, waiting)
+
+    async def _act_all(self, actions: list[Any]) -> None:
+        """Do ``actions`` (of distinct paths), up to ``SMALL_IN_FLIGHT`` at once: their fsyncs
+        overlap and their ``Synced`` records share commits. A failure is recorded for its path."""
+        slots = asyncio.Semaphore(SMALL_IN_FLIGHT)
+
+        async def one(a: Any) -> None:
             path = a.dst if isinstance(a, MoveLocal) else a.path
             try:
-                await self._act(a)
+                async with slots:
+                    await self._act(a)
             except FileChangedError as e:  # the file changed under us (being written): next round
                 log.info("not touching %s now: %s", path, e)
             except (OSError, FolderError) as e:  # this path only; the round goes on
@@ -251,9 +305,8 @@ class FolderSync:
                 self.failed[path] = PathFailure(path, f"{verb}: {reason(e)}", time.time())
             else:
                 self.failed.pop(path, None)
-        for path in [p for p in self.failed if p not in state.files and p not in local]:
-            del self.failed[path]  # gone on both sides
-        self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
+
+        await asyncio.gather(*(one(a) for a in actions))
 
     async def _act(self, a: Any) -> None:
         if isinstance(a, Download):
@@ -273,8 +326,6 @@ class FolderSync:
         elif isinstance(a, RecordDelete):
             await self.record(self.state.delete(a.path, self.group.device_id, a.base))
             await self._forget(a.path)
-        elif isinstance(a, RecordPut):
-            await self._record_put(a)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -287,36 +338,14 @@ class FolderSync:
                 return False
         return True
 
-    async def _chunk(self, ref: ChunkRef) -> bytes:
-        """The verified bytes of ``ref``; ``MalformedChunkError`` if the entry it names is not
-        that chunk (a log entry, an op, other bytes)."""
-        feed = self.group.store.feed(ref.feed)
-        plain = self.group.open(ref.feed, ref.seq, await feed.get(ref.seq))
-        try:
-            if plain is None:
-                raise MalformedChunkError("does not decrypt with the group key")
-            data = decode_chunk(unpack(plain))
-        except MalformedRecordError as e:
-            raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} names an entry that is not a chunk ({e})") from None
-        if len(data) != ref.size or chunk_id(data) != ref.id:
-            raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} does not match its id")
-        return data
-
     async def _download(self, a: Download) -> None:
-        loop = asyncio.get_running_loop()
         v = a.version
         bad = self._bad_versions.get((v.path, v.stamp))
         if bad is not None:
             raise MalformedChunkError(bad)
         await asyncio.to_thread(self.min_disk_free.check, self.root, v.size, self.disk_space)
-
-        def pieces() -> Iterator[bytes]:  # runs in the writer thread, one chunk at a time
-            for ref in v.chunks:
-                yield asyncio.run_coroutine_threadsafe(self._chunk(ref), loop).result()
-
         try:
-            out = await asyncio.to_thread(write_file, self.root, a.path, pieces(), size=v.size, mode=v.mode,
-                                          mtime=v.mtime, expect=a.replace)
+            out = await write_version(self.group, v, self.root, a.path, a.replace)
         except MalformedChunkError as e:
             self._bad_versions[(v.path, v.stamp)] = str(e)
             # counted against the op's author, once per stamp
@@ -324,68 +353,104 @@ class FolderSync:
             raise
         await self._mark(a.path, Synced(v.stamp, out.size, out.mtime, v.content))
 
-    async def _record_put(self, a: RecordPut) -> None:
-        path = self.root / a.path
+    async def _record_puts(self, puts: list[RecordPut]) -> dict[str, BaseException]:
+        """Record local changes, many files at a time (:func:`.stream.record_batches`): a worker
+        thread reads, cuts, hashes and encodes; each batch of new chunks is one signed append,
+        up to ``APPENDS_IN_FLIGHT`` of them in flight while the thread goes on; once a batch's
+        chunks have their places, the operations of the files it completes are appended
+        together (one append) and their ``Synced`` records written together (one commit).
+        Returns the paths that failed, with why."""
         known = ChainMap(self.reader.own_chunks, self.state.known_chunks())  # type: ignore[arg-type]
-        refs: list[ChunkRef] = []
-        batch: list[bytes] = []
-        batch_ids: list[tuple[bytes, int]] = []
-        batched: set[bytes] = set()
+        failed: dict[str, BaseException] = {}
+        pending: collections.deque[tuple[asyncio.Future[int] | None, Batch]] = collections.deque()
 
-        async def flush() -> None:
-            if batch:
-                first = await self._append(batch)
+        async def settle() -> None:
+            task, batch = pending.popleft()
+            if task is not None:
+                first = await task
                 feed = self.group.own_feed()
                 assert feed is not None
-                for k, (cid, size) in enumerate(batch_ids):
-                    ref = ChunkRef(cid, feed.key, first + k, size)
-                    known[cid] = self.reader.own_chunks[cid] = ref
-                batch.clear()
-                batch_ids.clear()
-                batched.clear()
+                for k, (cid, size) in enumerate(batch.new):
+                    self.reader.own_chunks[cid] = ChunkRef(cid, feed.key, first + k, size)
+                self.reader.skip(feed.key, first, first + len(batch.new))  # known: not decrypted again
+            for a, e in batch.failed:
+                failed[a.path] = e
+            ops: list[Op] = []
+            for f in batch.files:
+                a = f.key
+                if (f.size, f.mtime) != (a.local.size, a.local.mtime):
+                    self._wake.set()  # still being written: record it when it settles
+                    continue
+                refs = tuple(known[cid] for cid in f.ids)
+                ops.append(self.state.put(a.path, f.size, a.local.mode, f.mtime, refs, self.group.device_id, a.base))
+            if not ops:
+                return
+            try:
+                recorded = await self.record_many(ops)
+            except FolderError as e:
+                for op in ops:
+                    failed[op.path] = e
+                return
+            await asyncio.gather(*(self._mark(op.path, Synced(op.stamp, op.size, op.mtime, op.content))
+                                   for op in recorded if isinstance(op, Put)))
 
-        order: list[bytes] = []
-        async for c in chunks_of(path, self.chunker):
-            cid = chunk_id(c)
-            order.append(cid)
-            if cid not in known and cid not in batched:
-                batch.append(encode_chunk(c))  # padded to its size class
-                batch_ids.append((cid, len(c)))
-                batched.add(cid)
-                if len(batch) >= APPEND_BATCH:
-                    await flush()
-        await flush()
-        refs = [known[cid] for cid in order]
-        st = path.stat()
-        if (st.st_size, st.st_mtime_ns) != (a.local.size, a.local.mtime):
-            self._wake.set()  # still being written: record it when it settles
-            return
-        op = await self.record(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
-                                               self.group.device_id, a.base))
-        await self._mark(a.path, Synced(op.stamp, st.st_size, st.st_mtime_ns, op.content))
+        try:
+            files = [(a, self.root / a.path) for a in puts]
+            async for batch in record_batches(files, self.chunker, known.__contains__):
+                task = asyncio.ensure_future(self._append(batch.plaintexts)) if batch.plaintexts else None
+                pending.append((task, batch))
+                if len(pending) > APPENDS_IN_FLIGHT:
+                    await settle()
+            while pending:
+                await settle()
+        finally:
+            for task, _ in pending:
+                if task is not None:
+                    task.cancel()
+        return failed
 
     async def record(self, op: Op) -> Op:
-        """Append ``op`` with a clock above every operation merged and every one recorded since,
-        so a round can record many files without re-merging after each (which would make a round
-        quadratic in the number of files). If a member pushed the clocks beyond what our next
-        entry may carry (``model.clock_bound``), filler entries make the room first."""
-        clock = max(op.clock, self._next_clock)
-        self._next_clock = clock + 1  # taken now: a record() running beside this one gets another
-        op = dataclasses.replace(op, clock=clock)
-        data = encode_op(op)
+        """Append one operation (see :meth:`record_many`)."""
+        return (await self.record_many([op]))[0]
+
+    async def record_many(self, ops: list[Op]) -> list[Op]:
+        """Append ``ops`` (in one signed append when the clocks allow) with clocks above every
+        operation merged and every one recorded since, so a round can record many files without
+        re-merging after each (which would make a round quadratic in the number of files). If a
+        member pushed the clocks beyond what our next entry may carry (``model.clock_bound``),
+        filler entries make the room first. Within one append, clocks and places both grow by
+        one per op, so room for the first op is room for the rest."""
+        out: list[Op] = []
+        plain: list[bytes] = []
         feed = self.group.own_feed()
-        need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
-        if need > MAX_FILLERS:
-            raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
-        while need > 0:  # appends in between only add room
-            n = min(need, APPEND_FILLERS)
-            await self._append([FILLER] * n)
-            need -= n
-        await self._append([data])
-        return op
+        base = feed.next_seq if feed is not None else 0  # appends in between only add room
+        for op in ops:
+            clock = max(op.clock, self._next_clock)
+            self._next_clock = clock + 1  # taken now: a record() running beside this one gets another
+            op = dataclasses.replace(op, clock=clock)
+            need = fillers_needed(clock, base + len(plain))
+            if need > MAX_FILLERS:
+                raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
+            if need > 0:
+                if plain:
+                    await self._append(plain)
+                    plain = []
+                feed = self.group.own_feed()
+                need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
+                while need > 0:
+                    n = min(need, APPEND_FILLERS)
+                    await self._append([FILLER] * n)
+                    need -= n
+                feed = self.group.own_feed()
+                base = feed.next_seq if feed is not None else 0
+            plain.append(encode_op(op))
+            out.append(op)
+        if plain:
+            await self._append(plain)
+        return out
 
     async def _append(self, plaintexts: list[bytes]) -> int:
-        return await self.group.append_records(plaintexts)
+        return await self._appender.append(plaintexts)
 
     async def _mark(self, path: str, s: Synced) -> None:
         self._synced[path] = s
@@ -423,15 +488,8 @@ class FolderSync:
 
     async def write_version(self, v: Version, target: Path) -> None:
         """Write an old version to ``target`` (outside or inside the folder)."""
-        loop = asyncio.get_running_loop()
-
-        def pieces() -> Iterator[bytes]:
-            for ref in v.chunks:
-                yield asyncio.run_coroutine_threadsafe(self._chunk(ref), loop).result()
-
         target.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(write_file, target.parent, target.name, pieces(), size=v.size, mode=v.mode,
-                                mtime=v.mtime, expect=None)
+        await write_version(self.group, v, target.parent, target.name, None)
 
 
 def version_id(v: Version) -> str:
