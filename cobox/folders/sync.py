@@ -12,11 +12,13 @@ already stored by this device) is referenced again, never stored twice.
 A *round* reads the entries not read yet (per feed), folds their operations into the merged
 state (``FolderState.update``: incremental, decoding and merging in a worker thread, see
 ``read_ops``), scans the folder, asks ``plan`` what to do (in a worker thread too: it visits
-every path) and does it: downloads stream
-chunks from the store, verified against their BLAKE3 ids, into ``apply.write_file`` (temp file,
-fsync, rename) in a worker thread, so memory stays bounded whatever the file size; local
-changes are chunked in a worker thread and recorded. A download waits until every chunk it
-needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
+every path) and does it: a download streams its chunks from the store in runs, opened and
+verified against their BLAKE3 ids in the writer thread, into ``apply.write_file`` (temp file,
+fsync, rename), so memory stays bounded whatever the file size (:mod:`.fetch`); small files
+(``SMALL_FILE``) are written ``SMALL_BATCH`` at a time with two file-system syncs per batch;
+the local changes of a round are recorded together (:mod:`.record`: chunked in a worker
+thread, many chunks per signed append, many operations per append). A download waits until
+every chunk it needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
 on file-system events (``watchfiles``), and every ``rescan`` seconds.
 
 The ``Synced`` record of each path (the version the disk last agreed with) is kept in the
@@ -39,12 +41,10 @@ exception. Nothing here dies silently.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
 import time
-from collections import ChainMap
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,31 +53,27 @@ import msgpack
 
 from storage.errors import FeedNotFoundError
 
-from ..entries import FILLER, encode_op, fillers_needed
 from ..errors import FileChangedError, FolderError, MalformedChunkError
 from .apply import clean_temp, move_file, remove_file
 from .chunking import Chunker
 from .disk import DiskReserve, SpaceFn, disk_space, reason
-from .fetch import write_version
+from .fetch import write_version, write_versions
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
-from .model import ChunkRef, Op, Put, Stamp
-from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
+from .model import Op, Stamp
+from .plan import Download, Forget, LocalFile, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .reader import OpReader
+from .record import Recorder
 from .scan import scan
-from .stream import Appender, Batch, record_batches
 
 if TYPE_CHECKING:
     from ..groups import Group
 
 log = logging.getLogger(__name__)
-SMALL_FILE = 1024 * 1024  # downloads up to this size run several at once (the disk reserve is
-SMALL_IN_FLIGHT = 8  # checked per file: together they may overshoot it by 8 MiB at most)
-APPENDS_IN_FLIGHT = 2  # signed appends of chunk batches awaiting their commit while the next is cut
+SMALL_FILE = 256 * 1024  # downloads up to this size are written in batches (fetch.write_versions)
+SMALL_BATCH = 128  # files per batch (at most 32 MiB held)
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
-MAX_FILLERS = 1 << 20  # entries written at most to make clock room for one op
-APPEND_FILLERS = 1024  # filler entries per signed append
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,14 +103,13 @@ class FolderSync:
         self.failed: dict[str, PathFailure] = {}  # paths that cannot be applied or recorded now
         self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
         self._stopping = False
-        self._next_clock = 0  # the lowest clock the next recorded operation may take
         self._synced: dict[str, Synced] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: list[Any] = []
         self.rounds = 0
         self.chunker = Chunker(group.keys.chunker_key)  # the group's keyed boundaries
-        self._appender = Appender(group)
+        self.recorder = Recorder(group, root, self.reader, self.chunker)
 
     @property
     def _scope(self) -> str:
@@ -249,7 +244,7 @@ class FolderSync:
         t_plan = time.monotonic()
         waiting = waiting_bytes = 0
         puts = [a for a in actions if isinstance(a, RecordPut)]
-        small: list[Download] = []  # small downloads run SMALL_IN_FLIGHT at a time
+        small: list[Download] = []  # small downloads are written in batches
         for a in actions:
             if isinstance(a, RecordPut):
                 continue  # all together, below
@@ -259,13 +254,17 @@ class FolderSync:
                 continue
             if isinstance(a, Download) and a.version.size <= SMALL_FILE:
                 small.append(a)
-                continue
+                if len(small) < SMALL_BATCH:
+                    continue
             if small:
-                await self._act_all(small)
+                await self._download_small(small)
+                if small[-1] is a:
+                    small = []
+                    continue
                 small = []
-            await self._act_all([a])
+            await self._act_one(a)
         if small:
-            await self._act_all(small)
+            await self._download_small(small)
         t_act = time.monotonic()
         if puts:
             failures = await self._record_puts(puts)
@@ -273,10 +272,8 @@ class FolderSync:
                 e = failures.get(a.path)
                 if e is None:
                     self.failed.pop(a.path, None)
-                    continue
-                if a.path not in self.failed:
-                    log.warning("folder %s: %s: cannot record: %s", self.root, a.path, reason(e))
-                self.failed[a.path] = PathFailure(a.path, f"cannot record: {reason(e)}", time.time())
+                else:
+                    self._fail(a.path, "cannot record", e)
         for path in [p for p in self.failed if p not in state.files and p not in local]:
             del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
@@ -286,27 +283,21 @@ class FolderSync:
                      "%d recorded %.2f, %d waiting", self.root, self.rounds, t_end - t0, t_read - t0,
                      t_plan - t_read, len(actions) - len(puts), t_act - t_plan, len(puts), t_end - t_act, waiting)
 
-    async def _act_all(self, actions: list[Any]) -> None:
-        """Do ``actions`` (of distinct paths), up to ``SMALL_IN_FLIGHT`` at once: their fsyncs
-        overlap and their ``Synced`` records share commits. A failure is recorded for its path."""
-        slots = asyncio.Semaphore(SMALL_IN_FLIGHT)
+    async def _act_one(self, a: Any) -> None:
+        path = a.dst if isinstance(a, MoveLocal) else a.path
+        try:
+            await self._act(a)
+        except FileChangedError as e:  # the file changed under us (being written): next round
+            log.info("not touching %s now: %s", path, e)
+        except (OSError, FolderError) as e:  # this path only; the round goes on
+            self._fail(path, "cannot record" if isinstance(a, RecordDelete) else "cannot apply", e)
+        else:
+            self.failed.pop(path, None)
 
-        async def one(a: Any) -> None:
-            path = a.dst if isinstance(a, MoveLocal) else a.path
-            try:
-                async with slots:
-                    await self._act(a)
-            except FileChangedError as e:  # the file changed under us (being written): next round
-                log.info("not touching %s now: %s", path, e)
-            except (OSError, FolderError) as e:  # this path only; the round goes on
-                verb = "cannot record" if isinstance(a, RecordPut | RecordDelete) else "cannot apply"
-                if path not in self.failed:
-                    log.warning("folder %s: %s: %s: %s", self.root, path, verb, reason(e))
-                self.failed[path] = PathFailure(path, f"{verb}: {reason(e)}", time.time())
-            else:
-                self.failed.pop(path, None)
-
-        await asyncio.gather(*(one(a) for a in actions))
+    def _fail(self, path: str, verb: str, e: BaseException) -> None:
+        if path not in self.failed:
+            log.warning("folder %s: %s: %s: %s", self.root, path, verb, reason(e))
+        self.failed[path] = PathFailure(path, f"{verb}: {reason(e)}", time.time())
 
     async def _act(self, a: Any) -> None:
         if isinstance(a, Download):
@@ -347,110 +338,51 @@ class FolderSync:
         try:
             out = await write_version(self.group, v, self.root, a.path, a.replace)
         except MalformedChunkError as e:
-            self._bad_versions[(v.path, v.stamp)] = str(e)
-            # counted against the op's author, once per stamp
-            self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
+            self._refuse_version(v, e)
             raise
         await self._mark(a.path, Synced(v.stamp, out.size, out.mtime, v.content))
 
-    async def _record_puts(self, puts: list[RecordPut]) -> dict[str, BaseException]:
-        """Record local changes, many files at a time (:func:`.stream.record_batches`): a worker
-        thread reads, cuts, hashes and encodes; each batch of new chunks is one signed append,
-        up to ``APPENDS_IN_FLIGHT`` of them in flight while the thread goes on; once a batch's
-        chunks have their places, the operations of the files it completes are appended
-        together (one append) and their ``Synced`` records written together (one commit).
-        Returns the paths that failed, with why."""
-        known = ChainMap(self.reader.own_chunks, self.state.known_chunks())  # type: ignore[arg-type]
-        failed: dict[str, BaseException] = {}
-        pending: collections.deque[tuple[asyncio.Future[int] | None, Batch]] = collections.deque()
+    def _refuse_version(self, v: Version, e: MalformedChunkError) -> None:
+        self._bad_versions[(v.path, v.stamp)] = str(e)
+        # counted against the op's author, once per stamp
+        self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
 
-        async def settle() -> None:
-            task, batch = pending.popleft()
-            if task is not None:
-                first = await task
-                feed = self.group.own_feed()
-                assert feed is not None
-                for k, (cid, size) in enumerate(batch.new):
-                    self.reader.own_chunks[cid] = ChunkRef(cid, feed.key, first + k, size)
-                self.reader.skip(feed.key, first, first + len(batch.new))  # known: not decrypted again
-            for a, e in batch.failed:
-                failed[a.path] = e
-            ops: list[Op] = []
-            for f in batch.files:
-                a = f.key
-                if (f.size, f.mtime) != (a.local.size, a.local.mtime):
-                    self._wake.set()  # still being written: record it when it settles
-                    continue
-                refs = tuple(known[cid] for cid in f.ids)
-                ops.append(self.state.put(a.path, f.size, a.local.mode, f.mtime, refs, self.group.device_id, a.base))
-            if not ops:
-                return
-            try:
-                recorded = await self.record_many(ops)
-            except FolderError as e:
-                for op in ops:
-                    failed[op.path] = e
-                return
-            await asyncio.gather(*(self._mark(op.path, Synced(op.stamp, op.size, op.mtime, op.content))
-                                   for op in recorded if isinstance(op, Put)))
-
+    async def _download_small(self, batch: list[Download]) -> None:
+        """Download small files together (``fetch.write_versions``: one thread, two syncs)."""
+        todo = []
+        for a in batch:
+            bad = self._bad_versions.get((a.version.path, a.version.stamp))
+            if bad is None:
+                todo.append(a)
+            else:
+                self._fail(a.path, "cannot apply", MalformedChunkError(bad))
         try:
-            files = [(a, self.root / a.path) for a in puts]
-            async for batch in record_batches(files, self.chunker, known.__contains__):
-                task = asyncio.ensure_future(self._append(batch.plaintexts)) if batch.plaintexts else None
-                pending.append((task, batch))
-                if len(pending) > APPENDS_IN_FLIGHT:
-                    await settle()
-            while pending:
-                await settle()
-        finally:
-            for task, _ in pending:
-                if task is not None:
-                    task.cancel()
-        return failed
+            size = sum(a.version.size for a in todo)
+            await asyncio.to_thread(self.min_disk_free.check, self.root, size, self.disk_space)
+            results = await write_versions(self.group, [(a.version, a.path, a.replace) for a in todo], self.root)
+        except (OSError, FolderError) as e:
+            for a in todo:
+                self._fail(a.path, "cannot apply", e)
+            return
+        marks = []
+        for a, r in zip(todo, results, strict=True):
+            if isinstance(r, LocalFile):
+                self.failed.pop(a.path, None)
+                marks.append(self._mark(a.path, Synced(a.version.stamp, r.size, r.mtime, a.version.content)))
+            elif isinstance(r, FileChangedError):
+                log.info("not touching %s now: %s", a.path, r)
+            else:
+                if isinstance(r, MalformedChunkError):
+                    self._refuse_version(a.version, r)
+                self._fail(a.path, "cannot apply", r)
+        await asyncio.gather(*marks)
+
+    async def _record_puts(self, puts: list[RecordPut]) -> dict[str, BaseException]:
+        return await self.recorder.record_puts(puts, self.state, self._mark, self._wake.set)
 
     async def record(self, op: Op) -> Op:
-        """Append one operation (see :meth:`record_many`)."""
-        return (await self.record_many([op]))[0]
-
-    async def record_many(self, ops: list[Op]) -> list[Op]:
-        """Append ``ops`` (in one signed append when the clocks allow) with clocks above every
-        operation merged and every one recorded since, so a round can record many files without
-        re-merging after each (which would make a round quadratic in the number of files). If a
-        member pushed the clocks beyond what our next entry may carry (``model.clock_bound``),
-        filler entries make the room first. Within one append, clocks and places both grow by
-        one per op, so room for the first op is room for the rest."""
-        out: list[Op] = []
-        plain: list[bytes] = []
-        feed = self.group.own_feed()
-        base = feed.next_seq if feed is not None else 0  # appends in between only add room
-        for op in ops:
-            clock = max(op.clock, self._next_clock)
-            self._next_clock = clock + 1  # taken now: a record() running beside this one gets another
-            op = dataclasses.replace(op, clock=clock)
-            need = fillers_needed(clock, base + len(plain))
-            if need > MAX_FILLERS:
-                raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
-            if need > 0:
-                if plain:
-                    await self._append(plain)
-                    plain = []
-                feed = self.group.own_feed()
-                need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
-                while need > 0:
-                    n = min(need, APPEND_FILLERS)
-                    await self._append([FILLER] * n)
-                    need -= n
-                feed = self.group.own_feed()
-                base = feed.next_seq if feed is not None else 0
-            plain.append(encode_op(op))
-            out.append(op)
-        if plain:
-            await self._append(plain)
-        return out
-
-    async def _append(self, plaintexts: list[bytes]) -> int:
-        return await self._appender.append(plaintexts)
+        """Append one operation (:meth:`.record.Recorder.record_many`)."""
+        return (await self.recorder.record_many([op]))[0]
 
     async def _mark(self, path: str, s: Synced) -> None:
         self._synced[path] = s
