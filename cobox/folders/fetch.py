@@ -36,16 +36,17 @@ from .plan import LocalFile
 if TYPE_CHECKING:
     from ..groups import Group
 
+BATCH_RUN_ENTRIES = 1024  # entries per hop for a batch of small files (``write_versions``)
 RUN_ENTRIES = 64  # chunk entries fetched per hop to the event loop (about 4-5 MiB of 64 KiB chunks)
 
 
-def runs(refs: Sequence[ChunkRef]) -> list[tuple[int, int]]:
-    """``[(i, j)]``: ``refs[i:j]`` name consecutive places of one feed, at most ``RUN_ENTRIES``."""
+def runs(refs: Sequence[ChunkRef], most: int = RUN_ENTRIES) -> list[tuple[int, int]]:
+    """``[(i, j)]``: ``refs[i:j]`` name consecutive places of one feed, at most ``most``."""
     out: list[tuple[int, int]] = []
     i = 0
     while i < len(refs):
         j = i + 1
-        while (j < len(refs) and j - i < RUN_ENTRIES and refs[j].feed == refs[i].feed
+        while (j < len(refs) and j - i < most and refs[j].feed == refs[i].feed
                and refs[j].seq == refs[j - 1].seq + 1):
             j += 1
         out.append((i, j))
@@ -98,16 +99,18 @@ async def write_version(group: Group, v: Version, root: Path, path: str, expect:
 async def write_versions(group: Group, items: Sequence[tuple[Version, str, LocalFile | None]],
                          root: Path) -> list[LocalFile | Exception]:
     """Write a batch of small versions (``(version, path, expect)``) with ``apply.write_files``:
-    their entries read on the loop (one ``get_range`` per run), opened, verified and written in
+    their entries read on the loop (one ``get_range`` per run of consecutive places across the
+    whole batch: a sender appends many small files' chunks in one run), opened, verified and written in
     one worker thread, two file-system syncs for the batch. Per item: what was written or why
     not (a ``MalformedChunkError`` for a version whose references name bad entries)."""
+    refs = [ref for v, _, _ in items for ref in v.chunks]  # a sender's small files: mostly one run
+    entries: list[bytes] = []
+    for i, j in runs(refs, BATCH_RUN_ENTRIES):
+        entries += await group.store.feed(refs[i].feed).get_range(refs[i].seq, refs[j - 1].seq + 1)
     stored: list[list[bytes]] = []
     for v, _, _ in items:
-        entries: list[bytes] = []
-        for i, j in runs(v.chunks):
-            feed = group.store.feed(v.chunks[i].feed)
-            entries += await feed.get_range(v.chunks[i].seq, v.chunks[j - 1].seq + 1)
-        stored.append(entries)
+        stored.append(entries[:len(v.chunks)])
+        del entries[:len(v.chunks)]
 
     def work() -> list[LocalFile | Exception]:
         out: list[LocalFile | Exception | None] = []

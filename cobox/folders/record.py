@@ -57,7 +57,7 @@ class Recorder:
         self.appender = Appender(group)
 
     async def record_puts(self, puts: list[RecordPut], state: FolderState,
-                          mark: Callable[[str, Synced], Awaitable[None]],
+                          mark: Callable[[list[tuple[str, Synced]]], Awaitable[None]],
                           wake: Callable[[], None]) -> dict[str, BaseException]:
         """Record local changes, many files at a time (:func:`.stream.record_batches`): a worker
         thread reads, cuts, hashes and encodes; each batch of new chunks is one signed append,
@@ -96,8 +96,8 @@ class Recorder:
                 for op in ops:
                     failed[op.path] = e
                 return
-            await asyncio.gather(*(mark(op.path, Synced(op.stamp, op.size, op.mtime, op.content))
-                                   for op in recorded if isinstance(op, Put)))
+            await mark([(op.path, Synced(op.stamp, op.size, op.mtime, op.content))
+                        for op in recorded if isinstance(op, Put)])
 
         try:
             files = [(a, self.root / a.path) for a in puts]
@@ -122,7 +122,7 @@ class Recorder:
         filler entries make the room first. Within one append, clocks and places both grow by
         one per op, so room for the first op is room for the rest."""
         out: list[Op] = []
-        plain: list[bytes] = []
+        plain: list[Op] = []  # encoded in a thread when appended (encode_op checks by decoding)
         feed = self.group.own_feed()
         base = feed.next_seq if feed is not None else 0  # appends in between only add room
         for op in ops:
@@ -134,7 +134,7 @@ class Recorder:
                 raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
             if need > 0:
                 if plain:
-                    await self._append(plain)
+                    await self._append_ops(plain)
                     plain = []
                 feed = self.group.own_feed()
                 need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
@@ -144,11 +144,16 @@ class Recorder:
                     need -= n
                 feed = self.group.own_feed()
                 base = feed.next_seq if feed is not None else 0
-            plain.append(encode_op(op))
+            plain.append(op)
             out.append(op)
         if plain:
-            await self._append(plain)
+            await self._append_ops(plain)
         return out
+
+    async def _append_ops(self, ops: list[Op]) -> int:
+        data = await asyncio.to_thread(lambda: [encode_op(op) for op in ops]) if len(ops) > 8 else \
+            [encode_op(op) for op in ops]
+        return await self._append(data)
 
     async def _append(self, plaintexts: list[bytes]) -> int:
         return await self.appender.append(plaintexts)

@@ -368,26 +368,33 @@ class FolderSync:
         for a, r in zip(todo, results, strict=True):
             if isinstance(r, LocalFile):
                 self.failed.pop(a.path, None)
-                marks.append(self._mark(a.path, Synced(a.version.stamp, r.size, r.mtime, a.version.content)))
+                marks.append((a.path, Synced(a.version.stamp, r.size, r.mtime, a.version.content)))
             elif isinstance(r, FileChangedError):
                 log.info("not touching %s now: %s", a.path, r)
             else:
                 if isinstance(r, MalformedChunkError):
                     self._refuse_version(a.version, r)
                 self._fail(a.path, "cannot apply", r)
-        await asyncio.gather(*marks)
+        await self._mark_all(marks)
 
     async def _record_puts(self, puts: list[RecordPut]) -> dict[str, BaseException]:
-        return await self.recorder.record_puts(puts, self.state, self._mark, self._wake.set)
+        return await self.recorder.record_puts(puts, self.state, self._mark_all, self._wake.set)
 
     async def record(self, op: Op) -> Op:
         """Append one operation (:meth:`.record.Recorder.record_many`)."""
         return (await self.recorder.record_many([op]))[0]
 
     async def _mark(self, path: str, s: Synced) -> None:
-        self._synced[path] = s
-        value = msgpack.packb([s.stamp.clock, s.stamp.author, s.size, s.mtime, s.content], use_bin_type=True)
-        await self.group.store.put_record(self._scope, path, value)
+        await self._mark_all([(path, s)])
+
+    async def _mark_all(self, marks: list[tuple[str, Synced]]) -> None:
+        """Keep the ``Synced`` records of many paths (one commit)."""
+        items = []
+        for path, s in marks:
+            self._synced[path] = s
+            items.append((path, msgpack.packb([s.stamp.clock, s.stamp.author, s.size, s.mtime, s.content],
+                                              use_bin_type=True)))
+        await self.group.store.put_records(self._scope, items)
 
     async def _forget(self, path: str) -> None:
         if self._synced.pop(path, None) is not None:
