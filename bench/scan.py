@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import msgpack
 from _util import report
 
 from cobox.folders import scan as scan_module
 from cobox.folders.ignore import IgnoreRules
-from cobox.folders.plan import plan
+from cobox.folders.model import Stamp
+from cobox.folders.plan import Synced, plan
 from cobox.folders.sync import FolderSync
 from cobox.groups import Group
 from networker.identity import DeviceIdentity
@@ -61,10 +63,6 @@ async def main() -> None:
 
         store, sync = await member(home, root, address, identity)
         for path, value in (await sync.group.store.records(sync._scope)).items():  # as start() loads them
-            import msgpack
-
-            from cobox.folders.model import Stamp
-            from cobox.folders.plan import Synced
             clock, author, size, mtime, content = msgpack.unpackb(value)
             sync._synced[path] = Synced(Stamp(clock, author), size, mtime, content)
         hashed = 0
@@ -80,9 +78,12 @@ async def main() -> None:
         state = await sync.read_ops()
         t1 = time.perf_counter()
         synced = dict(sync._synced)
-        local = scan_module.scan(root, IgnoreRules.load(root),
-                                 lambda path, size, mtime: (s := synced.get(path)) is None or (s.size, s.mtime) != (size, mtime),
-                                 sync.chunker)
+
+        def changed(path: str, size: int, mtime: int) -> bool:
+            s = synced.get(path)
+            return s is None or (s.size, s.mtime) != (size, mtime)
+
+        local = scan_module.scan(root, IgnoreRules.load(root), changed, sync.chunker)
         t2 = time.perf_counter()
         actions = plan(state, local, synced)
         t3 = time.perf_counter()
