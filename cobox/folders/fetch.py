@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 BATCH_RUN_ENTRIES = 1024  # entries per hop for a batch of small files (``write_versions``)
-RUN_ENTRIES = 64  # chunk entries fetched per hop to the event loop (about 4-5 MiB of 64 KiB chunks)
+RUN_ENTRIES = 32  # chunk entries fetched per hop to the event loop (about 2.5 MiB)
 
 
 def runs(refs: Sequence[ChunkRef], most: int = RUN_ENTRIES) -> list[tuple[int, int]]:

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``Recorder.record_puts`` takes the ``RecordPut`` actions of a round all at once. A worker
 thread (:func:`.stream.record_batches`) reads, cuts, hashes and encodes the files into batches
-of about 4 MiB of new chunk entries; each batch is one signed append (:class:`.stream.Appender`,
+of about 2 MiB of new chunk entries; each batch is one signed append (:class:`.stream.Appender`,
 sealed in a thread), with up to ``APPENDS_IN_FLIGHT`` appends awaiting their commit while the
 thread goes on. When a batch's appends are committed its chunks have their places
 (``ChunkRef(feed, seq)``, noted in ``OpReader.own_chunks`` and skipped by the reader); then the

@@ -33,9 +33,9 @@ from ..entries import encode_chunk
 from .chunking import Chunker, chunk_id
 
 T = TypeVar("T")
-BATCH_BYTES = 4 * 1024 * 1024  # new chunk plaintext per batch (one signed append)
+BATCH_BYTES = 2 * 1024 * 1024  # new chunk plaintext per batch (one signed append)
 BATCH_FILES = 512  # files listed per batch at most
-DEPTH = 3  # batches in flight between the thread and the loop
+DEPTH = 2  # batches in flight between the thread and the loop
 WHOLE_READ = 1024 * 1024  # files up to this size are read in one piece
 
 
