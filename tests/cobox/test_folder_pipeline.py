@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -158,3 +159,36 @@ async def test_a_producer_error_reaches_the_consumer() -> None:
     else:
         raise AssertionError("the error was lost")
     assert got == [1]
+
+
+async def test_an_append_that_comes_between_sealing_and_appending_moves_the_batch_not_its_places(members):
+    """The sealed-in-a-thread appender binds each entry to its place before appending; another
+    append (a log entry) taking those places meanwhile must not leave entries sealed for the
+    wrong place: the batch is sealed again for the places it gets."""
+    import asyncio
+
+    a = await members("a")
+    await a.write(b"first")  # the feed exists
+    loop = asyncio.get_running_loop()
+    appender = stream.Appender(a.group)
+    original = appender._seal
+
+    def seal_then_interleave(feed_key, first, plaintexts):  # type: ignore[no-untyped-def]
+        out = original(feed_key, first, plaintexts)
+        pending.append(asyncio.run_coroutine_threadsafe(a.group.append_records([b"a log entry in between"]), loop))
+        for _ in range(1000):  # until that append has taken its place (bounded)
+            if a.feed.next_seq > first:
+                break
+            time.sleep(0.01)
+        return out
+
+    pending: list = []
+    appender._seal = seal_then_interleave  # type: ignore[method-assign]
+    batch = [os.urandom(40_000) for _ in range(4)]
+    first = await appender.append(batch)
+    await asyncio.wrap_future(pending[0])
+    assert first == 2  # 0: "first", 1: the entry that came in between
+    feed = a.feed
+    for seq in range(feed.length):
+        assert a.group.open(feed.key, seq, await feed.get(seq)) is not None, seq
+    assert [a.group.open(feed.key, first + k, await feed.get(first + k)) for k in range(4)] == batch
