@@ -402,6 +402,11 @@ class Rows:
     async def put_record(self, scope: str, key: str, value: bytes) -> None:
         await self._submit(db.WriteJob(statements=[(_UPSERT_RECORD, [(scope, key, value)])]))
 
+    async def put_records(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Several records of one scope in one job (one statement, one commit)."""
+        if items:
+            await self._submit(db.WriteJob(statements=[(_UPSERT_RECORD, [(scope, k, v) for k, v in items])]))
+
     async def delete_record(self, scope: str, key: str) -> None:
         await self._submit(db.WriteJob(statements=[(_DELETE_RECORD, [(scope, key)])]))
 

@@ -237,6 +237,10 @@ class Store:
         """Store a small opaque record (the layers above keep their metadata here)."""
         await self.rows.put_record(scope, key, value)
 
+    async def put_records(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store several records of ``scope`` at once (one commit): ``(key, value)`` pairs."""
+        await self.rows.put_records(scope, items)
+
     async def delete_record(self, scope: str, key: str) -> None:
         await self.rows.delete_record(scope, key)
 

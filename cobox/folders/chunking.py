@@ -1,4 +1,4 @@
-"""Content-defined chunking (FastCDC with normalized chunking), streamed.
+"""Content-defined chunking (FastCDC 2020, normalized chunking), keyed per group, streamed.
 
 Theory of operation
 -------------------
@@ -6,39 +6,39 @@ A file is cut into chunks whose boundaries depend on the content only, so that a
 the boundaries near it and nowhere else, and equal content yields equal chunks on every device
 (which is what deduplication needs).
 
-The boundary test is FastCDC's gear hash. With a table ``GEAR`` of 256 pseudo-random 64-bit
-words, the hash of the 64-byte window ending at byte ``i`` is::
+The cutting is FastCDC 2020 (Xia et al., "The Design of Fast and Lightweight Resemblance
+Detection and Deduplication", as ``pyfastcdc`` 0.3 implements it in Cython, the loop running
+without the GIL): a gear hash ``h = (h << 1) + G[b]`` over the bytes, rolled two bytes per step,
+tested against a spread mask, with normalized chunking at level 2 (a harder mask before the
+average size, an easier one after it), no cut before ``min`` bytes and a forced cut at ``max``.
+Sizes: ``AVG`` 64 KiB, ``MIN`` 16 KiB, ``MAX`` 256 KiB (FastCDC skips the first ``min`` bytes of
+each chunk, so the mean chunk is about ``avg + min``). The last chunk is what remains; an empty
+stream has no chunks. These parameters and the seed derivation below are a format constant:
+changing them moves every boundary (no deduplication against older data).
 
-    h(i) = sum(GEAR[b[i - k]] << k for k in range(64))  mod 2**64
+Keyed boundaries (the hostile-member issue): a backup peer holds only ciphertext, but it sees
+entry sizes; if it could chunk a candidate file the group's way it could tell which known file
+is stored. So the gear table is secret per group: ``G[i] = GEAR[i] XOR seed``, with ``GEAR``
+FastCDC's public table and ``seed`` 63 bits of keyed BLAKE3 of ``SEED_LABEL`` under the group's
+chunker key (``networker.keys.chunker_key``, derived from the encryption key; members only).
+Every member derives the same seed, so equal content still yields equal chunks across the
+group (deduplication works); content ids (``content_id``) are per group too. ``UNKEYED`` (a
+seed from a public BLAKE3 context) is for tests and tools only, never for a group's data.
 
-which is what the classic loop ``h = (h << 1) + GEAR[b]`` computes once 64 bytes have gone
-through it (older bytes are shifted out). Here the hash is always the full 64-byte window
-(``min >= 64`` keeps the window inside the chunk), so it does not depend on where the chunk
-started, and it is computed for a whole segment at once with numpy in six shift-and-add steps
-(window 1, 2, 4, ... 64).
+What the seed is worth, written down: there are 2**63 seeds (pyfastcdc takes ``seed << 1`` as a
+uint64), and without the chunker key the seed is uniformly random (BLAKE3 is a PRF under its key). The masks of FastCDC
+2020 use bits 12..47 of the hash, and a left-shifting gear hash carries only upwards, so the
+cuts depend on the low 48 bits of the seed: an exhaustive test is 2**48 chunkings of the
+candidate. A search bit-group by bit-group is conceivable (the low mask bits depend on the low
+seed bits only), but each guess can only be checked against chunk sizes seen through Padmé
+size classes (:mod:`cobox.folders.padding`: a 64 KiB chunk is seen to about 2 KiB), which
+leaves many cut candidates per observed chunk. This is weaker than the 256 secret words the
+numpy chunker used before; it is what a compiled chunker from a maintained package offers (a
+3-4x faster sender). What leaks without the key is what leaked before: the number of chunk
+entries and their size classes.
 
-A chunk of length ``L`` may end after byte ``L - 1`` when ``min <= L < max`` and
-``h(L - 1) & mask == 0``, where ``mask`` is ``MASK_S`` (bits(avg) + 2 top bits, harder) while
-``L < avg`` and ``MASK_L`` (bits(avg) - 2 top bits, easier) from ``avg`` on: FastCDC's
-normalized chunking (level 2), which keeps sizes close to ``avg``. The first length that passes
-is the cut; with none before ``max``, the chunk is ``max`` bytes. Top bits are used because the
-low bits of a gear hash depend on the last few bytes only. The last chunk is what remains (it
-may be shorter than ``min``; an empty stream has no chunks).
-
-Keyed boundaries: the table is secret per group. :class:`Chunker` derives it from the group's
-chunker key (``networker.keys.chunker_key``, itself derived from the encryption key) as 256
-words of BLAKE3 keyed-hash output, as restic picks a random polynomial per repository and Borg a
-chunker seed. Every member holds the key, so equal content still yields equal chunks across the
-group (deduplication works), but someone holding only ciphertext (a backup peer) cannot chunk a
-candidate file the way the group does, so chunk sizes do not tell which known file is stored
-(entry sizes are also padded, :mod:`cobox.folders.padding`). Content ids (``content_id``) are
-therefore per group too. The masks stay public; changing the table derivation or the masks
-changes every boundary (no deduplication against older data): treat them as a format constant.
-``UNKEYED`` (a table from a public BLAKE3 context) is for tests and tools only, never for a
-group's data.
-
-Memory: the reader keeps at most ``max`` bytes plus one read (``READ_SIZE`` for file objects,
-one piece for an iterator of bytes) plus a hashing segment of ``SEGMENT`` words.
+Memory: at most ``2 * max`` bytes of buffer (pyfastcdc's stream buffer), plus one chunk handed
+out.
 """
 
 from __future__ import annotations
@@ -47,27 +47,12 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Protocol
 
 import blake3
-import numpy as np
+from pyfastcdc import FastCDC
 
-GEAR_CONTEXT = "cobox 2025 folders fastcdc gear table v1"  # the unkeyed (test) table only
-GEAR_LABEL = b"cobox 2026-12 fastcdc gear table"  # hashed under a group's chunker key
-
-
-def _table(raw: bytes) -> np.ndarray:
-    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
-
-
-def gear_table(key: bytes) -> np.ndarray:
-    """The 256-word gear table of a group, from its 32-byte chunker key."""
-    if type(key) is not bytes or len(key) != 32:
-        raise ValueError("a chunker key is 32 bytes")
-    return _table(blake3.blake3(GEAR_LABEL, key=key).digest(length=256 * 8))
-
-
-GEAR = _table(blake3.blake3(derive_key_context=GEAR_CONTEXT).update(b"gear").digest(length=256 * 8))
-WINDOW = 64
-READ_SIZE = 64 * 1024
-SEGMENT = 16 * 1024  # lengths tested per numpy pass
+SEED_CONTEXT = "cobox 2026-12 folders fastcdc2020 seed v1"  # the unkeyed (test) seed only
+SEED_LABEL = b"cobox 2026-12 fastcdc2020 seed"  # hashed under a group's chunker key
+NORMALIZATION = 2  # FastCDC's normalized chunking level
+READ_SIZE = 1024 * 1024  # bytes per read of a file
 AVG, MIN, MAX = 64 * 1024, 16 * 1024, 256 * 1024
 
 
@@ -75,9 +60,24 @@ class _Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
-def chunk_id(data: bytes | memoryview) -> bytes:
+def _seed(digest: bytes) -> int:
+    # 63 bits: pyfastcdc computes ``seed << 1`` as a uint64; 0 would mean FastCDC's public table
+    return (int.from_bytes(digest[:8], "little") & (2**63 - 1)) or 1
+
+
+def chunker_seed(key: bytes) -> int:
+    """The 63-bit gear seed of a group, from its 32-byte chunker key."""
+    if type(key) is not bytes or len(key) != 32:
+        raise ValueError("a chunker key is 32 bytes")
+    return _seed(blake3.blake3(SEED_LABEL, key=key).digest(length=8))
+
+
+UNKEYED_SEED = _seed(blake3.blake3(derive_key_context=SEED_CONTEXT).update(b"seed").digest(length=8))
+
+
+def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
     """A chunk's identity: its BLAKE3 hash (32 bytes)."""
-    return blake3.blake3(data).digest()
+    return blake3.blake3(data, max_threads=1).digest()
 
 
 def content_id(chunk_ids: Iterable[bytes]) -> bytes:
@@ -91,124 +91,96 @@ def content_id(chunk_ids: Iterable[bytes]) -> bytes:
     return h.digest()
 
 
-def masks(avg: int) -> tuple[int, int]:
-    """``(MASK_S, MASK_L)`` for an average size: top bits(avg)+2 and bits(avg)-2 bits set."""
-    bits = avg.bit_length() - 1
-    def top(n: int) -> int:
-        return ((1 << n) - 1) << (64 - n)
-    return top(bits + 2), top(bits - 2)
+class _IterReader:
+    """``readinto`` over an iterator of bytes (pieces of any size)."""
 
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._it = iter(pieces)
+        self._left = memoryview(b"")
 
-def window_hashes(data: bytes | bytearray | memoryview, gear: np.ndarray = GEAR) -> np.ndarray:
-    """Gear hashes of every full 64-byte window of ``data``: item ``j`` is ``h(j + 63)``."""
-    x = gear[np.frombuffer(data, dtype=np.uint8)]
-    width = 1
-    while width < WINDOW:
-        x = x[width:] + (x[:-width] << np.uint64(width))
-        width *= 2
-    return x
-
-
-def find_cut(view: memoryview, avg: int, lo: int, hi: int, final: bool, gear: np.ndarray = GEAR) -> int:
-    """The length of the chunk that starts at ``view[0]``; ``view`` holds at least ``hi``
-    bytes unless ``final`` (the stream has ended)."""
-    n = len(view)
-    if n <= lo:
+    def readinto(self, buf: memoryview) -> int:
+        while not self._left:
+            piece = next(self._it, None)
+            if piece is None:
+                return 0
+            self._left = memoryview(piece)
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
         return n
-    mask_s, mask_l = masks(avg)
-    end = hi if n >= hi else n  # lengths tested: [lo, end)
-    a = lo
-    while a < end:
-        b = a + SEGMENT if a + SEGMENT < end else end
-        h = window_hashes(view[a - WINDOW:b - 1], gear)  # h[j] tests length a + j
-        if a < avg:
-            k = (avg if avg < b else b) - a
-            hits = np.flatnonzero((h[:k] & np.uint64(mask_s)) == 0)
-            if hits.size:
-                return a + int(hits[0])
-            if b > avg:
-                hits = np.flatnonzero((h[k:] & np.uint64(mask_l)) == 0)
-                if hits.size:
-                    return avg + int(hits[0])
-        else:
-            hits = np.flatnonzero((h & np.uint64(mask_l)) == 0)
-            if hits.size:
-                return a + int(hits[0])
-        a = b
-    return end  # no boundary: a chunk of max bytes, or the rest of the stream
 
 
-def _pieces(stream: BinaryIO | _Readable | Iterable[bytes]) -> Iterator[bytes]:
-    read = getattr(stream, "read", None)
-    if read is not None:
-        while piece := read(READ_SIZE):
-            yield piece
-    else:
-        for piece in stream:  # type: ignore[union-attr]
-            if piece:
-                yield piece
+def _check(avg: int, min: int, max: int) -> None:
+    if not (64 <= min < avg < max):
+        raise ValueError("chunk sizes must satisfy 64 <= min < avg < max")
+    if avg & (avg - 1) or avg < 256:
+        raise ValueError("the average chunk size must be a power of two, at least 256")
+    if max < 1024:
+        raise ValueError("the maximum chunk size is at least 1024")
+
+
+def views(stream: BinaryIO | _Readable | Iterable[bytes], cdc: FastCDC) -> Iterator[memoryview]:
+    """The chunks of ``stream`` as memoryviews into the chunker's buffer, each valid only
+    until the next is asked for (copy what you keep)."""
+    reader = stream if hasattr(stream, "readinto") or hasattr(stream, "read") else _IterReader(stream)  # type: ignore[arg-type]
+    for c in cdc.cut_stream(reader):  # type: ignore[arg-type]
+        yield c.data
 
 
 def chunks(stream: BinaryIO | _Readable | Iterable[bytes], avg: int = AVG, min: int = MIN,
-           max: int = MAX, *, gear: np.ndarray = GEAR) -> Iterator[bytes]:
-    """Cut a binary file object (anything with ``read``) or an iterator of bytes into chunks
-    (with the unkeyed table unless ``gear`` is given: use :class:`Chunker` for a group's data)."""
-    lo, hi = min, max
-    if not (WINDOW <= lo < avg < hi):
-        raise ValueError("chunk sizes must satisfy 64 <= min < avg < max")
-    if avg & (avg - 1):
-        raise ValueError("the average chunk size must be a power of two")
-    buf = bytearray()
-    source = _pieces(stream)
-    final = False
-    while True:
-        while not final and len(buf) < hi:
-            piece = next(source, None)
-            if piece is None:
-                final = True
-            else:
-                buf += piece
-        if not buf:
-            return
-        with memoryview(buf) as view:
-            cut = find_cut(view, avg, lo, hi, final, gear)
-            out = bytes(view[:cut])
-        del buf[:cut]
-        yield out
+           max: int = MAX, *, seed: int = UNKEYED_SEED) -> Iterator[bytes]:
+    """Cut a binary file object (``readinto`` or ``read``) or an iterator of bytes into chunks
+    (with the unkeyed seed unless ``seed`` is given: use :class:`Chunker` for a group's data)."""
+    _check(avg, min, max)
+    cdc = FastCDC(avg, min_size=min, max_size=max, normalized_chunking=NORMALIZATION, seed=seed)
+    for view in views(stream, cdc):
+        yield bytes(view)
 
 
-def hash_content(stream: BinaryIO | _Readable | Iterable[bytes], *, gear: np.ndarray = GEAR) -> tuple[bytes, int]:
+def hash_content(stream: BinaryIO | _Readable | Iterable[bytes], *, seed: int = UNKEYED_SEED) -> tuple[bytes, int]:
     """``(content_id, size)`` of a stream, chunked with the default sizes, in bounded memory."""
-    return _content_of(chunks(stream, gear=gear))
-
-
-def _content_of(pieces: Iterable[bytes]) -> tuple[bytes, int]:
-    h = blake3.blake3()
-    size = 0
-    for c in pieces:
-        h.update(chunk_id(c))
-        size += len(c)
-    return h.digest(), size
+    return Chunker.from_seed(seed).hash_content(stream)
 
 
 class Chunker:
-    """A group's chunker: FastCDC with the gear table of the group's chunker key."""
+    """A group's chunker: FastCDC 2020 with the gear seed of the group's chunker key."""
 
-    __slots__ = ("avg", "gear", "max", "min")
+    __slots__ = ("avg", "max", "min", "seed")
 
     def __init__(self, key: bytes | None, avg: int = AVG, min: int = MIN, max: int = MAX) -> None:
-        self.gear = gear_table(key) if key is not None else GEAR
+        _check(avg, min, max)
+        self.seed = chunker_seed(key) if key is not None else UNKEYED_SEED
         self.avg, self.min, self.max = avg, min, max
 
+    @classmethod
+    def from_seed(cls, seed: int) -> Chunker:
+        c = cls(None)
+        c.seed = seed
+        return c
+
     def __repr__(self) -> str:
-        return f"Chunker(avg={self.avg})"  # never the table
+        return f"Chunker(avg={self.avg})"  # never the seed
+
+    def cdc(self) -> FastCDC:
+        """A FastCDC cutter with this group's seed (one per thread: it is not thread-safe)."""
+        return FastCDC(self.avg, min_size=self.min, max_size=self.max, normalized_chunking=NORMALIZATION,
+                       seed=self.seed)
 
     def chunks(self, stream: BinaryIO | _Readable | Iterable[bytes]) -> Iterator[bytes]:
-        return chunks(stream, self.avg, self.min, self.max, gear=self.gear)
+        return chunks(stream, self.avg, self.min, self.max, seed=self.seed)
+
+    def views(self, stream: BinaryIO | _Readable | Iterable[bytes]) -> Iterator[memoryview]:
+        """Chunks as short-lived memoryviews (see :func:`views`): no copy."""
+        return views(stream, self.cdc())
 
     def hash_content(self, stream: BinaryIO | _Readable | Iterable[bytes]) -> tuple[bytes, int]:
         """``(content_id, size)`` of a stream as this group chunks it."""
-        return _content_of(self.chunks(stream))
+        h = blake3.blake3()
+        size = 0
+        for view in self.views(stream):
+            h.update(chunk_id(view))
+            size += len(view)
+        return h.digest(), size
 
 
 UNKEYED = Chunker(None)

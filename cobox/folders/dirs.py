@@ -62,6 +62,18 @@ async def act(sync: FolderSync, a: Any) -> None:
         await sync._mark(a.path, Synced(op.stamp, 0, 0, DIR_CONTENT))
 
 
+async def record_all(sync: FolderSync, actions: list[RecordPut]) -> None:
+    """Record many new directories at once: their ``Mkdir`` ops in one append
+    (:meth:`.record.Recorder.record_many` gives each its clock) and their ``Synced`` records in
+    one commit, as files are recorded (a tree of many directories is not an append each)."""
+    if not actions:
+        return
+    ops = [sync.state.mkdir(a.path, a.local.mode, sync.group.device_id, a.base) for a in actions]
+    recorded = await sync.recorder.record_many(list(ops))
+    await sync._mark_all([(a.path, Synced(op.stamp, 0, 0, DIR_CONTENT))
+                          for a, op in zip(actions, recorded, strict=True)])
+
+
 def _walk(root: Path, path: str, create: bool) -> Path:
     """``root/path`` with every parent checked to be a real directory (made if ``create``)."""
     parts = normalize_path(path).split("/")

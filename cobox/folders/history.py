@@ -20,12 +20,11 @@ import asyncio
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .apply import write_file
+from . import fetch
 from .merge import Version
 from .paths import normalize_path
 from .plan import LocalFile
@@ -79,16 +78,10 @@ def restore_target(to: Path, path: str, force: bool) -> tuple[Path, LocalFile | 
 
 
 async def write_version(sync: FolderSync, v: Version, target: Path, expect: LocalFile | None) -> None:
-    """Write an old version to ``target`` (outside or inside the folder), chunks verified."""
-    loop = asyncio.get_running_loop()
-
-    def pieces() -> Iterator[bytes]:
-        for ref in v.chunks:
-            yield asyncio.run_coroutine_threadsafe(sync._chunk(ref), loop).result()
-
+    """Write an old version to ``target`` (outside or inside the folder), chunks verified
+    (:func:`cobox.folders.fetch.write_version`)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(write_file, target.parent, target.name, pieces(), size=v.size, mode=v.mode,
-                            mtime=v.mtime, expect=expect)
+    await fetch.write_version(sync.group, v, target.parent, target.name, expect)
 
 
 async def in_place(file: Path, size: int, mtime: int, wait: float) -> bool:

@@ -10,7 +10,8 @@ feed), in bounded slices. Each slice is decrypted and decoded in a worker thread
 reference without storing them again); log entries and fillers are checked and passed over; the
 first valid profile of a device names its conflict copies (``FolderState.names``);
 anything else, or anything malformed, is refused and counted against the feed's owner
-(``Group.refuse``). Operations are folded into ``state`` (``FolderState.update``, incremental)
+(``Group.refuse``); the chunk entries this device appends itself are noted by the sender and
+skipped (``skip``), not decrypted again. Operations are folded into ``state`` (``FolderState.update``, incremental)
 at most ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole
 read, so one reader runs at a time and ``FolderSync`` can plan on a settled state.
 """
@@ -95,6 +96,13 @@ class OpReader:
             for cid, ref in list(self.own_chunks.items()):
                 if ref.seq in cleared.get(ref.feed, ()):
                     del self.own_chunks[cid]
+
+    def skip(self, feed_key: bytes, start: int, end: int) -> None:
+        """Entries ``[start, end)`` of ``feed_key`` need no reading: this device just appended
+        them (chunk entries it noted in ``own_chunks`` itself), so they count as read chunk
+        entries too (``chunk_entries``: what a prune may clear)."""
+        self._read.setdefault(feed_key, RangeSet()).add(start, end)
+        self.chunk_entries.setdefault(feed_key, RangeSet()).add(start, end)
 
     def _take_all(self, feed: Any, seq: int, batch: list[bytes]) -> None:  # in a worker thread
         """Decode a slice of entries, merging every ``MERGE_BATCH`` operations on the way."""

@@ -12,11 +12,13 @@ already stored by this device) is referenced again, never stored twice.
 A *round* reads the entries not read yet (per feed), folds their operations into the merged
 state (``FolderState.update``: incremental, decoding and merging in a worker thread, see
 ``read_ops``), scans the folder, asks ``plan`` what to do (in a worker thread too: it visits
-every path) and does it: downloads stream
-chunks from the store, verified against their BLAKE3 ids, into ``apply.write_file`` (temp file,
-fsync, rename) in a worker thread, so memory stays bounded whatever the file size; local
-changes are chunked in a worker thread and recorded. A download waits until every chunk it
-needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
+every path) and does it: a download streams its chunks from the store in runs, opened and
+verified against their BLAKE3 ids in the writer thread, into ``apply.write_file`` (temp file,
+fsync, rename), so memory stays bounded whatever the file size (:mod:`.fetch`); small files
+(``SMALL_FILE``) are written ``SMALL_BATCH`` at a time with two file-system syncs per batch;
+the local changes of a round are recorded together (:mod:`.record`: chunked in a worker
+thread, many chunks per signed append, many operations per append). A download waits until
+every chunk it needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
 on file-system events (``watchfiles``), and every ``rescan`` seconds.
 
 The ``Synced`` record of each path (the version the disk last agreed with) is kept in the
@@ -43,8 +45,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import ChainMap
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,31 +53,29 @@ import msgpack
 
 from storage.errors import FeedNotFoundError
 
-from ..entries import FILLER, decode_chunk, encode_op, fillers_needed, unpack
-from ..errors import FileChangedError, FolderError, MalformedChunkError, MalformedRecordError
+from ..errors import FileChangedError, FolderError, MalformedChunkError
 from . import dirs
-from .apply import clean_temp, move_file, remove_file, write_file
-from .chunking import Chunker, chunk_id
+from .apply import clean_temp, move_file, remove_file
+from .chunking import Chunker
 from .disk import DiskReserve, SpaceFn, disk_space, reason
+from .fetch import write_version, write_versions
 from .gate import Gate
 from .ignore import IgnoreRules
 from .merge import FolderState, Version
-from .model import ChunkRef, Op, Stamp
-from .padding import encode_chunk
-from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
+from .model import Op, Stamp
+from .plan import Download, Forget, LocalFile, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .reader import OpReader
+from .record import Recorder
 from .scan import scan
-from .stream import chunks_of
 
 if TYPE_CHECKING:
     from ..groups import Group
 
 log = logging.getLogger(__name__)
-APPEND_BATCH = 16  # chunks per signed append
+SMALL_FILE = 256 * 1024  # downloads up to this size are written in batches (fetch.write_versions)
+SMALL_BATCH = 128  # files per batch (at most 32 MiB held)
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
-MAX_FILLERS = 1 << 20  # entries written at most to make clock room for one op
-APPEND_FILLERS = 1024  # filler entries per signed append
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +105,6 @@ class FolderSync:
         self.failed: dict[str, PathFailure] = {}  # paths that cannot be applied or recorded now
         self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
         self._stopping = False
-        self._next_clock = 0  # the lowest clock the next recorded operation may take
         self._synced: dict[str, Synced] = {}
         self._wake = asyncio.Event()
         self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
@@ -115,6 +113,7 @@ class FolderSync:
         self.rounds = 0
         self.paused: Callable[[], bool] = lambda: False  # the user paused it: no rounds (cobox.controls)
         self.chunker = Chunker(group.keys.chunker_key)  # the group's keyed boundaries
+        self.recorder = Recorder(group, root, self.reader, self.chunker)
 
     @property
     def _scope(self) -> str:
@@ -230,40 +229,95 @@ class FolderSync:
 
     async def round(self) -> None:
         self.rounds += 1
+        t0 = time.monotonic()
         state = await self.read_ops()
+        t_read = time.monotonic()
         rules = await asyncio.to_thread(IgnoreRules.load, self.root)
         synced = dict(self._synced)
 
+        shown = state.files
+
         def want(path: str, size: int, mtime: int) -> bool:
+            """Whether ``plan`` may need the content id: a file that differs from its ``Synced``
+            record (a touch or an edit?), or one never synced that the state shows (the same
+            content as the remote version?). A new file nobody else has is only recorded."""
             s = synced.get(path)
-            return s is None or s.size != size or s.mtime != mtime
+            if s is None:
+                return path in shown
+            return s.size != size or s.mtime != mtime
 
         local = await asyncio.to_thread(scan, self.root, rules, want, self.chunker)
         async with self.reader.merging:  # O(files), so off the loop; on a settled state
             actions = await asyncio.to_thread(plan, state, local, synced, ignored=rules)
         actions = self.gate.admit(state, local, synced, actions, rules)
+        t_plan = time.monotonic()
         waiting = waiting_bytes = 0
+        puts = [a for a in actions if isinstance(a, RecordPut) and not dirs.handles(a)]
+        small: list[Download] = []  # small downloads are written in batches
+        new_dirs = [a for a in actions if isinstance(a, RecordPut) and dirs.handles(a)]
         for a in actions:
+            if dirs.handles(a):  # a directory: made or removed here, recorded all together (dirs.py)
+                if not isinstance(a, RecordPut):
+                    await self._act_one(a)
+                continue
+            if isinstance(a, RecordPut):
+                continue  # all together, below
             if isinstance(a, Download) and not self._available(a.version):
                 waiting += 1
                 waiting_bytes += a.version.size
                 continue
-            path = a.dst if isinstance(a, MoveLocal) else a.path
-            try:
-                await self._act(a)
-            except FileChangedError as e:  # the file changed under us (being written): next round
-                log.info("not touching %s now: %s", path, e)
-            except (OSError, FolderError) as e:  # this path only; the round goes on
-                verb = "cannot record" if isinstance(a, RecordPut | RecordDelete) else "cannot apply"
-                if path not in self.failed:
-                    log.warning("folder %s: %s: %s: %s", self.root, path, verb, reason(e))
-                self.failed[path] = PathFailure(path, f"{verb}: {reason(e)}", time.time())
-            else:
-                self.failed.pop(path, None)
+            if isinstance(a, Download) and a.version.size <= SMALL_FILE:
+                small.append(a)
+                if len(small) < SMALL_BATCH:
+                    continue
+            if small:
+                await self._download_small(small)
+                if small[-1] is a:
+                    small = []
+                    continue
+                small = []
+            await self._act_one(a)
+        if small:
+            await self._download_small(small)
+        t_act = time.monotonic()
+        try:
+            await dirs.record_all(self, new_dirs)
+        except (OSError, FolderError) as e:
+            for a in new_dirs:
+                self._fail(a.path, "cannot record", e)
+        if puts:
+            failures = await self._record_puts(puts)
+            for a in puts:
+                e = failures.get(a.path)
+                if e is None:
+                    self.failed.pop(a.path, None)
+                else:
+                    self._fail(a.path, "cannot record", e)
         for path in [p for p in self.failed if p not in state.files and p not in local]:
             del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
         self.gate.round_done()
+        t_end = time.monotonic()
+        if t_end - t0 > 0.5:  # where a slow round went (bench/folder.py --profile shows these lines)
+            log.info("folder %s: round %d took %.2f s: read %.2f, scan+plan %.2f, %d actions %.2f, "
+                     "%d recorded %.2f, %d waiting", self.root, self.rounds, t_end - t0, t_read - t0,
+                     t_plan - t_read, len(actions) - len(puts), t_act - t_plan, len(puts), t_end - t_act, waiting)
+
+    async def _act_one(self, a: Any) -> None:
+        path = a.dst if isinstance(a, MoveLocal) else a.path
+        try:
+            await self._act(a)
+        except FileChangedError as e:  # the file changed under us (being written): next round
+            log.info("not touching %s now: %s", path, e)
+        except (OSError, FolderError) as e:  # this path only; the round goes on
+            self._fail(path, "cannot record" if isinstance(a, RecordDelete) else "cannot apply", e)
+        else:
+            self.failed.pop(path, None)
+
+    def _fail(self, path: str, verb: str, e: BaseException) -> None:
+        if path not in self.failed:
+            log.warning("folder %s: %s: %s: %s", self.root, path, verb, reason(e))
+        self.failed[path] = PathFailure(path, f"{verb}: {reason(e)}", time.time())
 
     async def _act(self, a: Any) -> None:
         if dirs.handles(a):  # a directory (dirs.py)
@@ -285,8 +339,6 @@ class FolderSync:
         elif isinstance(a, RecordDelete):
             await self.record(self.state.delete(a.path, self.group.device_id, a.base))
             await self._forget(a.path)
-        elif isinstance(a, RecordPut):
-            await self._record_put(a)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -299,110 +351,72 @@ class FolderSync:
                 return False
         return True
 
-    async def _chunk(self, ref: ChunkRef) -> bytes:
-        """The verified bytes of ``ref``; ``MalformedChunkError`` if the entry it names is not
-        that chunk (a log entry, an op, other bytes)."""
-        feed = self.group.store.feed(ref.feed)
-        plain = self.group.open(ref.feed, ref.seq, await feed.get(ref.seq))
-        try:
-            if plain is None:
-                raise MalformedChunkError("does not decrypt with the group key")
-            data = decode_chunk(unpack(plain))
-        except MalformedRecordError as e:
-            raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} names an entry that is not a chunk ({e})") from None
-        if len(data) != ref.size or chunk_id(data) != ref.id:
-            raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} does not match its id")
-        return data
-
     async def _download(self, a: Download) -> None:
-        loop = asyncio.get_running_loop()
         v = a.version
         bad = self._bad_versions.get((v.path, v.stamp))
         if bad is not None:
             raise MalformedChunkError(bad)
         await asyncio.to_thread(self.min_disk_free.check, self.root, v.size, self.disk_space)
-
-        def pieces() -> Iterator[bytes]:  # runs in the writer thread, one chunk at a time
-            for ref in v.chunks:
-                yield asyncio.run_coroutine_threadsafe(self._chunk(ref), loop).result()
-
         try:
-            out = await asyncio.to_thread(write_file, self.root, a.path, pieces(), size=v.size, mode=v.mode,
-                                          mtime=v.mtime, expect=a.replace)
+            out = await write_version(self.group, v, self.root, a.path, a.replace)
         except MalformedChunkError as e:
-            self._bad_versions[(v.path, v.stamp)] = str(e)
-            # counted against the op's author, once per stamp
-            self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
+            self._refuse_version(v, e)
             raise
         await self._mark(a.path, Synced(v.stamp, out.size, out.mtime, v.content))
 
-    async def _record_put(self, a: RecordPut) -> None:
-        path = self.root / a.path
-        known = ChainMap(self.reader.own_chunks, self.state.known_chunks())  # type: ignore[arg-type]
-        refs: list[ChunkRef] = []
-        batch: list[bytes] = []
-        batch_ids: list[tuple[bytes, int]] = []
-        batched: set[bytes] = set()
+    def _refuse_version(self, v: Version, e: MalformedChunkError) -> None:
+        self._bad_versions[(v.path, v.stamp)] = str(e)
+        # counted against the op's author, once per stamp
+        self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
 
-        async def flush() -> None:
-            if batch:
-                first = await self._append(batch)
-                feed = self.group.own_feed()
-                assert feed is not None
-                for k, (cid, size) in enumerate(batch_ids):
-                    ref = ChunkRef(cid, feed.key, first + k, size)
-                    known[cid] = self.reader.own_chunks[cid] = ref
-                batch.clear()
-                batch_ids.clear()
-                batched.clear()
-
-        order: list[bytes] = []
-        async for c in chunks_of(path, self.chunker):
-            cid = chunk_id(c)
-            order.append(cid)
-            if cid not in known and cid not in batched:
-                batch.append(encode_chunk(c))  # padded to its size class
-                batch_ids.append((cid, len(c)))
-                batched.add(cid)
-                if len(batch) >= APPEND_BATCH:
-                    await flush()
-        await flush()
-        refs = [known[cid] for cid in order]
-        st = path.stat()
-        if (st.st_size, st.st_mtime_ns) != (a.local.size, a.local.mtime):
-            self._wake.set()  # still being written: record it when it settles
+    async def _download_small(self, batch: list[Download]) -> None:
+        """Download small files together (``fetch.write_versions``: one thread, two syncs)."""
+        todo = []
+        for a in batch:
+            bad = self._bad_versions.get((a.version.path, a.version.stamp))
+            if bad is None:
+                todo.append(a)
+            else:
+                self._fail(a.path, "cannot apply", MalformedChunkError(bad))
+        try:
+            size = sum(a.version.size for a in todo)
+            await asyncio.to_thread(self.min_disk_free.check, self.root, size, self.disk_space)
+            results = await write_versions(self.group, [(a.version, a.path, a.replace) for a in todo], self.root)
+        except (OSError, FolderError) as e:
+            for a in todo:
+                self._fail(a.path, "cannot apply", e)
             return
-        op = await self.record(self.state.put(a.path, st.st_size, a.local.mode, st.st_mtime_ns, tuple(refs),
-                                               self.group.device_id, a.base))
-        await self._mark(a.path, Synced(op.stamp, st.st_size, st.st_mtime_ns, op.content))
+        marks = []
+        for a, r in zip(todo, results, strict=True):
+            if isinstance(r, LocalFile):
+                self.failed.pop(a.path, None)
+                marks.append((a.path, Synced(a.version.stamp, r.size, r.mtime, a.version.content)))
+            elif isinstance(r, FileChangedError):
+                log.info("not touching %s now: %s", a.path, r)
+            else:
+                if isinstance(r, MalformedChunkError):
+                    self._refuse_version(a.version, r)
+                self._fail(a.path, "cannot apply", r)
+        await self._mark_all(marks)
+
+    async def _record_puts(self, puts: list[RecordPut]) -> dict[str, BaseException]:
+        return await self.recorder.record_puts(puts, self.state, self._mark_all, self._wake.set)
 
     async def record(self, op: Op) -> Op:
-        """Append ``op`` with a clock above every operation merged and every one recorded since,
-        so a round can record many files without re-merging after each (which would make a round
-        quadratic in the number of files). If a member pushed the clocks beyond what our next
-        entry may carry (``model.clock_bound``), filler entries make the room first."""
-        clock = max(op.clock, self._next_clock)
-        self._next_clock = clock + 1  # taken now: a record() running beside this one gets another
-        op = dataclasses.replace(op, clock=clock)
-        data = encode_op(op)
-        feed = self.group.own_feed()
-        need = fillers_needed(clock, feed.next_seq if feed is not None else 0)
-        if need > MAX_FILLERS:
-            raise FolderError(f"a member pushed the clocks {need} entries ahead of this device: not recording")
-        while need > 0:  # appends in between only add room
-            n = min(need, APPEND_FILLERS)
-            await self._append([FILLER] * n)
-            need -= n
-        await self._append([data])
-        return op
-
-    async def _append(self, plaintexts: list[bytes]) -> int:
-        return await self.group.append_records(plaintexts)
+        """Append one operation (:meth:`.record.Recorder.record_many`)."""
+        return (await self.recorder.record_many([op]))[0]
 
     async def _mark(self, path: str, s: Synced) -> None:
-        self._synced[path] = s
-        value = msgpack.packb([s.stamp.clock, s.stamp.author, s.size, s.mtime, s.content], use_bin_type=True)
-        await self.group.store.put_record(self._scope, path, value)
+        await self._mark_all([(path, s)])
+
+    async def _mark_all(self, marks: list[tuple[str, Synced]]) -> None:
+        """Keep the ``Synced`` records of many paths (one commit)."""
+        items = []
+        for path, s in marks:
+            self._synced[path] = s
+            items.append((path, msgpack.packb([s.stamp.clock, s.stamp.author, s.size, s.mtime, s.content],
+                                              use_bin_type=True)))
+        await self.group.store.put_records(self._scope, items)
 
     async def _forget(self, path: str) -> None:
         if self._synced.pop(path, None) is not None:

@@ -111,7 +111,7 @@ async def test_sigkill_during_a_large_transfer_then_the_file_completes(daemons, 
     da, db = tmp_path / "fa", tmp_path / "fb"
     da.mkdir()
     db.mkdir()
-    big = os.urandom(40 * 1024 * 1024)
+    big = os.urandom(160 * 1024 * 1024)  # large enough that the kill comes mid-transfer on a fast path
     uri = (await ok(a.home, "group", "create", "g")).strip()
     await ok(a.home, "folder", "add", "g", str(da))
     await ok(b.home, "group", "join", uri)

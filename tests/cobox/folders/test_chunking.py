@@ -5,50 +5,36 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from pyfastcdc import FastCDC
 
 from cobox.folders.chunking import (
-    GEAR,
     UNKEYED,
+    UNKEYED_SEED,
     Chunker,
     chunk_id,
+    chunker_seed,
     chunks,
     content_id,
-    gear_table,
     hash_content,
-    masks,
 )
 from networker.keys import GroupKeys, chunker_key
 
 
-def reference_cuts(data: bytes, avg: int, lo: int, hi: int, table=GEAR) -> list[int]:
-    """The classic byte-at-a-time FastCDC loop (hash started 64 bytes before ``min``)."""
-    mask_s, mask_l = masks(avg)
-    gear = [int(g) for g in table]
-    out, start, m64 = [], 0, (1 << 64) - 1
-    while start < len(data):
-        n = len(data) - start
-        cut = n if n <= lo else min(n, hi)
-        if n > lo:
-            h = 0
-            for i in range(lo - 64, min(n, hi)):
-                h = ((h << 1) + gear[data[start + i]]) & m64
-                length = i + 1
-                if length >= lo and length < min(n, hi) and not h & (mask_s if length < avg else mask_l):
-                    cut = length
-                    break
-        out.append(cut)
-        start += cut
-    return out
+def reference_cuts(data: bytes, avg: int, lo: int, hi: int, seed: int = UNKEYED_SEED) -> list[int]:
+    """FastCDC 2020 over the whole buffer at once (no streaming), with the same seed."""
+    cdc = FastCDC(avg, min_size=lo, max_size=hi, normalized_chunking=2, seed=seed)
+    return [c.length for c in cdc.cut_buf(data)]
 
 
 def rand(n: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def test_matches_the_byte_at_a_time_definition() -> None:
-    data = rand(200_000, 7)
+def test_streaming_matches_the_whole_buffer_cut() -> None:
+    data = rand(2_000_000, 7)
     sizes = [len(c) for c in chunks(io.BytesIO(data), avg=1024, min=256, max=4096)]
     assert sizes == reference_cuts(data, 1024, 256, 4096)
+    assert [len(c) for c in chunks(io.BytesIO(data))] == reference_cuts(data, 64 * 1024, 16 * 1024, 256 * 1024)
 
 
 def test_deterministic_and_lossless_whatever_the_pieces() -> None:
@@ -73,7 +59,7 @@ def test_bounds() -> None:
     sizes = [len(c) for c in chunks(io.BytesIO(data))]
     assert all(16 * 1024 <= s <= 256 * 1024 for s in sizes[:-1])
     assert 0 < sizes[-1] <= 256 * 1024
-    assert 40 * 1024 < sum(sizes) / len(sizes) < 110 * 1024  # around the 64 KiB average
+    assert 50 * 1024 < sum(sizes) / len(sizes) < 110 * 1024  # around avg + min (FastCDC skips min)
 
 
 def test_runs_of_equal_bytes_cut_at_max() -> None:
@@ -102,6 +88,8 @@ def test_bad_sizes() -> None:
         list(chunks(io.BytesIO(b"x"), avg=1000, min=100, max=4000))
     with pytest.raises(ValueError):
         list(chunks(io.BytesIO(b"x"), avg=1024, min=32, max=4096))
+    with pytest.raises(ValueError):
+        list(chunks(io.BytesIO(b"x"), avg=512, min=128, max=900))
 
 
 def test_bounded_memory_on_a_large_stream() -> None:
@@ -134,7 +122,7 @@ def test_keyed_chunker_matches_the_definition_with_its_own_table() -> None:
     data = rand(200_000, 8)
     small = Chunker(KEY_A, avg=1024, min=256, max=4096)
     assert [len(c) for c in small.chunks(io.BytesIO(data))] == reference_cuts(data, 1024, 256, 4096,
-                                                                             gear_table(KEY_A))
+                                                                             chunker_seed(KEY_A))
 
 
 def test_same_key_same_boundaries_on_every_member() -> None:
@@ -165,8 +153,16 @@ def test_boundaries_of_a_known_file_cannot_be_predicted_without_the_key() -> Non
     assert repr(Chunker(KEY_A)) == "Chunker(avg=65536)"
 
 
-def test_keyed_tables_are_distinct_and_checked() -> None:
-    assert not (gear_table(KEY_A) == gear_table(KEY_B)).any()
-    assert not (gear_table(KEY_A) == GEAR).any()
+def test_keyed_seeds_are_distinct_and_checked() -> None:
+    seeds = {chunker_seed(KEY_A), chunker_seed(KEY_B), UNKEYED_SEED}
+    assert len(seeds) == 3 and all(0 < s < 2**63 for s in seeds)
     with pytest.raises(ValueError):
-        gear_table(b"short")
+        chunker_seed(b"short")
+
+
+def test_the_views_are_the_chunks() -> None:
+    data = rand(1_500_000, 11)
+    c = Chunker(KEY_A)
+    assert [bytes(v) for v in c.views(io.BytesIO(data))] == list(c.chunks(io.BytesIO(data)))
+    assert c.hash_content(io.BytesIO(data)) == (content_id(chunk_id(x) for x in c.chunks(io.BytesIO(data))),
+                                                len(data))

@@ -1,0 +1,129 @@
+"""The receiver: a version's chunks read from the store in ranges, opened and verified in the
+writer's thread, streamed into the temp file in order.
+
+Theory of operation
+-------------------
+A version's chunk references mostly name consecutive entries of one feed (a sender appends a
+file's new chunks in order), so ``runs`` cuts the reference list into runs of consecutive
+places of one feed, each at most ``RUN_ENTRIES`` long. ``write_version`` runs
+``apply.write_file`` in a worker thread, with an iterator that for each run asks the event loop
+once for the stored entries (``Feed.get_range``, one hop per run, not per chunk) and asks for
+the next run before opening this one, so reading the store overlaps opening and writing. Each
+entry is opened (XChaCha20-Poly1305 with the group key, bound to its place), decoded strictly
+(``entries.decode_chunk_entry``) and checked against its reference (size and BLAKE3 id) in the
+thread (libsodium and BLAKE3 release the GIL), and written. A reference to an entry that is
+not the named chunk raises ``MalformedChunkError``: the temp file is removed (``write_file``)
+and the caller refuses that version. Memory: two runs of entries at most (``RUN_BYTES`` each,
+bounded by the entry size limit), whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..entries import decode_chunk_entry
+from ..errors import MalformedChunkError, MalformedRecordError
+from .apply import FileWrite, write_file, write_files
+from .chunking import chunk_id
+from .merge import Version
+from .model import ChunkRef
+from .plan import LocalFile
+
+if TYPE_CHECKING:
+    from ..groups import Group
+
+BATCH_RUN_ENTRIES = 1024  # entries per hop for a batch of small files (``write_versions``)
+RUN_ENTRIES = 32  # chunk entries fetched per hop to the event loop (about 2.5 MiB)
+
+
+def runs(refs: Sequence[ChunkRef], most: int = RUN_ENTRIES) -> list[tuple[int, int]]:
+    """``[(i, j)]``: ``refs[i:j]`` name consecutive places of one feed, at most ``most``."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(refs):
+        j = i + 1
+        while (j < len(refs) and j - i < most and refs[j].feed == refs[i].feed
+               and refs[j].seq == refs[j - 1].seq + 1):
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+def open_chunk(group: Group, ref: ChunkRef, data: bytes) -> bytes:
+    """The verified chunk ``ref`` names, from its stored entry; ``MalformedChunkError`` if the
+    entry is not that chunk (a log entry, an op, other bytes)."""
+    plain = group.open(ref.feed, ref.seq, data)
+    try:
+        if plain is None:
+            raise MalformedChunkError("does not decrypt with the group key")
+        chunk = decode_chunk_entry(plain)
+    except MalformedRecordError as e:
+        raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} names an entry that is not a chunk ({e})") from None
+    if len(chunk) != ref.size or chunk_id(chunk) != ref.id:
+        raise MalformedChunkError(f"chunk {ref.id.hex()[:16]} does not match its id")
+    return chunk
+
+
+def pieces(group: Group, refs: Sequence[ChunkRef], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
+    """The verified chunks of ``refs`` in order (run in a worker thread, see the module docstring)."""
+    cuts = runs(refs)
+
+    def fetch(k: int) -> concurrent.futures.Future[list[bytes]]:
+        i, j = cuts[k]
+        feed = group.store.feed(refs[i].feed)
+        return asyncio.run_coroutine_threadsafe(feed.get_range(refs[i].seq, refs[j - 1].seq + 1), loop)
+
+    ahead = fetch(0) if cuts else None
+    for k, (i, j) in enumerate(cuts):
+        assert ahead is not None
+        entries = ahead.result()
+        ahead = fetch(k + 1) if k + 1 < len(cuts) else None
+        for ref, data in zip(refs[i:j], entries, strict=True):
+            yield open_chunk(group, ref, data)
+    if ahead is not None:
+        ahead.cancel()
+
+
+async def write_version(group: Group, v: Version, root: Path, path: str, expect: LocalFile | None) -> LocalFile:
+    """Write version ``v`` to ``root/path`` atomically (``apply.write_file``), from the store."""
+    loop = asyncio.get_running_loop()
+    return await asyncio.to_thread(write_file, root, path, pieces(group, v.chunks, loop), size=v.size,
+                                   mode=v.mode, mtime=v.mtime, expect=expect)
+
+
+async def write_versions(group: Group, items: Sequence[tuple[Version, str, LocalFile | None]],
+                         root: Path) -> list[LocalFile | Exception]:
+    """Write a batch of small versions (``(version, path, expect)``) with ``apply.write_files``:
+    their entries read on the loop (one ``get_range`` per run of consecutive places across the
+    whole batch: a sender appends many small files' chunks in one run), opened, verified and written in
+    one worker thread, two file-system syncs for the batch. Per item: what was written or why
+    not (a ``MalformedChunkError`` for a version whose references name bad entries)."""
+    refs = [ref for v, _, _ in items for ref in v.chunks]  # a sender's small files: mostly one run
+    entries: list[bytes] = []
+    for i, j in runs(refs, BATCH_RUN_ENTRIES):
+        entries += await group.store.feed(refs[i].feed).get_range(refs[i].seq, refs[j - 1].seq + 1)
+    stored: list[list[bytes]] = []
+    for v, _, _ in items:
+        stored.append(entries[:len(v.chunks)])
+        del entries[:len(v.chunks)]
+
+    def work() -> list[LocalFile | Exception]:
+        out: list[LocalFile | Exception | None] = []
+        writes: list[FileWrite] = []
+        for (v, path, expect), entries in zip(items, stored, strict=True):
+            try:
+                data = [open_chunk(group, ref, e) for ref, e in zip(v.chunks, entries, strict=True)]
+            except MalformedChunkError as e:
+                out.append(e)
+                continue
+            out.append(None)
+            writes.append(FileWrite(path, data, v.size, v.mode, v.mtime, expect))
+        written = iter(write_files(root, writes))
+        return [next(written) if r is None else r for r in out]
+
+    return await asyncio.to_thread(work)

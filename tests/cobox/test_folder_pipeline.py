@@ -1,0 +1,194 @@
+"""The folder data path end to end in process (issue 15): a large file and many small files
+arrive byte-exact (BLAKE3 of every file equal) in bounded memory, many chunks and files share
+one signed append, and an edit in the middle of a large file sends only the chunks near it."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import tracemalloc
+from pathlib import Path
+
+from blake3 import blake3
+
+from cobox.folders import stream
+from cobox.folders.fetch import runs
+from cobox.folders.model import ChunkRef
+from storage.feed import Feed
+
+from .hostile import connect, members_fixture  # noqa: F401 - the fixture "members"
+
+
+def digests(root: Path) -> dict[str, bytes]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h = blake3()
+            with open(p, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            out[str(p.relative_to(root))] = h.digest()
+    return out
+
+
+def count_appends(monkeypatch) -> list[int]:
+    """Record the size (entries) of every signed append."""
+    sizes: list[int] = []
+    original = Feed.append
+
+    async def append(self, entries):  # type: ignore[no-untyped-def]
+        sizes.append(len(entries))
+        return await original(self, entries)
+
+    monkeypatch.setattr(Feed, "append", append)
+    return sizes
+
+
+async def converge(a, b, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    """Rounds on both sides until B's folder holds A's files (bounded)."""
+    want = digests(a.root)
+    for _ in range(200):
+        await a.sync.round()
+        await b.caught_up(a, timeout=timeout)
+        await b.sync.round()
+        if digests(b.root) == want:
+            return
+    raise AssertionError("the folders did not converge")
+
+
+async def test_a_large_file_arrives_exactly_in_bounded_memory_and_an_edit_sends_only_its_chunks(members,
+                                                                                                  monkeypatch):
+    """Memory is measured around each side's round (the sender recording, the receiver writing
+    the file), not around the replication between them (its in-memory test connection keeps
+    what it carried)."""
+    appends = count_appends(monkeypatch)
+    a, b = await members("a"), await members("b")
+    size = 96 * 1024 * 1024
+    with open(a.root / "big.bin", "wb") as f:
+        for _ in range(size >> 20):
+            f.write(os.urandom(1 << 20))
+    tracemalloc.start()
+    try:
+        await a.sync.round()  # records the file
+        _, sender_peak = tracemalloc.get_traced_memory()
+        connect(a, b)
+        await b.caught_up(a, timeout=120)
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        await b.sync.round()  # writes the file
+        _, peak = tracemalloc.get_traced_memory()
+        receiver_peak = peak - base
+    finally:
+        tracemalloc.stop()
+    assert digests(b.root) == digests(a.root) and (b.root / "big.bin").stat().st_size == size
+    assert sender_peak < 48 * 1024 * 1024, f"sender peak {sender_peak / 2**20:.0f} MiB for {size >> 20} MiB"
+    assert receiver_peak < 32 * 1024 * 1024, f"receiver peak {receiver_peak / 2**20:.0f} MiB for {size >> 20} MiB"
+    chunk_appends = [n for n in appends if n > 8]
+    assert chunk_appends and len(chunk_appends) <= size // (1536 * 1024), appends  # ~2 MiB per append
+
+    # An edit of 64 KiB in the middle: a few new chunks are stored and travel, not the file.
+    before = a.feed.stored_bytes
+    with open(a.root / "big.bin", "r+b") as f:
+        f.seek(size // 2)
+        f.write(os.urandom(64 * 1024))
+    await converge(a, b)
+    assert a.feed.stored_bytes - before < 1024 * 1024
+
+
+async def test_many_small_files_arrive_exactly_with_few_appends(members, monkeypatch):
+    appends = count_appends(monkeypatch)
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    rnd = random.Random(4)
+    n = 1500
+    for k in range(n):
+        d = a.root / f"d{k % 30:02d}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{k}.bin").write_bytes(rnd.randbytes(rnd.randint(1, 16 * 1024)))
+    (a.root / "empty").write_bytes(b"")
+    (a.root / "same-1").write_bytes(b"same bytes")
+    (a.root / "same-2").write_bytes(b"same bytes")  # one chunk entry for both
+    await converge(a, b)
+    assert len(digests(b.root)) == n + 3
+    # chunks of many files per append and ops of many files per append, not two per file
+    assert len(appends) <= 30, (len(appends), appends[:40])
+    assert a.feed.length <= 2 * n + 30 + 10  # a chunk and an op per file, an op per directory (30)
+
+
+def test_runs_cut_references_into_consecutive_places_of_one_feed() -> None:
+    f, g = b"f" * 32, b"g" * 32
+
+    def ref(feed: bytes, seq: int) -> ChunkRef:
+        return ChunkRef(bytes(32), feed, seq, 1)
+
+    refs = [ref(f, 3), ref(f, 4), ref(f, 5), ref(g, 6), ref(f, 6), ref(f, 6), ref(f, 7)]
+    assert runs(refs) == [(0, 3), (3, 4), (4, 5), (5, 7)]
+    assert runs([ref(f, k) for k in range(10)], most=4) == [(0, 4), (4, 8), (8, 10)]
+    assert runs([]) == []
+
+
+async def test_the_producer_thread_stops_when_the_consumer_does() -> None:
+    emitted: list[int] = []
+
+    def work(emit):  # type: ignore[no-untyped-def]
+        for k in range(10_000):
+            emit(k)
+            emitted.append(k)
+
+    got = []
+    async for item in stream.produced(work, depth=2):
+        got.append(item)
+        if len(got) == 5:
+            break
+    assert got == [0, 1, 2, 3, 4]
+    assert len(emitted) <= 5 + 2  # bounded: the thread stopped at most depth items ahead
+
+
+async def test_a_producer_error_reaches_the_consumer() -> None:
+    def work(emit):  # type: ignore[no-untyped-def]
+        emit(1)
+        raise OSError("disk gone")
+
+    got = []
+    try:
+        async for item in stream.produced(work):
+            got.append(item)
+    except OSError as e:
+        assert str(e) == "disk gone"
+    else:
+        raise AssertionError("the error was lost")
+    assert got == [1]
+
+
+async def test_an_append_that_comes_between_sealing_and_appending_moves_the_batch_not_its_places(members):
+    """The sealed-in-a-thread appender binds each entry to its place before appending; another
+    append (a log entry) taking those places meanwhile must not leave entries sealed for the
+    wrong place: the batch is sealed again for the places it gets."""
+    import asyncio
+
+    a = await members("a")
+    await a.write(b"first")  # the feed exists
+    loop = asyncio.get_running_loop()
+    appender = stream.Appender(a.group)
+    original = appender._seal
+
+    def seal_then_interleave(feed_key, first, plaintexts):  # type: ignore[no-untyped-def]
+        out = original(feed_key, first, plaintexts)
+        pending.append(asyncio.run_coroutine_threadsafe(a.group.append_records([b"a log entry in between"]), loop))
+        for _ in range(1000):  # until that append has taken its place (bounded)
+            if a.feed.next_seq > first:
+                break
+            time.sleep(0.01)
+        return out
+
+    pending: list = []
+    appender._seal = seal_then_interleave  # type: ignore[method-assign]
+    batch = [os.urandom(40_000) for _ in range(4)]
+    first = await appender.append(batch)
+    await asyncio.wrap_future(pending[0])
+    assert first == 2  # 0: "first", 1: the entry that came in between
+    feed = a.feed
+    for seq in range(feed.length):
+        assert a.group.open(feed.key, seq, await feed.get(seq)) is not None, seq
+    assert [a.group.open(feed.key, first + k, await feed.get(first + k)) for k in range(4)] == batch
