@@ -429,6 +429,7 @@ class Daemon:
         if name in self.folders:  # the folder moves to the new epoch; its synced state is kept
             root = self.folders[name].root
             await self.supervisor.cancel(f"folder:{name}")
+            await self.supervisor.cancel(f"prune:{name}")
             del self.folders[name]
             await self._start_folder(group, root)
 

@@ -58,7 +58,7 @@ async def test_a_host_keeps_a_group_by_invite_serves_a_newcomer_and_cannot_read(
 
     async def receipted() -> bool:
         [b] = await backups(a.home)
-        return b["receipts"] is not None and b["receipts"]["feeds"][0]["held"] == 5
+        return b["receipts"] is not None and b["receipts"]["feeds"][0]["held"] == 1 + 5  # its profile, then the 5 entries
 
     await until(receipted, "receipts from the host")
     assert "host" in await ok(a.home, "backup", "list")
@@ -70,7 +70,7 @@ async def test_a_host_keeps_a_group_by_invite_serves_a_newcomer_and_cannot_read(
     await ok(h.home, "sync", "wait", kept["name"], "--timeout", "20")
 
     async def all_six() -> bool:
-        return (await seeds(h.home))[0]["feeds"][0]["length"] == 6
+        return (await seeds(h.home))[0]["feeds"][0]["length"] == 1 + 6  # the profile and 6 entries
 
     await until(all_six, "the host holds the sixth entry")
     await a.stop()
@@ -213,7 +213,7 @@ async def test_host_and_member_remember_after_a_restart(daemons):
 
     async def reached() -> bool:
         s = await seeds(h.home)
-        return bool(s[0]["feeds"]) and s[0]["feeds"][0]["length"] == 1
+        return bool(s[0]["feeds"]) and s[0]["feeds"][0]["length"] == 1 + 1  # the profile, the new entry
 
     await until(reached, "the host gets the member's new entry after its restart")
     [b] = await backups(a.home)
