@@ -434,6 +434,7 @@ class Daemon:
         if name in self.folders:  # the folder moves to the new epoch; its synced state is kept
             root = self.folders[name].root
             await self.supervisor.cancel(f"folder:{name}")
+            await self.supervisor.cancel(f"prune:{name}")  # _start_folder starts it again
             del self.folders[name]
             await self._start_folder(group, root)
 

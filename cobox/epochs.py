@@ -44,6 +44,7 @@ those *given steps*: from an epoch that a given step leaves, the step is the giv
 from the given secrets; the records naming that epoch, once read, give who it removed and kept,
 and each opens with a given secret, ``given_share``); a record naming that epoch that the
 inviter did not know makes the union as usual (the newcomer has no share of it: not carried).
+A device removed in a given step and invited again since is not removed by it here.
 Without any record yet, a given step removes nobody and names no members: the gate then admits
 in the past epochs the devices that hold a feed in a later one (``cobox.removal``).
 """
@@ -52,7 +53,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import nacl.bindings
@@ -257,6 +258,8 @@ def resolve(genesis: GroupKeys, records: Iterable[EpochRecord], device: bytes,
             if not named:
                 break
             step = step_of(current, named, opened, genesis.chunker_key)
+        elif device in step.removed:  # re-invited since its removal: the invite carries it over
+            step = replace(step, removed=step.removed - {device})
         if device in step.removed:
             return Resolution(tuple(steps), removed=step)
         if step.keys is None or step.keys.discovery_key in seen:

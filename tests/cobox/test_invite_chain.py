@@ -120,3 +120,13 @@ def test_resolve_follows_the_given_chain_before_any_record_and_the_records_after
     assert given_share(other, chain) is None
     res = resolve(genesis, [record, other], newcomer, {record.digest: share}, chain)
     assert res.not_carried is not None and res.steps == ()
+
+
+def test_a_device_removed_then_invited_again_is_carried_over_by_the_invite():
+    a, c = DeviceIdentity.generate(), DeviceIdentity.generate()
+    genesis = GroupKeys.from_address(GENESIS)
+    record = make_record(a.sign, a.peer_id, genesis.discovery_key, [c.peer_id], [a.peer_id], [], S1)
+    assert resolve(genesis, [record], c.peer_id, {}).removed is not None  # its old invite: removed
+    share = given_share(record, ((S1,),))
+    res = resolve(genesis, [record], c.peer_id, {record.digest: share}, ((S1,),))  # the new invite
+    assert res.removed is None and res.current(genesis).discovery_key == record.epoch
