@@ -156,3 +156,30 @@ async def test_a_stale_chain_invite_gets_nobody_into_the_later_epoch(members, ch
     assert he.current.discovery_key == first.discovery_key
     assert "a in epoch 2" not in {x.text for x in await he.current.log()}
     assert ha.current.store.feeds(ha.current.namespace) and not e.store.feeds(ha.current.namespace)
+
+
+async def test_an_invite_from_an_epoch_of_concurrent_removals_gets_the_newcomer_into_the_union(
+        members, chains, newcomers):
+    a, b, c, d = [await members(n) for n in "abcd"]
+    everyone = [a, b, c, d]
+    for k, m in enumerate(everyone):
+        for other in everyone[:k]:
+            connect(m, other)
+    (ha, ea), (hb, eb) = chains(a), chains(b)
+    chains(c), chains(d)
+    for m in everyone:
+        await m.group.append(f"{m.name} before")
+    await until(lambda: all(len(m.group.owners()) == 4 for m in (a, b)), what="admissions")
+    await asyncio.gather(ea.remove(c.id.hex()[:12]), eb.remove(d.id.hex()[:12]))
+    await until(lambda: len(ea.records) == 2 and len(eb.records) == 2 and ha.current is not a.group
+                and ha.current.discovery_key == hb.current.discovery_key, what="a and b to reach the union")
+    await ha.current.append("a in the union")
+    invite = parse_invite(invite_of(ea))
+    assert len(invite.epochs) == 1 and len(invite.epochs[0]) == 2  # one step of two secrets
+    e, he, ee = await newcomers("e", invite_of(ea))
+    assert he.current.discovery_key == ha.current.discovery_key
+    connect(e, b)
+    await log_has(he.current, {"a before", "b before", "a in the union"}, "e to read both epochs")
+    await until(lambda: len(ee.records) == 2, what="e to read both removal records")
+    assert ee.resolution.steps[0].removed == {c.id, d.id} and he.current.removal is None
+    assert he.current.keys.chunker_key == ha.current.keys.chunker_key
