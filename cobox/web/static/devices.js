@@ -79,7 +79,7 @@ function buildDevice(v) {
       actions.append(el("button", { type: "button", class: `small danger${on ? " armed" : ""}`,
         "data-focus-key": key, text: on ? `Click again to remove it from ${g}` : `Remove from ${g}`,
         "aria-describedby": on ? `removal-note-${v.id}` : null,
-        onclick: () => twoClick(key, () => removeDevice(v.id, g), `device:${v.id}`) }));
+        onclick: () => twoClick(key, () => removeDevice(v.id, g), `device:${v.id}`, REMOVAL_ARMED_MS) }));
     }
   }
   if (actions.children.length) body.append(actions);
@@ -88,6 +88,8 @@ function buildDevice(v) {
   item.append(body);
   return item;
 }
+
+const REMOVAL_ARMED_MS = 20000;  // time to read the note below before the second click
 
 // What removing does and does NOT do, shown while a Remove button waits for its second click
 // (the same words as the CLI's confirmation, cobox/commands_devices_remove.py WHAT_IT_DOES_NOT).
