@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from networker import GroupKeys, encode_key
+from networker import encode_key
 
 from . import devices, netview, pauses
 from . import status as docs
@@ -158,10 +158,12 @@ def invite_uri(daemon: Daemon, group: Group, seed: bool) -> str:
         raise UsageError(f"{group.name!r} is backed up here, not joined: only a seed invite exists")
     if group.removal is not None:  # (cobox.removal) its keys are of an epoch the others left
         raise UsageError(f"this device was {group.removal['text']}: its invite would get nobody in")
-    if GroupKeys.from_address(group.keys.address).discovery_key != group.keys.discovery_key:
-        raise UsageError(f"{group.name!r} is in an epoch made by concurrent removals: member invites for it are "
-                         "not supported yet (a removal by one member makes a plain epoch again)")
-    return daemon.invite("join", group.keys.address, group.name).format()
+    epochs = daemon.epochs.get(group.name)
+    if epochs is None:
+        return daemon.invite("join", group.keys.address, group.name).format()
+    # After a removal: the genesis address and every epoch secret since (cobox.uri, "chain of epochs")
+    assert epochs.genesis.keys.address is not None
+    return daemon.invite("join", epochs.genesis.keys.address, group.name, epochs.invite_chain()).format()
 
 
 class DaemonApp:
@@ -275,7 +277,8 @@ class DaemonApp:
                                   folder.status() if folder is not None else None,
                                   self.backup_status(group.name) if group.is_member else None)
         doc["names"] = group.profiles.names()
-        return {**doc, "disk": self._disk(group)}
+        epochs = self.d.epochs.get(group.name)
+        return {**doc, "disk": self._disk(group), **(epochs.status() if epochs is not None else {})}
 
     def _disk(self, group: Group) -> Doc:
         """Disk use of a group in bytes (:func:`cobox.folders.prune.disk_use`; without a folder,

@@ -65,7 +65,7 @@ from networker import (
 from networker import parse_address as parse
 from storage import Store
 
-from . import addresses, bandwidth, devices
+from . import addresses, bandwidth, devices, netview
 from . import config as configuration
 from .backup import device_keys
 from .backup.audit import SERVICE as AUDIT_SERVICE
@@ -92,7 +92,7 @@ from .hosting import Hosting
 from .knownpeers import KnownPeers
 from .paths import Home, write_private
 from .relaying import Relaying, expand_wildcard
-from .removal import Epochs
+from .removal import Epochs, keep_given
 from .settings import Config
 from .supervisor import Backoff, Supervisor, hold
 from .twins import TwinGuard
@@ -348,7 +348,7 @@ class Daemon:
         else:
             keys = GroupKeys.from_replication_key(invite.key)
             name = validate_name(name or f"seed-{keys.discovery_key.hex()[:8]}")
-        group = await self.add_group(name, keys)
+        group = await self.add_group(name, keys, invite.epochs)
         # The inviter, at addresses it could be reached at: a discovery source like the others, so a
         # daemon with discovery off (no DHT, no LAN) connects only where it is told to.
         for address in invite.peers if self.swarm.sources else ():
@@ -363,12 +363,14 @@ class Daemon:
         if contacts and self.dht is not None:
             self.reach.run_soon(self.dht.dht.join(contacts), what)
 
-    def invite(self, kind: str, key: bytes, name: str | None = None) -> Invite:
+    def invite(self, kind: str, key: bytes, name: str | None = None,
+               epochs: tuple[tuple[bytes, ...], ...] = ()) -> Invite:
         """An invite carrying hints: where this device can be reached, DHT nodes to start from."""
         contacts = [(n.ip, n.port) for n in self.dht.dht.contacts()] if self.dht is not None else []
-        return Invite(kind, key, name).with_hints(self.reach.dht_addresses(), self.reach.bootstrap_hints(contacts))
+        return Invite(kind, key, name, epochs=epochs).with_hints(
+            self.reach.dht_addresses(), self.reach.bootstrap_hints(contacts))
 
-    async def add_group(self, name: str, keys: GroupKeys) -> Group:
+    async def add_group(self, name: str, keys: GroupKeys, given: tuple[tuple[bytes, ...], ...] = ()) -> Group:
         if name in self.groups:
             raise GroupExistsError(f"a group named {name!r} already exists")
         g = self._by_discovery_key(keys.discovery_key)
@@ -376,11 +378,13 @@ class Daemon:
             raise GroupExistsError(f"this device already has that group, as {g.name!r}")
         created = time.time()
         await self.store.put_record(GROUPS_SCOPE, name, encode_info(keys, created))
+        await keep_given(self.store, keys, given)  # an invite's chain of epochs (cobox.removal)
         return await self._activate(name, keys, created)
 
     async def _activate(self, name: str, keys: GroupKeys, created: float) -> Group:
         group = self.new_group(name, keys, created)
         epochs = self.epochs[name] = Epochs(self, group, names=lambda d: self._device_name_in(name, d))
+        await epochs.load_given()  # joined by an invite made after a removal: genesis is a past epoch
         await self.start_epoch(group)
         self.groups[name] = group
         await epochs.load()  # a later epoch after a device removal: it becomes groups[name]
@@ -415,7 +419,8 @@ class Daemon:
         group.twins = self.twins
         tag = self._service(group)
         self.controls.on_group(group)
-        await group.profiles.publish(self.device_name)
+        if not group.retired:  # nothing is written in a past epoch
+            await group.profiles.publish(self.device_name)
         if group.is_member:
             self.supervisor.spawn(f"profiles:{tag}", group.profiles.run, restart="backoff")
         self.supervisor.spawn(f"receipts:{tag}", group.run_receipts, restart="backoff")
@@ -429,9 +434,12 @@ class Daemon:
         if name in self.folders:  # the folder moves to the new epoch; its synced state is kept
             root = self.folders[name].root
             await self.supervisor.cancel(f"folder:{name}")
-            await self.supervisor.cancel(f"prune:{name}")
+            await self.supervisor.cancel(f"prune:{name}")  # _start_folder starts it again
             del self.folders[name]
             await self._start_folder(group, root)
+
+    def reopen(self, group: Group, device: bytes) -> None:
+        netview.open_channel(self.node, device, group)
 
     async def remove_device(self, name: str, device: str) -> dict[str, Any]:
         self.group(name)

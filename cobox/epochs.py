@@ -36,13 +36,24 @@ A device learns from :func:`resolve` either the chain of epochs it holds keys fo
 step removed it (``Resolution.removed``: by whom, when), or that a step sealed it nothing
 (``not_carried``: the remover did not know it; it needs a new invite), after which it stays in
 the last epoch it holds and is refused there by the others.
+
+A device invited after a removal (``given``): its invite carries the group's genesis address
+and the secrets of every step since (``cobox.uri``: ``epochs=``, checked there to lead to the
+epoch the invite names), so it needs nothing sealed to it for the past. :func:`resolve` takes
+those *given steps*: from an epoch that a given step leaves, the step is the given one (its keys
+from the given secrets; the records naming that epoch, once read, give who it removed and kept,
+and each opens with a given secret, ``given_share``); a record naming that epoch that the
+inviter did not know makes the union as usual (the newcomer has no share of it: not carried).
+A device removed in a given step and invited again since is not removed by it here.
+Without any record yet, a given step removes nobody and names no members: the gate then admits
+in the past epochs the devices that hold a feed in a later one (``cobox.removal``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import nacl.bindings
@@ -157,6 +168,7 @@ class Step:
     members: frozenset[bytes]  # kept by every record
     seeds: frozenset[bytes]
     keys: GroupKeys | None  # this device's keys of the new epoch (None: it has none)
+    secrets: tuple[bytes, ...] = field(default=(), repr=False)  # a member's: what makes ``keys`` (an invite's chain)
 
     @property
     def removers(self) -> tuple[bytes, ...]:
@@ -164,7 +176,7 @@ class Step:
 
     @property
     def time(self) -> float:
-        return max(r.time for r in self.records)
+        return max((r.time for r in self.records), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -186,28 +198,68 @@ def step_of(parent: bytes, records: list[EpochRecord], opened: dict[bytes, Opene
     seeds = frozenset.intersection(*(frozenset(d for d, _ in r.seeds) for r in rs)) - removed - members
     shares = [opened.get(r.digest) for r in rs]
     keys: GroupKeys | None = None
+    secrets: tuple[bytes, ...] = ()
     if all(s is not None and s.role == "member" for s in shares):
-        keys = GroupKeys.for_epoch([s.secret for s in shares if s is not None], chunker)
+        secrets = tuple(s.secret for s in shares if s is not None)
+        keys = GroupKeys.for_epoch(secrets, chunker)
     elif all(s is not None and s.role == "seed" for s in shares):
         keys = GroupKeys.for_seed_epoch([s.secret for s in shares if s is not None])
-    return Step(parent, tuple(rs), removed, members, seeds, keys)
+    return Step(parent, tuple(rs), removed, members, seeds, keys, secrets)
+
+
+def given_share(record: EpochRecord, given: Sequence[Sequence[bytes]]) -> Opened | None:
+    """The share of ``record`` a newcomer holds from its invite's chain: the given secret that
+    makes the epoch the record names (``None``: the inviter did not know this record)."""
+    for step in given:
+        for secret in step:
+            if GroupKeys.from_address(secret).discovery_key == record.epoch:
+                return Opened("member", secret)
+    return None
+
+
+def _given_step(parent: bytes, records: list[EpochRecord], secrets: Sequence[bytes],
+                chunker: bytes | None) -> Step | None:
+    """The given step leaving ``parent`` with what ``records`` (naming ``parent``) say; ``None``
+    if a record names an epoch outside it (the inviter did not know it: the usual union)."""
+    made = {GroupKeys.from_address(s).discovery_key for s in secrets}
+    if any(r.epoch not in made for r in records):
+        return None
+    rs = sorted(records, key=lambda r: r.digest)
+    removed = frozenset(d for r in rs for d in r.removed)
+    members = (frozenset.intersection(*(frozenset(d for d, _ in r.members) for r in rs)) - removed
+               if rs else frozenset())
+    seeds = (frozenset.intersection(*(frozenset(d for d, _ in r.seeds) for r in rs)) - removed - members
+             if rs else frozenset())
+    return Step(parent, tuple(rs), removed, members, seeds, GroupKeys.for_epoch(list(secrets), chunker),
+                tuple(secrets))
 
 
 def resolve(genesis: GroupKeys, records: Iterable[EpochRecord], device: bytes,
-            opened: dict[bytes, Opened]) -> Resolution:
+            opened: dict[bytes, Opened], given: Sequence[Sequence[bytes]] = ()) -> Resolution:
     """Follow the chain from ``genesis`` over every verified record (any order, duplicates
-    ignored); ``opened`` holds this device's share of each record it could open."""
+    ignored); ``opened`` holds this device's share of each record it could open; ``given``: the
+    steps of an invite's chain (see above)."""
     by_parent: dict[bytes, dict[bytes, EpochRecord]] = {}
     for r in records:
         by_parent.setdefault(r.parent, {})[r.digest] = r
+    ahead: dict[bytes, Sequence[bytes]] = {}  # epoch -> the given step that leaves it
+    dk = genesis.discovery_key
+    for secrets in given[:MAX_EPOCHS]:
+        ahead[dk] = secrets
+        dk = GroupKeys.for_epoch(list(secrets)).discovery_key
     steps: list[Step] = []
     current = genesis.discovery_key
     seen = {current}
     for _ in range(MAX_EPOCHS):
         named = list(by_parent.get(current, {}).values())
-        if not named:
-            break
-        step = step_of(current, named, opened, genesis.chunker_key)
+        mine = ahead.get(current)
+        step = _given_step(current, named, mine, genesis.chunker_key) if mine is not None else None
+        if step is None:
+            if not named:
+                break
+            step = step_of(current, named, opened, genesis.chunker_key)
+        elif device in step.removed:  # re-invited since its removal: the invite carries it over
+            step = replace(step, removed=step.removed - {device})
         if device in step.removed:
             return Resolution(tuple(steps), removed=step)
         if step.keys is None or step.keys.discovery_key in seen:

@@ -160,3 +160,11 @@ def channel_peer_id(channel: Any) -> bytes:
 def close_channel(channel: Any, reason: str) -> None:
     """Close ``channel`` (the connection stays: other groups may share it)."""
     channel.peer.close_channel(channel.group.discovery_key, reason)
+
+
+def open_channel(node: Any, peer_id: bytes, group: Any) -> None:
+    """Open ``group``'s channel with ``peer_id`` if it is connected and the group is joined and
+    not paused (idempotent: an open channel stays)."""
+    peer = find_peer(node, peer_id)
+    if peer is not None and node.group_for(group.discovery_key) is group:
+        peer.open(group)

@@ -26,11 +26,27 @@ own no feed there and hold no channel: a channel it opens is answered with a not
 If a step removed this device (or sealed it nothing), it stays in the last epoch it holds,
 keeps what it has, and its status says so (``Group.removal``).
 
+A device invited after a removal (``cobox.uri``: the invite's chain of epochs): the daemon keeps
+the chain under ``epochgiven:ORIGIN`` before the group starts (:func:`keep_given`), and
+:meth:`Epochs.load_given` reads it first, so the genesis epoch starts retired (no own feed, no
+profile written there: this device never writes in a past epoch) and :func:`cobox.epochs.resolve`
+follows the given steps to the current epoch before any record is read. Every past epoch is then
+joined and read like any other device's past epochs, with the group's one chunker key. Records
+open with the given secrets (``given_share``). The others admit it in their past epochs because
+it holds a feed in a later one (the gate's third rule): what it proves is that it holds the
+later epoch's membership key, which the remover sealed only to devices it kept, or an invite
+made since gave. As that feed is admitted after the channels of the past epochs were offered on
+a connection, a feed of a new owner re-opens the past epochs' channels with it
+(``Host.reopen``). An invite made from an epoch left by a step without a record yet (a
+newcomer's) carries the given secrets on; :meth:`Epochs.invite_chain` gives the chain.
+
 Limits (README "Removing a device"): a removed device keeps everything it had; until every
 remaining device has switched, it can still get what they write in the old epoch; a backup peer
 cannot tell members from other holders of the replication key, so it follows any epoch sealed
-to it by an admitted feed's owner (at most ``MAX_EPOCHS``); invites made in an epoch that came
-from concurrent removals (several records) are not supported yet.
+to it by an admitted feed's owner (at most ``MAX_EPOCHS``). A removed device's own past feeds
+are not taken from anyone (it could have written on after its removal): a device invited later
+does not get what the removed device wrote (the members that held it keep it). A backup peer
+invited after a removal gets the current epoch's replication key only.
 """
 
 from __future__ import annotations
@@ -43,18 +59,48 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgpack
+from blake3 import blake3
 
 from networker import DeviceIdentity, GroupKeys, RemoteProtocolError
 from storage import Feed, RangeSet, Store
 
 from . import admission, netview
 from .entries import EpochRecord, decode_epoch, is_epoch_entry
-from .epochs import EPOCH_NOTICE, Opened, Resolution, Step, make_record, open_record, resolve, verify
-from .errors import AdmissionError, MalformedEpochRecordError, RemovalError
+from .epochs import (
+    EPOCH_NOTICE,
+    MAX_EPOCHS,
+    Opened,
+    Resolution,
+    Step,
+    given_share,
+    make_record,
+    open_record,
+    resolve,
+    verify,
+)
+from .errors import AdmissionError, MalformedEpochRecordError, RemovalError, UsageError
 from .groups import READ_BYTES, Group
+from .uri import MAX_CHAIN
 
 log = logging.getLogger(__name__)
 MAX_NOTICE = 16  # records in one notice
+GIVEN_SCOPE = "epochgiven"  # :ORIGIN -> the chain of epoch secrets an invite gave (msgpack list of lists)
+
+
+def given_scope(origin: str) -> str:
+    return f"{GIVEN_SCOPE}:{origin}"
+
+
+async def keep_given(store: Store, genesis: GroupKeys, chain: tuple[tuple[bytes, ...], ...]) -> None:
+    """Keep an invite's chain of epochs for the group of ``genesis`` (before it starts)."""
+    if chain:
+        await store.put_record(given_scope(genesis.discovery_key.hex()), "chain",
+                               msgpack.packb([list(step) for step in chain[:MAX_EPOCHS]]))
+
+
+def chunker_id(keys: GroupKeys) -> str:
+    """A fingerprint of the group's chunker key (equal on every member; says nothing of the key)."""
+    return blake3(b"cobox chunker id v1" + (keys.chunker_key or b"")).hexdigest()[:16] if keys.chunker_key else ""
 
 
 class Host(Protocol):
@@ -73,6 +119,10 @@ class Host(Protocol):
         """``group`` is now the group ``name`` (writes, the folder)."""
         ...
 
+    def reopen(self, group: Group, device: bytes) -> None:
+        """Open ``group``'s channel again with ``device``, if connected (its gate admits it now)."""
+        ...
+
 
 class Gate:
     """Who takes part in one epoch (``cobox.epochs.EpochGate``)."""
@@ -84,11 +134,12 @@ class Gate:
 
     def admits(self, device: bytes) -> bool:
         """Not a device removed when this epoch ended or later (one removed before may hold
-        its keys only by a new invite), and in a retired epoch one its successor kept."""
+        its keys only by a new invite), and in a retired epoch one its successor kept or one
+        that holds a feed in a later epoch (invited since: it reads the past, module docstring)."""
         if self.epochs.removed_at.get(device, -1) >= self.index:
             return False
         s = self.successor
-        return s is None or device in s.members or device in s.seeds
+        return s is None or device in s.members or device in s.seeds or self.epochs.holds_later(device, self.index)
 
     def refuse_channel(self, group: Group, channel: Any) -> None:
         peer = netview.channel_peer_id(channel)
@@ -131,6 +182,8 @@ class Epochs:
         self._x25519 = host.identity.noise_private_key()
         self.names = names or (lambda _device: None)
         self.held: dict[bytes, Group] = {genesis.discovery_key: genesis}
+        self.chain: list[Group] = [genesis]  # the epochs on the chain, oldest first
+        self.given: tuple[tuple[bytes, ...], ...] = ()  # an invite's chain of epoch secrets
         self.current = genesis
         self.records: dict[bytes, EpochRecord] = {}
         self.found: dict[bytes, tuple[bytes, bytes]] = {}  # digest -> (feed key, admission) of its remover
@@ -157,11 +210,48 @@ class Epochs:
     def _prepare(self, group: Group) -> None:
         group.origin = self.genesis.namespace
         group.gate = Gate(self)
-        group.on_feed_added(self._feed_added)
+        group.on_feed_added(lambda feed, g=group: self._feed_added(g, feed))
 
-    def _feed_added(self, feed: Feed) -> None:
+    def _feed_added(self, group: Group, feed: Feed) -> None:
         feed.listen(lambda _e: self._wake.set())
         self._wake.set()
+        owner = group.owner(feed.key)
+        if owner is None or owner == self.me:
+            return
+        for g in self.held.values():  # a newcomer's feed: its channels in the past epochs may open now
+            if g is not group and g.retired and isinstance(g.gate, Gate) and g.gate.admits(owner):
+                self.host.reopen(g, owner)
+
+    def holds_later(self, device: bytes, index: int) -> bool:
+        """``device`` holds an admitted feed in an epoch after the ``index``-th of the chain."""
+        return any(device in g.owners() for g in self.chain[index + 1:])
+
+    async def load_given(self) -> None:
+        """The chain an invite gave (before the genesis group starts: it is then a past epoch)."""
+        value = (await self.host.store.records(given_scope(self.genesis.namespace))).get("chain")
+        if value is None:
+            return
+        self.given = tuple(tuple(bytes(s) for s in step) for step in msgpack.unpackb(value))
+        self.genesis.retired = bool(self.given)
+
+    def invite_chain(self) -> tuple[tuple[bytes, ...], ...]:
+        """The chain of epoch secrets a member invite carries (``()`` in the genesis epoch);
+        ``UsageError`` if it cannot be given."""
+        steps = self.resolution.steps
+        if not steps:
+            return ()
+        chain = tuple(s.secrets for s in steps)
+        if not all(chain) or self.current.keys.address is None:
+            raise UsageError(f"this device does not hold the secrets of every epoch of {self.name!r}")
+        if sum(len(s) for s in chain) > MAX_CHAIN:
+            raise UsageError(f"{self.name!r} went through more than {MAX_CHAIN} removals: an invite cannot carry "
+                             "all its epochs (make a new group and share the folder there)")
+        return chain
+
+    def status(self) -> dict[str, Any]:
+        """What the group's document shows of its epochs."""
+        return {"chunker_id": chunker_id(self.current.keys), "epochs_held": len(self.chain),
+                "joined_in_epoch": len(self.given)}
 
     def _listen(self, group: Group) -> None:
         """Wake the scanner when a feed of ``group`` (loaded) grows."""
@@ -176,7 +266,7 @@ class Epochs:
             feed_key, adm, entry = msgpack.unpackb(value)
             try:
                 r = verify(entry, parent=decode_epoch(entry).parent, owner=admission.owner(adm))
-                share = open_record(r, self.me, self._x25519)
+                share = open_record(r, self.me, self._x25519) or given_share(r, self.given)
             except MalformedEpochRecordError as e:
                 log.warning("group %s: a kept epoch record no longer checks: %s", self.name, e)
                 continue
@@ -200,7 +290,7 @@ class Epochs:
         """Check a candidate record found in ``group``; keep it and re-resolve. ``False``: refused
         (``MalformedEpochRecordError``, reported against the feed's owner)."""
         r = verify(entry, parent=group.discovery_key, owner=admission.owner(adm))
-        share = open_record(r, self.me, self._x25519)
+        share = open_record(r, self.me, self._x25519) or given_share(r, self.given)
         if r.digest in self.records:
             return True
         self._keep(r, feed_key, adm, share)
@@ -239,7 +329,7 @@ class Epochs:
 
     async def _apply(self) -> None:
         async with self._lock:
-            res = resolve(self.genesis.keys, self.records.values(), self.me, self.opened)
+            res = resolve(self.genesis.keys, self.records.values(), self.me, self.opened, self.given)
             self.resolution = res
             chain, new = [self.genesis], []
             for step in res.steps:
@@ -252,6 +342,7 @@ class Epochs:
                     new.append(g)
                 chain.append(g)
             current = chain[-1]
+            self.chain = chain
             ended = res.removed or res.not_carried
             steps = [*res.steps, *([ended] if ended is not None else [])]
             self.removed_at = {d: k for k, s in enumerate(steps) for d in s.removed - {self.me}}

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from cobox import epochs
+from cobox import epochs, netview
 from cobox.entries import EPOCH_MAGIC, EPOCH_SIGN_CONTEXT, epoch_body
 from cobox.groups import Group
 from cobox.removal import Epochs
@@ -36,6 +36,9 @@ class Host:
 
     async def switch(self, name: str, group: Group) -> None:
         self.current = group
+
+    def reopen(self, group: Group, device: bytes) -> None:
+        netview.open_channel(self.m.node, device, group)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ async def test_a_host_keeps_a_group_by_invite_serves_a_newcomer_and_cannot_read(
 
     async def receipted() -> bool:
         [b] = await backups(a.home)
-        return b["receipts"] is not None and b["receipts"]["feeds"][0]["held"] == 1 + 5  # its profile, then the 5 entries
+        return b["receipts"] is not None and b["receipts"]["feeds"][0]["held"] == 1 + 5  # profile + 5 entries
 
     await until(receipted, "receipts from the host")
     assert "host" in await ok(a.home, "backup", "list")

@@ -77,14 +77,27 @@ function buildDevice(v) {
       const key = `forget:${v.id}:${g}`;
       const on = v.armed.includes(key);
       actions.append(el("button", { type: "button", class: `small danger${on ? " armed" : ""}`,
-        "data-focus-key": key, text: on ? `Really remove it from ${g}? It loses access to new files` : `Remove from ${g}`,
-        onclick: () => twoClick(key, () => removeDevice(v.id, g), `device:${v.id}`) }));
+        "data-focus-key": key, text: on ? `Click again to remove it from ${g}` : `Remove from ${g}`,
+        "aria-describedby": on ? `removal-note-${v.id}` : null,
+        onclick: () => twoClick(key, () => removeDevice(v.id, g), `device:${v.id}`, REMOVAL_ARMED_MS) }));
     }
   }
   if (actions.children.length) body.append(actions);
+  if (v.armed.some((k) => k.startsWith(`forget:${v.id}:`))) body.append(removalNote(v));
   if (v.error) body.append(el("p", { class: "error", role: "alert", text: v.error }));
   item.append(body);
   return item;
+}
+
+const REMOVAL_ARMED_MS = 20000;  // time to read the note below before the second click
+
+// What removing does and does NOT do, shown while a Remove button waits for its second click
+// (the same words as the CLI's confirmation, cobox/commands_devices_remove.py WHAT_IT_DOES_NOT).
+function removalNote(v) {
+  return el("p", { class: "removal-note", id: `removal-note-${v.id}`, role: "alert",
+    text: `Removing moves the group to a new epoch: ${v.name} gets nothing written from now on and is refused ` +
+      `by the others. It does NOT take back what ${v.name} already has: every file and entry it synced before ` +
+      `stays on it, readable by whoever holds it. Nothing is deleted there. Re-adding it later needs a new invite.` });
 }
 
 function renderDevices() {

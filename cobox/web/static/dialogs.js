@@ -38,10 +38,10 @@ function rowError(key, message) {
 }
 
 // A button that asks once ("Really …?") for a few seconds, and acts on the second click.
-function twoClick(key, action, errorKey) {
+function twoClick(key, action, errorKey, ms = 4000) {
   if (!(armed[key] > Date.now())) {
-    armed[key] = Date.now() + 4000;
-    setTimeout(() => { delete armed[key]; render(); }, 4000);
+    armed[key] = Date.now() + ms;
+    setTimeout(() => { delete armed[key]; render(); }, ms);
     render();
     return;
   }
