@@ -29,6 +29,7 @@ def _run_deps(tmp_path: Path, uid: int) -> tuple[subprocess.CompletedProcess[str
     log = tmp_path / "apt.log"
     _shim(shims, "id", f"echo {uid}")
     _shim(shims, "apt-get", f'echo "$@" >> {log}')
+    _shim(shims, "npm", "exit 0")  # axe-core: fetched with npm when build/ lacks it
     done = subprocess.run([BASH, str(ROOT / ".ci" / "deps")], env={"PATH": str(shims)},
                           capture_output=True, text=True, timeout=30)
     return done, log
@@ -53,6 +54,7 @@ def test_deps_does_nothing_when_chromium_is_there(tmp_path: Path) -> None:
     shims = tmp_path / "bin"
     shims.mkdir()
     _shim(shims, "chromium", "exit 0")
+    _shim(shims, "npm", "exit 0")
     _shim(shims, "apt-get", "exit 99")
     done = subprocess.run([BASH, str(ROOT / ".ci" / "deps")], env={"PATH": str(shims)},
                           capture_output=True, text=True, timeout=30)
