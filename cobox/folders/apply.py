@@ -67,7 +67,9 @@ def file_mode(mode: int) -> int:
     return mode & 0o777 & ~umask()
 
 
-def _parent(root: Path, path: str, create: bool) -> Path:
+def checked_path(root: Path, path: str, create: bool) -> Path:
+    """``root/path`` with every parent checked to be a real directory, not a symlink (made if
+    ``create``): nothing a peer names is written or removed through a link."""
     parts = normalize_path(path).split("/")
     d = root
     for part in parts[:-1]:
@@ -80,7 +82,7 @@ def _parent(root: Path, path: str, create: bool) -> Path:
             d.mkdir()
             continue
         if not stat.S_ISDIR(st.st_mode):
-            raise UnsafePathError(f"{d} is not a directory (a symlink or a file): not writing {path!r}")
+            raise UnsafePathError(f"{d} is not a directory (a symlink or a file): not touching {path!r}")
     return d / parts[-1]
 
 
@@ -108,7 +110,7 @@ def _fsync_dir(d: Path) -> None:
 def write_file(root: Path, path: str, data: Iterable[bytes], *, size: int, mode: int, mtime: int,
                expect: LocalFile | None) -> LocalFile:
     """Atomically make ``root/path`` hold ``data``; return what was written (for ``Synced``)."""
-    target = _parent(root, path, create=True)
+    target = checked_path(root, path, create=True)
     _check(target, expect)
     tmp = target.with_name(f"{TMP_PREFIX}{secrets.token_hex(8)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -191,7 +193,7 @@ def write_files(root: Path, files: list[FileWrite]) -> list[LocalFile | Exceptio
     for k, w in enumerate(files):
         tmp = None
         try:
-            target = _parent(root, w.path, create=True)
+            target = checked_path(root, w.path, create=True)
             _check(target, w.expect)
             if sum(map(len, w.data)) != w.size:
                 raise ValueError(f"{w.path!r}: got {sum(map(len, w.data))} bytes, expected {w.size}")
@@ -233,15 +235,15 @@ e_placeholder = OSError("not written")  # a slot of write_files' result not deci
 
 
 def remove_file(root: Path, path: str, expect: LocalFile) -> None:
-    target = _parent(root, path, create=False)
+    target = checked_path(root, path, create=False)
     _check(target, expect)
     target.unlink()
     _fsync_dir(target.parent)
 
 
 def move_file(root: Path, src: str, dst: str, expect: LocalFile) -> None:
-    source = _parent(root, src, create=False)
-    target = _parent(root, dst, create=True)
+    source = checked_path(root, src, create=False)
+    target = checked_path(root, dst, create=True)
     _check(source, expect)
     _check(target, None)
     os.rename(source, target)

@@ -27,10 +27,9 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FileChangedError, UnsafePathError
-from .apply import file_mode
+from ..errors import FileChangedError
+from .apply import checked_path, file_mode
 from .model import DIR_CONTENT
-from .paths import normalize_path
 from .plan import Download, MarkSynced, RecordPut, RemoveLocal, Synced
 
 if TYPE_CHECKING:
@@ -58,8 +57,7 @@ async def act(sync: FolderSync, a: Any) -> None:
         await asyncio.to_thread(remove_dir, sync.root, a.path)
         await sync._forget(a.path)  # removed, or kept (not empty): then recorded again next round
     elif isinstance(a, RecordPut):
-        op = await sync.record(sync.state.mkdir(a.path, a.local.mode, sync.group.device_id, a.base))
-        await sync._mark(a.path, Synced(op.stamp, 0, 0, DIR_CONTENT))
+        await record_all(sync, [a])
 
 
 async def record_all(sync: FolderSync, actions: list[RecordPut]) -> None:
@@ -74,26 +72,8 @@ async def record_all(sync: FolderSync, actions: list[RecordPut]) -> None:
                           for a, op in zip(actions, recorded, strict=True)])
 
 
-def _walk(root: Path, path: str, create: bool) -> Path:
-    """``root/path`` with every parent checked to be a real directory (made if ``create``)."""
-    parts = normalize_path(path).split("/")
-    d = root
-    for part in parts[:-1]:
-        d = d / part
-        try:
-            st = d.lstat()
-        except FileNotFoundError:
-            if not create:
-                raise
-            d.mkdir()
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            raise UnsafePathError(f"{d} is not a directory (a symlink or a file): not making {path!r}")
-    return d / parts[-1]
-
-
 def make_dir(root: Path, path: str, mode: int) -> None:
-    target = _walk(root, path, create=True)
+    target = checked_path(root, path, create=True)
     try:
         target.mkdir()
     except FileExistsError:
@@ -105,7 +85,7 @@ def make_dir(root: Path, path: str, mode: int) -> None:
 def remove_dir(root: Path, path: str) -> bool:
     """Remove the directory ``root/path`` if it is empty; whether it was removed."""
     try:
-        target = _walk(root, path, create=False)
+        target = checked_path(root, path, create=False)
         st = target.lstat()
     except FileNotFoundError:
         return True
