@@ -55,19 +55,19 @@ from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import RELEASE_EXTENSION, BadReceiptError, BadReleaseError, Receipt, Release
 from .backup.seeding import Seeding
 from .devices import PROFILE_EXTENSION, Profiles
-from .entries import decode_log, encode_log, open_entry, seal
+from .entries import (
+    decode_log,  # noqa: F401 (its home is cobox.entries; cobox.folders.reader imports it from here)
+    encode_log,
+    open_entry,
+    seal,
+)
 from .epochs import EPOCH_NOTICE, EpochGate
 from .errors import AdmissionError, NotAMemberError
-from .grouplog import READ_BYTES, LogEntry, read_log
+from .grouplog import LogEntry, read_log
 from .refusals import Refusals
 from .twins import TWIN_EXTENSION, TwinGuard
 
 log = logging.getLogger(__name__)
-
-# Still importable from here for modules other helpers edit (cobox.folders.reader, cobox.removal);
-# their homes are cobox.entries and cobox.grouplog.
-__all__ = ["GROUPS_SCOPE", "MAX_FEEDS", "MAX_FEEDS_PER_DEVICE", "READ_BYTES", "Group", "LogEntry", "decode_info",
-           "decode_log", "encode_info"]
 
 GROUPS_SCOPE = "groups"
 MAX_FEEDS_PER_DEVICE = 64

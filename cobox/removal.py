@@ -48,10 +48,12 @@ from networker import DeviceIdentity, GroupKeys, RemoteProtocolError
 from storage import Feed, RangeSet, Store
 
 from . import admission, netview
-from .entries import EpochRecord, decode_epoch, is_epoch_entry
+from .entries import is_epoch_entry
+from .entries_epoch import EpochRecord, decode_epoch
 from .epochs import EPOCH_NOTICE, Opened, Resolution, Step, make_record, open_record, resolve, verify
 from .errors import AdmissionError, MalformedEpochRecordError, RemovalError
-from .groups import READ_BYTES, Group
+from .grouplog import READ_BYTES
+from .groups import Group
 
 log = logging.getLogger(__name__)
 MAX_NOTICE = 16  # records in one notice
