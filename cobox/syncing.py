@@ -127,6 +127,7 @@ class Syncing:
         if name in self.folders:  # its synced state is kept
             root = self.folders[name].root
             await self.supervisor.cancel(f"folder:{name}")
+            await self.supervisor.cancel(f"prune:{name}")  # start() spawns both again
             del self.folders[name]
             await self.start(group, root)
 

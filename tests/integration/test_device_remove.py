@@ -99,7 +99,7 @@ async def test_a_removed_device_gets_nothing_new_keeps_its_data_and_cannot_rejoi
     assert not any("after" in t and "by c" not in t for t in await texts(c))
 
     # The old invite does not get C back in: it rejoins the old epoch and is refused there again.
-    await ok(c.home, "group", "leave", "g")
+    await ok(c.home, "group", "leave", "g", "--yes")
     await ok(c.home, "group", "join", "--name", "g", stdin=uri.encode())
     await ok(c.home, "peers", "add", await b.address())
     await until("C to be told again", lambda: removed(c))
@@ -201,7 +201,7 @@ async def test_folder_sync_continues_across_the_epoch_change_and_a_restart(daemo
     assert not [p for p in files(fb) if "conflict" in p]  # nothing recorded twice across the change
     # Re-adding the removed device is a new invite (the new epoch's): it then gets what is new.
     await ok(a.home, "log", "append", "g", "welcome back")
-    await ok(c.home, "group", "leave", "g")
+    await ok(c.home, "group", "leave", "g", "--yes")
     await ok(c.home, "group", "join", "--name", "g", stdin=(await ok(a.home, "group", "invite", "g")).strip().encode())
     await ok(c.home, "peers", "add", await a.address())
     await until("C, re-invited, to get the new epoch", lambda: _has(c, "welcome back"))
