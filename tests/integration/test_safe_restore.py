@@ -30,7 +30,7 @@ async def test_restore_is_safe_and_returns_when_the_daemon_answers(daemons, tmp_
     rc, _, err = await cli(a.home, "group", "create", "h")
     assert rc == 0 and "no longer covers" in err and "cobox keys backup --peer" in err and "asks again" in err
     await ok(a.home, "keys", "backup", "--peer", peer_s, "--user", "alice", "--password-stdin", stdin=PASSWORD)
-    rc, _, err = await cli(a.home, "group", "leave", "h")
+    rc, _, err = await cli(a.home, "group", "leave", "h", "--yes")
     assert "no longer covers" in err
     await ok(a.home, "keys", "backup", "--peer", peer_s, "--user", "alice", "--password-stdin", stdin=PASSWORD)
 
