@@ -32,13 +32,16 @@ prints before it exits non-zero. ``status`` shows every service (state, restarts
 
 Groups (name -> group address, or replication key for a backup peer) are records in the store;
 their secrets never leave the home directory except through ``group invite``.
+
+Parts with a module of their own: the home's lock (``cobox.homelock``), starting the DHT and LAN
+discovery (``cobox.discovery``), the folders' services (``cobox.syncing``), a group's epochs
+(``cobox.removal``, for which this class is the ``Host``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -48,18 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from networker import (
-    Address,
     DeviceIdentity,
-    DhtSource,
     Discovery,
     GroupKeys,
-    LanSource,
-    NetworkError,
     Node,
     PeerEvent,
     Reach,
     Swarm,
-    bind_or_fallback,
     listen_fixed,
 )
 from networker import parse_address as parse
@@ -74,20 +72,12 @@ from .backup.keyring import Keyring
 from .backup.service import SERVICE as RECOVERY_SERVICE
 from .backup.service import RecoveryServer
 from .controls import Controls
-from .errors import (
-    CoboxError,
-    DaemonRunningError,
-    FatalServiceError,
-    GroupExistsError,
-    GroupNotFoundError,
-    NotAMemberError,
-    UsageError,
-)
+from .discovery import start_dht, start_lan
+from .errors import FatalServiceError, GroupExistsError, GroupNotFoundError
 from .folders import options as folder_options
-from .folders import prune as folder_prune
-from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import GROUPS_SCOPE, Group, decode_info, encode_info
+from .homelock import HomeLock
 from .hosting import Hosting
 from .knownpeers import KnownPeers
 from .paths import Home, write_private
@@ -95,10 +85,9 @@ from .relaying import Relaying, expand_wildcard
 from .removal import Epochs, keep_given
 from .settings import Config
 from .supervisor import Backoff, Supervisor, hold
+from .syncing import Syncing
 from .twins import TwinGuard
 from .uri import Invite, validate_name
-
-FOLDERS_SCOPE = "folders"
 
 log = logging.getLogger("cobox.daemon")
 
@@ -114,7 +103,7 @@ class Daemon:
         self.epochs: dict[str, Epochs] = {}  # every epoch of each group (cobox.removal)
         self.events: list[dict[str, Any]] = []  # recent peer events, for status and the dashboard
         self._stop = asyncio.Event()
-        self._lock_fd: int | None = None
+        self.home_lock = HomeLock(self.home)
         self.identity: DeviceIdentity
         self.store: Store
         self.node: Node
@@ -126,7 +115,8 @@ class Daemon:
         self.listen_addresses: list[str] = []
         self.recovery: RecoveryServer | None = None
         self.restart_requested = False
-        self.folders: dict[str, FolderSync] = {}
+        self.folders: dict[str, FolderSync] = {}  # kept by self.syncing (cobox.syncing)
+        self.syncing: Syncing
         self.supervisor = Supervisor(on_fatal=self._on_fatal, backoff=backoff or Backoff())
         self._signals: list[int] = []
         self.relaying: Relaying | None = None
@@ -135,30 +125,6 @@ class Daemon:
         self.twins = TwinGuard()  # two devices with one identity (cobox.twins)
 
     # -- life -------------------------------------------------------------------------------
-
-    def lock(self) -> None:
-        os.umask(0o077)  # every file and directory the daemon makes is this user's alone
-        self.home.ensure()
-        changes = self.home.tighten()
-        if changes:
-            log.warning("the home %s was open to other users: tightened %d mode(s) to this user only: %s",
-                        self.home.root, len(changes), "; ".join(changes[:5]) + ("; ..." if len(changes) > 5 else ""))
-        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DaemonRunningError(f"another cobox daemon is running with home {self.home.root}") from None
-        self._lock_fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-
-    def unlock(self) -> None:
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._lock_fd, 0)
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     def stop(self) -> None:
         """Ask the daemon to stop (``serve()`` then shuts everything down and returns)."""
@@ -176,7 +142,7 @@ class Daemon:
     async def start(self) -> None:
         """Take the lock and start every service; raise why it could not start (then whatever
         had started is stopped again and the lock released)."""
-        self.lock()
+        self.home_lock.acquire()
         try:
             await self.supervisor.start()
             await self._start()
@@ -208,7 +174,7 @@ class Daemon:
         try:
             await self.supervisor.stop()
         finally:
-            self.unlock()
+            self.home_lock.release()
 
     async def _start(self) -> None:
         cfg = self.config
@@ -223,6 +189,7 @@ class Daemon:
         self.controls = Controls(self.home.root, node, bandwidth.from_settings(cfg.network), lambda: self.groups,
                                  lambda: self.folders, lambda: self.swarm)
         self.controls.load()  # pauses and limits, before any group joins the node
+        self.syncing = Syncing(self.folders, store, sup, self.controls, cfg.folders)
         self.twins.node = node
         self.node.on_event.append(self.twins.on_peer_event)
         for address in cfg.network.listen:
@@ -235,12 +202,13 @@ class Daemon:
         sup.spawn("reach", lambda: hold(reach.close))
         sources: list[Discovery] = []
         if cfg.dht.enabled:
-            self.dht = await self._start_dht()
+            self.reach.bootstrap = tuple(cfg.dht.bootstrap)
+            self.dht = await start_dht(self.identity, cfg.dht, self.home.dht_state)
             if self.dht is not None:
                 sup.spawn("dht", lambda: hold(self.dht.stop))
                 sources.append(self.dht)
         if cfg.lan.enabled:
-            self.lan = await self._start_lan()
+            self.lan = await start_lan(self.identity, self.listen_addresses, self._on_lan_peer)
             if self.lan is not None:
                 sup.spawn("lan", lambda: hold(self.lan.stop))
                 sources.append(self.lan)
@@ -266,9 +234,7 @@ class Daemon:
         for name, value in (await self.store.records(GROUPS_SCOPE)).items():
             keys, created = decode_info(value)
             await self._activate(name, keys, created)
-        for name, path in (await self.store.records(FOLDERS_SCOPE)).items():
-            if name in self.groups:
-                await self._start_folder(self.groups[name], Path(path.decode()))
+        await self.syncing.resume(self.groups)
         self.hosting = hosting = Hosting(self)  # backup as a service: after the groups it keeps
         await hosting.start()
         sup.spawn("hosting", hosting.host.run, restart="backoff")
@@ -283,48 +249,8 @@ class Daemon:
             sup.spawn("api", lambda: hold(api.stop))
         log.debug("device %s, listening on %s", self.identity.peer_id.hex()[:16], ", ".join(self.listen_addresses))
 
-    async def _start_dht(self) -> Any:
-        from networker import DHT
-
-        d = self.config.dht
-        bootstrap = [addresses.host_port(b) for b in d.bootstrap]
-        self.reach.bootstrap = tuple(d.bootstrap)
-
-        async def start(port: int) -> Any:
-            dht = DHT(self.identity, host=d.host, port=port, bootstrap=bootstrap,
-                      state_path=self.home.dht_state, rpc_timeout=d.rpc_timeout, record_ttl=d.record_ttl,
-                      allow_loopback=d.allow_loopback)
-            await dht.start()
-            return dht
-
-        return DhtSource(await bind_or_fallback(d.port, start, "DHT"))
-
-    async def _start_lan(self) -> Any:
-        try:
-            from networker import LanDiscovery
-        except ImportError:
-            log.warning("LAN discovery is not available in this build")
-            return None
-        port = next((a.port for a in self._tcp_listen() if a.port), 0)
-        if not port:
-            return None
-        lan = LanDiscovery(self.identity.peer_id, port, on_peer=self._on_lan_peer,
-                           interfaces=self._lan_interfaces())
-        try:
-            await lan.start()
-        except (OSError, NetworkError) as e:
-            log.warning("LAN discovery could not start: %s", e)
-            return None
-        return LanSource(lan)
-
-    def _lan_interfaces(self) -> list[str] | None:
-        return addresses.lan_interfaces(self.listen_addresses)
-
     def _on_lan_peer(self, topic: bytes, peer_id: bytes, address: str) -> None:
         self.swarm.add_candidate(topic, peer_id, address, "lan")
-
-    def _tcp_listen(self) -> list[Address]:
-        return addresses.tcp_listen(self.listen_addresses)
 
     def advertised(self) -> list[str]:
         """The addresses announced to the DHT (networker.reach.announce decides which)."""
@@ -431,12 +357,7 @@ class Daemon:
 
     async def switch(self, name: str, group: Group) -> None:
         self.groups[name] = group
-        if name in self.folders:  # the folder moves to the new epoch; its synced state is kept
-            root = self.folders[name].root
-            await self.supervisor.cancel(f"folder:{name}")
-            await self.supervisor.cancel(f"prune:{name}")  # _start_folder starts it again
-            del self.folders[name]
-            await self._start_folder(group, root)
+        await self.syncing.move(name, group)  # the folder moves to the new epoch
 
     def reopen(self, group: Group, device: bytes) -> None:
         netview.open_channel(self.node, device, group)
@@ -447,73 +368,15 @@ class Daemon:
 
     # -- folders ------------------------------------------------------------------------------
 
-    async def _start_folder(self, group: Group, root: Path) -> FolderSync:
-        """Start the folder now and hand it to the supervisor as ``folder:NAME``. A folder that
-        cannot start (its directory is gone, say) is retried with backoff, its error shown in
-        ``status``; once started, FolderSync's own loop runs and reports its rounds."""
-        cfg = self.config.folders
-        sync = FolderSync(group, root, min_disk_free=DiskReserve.parse(cfg.min_disk_free))
-        sync.gate.stable.interval = cfg.stable_wait
-        folder_options.apply(sync, await folder_options.load(self.store, group.name), cfg.rescan_interval)
-        self.controls.on_folder(sync, group.name)
-        started = True
-        try:
-            await sync.start()
-        except (OSError, CoboxError) as e:
-            log.warning("folder %s of group %s not started: %s", root, group.name, e)
-            sync.error = sync.last_error = str(e)
-            started = False
-            await sync.stop()
-
-        async def serve() -> None:
-            nonlocal started
-            if not started:
-                try:
-                    await sync.start()
-                except BaseException as e:
-                    sync.error = sync.last_error = str(e)
-                    await sync.stop()
-                    raise
-                sync.error = ""
-            started = False  # a restart starts it again
-            await hold(sync.stop)
-
-        self.folders[group.name] = sync
-        self.supervisor.spawn(f"folder:{group.name}", serve, restart="backoff")
-        self.supervisor.spawn(f"prune:{group.name}", lambda: folder_prune.run(sync, self.config.folders.history_days),
-                              restart="backoff")
-        return sync
-
     async def add_folder(self, name: str, path: str,
                          options: folder_options.FolderOptions | None = None) -> FolderSync:
-        group = self.group(name)
-        if not group.is_member:
-            raise NotAMemberError(f"{name!r} is backed up here, not joined: it has no folder to show")
-        if name in self.folders:
-            raise GroupExistsError(f"group {name!r} already has a folder: {self.folders[name].root}")
-        root = Path(path).expanduser().resolve()
-        if not root.is_dir():
-            raise UsageError(f"{root} is not a directory")
-        for f in self.folders.values():
-            if root == f.root or root in f.root.parents or f.root in root.parents:
-                raise UsageError(f"{root} overlaps the folder of group {f.group.name!r}")
-        await folder_options.save(self.store, name, options or folder_options.FolderOptions())
-        await self.store.put_record(FOLDERS_SCOPE, name, str(root).encode())
-        return await self._start_folder(group, root)
+        return await self.syncing.add(self.group(name), path, options)
 
     def folder(self, name: str) -> FolderSync:
-        try:
-            return self.folders[name]
-        except KeyError:
-            raise GroupNotFoundError(f"group {name!r} has no folder here") from None
+        return self.syncing.get(name)
 
     async def remove_folder(self, name: str) -> None:
-        self.folder(name)
-        await self.supervisor.cancel(f"folder:{name}")  # it stops the folder
-        await self.supervisor.cancel(f"prune:{name}")
-        del self.folders[name]
-        await self.store.delete_record(FOLDERS_SCOPE, name)
-        await folder_options.forget(self.store, name)
+        await self.syncing.remove(name)
 
     async def leave_group(self, name: str, keep_data: bool = False) -> int:
         """Leave group ``name``; unless ``keep_data``, delete what this device stored for it

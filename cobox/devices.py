@@ -11,7 +11,7 @@ configuration). In each of its groups it publishes a *profile*::
 
 ``kind`` is ``member`` or ``backup`` (a backup peer). The discovery key in the signed bytes binds
 the profile to one group, so it cannot be replayed into another. The bytes are
-``cobox.entries.encode_profile`` (strict decoder ``decode_profile``).
+``cobox.entries_profile.encode_profile`` (strict decoder ``decode_profile``).
 
 Where profiles travel:
 
@@ -54,18 +54,8 @@ import nacl.signing
 from networker import RemoteProtocolError
 
 from . import netview
-from .entries import (
-    MAX_PROFILE_BYTES,
-    NONCE_BYTES,
-    PROFILE_TYPE,
-    TAG_BYTES,
-    check_name,
-    decode_profile,
-    encode_profile,
-    profile_of,
-    record_type,
-    unpack,
-)
+from .entries import NONCE_BYTES, PROFILE_TYPE, TAG_BYTES, record_type, unpack
+from .entries_profile import MAX_PROFILE_BYTES, check_name, decode_profile, encode_profile, profile_of
 from .errors import DeviceNotFoundError, MalformedProfileError, MalformedRecordError, UsageError
 
 if TYPE_CHECKING:

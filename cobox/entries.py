@@ -7,12 +7,20 @@ under the group's encryption key, a random 24-byte nonce in front of the ciphert
 ``feed key || u64(seq)`` as associated data, so an entry cannot be moved to another feed or
 position unnoticed; ``open_entry`` returns ``None`` for anything that does not authenticate.
 A plaintext is one msgpack map with a ``type``: ``log`` (the group log), ``chunk`` (a piece of a
-file), ``folder/put``, ``folder/delete``, ``folder/rename`` (folder operations),
+file), ``folder/put``, ``folder/delete``, ``folder/rename``, ``folder/dir`` (folder operations),
 ``device/profile`` (a device's name) or ``filler`` (clock room). Decoders are strict and total
 and raise only their own ``MalformedRecordError`` subclass (``MalformedLogEntryError``,
 ``MalformedChunkError``, ``MalformedOpError``, ``MalformedProfileError``); the
 caller skips the entry and reports it. The folder records' types (``Stamp``, ``ChunkRef``,
 ``Put``, ``Delete``, ``Rename``) are the folder model (:mod:`cobox.folders.model`).
+
+One entry is not sealed: an epoch record (a device removal), which a backup peer must read too.
+It starts with ``EPOCH_MAGIC``; ``is_epoch_entry`` tells it from a sealed entry (a random nonce
+starts with the magic with probability 2**-128) and every reader but ``cobox.removal`` skips it.
+
+This module holds the envelope (sealing, ``unpack``, ``record_type``, the entry kinds) and the
+formats below; two formats have a module of their own, with the same rules:
+:mod:`cobox.entries_profile` (device profiles) and :mod:`cobox.entries_epoch` (epoch records).
 
 Log entries
 ~~~~~~~~~~~
@@ -38,16 +46,6 @@ of ``data`` depends only on the padded length, so the entry size is a function o
 ``unpad`` is strict: the padding must be exactly ``0x80`` then zeros, the chunk non-empty, and
 the total exactly the class of the chunk's length (one valid padding per chunk); anything else,
 and any other shape of entry, is :class:`MalformedChunkError` (the record is refused).
-
-Device profiles
-~~~~~~~~~~~~~~~
-``{"type": "device/profile", "v": 1, "d": device id, "n": name, "k": kind, "t": time_ms, "s": sig}``:
-a device's name in the group (:mod:`cobox.devices` signs and verifies it; it travels in the
-device's own feed and, for backup peers that have no feed, as a channel extension with the same
-bytes). ``decode_profile`` is strict: exact keys, ``v`` 1, a 32-byte id, a name of 1 to
-``MAX_NAME`` UTF-8 bytes without control characters or surrounding spaces, ``kind`` ``member``
-or ``backup``, ``time_ms`` an integer from 0 to ``MAX_TIME`` seconds, a 64-byte signature;
-anything else raises :class:`MalformedProfileError`.
 
 Folder operations
 ~~~~~~~~~~~~~~~~~
@@ -90,19 +88,6 @@ is above the bound of its own next entry first appends that many tiny ``FILLER``
 are unsigned 64-bit integers in msgpack; the bound stays below ``2**64`` for the first
 ``2**32 - 1`` entries of a feed.
 
-Epoch records
-~~~~~~~~~~~~~
-A device removal (:mod:`cobox.epochs`) is the one entry that is *not* sealed with the group key:
-a backup peer must read it too. It is ``EPOCH_MAGIC || sig(64) || body``, ``body`` the msgpack
-map ``{"type": "epoch", "v": 1, "parent", "epoch", "remover", "removed", "members", "seeds",
-"time"}``: the discovery key of the epoch it ends (``parent``) and of the one it makes
-(``epoch``), the removing device, the removed devices (1 to ``MAX_REMOVED``), and for each
-remaining member and backup peer ``[device id, sealed box]`` (at most ``MAX_EPOCH_DEVICES`` in
-all; a box is ``SEALED_BYTES``). ``sig`` is the remover's Ed25519 signature over
-``EPOCH_SIGN_CONTEXT || body`` (the exact bytes). ``is_epoch_entry`` tells such an entry from a
-sealed one (a random nonce starts with the magic with probability 2**-128); every other reader
-skips it. ``decode_epoch`` is strict and raises only ``MalformedEpochRecordError``.
-
 Encoding: a msgpack map with a ``type`` (``folder/put``, ``folder/delete``, ``folder/rename``, ``folder/dir``),
 a format version ``v`` (1) and short keys. Chunk refs are ``[id, feed index, seq, size]`` into
 a table ``f`` of feed keys, which keeps a ``Put`` of ``MAX_CHUNKS`` chunks under the feed's entry
@@ -118,22 +103,13 @@ from __future__ import annotations
 import math
 import os
 import struct
-import unicodedata
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import nacl.bindings
 import nacl.exceptions
-from blake3 import blake3
 
-from .errors import (
-    MalformedChunkError,
-    MalformedEpochRecordError,
-    MalformedLogEntryError,
-    MalformedOpError,
-    MalformedProfileError,
-)
+from .errors import MalformedChunkError, MalformedLogEntryError, MalformedOpError
 from .folders.model import ChunkRef, Delete, Mkdir, Op, Put, Rename, Stamp
 from .folders.paths import is_normal
 
@@ -147,6 +123,13 @@ CLOCK_STEP = 2**32  # clock room per entry of a feed
 MAX_FILE_BYTES = 64 * 1024**3  # content of one Put or Rename
 MAX_ENTRY_BYTES = 8 * 1024 * 1024  # no feed entry is larger (storage caps it lower)
 TYPES = ("folder/put", "folder/delete", "folder/rename", "folder/dir")
+PROFILE_TYPE = "device/profile"  # its codec: cobox.entries_profile
+EPOCH_MAGIC = b"cobox/epoch/v1\n\x00"  # starts an epoch record, the one entry not sealed (cobox.entries_epoch)
+
+
+def is_epoch_entry(data: bytes) -> bool:
+    """Whether a stored entry is an epoch record (unsealed) rather than a sealed entry."""
+    return data[:len(EPOCH_MAGIC)] == EPOCH_MAGIC
 
 
 # -- sealing ------------------------------------------------------------------------------------
@@ -202,70 +185,6 @@ def decode_log(obj: Any) -> tuple[float, str]:
     if type(when) not in (int, float) or not math.isfinite(when) or not 0 <= when <= MAX_TIME:
         raise MalformedLogEntryError("time: expected a finite number of seconds since the epoch")
     return float(when), text
-
-
-# -- device profiles ----------------------------------------------------------------------------
-
-PROFILE_TYPE = "device/profile"
-PROFILE_KINDS = ("member", "backup")
-MAX_NAME = 64  # bytes of UTF-8
-SIG_BYTES = 64
-MAX_PROFILE_BYTES = 512
-_PROFILE_KEYS = {"type", "v", "d", "n", "k", "t", "s"}
-
-
-def check_name(name: object) -> str:
-    """A device name as it may be published; ``MalformedProfileError`` (a ``CoboxError``) if not."""
-    if type(name) is not str or name != name.strip() or not name:
-        raise MalformedProfileError("name: expected non-empty text without surrounding spaces")
-    try:
-        if len(name.encode()) > MAX_NAME:
-            raise MalformedProfileError(f"name: more than {MAX_NAME} bytes")
-    except UnicodeEncodeError:
-        raise MalformedProfileError("name: not valid Unicode") from None
-    if any(unicodedata.category(c)[0] == "C" for c in name):
-        raise MalformedProfileError("name: control or unassigned characters")
-    return name
-
-
-def encode_profile(device: bytes, name: str, kind: str, time_ms: int, signature: bytes) -> bytes:
-    """The plaintext of a profile entry (and the body of the profile extension)."""
-    data: bytes = msgpack.packb({"type": PROFILE_TYPE, "v": FORMAT, "d": device, "n": name, "k": kind,
-                                 "t": time_ms, "s": signature}, use_bin_type=True)
-    decode_profile(data)  # we write only what we would read
-    return data
-
-
-def decode_profile(data: bytes) -> tuple[bytes, str, str, int, bytes]:
-    """``(device, name, kind, time_ms, signature)`` of a profile's bytes; ``MalformedProfileError``
-    unless exactly valid (the signature is checked by :mod:`cobox.devices`)."""
-    if type(data) is not bytes or len(data) > MAX_PROFILE_BYTES:
-        raise MalformedProfileError("profile: not bytes, or too long")
-    try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_map_len=len(_PROFILE_KEYS),
-                              max_array_len=0, max_ext_len=0)
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as e:
-        raise MalformedProfileError(f"profile: not msgpack ({type(e).__name__})") from None
-    return profile_of(obj)
-
-
-def profile_of(obj: Any) -> tuple[bytes, str, str, int, bytes]:
-    """``decode_profile`` of an entry already unpacked."""
-    if type(obj) is not dict or obj.get("type") != PROFILE_TYPE or set(obj) != _PROFILE_KEYS:
-        raise MalformedProfileError("not a profile (unexpected or missing fields)")
-    if type(obj["v"]) is not int or obj["v"] != FORMAT:
-        raise MalformedProfileError("profile: unknown format version")
-    device, kind, when, sig = obj["d"], obj["k"], obj["t"], obj["s"]
-    if type(device) is not bytes or len(device) != ID_BYTES:
-        raise MalformedProfileError(f"profile: the device id must be {ID_BYTES} bytes")
-    name = check_name(obj["n"])
-    if type(kind) is not str or kind not in PROFILE_KINDS:
-        raise MalformedProfileError("profile: kind must be member or backup")
-    if type(when) is not int or not 0 <= when <= MAX_TIME * 1000:
-        raise MalformedProfileError("profile: time must be milliseconds since the epoch")
-    if type(sig) is not bytes or len(sig) != SIG_BYTES:
-        raise MalformedProfileError(f"profile: the signature must be {SIG_BYTES} bytes")
-    return device, name, kind, when, sig
 
 
 # -- chunk entries ------------------------------------------------------------------------------
@@ -513,106 +432,3 @@ def is_folder_record(obj: Any) -> bool:
     return kind is not None and kind.startswith("folder/")
 
 
-# -- epoch records (device removal; cobox.epochs) ----------------------------------------------
-
-EPOCH_MAGIC = b"cobox/epoch/v1\n\x00"
-EPOCH_SIGN_CONTEXT = b"cobox/epoch-record/v1"
-EPOCH_KEYS = {"type", "v", "parent", "epoch", "remover", "removed", "members", "seeds", "time"}
-SIG_BYTES = 64
-SEALED_BYTES = 32 + 16 + 32  # a libsodium sealed box of a 32-byte secret
-MAX_REMOVED = 64
-MAX_EPOCH_DEVICES = 1024
-MAX_EPOCH_ENTRY = len(EPOCH_MAGIC) + SIG_BYTES + 256 * 1024
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """A decoded epoch record; ``body`` is what ``sig`` signs, ``digest`` orders records."""
-
-    parent: bytes
-    epoch: bytes
-    remover: bytes
-    removed: tuple[bytes, ...]
-    members: tuple[tuple[bytes, bytes], ...]  # (device id, sealed address)
-    seeds: tuple[tuple[bytes, bytes], ...]  # (device id, sealed replication key)
-    time: float
-    sig: bytes
-    body: bytes
-    digest: bytes
-
-    def entry(self) -> bytes:
-        return EPOCH_MAGIC + self.sig + self.body
-
-    def box_for(self, device: bytes) -> tuple[str, bytes] | None:
-        """``("member" | "seed", box)`` sealed to ``device``, if any."""
-        for role, boxes in (("member", self.members), ("seed", self.seeds)):
-            for dev, box in boxes:
-                if dev == device:
-                    return role, box
-        return None
-
-
-def is_epoch_entry(data: bytes) -> bool:
-    return data[:len(EPOCH_MAGIC)] == EPOCH_MAGIC
-
-
-def epoch_body(parent: bytes, epoch: bytes, remover: bytes, removed: list[bytes],
-               members: list[tuple[bytes, bytes]], seeds: list[tuple[bytes, bytes]], when: float) -> bytes:
-    return msgpack.packb({"type": "epoch", "v": 1, "parent": parent, "epoch": epoch, "remover": remover,
-                          "removed": list(removed), "members": [list(m) for m in members],
-                          "seeds": [list(m) for m in seeds], "time": float(when)}, use_bin_type=True)
-
-
-def _eid(x: Any, what: str) -> bytes:
-    if type(x) is not bytes or len(x) != ID_BYTES:
-        raise MalformedEpochRecordError(f"epoch record: {what} is not a 32-byte id")
-    return x
-
-
-def _boxes(x: Any, what: str) -> tuple[tuple[bytes, bytes], ...]:
-    if type(x) is not list or len(x) > MAX_EPOCH_DEVICES:
-        raise MalformedEpochRecordError(f"epoch record: {what} is not a list of at most {MAX_EPOCH_DEVICES}")
-    out = []
-    for item in x:
-        if type(item) is not list or len(item) != 2 or type(item[1]) is not bytes or len(item[1]) != SEALED_BYTES:
-            raise MalformedEpochRecordError(f"epoch record: {what} holds something else than [id, sealed box]")
-        out.append((_eid(item[0], what), item[1]))
-    return tuple(out)
-
-
-def decode_epoch(data: bytes) -> EpochRecord:
-    """The epoch record of an entry (signature not checked here: ``cobox.epochs.verify``);
-    ``MalformedEpochRecordError`` unless exactly well-formed."""
-    if type(data) is not bytes or not is_epoch_entry(data) or len(data) > MAX_EPOCH_ENTRY:
-        raise MalformedEpochRecordError("not an epoch record")
-    sig, body = data[len(EPOCH_MAGIC):len(EPOCH_MAGIC) + SIG_BYTES], data[len(EPOCH_MAGIC) + SIG_BYTES:]
-    if len(sig) != SIG_BYTES:
-        raise MalformedEpochRecordError("epoch record: truncated")
-    try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as e:
-        raise MalformedEpochRecordError(f"epoch record: not msgpack ({type(e).__name__})") from None
-    if type(obj) is not dict or set(obj) != EPOCH_KEYS or obj["type"] != "epoch":
-        raise MalformedEpochRecordError("epoch record: unexpected or missing fields")
-    if type(obj["v"]) is not int or obj["v"] != 1:
-        raise MalformedEpochRecordError("epoch record: unknown format version")
-    when = obj["time"]
-    if type(when) is not float or not math.isfinite(when) or not 0 <= when <= MAX_TIME:
-        raise MalformedEpochRecordError("epoch record: time out of range")
-    removed = obj["removed"]
-    if type(removed) is not list or not 1 <= len(removed) <= MAX_REMOVED:
-        raise MalformedEpochRecordError(f"epoch record: removes 1 to {MAX_REMOVED} devices")
-    removed_ids = tuple(_eid(r, "removed device") for r in removed)
-    members, seeds = _boxes(obj["members"], "members"), _boxes(obj["seeds"], "seeds")
-    if len(members) + len(seeds) > MAX_EPOCH_DEVICES:
-        raise MalformedEpochRecordError("epoch record: too many devices")
-    remover = _eid(obj["remover"], "remover")
-    named = [d for d, _ in members] + [d for d, _ in seeds]
-    if len(set(named)) != len(named) or len(set(removed_ids)) != len(removed_ids):
-        raise MalformedEpochRecordError("epoch record: a device named twice")
-    if set(removed_ids) & (set(named) | {remover}):
-        raise MalformedEpochRecordError("epoch record: a removed device is also kept (or removes itself)")
-    if remover not in {d for d, _ in members}:
-        raise MalformedEpochRecordError("epoch record: the remover does not keep itself")
-    return EpochRecord(_eid(obj["parent"], "parent"), _eid(obj["epoch"], "epoch"), remover, removed_ids, members,
-                       seeds, when, sig, body, blake3(data).digest())

@@ -6,7 +6,7 @@ A group starts in its *genesis epoch* (the keys of its address). Removing device
 the remover draws a fresh 32-byte *epoch secret*, seals it (libsodium sealed box to the X25519
 form of the Ed25519 device id) to every remaining member, seals its replication key (what a backup
 peer holds today, never the address) to every backup peer, signs the record with its device key
-and appends it, unencrypted, to its own feed of the epoch it ends (``cobox.entries``: epoch
+and appends it, unencrypted, to its own feed of the epoch it ends (``cobox.entries_epoch``: epoch
 records). The record names that epoch (``parent``: its discovery key) and the new one (``epoch``).
 
 Checking a record (:func:`verify`): well-formed (strict decoder), ``parent`` is the epoch whose
@@ -64,7 +64,8 @@ import nacl.signing
 from networker import GroupKeys
 from networker.keys import replication_key
 
-from .entries import EPOCH_MAGIC, EPOCH_SIGN_CONTEXT, EpochRecord, decode_epoch, epoch_body
+from .entries import EPOCH_MAGIC
+from .entries_epoch import EPOCH_SIGN_CONTEXT, EpochRecord, decode_epoch, epoch_body
 from .errors import MalformedEpochRecordError
 
 if TYPE_CHECKING:

@@ -19,8 +19,10 @@ peer at most ``max_feeds`` feeds per group; feeds beyond are refused (``accept_f
 ``None``: the connection stays up) and counted in ``refusals`` against their owner.
 
 Log entries, like every entry of a group, are encoded, decoded, sealed and opened by
-:mod:`cobox.entries` (msgpack ``{"type": "log", "text", "time"}``, XChaCha20-Poly1305 bound to
-``feed key || u64(seq)``).
+:mod:`cobox.entries`; ``append`` writes them and ``log`` reads them (:mod:`cobox.grouplog`: the
+order, and what a refused entry becomes). On a backup peer the quota and the receipts it sends
+are :mod:`cobox.backup.seeding` (``seeding``); a member keeps the receipts it receives with
+:mod:`cobox.backup.claims` (``receipts``, ``backup_status``).
 
 Epochs (``cobox.epochs``, ``cobox.removal``): after a device removal a group is a chain of
 ``Group`` objects, one per epoch, each its own namespace, channel and own feed. The last one is
@@ -30,69 +32,42 @@ served: ``past`` lists them, and ``all_feeds``, ``open``, ``owner``, ``log`` spa
 A ``gate`` (set by ``cobox.removal``) decides which devices may own feeds and hold channels in
 an epoch: a device it refuses is told why (``EPOCH_NOTICE`` extension) and its channel closed.
 ``origin`` is the first epoch's namespace: state that must outlive an epoch is kept under it.
-
-``cobox log cat`` order: entries sorted by their ``time``, then author feed key, then sequence
-number, which is the same on every device that holds the same entries. ``decode_log`` is
-strict: exact keys, ``text`` a string of at most ``MAX_TEXT`` bytes, ``time`` a finite number
-between 0 and ``MAX_TIME``; an entry that fails is listed as refused (``LogEntry.refused``,
-time 0) and counted, never an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from networker import Channel, DeviceIdentity, GroupKeys, RemoteProtocolError
 from storage import Feed, Store
-from storage.errors import StorageError
 
 from . import admission, netview
-from .backup import retention
+from .backup import claims, retention
 from .backup.audit import INTERVAL as AUDIT_INTERVAL
 from .backup.audit import Auditor
 from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import RELEASE_EXTENSION, BadReceiptError, BadReleaseError, Receipt, Release
+from .backup.seeding import Seeding
 from .devices import PROFILE_EXTENSION, Profiles
-from .entries import decode_log, encode_log, is_epoch_entry, open_entry, record_type, seal, unpack
+from .entries import encode_log, open_entry, seal
 from .epochs import EPOCH_NOTICE, EpochGate
-from .errors import AdmissionError, MalformedLogEntryError, MalformedRecordError, NotAMemberError
+from .errors import AdmissionError, NotAMemberError
+from .grouplog import LogEntry, read_log
 from .refusals import Refusals
 from .twins import TWIN_EXTENSION, TwinGuard
 
 log = logging.getLogger(__name__)
-RECEIPT_DELAY = 0.25  # seconds to gather stored entries into one receipt per feed
 
 GROUPS_SCOPE = "groups"
 MAX_FEEDS_PER_DEVICE = 64
 
 MAX_FEEDS = 4096  # per group on a backup peer
-READ_BYTES = 4 * 1024 * 1024  # entries read per slice
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    feed: bytes
-    seq: int
-    author: bytes  # the feed's owner
-    time: float
-    text: str
-    refused: str | None = None  # why the entry could not be read as a log entry
-
-    def as_json(self) -> dict[str, Any]:
-        out = {"feed": self.feed.hex(), "seq": self.seq, "author": self.author.hex(),
-               "time": self.time, "text": self.text}
-        if self.refused is not None:
-            out["refused"] = self.refused
-        return out
-
 
 
 class Group:
@@ -112,9 +87,8 @@ class Group:
         self.quota_full = False
         self.limit: Callable[[], bool] | None = None  # an outside limit (cobox.hosting): True = take no new data
         self._channels: set[Channel] = set()
-        self._dirty: set[bytes] = set()  # feeds whose receipts are due
-        self._receipts_due = asyncio.Event()  # set when receipts are due; run_receipts sends them
-        self.receipts: dict[tuple[bytes, bytes], Receipt] = {}  # (backup peer, feed) -> latest
+        self.seeding = Seeding(self)  # as a backup peer: the quota and the receipts sent (cobox.backup.seeding)
+        self.receipts: dict[tuple[bytes, bytes], Receipt] = {}  # (backup peer, feed) -> latest (cobox.backup.claims)
         self.discovery_key = keys.discovery_key
         self.replication_key = keys.replication_key
         self.namespace = keys.discovery_key.hex()
@@ -153,17 +127,15 @@ class Group:
     async def load(self) -> None:
         for k, v in (await self.store.records(self._tag_scope)).items():
             self._admit(bytes.fromhex(k), v)
-        for value in (await self.store.records(self._receipt_scope)).values():
-            r = Receipt.decode(value)
-            self.receipts[(r.signer, r.feed)] = r
+        self.receipts.update(await claims.load(self.store, self.namespace))
         await self.audits.load()
         if self.is_member and self.own_feed() is None and not self.retired:
             await self._add_own_feed()
         await self.profiles.load()
         if not self.is_member:
             for feed in self.feeds():
-                feed.listen(lambda ev, k=feed.key: self._stored(k))
-            self._check_quota()
+                feed.listen(lambda ev, k=feed.key: self.seeding.stored(k))
+            self.seeding.update_quota()
 
     async def _add_own_feed(self) -> Feed:
         feed = await self.store.create_feed(self.namespace)
@@ -272,7 +244,7 @@ class Group:
         if feed is None:
             return None
         if not self.is_member:
-            feed.listen(lambda ev, k=feed.key: self._stored(k))
+            feed.listen(lambda ev, k=feed.key: self.seeding.stored(k))
         for cb in list(self._callbacks):
             cb(feed)
         return feed
@@ -314,21 +286,11 @@ class Group:
         return open_entry(self._epoch_of(feed_key).keys.encryption_key, feed_key, seq, data)
 
     async def log(self) -> list[LogEntry]:
-        """Every log entry this device holds (refused ones as placeholders), in the documented order."""
+        """Every log entry this device holds (refused ones as placeholders), in the documented order
+        (:func:`cobox.grouplog.read_log`)."""
         if not self.is_member:
             raise NotAMemberError(f"this device backs up {self.name!r} but cannot read it")
-        out = []
-        for feed in self.all_feeds():
-            for start, end in list(feed.have):
-                seq = start
-                while seq < end:  # bounded slices: chunk entries are large
-                    for data in await feed.get_range(seq, end, max_bytes=READ_BYTES):
-                        entry = self._decode(feed.key, seq, data)
-                        if entry is not None:
-                            out.append(entry)
-                        seq += 1
-        out.sort(key=lambda e: (e.time, e.feed, e.seq))
-        return out
+        return await read_log(self)
 
     async def author_of(self, feed: Feed) -> bytes | None:
         """The device that writes ``feed`` (its admission's owner)."""
@@ -338,30 +300,7 @@ class Group:
         """Count a refused record of ``feed_key`` against its owner."""
         self.refusals.record(self.owner(feed_key) or bytes(32), feed_key, seq, reason)
 
-    def _decode(self, feed_key: bytes, seq: int, data: bytes) -> LogEntry | None:
-        """The log entry at ``seq``; a placeholder if it is refused; ``None`` for other records."""
-        author = self.owner(feed_key) or bytes(32)
-        if is_epoch_entry(data):
-            return None  # a device removal (cobox.removal reads it)
-        try:
-            plain = self.open(feed_key, seq, data)
-            if plain is None:
-                raise MalformedLogEntryError("does not decrypt with the group key")
-            obj = unpack(plain)
-            kind = record_type(obj)
-            if kind in ("chunk", "filler", "device/profile") or (kind is not None and kind.startswith("folder/")):
-                return None  # the folder's records and profiles (their decoders report them)
-            when, text = decode_log(obj)
-        except MalformedRecordError as e:  # MalformedLogEntryError or a refused msgpack entry
-            self.refuse(feed_key, seq, f"log entry: {e}")
-            return LogEntry(feed_key, seq, author, 0.0, "", refused=str(e))
-        return LogEntry(feed_key, seq, author, when, text)
-
-    # -- backup peer: quota and receipts ---------------------------------------------------------
-
-    @property
-    def _receipt_scope(self) -> str:
-        return f"receipts:{self.namespace}"
+    # -- backup: quota and receipts ------------------------------------------------------------
 
     def stored_bytes(self) -> int:
         return sum(f.stored_bytes for f in self.feeds())
@@ -378,12 +317,11 @@ class Group:
             self.gate.refuse_channel(self, channel)
             return
         self._channels.add(channel)
-        self._apply_quota(channel)
+        self.seeding.apply_quota(channel)
         self.audits.on_channel_live(netview.channel_peer(channel))
         self.profiles.on_channel_live(channel)
         if not self.is_member:
-            self._dirty.update(f.key for f in self.feeds())
-            self._schedule_receipts()
+            self.seeding.all_due()
         elif (body := retention.release_body(self)) is not None:
             netview.send_extension(channel, RELEASE_EXTENSION, body)
 
@@ -397,75 +335,16 @@ class Group:
         self.audits.on_channel_closed(netview.channel_peer(channel))
         self.profiles.on_channel_closed(channel)
 
-    def _stored(self, feed_key: bytes) -> None:
-        self._check_quota()
-        self._dirty.add(feed_key)
-        self._schedule_receipts()
-
     def check_quota(self) -> None:
         """Decide again whether to take new data (after ``limit`` changed its mind, say); a
         change goes out in receipts."""
-        self._check_quota()
-        self._schedule_receipts()
-
-    def _check_quota(self) -> None:
-        full = (bool(self.quota_bytes) and self.stored_bytes() >= self.quota_bytes) or \
-            (self.limit is not None and self.limit())
-        if full != self.quota_full:
-            self.quota_full = full
-            if full:
-                log.warning("group %s reached its quota (%d bytes) or its host's limit: taking no new data",
-                            self.name, self.quota_bytes)
-            self._dirty.update(f.key for f in self.feeds())
-        for ch in self._channels:
-            self._apply_quota(ch)
-
-    def _apply_quota(self, channel: Channel) -> None:
-        netview.pause_feeds(channel, self.quota_full)
-
-    def _schedule_receipts(self) -> None:
-        if self._channels:
-            self._receipts_due.set()
+        self.seeding.update_quota()
+        self.seeding.schedule()
 
     async def run_receipts(self) -> None:
-        """The receipt sender, run as a service by the daemon's supervisor: once receipts are
-        due, wait ``RECEIPT_DELAY`` to gather more stored entries, then send one receipt per
-        changed feed on every live channel. A failure puts the feeds back and raises (the
-        supervisor records it and restarts the sender). On a backup peer that clears released
-        entries, it also expires them on time (``retention.check_interval``)."""
-        while True:
-            try:
-                async with asyncio.timeout(retention.check_interval(self)):
-                    await self._receipts_due.wait()
-            except TimeoutError:
-                await retention.expire_released(self)
-                continue
-            await asyncio.sleep(RECEIPT_DELAY)
-            self._receipts_due.clear()
-            await self._send_receipts()
-
-    async def _send_receipts(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        try:
-            for key in dirty:
-                try:
-                    feed = self.store.feed(key)
-                    length = retention.receipt_length(feed)
-                    if length == 0:
-                        continue
-                    root = await feed.tree_hash_at(length)
-                except StorageError as e:
-                    log.debug("no receipt for %s: %s", key.hex()[:16], e)
-                    continue
-                r = Receipt.make(self.identity.sign, self.device_id, self.discovery_key, key, length, root,
-                                 int(time.time() * 1000), self.quota_full, math.ceil(self.keep_days))
-                body = r.to_body()
-                for ch in list(self._channels):
-                    netview.send_extension(ch, RECEIPT_EXTENSION, body)
-        except BaseException:
-            self._dirty |= dirty
-            self._receipts_due.set()
-            raise
+        """The receipt sender, run as a service by the daemon's supervisor (:meth:`Seeding.run
+        <cobox.backup.seeding.Seeding.run>`)."""
+        await self.seeding.run()
 
     async def on_extension(self, peer_id: bytes, name: str, body: bytes) -> None:
         """A product message on this group's channel: receipts, releases and profiles are ours,
@@ -496,51 +375,14 @@ class Group:
         await self.on_receipt(peer_id, r)
 
     async def on_receipt(self, peer_id: bytes, r: Receipt) -> None:
-        """A backup peer's receipt: keep it if it verifies and names our data exactly."""
-        try:
-            if r.signer != peer_id:
-                raise BadReceiptError("a receipt signed by another peer than the sender")
-            r.verify()
-            feed = next((f for f in self.feeds() if f.key == r.feed), None)
-            if feed is None:
-                return  # not a feed of ours to track
-            if r.length > feed.length:
-                raise BadReceiptError("a receipt for more entries than the feed has")
-            try:
-                ours = await feed.tree_hash_at(r.length)
-            except StorageError:
-                ours = None  # a length whose tree we cannot rebuild here: the signature stands
-            if ours is not None and ours != r.root_hash:
-                raise BadReceiptError("a receipt for data that differs from ours")
-        except BadReceiptError as e:
-            raise RemoteProtocolError(str(e)) from None
-        previous = self.receipts.get((r.signer, r.feed))
-        if previous is not None and previous.time_ms >= r.time_ms:
-            return
-        self.receipts[(r.signer, r.feed)] = r
-        await self.store.put_record(self._receipt_scope, f"{r.signer.hex()}:{r.feed.hex()}", r.encode())
-        self.audits.on_receipt(r.signer)
+        """A backup peer's receipt: keep it if it verifies and names our data exactly
+        (:func:`cobox.backup.claims.keep`)."""
+        if await claims.keep(self, peer_id, r):
+            self.audits.on_receipt(r.signer)
 
     def backup_status(self) -> list[dict[str, Any]]:
-        """For each backup peer that sent receipts: how far it claims to hold each of this
-        device's feeds and the audit that backs the claim (``backed_up`` needs a passed one)."""
-        own = [f for f in self.feeds() if f.writable]
-        peers = sorted({signer for signer, _ in self.receipts})
-        out = []
-        for signer in peers:
-            feeds = []
-            for f in own:
-                r = self.receipts.get((signer, f.key))
-                held = r.length if r else 0
-                feeds.append({"feed": f.key.hex(), "length": f.length, "held": held,
-                              "confirmed": r.time_ms / 1000 if r else None,
-                              **self.audits.feed_status(signer, f, held)})
-            quota = any(r.quota_full for (s, _), r in self.receipts.items() if s == signer)
-            keep = max((r.keep_days for (s, _), r in self.receipts.items() if s == signer), default=0)
-            out.append({"peer": signer.hex(), "feeds": feeds, "quota_full": quota, "keep_days": keep,
-                        "audit": self.audits.peer_status(signer),
-                        "backed_up": all(x["backed_up"] for x in feeds)})
-        return out
+        """Per backup peer, what it claims to hold and the audit behind it (:func:`cobox.backup.claims.status`)."""
+        return claims.status(self)
 
     def status(self) -> dict[str, Any]:
         own = self.own_feed()

@@ -65,7 +65,8 @@ from networker import DeviceIdentity, GroupKeys, RemoteProtocolError
 from storage import Feed, RangeSet, Store
 
 from . import admission, netview
-from .entries import EpochRecord, decode_epoch, is_epoch_entry
+from .entries import is_epoch_entry
+from .entries_epoch import EpochRecord, decode_epoch
 from .epochs import (
     EPOCH_NOTICE,
     MAX_EPOCHS,
@@ -79,7 +80,8 @@ from .epochs import (
     verify,
 )
 from .errors import AdmissionError, MalformedEpochRecordError, RemovalError, UsageError
-from .groups import READ_BYTES, Group
+from .grouplog import READ_BYTES
+from .groups import Group
 from .uri import MAX_CHAIN
 
 log = logging.getLogger(__name__)

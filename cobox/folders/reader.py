@@ -25,9 +25,17 @@ from typing import TYPE_CHECKING, Any
 from storage import RangeSet
 
 from ..devices import Profile, claimed_by
-from ..entries import PROFILE_TYPE, decode_chunk, is_epoch_entry, is_folder_record, op_from, record_type, unpack
+from ..entries import (
+    PROFILE_TYPE,
+    decode_chunk,
+    decode_log,
+    is_epoch_entry,
+    is_folder_record,
+    op_from,
+    record_type,
+    unpack,
+)
 from ..errors import MalformedProfileError, MalformedRecordError
-from ..groups import decode_log
 from .chunking import chunk_id
 from .merge import FolderState
 from .model import ChunkRef, Op

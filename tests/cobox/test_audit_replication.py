@@ -55,7 +55,7 @@ async def pair(tmp_path) -> AsyncIterator:
             replica = await seed.accept_feed(feed.key, member.tag(feed))
             assert replica is not None
             await replica.put_range(0, await feed.get_range(0, seed_keeps), await feed.proof(0, seed_keeps))
-            seed._check_quota()
+            seed.seeding.update_quota()
             assert seed.quota_full
         nodes = []
         for ident, store, group in ((member_id, ms, member), (seed_id, ss, seed)):

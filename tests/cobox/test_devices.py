@@ -10,7 +10,7 @@ import pytest
 
 from cobox import netview
 from cobox.devices import PROFILE_EXTENSION, DeviceRow, Profile, claimed_by, default_name, device_rows, resolve
-from cobox.entries import MAX_NAME, decode_profile, encode_profile
+from cobox.entries_profile import MAX_NAME, decode_profile, encode_profile
 from cobox.errors import DeviceNotFoundError, MalformedProfileError, UsageError
 from networker.identity import DeviceIdentity
 from tests.helpers import until

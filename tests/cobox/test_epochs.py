@@ -9,7 +9,8 @@ import msgpack
 import pytest
 
 from cobox import epochs
-from cobox.entries import EPOCH_MAGIC, EPOCH_SIGN_CONTEXT, decode_epoch, epoch_body, is_epoch_entry
+from cobox.entries import EPOCH_MAGIC, is_epoch_entry
+from cobox.entries_epoch import EPOCH_SIGN_CONTEXT, decode_epoch, epoch_body
 from cobox.errors import MalformedEpochRecordError
 from networker import DeviceIdentity, GroupKeys
 from networker.keys import replication_key

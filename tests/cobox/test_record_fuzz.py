@@ -20,6 +20,7 @@ from cobox.errors import AdmissionError, MalformedChunkError, MalformedLogEntryE
 from cobox.folders.model import ChunkRef, Delete, Put, Rename, Stamp
 from cobox.folders.padding import pad
 from cobox.folders.sync import FolderSync
+from cobox.grouplog import decode_entry
 from cobox.groups import Group
 from networker.identity import DeviceIdentity
 from networker.keys import GroupKeys
@@ -103,9 +104,9 @@ def test_the_log_decoder_is_total(hostile: list[bytes]) -> None:
     group = _group()
     good = msgpack.packb({"type": "log", "text": "honest", "time": 1.5})
     for seq, plain in enumerate(hostile):
-        entry = group._decode(HOSTILE_FEED, seq, group.seal(HOSTILE_FEED, seq, plain))
+        entry = decode_entry(group, HOSTILE_FEED, seq, group.seal(HOSTILE_FEED, seq, plain))
         assert entry is None or entry.author == HOSTILE.peer_id
-        entry = group._decode(HONEST_FEED, seq, group.seal(HONEST_FEED, seq, good))
+        entry = decode_entry(group, HONEST_FEED, seq, group.seal(HONEST_FEED, seq, good))
         assert entry is not None and entry.refused is None and (entry.text, entry.author) == ("honest", H)
     assert group.refusals.count(H) == 0
 

@@ -10,7 +10,8 @@ import os
 import pytest
 
 from cobox import epochs, netview
-from cobox.entries import EPOCH_MAGIC, EPOCH_SIGN_CONTEXT, epoch_body
+from cobox.entries import EPOCH_MAGIC
+from cobox.entries_epoch import EPOCH_SIGN_CONTEXT, epoch_body
 from cobox.groups import Group
 from cobox.removal import Epochs
 from networker import DeviceIdentity, GroupKeys
