@@ -250,8 +250,8 @@ def expand_wildcard(text: str, local_ips: Callable[[bool], list[str]]) -> list[s
     out = []
     for alt in parse(text).alternatives:
         if alt.transport == "tcp" and alt.host in ("0.0.0.0", "::"):
-            out += [Address("tcp", host=ip, port=alt.port, peer_key=alt.peer_key).format()
-                    for ip in local_ips(alt.host == "::")]
+            ips = local_ips(False) + (local_ips(True) if alt.host == "::" else [])  # "::" is dual-stack
+            out += [Address("tcp", host=ip, port=alt.port, peer_key=alt.peer_key).format() for ip in ips]
         else:
             out.append(alt.format())
     return out

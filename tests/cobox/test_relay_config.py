@@ -60,3 +60,13 @@ def test_relays_named_in_an_invite_become_candidates():
     assert r.candidates() == [cfg.servers[0], f"tcp:198.18.0.7:47200~noise:{relay}"]  # the hop, once
     r.learn(f"tcp:198.18.1.{i}:1~noise:{relay}~relay:{me}" for i in range(2 * MAX_HINTED))
     assert len(r.hinted) == MAX_HINTED and r.hinted[0] == f"tcp:198.18.1.{2 * MAX_HINTED - 1}:1~noise:{relay}"
+
+
+def test_a_dual_stack_relay_listener_is_announced_on_both_families():
+    from cobox.relaying import expand_wildcard
+
+    def local_ips(v6: bool) -> list[str]:
+        return ["2001:db8::5"] if v6 else ["198.18.0.5"]
+
+    assert expand_wildcard("tcp:[::]:47101", local_ips) == ["tcp:198.18.0.5:47101", "tcp:[2001:db8::5]:47101"]
+    assert expand_wildcard("tcp:0.0.0.0:47101", local_ips) == ["tcp:198.18.0.5:47101"]
