@@ -129,17 +129,7 @@ def parse_invite(text: str) -> Invite:
     key_text = parts.path.lstrip("/")
     if not key_text:
         raise InvalidURIError("invite URI has no key")
-    try:
-        key = decode_key(key_text)
-    except KeyEncodingError:
-        raise InvalidURIError("invite key is malformed or truncated (expected 52 base32 characters)") from None
-    if parts.fragment:
-        raise InvalidURIError("invite URI has a fragment (#...): it was probably cut or joined with other text")
-    try:
-        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
-                                       max_num_fields=3 + 2 * MAX_HINTS)
-    except ValueError as e:
-        raise InvalidURIError(f"invite URI has a malformed query: {e}") from None
+    key, pairs = _key_and_query(parts, key_text, "invite key", "invite URI", 3 + 2 * MAX_HINTS)
     name: str | None = None
     peers: list[str] = []
     dht: list[tuple[str, int]] = []
@@ -316,18 +306,8 @@ def parse_backup_invite(text: str) -> BackupInvite:
     if not text.startswith(f"{SCHEME}://backup/"):
         raise InvalidURIError("not a backup host's service invite (expected cobox://backup/...)")
     parts = urllib.parse.urlsplit(text)
-    try:
-        host = decode_key(parts.path.lstrip("/"))
-    except KeyEncodingError:
-        raise InvalidURIError("service invite: the host key is malformed or truncated "
-                              "(expected 52 base32 characters)") from None
-    if parts.fragment:
-        raise InvalidURIError("service invite has a fragment (#...): it was probably cut or joined with other text")
-    try:
-        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
-                                       max_num_fields=1 + 2 * MAX_HINTS)
-    except ValueError as e:
-        raise InvalidURIError(f"service invite has a malformed query: {e}") from None
+    host, pairs = _key_and_query(parts, parts.path.lstrip("/"), "service invite: the host key", "service invite",
+                                 1 + 2 * MAX_HINTS)
     secret: bytes | None = None
     peers: list[str] = []
     dht: list[tuple[str, int]] = []
@@ -357,3 +337,21 @@ def parse_backup_invite(text: str) -> BackupInvite:
     if len(peers) > MAX_HINTS or len(dht) > MAX_HINTS:
         raise InvalidURIError(f"service invite has more than {MAX_HINTS} peer or DHT hints")
     return BackupInvite(host, secret, tuple(peers), tuple(dht))
+
+
+def _key_and_query(parts: urllib.parse.SplitResult, key_text: str, key_what: str, what: str,
+                   max_fields: int) -> tuple[bytes, list[tuple[str, str]]]:
+    """The key of an invite (``key_text``) and its query pairs, strictly: a malformed key, a
+    fragment or a malformed or too long query is refused naming ``what``."""
+    try:
+        key = decode_key(key_text)
+    except KeyEncodingError:
+        raise InvalidURIError(f"{key_what} is malformed or truncated (expected 52 base32 characters)") from None
+    if parts.fragment:
+        raise InvalidURIError(f"{what} has a fragment (#...): it was probably cut or joined with other text")
+    try:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
+                                       max_num_fields=max_fields)
+    except ValueError as e:
+        raise InvalidURIError(f"{what} has a malformed query: {e}") from None
+    return key, pairs
