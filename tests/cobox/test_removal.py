@@ -42,8 +42,8 @@ class Host:
         netview.open_channel(self.m.node, device, group)
 
 
-@pytest.fixture
-async def chains():
+@pytest.fixture(name="chains")
+async def chains_fixture():
     tasks: list[asyncio.Task[None]] = []
 
     def start(m: Member) -> tuple[Host, Epochs]:

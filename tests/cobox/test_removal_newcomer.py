@@ -16,7 +16,7 @@ from networker import DeviceIdentity, GroupKeys
 from networker.node import Node
 from storage import Store
 from tests.cobox.hostile import Member, connect, members_fixture  # noqa: F401
-from tests.cobox.test_removal import Host
+from tests.cobox.test_removal import Host, chains_fixture  # noqa: F401 (the fixture)
 from tests.helpers import until
 
 
@@ -38,28 +38,6 @@ async def newcomer(tmp_path, name: str, uri: str, stack: list) -> tuple[Member, 
     task = asyncio.ensure_future(e.run())
     stack.append((task, node, store))
     return m, host, e
-
-
-@pytest.fixture
-async def chains():
-    """The members' chains of epochs, each run as the daemon runs it."""
-    tasks: list[asyncio.Task[None]] = []
-
-    def start(m: Member) -> tuple[Host, Epochs]:
-        host = Host(m)
-        e = Epochs(host, m.group)
-        tasks.append(asyncio.ensure_future(_run(e)))
-        return host, e
-
-    yield start
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _run(e: Epochs) -> None:
-    await e.load()
-    await e.run()
 
 
 @pytest.fixture
