@@ -30,7 +30,8 @@ the blocks wholly inside the extent (the few bytes of a partial block at either 
 and stay allocated). Measured on ext4 (the test machine): 4 MiB punched out of an 8 MiB file takes
 ``st_blocks`` from 8 MiB to 4 MiB. Where the file system cannot punch holes (``EOPNOTSUPP``:
 e.g. some network file systems) the extent stays in ``blob_free`` (counted as reclaimable by
-``Store.disk_use``); a compaction that rewrites the file without them is not built yet. A
+``Store.disk_use``), and when enough has piled up the store compacts the file the next time it
+opens (``storage/compaction.py``: the live extents copied into a new file, crash-safe). A
 crash between the commit and the punch leaves the row in ``blob_free``; the store punches it when it next opens.
 """
 
@@ -79,7 +80,7 @@ class BlobFile:
         except FileNotFoundError:
             self._fd = -1  # read-only store that never stored a large entry
         except OSError as e:
-            raise _map(e) from None
+            raise map_os_error(e) from None
         if not readonly and os.fstat(self._fd).st_size > end:
             os.ftruncate(self._fd, end)  # debris of a transaction that never committed
 
@@ -99,7 +100,7 @@ class BlobFile:
             if self.sync_each_write:
                 os.fdatasync(self._fd)
         except OSError as e:
-            raise _map(e) from None
+            raise map_os_error(e) from None
         self.pending_end = pos
         return offsets
 
@@ -108,7 +109,7 @@ class BlobFile:
             try:
                 os.fdatasync(self._fd)
             except OSError as e:
-                raise _map(e) from None
+                raise map_os_error(e) from None
 
     def commit(self) -> None:
         self.end = self.pending_end
@@ -119,7 +120,7 @@ class BlobFile:
         try:
             data = os.pread(self._fd, size, offset)
         except OSError as e:
-            raise _map(e) from None
+            raise map_os_error(e) from None
         if len(data) != size:
             raise StorageError("the blob file is shorter than the store expects")
         return data
@@ -134,7 +135,19 @@ class BlobFile:
         err = ctypes.get_errno()
         if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             return False
-        raise _map(OSError(err, os.strerror(err)))
+        raise map_os_error(OSError(err, os.strerror(err)))
+
+    def reopen(self, end: int, *, path: Path | None = None) -> None:
+        """Read and write the file now at ``path`` (a compaction replaced it, or left the new
+        file beside it: then ``path`` names it), ``end`` bytes long."""
+        self.close()
+        if path is not None:
+            self.path = path
+        try:
+            self._fd = os.open(self.path, os.O_RDWR)
+        except OSError as e:
+            raise map_os_error(e) from None
+        self.end = self.pending_end = end
 
     def allocated(self) -> int:
         """The bytes the file system has allocated to the blob file (``st_blocks``)."""
@@ -149,7 +162,7 @@ class BlobFile:
             self._fd = -1
 
 
-def _map(e: OSError) -> StorageError:
+def map_os_error(e: OSError) -> StorageError:
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return StoreFullError(f"no space left for the blob file: {e.strerror}")
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

@@ -342,14 +342,17 @@ class Writer:
         if self._since_checkpoint >= CHECKPOINT_BYTES:
             await self.checkpoint()
 
-    async def checkpoint(self, mode: str = "PASSIVE") -> None:
-        """Make the blob file durable, then fold the WAL into the database."""
+    async def checkpoint(self, mode: str = "PASSIVE") -> bool:
+        """Make the blob file durable, then fold the WAL into the database; whether every
+        committed transaction is now in the database file (synced)."""
         self._since_checkpoint = 0
         try:
             self._blobs.sync()
-            await self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
+            rows = list(await self._conn.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
         except (sqlite3.Error, StorageError) as e:
             log.warning("checkpoint failed: %s", e)
+            return False
+        return bool(rows) and rows[0][0] == 0
 
 
 _INSERT_ENTRY = "INSERT OR IGNORE INTO entries (key, data, blob_offset, blob_size) VALUES (?, ?, ?, ?)"

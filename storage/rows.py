@@ -90,6 +90,10 @@ _RECORDS = "SELECT key, value FROM records WHERE scope = ? ORDER BY key"
 _RECORD = "SELECT value FROM records WHERE scope = ? AND key = ?"
 _RECORDS_SIZE = "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM records WHERE scope = ?"
 _BLOB_END = "SELECT value FROM meta WHERE key = 'blob_end'"
+_META = "SELECT value FROM meta WHERE key = ?"
+_SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+_DELETE_META = "DELETE FROM meta WHERE key = ?"
+BLOB_PENDING = "blob_pending"  # 1 while a compacted blob file waits for its rename (storage/compaction.py)
 
 # Clearing and deleting (0002_clearing.sql). The extents of deleted blob rows are recorded in
 # blob_free by the same transaction, before the rows go.
@@ -108,6 +112,9 @@ _DELETE_FEED = "DELETE FROM feeds WHERE id = ?"
 _BLOB_FREE = "SELECT \"offset\", size FROM blob_free ORDER BY \"offset\""
 _FORGET_FREE = "DELETE FROM blob_free WHERE \"offset\" = ?"
 _BLOB_SIZES = "SELECT key >> ?1, COALESCE(SUM(blob_size), 0) FROM entries GROUP BY key >> ?1"
+_BLOB_EXTENTS = "SELECT key, blob_offset, blob_size FROM entries WHERE blob_offset IS NOT NULL ORDER BY blob_offset"
+_MOVE_BLOB = "UPDATE entries SET blob_offset = ? WHERE key = ?"
+_FORGET_ALL_FREE = "DELETE FROM blob_free"
 
 
 def row_key(feed_id: int, n: int) -> int:
@@ -165,6 +172,23 @@ async def read_blob_end(reader: aiosqlite.Connection) -> int:
         raise db.map_error(e) from None
     end: int = rows[0][0]
     return end
+
+
+async def read_meta(conn: aiosqlite.Connection, key: str) -> int:
+    """A store-wide value of ``meta`` (0 when it is not set), before the writer starts."""
+    try:
+        rows = list(await conn.execute_fetchall(_META, (key,)))
+    except sqlite3.Error as e:
+        raise db.map_error(e) from None
+    return int(rows[0][0]) if rows else 0
+
+
+async def clear_meta(conn: aiosqlite.Connection, key: str) -> None:
+    """Delete a store-wide value on the writer connection, before the writer starts."""
+    try:
+        await conn.execute(_DELETE_META, (key,))
+    except sqlite3.Error as e:
+        raise db.map_error(e) from None
 
 
 class Rows:
@@ -392,6 +416,26 @@ class Rows:
     async def blob_sizes(self) -> dict[int, int]:
         """The bytes each feed keeps in the blob file, by feed id."""
         return {feed_id: int(size) for feed_id, size in await self.read(_BLOB_SIZES, (KEY_SHIFT,))}
+
+    async def blob_extents(self) -> list[tuple[int, int, int]]:
+        """``(row key, offset, size)`` of every entry stored in the blob file, in offset order."""
+        return [(key, offset, size) for key, offset, size in await self.read(_BLOB_EXTENTS)]
+
+    async def move_blobs(self, moves: Sequence[tuple[int, int]], end: int) -> None:
+        """A compaction's transaction (``storage/compaction.py``): rows get their offsets in the
+        new blob file (``(offset, row key)`` pairs), ``blob_free`` empties, ``blob_end`` becomes
+        ``end`` and ``blob_pending`` is set, all at once."""
+        await self._submit(db.WriteJob(
+            statements=[
+                (_MOVE_BLOB, moves),
+                (_FORGET_ALL_FREE, [()]),
+                (_SET_META, [("blob_end", end), (BLOB_PENDING, 1)]),
+            ],
+            alone=True,
+        ))
+
+    async def forget_meta(self, key: str) -> None:
+        await self._submit(db.WriteJob(statements=[(_DELETE_META, [(key,)])]))
 
     async def unreclaimed(self) -> int:
         """Blob-file bytes freed but not yet given back to the file system."""

@@ -14,7 +14,9 @@ which the store and its feeds share (``self.rows``). Feeds do not know the store
 :meth:`Store.delete_feed` removes a feed and everything stored for it (leaving a group); with
 ``Feed.clear`` it is the store's only delete path. Both record the blob-file extents they free
 and punch holes over them after the commit (``storage/blobs.py``); ``Store.open`` punches any a
-crash left behind. :meth:`Store.disk_use` says what the store occupies.
+crash left behind; where the file system cannot punch, ``Store.open`` compacts the blob file
+instead once enough is reclaimable (``storage/compaction.py``). :meth:`Store.disk_use` says what
+the store occupies.
 
 Secret keys live in the ``feeds`` table so that a restart reopens writable feeds; the database
 file is created with mode 0600 and no key is ever logged or shown in a repr.
@@ -32,7 +34,7 @@ from pathlib import Path
 import aiosqlite
 import nacl.signing
 
-from . import db, rows
+from . import compaction, db, rows
 from .blobs import BlobFile
 from .errors import FeedNotFoundError
 from .feed import Feed
@@ -89,7 +91,8 @@ class Store:
         blobs: BlobFile | None = None
         try:
             end = await rows.read_blob_end(reader)
-            blobs = BlobFile(p.with_suffix(".blobs"), end, readonly=readonly, sync_each_write=durability == "full")
+            blob_path = await compaction.settle(writer_conn, p.with_suffix(".blobs"), readonly=readonly)
+            blobs = BlobFile(blob_path, end, readonly=readonly, sync_each_write=durability == "full")
             store = cls(p, writer_conn, reader, blobs, readonly)
             await store._load()
         except BaseException:
@@ -101,6 +104,8 @@ class Store:
         if not readonly:
             store.writer.start()
             await store.rows.reclaim()  # extents a crash left between a clear's commit and its punch
+            if compaction.worth_it(await store.rows.unreclaimed(), blobs.end):
+                await compaction.compact(store)  # a file system that cannot punch holes
         return store
 
     async def close(self) -> None:

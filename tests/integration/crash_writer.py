@@ -1,8 +1,11 @@
 """Child process for test_crash.py: append random batches to several feeds as fast as
 possible, printing ``<feed key hex> <length>`` after each committed append, until killed. With
 ``clear``, it also clears random ranges, printing ``clear <feed key hex> <start> <end>`` after each.
+With ``compact`` it clears too, on a file system that cannot punch holes (punching is switched
+off), and closes and reopens the store every few appends, so that opening compacts the blob file
+(storage/compaction.py) again and again while it may be killed.
 
-Usage: python crash_writer.py STORE_DIR SEED [clear]
+Usage: python crash_writer.py STORE_DIR SEED [clear|compact]
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ import asyncio
 import random
 import sys
 
-from storage import Store
+from storage import Store, blobs, compaction
 
 FEEDS = 3
 
 
-async def writer(feed, rng: random.Random, clear: bool) -> None:  # type: ignore[no-untyped-def]
-    while True:
+async def writer(feed, rng: random.Random, clear: bool, steps: int | None) -> None:  # type: ignore[no-untyped-def]
+    while steps is None or steps > 0:
+        if steps is not None:
+            steps -= 1
         if clear and feed.length > 4 and rng.random() < 0.3:
             lo = rng.randrange(feed.length)
             hi = min(feed.length, lo + rng.randrange(1, 40))
@@ -32,20 +37,37 @@ async def writer(feed, rng: random.Random, clear: bool) -> None:  # type: ignore
         sys.stdout.flush()
 
 
-async def main(path: str, seed: int, clear: bool) -> None:
+async def main(path: str, seed: int, mode: str) -> None:
     rng = random.Random(seed)
-    store = await Store.open(path)
-    try:
-        while len(store.feeds()) < FEEDS:
-            await store.create_feed("crash")
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        async with asyncio.TaskGroup() as tg:
-            for feed in store.feeds():
-                tg.create_task(writer(feed, random.Random(rng.random()), clear))
-    finally:
-        await store.close()
+    if mode == "compact":
+        blobs._FALLOCATE = None  # a file system without hole punching
+        compaction.COMPACT_MIN_BYTES = 0
+        compact = compaction.compact
+
+        async def reporting(store: compaction.Compactable) -> int:
+            freed = await compact(store)
+            sys.stdout.write(f"compacted {freed}\n")
+            sys.stdout.flush()
+            return freed
+
+        compaction.compact = reporting  # type: ignore[assignment]
+    ready = False
+    while True:
+        store = await Store.open(path)  # compacts the blob file when enough is reclaimable
+        try:
+            while len(store.feeds()) < FEEDS:
+                await store.create_feed("crash")
+            if not ready:
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+                ready = True
+            async with asyncio.TaskGroup() as tg:
+                for feed in store.feeds():
+                    steps = rng.randrange(3, 15) if mode == "compact" else None
+                    tg.create_task(writer(feed, random.Random(rng.random()), mode != "", steps))
+        finally:
+            await store.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["clear"]))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else ""))
