@@ -82,7 +82,10 @@ _ISLANDS = (
     "  SELECT key, key - ROW_NUMBER() OVER (ORDER BY key) AS island FROM entries"
     ") GROUP BY key >> ?1, island"
 )
-_FEED_SIZES = "SELECT key >> ?1, SUM(COALESCE(blob_size, length(data))) FROM entries GROUP BY key >> ?1"
+_FEED_SIZES = (
+    "SELECT key >> ?1, SUM(COALESCE(blob_size, length(data))) FROM entries "
+    "WHERE data IS NOT NULL OR blob_offset IS NOT NULL GROUP BY key >> ?1"
+)
 _FORK_FIELDS = ("length_a", "tree_hash_a", "signature_a", "length_b", "tree_hash_b", "signature_b",
                 "node_index", "hash_a", "hash_b", "detected_at")
 _FORKS = f"SELECT {', '.join(_FORK_FIELDS)} FROM forks WHERE feed_id = ? ORDER BY id"
@@ -107,7 +110,23 @@ _DELETE_FORKS = "DELETE FROM forks WHERE feed_id = ?"
 _DELETE_FEED = "DELETE FROM feeds WHERE id = ?"
 _BLOB_FREE = "SELECT \"offset\", size FROM blob_free ORDER BY \"offset\""
 _FORGET_FREE = "DELETE FROM blob_free WHERE \"offset\" = ?"
-_BLOB_SIZES = "SELECT key >> ?1, COALESCE(SUM(blob_size), 0) FROM entries GROUP BY key >> ?1"
+_BLOB_SIZES = (
+    "SELECT key >> ?1, COALESCE(SUM(blob_size), 0) FROM entries WHERE blob_offset IS NOT NULL GROUP BY key >> ?1"
+)
+
+# Entries held outside the store (0003_outside.sql, storage/outside.py): the row keeps its size,
+# ``data`` and ``blob_offset`` are NULL. Their islands and sizes are read through the partial index.
+_OUTSIDE_WHERE = "data IS NULL AND blob_offset IS NULL"
+_RELEASE = (
+    f"UPDATE entries SET blob_size = COALESCE(blob_size, length(data)), data = NULL, blob_offset = NULL "
+    f"WHERE key >= ? AND key < ? AND NOT ({_OUTSIDE_WHERE})"
+)
+_OUTSIDE_ISLANDS = (
+    "SELECT key >> ?1, MIN(key & ?2), MAX(key & ?2), SUM(blob_size) FROM ("
+    f"  SELECT key, blob_size, key - ROW_NUMBER() OVER (ORDER BY key) AS island FROM entries WHERE {_OUTSIDE_WHERE}"
+    ") GROUP BY key >> ?1, island"
+)
+_SLOTS = "SELECT key, data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key"
 
 
 def row_key(feed_id: int, n: int) -> int:
@@ -129,6 +148,8 @@ class FeedRow:
     have: RangeSet
     stored_bytes: int
     cleared: RangeSet = field(default_factory=RangeSet)
+    outside: RangeSet = field(default_factory=RangeSet)  # held, data released (storage/outside.py)
+    outside_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,24 +229,34 @@ class Rows:
         except sqlite3.Error as e:
             raise db.map_error(e) from None
 
-    def _data(self, row: Sequence[Any]) -> bytes:
-        """An entry's bytes from its ``(data, blob_offset, blob_size)`` row."""
+    def _data(self, row: Sequence[Any]) -> bytes | None:
+        """An entry's bytes from its ``(data, blob_offset, blob_size)`` row; None for an entry
+        held outside the store (both NULL)."""
         data: bytes | None = row[0]
         if data is not None:
             return data
+        if row[1] is None:
+            return None
         return self._blobs.read(row[1], row[2])
 
     # -- entries ------------------------------------------------------------------------------
 
     async def entry(self, feed_id: int, seq: int) -> bytes | None:
-        """Entry ``seq`` of a feed, or None when it is not stored."""
+        """Entry ``seq`` of a feed, or None when it is not stored (or held outside the store)."""
         rows = await self.read(_ENTRY, ((feed_id << KEY_SHIFT) | seq,))
         return self._data(rows[0]) if rows else None
 
     async def entries(self, feed_id: int, start: int, end: int) -> list[bytes]:
-        """The stored entries of ``[start, end)``, in order (missing ones are left out)."""
+        """The stored entries of ``[start, end)``, in order (missing and outside ones are left out)."""
         base = feed_id << KEY_SHIFT
-        return [self._data(r) for r in await self.read(_ENTRIES, (base | start, base | end))]
+        return [d for r in await self.read(_ENTRIES, (base | start, base | end)) if (d := self._data(r)) is not None]
+
+    async def slots(self, feed_id: int, start: int, end: int) -> list[tuple[int, bytes | None]]:
+        """``(seq, data)`` for every row of ``[start, end)``, in order; data None for an entry held
+        outside the store (missing entries are left out)."""
+        base = feed_id << KEY_SHIFT
+        rows = await self.read(_SLOTS, (base | start, base | end))
+        return [(row[0] & SEQ_MASK, self._data((row[1], row[2], row[3]))) for row in rows]
 
     async def entry_sizes(self, feed_id: int, start: int, end: int) -> list[int]:
         """The sizes of the stored entries of ``[start, end)``, in order."""
@@ -310,12 +341,18 @@ class Rows:
         cleared: dict[int, RangeSet] = {}
         for feed_id, lo, hi in await self.read(_CLEARED):
             cleared.setdefault(feed_id, RangeSet()).add(lo, hi)
+        outside: dict[int, RangeSet] = {}
+        outside_sizes: dict[int, int] = {}
+        for feed_id, lo, hi, size in await self.read(_OUTSIDE_ISLANDS, (KEY_SHIFT, SEQ_MASK)):
+            outside.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
+            outside_sizes[feed_id] = outside_sizes.get(feed_id, 0) + int(size or 0)
         out = []
         for feed_id, pk, sk, namespace, forked, length, tree_hash, signature in await self.read(_FEEDS):
             signed = SignedTree(length, tree_hash, signature) if length is not None else None
             out.append(FeedRow(feed_id, pk, sk, namespace, bool(forked), signed,
                                have.get(feed_id, RangeSet()), sizes.get(feed_id, 0),
-                               cleared.get(feed_id, RangeSet())))
+                               cleared.get(feed_id, RangeSet()), outside.get(feed_id, RangeSet()),
+                               outside_sizes.get(feed_id, 0)))
         return out
 
     # -- clearing and deleting ----------------------------------------------------------------
@@ -336,6 +373,25 @@ class Rows:
                 (_DELETE_ENTRIES, spans),
                 (_DELETE_CLEARED, [(feed_id,)]),
                 (_INSERT_CLEARED, [(feed_id, s, e) for s, e in cleared]),
+            ],
+            on_commit=on_commit, alone=True, durable=True,
+        ))
+        await self.reclaim()
+
+    async def release_entries(
+        self, feed_id: int, ranges: Sequence[tuple[int, int]], nodes: Iterable[tuple[int, bytes]], *,
+        on_commit: Callable[[], None],
+    ) -> None:
+        """Turn the stored entries of ``ranges`` into outside rows (size kept, data dropped), keep
+        ``nodes`` (their leaves and pair parents), and free their blob extents, in one transaction
+        of its own; then give the blob-file space back (:meth:`reclaim`)."""
+        base = feed_id << KEY_SHIFT
+        spans = [(base | s, base | e) for s, e in ranges]
+        await self._submit(db.WriteJob(
+            statements=[
+                (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (_FREE_BLOBS, spans),
+                (_RELEASE, spans),
             ],
             on_commit=on_commit, alone=True, durable=True,
         ))
