@@ -23,7 +23,9 @@ of held entries that the rebuilder reproduces *exactly*:
 
 Reading (``get``, ``get_range`` and through them serving, ``node_hashes``' recomputation never:
 it uses the stored leaves) rebuilds outside entries through the rebuilder (:func:`read`) and
-checks each against its stored leaf hash before returning it. A rebuild that fails (None) or
+checks each against its stored leaf hash before returning it. A rebuilder that cannot answer
+yet (none set, or it raises ``RebuildUnavailableError``: a daemon still starting) makes the read
+fail with that error and loses nothing. A rebuild that fails (None) or
 does not verify makes the entry *lost here* (:func:`lose`): in one transaction its row goes and
 ``cleared`` gains it, as after a clear; ``have`` loses it, a ``clear`` :class:`FeedEvent` is
 emitted (the replicator sends a full Have), and ``EntryMissingError`` is raised, so the network
@@ -46,7 +48,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from . import tree
-from .errors import EntryMissingError
+from .errors import EntryMissingError, RebuildUnavailableError
 from .events import FeedEvent
 from .ranges import RangeSet
 
@@ -61,7 +63,8 @@ class Rebuilder(Protocol):
 
     async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
         """The exact stored bytes of entries ``seqs`` of ``feed_key``, in order; None for one
-        that cannot be reproduced (any more)."""
+        that cannot be reproduced (any more). Raises ``RebuildUnavailableError`` when it cannot
+        answer yet (nothing is lost then)."""
         ...
 
 
@@ -124,8 +127,10 @@ def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
 
 async def _rebuild(feed: Feed, seqs: Sequence[int]) -> list[bytes | None]:
     rebuilder = feed.rebuilder
-    if rebuilder is None or not seqs:
-        return [None] * len(seqs)
+    if not seqs:
+        return []
+    if rebuilder is None:  # not set (yet: a daemon starting): the entries wait, they are not lost
+        raise RebuildUnavailableError(f"no rebuilder for the entries of feed {feed.key.hex()[:16]} held outside")
     got = await rebuilder.rebuild(feed.key, list(seqs))
     if len(got) != len(seqs):
         return [None] * len(seqs)  # a rebuilder that answers another question reproduces nothing
@@ -167,7 +172,10 @@ async def _release_batch(feed: Feed, seqs: list[int]) -> int:
     stored: dict[int, bytes] = {}
     for lo, hi in runs(seqs):
         stored.update(zip(range(lo, hi), await feed.get_range(lo, hi)))
-    rebuilt = await _rebuild(feed, seqs)
+    try:
+        rebuilt = await _rebuild(feed, seqs)
+    except RebuildUnavailableError:
+        return 0
     matched = [s for s, r in zip(seqs, rebuilt) if r is not None and r == stored[s]]
     if not matched:
         return 0

@@ -13,7 +13,7 @@ import pytest
 
 from storage import FeedEvent, Store, verify_range
 from storage.blobs import BLOB_THRESHOLD
-from storage.errors import EntryMissingError
+from storage.errors import EntryMissingError, RebuildUnavailableError
 
 from .conftest import OpenStore, deliver
 
@@ -125,8 +125,9 @@ async def test_outside_state_survives_a_reopen(tmp_path: Path) -> None:
         feed = store.feeds()[0]
         assert list(feed.have) == [(0, 16)] and list(feed.outside) == [(2, 14)]
         assert feed.outside_bytes == freed and feed.stored_bytes == stored
-        with pytest.raises(EntryMissingError):  # no rebuilder set yet: the entry is lost here
+        with pytest.raises(RebuildUnavailableError):  # no rebuilder set yet: not now, nothing lost
             await feed.get(13)
+        assert 13 in feed.have and 13 in feed.outside and not feed.cleared
         store.set_rebuilder("g", files)
         assert await feed.get_range(2, 13) == data[2:13]
         assert await feed.append([b"more"]) == 17
@@ -186,3 +187,22 @@ async def test_odd_tail_released_then_appended_still_proves(open_store: OpenStor
     for k, e in enumerate(data + more):
         verify_range(feed.key, k, [e], await feed.proof(k))
     assert files.calls == []
+
+
+async def test_a_rebuilder_not_ready_loses_nothing(open_store: OpenStore) -> None:
+    store = await open_store()
+    feed, data, files, _ = await _released(store, 6, 1000)
+
+    class NotYet:
+        async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
+            raise RebuildUnavailableError("starting")
+
+    store.set_rebuilder("g", NotYet())
+    with pytest.raises(RebuildUnavailableError):
+        await feed.get_range(0, 6)
+    assert list(feed.outside) == [(0, 6)] and list(feed.have) == [(0, 6)] and not feed.cleared
+    more = await store.create_feed("g")
+    await more.append(data)
+    assert await more.release([(0, 6)]) == 0
+    store.set_rebuilder("g", files)
+    assert await feed.get_range(0, 6) == data
