@@ -27,10 +27,10 @@ checks each against its stored leaf hash before returning it. A rebuilder that c
 yet (none set, or it raises ``RebuildUnavailableError``: a daemon still starting) makes the read
 fail with that error and loses nothing. A rebuild that fails (None) or
 does not verify makes the entry *lost here* (:func:`lose`): in one transaction its row goes and
-``cleared`` gains it, as after a clear; ``have`` loses it, a ``clear`` :class:`FeedEvent` is
-emitted (the replicator sends a full Have), and ``EntryMissingError`` is raised, so the network
-answers ``NoData``: missing, never wrong. Sizes are kept, so ``get_range(max_bytes=)`` and
-``entry_sizes`` work without rebuilding.
+``cleared`` gains it, as after a clear; ``have`` loses it and ``EntryMissingError`` is raised:
+the network answers ``NoData``, missing, never wrong. Just after that (``call_soon``) a
+``clear`` :class:`FeedEvent` is emitted and the replicator sends a full Have. Sizes are kept,
+so ``get_range(max_bytes=)`` and ``entry_sizes`` work without rebuilding.
 
 A clear of an outside entry deletes its row like any other (nothing to punch); ``delete_feed``
 deletes them with the rest; a put of an entry that is outside leaves it outside (the insert is
@@ -228,7 +228,8 @@ async def read(feed: Feed, start: int, end: int, slots: Sequence[tuple[int, byte
 async def lose(feed: Feed, seqs: Sequence[int]) -> None:
     """Outside entries ``seqs`` cannot be rebuilt: they are no longer held here. In one
     transaction their rows go and ``cleared`` gains them (their leaves and pair parents are
-    stored already, from the release); then ``have`` loses them and a ``clear`` event goes out."""
+    stored already, from the release); then ``have`` loses them, and a ``clear`` event goes out
+    on the loop's next turn (after the caller has seen its error)."""
     async with feed._clear_lock:
         lost = [s for s in seqs if s in feed.outside]
         if not lost:
@@ -247,10 +248,17 @@ async def lose(feed: Feed, seqs: Sequence[int]) -> None:
                 feed.outside.remove(lo, hi)
             feed.outside_bytes = max(0, feed.outside_bytes - size)
             feed.cleared = cleared
-            for lo, hi in spans:
-                feed._emit(FeedEvent("clear", lo, hi, feed.length))
 
         await feed._rows.clear_entries(feed.id, spans, (), cleared, on_commit=on_commit)
+
+    def emit() -> None:
+        for lo, hi in spans:
+            feed._emit(FeedEvent("clear", lo, hi, feed.length))
+
+    # The events go out once the reader has seen EntryMissingError: a server then answers NoData
+    # first and announces the full Have after it, so the asking peer's view ends with the Have
+    # (a NoData seen after it would withdraw the peer's fresh claim).
+    asyncio.get_running_loop().call_soon(emit)
 
 
 def overlaps(outside: RangeSet, start: int, end: int) -> bool:

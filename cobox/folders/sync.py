@@ -106,6 +106,7 @@ class FolderSync:
         self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
         self._stopping = False
         self._synced: dict[str, Synced] = {}
+        self.marks = 0  # changes of _synced so far (cobox.folders.single watches it)
         self._wake = asyncio.Event()
         self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
         self._tasks: list[asyncio.Task[None]] = []
@@ -412,6 +413,7 @@ class FolderSync:
     async def _mark_all(self, marks: list[tuple[str, Synced]]) -> None:
         """Keep the ``Synced`` records of many paths (one commit)."""
         items = []
+        self.marks += 1
         for path, s in marks:
             self._synced[path] = s
             items.append((path, msgpack.packb([s.stamp.clock, s.stamp.author, s.size, s.mtime, s.content],
@@ -420,6 +422,7 @@ class FolderSync:
 
     async def _forget(self, path: str) -> None:
         if self._synced.pop(path, None) is not None:
+            self.marks += 1
             await self.group.store.delete_record(self._scope, path)
 
     # -- queries ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ state survives a reopen; clearing and deleting handle outside entries."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +106,8 @@ async def test_a_rebuild_that_does_not_verify_makes_the_entries_missing_not_wron
         await feed.get_range(4, 8)
     assert 5 not in feed.have and 6 not in feed.have and 4 in feed.have and 7 in feed.have
     assert list(feed.cleared) == [(5, 7)] and list(feed.outside) == [(0, 5), (7, 12)]
+    assert events == []  # announced once the reader has seen the error (a NoData goes out first)
+    await asyncio.sleep(0)
     assert [(e.kind, e.start, e.end) for e in events] == [("clear", 5, 7)]
     with pytest.raises(EntryMissingError):
         await feed.get(5)
