@@ -83,6 +83,7 @@ class ChunkIndex:
         self._by_path: dict[str, tuple[Synced, list[tuple[Key, Place]]]] = {}
         self._at: dict[Key, list[Place]] = {}
         self._seen: tuple[int, int, int] | None = None  # (marks, clock, versions) at the last refresh
+        self._unmerged = False  # a synced path's version was not in the state yet: look again
 
     def __len__(self) -> int:
         return len(self._at)
@@ -98,18 +99,21 @@ class ChunkIndex:
         (only paths whose record changed are visited twice; nothing when neither moved)."""
         sync, state = self.sync, self.sync.state
         seen = (sync.marks, state.clock, len(state.versions))
-        if seen == self._seen:
+        if seen == self._seen and not self._unmerged:
             return
-        self._seen = seen
+        self._seen, self._unmerged = seen, False
         synced = dict(sync._synced)
         for path in [p for p, (s, _) in self._by_path.items() if synced.get(p) != s]:
             self._drop(path)
         for path, s in synced.items():
-            if path in self._by_path or path not in state.versions:
+            if path in self._by_path:
                 continue
-            v = state.versions[path].get(s.stamp)
-            if v is None or v.deleted or v.kind == "dir" or not v.chunks or v.content != s.content:
-                continue  # not merged yet (the next refresh looks again), or nothing to index
+            v = state.versions[path].get(s.stamp) if path in state.versions else None
+            if v is None:
+                self._unmerged = True  # recorded, not merged yet: the next refresh looks again
+                continue
+            if v.deleted or v.kind == "dir" or not v.chunks or v.content != s.content:
+                continue  # nothing to index
             placed: list[tuple[Key, Place]] = []
             offset = 0
             for c in v.chunks:
@@ -220,6 +224,7 @@ async def release_pass(sync: FolderSync, most: int = MAX_RELEASE) -> tuple[int, 
     """Release the held chunk entries the folder's files reproduce; at most ``most`` entries.
     Returns (bytes no longer stored, whether entries were left for another pass)."""
     index = index_of(sync)
+    await sync.read_ops()  # the state holds what the folder recorded last (incremental: cheap)
     index.refresh()
     wanted: dict[bytes, list[int]] = {}
     for feed_key, seq in index.held():

@@ -145,3 +145,55 @@ async def test_prune_clears_released_entries_and_history_sees_them(members, tmp_
     assert result.expired == 1 and result.cleared_entries > 0
     assert a.feed.outside_bytes <= outside - 4 * MiB
     assert not any(a.feed.outside.intersection(lo, hi) for lo, hi in a.feed.cleared)
+
+
+async def test_the_service_releases_once_the_folder_is_quiet(members) -> None:
+    """``single:NAME`` (single.run): no call from the test; the store shrinks by itself after the
+    folder's round, and a later file is released too."""
+    import asyncio
+
+    a = await members("a")
+    (a.root / "one.bin").write_bytes(os.urandom(2 * MiB))
+    task = asyncio.ensure_future(single.run(a.sync, True, quiet=0.2))
+    try:
+        await a.sync.round()
+        await until(lambda: task.done() or a.feed.outside_bytes >= 2 * MiB, timeout=30, what="the first release")
+        if task.done():
+            task.result()
+        (a.root / "two.bin").write_bytes(os.urandom(MiB))
+        await a.sync.round()
+        await until(lambda: a.feed.outside_bytes >= 3 * MiB, timeout=30, what="the second release")
+        assert a.group.stored_bytes() < 0.1 * 3 * MiB
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_single_copy_off_releases_nothing_but_serves_what_was_released(members) -> None:
+    import asyncio
+
+    a = await members("a")
+    await recorded(a, {"one.bin": os.urandom(MiB)})
+    await single.release_pass(a.sync)
+    released = a.feed.outside_bytes
+    (a.root / "two.bin").write_bytes(os.urandom(MiB))
+    await a.sync.round()
+    task = asyncio.ensure_future(single.run(a.sync, False, quiet=0.0))
+    try:
+        await until(lambda: task.done() or single.index_of(a.sync).ready.is_set(), timeout=10, what="the index")
+        assert a.feed.outside_bytes == released
+        out = await a.feed.get_range(0, a.feed.length)  # what was released is still served, rebuilt
+        assert len(out) == a.feed.length
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_disk_use_in_words_shows_what_the_files_hold() -> None:
+    from cobox.commands_show import disk_text
+
+    text = disk_text({"folder_bytes": 30 * MiB, "stored_bytes": MiB, "outside_bytes": 29 * MiB,
+                      "history_bytes": 0, "reclaimable_bytes": 0})
+    assert text.startswith("folder 30 MiB, stored 1.0 MiB, 29 MiB more in your files (history")
+    assert "in your files" not in disk_text({"folder_bytes": 1, "stored_bytes": 1, "history_bytes": 0,
+                                             "reclaimable_bytes": 0})
