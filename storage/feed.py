@@ -412,6 +412,10 @@ class Feed:
         exactly; they stay held (see :mod:`storage.outside`). Returns the bytes no longer stored."""
         return await outside.release(self, ranges)
 
+    async def restore(self, seqs: Sequence[int]) -> int:
+        """Store released entries ``seqs`` again, rebuilt and verified (:mod:`storage.outside`)."""
+        return await outside.restore(self, seqs)
+
     # -- reading ----------------------------------------------------------------------------
 
     async def get(self, seq: int) -> bytes:

@@ -20,6 +20,8 @@ of held entries that the rebuilder reproduces *exactly*:
 3. ``have`` is unchanged (peers still see the entries held), ``stored_bytes`` drops,
    ``outside`` / ``outside_bytes`` grow. The outside rows are the record: a reopen finds them
    again (``sql/0003_outside.sql`` indexes them), so nothing else has to agree with them.
+4. ``restore(seqs)`` stores released entries again, rebuilt and verified (the layer above is
+   about to overwrite the content they come from and wants to keep them as history).
 
 Reading (``get``, ``get_range`` and through them serving, ``node_hashes``' recomputation never:
 it uses the stored leaves) rebuilds outside entries through the rebuilder (:func:`read`) and
@@ -231,25 +233,29 @@ async def lose(feed: Feed, seqs: Sequence[int]) -> None:
     stored already, from the release); then ``have`` loses them, and a ``clear`` event goes out
     on the loop's next turn (after the caller has seen its error)."""
     async with feed._clear_lock:
-        lost = [s for s in seqs if s in feed.outside]
-        if not lost:
-            return
-        spans = runs(lost)
-        size = 0
-        for lo, hi in spans:
-            size += sum(await feed._rows.entry_sizes(feed.id, lo, hi))
-        cleared = feed.cleared.copy()
-        for lo, hi in spans:
-            cleared.add(lo, hi)
+        await _lose(feed, seqs)
 
-        def on_commit() -> None:
-            for lo, hi in spans:
-                feed.have.remove(lo, hi)
-                feed.outside.remove(lo, hi)
-            feed.outside_bytes = max(0, feed.outside_bytes - size)
-            feed.cleared = cleared
 
-        await feed._rows.clear_entries(feed.id, spans, (), cleared, on_commit=on_commit)
+async def _lose(feed: Feed, seqs: Sequence[int]) -> None:  # under the clear lock
+    lost = [s for s in seqs if s in feed.outside]
+    if not lost:
+        return
+    spans = runs(lost)
+    size = 0
+    for lo, hi in spans:
+        size += sum(await feed._rows.entry_sizes(feed.id, lo, hi))
+    cleared = feed.cleared.copy()
+    for lo, hi in spans:
+        cleared.add(lo, hi)
+
+    def on_commit() -> None:
+        for lo, hi in spans:
+            feed.have.remove(lo, hi)
+            feed.outside.remove(lo, hi)
+        feed.outside_bytes = max(0, feed.outside_bytes - size)
+        feed.cleared = cleared
+
+    await feed._rows.clear_entries(feed.id, spans, (), cleared, on_commit=on_commit)
 
     def emit() -> None:
         for lo, hi in spans:
@@ -259,6 +265,42 @@ async def lose(feed: Feed, seqs: Sequence[int]) -> None:
     # first and announces the full Have after it, so the asking peer's view ends with the Have
     # (a NoData seen after it would withdraw the peer's fresh claim).
     asyncio.get_running_loop().call_soon(emit)
+
+
+# -- storing again ---------------------------------------------------------------------------
+
+
+async def restore(feed: Feed, seqs: Sequence[int]) -> int:
+    """Store the data of outside entries ``seqs`` again (their content is about to leave the
+    layer above: a file it will overwrite), rebuilt and verified against their leaves; one that
+    does not verify is lost here (:func:`lose`). Returns the bytes stored again."""
+    feed._rows.check_writable()
+    restored = 0
+    async with feed._clear_lock:
+        wanted = sorted({s for s in seqs if s in feed.outside})
+        for k in range(0, len(wanted), BATCH):
+            batch = [s for s in wanted[k:k + BATCH] if s in feed.outside]
+            try:
+                rebuilt = await _rebuild(feed, batch)
+            except RebuildUnavailableError:
+                return restored
+            leaves = await feed._rows.nodes(feed.id, [tree.index(0, s) for s in batch])
+            good = [(s, d) for s, d in zip(batch, rebuilt)
+                    if d is not None and leaves.get(tree.index(0, s)) == tree.leaf_hash(d)]
+            size = sum(len(d) for _, d in good)
+
+            def on_commit(good: list[tuple[int, bytes]] = good, size: int = size) -> None:
+                for s, _ in good:
+                    feed.outside.remove(s, s + 1)
+                feed.outside_bytes = max(0, feed.outside_bytes - size)
+                feed.stored_bytes += size
+
+            if good:
+                await feed._rows.restore_entries(feed.id, good, on_commit=on_commit)
+                restored += size
+            kept = {s for s, _ in good}
+            await _lose(feed, [s for s in batch if s not in kept])
+    return restored
 
 
 def overlaps(outside: RangeSet, start: int, end: int) -> bool:

@@ -397,6 +397,14 @@ class Rows:
         ))
         await self.reclaim()
 
+    async def restore_entries(self, feed_id: int, entries: Sequence[tuple[int, bytes]], *,
+                              on_commit: Callable[[], None]) -> None:
+        """Store again the data of outside rows (``(seq, data)``), replacing the rows, in one
+        transaction of its own."""
+        base = feed_id << KEY_SHIFT
+        await self._submit(db.WriteJob(statements=(), entries=[(base | s, d) for s, d in entries],
+                                       on_commit=on_commit, alone=True, replace=True))
+
     async def delete_feed(self, feed_id: int, *, on_commit: Callable[[], None]) -> None:
         """Delete a feed and everything stored for it (entries, nodes, signature, fork evidence,
         cleared ranges) in one transaction; then give the space back."""

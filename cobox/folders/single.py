@@ -23,6 +23,10 @@ and for the replicas of other members' feeds alike: every member has the group k
   signed tree's leaf (reads, so serving sends nothing wrong); a None makes the entry *lost here*
   (cleared, out of ``have``: peers ask someone else). Until the index is first built (a daemon
   starting) it raises ``RebuildUnavailableError``: nothing is lost, the read is answered NoData.
+- :func:`keep_history`: before the folder overwrites or removes a file for a remote change, the
+  released entries only that file holds (not the new version's) are stored again (``Feed.restore``),
+  so the replaced version stays in this device's history as long as its retention keeps it. A
+  file the user changes or deletes cannot be helped: its released entries become lost here.
 - :func:`release_pass` releases the held chunk entries the index covers, at most ``MAX_RELEASE``
   per pass, in the store's batches; :func:`run` (the service ``single:NAME``) runs one pass when
   the folder has been quiet (no file marked) ``QUIET`` seconds after a change, and again while a
@@ -40,7 +44,7 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +53,7 @@ from storage.outside import runs
 
 from ..entries import encode_chunk, seal
 from .chunking import chunk_id
+from .model import ChunkRef
 from .plan import Synced
 
 if TYPE_CHECKING:
@@ -94,13 +99,20 @@ class ChunkIndex:
     def held(self) -> list[Key]:
         return list(self._at)
 
-    def refresh(self) -> None:
+    def only_in(self, paths: Iterable[str]) -> set[Key]:
+        """The chunks whose every indexed place is in one of ``paths``."""
+        paths = set(paths)
+        keys = {key for p in paths if p in self._by_path for key, _ in self._by_path[p][1]}
+        return {key for key in keys if all(place.path in paths for place in self._at.get(key, ()))}
+
+    def refresh(self) -> bool:
         """Bring the index up to date with the folder's ``Synced`` records and merged state
-        (only paths whose record changed are visited twice; nothing when neither moved)."""
+        (only paths whose record changed are visited twice; nothing when neither moved).
+        Returns whether it looked again."""
         sync, state = self.sync, self.sync.state
         seen = (sync.marks, state.clock, len(state.versions))
         if seen == self._seen and not self._unmerged:
-            return
+            return False
         self._seen, self._unmerged = seen, False
         synced = dict(sync._synced)
         for path in [p for p, (s, _) in self._by_path.items() if synced.get(p) != s]:
@@ -122,6 +134,7 @@ class ChunkIndex:
                 self._at.setdefault((c.feed, c.seq), []).append(place)
                 offset += c.size
             self._by_path[path] = (s, placed)
+        return True
 
     def _drop(self, path: str) -> None:
         _, placed = self._by_path.pop(path)
@@ -151,11 +164,15 @@ class FolderRebuilder:
                 raise RebuildUnavailableError("the folder's chunk index is not built yet") from None
         self.calls += 1
         places = [index.places(feed_key, s) for s in seqs]
-        if not all(places):
-            index.refresh()  # a file recorded or written since: look again once
-            places = [index.places(feed_key, s) for s in seqs]
         root = str(index.sync.root)
-        return await asyncio.to_thread(_rebuild, root, self._key, feed_key, list(seqs), places)
+        out = await asyncio.to_thread(_rebuild, root, self._key, feed_key, list(seqs), places)
+        missed = [k for k, r in enumerate(out) if r is None]
+        if missed and index.refresh():  # a file recorded, written or moved since: look again once
+            again = await asyncio.to_thread(_rebuild, root, self._key, feed_key, [seqs[k] for k in missed],
+                                            [index.places(feed_key, seqs[k]) for k in missed])
+            for k, r in zip(missed, again):
+                out[k] = r
+        return out
 
 
 def _rebuild(root: str, key: bytes, feed_key: bytes, seqs: list[int],
@@ -243,6 +260,27 @@ async def release_pass(sync: FolderSync, most: int = MAX_RELEASE) -> tuple[int, 
     return freed, budget < 0
 
 
+async def keep_history(sync: FolderSync, paths: Sequence[str], keep: Iterable[ChunkRef] = ()) -> int:
+    """The folder is about to overwrite or remove the files ``paths`` (a remote change): store
+    again the released entries only those files hold, except the chunks in ``keep`` (the new
+    version's, which the new file holds), so the replaced version stays in the history this
+    device keeps (prune expires it by the folder's retention). Returns the bytes stored again."""
+    index = index_of(sync)
+    if not index.ready.is_set() or not paths:
+        return 0
+    index.refresh()
+    kept = {(c.feed, c.seq) for c in keep}
+    by_feed: dict[bytes, list[int]] = {}
+    for feed_key, seq in index.only_in(paths) - kept:
+        by_feed.setdefault(feed_key, []).append(seq)
+    restored = 0
+    for feed in sync.group.all_feeds():
+        seqs = [s for s in by_feed.get(feed.key, ()) if s in feed.outside]
+        if seqs:
+            restored += await feed.restore(seqs)
+    return restored
+
+
 def outside_held(sync: FolderSync, feed_key: bytes, seq: int) -> bool:
     """Whether an entry held outside the store can still be rebuilt here (its file is indexed)."""
     return bool(index_of(sync).places(feed_key, seq))
@@ -285,5 +323,5 @@ async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET) -> None
             done = seen
 
 
-__all__ = ["ChunkIndex", "FolderRebuilder", "Place", "build", "forget", "index_of", "install", "outside_held",
-           "release_pass", "run"]
+__all__ = ["ChunkIndex", "FolderRebuilder", "Place", "build", "forget", "index_of", "install", "keep_history",
+           "outside_held", "release_pass", "run"]

@@ -54,7 +54,7 @@ import msgpack
 from storage.errors import FeedNotFoundError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError
-from . import dirs
+from . import dirs, single
 from .apply import clean_temp, move_file, remove_file
 from .chunking import Chunker
 from .disk import DiskReserve, SpaceFn, disk_space, reason
@@ -330,6 +330,7 @@ class FolderSync:
             await self._forget(a.src)
             await self._mark(a.dst, Synced(a.version.stamp, a.expect.size, a.expect.mtime, a.version.content))
         elif isinstance(a, RemoveLocal):
+            await single.keep_history(self, [a.path])  # the removed version stays in the history
             await asyncio.to_thread(remove_file, self.root, a.path, a.expect)
             await self._forget(a.path)
         elif isinstance(a, MarkSynced):
@@ -358,6 +359,8 @@ class FolderSync:
         if bad is not None:
             raise MalformedChunkError(bad)
         await asyncio.to_thread(self.min_disk_free.check, self.root, v.size, self.disk_space)
+        if a.replace is not None:  # the replaced version stays in the history (single.py)
+            await single.keep_history(self, [a.path], v.chunks)
         try:
             out = await write_version(self.group, v, self.root, a.path, a.replace)
         except MalformedChunkError as e:
@@ -382,6 +385,8 @@ class FolderSync:
         try:
             size = sum(a.version.size for a in todo)
             await asyncio.to_thread(self.min_disk_free.check, self.root, size, self.disk_space)
+            await single.keep_history(self, [a.path for a in todo if a.replace is not None],
+                                      [c for a in todo for c in a.version.chunks])
             results = await write_versions(self.group, [(a.version, a.path, a.replace) for a in todo], self.root)
         except (OSError, FolderError) as e:
             for a in todo:

@@ -209,3 +209,21 @@ async def test_a_rebuilder_not_ready_loses_nothing(open_store: OpenStore) -> Non
     assert await more.release([(0, 6)]) == 0
     store.set_rebuilder("g", files)
     assert await feed.get_range(0, 6) == data
+
+
+async def test_restore_stores_released_entries_again(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s") as store:
+        feed, data, files, freed = await _released(store, 10, BIG // 2)
+        stored = feed.stored_bytes
+        files.copy[(feed.key, 7)] = b"the file changed before we could"
+        restored = await feed.restore([2, 3, 7, 9])
+        assert restored == sum(len(data[k]) for k in (2, 3, 9))
+        assert list(feed.outside) == [(0, 2), (4, 7), (8, 9)] and 7 in feed.cleared and 7 not in feed.have
+        assert feed.stored_bytes == stored + restored
+        files.copy.clear()  # the files are gone: restored entries need no rebuilder
+        assert await feed.get_range(2, 4) == data[2:4] and await feed.get(9) == data[9]
+    async with await Store.open(tmp_path / "s") as store:
+        feed = store.feeds()[0]
+        assert list(feed.outside) == [(0, 2), (4, 7), (8, 9)] and feed.stored_bytes == stored + restored
+        assert await feed.get(3) == data[3]
+        verify_range(feed.key, 2, data[2:4], await feed.proof(2, 4))

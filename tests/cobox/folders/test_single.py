@@ -197,3 +197,36 @@ def test_disk_use_in_words_shows_what_the_files_hold() -> None:
     assert text.startswith("folder 30 MiB, stored 1.0 MiB, 29 MiB more in your files (history")
     assert "in your files" not in disk_text({"folder_bytes": 1, "stored_bytes": 1, "history_bytes": 0,
                                              "reclaimable_bytes": 0})
+
+
+async def test_a_remote_change_keeps_the_replaced_version_in_history(members, tmp_path) -> None:
+    """B released A's chunks (its file holds them); A edits the file and removes another; before
+    B overwrites and removes its files, it stores again what only they held, so B can still
+    restore the old versions (its history), and the new version's chunks stay released."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    old = os.urandom(3 * MiB)
+    gone = os.urandom(MiB)
+    await recorded(a, {"data.bin": old, "gone.bin": gone})
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.build(b.sync)
+    await single.release_pass(b.sync)
+    replica = b.store.feed(a.feed.key)
+    assert replica.outside_bytes >= 4 * MiB
+    v_old, v_gone = b.sync.state.files["data.bin"], b.sync.state.files["gone.bin"]
+    new = bytearray(old)
+    new[MiB:MiB + 100] = os.urandom(100)  # one chunk changes
+    (a.root / "data.bin").write_bytes(bytes(new))
+    os.remove(a.root / "gone.bin")
+    await a.sync.round()
+    await b.caught_up(a)
+    await b.sync.round()
+    assert (b.root / "data.bin").read_bytes() == bytes(new) and not (b.root / "gone.bin").exists()
+    for v, content in ((v_old, old), (v_gone, gone)):
+        assert prune.available(b.sync, v)
+        out = tmp_path / f"restored-{v.path}"
+        await folder_history.write_version(b.sync, v, out, None)
+        assert out.read_bytes() == content
+    # Only what the old versions alone held was stored again: the shared chunks stay in the file.
+    assert replica.outside_bytes >= 2 * MiB and not replica.cleared
