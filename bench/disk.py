@@ -7,7 +7,9 @@ backup peer (``[backup] history_days = --backup-days``; 0 keeps everything). Pri
 line per step with the bytes the file system allocates to each home's store (database, WAL,
 blob file) and to the folder: synced, after the file is deleted, after ``cobox folder prune``
 with ``history_days = 0`` (and the backup peer's own retention), and after ``group leave`` /
-``seed remove``.
+``seed remove``. The member keeps one copy (``[folders] single_copy``, the default): "synced" is
+measured once it released the chunk entries its file holds; the file deleted locally takes those
+with it (the backup peer still holds them), so its prune has little left to free.
 
 ``--single-copy`` measures one copy on members instead (``cobox.folders.single``): two members,
 a sender A whose folder holds the ``--mb`` MiB file and a receiver B with an empty folder, once
@@ -75,8 +77,13 @@ async def main(mb: int, backup_days: float) -> None:
             await ok(s.home, "seed", (await ok(a.home, "group", "invite", "g", "--seed")).strip())
             seed = json.loads(await ok(s.home, "seed", "list", "--json"))[0]["name"]
             await ok(s.home, "peers", "add", await a.address())
-            await until_stored(a.home, "g", size)
+            async with asyncio.timeout(3600):  # the member holds it all (stored, or in its file)
+                while sum((await disk_doc(a.home)).get(k, 0) for k in ("stored_bytes", "outside_bytes")) < size:
+                    await asyncio.sleep(0.5)
             await until_stored(s.home, seed, size)
+            async with asyncio.timeout(600):  # one copy: the member releases what its file holds
+                while (await disk_doc(a.home))["stored_bytes"] > size // 10:
+                    await asyncio.sleep(0.5)
 
             def line(step: str) -> None:
                 files = {f"{who}_{n.replace('cobox.', '').replace('-', '_')}": allocated(h / n)

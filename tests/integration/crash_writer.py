@@ -2,7 +2,8 @@
 possible, printing ``<feed key hex> <length>`` after each committed append, until killed. With
 ``clear``, it also clears random ranges, printing ``clear <feed key hex> <start> <end>`` after each.
 With ``release``, its entries are ``content(feed key, seq)`` (reproducible) and it releases random
-ranges to a rebuilder of that content (storage/outside.py), printing ``release <key> <start> <end>``.
+ranges to a rebuilder of that content (storage/outside.py), printing ``release <key> <start> <end>``,
+and stores some again (``restore <key> <start> <end>``, printed before it starts).
 
 Usage: python crash_writer.py STORE_DIR SEED [clear|release]
 """
@@ -44,6 +45,12 @@ async def releaser(feed, rng: random.Random) -> None:  # type: ignore[no-untyped
             await feed.release([(lo, hi)])
             sys.stdout.write(f"release {feed.key.hex()} {lo} {hi}\n")
             sys.stdout.flush()
+        if feed.outside and rng.random() < 0.2:  # store some of them again (Feed.restore)
+            lo = rng.randrange(feed.length)
+            hi = min(feed.length, lo + rng.randrange(1, 50))
+            sys.stdout.write(f"restore {feed.key.hex()} {lo} {hi}\n")  # before: it may commit, then the kill
+            sys.stdout.flush()
+            await feed.restore(range(lo, hi))
         first = feed.next_seq
         length = await feed.append([content(feed.key, first + k) for k in range(rng.randrange(1, 20))])
         sys.stdout.write(f"{feed.key.hex()} {length}\n")

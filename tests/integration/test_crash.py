@@ -52,10 +52,13 @@ async def _run_and_kill(path: Path, seed: int, rng: random.Random,
     for line in [first, *rest.decode().splitlines(keepends=True)]:
         if not line.endswith("\n"):
             continue  # cut off by the kill
-        if line.startswith(("clear ", "release ")):
+        if line.startswith(("clear ", "release ", "restore ")):
             assert cleared is not None
-            _, key, lo, hi = line.split()
-            cleared.setdefault(key, RangeSet()).add(int(lo), int(hi))
+            kind, key, lo, hi = line.split()
+            if kind == "restore":  # no longer released: stored again
+                cleared.setdefault(key, RangeSet()).remove(int(lo), int(hi))
+            else:
+                cleared.setdefault(key, RangeSet()).add(int(lo), int(hi))
             continue
         key, length = line.split()
         reported[key] = max(reported.get(key, 0), int(length))
@@ -141,8 +144,9 @@ async def test_kill_9_while_appending(tmp_path: Path) -> None:
 
 
 async def test_kill_9_while_appending_and_releasing(tmp_path: Path) -> None:
-    """Releases (storage/outside.py) are crash-safe too: every reported release is kept, the
-    feed still holds every entry, rebuilt ones verify, and the freed blob space is given back."""
+    """Releases and restores (storage/outside.py) are crash-safe too: every reported release not
+    restored since is kept, the feed still holds every entry, rebuilt ones verify, and the freed
+    blob space is given back."""
     from tests.integration.crash_writer import Content, content
 
     path = tmp_path / "store"
