@@ -26,7 +26,10 @@ and for the replicas of other members' feeds alike: every member has the group k
 - :func:`keep_history`: before the folder overwrites or removes a file for a remote change, the
   released entries only that file holds (not the new version's) are stored again (``Feed.restore``),
   so the replaced version stays in this device's history as long as its retention keeps it. A
-  file the user changes or deletes cannot be helped: its released entries become lost here.
+  file the user changes or deletes here cannot be helped (the content is gone before a scan sees
+  it): its released entries become lost here, and the old version lives on where the change
+  arrives as a remote one (every other member keeps it, by the step above) and on backup
+  peers. Syncthing's versioning draws the same line: it keeps what remote changes replace.
 - :func:`release_pass` releases the held chunk entries the index covers, at most ``MAX_RELEASE``
   per pass, in the store's batches; :func:`run` (the service ``single:NAME``) runs one pass when
   the folder has been quiet (no file marked) ``QUIET`` seconds after a change, and again while a
