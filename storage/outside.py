@@ -23,16 +23,20 @@ of held entries that the rebuilder reproduces *exactly*:
 4. ``restore(seqs)`` stores released entries again, rebuilt and verified (the layer above is
    about to overwrite the content they come from and wants to keep them as history).
 
-Reading (``get``, ``get_range`` and through them serving, ``node_hashes``' recomputation never:
-it uses the stored leaves) rebuilds outside entries through the rebuilder (:func:`read`) and
-checks each against its stored leaf hash before returning it. A rebuilder that cannot answer
-yet (none set, or it raises ``RebuildUnavailableError``: a daemon still starting) makes the read
-fail with that error and loses nothing. A rebuild that fails (None) or
-does not verify makes the entry *lost here* (:func:`lose`): in one transaction its row goes and
-``cleared`` gains it, as after a clear; ``have`` loses it and ``EntryMissingError`` is raised:
-the network answers ``NoData``, missing, never wrong. Just after that (``call_soon``) a
-``clear`` :class:`FeedEvent` is emitted and the replicator sends a full Have. Sizes are kept,
-so ``get_range(max_bytes=)`` and ``entry_sizes`` work without rebuilding.
+Reading (``get``, ``get_range`` and through them serving; ``node_hashes`` never rebuilds: it uses
+the stored leaves) rebuilds outside entries through the rebuilder (:func:`read`) and checks each
+against its stored leaf hash before returning it. A rebuilder that cannot answer yet (none set,
+or it raises ``RebuildUnavailableError``: a daemon still starting) makes the read fail with that
+error and loses nothing. A rebuild that fails (None) or does not verify makes the entry *lost
+here* (:func:`lose`): in one transaction its row goes (and, for a writable feed, ``cleared``
+gains it, as after a clear: nobody else can give it back); ``have`` loses it and
+``EntryMissingError`` is raised: the network answers ``NoData``, missing, never wrong. Just
+after that (``call_soon``) a ``clear`` :class:`FeedEvent` is emitted and the replicator sends a
+full Have. A lost entry of a replica is not added to ``cleared``: it was not dropped on purpose,
+and the replicator fetches it back from a peer that holds it (the layer above may still want
+it: history it keeps, or a later version that references the same chunk, which would otherwise
+wait for it forever). Sizes are kept, so ``get_range(max_bytes=)`` and ``entry_sizes`` work
+without rebuilding.
 
 A clear of an outside entry deletes its row like any other (nothing to punch); ``delete_feed``
 deletes them with the rest; a put of an entry that is outside leaves it outside (the insert is
@@ -89,6 +93,9 @@ class Feed(Protocol):
 
     @property
     def length(self) -> int: ...
+
+    @property
+    def writable(self) -> bool: ...
 
     @property
     def rebuilder(self) -> Rebuilder | None: ...
@@ -245,8 +252,9 @@ async def _lose(feed: Feed, seqs: Sequence[int]) -> None:  # under the clear loc
     for lo, hi in spans:
         size += sum(await feed._rows.entry_sizes(feed.id, lo, hi))
     cleared = feed.cleared.copy()
-    for lo, hi in spans:
-        cleared.add(lo, hi)
+    if feed.writable:  # nobody else writes it: gone for good. A replica may fetch it back.
+        for lo, hi in spans:
+            cleared.add(lo, hi)
 
     def on_commit() -> None:
         for lo, hi in spans:

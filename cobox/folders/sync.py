@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from storage.errors import FeedNotFoundError
+from storage.errors import EntryMissingError, FeedNotFoundError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError
 from . import dirs, single
@@ -308,7 +308,7 @@ class FolderSync:
         path = a.dst if isinstance(a, MoveLocal) else a.path
         try:
             await self._act(a)
-        except FileChangedError as e:  # the file changed under us (being written): next round
+        except (FileChangedError, EntryMissingError) as e:  # being written, or a chunk no longer held: next round
             log.info("not touching %s now: %s", path, e)
         except (OSError, FolderError) as e:  # this path only; the round goes on
             self._fail(path, "cannot record" if isinstance(a, RecordDelete) else "cannot apply", e)
@@ -388,6 +388,9 @@ class FolderSync:
             await single.keep_history(self, [a.path for a in todo if a.replace is not None],
                                       [c for a in todo for c in a.version.chunks])
             results = await write_versions(self.group, [(a.version, a.path, a.replace) for a in todo], self.root)
+        except EntryMissingError as e:  # a chunk no longer held here (cobox.folders.single): next round
+            log.info("folder %s: %d small downloads wait: %s", self.root, len(todo), e)
+            return
         except (OSError, FolderError) as e:
             for a in todo:
                 self._fail(a.path, "cannot apply", e)

@@ -227,3 +227,24 @@ async def test_restore_stores_released_entries_again(tmp_path: Path) -> None:
         assert list(feed.outside) == [(0, 2), (4, 7), (8, 9)] and feed.stored_bytes == stored + restored
         assert await feed.get(3) == data[3]
         verify_range(feed.key, 2, data[2:4], await feed.proof(2, 4))
+
+
+async def test_a_lost_replica_entry_is_missing_but_not_cleared(open_store: OpenStore) -> None:
+    """A replica's entry lost here was not dropped on purpose: it leaves have but not into
+    cleared, so the replicator fetches it back; a put stores it again, as a stored entry."""
+    a, b = await open_store("a"), await open_store("b")
+    src = await a.create_feed("g")
+    data = entries(6)
+    await src.append(data)
+    files = Files()
+    b.set_rebuilder("g", files)
+    dst = await b.open_feed(src.key, "g")
+    await deliver(src, dst, 0, 6)
+    files.keep(src.key, data)
+    await dst.release([(0, 6)])
+    files.copy[(src.key, 3)] = b"changed"
+    with pytest.raises(EntryMissingError):
+        await dst.get(3)
+    assert 3 not in dst.have and not dst.cleared and 3 not in dst.outside
+    await deliver(src, dst, 3, 4)
+    assert 3 in dst.have and 3 not in dst.outside and await dst.get(3) == data[3]

@@ -13,6 +13,7 @@ from blake3 import blake3
 from cobox.folders import history as folder_history
 from cobox.folders import prune, single
 from cobox.folders.reader import OpReader
+from storage.errors import EntryMissingError
 from tests.helpers import until
 
 from ..hostile import (
@@ -230,3 +231,30 @@ async def test_a_remote_change_keeps_the_replaced_version_in_history(members, tm
         assert out.read_bytes() == content
     # Only what the old versions alone held was stored again: the shared chunks stay in the file.
     assert replica.outside_bytes >= 2 * MiB and not replica.cleared
+
+
+async def test_a_member_fetches_back_a_replica_entry_its_file_no_longer_holds(members) -> None:
+    """B released A's chunks; B's file changes locally; the entry B can no longer rebuild is
+    fetched back from A (it is history B keeps), not left missing for good."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    await recorded(a, {"data.bin": os.urandom(2 * MiB)})
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.build(b.sync)
+    await single.release_pass(b.sync)
+    replica = b.store.feed(a.feed.key)
+    ref = b.sync.state.files["data.bin"].chunks[0]
+    assert ref.seq in replica.outside
+    with open(b.root / "data.bin", "r+b") as f:
+        f.write(b"edited on b")
+    try:
+        await replica.get(ref.seq)
+    except EntryMissingError:
+        pass
+    else:
+        raise AssertionError("an entry its file no longer holds was rebuilt")
+    await until(lambda: ref.seq in replica.have and ref.seq not in replica.outside, timeout=30,
+                what="b to fetch the entry back from a")
+    assert not replica.cleared
+    assert await replica.get(ref.seq) == await a.feed.get(ref.seq)
