@@ -15,7 +15,7 @@ Each folder runs as two services of the daemon's :class:`~cobox.supervisor.Super
 - ``prune:NAME`` (backoff): expiry of the folder's old versions (``cobox.folders.prune``).
 - ``single:NAME`` (backoff): one copy (``cobox.folders.single``): the folder's files rebuild the
   chunk entries they hold, which are released from the store when the folder is quiet
-  (``[folders] single_copy``). Unbinding a folder clears the entries only its files held.
+  (``[folders] single_copy``). Unbinding a folder stores those entries again from its files first.
 
 :meth:`Syncing.add` checks a new binding first (the group is joined, not only backed up here; it
 has no folder yet; the path is a directory that overlaps no other folder), then records it.

@@ -289,14 +289,19 @@ def outside_held(sync: FolderSync, feed_key: bytes, seq: int) -> bool:
     return bool(index_of(sync).places(feed_key, seq))
 
 
-async def forget(group: Group) -> None:
-    """The folder is unbound: its files no longer stand for the store's entries. The entries
-    held outside are cleared (other members and backup peers hold them) and the rebuilders go."""
+async def forget(group: Group) -> int:
+    """The folder is unbound: its files will no longer stand for the store's entries. While they
+    still do, the entries held outside are stored again from them (``Feed.restore``: the group's
+    data must not depend on files this device stops watching; one that no longer rebuilds is
+    lost here), then the rebuilders go. Returns the bytes stored again."""
+    restored = 0
     for feed in group.all_feeds():
-        for lo, hi in list(feed.outside):
-            await feed.clear(lo, hi)
+        seqs = [s for lo, hi in feed.outside for s in range(lo, hi)]
+        if seqs:
+            restored += await feed.restore(seqs)
     for g in group.chain():
         group.store.set_rebuilder(g.namespace, None)
+    return restored
 
 
 async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET) -> None:

@@ -258,3 +258,18 @@ async def test_a_member_fetches_back_a_replica_entry_its_file_no_longer_holds(me
                 what="b to fetch the entry back from a")
     assert not replica.cleared
     assert await replica.get(ref.seq) == await a.feed.get(ref.seq)
+
+
+async def test_unbinding_the_folder_stores_its_entries_again(members) -> None:
+    """The group's data must not depend on files this device stops watching."""
+    a = await members("a")
+    data = os.urandom(2 * MiB)
+    await recorded(a, {"data.bin": data})
+    await single.release_pass(a.sync)
+    assert a.feed.outside_bytes >= 2 * MiB
+    await a.sync.stop()
+    restored = await single.forget(a.group)
+    assert restored >= 2 * MiB and not a.feed.outside and not a.feed.cleared
+    os.remove(a.root / "data.bin")  # the files may go now: the store holds everything again
+    entries = await a.feed.get_range(0, a.feed.length)
+    assert len(entries) == a.feed.length and a.group.stored_bytes() >= 2 * MiB
