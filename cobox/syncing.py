@@ -138,13 +138,15 @@ class Syncing:
             del self.folders[name]
             await self.start(group, root)
 
-    async def remove(self, name: str) -> None:
-        """Stop the folder of group ``name`` and forget its binding (its files stay on disk)."""
+    async def remove(self, name: str, *, restore: bool = True) -> None:
+        """Stop the folder of group ``name`` and forget its binding (its files stay on disk).
+        ``restore``: store again the entries its files held (False: the group's data is about
+        to be deleted, leaving)."""
         group = self.get(name).group
         await self.supervisor.cancel(f"folder:{name}")  # it stops the folder
         await self.supervisor.cancel(f"prune:{name}")
         await self.supervisor.cancel(f"single:{name}")
         del self.folders[name]
-        await folder_single.forget(group)
+        await folder_single.forget(group, restore=restore)
         await self.store.delete_record(FOLDERS_SCOPE, name)
         await folder_options.forget(self.store, name)

@@ -289,13 +289,14 @@ def outside_held(sync: FolderSync, feed_key: bytes, seq: int) -> bool:
     return bool(index_of(sync).places(feed_key, seq))
 
 
-async def forget(group: Group) -> int:
+async def forget(group: Group, *, restore: bool = True) -> int:
     """The folder is unbound: its files will no longer stand for the store's entries. While they
     still do, the entries held outside are stored again from them (``Feed.restore``: the group's
     data must not depend on files this device stops watching; one that no longer rebuilds is
-    lost here), then the rebuilders go. Returns the bytes stored again."""
+    lost here), then the rebuilders go; without ``restore`` (leaving: the data is deleted next)
+    only the rebuilders go. Returns the bytes stored again."""
     restored = 0
-    for feed in group.all_feeds():
+    for feed in group.all_feeds() if restore else ():
         seqs = [s for lo, hi in feed.outside for s in range(lo, hi)]
         if seqs:
             restored += await feed.restore(seqs)
