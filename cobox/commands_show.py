@@ -172,11 +172,14 @@ def print_group(g: dict[str, Any], indent: str = "", verbose: bool = False) -> N
 
 
 def disk_text(d: dict[str, Any]) -> str:
-    """A group's disk use in words: ``folder 30.0 MiB, stored 31.2 MiB (history 1.0 MiB, 0 bytes reclaimable ...)``."""
+    """A group's disk use in words: ``folder 30.0 MiB, stored 1.2 MiB, 30.0 MiB more in your files (history
+    1.0 MiB, 0 bytes reclaimable ...)``: entries held in the folder's own files (``cobox.folders.single``) are
+    not stored bytes."""
     stored = f"stored {size_text(d.get('stored_bytes', 0))}"
     if "folder_bytes" not in d:
         return stored
-    return (f"folder {size_text(d['folder_bytes'])}, {stored} (history {size_text(d['history_bytes'])}, "
+    files = f", {size_text(d['outside_bytes'])} more in your files" if d.get("outside_bytes") else ""
+    return (f"folder {size_text(d['folder_bytes'])}, {stored}{files} (history {size_text(d['history_bytes'])}, "
             f"{size_text(d['reclaimable_bytes'])} reclaimable by `cobox folder prune`)")
 
 

@@ -381,8 +381,8 @@ class Daemon:
     async def leave_group(self, name: str, keep_data: bool = False) -> int:
         """Leave group ``name``; unless ``keep_data``, delete what this device stored for it
         (``Group.delete_data``). Returns the bytes of entry data deleted."""
-        if name in self.folders:
-            await self.remove_folder(name)
+        if name in self.folders:  # its released entries are stored again only if the data stays
+            await self.syncing.remove(name, restore=keep_data)
         self.group(name)
         await self.supervisor.cancel(f"epochs:{name}")
         epochs = self.epochs.pop(name).groups()

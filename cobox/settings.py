@@ -131,6 +131,7 @@ class FoldersSettings:
     rescan_interval: float = 30.0
     stable_wait: float = 1.0
     history_days: float = 30.0
+    single_copy: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ Each folder runs as two services of the daemon's :class:`~cobox.supervisor.Super
   handed to the supervisor, which retries it with backoff, its error shown in ``status``. Once
   started, FolderSync's own loop runs and reports its rounds; cancelling the service stops it.
 - ``prune:NAME`` (backoff): expiry of the folder's old versions (``cobox.folders.prune``).
+- ``single:NAME`` (backoff): one copy (``cobox.folders.single``): the folder's files rebuild the
+  chunk entries they hold, which are released from the store when the folder is quiet
+  (``[folders] single_copy``). Unbinding a folder stores those entries again from its files first.
 
 :meth:`Syncing.add` checks a new binding first (the group is joined, not only backed up here; it
 has no folder yet; the path is a directory that overlaps no other folder), then records it.
@@ -34,6 +37,7 @@ from .controls import Controls
 from .errors import CoboxError, GroupExistsError, GroupNotFoundError, NotAMemberError, UsageError
 from .folders import options as folder_options
 from .folders import prune as folder_prune
+from .folders import single as folder_single
 from .folders.disk import DiskReserve
 from .folders.sync import FolderSync
 from .groups import Group
@@ -97,6 +101,8 @@ class Syncing:
         self.supervisor.spawn(f"folder:{group.name}", serve, restart="backoff")
         self.supervisor.spawn(f"prune:{group.name}", lambda: folder_prune.run(sync, cfg.history_days),
                               restart="backoff")
+        self.supervisor.spawn(f"single:{group.name}", lambda: folder_single.run(sync, cfg.single_copy),
+                              restart="backoff")
         return sync
 
     async def add(self, group: Group, path: str, options: folder_options.FolderOptions | None = None) -> FolderSync:
@@ -127,15 +133,20 @@ class Syncing:
         if name in self.folders:  # its synced state is kept
             root = self.folders[name].root
             await self.supervisor.cancel(f"folder:{name}")
-            await self.supervisor.cancel(f"prune:{name}")  # start() spawns both again
+            await self.supervisor.cancel(f"prune:{name}")  # start() spawns all three again
+            await self.supervisor.cancel(f"single:{name}")
             del self.folders[name]
             await self.start(group, root)
 
-    async def remove(self, name: str) -> None:
-        """Stop the folder of group ``name`` and forget its binding (its files stay on disk)."""
-        self.get(name)
+    async def remove(self, name: str, *, restore: bool = True) -> None:
+        """Stop the folder of group ``name`` and forget its binding (its files stay on disk).
+        ``restore``: store again the entries its files held (False: the group's data is about
+        to be deleted, leaving)."""
+        group = self.get(name).group
         await self.supervisor.cancel(f"folder:{name}")  # it stops the folder
         await self.supervisor.cancel(f"prune:{name}")
+        await self.supervisor.cancel(f"single:{name}")
         del self.folders[name]
+        await folder_single.forget(group, restore=restore)
         await self.store.delete_record(FOLDERS_SCOPE, name)
         await folder_options.forget(self.store, name)

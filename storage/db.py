@@ -183,6 +183,9 @@ class WriteJob:
     durable: bool = False
     # Then also cut the WAL file back to nothing (after a vacuum: give the space back).
     truncate: bool = False
+    # Its entries replace the rows at their keys (storing again the data of entries held outside
+    # the store, storage/outside.py) instead of leaving an existing row alone.
+    replace: bool = False
 
 
 class Writer:
@@ -295,21 +298,23 @@ class Writer:
             return
         merged: dict[str, list[SqlRow]] = {_INSERT_ENTRY: []}
         large: list[tuple[int, bytes]] = []
+        large_sql: list[str] = []
         for job in runnable:
+            sql = _REPLACE_ENTRY if job.replace else _INSERT_ENTRY
             for key, data in job.entries:
                 if len(data) >= BLOB_THRESHOLD:
                     large.append((key, data))
+                    large_sql.append(sql)
                 else:
-                    merged[_INSERT_ENTRY].append((key, data, None, None))
+                    merged.setdefault(sql, []).append((key, data, None, None))
             for sql, rows in job.statements:
                 merged.setdefault(sql, []).extend(rows)
         try:
             if large:
                 # Blob bytes are durable before the rows that point at them commit.
                 offsets = self._blobs.append([data for _, data in large])
-                merged[_INSERT_ENTRY].extend(
-                    (key, None, offset, len(data)) for (key, data), offset in zip(large, offsets)
-                )
+                for (key, data), offset, sql in zip(large, offsets, large_sql):
+                    merged.setdefault(sql, []).append((key, None, offset, len(data)))
                 merged[_SET_BLOB_END] = [(self._blobs.pending_end,)]
             await self._conn.execute("BEGIN IMMEDIATE")
             for sql, rows in merged.items():
@@ -356,6 +361,7 @@ class Writer:
 
 
 _INSERT_ENTRY = "INSERT OR IGNORE INTO entries (key, data, blob_offset, blob_size) VALUES (?, ?, ?, ?)"
+_REPLACE_ENTRY = "INSERT OR REPLACE INTO entries (key, data, blob_offset, blob_size) VALUES (?, ?, ?, ?)"
 _SET_BLOB_END = "UPDATE meta SET value = ? WHERE key = 'blob_end'"
 _STOP = WriteJob(statements=())
 

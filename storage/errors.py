@@ -66,6 +66,13 @@ class EntryMissingError(StorageError):
     code = "entry_missing"
 
 
+class RebuildUnavailableError(EntryMissingError):
+    """An entry held outside the store cannot be rebuilt right now (its rebuilder is not set
+    or not ready yet); it stays held and may be read later."""
+
+    code = "rebuild_unavailable"
+
+
 class EntryTooLargeError(StorageError):
     """An entry is larger than the store accepts."""
 

@@ -30,6 +30,8 @@ A feed holds no SQL and builds no row keys: it reads and writes through the stor
 
 Clearing (``clear``, :mod:`storage.clearing`) drops the data of a range and keeps what proofs
 need; ``cleared`` remembers the range so that the replicator does not fetch it back.
+Releasing (``release``, :mod:`storage.outside`) drops the data of held entries that the
+namespace's rebuilder reproduces; they stay in ``have`` (``outside``) and reads rebuild them.
 
 Listeners registered with :meth:`Feed.listen` are called after each commit with a
 :class:`FeedEvent`; :meth:`Feed.wait_change` awaits the next one.
@@ -41,11 +43,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import nacl.signing
 
-from . import clearing, forks, tree
+from . import clearing, forks, outside, tree
 from .errors import (
     BadUpgradeError,
     EntryMissingError,
@@ -57,7 +58,9 @@ from .errors import (
     StaleProofError,
     StoreCorruptError,
 )
+from .events import FeedEvent
 from .proof import MAX_LENGTH, Proof, SignedTree, verify_range, verify_upgrade
+from .ranges import RangeSet
 from .rows import FeedRow, Rows
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,6 @@ MAX_ENTRY_BYTES = 4 * 1024 * 1024
 MAX_PUT_ENTRIES = 16384
 
 RECOMPUTED_DEPTH = 1  # nodes this low over stored entries are recomputed, not stored
-CLEAR_BATCH = clearing.BATCH
 
 
 def _recomputable(i: int, start: int, end: int) -> bool:
@@ -78,26 +80,15 @@ def _recomputable(i: int, start: int, end: int) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class FeedEvent:
-    """What changed: ``append`` (this device wrote) or ``download`` (a replica stored
-    verified entries), the entries ``[start, end)`` now stored, and the feed's signed length;
-    or ``clear``: ``[start, end)`` is no longer stored here."""
-
-    kind: Literal["append", "download", "clear"]
-    start: int
-    end: int
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Tree:
     roots: tuple[tuple[int, bytes], ...]
     length: int
 
 
 class Feed:
-    def __init__(self, rows: Rows, row: FeedRow) -> None:
-        """A feed as stored in ``row``; it reads and writes through ``rows``."""
+    def __init__(self, rows: Rows, row: FeedRow, rebuilders: outside.Rebuilders | None = None) -> None:
+        """A feed as stored in ``row``; it reads and writes through ``rows``; ``rebuilders``
+        (the store's) holds its namespace's rebuilder of entries held outside the store."""
         self._rows = rows
         self.id = row.id
         self.key = row.public_key
@@ -107,6 +98,9 @@ class Feed:
         self.have = row.have
         self.stored_bytes = row.stored_bytes  # total size of the entries stored here
         self.cleared = row.cleared  # ranges cleared on purpose (not to be downloaded again)
+        self.outside: RangeSet = row.outside  # held entries released to the rebuilder (storage.outside)
+        self.outside_bytes = row.outside_bytes
+        self._rebuilders = rebuilders
         self._clear_lock = asyncio.Lock()
         self.forked = row.forked
         self._committed = _Tree((), 0)
@@ -164,6 +158,10 @@ class Feed:
         """How many entries from the start are stored without a gap."""
         return self.have.contiguous_from(0)
 
+    @property
+    def rebuilder(self) -> outside.Rebuilder | None:
+        return self._rebuilders.get(self.namespace) if self._rebuilders is not None else None
+
     def has(self, seq: int) -> bool:
         return seq in self.have
 
@@ -203,7 +201,7 @@ class Feed:
             if i in found or tree.depth(i) > RECOMPUTED_DEPTH:
                 continue
             lo, hi = tree.leaf_span(i)
-            if self.have.contains_range(lo, hi):
+            if self.have.contains_range(lo, hi) and not outside.overlaps(self.outside, lo, hi):
                 hashes = [tree.leaf_hash(e) for e in await self.get_range(lo, hi)]
             else:
                 leaves = await clearing.leaves(self, lo, hi)  # a cleared entry's leaf is stored instead
@@ -407,35 +405,24 @@ class Feed:
     async def clear(self, start: int, end: int) -> int:
         """Drop the data of entries ``[start, end)`` (see "Clearing" above); return how many
         bytes of entry data were dropped."""
-        self._rows.check_writable()
-        end = min(end, self.length)
-        freed = 0
-        async with self._clear_lock:
-            for lo in range(max(start, 0), end, CLEAR_BATCH):
-                freed += await self._clear_batch(lo, min(lo + CLEAR_BATCH, end))
-        return freed
+        return await clearing.clear(self, start, end)
 
-    async def _clear_batch(self, start: int, end: int) -> int:
-        batch = await clearing.plan(self, start, end)
-        cleared = self.cleared.copy()
-        cleared.add(start, end)
-        before = self.stored_bytes
+    async def release(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """Drop the stored data of the held entries of ``ranges`` that the rebuilder reproduces
+        exactly; they stay held (see :mod:`storage.outside`). Returns the bytes no longer stored."""
+        return await outside.release(self, ranges)
 
-        def on_commit() -> None:
-            for lo, hi in batch.held:
-                self.have.remove(lo, hi)
-            self.cleared = cleared
-            self.stored_bytes = max(0, self.stored_bytes - batch.size)
-            self._emit(FeedEvent("clear", start, end, self.length))
-
-        await self._rows.clear_entries(self.id, batch.held, batch.nodes.items(), cleared, on_commit=on_commit)
-        return min(batch.size, before)
+    async def restore(self, seqs: Sequence[int]) -> int:
+        """Store released entries ``seqs`` again, rebuilt and verified (:mod:`storage.outside`)."""
+        return await outside.restore(self, seqs)
 
     # -- reading ----------------------------------------------------------------------------
 
     async def get(self, seq: int) -> bytes:
         """The entry at ``seq``; raises ``EntryMissingError`` if it is not stored here."""
         data = await self._rows.entry(self.id, seq)
+        if data is None and seq in self.have:
+            return (await outside.read(self, seq, seq + 1, await self._rows.slots(self.id, seq, seq + 1)))[0]
         if data is None:
             raise EntryMissingError(f"entry {seq} of feed {self.key.hex()[:16]} is not stored")
         return data
@@ -463,6 +450,8 @@ class Feed:
                 if total > max_bytes and k > 0:
                     end = start + k
                     break
+        if outside.overlaps(self.outside, start, end):
+            return await outside.read(self, start, end, await self._rows.slots(self.id, start, end))
         entries = await self._rows.entries(self.id, start, end)
         if len(entries) != end - start:
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")

@@ -6,9 +6,9 @@ Entries and tree nodes are keyed by one integer, ``(feed_id << KEY_SHIFT) | n`` 
 sequence number for an entry, a flat-tree index for a node), so that their rows live in the
 tables' own rowid b-trees, one feed's rows next to each other and in order (see
 ``sql/0001_feeds.sql``). Nothing outside this module builds or takes apart such a key, and
-nothing outside it (and the writer loop in ``db.py``, which inserts the entries a job carries)
-holds SQL text: :class:`Feed` and :class:`Store` speak to the database only through
-:class:`Rows`.
+nothing outside it runs SQL (its text is in :mod:`storage.statements`; the writer loop in
+``db.py`` inserts the entries a job carries): :class:`Feed` and :class:`Store` speak to the
+database only through :class:`Rows`.
 
 Reads go to the reader connection and come back as Python values (bytes, dicts, frozen
 dataclasses). Writes are built here as :class:`db.WriteJob` statements and handed to the one
@@ -35,6 +35,7 @@ from typing import Any
 import aiosqlite
 
 from . import db
+from . import statements as sql
 from .blobs import BlobFile
 from .errors import StorageError, StoreClosedError, StoreReadOnlyError
 from .proof import SignedTree
@@ -45,76 +46,7 @@ SEQ_MASK = (1 << KEY_SHIFT) - 1
 MAX_FEEDS = 1 << 21  # feed ids stay below 2^21, so keys stay below 2^63
 MAX_READ_PARAMS = 900  # below SQLite's default limit of host parameters per statement
 
-_INSERT_NODE = "INSERT OR IGNORE INTO nodes (key, hash) VALUES (?, ?)"
-_UPSERT_SIGNATURE = (
-    "INSERT INTO signatures (feed_id, length, tree_hash, signature) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (feed_id) DO UPDATE SET length = excluded.length, "
-    "tree_hash = excluded.tree_hash, signature = excluded.signature "
-    "WHERE excluded.length > signatures.length"
-)
-_INSERT_FEED = (
-    "INSERT INTO feeds (id, public_key, secret_key, namespace, created_at) VALUES (?, ?, ?, ?, ?)"
-)
-_INSERT_FORK = (
-    "INSERT INTO forks (feed_id, length_a, tree_hash_a, signature_a, length_b, tree_hash_b, "
-    "signature_b, node_index, hash_a, hash_b, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_MARK_FORKED = "UPDATE feeds SET forked = 1 WHERE id = ?"
-_UPSERT_RECORD = (
-    "INSERT INTO records (scope, key, value) VALUES (?, ?, ?) "
-    "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
-)
-_DELETE_RECORD = "DELETE FROM records WHERE scope = ? AND key = ?"
-_DELETE_SCOPE = "DELETE FROM records WHERE scope = ?"
-_SCOPES = "SELECT DISTINCT scope FROM records ORDER BY scope"
-
-_ENTRY = "SELECT data, blob_offset, blob_size FROM entries WHERE key = ?"
-_ENTRIES = "SELECT data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key"
-_ENTRY_SIZES = "SELECT COALESCE(blob_size, length(data)) FROM entries WHERE key >= ? AND key < ? ORDER BY key"
-_NODES_BETWEEN = "SELECT key, hash FROM nodes WHERE key BETWEEN ? AND ?"
-_FEEDS = (
-    "SELECT f.id, f.public_key, f.secret_key, f.namespace, f.forked, s.length, s.tree_hash, s.signature "
-    "FROM feeds f LEFT JOIN signatures s ON s.feed_id = f.id ORDER BY f.id"
-)
-# Gaps and islands: consecutive keys of one feed share (key - row_number).
-_ISLANDS = (
-    "SELECT key >> ?1, MIN(key & ?2), MAX(key & ?2) FROM ("
-    "  SELECT key, key - ROW_NUMBER() OVER (ORDER BY key) AS island FROM entries"
-    ") GROUP BY key >> ?1, island"
-)
-_FEED_SIZES = "SELECT key >> ?1, SUM(COALESCE(blob_size, length(data))) FROM entries GROUP BY key >> ?1"
-_FORK_FIELDS = ("length_a", "tree_hash_a", "signature_a", "length_b", "tree_hash_b", "signature_b",
-                "node_index", "hash_a", "hash_b", "detected_at")
-_FORKS = f"SELECT {', '.join(_FORK_FIELDS)} FROM forks WHERE feed_id = ? ORDER BY id"
-_RECORDS = "SELECT key, value FROM records WHERE scope = ? ORDER BY key"
-_RECORD = "SELECT value FROM records WHERE scope = ? AND key = ?"
-_RECORDS_SIZE = "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM records WHERE scope = ?"
-_BLOB_END = "SELECT value FROM meta WHERE key = 'blob_end'"
-_META = "SELECT value FROM meta WHERE key = ?"
-_SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-_DELETE_META = "DELETE FROM meta WHERE key = ?"
 BLOB_PENDING = "blob_pending"  # 1 while a compacted blob file waits for its rename (storage/compaction.py)
-
-# Clearing and deleting (0002_clearing.sql). The extents of deleted blob rows are recorded in
-# blob_free by the same transaction, before the rows go.
-_FREE_BLOBS = (
-    "INSERT OR IGNORE INTO blob_free (\"offset\", size) SELECT blob_offset, blob_size FROM entries "
-    "WHERE key >= ? AND key < ? AND blob_offset IS NOT NULL"
-)
-_DELETE_ENTRIES = "DELETE FROM entries WHERE key >= ? AND key < ?"
-_DELETE_NODES = "DELETE FROM nodes WHERE key >= ? AND key < ?"
-_DELETE_CLEARED = "DELETE FROM cleared WHERE feed_id = ?"
-_INSERT_CLEARED = "INSERT INTO cleared (feed_id, start, \"end\") VALUES (?, ?, ?)"
-_CLEARED = "SELECT feed_id, start, \"end\" FROM cleared ORDER BY feed_id, start"
-_DELETE_SIGNATURE = "DELETE FROM signatures WHERE feed_id = ?"
-_DELETE_FORKS = "DELETE FROM forks WHERE feed_id = ?"
-_DELETE_FEED = "DELETE FROM feeds WHERE id = ?"
-_BLOB_FREE = "SELECT \"offset\", size FROM blob_free ORDER BY \"offset\""
-_FORGET_FREE = "DELETE FROM blob_free WHERE \"offset\" = ?"
-_BLOB_SIZES = "SELECT key >> ?1, COALESCE(SUM(blob_size), 0) FROM entries GROUP BY key >> ?1"
-_BLOB_EXTENTS = "SELECT key, blob_offset, blob_size FROM entries WHERE blob_offset IS NOT NULL ORDER BY blob_offset"
-_MOVE_BLOB = "UPDATE entries SET blob_offset = ? WHERE key = ?"
-_FORGET_ALL_FREE = "DELETE FROM blob_free"
 
 
 def row_key(feed_id: int, n: int) -> int:
@@ -136,6 +68,8 @@ class FeedRow:
     have: RangeSet
     stored_bytes: int
     cleared: RangeSet = field(default_factory=RangeSet)
+    outside: RangeSet = field(default_factory=RangeSet)  # held, data released (storage/outside.py)
+    outside_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +101,7 @@ class RecordScope:
 async def read_blob_end(reader: aiosqlite.Connection) -> int:
     """The committed length of the blob file (read before the blob file is opened)."""
     try:
-        rows = list(await reader.execute_fetchall(_BLOB_END))
+        rows = list(await reader.execute_fetchall(sql.BLOB_END))
     except sqlite3.Error as e:
         raise db.map_error(e) from None
     end: int = rows[0][0]
@@ -177,7 +111,7 @@ async def read_blob_end(reader: aiosqlite.Connection) -> int:
 async def read_meta(conn: aiosqlite.Connection, key: str) -> int:
     """A store-wide value of ``meta`` (0 when it is not set), before the writer starts."""
     try:
-        rows = list(await conn.execute_fetchall(_META, (key,)))
+        rows = list(await conn.execute_fetchall(sql.META, (key,)))
     except sqlite3.Error as e:
         raise db.map_error(e) from None
     return int(rows[0][0]) if rows else 0
@@ -186,7 +120,7 @@ async def read_meta(conn: aiosqlite.Connection, key: str) -> int:
 async def clear_meta(conn: aiosqlite.Connection, key: str) -> None:
     """Delete a store-wide value on the writer connection, before the writer starts."""
     try:
-        await conn.execute(_DELETE_META, (key,))
+        await conn.execute(sql.DELETE_META, (key,))
     except sqlite3.Error as e:
         raise db.map_error(e) from None
 
@@ -232,29 +166,39 @@ class Rows:
         except sqlite3.Error as e:
             raise db.map_error(e) from None
 
-    def _data(self, row: Sequence[Any]) -> bytes:
-        """An entry's bytes from its ``(data, blob_offset, blob_size)`` row."""
+    def _data(self, row: Sequence[Any]) -> bytes | None:
+        """An entry's bytes from its ``(data, blob_offset, blob_size)`` row; None for an entry
+        held outside the store (both NULL)."""
         data: bytes | None = row[0]
         if data is not None:
             return data
+        if row[1] is None:
+            return None
         return self._blobs.read(row[1], row[2])
 
     # -- entries ------------------------------------------------------------------------------
 
     async def entry(self, feed_id: int, seq: int) -> bytes | None:
-        """Entry ``seq`` of a feed, or None when it is not stored."""
-        rows = await self.read(_ENTRY, ((feed_id << KEY_SHIFT) | seq,))
+        """Entry ``seq`` of a feed, or None when it is not stored (or held outside the store)."""
+        rows = await self.read(sql.ENTRY, ((feed_id << KEY_SHIFT) | seq,))
         return self._data(rows[0]) if rows else None
 
     async def entries(self, feed_id: int, start: int, end: int) -> list[bytes]:
-        """The stored entries of ``[start, end)``, in order (missing ones are left out)."""
+        """The stored entries of ``[start, end)``, in order (missing and outside ones are left out)."""
         base = feed_id << KEY_SHIFT
-        return [self._data(r) for r in await self.read(_ENTRIES, (base | start, base | end))]
+        return [d for r in await self.read(sql.ENTRIES, (base | start, base | end)) if (d := self._data(r)) is not None]
+
+    async def slots(self, feed_id: int, start: int, end: int) -> list[tuple[int, bytes | None]]:
+        """``(seq, data)`` for every row of ``[start, end)``, in order; data None for an entry held
+        outside the store (missing entries are left out)."""
+        base = feed_id << KEY_SHIFT
+        rows = await self.read(sql.SLOTS, (base | start, base | end))
+        return [(row[0] & SEQ_MASK, self._data((row[1], row[2], row[3]))) for row in rows]
 
     async def entry_sizes(self, feed_id: int, start: int, end: int) -> list[int]:
         """The sizes of the stored entries of ``[start, end)``, in order."""
         base = feed_id << KEY_SHIFT
-        return [size for (size,) in await self.read(_ENTRY_SIZES, (base | start, base | end))]
+        return [size for (size,) in await self.read(sql.ENTRY_SIZES, (base | start, base | end))]
 
     # -- tree nodes ---------------------------------------------------------------------------
 
@@ -273,7 +217,7 @@ class Rows:
     async def nodes_between(self, feed_id: int, lo: int, hi: int) -> dict[int, bytes]:
         """The stored nodes of a feed with indices in ``[lo, hi]``."""
         base = feed_id << KEY_SHIFT
-        return {key & SEQ_MASK: h for key, h in await self.read(_NODES_BETWEEN, (base | lo, base | hi))}
+        return {key & SEQ_MASK: h for key, h in await self.read(sql.NODES_BETWEEN, (base | lo, base | hi))}
 
     # -- writing a feed's tree ----------------------------------------------------------------
 
@@ -288,8 +232,8 @@ class Rows:
         base = feed_id << KEY_SHIFT
         return self._submit(db.WriteJob(
             statements=[
-                (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
-                (_UPSERT_SIGNATURE, [(feed_id, signed.length, signed.tree_hash, signed.signature)]),
+                (sql.INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (sql.UPSERT_SIGNATURE, [(feed_id, signed.length, signed.tree_hash, signed.signature)]),
             ],
             entries=[(base | (start + k), e) for k, e in enumerate(entries)],
             on_commit=on_commit,
@@ -307,12 +251,12 @@ class Rows:
         row = (feed_id, a.length, a.tree_hash, a.signature, b.length, b.tree_hash, b.signature,
                index, hash_a, hash_b, time.time())
         await self._submit(db.WriteJob(
-            statements=[(_INSERT_FORK, [row]), (_MARK_FORKED, [(feed_id,)])], on_commit=on_commit,
+            statements=[(sql.INSERT_FORK, [row]), (sql.MARK_FORKED, [(feed_id,)])], on_commit=on_commit,
         ))
 
     async def forks(self, feed_id: int) -> list[dict[str, object]]:
         """The fork evidence recorded for a feed, oldest first."""
-        return [dict(zip(_FORK_FIELDS, r)) for r in await self.read(_FORKS, (feed_id,))]
+        return [dict(zip(sql.FORK_FIELDS, r)) for r in await self.read(sql.FORKS, (feed_id,))]
 
     # -- feeds --------------------------------------------------------------------------------
 
@@ -321,25 +265,31 @@ class Rows:
         if not 0 < feed_id < MAX_FEEDS:
             raise StorageError(f"a store holds at most {MAX_FEEDS - 1} feeds")
         await self._submit(db.WriteJob(
-            statements=[(_INSERT_FEED, [(feed_id, public_key, secret_key, namespace, time.time())])],
+            statements=[(sql.INSERT_FEED, [(feed_id, public_key, secret_key, namespace, time.time())])],
             on_commit=on_commit,
         ))
 
     async def load_feeds(self) -> list[FeedRow]:
         """Every stored feed, in creation order."""
         have: dict[int, RangeSet] = {}
-        for feed_id, lo, hi in await self.read(_ISLANDS, (KEY_SHIFT, SEQ_MASK)):
+        for feed_id, lo, hi in await self.read(sql.ISLANDS, (KEY_SHIFT, SEQ_MASK)):
             have.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
-        sizes: dict[int, int] = {feed_id: size or 0 for feed_id, size in await self.read(_FEED_SIZES, (KEY_SHIFT,))}
+        sizes: dict[int, int] = {feed_id: size or 0 for feed_id, size in await self.read(sql.FEED_SIZES, (KEY_SHIFT,))}
         cleared: dict[int, RangeSet] = {}
-        for feed_id, lo, hi in await self.read(_CLEARED):
+        for feed_id, lo, hi in await self.read(sql.CLEARED):
             cleared.setdefault(feed_id, RangeSet()).add(lo, hi)
+        outside: dict[int, RangeSet] = {}
+        outside_sizes: dict[int, int] = {}
+        for feed_id, lo, hi, size in await self.read(sql.OUTSIDE_ISLANDS, (KEY_SHIFT, SEQ_MASK)):
+            outside.setdefault(feed_id, RangeSet()).add(lo, hi + 1)
+            outside_sizes[feed_id] = outside_sizes.get(feed_id, 0) + int(size or 0)
         out = []
-        for feed_id, pk, sk, namespace, forked, length, tree_hash, signature in await self.read(_FEEDS):
+        for feed_id, pk, sk, namespace, forked, length, tree_hash, signature in await self.read(sql.FEEDS):
             signed = SignedTree(length, tree_hash, signature) if length is not None else None
             out.append(FeedRow(feed_id, pk, sk, namespace, bool(forked), signed,
                                have.get(feed_id, RangeSet()), sizes.get(feed_id, 0),
-                               cleared.get(feed_id, RangeSet())))
+                               cleared.get(feed_id, RangeSet()), outside.get(feed_id, RangeSet()),
+                               outside_sizes.get(feed_id, 0)))
         return out
 
     # -- clearing and deleting ----------------------------------------------------------------
@@ -355,15 +305,42 @@ class Rows:
         spans = [(base | s, base | e) for s, e in ranges]
         await self._submit(db.WriteJob(
             statements=[
-                (_INSERT_NODE, [(base | i, h) for i, h in nodes]),
-                (_FREE_BLOBS, spans),
-                (_DELETE_ENTRIES, spans),
-                (_DELETE_CLEARED, [(feed_id,)]),
-                (_INSERT_CLEARED, [(feed_id, s, e) for s, e in cleared]),
+                (sql.INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (sql.FREE_BLOBS, spans),
+                (sql.DELETE_ENTRIES, spans),
+                (sql.DELETE_CLEARED, [(feed_id,)]),
+                (sql.INSERT_CLEARED, [(feed_id, s, e) for s, e in cleared]),
             ],
             on_commit=on_commit, alone=True, durable=True,
         ))
         await self.reclaim()
+
+    async def release_entries(
+        self, feed_id: int, ranges: Sequence[tuple[int, int]], nodes: Iterable[tuple[int, bytes]], *,
+        on_commit: Callable[[], None],
+    ) -> None:
+        """Turn the stored entries of ``ranges`` into outside rows (size kept, data dropped), keep
+        ``nodes`` (their leaves and pair parents), and free their blob extents, in one transaction
+        of its own; then give the blob-file space back (:meth:`reclaim`)."""
+        base = feed_id << KEY_SHIFT
+        spans = [(base | s, base | e) for s, e in ranges]
+        await self._submit(db.WriteJob(
+            statements=[
+                (sql.INSERT_NODE, [(base | i, h) for i, h in nodes]),
+                (sql.FREE_BLOBS, spans),
+                (sql.RELEASE, spans),
+            ],
+            on_commit=on_commit, alone=True, durable=True,
+        ))
+        await self.reclaim()
+
+    async def restore_entries(self, feed_id: int, entries: Sequence[tuple[int, bytes]], *,
+                              on_commit: Callable[[], None]) -> None:
+        """Store again the data of outside rows (``(seq, data)``), replacing the rows, in one
+        transaction of its own."""
+        base = feed_id << KEY_SHIFT
+        await self._submit(db.WriteJob(statements=(), entries=[(base | s, d) for s, d in entries],
+                                       on_commit=on_commit, alone=True, replace=True))
 
     async def delete_feed(self, feed_id: int, *, on_commit: Callable[[], None]) -> None:
         """Delete a feed and everything stored for it (entries, nodes, signature, fork evidence,
@@ -371,13 +348,13 @@ class Rows:
         span = [(feed_id << KEY_SHIFT, (feed_id + 1) << KEY_SHIFT)]
         await self._submit(db.WriteJob(
             statements=[
-                (_FREE_BLOBS, span),
-                (_DELETE_ENTRIES, span),
-                (_DELETE_NODES, span),
-                (_DELETE_CLEARED, [(feed_id,)]),
-                (_DELETE_SIGNATURE, [(feed_id,)]),
-                (_DELETE_FORKS, [(feed_id,)]),
-                (_DELETE_FEED, [(feed_id,)]),
+                (sql.FREE_BLOBS, span),
+                (sql.DELETE_ENTRIES, span),
+                (sql.DELETE_NODES, span),
+                (sql.DELETE_CLEARED, [(feed_id,)]),
+                (sql.DELETE_SIGNATURE, [(feed_id,)]),
+                (sql.DELETE_FORKS, [(feed_id,)]),
+                (sql.DELETE_FEED, [(feed_id,)]),
             ],
             on_commit=on_commit, alone=True, durable=True,
         ))
@@ -394,7 +371,7 @@ class Rows:
         # Touching extents are punched as one range: a block two of them share is wholly free
         # only together (punched one by one, each would only zero its part of it).
         runs: list[tuple[int, int, list[int]]] = []
-        for offset, size in await self.read(_BLOB_FREE):
+        for offset, size in await self.read(sql.BLOB_FREE):
             if runs and runs[-1][0] + runs[-1][1] == offset:
                 start, length, offsets = runs[-1]
                 runs[-1] = (start, length + size, [*offsets, offset])
@@ -406,7 +383,7 @@ class Rows:
             punched.extend((o,) for o in offsets)
             total += length
         if punched:
-            await self._submit(db.WriteJob(statements=[(_FORGET_FREE, punched)]))
+            await self._submit(db.WriteJob(statements=[(sql.FORGET_FREE, punched)]))
         return total
 
     async def vacuum(self) -> None:
@@ -415,11 +392,11 @@ class Rows:
 
     async def blob_sizes(self) -> dict[int, int]:
         """The bytes each feed keeps in the blob file, by feed id."""
-        return {feed_id: int(size) for feed_id, size in await self.read(_BLOB_SIZES, (KEY_SHIFT,))}
+        return {feed_id: int(size) for feed_id, size in await self.read(sql.BLOB_SIZES, (KEY_SHIFT,))}
 
     async def blob_extents(self) -> list[tuple[int, int, int]]:
         """``(row key, offset, size)`` of every entry stored in the blob file, in offset order."""
-        return [(key, offset, size) for key, offset, size in await self.read(_BLOB_EXTENTS)]
+        return [(key, offset, size) for key, offset, size in await self.read(sql.BLOB_EXTENTS)]
 
     async def move_blobs(self, moves: Sequence[tuple[int, int]], end: int) -> None:
         """A compaction's transaction (``storage/compaction.py``): rows get their offsets in the
@@ -427,47 +404,47 @@ class Rows:
         ``end`` and ``blob_pending`` is set, all at once."""
         await self._submit(db.WriteJob(
             statements=[
-                (_MOVE_BLOB, moves),
-                (_FORGET_ALL_FREE, [()]),
-                (_SET_META, [("blob_end", end), (BLOB_PENDING, 1)]),
+                (sql.MOVE_BLOB, moves),
+                (sql.FORGET_ALL_FREE, [()]),
+                (sql.SET_META, [("blob_end", end), (BLOB_PENDING, 1)]),
             ],
             alone=True,
         ))
 
     async def forget_meta(self, key: str) -> None:
-        await self._submit(db.WriteJob(statements=[(_DELETE_META, [(key,)])]))
+        await self._submit(db.WriteJob(statements=[(sql.DELETE_META, [(key,)])]))
 
     async def unreclaimed(self) -> int:
         """Blob-file bytes freed but not yet given back to the file system."""
-        return sum(size for _, size in await self.read(_BLOB_FREE))
+        return sum(size for _, size in await self.read(sql.BLOB_FREE))
 
     # -- records ------------------------------------------------------------------------------
 
     async def put_record(self, scope: str, key: str, value: bytes) -> None:
-        await self._submit(db.WriteJob(statements=[(_UPSERT_RECORD, [(scope, key, value)])]))
+        await self._submit(db.WriteJob(statements=[(sql.UPSERT_RECORD, [(scope, key, value)])]))
 
     async def put_records(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
         """Several records of one scope in one job (one statement, one commit)."""
         if items:
-            await self._submit(db.WriteJob(statements=[(_UPSERT_RECORD, [(scope, k, v) for k, v in items])]))
+            await self._submit(db.WriteJob(statements=[(sql.UPSERT_RECORD, [(scope, k, v) for k, v in items])]))
 
     async def delete_record(self, scope: str, key: str) -> None:
-        await self._submit(db.WriteJob(statements=[(_DELETE_RECORD, [(scope, key)])]))
+        await self._submit(db.WriteJob(statements=[(sql.DELETE_RECORD, [(scope, key)])]))
 
     async def delete_scope(self, scope: str) -> None:
-        await self._submit(db.WriteJob(statements=[(_DELETE_SCOPE, [(scope,)])]))
+        await self._submit(db.WriteJob(statements=[(sql.DELETE_SCOPE, [(scope,)])]))
 
     async def scopes(self) -> list[str]:
-        return [scope for (scope,) in await self.read(_SCOPES)]
+        return [scope for (scope,) in await self.read(sql.SCOPES)]
 
     async def records(self, scope: str) -> dict[str, bytes]:
-        return {k: v for k, v in await self.read(_RECORDS, (scope,))}
+        return {k: v for k, v in await self.read(sql.RECORDS, (scope,))}
 
     async def record(self, scope: str, key: str) -> bytes | None:
-        rows = await self.read(_RECORD, (scope, key))
+        rows = await self.read(sql.RECORD, (scope, key))
         value: bytes | None = rows[0][0] if rows else None
         return value
 
     async def records_size(self, scope: str) -> int:
-        (size,), = await self.read(_RECORDS_SIZE, (scope,))
+        (size,), = await self.read(sql.RECORDS_SIZE, (scope,))
         return int(size)

@@ -12,7 +12,8 @@ The store holds no SQL and knows nothing of the key layout: both live in :mod:`s
 which the store and its feeds share (``self.rows``). Feeds do not know the store.
 
 :meth:`Store.delete_feed` removes a feed and everything stored for it (leaving a group); with
-``Feed.clear`` it is the store's only delete path. Both record the blob-file extents they free
+``Feed.clear`` it is the store's only delete path (``Feed.release`` drops data too, but keeps the
+entries held: :meth:`Store.set_rebuilder` names who rebuilds them). Both record the blob-file extents they free
 and punch holes over them after the commit (``storage/blobs.py``); ``Store.open`` punches any a
 crash left behind; where the file system cannot punch, ``Store.open`` compacts the blob file
 instead once enough is reclaimable (``storage/compaction.py``). :meth:`Store.disk_use` says what
@@ -34,7 +35,7 @@ from pathlib import Path
 import aiosqlite
 import nacl.signing
 
-from . import compaction, db, rows
+from . import compaction, db, outside, rows
 from .blobs import BlobFile
 from .errors import FeedNotFoundError
 from .feed import Feed
@@ -69,6 +70,7 @@ class Store:
         self.writer = db.Writer(writer_conn, blobs)
         self.rows = rows.Rows(path, reader, self.writer, blobs, readonly=readonly)
         self._feeds: dict[bytes, Feed] = {}
+        self._rebuilders = outside.Rebuilders()
         self._opening: dict[bytes, asyncio.Future[Feed]] = {}
         self._next_id = 1
         self._closed = False
@@ -176,7 +178,8 @@ class Store:
         self.check_writable()
         feed_id = self._next_id
         self._next_id += 1
-        feed = Feed(self.rows, rows.FeedRow(feed_id, public_key, secret_key, namespace, False, None, RangeSet(), 0))
+        feed = Feed(self.rows, rows.FeedRow(feed_id, public_key, secret_key, namespace, False, None, RangeSet(), 0),
+                    self._rebuilders)
 
         def on_commit() -> None:
             self._feeds[public_key] = feed
@@ -186,7 +189,7 @@ class Store:
 
     async def _load(self) -> None:
         for row in await self.rows.load_feeds():
-            feed = Feed(self.rows, row)
+            feed = Feed(self.rows, row, self._rebuilders)
             if row.signed is not None:
                 await feed.load_roots()
             self._feeds[row.public_key] = feed
@@ -201,9 +204,17 @@ class Store:
         def on_commit() -> None:
             self._feeds.pop(feed.key, None)
             feed.have = RangeSet()
-            feed.stored_bytes = 0
+            feed.outside = RangeSet()
+            feed.stored_bytes = feed.outside_bytes = 0
 
-        await self.rows.delete_feed(feed.id, on_commit=on_commit)
+        async with feed._clear_lock:  # not between a clear's or a release's plan and its commit
+            await self.rows.delete_feed(feed.id, on_commit=on_commit)
+
+    def set_rebuilder(self, namespace: str, rebuilder: outside.Rebuilder | None) -> None:
+        """Let the feeds of ``namespace`` hold entries outside the store, rebuilt on demand by
+        ``rebuilder`` (``Feed.release``, :mod:`storage.outside`); None: no rebuilder (entries
+        already outside are then lost at their next read)."""
+        self._rebuilders.set(namespace, rebuilder)
 
     async def vacuum(self) -> None:
         """Give the database's free pages back to the file system (after large deletions)."""

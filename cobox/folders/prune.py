@@ -47,6 +47,7 @@ from storage import RangeSet
 
 from ..backup import retention
 from ..errors import MalformedRecordError
+from . import single
 from .merge import FolderState, Version
 from .paths import normalize_path
 from .versions import heads
@@ -244,11 +245,14 @@ def forget_cleared(sync: FolderSync, cleared: Mapping[bytes, RangeSet]) -> None:
 # -- what history can still be restored here --------------------------------------------------------
 
 def available(sync: FolderSync, v: Version) -> bool:
-    """Whether every chunk of ``v`` is stored here (a deletion always is)."""
+    """Whether every chunk of ``v`` is held here (a deletion always is): stored, or held in the
+    folder's files while they still hold it (``cobox.folders.single``)."""
     feeds = {f.key: f for f in sync.group.feeds()}
     for c in v.chunks:
         feed = feeds.get(c.feed)
         if feed is None or not feed.has(c.seq):
+            return False
+        if c.seq in feed.outside and not single.outside_held(sync, c.feed, c.seq):
             return False
     return True
 
@@ -308,14 +312,16 @@ _cache: weakref.WeakKeyDictionary[FolderSync, tuple[tuple[Any, ...], dict[str, i
 
 def disk_use(sync: FolderSync, default_days: float, now: float | None = None) -> dict[str, int]:
     """The folder's disk use in bytes: ``folder_bytes`` (its files), ``stored_bytes`` (what
-    the store holds for the group), ``history_bytes`` (chunks held here that only replaced or
-    deleted versions use) and ``reclaimable_bytes`` (those a prune would clear now under the
-    folder's retention). Chunk sizes are plaintext sizes. Cached until the state or the feeds
-    change (it visits every version)."""
+    the store holds for the group), ``outside_bytes`` (entries held but not stored: their
+    content is in the folder's files, ``cobox.folders.single``), ``history_bytes`` (chunks
+    held here that only replaced or deleted versions use) and ``reclaimable_bytes`` (those a
+    prune would clear now under the folder's retention). Chunk sizes are plaintext sizes.
+    Cached until the state or the feeds change (it visits every version)."""
     state = sync.state
     feeds = sync.group.feeds()
     days = _known_days.get(sync, default_days)
-    key = (state.clock, len(state.versions), days, tuple((f.key, len(f.have), f.stored_bytes) for f in feeds))
+    key = (state.clock, len(state.versions), days,
+           tuple((f.key, len(f.have), f.stored_bytes, f.outside_bytes) for f in feeds))
     cached = _cache.get(sync)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -333,6 +339,7 @@ def disk_use(sync: FolderSync, default_days: float, now: float | None = None) ->
 
     doc = {"folder_bytes": sum(v.size for v in state.files.values()),
            "stored_bytes": sum(f.stored_bytes for f in feeds),
+           "outside_bytes": sum(f.outside_bytes for f in feeds),
            "history_bytes": size(plan(state, {}, now, 0, chunks)),
            "reclaimable_bytes": size(plan(state, _known_times.get(sync, {}), now, days, chunks))}
     _cache[sync] = (key, doc)

@@ -11,9 +11,12 @@ reference without storing them again); log entries and fillers are checked and p
 first valid profile of a device names its conflict copies (``FolderState.names``);
 anything else, or anything malformed, is refused and counted against the feed's owner
 (``Group.refuse``); the chunk entries this device appends itself are noted by the sender and
-skipped (``skip``), not decrypted again. Operations are folded into ``state`` (``FolderState.update``, incremental)
-at most ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole
-read, so one reader runs at a time and ``FolderSync`` can plan on a settled state.
+skipped (``skip``), not decrypted again. Entries held outside the store (``feed.outside``,
+released by ``cobox.folders.single``) are not read at all: they were verified chunk entries
+when they were released, so they count as read chunk entries without being rebuilt.
+Operations are folded into ``state`` (``FolderState.update``, incremental) at most
+``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole read, so
+one reader runs at a time and ``FolderSync`` can plan on a settled state.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ class OpReader:
         async with self.merging:
             for feed in self.group.all_feeds():
                 done = self._read.setdefault(feed.key, RangeSet())
+                for lo, hi in list(feed.outside):  # released chunk entries: nothing to rebuild
+                    for gap_start, gap_end in done.missing(lo, hi):
+                        done.add(gap_start, gap_end)
+                        self.chunk_entries.setdefault(feed.key, RangeSet()).add(gap_start, gap_end)
                 for start, end in list(feed.have):
                     for gap_start, gap_end in done.missing(start, end):
                         seq = gap_start

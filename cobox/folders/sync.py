@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from storage.errors import FeedNotFoundError
+from storage.errors import EntryMissingError, FeedNotFoundError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError
-from . import dirs
+from . import dirs, single
 from .apply import clean_temp, move_file, remove_file
 from .chunking import Chunker
 from .disk import DiskReserve, SpaceFn, disk_space, reason
@@ -106,6 +106,7 @@ class FolderSync:
         self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
         self._stopping = False
         self._synced: dict[str, Synced] = {}
+        self.marks = 0  # changes of _synced so far (cobox.folders.single watches it)
         self._wake = asyncio.Event()
         self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
         self._tasks: list[asyncio.Task[None]] = []
@@ -307,7 +308,7 @@ class FolderSync:
         path = a.dst if isinstance(a, MoveLocal) else a.path
         try:
             await self._act(a)
-        except FileChangedError as e:  # the file changed under us (being written): next round
+        except (FileChangedError, EntryMissingError) as e:  # being written, or a chunk no longer held: next round
             log.info("not touching %s now: %s", path, e)
         except (OSError, FolderError) as e:  # this path only; the round goes on
             self._fail(path, "cannot record" if isinstance(a, RecordDelete) else "cannot apply", e)
@@ -329,6 +330,7 @@ class FolderSync:
             await self._forget(a.src)
             await self._mark(a.dst, Synced(a.version.stamp, a.expect.size, a.expect.mtime, a.version.content))
         elif isinstance(a, RemoveLocal):
+            await single.keep_history(self, [a.path])  # the removed version stays in the history
             await asyncio.to_thread(remove_file, self.root, a.path, a.expect)
             await self._forget(a.path)
         elif isinstance(a, MarkSynced):
@@ -357,6 +359,8 @@ class FolderSync:
         if bad is not None:
             raise MalformedChunkError(bad)
         await asyncio.to_thread(self.min_disk_free.check, self.root, v.size, self.disk_space)
+        if a.replace is not None:  # the replaced version stays in the history (single.py)
+            await single.keep_history(self, [a.path], v.chunks)
         try:
             out = await write_version(self.group, v, self.root, a.path, a.replace)
         except MalformedChunkError as e:
@@ -381,7 +385,12 @@ class FolderSync:
         try:
             size = sum(a.version.size for a in todo)
             await asyncio.to_thread(self.min_disk_free.check, self.root, size, self.disk_space)
+            await single.keep_history(self, [a.path for a in todo if a.replace is not None],
+                                      [c for a in todo for c in a.version.chunks])
             results = await write_versions(self.group, [(a.version, a.path, a.replace) for a in todo], self.root)
+        except EntryMissingError as e:  # a chunk no longer held here (cobox.folders.single): next round
+            log.info("folder %s: %d small downloads wait: %s", self.root, len(todo), e)
+            return
         except (OSError, FolderError) as e:
             for a in todo:
                 self._fail(a.path, "cannot apply", e)
@@ -412,6 +421,7 @@ class FolderSync:
     async def _mark_all(self, marks: list[tuple[str, Synced]]) -> None:
         """Keep the ``Synced`` records of many paths (one commit)."""
         items = []
+        self.marks += 1
         for path, s in marks:
             self._synced[path] = s
             items.append((path, msgpack.packb([s.stamp.clock, s.stamp.author, s.size, s.mtime, s.content],
@@ -420,6 +430,7 @@ class FolderSync:
 
     async def _forget(self, path: str) -> None:
         if self._synced.pop(path, None) is not None:
+            self.marks += 1
             await self.group.store.delete_record(self._scope, path)
 
     # -- queries ------------------------------------------------------------------------------

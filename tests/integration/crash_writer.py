@@ -1,11 +1,14 @@
 """Child process for test_crash.py: append random batches to several feeds as fast as
 possible, printing ``<feed key hex> <length>`` after each committed append, until killed. With
 ``clear``, it also clears random ranges, printing ``clear <feed key hex> <start> <end>`` after each.
+With ``release``, its entries are ``content(feed key, seq)`` (reproducible) and it releases random
+ranges to a rebuilder of that content (storage/outside.py), printing ``release <key> <start> <end>``,
+and stores some again (``restore <key> <start> <end>``, printed before it starts).
 With ``compact`` it clears too, on a file system that cannot punch holes (punching is switched
 off), and closes and reopens the store every few appends, so that opening compacts the blob file
 (storage/compaction.py) again and again while it may be killed.
 
-Usage: python crash_writer.py STORE_DIR SEED [clear|compact]
+Usage: python crash_writer.py STORE_DIR SEED [clear|release|compact]
 """
 
 from __future__ import annotations
@@ -13,10 +16,48 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+from collections.abc import Sequence
+
+from blake3 import blake3
 
 from storage import Store, blobs, compaction
 
 FEEDS = 3
+SIZES = (0, 1, 10, 100, 1000, 5000, 9000, 70_000)
+
+
+def content(feed_key: bytes, seq: int) -> bytes:
+    """The entry ``seq`` of a feed in release mode: its size and bytes follow from its place."""
+    h = blake3(feed_key + seq.to_bytes(8, "big"))
+    size = SIZES[h.digest(1)[0] % len(SIZES)]
+    return h.digest(size + 1)[1:]
+
+
+class Content:
+    """The rebuilder of release mode."""
+
+    async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
+        return [content(feed_key, s) for s in seqs]
+
+
+async def releaser(feed, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        if feed.length > 4 and rng.random() < 0.4:
+            lo = rng.randrange(feed.length)
+            hi = min(feed.length, lo + rng.randrange(1, 300))
+            await feed.release([(lo, hi)])
+            sys.stdout.write(f"release {feed.key.hex()} {lo} {hi}\n")
+            sys.stdout.flush()
+        if feed.outside and rng.random() < 0.2:  # store some of them again (Feed.restore)
+            lo = rng.randrange(feed.length)
+            hi = min(feed.length, lo + rng.randrange(1, 50))
+            sys.stdout.write(f"restore {feed.key.hex()} {lo} {hi}\n")  # before: it may commit, then the kill
+            sys.stdout.flush()
+            await feed.restore(range(lo, hi))
+        first = feed.next_seq
+        length = await feed.append([content(feed.key, first + k) for k in range(rng.randrange(1, 20))])
+        sys.stdout.write(f"{feed.key.hex()} {length}\n")
+        sys.stdout.flush()
 
 
 async def writer(feed, rng: random.Random, clear: bool, steps: int | None) -> None:  # type: ignore[no-untyped-def]
@@ -54,6 +95,7 @@ async def main(path: str, seed: int, mode: str) -> None:
     ready = False
     while True:
         store = await Store.open(path)  # compacts the blob file when enough is reclaimable
+        store.set_rebuilder("crash", Content())
         try:
             while len(store.feeds()) < FEEDS:
                 await store.create_feed("crash")
@@ -63,8 +105,11 @@ async def main(path: str, seed: int, mode: str) -> None:
                 ready = True
             async with asyncio.TaskGroup() as tg:
                 for feed in store.feeds():
+                    if mode == "release":
+                        tg.create_task(releaser(feed, random.Random(rng.random())))
+                        continue
                     steps = rng.randrange(3, 15) if mode == "compact" else None
-                    tg.create_task(writer(feed, random.Random(rng.random()), mode != "", steps))
+                    tg.create_task(writer(feed, random.Random(rng.random()), mode in ("clear", "compact"), steps))
         finally:
             await store.close()
 

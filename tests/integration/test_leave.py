@@ -34,7 +34,8 @@ async def wait_stored(home: Path, name: str, at_least: int, timeout: float = 60)
 
 
 async def test_leave_and_seed_remove_free_the_store(daemons, tmp_path):
-    a, s = await daemons("a"), await daemons("s")
+    a = await daemons("a", config=["[folders]", "single_copy = false"])  # what leave frees is stored data
+    s = await daemons("s")
     folder = tmp_path / "fa"
     folder.mkdir()
     (folder / "big.bin").write_bytes(os.urandom(SIZE))

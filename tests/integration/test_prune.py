@@ -32,7 +32,10 @@ async def until(check, what: str, timeout: float = 60) -> None:  # type: ignore[
 
 
 async def test_prune_frees_the_member_and_backup_peers_keep_by_their_policy(daemons, tmp_path):
-    a, keeper = await daemons("a"), await daemons("keeper")
+    # The member keeps a second copy: what prune frees is stored data (with one copy,
+    # cobox.folders.single, the deleted file takes its released entries with it).
+    a = await daemons("a", config=["[folders]", "single_copy = false"])
+    keeper = await daemons("keeper")
     forgetter = await daemons("short", config=["[backup]", "history_days = 0.00002"])  # about 2 seconds
     folder = tmp_path / "fa"
     folder.mkdir()

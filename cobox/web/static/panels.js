@@ -42,6 +42,7 @@ function diskText(d) {
   const parts = [`${fmtBytes(d.stored_bytes)} stored here`];
   if (d.history_bytes) parts.push(`${fmtBytes(d.history_bytes)} of it old versions`);
   if (d.reclaimable_bytes) parts.push(`${fmtBytes(d.reclaimable_bytes)} can be freed`);
+  if (d.outside_bytes) parts.push(`${fmtBytes(d.outside_bytes)} more served from your files`);
   return parts.join(", ");
 }
 

@@ -1,0 +1,275 @@
+"""One copy on members (issue 16 item 2, cobox.folders.single): a member's chunk entries whose
+content sits in its files are released from the store and rebuilt from the files for peers,
+who verify them against the writer's signed tree; a file changed locally makes its entries
+missing here (NoData, cleared, out of have), never wrong; the reader at restart rebuilds
+nothing; prune and history handle released entries."""
+
+from __future__ import annotations
+
+import os
+
+from blake3 import blake3
+
+from cobox.folders import history as folder_history
+from cobox.folders import prune, single
+from cobox.folders.reader import OpReader
+from storage.errors import EntryMissingError
+from tests.helpers import until
+
+from ..hostile import (
+    connect,
+    members_fixture,  # noqa: F401 - the fixture "members"
+    tree,
+)
+
+MiB = 1024 * 1024
+
+
+def digests(root) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {path: blake3(data).hexdigest() for path, data in tree(root).items()}
+
+
+def rebuilds(m) -> int:  # type: ignore[no-untyped-def]
+    """Rebuild requests answered by the member's folder rebuilders."""
+    return sum(r.calls for g in m.group.chain() if isinstance(r := m.store._rebuilders.get(g.namespace),
+                                                             single.FolderRebuilder))
+
+
+async def recorded(m, files: dict[str, bytes]):  # type: ignore[no-untyped-def]
+    for path, data in files.items():
+        (m.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (m.root / path).write_bytes(data)
+    await m.sync.round()
+    await single.build(m.sync)
+
+
+async def test_released_entries_are_served_rebuilt_and_a_new_member_gets_every_file(members) -> None:
+    a = await members("a")
+    files = {"big.bin": os.urandom(6 * MiB), "sub/mid.bin": os.urandom(MiB + 12345),
+             **{f"small/{k}.txt": os.urandom(1000 + k) for k in range(20)}}
+    folder = sum(map(len, files.values()))
+    await recorded(a, files)
+    stored_before = a.group.stored_bytes()
+    assert stored_before >= folder
+    freed, more = await single.release_pass(a.sync)
+    assert not more and freed >= 0.9 * folder
+    assert a.group.stored_bytes() < 0.1 * folder, (a.group.stored_bytes(), folder)
+    assert a.feed.outside_bytes >= 0.9 * folder and list(a.feed.have) == [(0, a.feed.length)]
+    assert (await a.store.disk_use()).blobs < 0.1 * folder
+    assert prune.disk_use(a.sync, 30)["outside_bytes"] == a.feed.outside_bytes
+    # A new member joins and takes everything from A: rebuilt entries, verified by B's replicator
+    # against A's signed tree, then opened and checked against their chunk ids by B's folder.
+    b = await members("b")
+    connect(a, b)
+    await b.caught_up(a, timeout=30)
+    await b.sync.round()
+    assert digests(b.root) == digests(a.root)
+    assert rebuilds(a) > 0
+    assert b.group.refusals.as_json() == {}  # nothing B took from A was refused
+    # B holds A's chunks in its files too: it releases its replica, and a third member that
+    # only talks to B gets every file from B's rebuilt entries.
+    await single.build(b.sync)
+    await single.release_pass(b.sync)
+    replica = b.store.feed(a.feed.key)
+    assert replica.outside_bytes >= 0.9 * folder and b.group.stored_bytes() < 0.1 * folder
+    c = await members("c")
+    connect(b, c)
+    await c.caught_up(a, timeout=30)
+    await c.sync.round()
+    assert digests(c.root) == digests(a.root)
+
+
+async def test_a_file_changed_after_release_makes_its_entries_missing_not_wrong(members) -> None:
+    a = await members("a")
+    data = os.urandom(3 * MiB)
+    await recorded(a, {"data.bin": data, "other.bin": os.urandom(MiB)})
+    await single.release_pass(a.sync)
+    version = a.sync.state.files["data.bin"]
+    changed = {version.chunks[1].seq}  # the edit below falls inside the second chunk
+    offset = version.chunks[0].size
+    # Changed on disk after the release, before any scan saw it (same size: only the bytes).
+    with open(a.root / "data.bin", "r+b") as f:
+        f.seek(offset + 10)
+        f.write(b"changed locally" * 10)
+    b = await members("b")
+    connect(a, b)
+    await until(lambda: all(s in a.feed.cleared for s in changed), timeout=30,
+                what="a to find the changed chunks missing")
+    assert not any(s in a.feed.have for s in changed)
+    replica = b.store.feed(a.feed.key)
+    await until(lambda: replica.contiguous_length >= min(changed), timeout=30, what="b to take the rest")
+    # B never got those entries: A answered NoData, nothing wrong was stored or refused.
+    assert not any(s in replica.have for s in changed)
+    assert not replica.forked
+    # A's next round sees the edit and records it; B then gets the new content.
+    await a.sync.round()
+    await until(lambda: all(replica.have.contains_range(lo, hi) for lo, hi in a.feed.have), timeout=30,
+                what="b to hold everything a holds")
+    await b.sync.round()
+    assert (b.root / "data.bin").read_bytes() == (a.root / "data.bin").read_bytes()
+    assert (b.root / "other.bin").read_bytes() == (a.root / "other.bin").read_bytes()
+
+
+async def test_the_reader_at_restart_rebuilds_nothing(members) -> None:
+    a = await members("a")
+    await recorded(a, {"one.bin": os.urandom(2 * MiB), "two.bin": os.urandom(300_000)})
+    await single.release_pass(a.sync)
+    assert a.feed.outside
+    before = rebuilds(a)
+    fresh = OpReader(a.group)  # what a restart builds
+    state = await fresh.read()
+    assert rebuilds(a) == before
+    assert set(state.files) == {"one.bin", "two.bin"}
+    for lo, hi in a.feed.outside:  # released chunk entries still count as chunk entries (prune)
+        assert fresh.chunk_entries[a.feed.key].contains_range(lo, hi)
+
+
+async def test_prune_clears_released_entries_and_history_sees_them(members, tmp_path) -> None:
+    a = await members("a")
+    big = os.urandom(4 * MiB)
+    await recorded(a, {"big.bin": big, "keep.txt": b"kept"})
+    await single.release_pass(a.sync)
+    # While the file holds them, the released version is available (it can be restored).
+    docs = prune.mark_history(a.sync, "big.bin", await folder_history.history(a.sync, "big.bin"))
+    assert [d["available"] for d in docs] == [True]
+    out = tmp_path / "restored.bin"
+    await folder_history.write_version(a.sync, a.sync.state.files["big.bin"], out, None)
+    assert out.read_bytes() == big
+    os.remove(a.root / "big.bin")
+    await a.sync.round()
+    single.index_of(a.sync).refresh()
+    docs = prune.mark_history(a.sync, "big.bin", await folder_history.history(a.sync, "big.bin"))
+    assert [d["available"] for d in docs if not d["deleted"]] == [False]  # its file is gone
+    outside = a.feed.outside_bytes
+    assert outside >= 4 * MiB
+    result = await prune.prune(a.sync, 0)
+    assert result.expired == 1 and result.cleared_entries > 0
+    assert a.feed.outside_bytes <= outside - 4 * MiB
+    assert not any(a.feed.outside.intersection(lo, hi) for lo, hi in a.feed.cleared)
+
+
+async def test_the_service_releases_once_the_folder_is_quiet(members) -> None:
+    """``single:NAME`` (single.run): no call from the test; the store shrinks by itself after the
+    folder's round, and a later file is released too."""
+    import asyncio
+
+    a = await members("a")
+    (a.root / "one.bin").write_bytes(os.urandom(2 * MiB))
+    task = asyncio.ensure_future(single.run(a.sync, True, quiet=0.2))
+    try:
+        await a.sync.round()
+        await until(lambda: task.done() or a.feed.outside_bytes >= 2 * MiB, timeout=30, what="the first release")
+        if task.done():
+            task.result()
+        (a.root / "two.bin").write_bytes(os.urandom(MiB))
+        await a.sync.round()
+        await until(lambda: a.feed.outside_bytes >= 3 * MiB, timeout=30, what="the second release")
+        assert a.group.stored_bytes() < 0.1 * 3 * MiB
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_single_copy_off_releases_nothing_but_serves_what_was_released(members) -> None:
+    import asyncio
+
+    a = await members("a")
+    await recorded(a, {"one.bin": os.urandom(MiB)})
+    await single.release_pass(a.sync)
+    released = a.feed.outside_bytes
+    (a.root / "two.bin").write_bytes(os.urandom(MiB))
+    await a.sync.round()
+    task = asyncio.ensure_future(single.run(a.sync, False, quiet=0.0))
+    try:
+        await until(lambda: task.done() or single.index_of(a.sync).ready.is_set(), timeout=10, what="the index")
+        assert a.feed.outside_bytes == released
+        out = await a.feed.get_range(0, a.feed.length)  # what was released is still served, rebuilt
+        assert len(out) == a.feed.length
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_disk_use_in_words_shows_what_the_files_hold() -> None:
+    from cobox.commands_show import disk_text
+
+    text = disk_text({"folder_bytes": 30 * MiB, "stored_bytes": MiB, "outside_bytes": 29 * MiB,
+                      "history_bytes": 0, "reclaimable_bytes": 0})
+    assert text.startswith("folder 30 MiB, stored 1.0 MiB, 29 MiB more in your files (history")
+    assert "in your files" not in disk_text({"folder_bytes": 1, "stored_bytes": 1, "history_bytes": 0,
+                                             "reclaimable_bytes": 0})
+
+
+async def test_a_remote_change_keeps_the_replaced_version_in_history(members, tmp_path) -> None:
+    """B released A's chunks (its file holds them); A edits the file and removes another; before
+    B overwrites and removes its files, it stores again what only they held, so B can still
+    restore the old versions (its history), and the new version's chunks stay released."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    old = os.urandom(3 * MiB)
+    gone = os.urandom(MiB)
+    await recorded(a, {"data.bin": old, "gone.bin": gone})
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.build(b.sync)
+    await single.release_pass(b.sync)
+    replica = b.store.feed(a.feed.key)
+    assert replica.outside_bytes >= 4 * MiB
+    v_old, v_gone = b.sync.state.files["data.bin"], b.sync.state.files["gone.bin"]
+    new = bytearray(old)
+    new[MiB:MiB + 100] = os.urandom(100)  # one chunk changes
+    (a.root / "data.bin").write_bytes(bytes(new))
+    os.remove(a.root / "gone.bin")
+    await a.sync.round()
+    await b.caught_up(a)
+    await b.sync.round()
+    assert (b.root / "data.bin").read_bytes() == bytes(new) and not (b.root / "gone.bin").exists()
+    for v, content in ((v_old, old), (v_gone, gone)):
+        assert prune.available(b.sync, v)
+        out = tmp_path / f"restored-{v.path}"
+        await folder_history.write_version(b.sync, v, out, None)
+        assert out.read_bytes() == content
+    # Only what the old versions alone held was stored again: the shared chunks stay in the file.
+    assert replica.outside_bytes >= 2 * MiB and not replica.cleared
+
+
+async def test_a_member_fetches_back_a_replica_entry_its_file_no_longer_holds(members) -> None:
+    """B released A's chunks; B's file changes locally; the entry B can no longer rebuild is
+    fetched back from A (it is history B keeps), not left missing for good."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    await recorded(a, {"data.bin": os.urandom(2 * MiB)})
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.build(b.sync)
+    await single.release_pass(b.sync)
+    replica = b.store.feed(a.feed.key)
+    ref = b.sync.state.files["data.bin"].chunks[0]
+    assert ref.seq in replica.outside
+    with open(b.root / "data.bin", "r+b") as f:
+        f.write(b"edited on b")
+    try:
+        await replica.get(ref.seq)
+    except EntryMissingError:
+        pass
+    else:
+        raise AssertionError("an entry its file no longer holds was rebuilt")
+    await until(lambda: ref.seq in replica.have and ref.seq not in replica.outside, timeout=30,
+                what="b to fetch the entry back from a")
+    assert not replica.cleared
+    assert await replica.get(ref.seq) == await a.feed.get(ref.seq)
+
+
+async def test_unbinding_the_folder_stores_its_entries_again(members) -> None:
+    """The group's data must not depend on files this device stops watching."""
+    a = await members("a")
+    data = os.urandom(2 * MiB)
+    await recorded(a, {"data.bin": data})
+    await single.release_pass(a.sync)
+    assert a.feed.outside_bytes >= 2 * MiB
+    await a.sync.stop()
+    restored = await single.forget(a.group)
+    assert restored >= 2 * MiB and not a.feed.outside and not a.feed.cleared
+    os.remove(a.root / "data.bin")  # the files may go now: the store holds everything again
+    entries = await a.feed.get_range(0, a.feed.length)
+    assert len(entries) == a.feed.length and a.group.stored_bytes() >= 2 * MiB
