@@ -305,8 +305,9 @@ class Writer:
                 merged.setdefault(sql, []).extend(rows)
         try:
             if large:
-                # Blob bytes are durable before the rows that point at them commit.
-                offsets = self._blobs.append([data for _, data in large])
+                # Blob bytes are written before the rows that point at them commit, in a thread:
+                # megabytes of pwrite (and a sync) must not stall the event loop.
+                offsets = await asyncio.to_thread(self._blobs.append, [data for _, data in large])
                 merged[_INSERT_ENTRY].extend(
                     (key, None, offset, len(data)) for (key, data), offset in zip(large, offsets)
                 )
@@ -346,7 +347,7 @@ class Writer:
         """Make the blob file durable, then fold the WAL into the database."""
         self._since_checkpoint = 0
         try:
-            self._blobs.sync()
+            await asyncio.to_thread(self._blobs.sync)  # fdatasync of up to 64 MiB: off the loop
             await self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
         except (sqlite3.Error, StorageError) as e:
             log.warning("checkpoint failed: %s", e)

@@ -65,16 +65,23 @@ log = logging.getLogger(__name__)
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
 MAX_PUT_ENTRIES = 16384
 
-RECOMPUTED_DEPTH = 1  # nodes this low over stored entries are recomputed, not stored
+RECOMPUTED_DEPTH = 1  # nodes this low over stored small entries are recomputed, not stored
+LOW_NODE_BYTES = 4096  # an entry this large keeps its leaf and pair hashes (see _recomputable)
 CLEAR_BATCH = clearing.BATCH
 
 
-def _recomputable(i: int, start: int, end: int) -> bool:
-    """Whether node ``i`` lies over entries ``[start, end)`` and is low enough to recompute."""
+def _recomputable(i: int, start: int, entries: Sequence[bytes], *, within: bool = True) -> bool:
+    """Whether node ``i``, whose last entry is one of ``entries`` (stored as ``start, start +
+    1, ...``), is low enough to recompute rather than store (``within``: and lies wholly over
+    ``entries``). Over large entries it is not: a proof for a neighbouring range would read up
+    to two entries (128 KiB of chunks) back to recompute one hash, where a node row costs 40
+    bytes; over 1 KiB entries, recomputing halves the node rows. The node's last entry decides."""
     if tree.depth(i) > RECOMPUTED_DEPTH:
         return False
     lo, hi = tree.leaf_span(i)
-    return start <= lo and hi <= end
+    if within and not (start <= lo and hi <= start + len(entries)):
+        return False
+    return len(entries[hi - 1 - start]) < LOW_NODE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +203,8 @@ class Feed:
 
     async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
         """The hashes of the given tree nodes that this store knows. Nodes up to
-        ``RECOMPUTED_DEPTH`` over stored entries are not kept; they are recomputed from the
-        entries (one or two reads)."""
+        ``RECOMPUTED_DEPTH`` over stored small entries are not kept; they are recomputed from
+        the entries (one or two reads)."""
         found = await self._rows.nodes(self.id, indices)
         for i in indices:
             if i in found or tree.depth(i) > RECOMPUTED_DEPTH:
@@ -271,10 +278,11 @@ class Feed:
             self._pending = self._committed
             self._epoch += 1
 
-        # Leaves and their parents are not stored: the entries are, and those hashes are cheap to
-        # recompute (node_hashes); that halves the node rows.
+        # Leaves and their parents over small entries are not stored: the entries are, and those
+        # hashes are cheap to recompute (node_hashes); that halves the node rows.
+        kept = [(i, h) for i, h in nodes if not _recomputable(i, before.length, entries, within=False)]
         await self._rows.write_tree(
-            self.id, before.length, entries, [(i, h) for i, h in nodes if tree.depth(i) > RECOMPUTED_DEPTH],
+            self.id, before.length, entries, kept,
             signed, on_commit=on_commit, on_abort=on_abort, is_current=lambda: self._epoch == epoch,
         )
         return length
@@ -309,9 +317,9 @@ class Feed:
             established = dict(verified.nodes)
             established.update(await self._connect(signed, verified.roots, proof, established))
             await self._check_fork(signed, established, start, end)
-            # Every node established, except the low ones over the entries stored here,
+            # Every node established, except the low ones over the small entries stored here,
             # whose hashes are recomputed from the entries when needed (node_hashes).
-            nodes = {i: h for i, h in established.items() if not _recomputable(i, start, end)}
+            nodes = {i: h for i, h in established.items() if not _recomputable(i, start, entries)}
             claimed = {i: h for i, h in nodes.items() if i not in self._uncommitted}
             self._uncommitted.update(claimed)
             seen_before = (self._seen, self._seen_roots)
