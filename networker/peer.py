@@ -124,6 +124,7 @@ class Peer:
         self._tasks: list[asyncio.Task[None]] = []
         self._storing: set[asyncio.Task[None]] = set()
         self._store_slots = asyncio.Semaphore(MAX_STORING)
+        self._proving = asyncio.Lock()  # proofs are built and queued in the order they are sent
         self.channel_live = False  # a channel has been live on this connection (lifts the early size limit)
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -428,10 +429,24 @@ class Peer:
             return
         try:
             entries = await feed.get_range(req.start, end, max_bytes=SERVE_BYTES)
-            proof = await feed.proof(req.start, req.start + len(entries), upgrade_from=req.known_length)
         except StorageError as e:
             self.post(m.NoData(ch.local_id, req.id, e.code))
             return
-        await self._post_bulk(m.Data(ch.local_id, req.id, feed.key, req.start, tuple(entries),
-                                     proof.length, proof.signature, proof.nodes,
-                                     proof.upgrade_from, proof.upgrade))
+        # Proofs are built and queued one at a time, in the order they go out: a chained
+        # request's proof upgrades from the signed length of the answer sent just before it on
+        # this channel for this feed, which the peer (verifying in that order) will hold by then.
+        async with self._proving:
+            pf = ch.feeds.get(feed.key)
+            upgrade_from = req.known_length
+            if req.chained and pf is not None:
+                upgrade_from = max(upgrade_from, pf.sent_length)
+            try:
+                proof = await feed.proof(req.start, req.start + len(entries), upgrade_from=upgrade_from)
+            except StorageError as e:
+                self.post(m.NoData(ch.local_id, req.id, e.code))
+                return
+            await self._post_bulk(m.Data(ch.local_id, req.id, feed.key, req.start, tuple(entries),
+                                         proof.length, proof.signature, proof.nodes,
+                                         proof.upgrade_from, proof.upgrade))
+            if pf is not None:
+                pf.sent_length = proof.length

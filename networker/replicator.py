@@ -63,6 +63,11 @@ class PeerFeed:
         self.remote_length = 0  # the longest signed length the peer claims (not proven)
         self.remote_have = RangeSet()
         self.have_received = False
+        # Our requests may ask the peer to chain its proofs (``Request.chained``): true while
+        # we have taken every answer of this peer for this feed; a stale one breaks the chain
+        # until an unchained request is answered and taken.
+        self.chained = True
+        self.sent_length = 0  # serving: the signed length of our last answer to the peer
 
     @property
     def feed(self) -> Feed:
@@ -80,13 +85,15 @@ class Want:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Outstanding:
-    """A request made: its id on its connection, what it asked, and the peer's claim then."""
+    """A request made: its id on its connection, what it asked, the peer's claim then, and
+    whether it asked for a chained proof."""
 
     id: int
     peer: PeerFeed
     start: int
     end: int
     claim: int
+    chained: bool = False
 
 
 @dataclass
@@ -107,7 +114,7 @@ class Ledger:
     def issue(self, want: Want) -> Outstanding:
         link = self._links.setdefault(want.peer.link, _Link())
         link.next_id += 1
-        o = Outstanding(link.next_id, want.peer, want.start, want.end, want.peer.remote_length)
+        o = Outstanding(link.next_id, want.peer, want.start, want.end, want.peer.remote_length, want.peer.chained)
         link.awaiting[o.id] = o
         self._inflight.setdefault(want.peer.feed.key, RangeSet()).add(o.start, o.end)
         self._live.add(o)
