@@ -17,6 +17,10 @@ actions; this shell runs one chain: read a message -> ``mux.receive`` -> carry o
   small and bounded by design (requests by the mux's budget, ``Have`` coalesced per tick);
 - the *server* answers the peer's requests, at most ``MAX_SERVING`` at once, from a queue of at
   most ``MAX_PEER_REQUESTS``; a peer that has more requests outstanding breaks the protocol.
+  Entries are read concurrently, but proofs are built and queued one at a time, in the order
+  they are sent, so a chained request's upgrade starts from the previous answer's tree (see
+  "Chained proofs" in :mod:`networker.replicator`); Data stores run in arrival order too (a
+  feed's puts take its lock first come, first served).
 
 :class:`~networker.replicators.Replicators` is the node-wide half of the shell (one replicator
 per feed, one request ledger, shared by all peers): it runs a replicator's ``schedule`` with
