@@ -57,7 +57,9 @@ from .errors import (
     StaleProofError,
     StoreCorruptError,
 )
+from .lownodes import RECOMPUTED_DEPTH, recomputable
 from .proof import MAX_LENGTH, Proof, SignedTree, verify_range, verify_upgrade
+from .recent import Recent
 from .rows import FeedRow, Rows
 
 log = logging.getLogger(__name__)
@@ -65,23 +67,7 @@ log = logging.getLogger(__name__)
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
 MAX_PUT_ENTRIES = 16384
 
-RECOMPUTED_DEPTH = 1  # nodes this low over stored small entries are recomputed, not stored
-LOW_NODE_BYTES = 4096  # an entry this large keeps its leaf and pair hashes (see _recomputable)
 CLEAR_BATCH = clearing.BATCH
-
-
-def _recomputable(i: int, start: int, entries: Sequence[bytes], *, within: bool = True) -> bool:
-    """Whether node ``i``, whose last entry is one of ``entries`` (stored as ``start, start +
-    1, ...``), is low enough to recompute rather than store (``within``: and lies wholly over
-    ``entries``). Over large entries it is not: a proof for a neighbouring range would read up
-    to two entries (128 KiB of chunks) back to recompute one hash, where a node row costs 40
-    bytes; over 1 KiB entries, recomputing halves the node rows. The node's last entry decides."""
-    if tree.depth(i) > RECOMPUTED_DEPTH:
-        return False
-    lo, hi = tree.leaf_span(i)
-    if within and not (start <= lo and hi <= start + len(entries)):
-        return False
-    return len(entries[hi - 1 - start]) < LOW_NODE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +110,7 @@ class Feed:
         self._seen = signed  # the longest signed tree checked, committed or not
         self._seen_roots: tuple[tuple[int, bytes], ...] = ()
         self._listeners: list[Callable[[FeedEvent], None]] = []
+        self._recent = Recent()  # a writer's latest committed entries, to serve
         self._change: asyncio.Future[FeedEvent] | None = None
 
     def __repr__(self) -> str:
@@ -272,6 +259,7 @@ class Feed:
             self._signed = signed
             self.have.add(before.length, length)
             self.stored_bytes += sum(map(len, entries))
+            self._recent.remember(before.length, entries)
             self._emit(FeedEvent("append", before.length, length, length))
 
         def on_abort() -> None:
@@ -280,7 +268,7 @@ class Feed:
 
         # Leaves and their parents over small entries are not stored: the entries are, and those
         # hashes are cheap to recompute (node_hashes); that halves the node rows.
-        kept = [(i, h) for i, h in nodes if not _recomputable(i, before.length, entries, within=False)]
+        kept = [(i, h) for i, h in nodes if not recomputable(i, before.length, entries, within=False)]
         await self._rows.write_tree(
             self.id, before.length, entries, kept,
             signed, on_commit=on_commit, on_abort=on_abort, is_current=lambda: self._epoch == epoch,
@@ -319,7 +307,7 @@ class Feed:
             await self._check_fork(signed, established, start, end)
             # Every node established, except the low ones over the small entries stored here,
             # whose hashes are recomputed from the entries when needed (node_hashes).
-            nodes = {i: h for i, h in established.items() if not _recomputable(i, start, entries)}
+            nodes = {i: h for i, h in established.items() if not recomputable(i, start, entries)}
             claimed = {i: h for i, h in nodes.items() if i not in self._uncommitted}
             self._uncommitted.update(claimed)
             seen_before = (self._seen, self._seen_roots)
@@ -430,6 +418,7 @@ class Feed:
         before = self.stored_bytes
 
         def on_commit() -> None:
+            self._recent.forget(start, end)
             for lo, hi in batch.held:
                 self.have.remove(lo, hi)
             self.cleared = cleared
@@ -438,6 +427,10 @@ class Feed:
 
         await self._rows.clear_entries(self.id, batch.held, batch.nodes.items(), cleared, on_commit=on_commit)
         return min(batch.size, before)
+
+    def recent_range(self, start: int, end: int, *, max_bytes: int) -> list[bytes] | None:
+        """``get_range(..., max_bytes=...)`` from memory (:mod:`storage.recent`), or None."""
+        return self._recent.range(start, end, max_bytes, self.have.__contains__)
 
     # -- reading ----------------------------------------------------------------------------
 

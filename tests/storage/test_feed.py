@@ -462,7 +462,7 @@ async def test_stored_bytes_and_tree_hash_at(open_store: OpenStore) -> None:
 async def test_proofs_over_large_entries_read_no_entry(open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large entries keep their leaf and pair hashes (writer and replica alike): a proof for a
     range next to them is built from node rows, never by reading a 64 KiB entry back."""
-    from storage.feed import LOW_NODE_BYTES
+    from storage.lownodes import LOW_NODE_BYTES
 
     src = await (await open_store("w")).create_feed()
     entries = [bytes([k]) * LOW_NODE_BYTES for k in range(13)]
