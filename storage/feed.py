@@ -260,6 +260,7 @@ class Feed:
             self.have.add(before.length, length)
             self.stored_bytes += sum(map(len, entries))
             self._recent.remember(before.length, entries)
+            self._recent.remember_nodes([*nodes, *roots])
             self._emit(FeedEvent("append", before.length, length, length))
 
         def on_abort() -> None:
@@ -485,7 +486,9 @@ class Feed:
             upgrade = tree.upgrade_nodes(upgrade_from, signed.length)
         else:
             upgrade_from = 0
-        stored = await self.node_hashes(wanted + upgrade)
+        stored = self._recent.nodes(wanted + upgrade)  # a writer's recent ranges: no query
+        if len(stored) < len(set(wanted + upgrade)):
+            stored.update(await self.node_hashes([i for i in wanted + upgrade if i not in stored]))
         if len(stored) != len(set(wanted + upgrade)):
             raise ProofUnavailableError(f"tree nodes needed to prove [{start}, {end}) are missing")
         return Proof(signed.length, signed.signature, tuple((i, stored[i]) for i in wanted),

@@ -10,13 +10,19 @@ the longest prefix held, at least one entry. It only ever holds committed entrie
 adds them in its commit callback) and forgets cleared ones (in the clear's commit callback); the
 feed still checks ``have`` before serving from it. Bytes objects are shared with the commit
 that wrote them, so the memory it adds is at most ``RECENT_BYTES`` per writable feed.
+
+The tree nodes those commits completed (and the roots of the tree) are kept too, the latest
+``RECENT_NODES``: a proof for a recent range needs nodes near it and the roots, so it is built
+without a query. A complete node never changes (clearing keeps nodes), so a kept one is never
+stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 RECENT_BYTES = 8 * 1024 * 1024
+RECENT_NODES = 16384
 
 
 class Recent:
@@ -24,6 +30,7 @@ class Recent:
         self.limit = limit
         self._entries: dict[int, bytes] = {}  # seq -> entry, in commit order (oldest first)
         self._bytes = 0
+        self._nodes: dict[int, bytes] = {}  # tree index -> hash, oldest first
 
     def remember(self, start: int, entries: Sequence[bytes]) -> None:
         """Entries ``start, start + 1, ...`` were just committed."""
@@ -53,3 +60,15 @@ class Recent:
             out.append(e)
             total += len(e)
         return out or None
+
+    def remember_nodes(self, nodes: Iterable[tuple[int, bytes]]) -> None:
+        """Complete tree nodes ``(index, hash)`` of a commit (or the tree's roots)."""
+        for i, h in nodes:
+            self._nodes.pop(i, None)
+            self._nodes[i] = h
+        while len(self._nodes) > RECENT_NODES:
+            del self._nodes[next(iter(self._nodes))]
+
+    def nodes(self, indices: Iterable[int]) -> dict[int, bytes]:
+        """The hashes of those of ``indices`` kept here."""
+        return {i: self._nodes[i] for i in indices if i in self._nodes}

@@ -35,3 +35,28 @@ async def test_a_writer_serves_its_latest_entries_from_memory_and_never_cleared_
     dst = await (await open_store("r")).open_feed(feed.key)
     await deliver(feed, dst, 0, 5)
     assert dst.recent_range(0, 5, max_bytes=1 << 20) is None  # a replica keeps nothing in memory
+
+
+async def test_a_writers_proof_of_a_recent_range_needs_no_query_and_equals_the_stored_one(
+        open_store: OpenStore, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from storage import verify_range
+
+    store = await open_store("w")
+    feed = await store.create_feed()
+    entries = [bytes([k]) * 3000 for k in range(37)]
+    for k in range(0, 37, 5):
+        await feed.append(entries[k:k + 5])
+    ranges = [(30, 37, 0), (31, 33, 20), (35, 36, 34), (36, 37, 36)]
+    from_memory = []
+
+    async def no_query(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a node query for a recent range")
+
+    with monkeypatch.context() as m:
+        m.setattr(feed._rows, "nodes", no_query)
+        for start, end, known in ranges:
+            from_memory.append(await feed.proof(start, end, upgrade_from=known))
+    feed._recent = Recent()  # forget: the same proofs from the store
+    for (start, end, known), proof in zip(ranges, from_memory, strict=True):
+        assert proof == await feed.proof(start, end, upgrade_from=known)
+        verify_range(feed.key, start, entries[start:end], proof)
