@@ -432,8 +432,7 @@ class Peer:
             self.post(m.NoData(ch.local_id, req.id, "not stored here"))
             return
         try:
-            entries = feed.recent_range(req.start, end, max_bytes=SERVE_BYTES) or \
-                await feed.get_range(req.start, end, max_bytes=SERVE_BYTES)
+            entries = await feed.get_range(req.start, end, max_bytes=SERVE_BYTES)
         except StorageError as e:
             self.post(m.NoData(ch.local_id, req.id, e.code))
             return

@@ -110,7 +110,7 @@ class Feed:
         self._seen = signed  # the longest signed tree checked, committed or not
         self._seen_roots: tuple[tuple[int, bytes], ...] = ()
         self._listeners: list[Callable[[FeedEvent], None]] = []
-        self._recent = Recent()  # a writer's latest committed entries, to serve
+        self._recent = Recent()  # the nodes a writer's latest commits completed, for its proofs
         self._change: asyncio.Future[FeedEvent] | None = None
 
     def __repr__(self) -> str:
@@ -259,7 +259,6 @@ class Feed:
             self._signed = signed
             self.have.add(before.length, length)
             self.stored_bytes += sum(map(len, entries))
-            self._recent.remember(before.length, entries)
             self._recent.remember_nodes([*nodes, *roots])
             self._emit(FeedEvent("append", before.length, length, length))
 
@@ -419,7 +418,6 @@ class Feed:
         before = self.stored_bytes
 
         def on_commit() -> None:
-            self._recent.forget(start, end)
             for lo, hi in batch.held:
                 self.have.remove(lo, hi)
             self.cleared = cleared
@@ -428,10 +426,6 @@ class Feed:
 
         await self._rows.clear_entries(self.id, batch.held, batch.nodes.items(), cleared, on_commit=on_commit)
         return min(batch.size, before)
-
-    def recent_range(self, start: int, end: int, *, max_bytes: int) -> list[bytes] | None:
-        """``get_range(..., max_bytes=...)`` from memory (:mod:`storage.recent`), or None."""
-        return self._recent.range(start, end, max_bytes, self.have.__contains__)
 
     # -- reading ----------------------------------------------------------------------------
 
