@@ -16,8 +16,9 @@ not the named chunk raises ``MalformedChunkError``: the temp file is removed (``
 and the caller refuses that version. A large version is opened and verified in a thread of its
 own, ``AHEAD`` chunks ahead of the thread that writes them (``ahead``): decryption, hashing and
 the writes (all three release the GIL) can use both cores (128 MiB written in-process at load
-~4: 1.39, 1.17 s in one thread; 1.29, 1.02 s with the opening thread). Memory: two runs of entries and ``AHEAD`` chunks at most
-(each bounded by the entry size limit), whatever the file size.
+~4: 1.39, 1.17 s in one thread; 1.29, 1.02 s with the opening thread). Memory: two runs of
+entries and ``AHEAD`` chunks at most (each bounded by the entry size limit), whatever the file
+size.
 """
 
 from __future__ import annotations
