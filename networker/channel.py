@@ -389,6 +389,10 @@ class Channel:
         if outcome is StoreOutcome.INVALID:
             rep.on_response(o, 0, 0)
             raise RemoteProtocolError(f"peer sent data that does not verify: {reason}")
+        if outcome is StoreOutcome.STALE:
+            pf.chained = False  # its later chained proofs build on this one: ask plainly
+        elif outcome is StoreOutcome.STORED and not o.chained:
+            pf.chained = True  # we hold what this peer last proved again: chain from here
         if outcome is StoreOutcome.STALE and pf.remote_length < pf.feed.known_length:
             # The peer is itself behind us: its proofs would never connect; do not ask again.
             rep.on_refused(o)

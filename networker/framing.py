@@ -1,8 +1,9 @@
 """2-byte big-endian length-prefixed frames, sans-IO.
 
-The one definition of the frame format: :func:`encode_frame` and :func:`frame_length` (the
-transport reads a header, then exactly that many bytes) and :class:`FrameDecoder` (bytes in as
-they arrive, frames out). An empty frame is a protocol error.
+The one definition of the frame format: :func:`encode_frame` (or :func:`write_header` into a
+buffer of many frames) and :func:`frame_length` (the transport reads a header, then exactly that
+many bytes) and :class:`FrameDecoder` (bytes in as they arrive, frames out). An empty frame is a
+protocol error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ def encode_frame(payload: bytes) -> bytes:
     if len(payload) > MAX_FRAME:
         raise ValueError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME}")
     return _LEN.pack(len(payload)) + payload
+
+
+def write_header(buf: bytearray, pos: int, n: int) -> None:
+    """Write the header of an ``n``-byte frame at ``buf[pos:pos + HEADER_BYTES]`` (a sender that
+    builds many frames in one buffer)."""
+    if not 0 < n <= MAX_FRAME:
+        raise ValueError(f"frame of {n} bytes is not between 1 and {MAX_FRAME}")
+    _LEN.pack_into(buf, pos, n)
 
 
 def frame_length(header: bytes) -> int:

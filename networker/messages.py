@@ -191,7 +191,11 @@ class Have:
 @dataclass(frozen=True, slots=True)
 class Request:
     """Entries ``[start, end)`` of a feed; ``known_length`` is the signed length the requester
-    holds, so that the proof can show the server's (longer) tree extends it."""
+    holds, so that the proof can show the server's (longer) tree extends it. ``chained``: the
+    requester verifies answers in the order they are sent and has taken every earlier answer of
+    this channel for this feed, so the proof is to upgrade from the longer of ``known_length``
+    and the signed length of the server's previous answer (what the requester will hold when it
+    verifies this one, though the requests were made before)."""
 
     type_id: ClassVar[int] = 5
     channel: int
@@ -200,16 +204,18 @@ class Request:
     start: int
     end: int
     known_length: int = 0
+    chained: bool = False
 
     def fields(self) -> list[Any]:
-        return [self.id, self.feed, self.start, self.end, self.known_length]
+        return [self.id, self.feed, self.start, self.end, self.known_length, self.chained]
 
     @classmethod
     def parse(cls, channel: int, f: list[Any]) -> Request:
         start, end = _int(f[2], "start"), _int(f[3], "end")
         _check(start < end, "request: start must be below end")
+        _check(type(f[5]) is bool, "chained: expected a boolean")
         return cls(channel, _int(f[0], "request id"), _key(f[1], "feed key"), start, end,
-                   _int(f[4], "known length"))
+                   _int(f[4], "known length"), f[5])
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +342,7 @@ Message = Open | Close | Feeds | Have | Request | Data | NoData | Extension | Ca
 
 _TYPES: dict[int, type[Message]] = {t.type_id: t for t in (Open, Close, Feeds, Have, Request, Data, NoData, Extension,
                                                    Call, Reply)}
-_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 2, Have: 4, Request: 5, Data: 9, NoData: 2, Extension: 2, Call: 3,
+_FIELD_COUNT = {Open: 2, Close: 1, Feeds: 2, Have: 4, Request: 6, Data: 9, NoData: 2, Extension: 2, Call: 3,
                 Reply: 3}
 
 

@@ -178,4 +178,4 @@ class Mux:
         if self.ledger.awaiting(self) >= self.max_outstanding:
             self.starved[want.peer.replicator] = None  # it may have more to ask: run it again later
         feed = want.peer.feed
-        return m.Request(ch.local_id, o.id, feed.key, want.start, want.end, feed.known_length)
+        return m.Request(ch.local_id, o.id, feed.key, want.start, want.end, feed.known_length, o.chained)

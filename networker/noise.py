@@ -14,16 +14,28 @@ split into Noise messages of at most ``MAX_PLAINTEXT`` bytes (noiseprotocol encr
 bytes but its peer then rejects the 65,551-byte ciphertext). Every Noise message goes on the
 wire behind a 2-byte length (:mod:`networker.framing`). A decrypt failure, an oversized
 message or a malformed length is fatal for the session.
+
+The handshake runs in noiseprotocol; the transport messages do not. Once the handshake is done,
+each direction's key and nonce are taken from noiseprotocol's cipher states into a
+:class:`_Direction` that calls ChaCha20-Poly1305 (``cryptography``) itself: the same messages
+on the wire (Noise's ``ENCRYPT(k, n++, ad="", plaintext)`` with the 96-bit nonce of 32 zero bits
+and ``n`` little-endian), without noiseprotocol's per-message layers and copies (it accepts
+only ``bytes``, so every slice of a large message was copied twice more). Sealing writes every
+frame of a message into one buffer (``encrypt_into``); opening keeps the parts of a message as
+views and joins them once. 256 messages of 1 MiB, sealed and opened in turn on the test machine:
+sealing 0.26 -> 0.17 s, opening 0.31 -> 0.18 s (ChaCha20-Poly1305 itself takes ~0.12 s).
 """
 
 from __future__ import annotations
 
 import struct
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 
 from .errors import HandshakeError, MessageTooLargeError, PeerKeyMismatchError, RemoteProtocolError
-from .framing import encode_frame
+from .framing import HEADER_BYTES, write_header
 from .identity import DeviceIdentity, peer_id_to_x25519
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2b"
@@ -31,6 +43,26 @@ PROLOGUE = b"cobox/1"
 MAX_PLAINTEXT = 65535 - 16
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 _LEN = struct.Struct(">I")
+_NONCE = struct.Struct("<4xQ")  # Noise's ChaChaPoly nonce: 32 zero bits, then n little-endian
+TAG_BYTES = 16
+MAX_NONCE = 2**64 - 1  # reserved by Noise: a session never uses it
+
+
+class _Direction:
+    """One direction of a finished Noise session: its ChaCha20-Poly1305 key and next nonce."""
+
+    __slots__ = ("aead", "n")
+
+    def __init__(self, key: bytes, n: int) -> None:
+        self.aead = ChaCha20Poly1305(key)
+        self.n = n
+
+    def nonce(self) -> bytes:
+        n = self.n
+        if n >= MAX_NONCE:
+            raise RemoteProtocolError("the session's nonces are used up")
+        self.n = n + 1
+        return _NONCE.pack(n)
 
 
 class NoiseSession:
@@ -53,8 +85,10 @@ class NoiseSession:
         self._noise.set_prologue(PROLOGUE)
         self._noise.start_handshake()
         self._step = 0
-        self._partial = bytearray()
+        self._parts: list[memoryview] = []  # the received parts of the message being reassembled
         self._expected = -1  # bytes still missing from the message being reassembled
+        self._tx: _Direction | None = None
+        self._rx: _Direction | None = None
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -97,6 +131,9 @@ class NoiseSession:
         if not self._noise.handshake_finished:
             raise HandshakeError("handshake did not finish")
         self.handshake_hash = bytes(self._noise.get_handshake_hash())
+        proto = self._noise.noise_protocol
+        self._tx = _Direction(proto.cipher_state_encrypt.k, proto.cipher_state_encrypt.n)
+        self._rx = _Direction(proto.cipher_state_decrypt.k, proto.cipher_state_decrypt.n)
         self.complete = True
         return out
 
@@ -115,23 +152,40 @@ class NoiseSession:
 
     # -- transport ----------------------------------------------------------------------------
 
-    def seal(self, message: bytes) -> bytes:
+    def seal(self, message: bytes) -> bytearray:
         """Encrypt one application message; return the framed bytes to write."""
         if len(message) > self.max_message_bytes:
             raise MessageTooLargeError(
                 f"message of {len(message)} bytes exceeds {self.max_message_bytes}"
             )
-        data = _LEN.pack(len(message)) + message
-        frames = []
-        for k in range(0, len(data), MAX_PLAINTEXT):
-            frames.append(encode_frame(self._noise.encrypt(bytes(data[k:k + MAX_PLAINTEXT]))))
-        return b"".join(frames)
+        tx = self._tx
+        if tx is None:
+            raise HandshakeError("the handshake is not complete")
+        total = _LEN.size + len(message)
+        frames = -(-total // MAX_PLAINTEXT)
+        out = bytearray(total + frames * (HEADER_BYTES + TAG_BYTES))
+        view = memoryview(message)
+        first = MAX_PLAINTEXT - _LEN.size
+        pieces = [_LEN.pack(len(message)) + bytes(view[:first])]
+        pieces += [view[k:k + MAX_PLAINTEXT] for k in range(first, len(message), MAX_PLAINTEXT)]
+        dest = memoryview(out)
+        pos = 0
+        for piece in pieces:
+            size = len(piece) + TAG_BYTES
+            write_header(out, pos, size)
+            pos += HEADER_BYTES
+            tx.aead.encrypt_into(tx.nonce(), piece, None, dest[pos:pos + size])
+            pos += size
+        return out
 
     def open(self, ciphertext: bytes) -> list[bytes]:
         """Decrypt one Noise message; return the application messages it completes."""
+        rx = self._rx
+        if rx is None:
+            raise RemoteProtocolError("transport message before the handshake is complete")
         try:
-            plain = self._noise.decrypt(bytes(ciphertext))
-        except Exception:
+            plain = rx.aead.decrypt(rx.nonce(), ciphertext, None)
+        except (InvalidTag, ValueError):
             raise RemoteProtocolError("a message failed to decrypt") from None
         out = []
         view = memoryview(plain)
@@ -145,11 +199,11 @@ class NoiseSession:
                 self._expected = n
                 view = view[_LEN.size:]
             take = min(self._expected, len(view))
-            self._partial += view[:take]
+            self._parts.append(view[:take])
             view = view[take:]
             self._expected -= take
             if self._expected == 0:
-                out.append(bytes(self._partial))
-                self._partial.clear()
+                out.append(b"".join(self._parts))
+                self._parts = []
                 self._expected = -1
         return out

@@ -17,6 +17,10 @@ actions; this shell runs one chain: read a message -> ``mux.receive`` -> carry o
   small and bounded by design (requests by the mux's budget, ``Have`` coalesced per tick);
 - the *server* answers the peer's requests, at most ``MAX_SERVING`` at once, from a queue of at
   most ``MAX_PEER_REQUESTS``; a peer that has more requests outstanding breaks the protocol.
+  Entries are read concurrently, but proofs are built and queued one at a time, in the order
+  they are sent, so a chained request's upgrade starts from the previous answer's tree (see
+  "Chained proofs" in :mod:`networker.replicator`); Data stores run in arrival order too (a
+  feed's puts take its lock first come, first served).
 
 :class:`~networker.replicators.Replicators` is the node-wide half of the shell (one replicator
 per feed, one request ledger, shared by all peers): it runs a replicator's ``schedule`` with
@@ -124,6 +128,7 @@ class Peer:
         self._tasks: list[asyncio.Task[None]] = []
         self._storing: set[asyncio.Task[None]] = set()
         self._store_slots = asyncio.Semaphore(MAX_STORING)
+        self._proving = asyncio.Lock()  # proofs are built and queued in the order they are sent
         self.channel_live = False  # a channel has been live on this connection (lifts the early size limit)
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -428,10 +433,24 @@ class Peer:
             return
         try:
             entries = await feed.get_range(req.start, end, max_bytes=SERVE_BYTES)
-            proof = await feed.proof(req.start, req.start + len(entries), upgrade_from=req.known_length)
         except StorageError as e:
             self.post(m.NoData(ch.local_id, req.id, e.code))
             return
-        await self._post_bulk(m.Data(ch.local_id, req.id, feed.key, req.start, tuple(entries),
-                                     proof.length, proof.signature, proof.nodes,
-                                     proof.upgrade_from, proof.upgrade))
+        # Proofs are built and queued one at a time, in the order they go out: a chained
+        # request's proof upgrades from the signed length of the answer sent just before it on
+        # this channel for this feed, which the peer (verifying in that order) will hold by then.
+        async with self._proving:
+            pf = ch.feeds.get(feed.key)
+            upgrade_from = req.known_length
+            if req.chained and pf is not None:
+                upgrade_from = max(upgrade_from, pf.sent_length)
+            try:
+                proof = await feed.proof(req.start, req.start + len(entries), upgrade_from=upgrade_from)
+            except StorageError as e:
+                self.post(m.NoData(ch.local_id, req.id, e.code))
+                return
+            await self._post_bulk(m.Data(ch.local_id, req.id, feed.key, req.start, tuple(entries),
+                                         proof.length, proof.signature, proof.nodes,
+                                         proof.upgrade_from, proof.upgrade))
+            if pf is not None:
+                pf.sent_length = proof.length

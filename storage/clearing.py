@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 ``Feed.clear(start, end)`` drops the data of the entries of a range and keeps what proofs need.
-A feed stores every tree node except the lowest ones over stored entries (``RECOMPUTED_DEPTH``:
-leaves and the parents of pairs), which ``Feed.node_hashes`` recomputes from the entries. So
+A feed stores every tree node except the lowest ones over stored small entries (leaves and the
+parents of pairs: :mod:`storage.lownodes`), which ``Feed.node_hashes`` recomputes from the entries. So
 before entries go, :func:`plan` computes, while they are still here, the leaf of every entry
 being dropped and the parent of every complete pair touching the range, and the deletion stores
 them in the same transaction (``Rows.clear_entries``, a transaction of its own); the signature

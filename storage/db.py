@@ -311,8 +311,9 @@ class Writer:
                 merged.setdefault(sql, []).extend(rows)
         try:
             if large:
-                # Blob bytes are durable before the rows that point at them commit.
-                offsets = self._blobs.append([data for _, data in large])
+                # Blob bytes are written before the rows that point at them commit, in a thread:
+                # megabytes of pwrite (and a sync) must not stall the event loop.
+                offsets = await asyncio.to_thread(self._blobs.append, [data for _, data in large])
                 for (key, data), offset, sql in zip(large, offsets, large_sql):
                     merged.setdefault(sql, []).append((key, None, offset, len(data)))
                 merged[_SET_BLOB_END] = [(self._blobs.pending_end,)]
@@ -352,7 +353,7 @@ class Writer:
         committed transaction is now in the database file (synced)."""
         self._since_checkpoint = 0
         try:
-            self._blobs.sync()
+            await asyncio.to_thread(self._blobs.sync)  # fdatasync of up to 64 MiB: off the loop
             rows = list(await self._conn.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
         except (sqlite3.Error, StorageError) as e:
             log.warning("checkpoint failed: %s", e)

@@ -59,8 +59,10 @@ from .errors import (
     StoreCorruptError,
 )
 from .events import FeedEvent
+from .lownodes import RECOMPUTED_DEPTH, recomputable
 from .proof import MAX_LENGTH, Proof, SignedTree, verify_range, verify_upgrade
 from .ranges import RangeSet
+from .recent import Recent
 from .rows import FeedRow, Rows
 
 log = logging.getLogger(__name__)
@@ -68,15 +70,6 @@ log = logging.getLogger(__name__)
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
 MAX_PUT_ENTRIES = 16384
 
-RECOMPUTED_DEPTH = 1  # nodes this low over stored entries are recomputed, not stored
-
-
-def _recomputable(i: int, start: int, end: int) -> bool:
-    """Whether node ``i`` lies over entries ``[start, end)`` and is low enough to recompute."""
-    if tree.depth(i) > RECOMPUTED_DEPTH:
-        return False
-    lo, hi = tree.leaf_span(i)
-    return start <= lo and hi <= end
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +104,7 @@ class Feed:
         self._seen = signed  # the longest signed tree checked, committed or not
         self._seen_roots: tuple[tuple[int, bytes], ...] = ()
         self._listeners: list[Callable[[FeedEvent], None]] = []
+        self._recent = Recent()  # the nodes a writer's latest commits completed, for its proofs
         self._change: asyncio.Future[FeedEvent] | None = None
 
     def __repr__(self) -> str:
@@ -194,8 +188,8 @@ class Feed:
 
     async def node_hashes(self, indices: Sequence[int]) -> dict[int, bytes]:
         """The hashes of the given tree nodes that this store knows. Nodes up to
-        ``RECOMPUTED_DEPTH`` over stored entries are not kept; they are recomputed from the
-        entries (one or two reads)."""
+        ``RECOMPUTED_DEPTH`` over stored small entries are not kept; they are recomputed from
+        the entries (one or two reads)."""
         found = await self._rows.nodes(self.id, indices)
         for i in indices:
             if i in found or tree.depth(i) > RECOMPUTED_DEPTH:
@@ -263,16 +257,18 @@ class Feed:
             self._signed = signed
             self.have.add(before.length, length)
             self.stored_bytes += sum(map(len, entries))
+            self._recent.remember_nodes([*nodes, *roots])
             self._emit(FeedEvent("append", before.length, length, length))
 
         def on_abort() -> None:
             self._pending = self._committed
             self._epoch += 1
 
-        # Leaves and their parents are not stored: the entries are, and those hashes are cheap to
-        # recompute (node_hashes); that halves the node rows.
+        # Leaves and their parents over small entries are not stored: the entries are, and those
+        # hashes are cheap to recompute (node_hashes); that halves the node rows.
+        kept = [(i, h) for i, h in nodes if not recomputable(i, before.length, entries, within=False)]
         await self._rows.write_tree(
-            self.id, before.length, entries, [(i, h) for i, h in nodes if tree.depth(i) > RECOMPUTED_DEPTH],
+            self.id, before.length, entries, kept,
             signed, on_commit=on_commit, on_abort=on_abort, is_current=lambda: self._epoch == epoch,
         )
         return length
@@ -307,9 +303,9 @@ class Feed:
             established = dict(verified.nodes)
             established.update(await self._connect(signed, verified.roots, proof, established))
             await self._check_fork(signed, established, start, end)
-            # Every node established, except the low ones over the entries stored here,
+            # Every node established, except the low ones over the small entries stored here,
             # whose hashes are recomputed from the entries when needed (node_hashes).
-            nodes = {i: h for i, h in established.items() if not _recomputable(i, start, end)}
+            nodes = {i: h for i, h in established.items() if not recomputable(i, start, entries)}
             claimed = {i: h for i, h in nodes.items() if i not in self._uncommitted}
             self._uncommitted.update(claimed)
             seen_before = (self._seen, self._seen_roots)
@@ -473,7 +469,9 @@ class Feed:
             upgrade = tree.upgrade_nodes(upgrade_from, signed.length)
         else:
             upgrade_from = 0
-        stored = await self.node_hashes(wanted + upgrade)
+        stored = self._recent.nodes(wanted + upgrade)  # a writer's recent ranges: no query
+        if len(stored) < len(set(wanted + upgrade)):
+            stored.update(await self.node_hashes([i for i in wanted + upgrade if i not in stored]))
         if len(stored) != len(set(wanted + upgrade)):
             raise ProofUnavailableError(f"tree nodes needed to prove [{start}, {end}) are missing")
         return Proof(signed.length, signed.signature, tuple((i, stored[i]) for i in wanted),

@@ -67,10 +67,12 @@ BATCH = 256  # entries released per transaction (as clearing.BATCH)
 class Rebuilder(Protocol):
     """What a layer above gives a namespace to hold entries outside the store."""
 
-    async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
+    async def rebuild(self, feed_key: bytes, seqs: Sequence[int], leaves: Sequence[bytes | None]) -> list[bytes | None]:
         """The exact stored bytes of entries ``seqs`` of ``feed_key``, in order; None for one
-        that cannot be reproduced (any more). Raises ``RebuildUnavailableError`` when it cannot
-        answer yet (nothing is lost then)."""
+        that cannot be reproduced (any more). ``leaves[k]`` is the Merkle leaf hash the entry
+        ``seqs[k]`` must have (``storage.tree.leaf_hash``; None if unknown): a rebuilder with
+        several candidates for one entry answers the one that matches. Raises
+        ``RebuildUnavailableError`` when it cannot answer yet (nothing is lost then)."""
         ...
 
 
@@ -134,13 +136,14 @@ def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
-async def _rebuild(feed: Feed, seqs: Sequence[int]) -> list[bytes | None]:
+async def _rebuild(feed: Feed, seqs: Sequence[int], leaves: dict[int, bytes]) -> list[bytes | None]:
+    """The rebuilder's answer for ``seqs``, told each entry's leaf (``leaves``: node index -> hash)."""
     rebuilder = feed.rebuilder
     if not seqs:
         return []
     if rebuilder is None:  # not set (yet: a daemon starting): the entries wait, they are not lost
         raise RebuildUnavailableError(f"no rebuilder for the entries of feed {feed.key.hex()[:16]} held outside")
-    got = await rebuilder.rebuild(feed.key, list(seqs))
+    got = await rebuilder.rebuild(feed.key, list(seqs), [leaves.get(tree.index(0, s)) for s in seqs])
     if len(got) != len(seqs):
         return [None] * len(seqs)  # a rebuilder that answers another question reproduces nothing
     return got
@@ -182,7 +185,7 @@ async def _release_batch(feed: Feed, seqs: list[int]) -> int:
     for lo, hi in runs(seqs):
         stored.update(zip(range(lo, hi), await feed.get_range(lo, hi)))
     try:
-        rebuilt = await _rebuild(feed, seqs)
+        rebuilt = await _rebuild(feed, seqs, {tree.index(0, s): tree.leaf_hash(stored[s]) for s in seqs})
     except RebuildUnavailableError:
         return 0
     matched = [s for s, r in zip(seqs, rebuilt) if r is not None and r == stored[s]]
@@ -219,8 +222,8 @@ async def read(feed: Feed, start: int, end: int, slots: Sequence[tuple[int, byte
     wanted = [seq for seq, data in slots if data is None]
     if not wanted:
         return [d for d in out if d is not None]
-    rebuilt = await _rebuild(feed, wanted)
     leaves = await feed.node_store_hashes([tree.index(0, s) for s in wanted])
+    rebuilt = await _rebuild(feed, wanted, leaves)
     lost: list[int] = []
     for seq, data in zip(wanted, rebuilt):
         if data is None or leaves.get(tree.index(0, seq)) != tree.leaf_hash(data):
@@ -288,11 +291,11 @@ async def restore(feed: Feed, seqs: Sequence[int]) -> int:
         wanted = sorted({s for s in seqs if s in feed.outside})
         for k in range(0, len(wanted), BATCH):
             batch = [s for s in wanted[k:k + BATCH] if s in feed.outside]
+            leaves = await feed._rows.nodes(feed.id, [tree.index(0, s) for s in batch])
             try:
-                rebuilt = await _rebuild(feed, batch)
+                rebuilt = await _rebuild(feed, batch, leaves)
             except RebuildUnavailableError:
                 return restored
-            leaves = await feed._rows.nodes(feed.id, [tree.index(0, s) for s in batch])
             good = [(s, d) for s, d in zip(batch, rebuilt)
                     if d is not None and leaves.get(tree.index(0, s)) == tree.leaf_hash(d)]
             size = sum(len(d) for _, d in good)

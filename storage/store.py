@@ -105,9 +105,13 @@ class Store:
             raise
         if not readonly:
             store.writer.start()
-            await store.rows.reclaim()  # extents a crash left between a clear's commit and its punch
-            if compaction.worth_it(await store.rows.unreclaimed(), blobs.end):
-                await compaction.compact(store)  # a file system that cannot punch holes
+            try:
+                await store.rows.reclaim()  # extents a crash left between a clear's commit and its punch
+                if compaction.worth_it(await store.rows.unreclaimed(), blobs.end):
+                    await compaction.compact(store)  # a file system that cannot punch holes
+            except BaseException:
+                await store.close()  # no connection thread left behind (it would hang the exit)
+                raise
         return store
 
     async def close(self) -> None:

@@ -13,15 +13,21 @@ entry is opened (XChaCha20-Poly1305 with the group key, bound to its place), dec
 (``entries.decode_chunk_entry``) and checked against its reference (size and BLAKE3 id) in the
 thread (libsodium and BLAKE3 release the GIL), and written. A reference to an entry that is
 not the named chunk raises ``MalformedChunkError``: the temp file is removed (``write_file``)
-and the caller refuses that version. Memory: two runs of entries at most (``RUN_BYTES`` each,
-bounded by the entry size limit), whatever the file size.
+and the caller refuses that version. A large version is opened and verified in a thread of its
+own, ``AHEAD`` chunks ahead of the thread that writes them (``ahead``): decryption, hashing and
+the writes (all three release the GIL) can use both cores (128 MiB written in-process at load
+~4: 1.39, 1.17 s in one thread; 1.29, 1.02 s with the opening thread). Memory: two runs of
+entries and ``AHEAD`` chunks at most (each bounded by the entry size limit), whatever the file
+size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
 
 BATCH_RUN_ENTRIES = 1024  # entries per hop for a batch of small files (``write_versions``)
 RUN_ENTRIES = 32  # chunk entries fetched per hop to the event loop (about 2.5 MiB)
+AHEAD = 32  # verified chunks the opening thread may be ahead of the writing one
+AHEAD_CHUNKS = 8  # versions of fewer chunks are opened in the writing thread itself
 
 
 def runs(refs: Sequence[ChunkRef], most: int = RUN_ENTRIES) -> list[tuple[int, int]]:
@@ -89,11 +97,59 @@ def pieces(group: Group, refs: Sequence[ChunkRef], loop: asyncio.AbstractEventLo
         ahead.cancel()
 
 
+_END = object()
+
+
+def ahead(make: Callable[[], Iterator[bytes]], depth: int = AHEAD) -> Iterator[bytes]:
+    """What ``make()`` yields, produced in a thread of its own at most ``depth`` items ahead of
+    the consumer (called in a worker thread). An exception of the producer is raised here, in
+    order; when the consumer stops early (its own error, or it is closed), the producer is told
+    to stop and is waited for."""
+    items: queue.Queue[object] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in make():
+                if not put(item):
+                    return
+        except BaseException as e:  # handed to the consumer
+            put(e)
+            return
+        put(_END)
+
+    thread = threading.Thread(target=run, name="cobox-open", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 async def write_version(group: Group, v: Version, root: Path, path: str, expect: LocalFile | None) -> LocalFile:
     """Write version ``v`` to ``root/path`` atomically (``apply.write_file``), from the store."""
     loop = asyncio.get_running_loop()
-    return await asyncio.to_thread(write_file, root, path, pieces(group, v.chunks, loop), size=v.size,
-                                   mode=v.mode, mtime=v.mtime, expect=expect)
+    data = pieces(group, v.chunks, loop) if len(v.chunks) < AHEAD_CHUNKS else \
+        ahead(lambda: pieces(group, v.chunks, loop))
+    return await asyncio.to_thread(write_file, root, path, data, size=v.size, mode=v.mode, mtime=v.mtime,
+                                   expect=expect)
 
 
 async def write_versions(group: Group, items: Sequence[tuple[Version, str, LocalFile | None]],

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 
 from storage.errors import RebuildUnavailableError
 from storage.outside import runs
+from storage.tree import leaf_hash
 
 from ..entries import encode_chunk, seal
 from .chunking import chunk_id
@@ -89,7 +90,9 @@ class ChunkIndex:
         self.sync = sync
         self.ready = asyncio.Event()  # set once built from the state read at start
         self._by_path: dict[str, tuple[Synced, list[tuple[Key, Place]]]] = {}
-        self._at: dict[Key, list[Place]] = {}
+        # Per chunk entry, its places by path: a file that repeats one chunk thousands of times
+        # (zeros, sparse images) is dropped in one step, not one list search per place.
+        self._at: dict[Key, dict[str, list[Place]]] = {}
         self._seen: tuple[int, int, int] | None = None  # (marks, clock, versions) at the last refresh
         self._unmerged = False  # a synced path's version was not in the state yet: look again
 
@@ -97,7 +100,7 @@ class ChunkIndex:
         return len(self._at)
 
     def places(self, feed: bytes, seq: int) -> list[Place]:
-        return self._at.get((feed, seq), [])
+        return [p for places in self._at.get((feed, seq), {}).values() for p in places]
 
     def held(self) -> list[Key]:
         return list(self._at)
@@ -106,7 +109,7 @@ class ChunkIndex:
         """The chunks whose every indexed place is in one of ``paths``."""
         paths = set(paths)
         keys = {key for p in paths if p in self._by_path for key, _ in self._by_path[p][1]}
-        return {key for key in keys if all(place.path in paths for place in self._at.get(key, ()))}
+        return {key for key in keys if all(path in paths for path in self._at.get(key, {}))}
 
     def refresh(self) -> bool:
         """Bring the index up to date with the folder's ``Synced`` records and merged state
@@ -134,17 +137,17 @@ class ChunkIndex:
             for c in v.chunks:
                 place = Place(path, offset, c.size, c.id)
                 placed.append(((c.feed, c.seq), place))
-                self._at.setdefault((c.feed, c.seq), []).append(place)
+                self._at.setdefault((c.feed, c.seq), {}).setdefault(path, []).append(place)
                 offset += c.size
             self._by_path[path] = (s, placed)
         return True
 
     def _drop(self, path: str) -> None:
         _, placed = self._by_path.pop(path)
-        for key, place in placed:
+        for key in {key for key, _ in placed}:
             at = self._at.get(key)
             if at is not None:
-                at.remove(place)
+                at.pop(path, None)
                 if not at:
                     del self._at[key]
 
@@ -157,7 +160,7 @@ class FolderRebuilder:
         self._key = key
         self.calls = 0  # rebuild requests answered (tests count them)
 
-    async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
+    async def rebuild(self, feed_key: bytes, seqs: Sequence[int], leaves: Sequence[bytes | None]) -> list[bytes | None]:
         index = self.index
         if not index.ready.is_set():
             try:
@@ -168,23 +171,31 @@ class FolderRebuilder:
         self.calls += 1
         places = [index.places(feed_key, s) for s in seqs]
         root = str(index.sync.root)
-        out = await asyncio.to_thread(_rebuild, root, self._key, feed_key, list(seqs), places)
+        out = await asyncio.to_thread(_rebuild, root, self._key, feed_key, list(seqs), places, list(leaves))
         missed = [k for k, r in enumerate(out) if r is None]
         if missed and index.refresh():  # a file recorded, written or moved since: look again once
             again = await asyncio.to_thread(_rebuild, root, self._key, feed_key, [seqs[k] for k in missed],
-                                            [index.places(feed_key, seqs[k]) for k in missed])
+                                            [index.places(feed_key, seqs[k]) for k in missed],
+                                            [leaves[k] for k in missed])
             for k, r in zip(missed, again):
                 out[k] = r
+        if not index.sync.settled.is_set() and any(r is None for r in out):
+            # The folder is moving or replacing files right now, and the index learns where
+            # their chunks went only once each action is marked: a miss now proves nothing.
+            # Answer later (the entries stay held) rather than lose them.
+            raise RebuildUnavailableError("the folder is applying changes: ask again later")
         return out
 
 
-def _rebuild(root: str, key: bytes, feed_key: bytes, seqs: list[int],
-             places: list[list[Place]]) -> list[bytes | None]:  # in a worker thread
-    """Read each chunk from the first place that still holds it and seal its entry."""
+def _rebuild(root: str, key: bytes, feed_key: bytes, seqs: list[int], places: list[list[Place]],
+             leaves: list[bytes | None]) -> list[bytes | None]:  # in a worker thread
+    """Read each chunk from the first place that still holds it and seal its entry; with the
+    entry's leaf known, only a sealed entry with that leaf counts (a hostile member's op may
+    claim another chunk at the same place: that place is passed over, not trusted)."""
     fds: dict[str, int | None] = {}
     out: list[bytes | None] = []
     try:
-        for seq, candidates in zip(seqs, places):
+        for seq, candidates, leaf in zip(seqs, places, leaves, strict=True):
             found: bytes | None = None
             for p in candidates:
                 fd = fds.get(p.path, -1)
@@ -201,8 +212,10 @@ def _rebuild(root: str, key: bytes, feed_key: bytes, seqs: list[int],
                 except OSError:
                     continue
                 if len(data) == p.size and chunk_id(data) == p.id:
-                    found = seal(key, feed_key, seq, encode_chunk(data))
-                    break
+                    sealed = seal(key, feed_key, seq, encode_chunk(data))
+                    if leaf is None or leaf_hash(sealed) == leaf:
+                        found = sealed
+                        break
             out.append(found)
     finally:
         for fd in fds.values():
@@ -269,9 +282,9 @@ async def keep_history(sync: FolderSync, paths: Sequence[str], keep: Iterable[Ch
     version's, which the new file holds), so the replaced version stays in the history this
     device keeps (prune expires it by the folder's retention). Returns the bytes stored again."""
     index = index_of(sync)
-    if not index.ready.is_set() or not paths:
+    if not paths:
         return 0
-    index.refresh()
+    index.refresh()  # built or not: the state was read (a round's first step), the records are loaded
     kept = {(c.feed, c.seq) for c in keep}
     by_feed: dict[bytes, list[int]] = {}
     for feed_key, seq in index.only_in(paths) - kept:

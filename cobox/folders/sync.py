@@ -107,6 +107,8 @@ class FolderSync:
         self._stopping = False
         self._synced: dict[str, Synced] = {}
         self.marks = 0  # changes of _synced so far (cobox.folders.single watches it)
+        self.settled = asyncio.Event()  # clear while a round moves, writes or removes files (single.py)
+        self.settled.set()
         self._wake = asyncio.Event()
         self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
         self._tasks: list[asyncio.Task[None]] = []
@@ -256,30 +258,34 @@ class FolderSync:
         puts = [a for a in actions if isinstance(a, RecordPut) and not dirs.handles(a)]
         small: list[Download] = []  # small downloads are written in batches
         new_dirs = [a for a in actions if isinstance(a, RecordPut) and dirs.handles(a)]
-        for a in actions:
-            if dirs.handles(a):  # a directory: made or removed here, recorded all together (dirs.py)
-                if not isinstance(a, RecordPut):
-                    await self._act_one(a)
-                continue
-            if isinstance(a, RecordPut):
-                continue  # all together, below
-            if isinstance(a, Download) and not self._available(a.version):
-                waiting += 1
-                waiting_bytes += a.version.size
-                continue
-            if isinstance(a, Download) and a.version.size <= SMALL_FILE:
-                small.append(a)
-                if len(small) < SMALL_BATCH:
+        self.settled.clear()
+        try:
+            for a in actions:
+                if dirs.handles(a):  # a directory: made or removed here, recorded all together (dirs.py)
+                    if not isinstance(a, RecordPut):
+                        await self._act_one(a)
                     continue
+                if isinstance(a, RecordPut):
+                    continue  # all together, below
+                if isinstance(a, Download) and not self._available(a.version):
+                    waiting += 1
+                    waiting_bytes += a.version.size
+                    continue
+                if isinstance(a, Download) and a.version.size <= SMALL_FILE:
+                    small.append(a)
+                    if len(small) < SMALL_BATCH:
+                        continue
+                if small:
+                    await self._download_small(small)
+                    if small[-1] is a:
+                        small = []
+                        continue
+                    small = []
+                await self._act_one(a)
             if small:
                 await self._download_small(small)
-                if small[-1] is a:
-                    small = []
-                    continue
-                small = []
-            await self._act_one(a)
-        if small:
-            await self._download_small(small)
+        finally:
+            self.settled.set()
         t_act = time.monotonic()
         try:
             await dirs.record_all(self, new_dirs)

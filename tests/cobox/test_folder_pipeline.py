@@ -12,12 +12,17 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from cobox.entries import decode_chunk_entry, encode_op
+from cobox.errors import MalformedChunkError, MalformedRecordError
 from cobox.folders import stream
-from cobox.folders.fetch import runs
-from cobox.folders.model import ChunkRef
+from cobox.folders.chunking import chunk_id
+from cobox.folders.fetch import AHEAD_CHUNKS, ahead, runs
+from cobox.folders.model import ChunkRef, Put
 from storage.feed import Feed
 
-from .hostile import connect, members_fixture  # noqa: F401 - the fixture "members"
+from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
+
+T = int(time.time()) * 10**9
 
 
 def digests(root: Path) -> dict[str, bytes]:
@@ -192,3 +197,65 @@ async def test_an_append_that_comes_between_sealing_and_appending_moves_the_batc
     for seq in range(feed.length):
         assert a.group.open(feed.key, seq, await feed.get(seq)) is not None, seq
     assert [a.group.open(feed.key, first + k, await feed.get(first + k)) for k in range(4)] == batch
+
+
+def test_ahead_yields_in_order_bounded_and_stops_with_its_consumer() -> None:
+    made: list[int] = []
+
+    def make():  # type: ignore[no-untyped-def]
+        for k in range(10_000):
+            made.append(k)
+            yield bytes([k % 256])
+
+    assert list(ahead(lambda: iter([b"a", b"b", b"c"]))) == [b"a", b"b", b"c"]
+    it = ahead(make, depth=4)
+    assert [next(it) for _ in range(5)] == [bytes([k]) for k in range(5)]
+    it.close()  # the consumer stops: the producer thread is told to and is waited for
+    assert len(made) <= 5 + 4 + 1
+
+
+def test_ahead_hands_the_producers_error_to_the_consumer_in_order() -> None:
+    def make():  # type: ignore[no-untyped-def]
+        yield b"one"
+        raise MalformedChunkError("chunk 00 does not match its id")
+
+    got = []
+    try:
+        for piece in ahead(make):
+            got.append(piece)
+    except MalformedChunkError as e:
+        assert "does not match" in str(e)
+    else:
+        raise AssertionError("the error was lost")
+    assert got == [b"one"]
+
+
+async def test_a_large_version_with_one_miswired_chunk_is_refused_and_leaves_no_temp_file(members):
+    """A hostile member's Put names the real chunks of a 3 MiB file, but one in the middle
+    points at its log entry: the receiver (opening in a thread ahead of the writer) refuses the
+    version with the reason, removes its temp file, and syncs the rest."""
+    victim, attacker = await members("victim"), await members("attacker")
+    (attacker.root / "real.bin").write_bytes(os.urandom(3 << 20))
+    await attacker.sync.round()
+    feed = attacker.feed
+    refs = []
+    for seq in range(feed.length):
+        plain = attacker.group.open(feed.key, seq, await feed.get(seq))
+        try:
+            chunk = decode_chunk_entry(plain) if plain is not None else None
+        except MalformedRecordError:
+            continue
+        if chunk is not None:
+            refs.append(ChunkRef(chunk_id(chunk), feed.key, seq, len(chunk)))
+    assert len(refs) >= 2 * AHEAD_CHUNKS
+    log_seq = await attacker.group.append("a log entry, not a chunk")
+    refs[len(refs) // 2] = ChunkRef(chunk_id(b"x"), feed.key, log_seq, 1)
+    size = sum(r.size for r in refs)
+    await attacker.write(encode_op(Put("evil.bin", size, 0o644, T, tuple(refs), 2, attacker.id, None)))
+    connect(victim, attacker)
+    await victim.caught_up(attacker)
+    await victim.sync.round()
+    assert tree(victim.root) == {"real.bin": (attacker.root / "real.bin").read_bytes()}
+    failed = victim.sync.status()["failed"]
+    assert [f["path"] for f in failed] == ["evil.bin"] and "not a chunk" in failed[0]["reason"]
+    assert not [p for p in victim.root.rglob("*") if p.name.startswith(".cobox-tmp-")]

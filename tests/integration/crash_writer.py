@@ -36,7 +36,7 @@ def content(feed_key: bytes, seq: int) -> bytes:
 class Content:
     """The rebuilder of release mode."""
 
-    async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
+    async def rebuild(self, feed_key: bytes, seqs: Sequence[int], leaves: Sequence[bytes | None]) -> list[bytes | None]:
         return [content(feed_key, s) for s in seqs]
 
 

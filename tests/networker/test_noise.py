@@ -132,3 +132,28 @@ def test_all_zero_ephemeral_key_is_a_handshake_error():
     r = NoiseSession(B, initiator=False)
     with pytest.raises(HandshakeError):
         r.receive_handshake(bytes(32))
+
+
+@pytest.mark.parametrize("size", [0, 100, 65515, 65516, 300_000])
+def test_transport_messages_are_noiseprotocols_own(size):
+    """The transport does its own ChaCha20-Poly1305 calls: the frames must be exactly what
+    noiseprotocol's transport (kept untouched in each session) seals and opens."""
+    msg = os.urandom(size)
+    i, r = handshake()
+    frames = unframe(i.seal(msg))
+    plain = b"".join(bytes(r._noise.decrypt(f)) for f in frames)  # the library's own decrypt
+    assert plain == len(msg).to_bytes(4, "big") + msg
+    i, r = handshake()
+    data = len(msg).to_bytes(4, "big") + msg
+    got = []
+    for k in range(0, len(data), 65519):
+        got += r.open(bytes(i._noise.encrypt(data[k:k + 65519])))  # the library's own encrypt
+    assert got == [msg]
+
+
+def test_a_replayed_frame_is_fatal():
+    i, r = handshake()
+    frame = unframe(i.seal(b"one"))[0]
+    assert r.open(frame) == [b"one"]
+    with pytest.raises(RemoteProtocolError, match="decrypt"):
+        r.open(frame)  # the nonce moved on: the same ciphertext no longer opens

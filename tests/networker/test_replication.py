@@ -289,3 +289,82 @@ async def test_answers_out_of_order_while_the_writer_appends(make_device):
     if held:
         await ca._outbox.put(held.pop())
     await until(lambda: has_feed(b, fa.key, fa.length), timeout=20, what="every entry, despite stale answers")
+
+
+def count_outcomes(monkeypatch) -> dict:
+    """Record every store outcome the replicas report (``Channel.stored``), by outcome."""
+    from networker import channel as c
+
+    seen: dict = {}
+    original = c.Channel.stored
+
+    def stored(self, o, outcome, *args, **kwargs):
+        seen[outcome] = seen.get(outcome, 0) + 1
+        return original(self, o, outcome, *args, **kwargs)
+
+    monkeypatch.setattr(c.Channel, "stored", stored)
+    return seen
+
+
+async def test_chained_answers_while_the_writer_appends_are_never_stale(make_device, monkeypatch):
+    """The writer appends (a new signed tree each time) while the reader has many requests in
+    flight. Each answer is proved from the tree of the answer before it (``Request.chained``), so
+    the reader, verifying in order, takes every one: none is thrown away as stale and fetched
+    again (before chaining, most were while a large file was being recorded)."""
+    from networker.channel import StoreOutcome
+
+    seen = count_outcomes(monkeypatch)
+    a, b = await make_device("a"), await make_device("b")
+    fa = await a.group.create_feed()
+    await fa.append([os.urandom(3000) for _ in range(40)])
+    connect(a, b)
+    for _ in range(80):
+        await fa.append([os.urandom(3000) for _ in range(8)])
+        await asyncio.sleep(0.001)
+    await until(lambda: has_feed(b, fa.key, fa.length) and b.feed(fa.key).length == fa.length,
+                timeout=20, what="every entry")
+    assert seen.get(StoreOutcome.STORED, 0) > 10
+    assert seen.get(StoreOutcome.STALE, 0) == 0, seen
+    assert await replica(b, fa.key).get_range(0, fa.length) == await fa.get_range(0, fa.length)
+
+
+async def test_a_broken_chain_falls_back_to_plain_requests_and_chains_again(make_device, monkeypatch):
+    """A peer whose answers the reader could not take (here one is swapped with the next, so
+    the reader moves past the tree it was proved from) would break every later chained proof:
+    the reader then asks plainly until an answer is taken, then chains again."""
+    from networker.channel import StoreOutcome
+
+    seen = count_outcomes(monkeypatch)
+    a, b = await make_device("a"), await make_device("b")
+    fa = await a.group.create_feed()
+    ca, cb = memory_pair(a.id, b.id, buffer=1000)
+    swapped: list[bytes] = []
+
+    def swap_once(d: bytes) -> bytes | None:
+        if swapped or msgpack.unpackb(d)[0] != m.Data.type_id or fa.length < 30:
+            return d
+        swapped.append(d)  # held back, sent after the next Data (which overtakes it)
+        return None
+
+    def release(d: bytes) -> bytes | None:
+        if swapped and msgpack.unpackb(d)[0] == m.Data.type_id:
+            ca._outbox.put_nowait(d)
+            ca.tap = None
+            return swapped[0]
+        return d
+
+    ca.tap = swap_once
+    a.node.add_connection(ca)
+    b.node.add_connection(cb)
+    for _ in range(60):
+        await fa.append([os.urandom(2000) for _ in range(3)])
+        if swapped and ca.tap is swap_once:
+            ca.tap = release
+        await asyncio.sleep(0.002)
+    await until(lambda: has_feed(b, fa.key, fa.length) and b.feed(fa.key).length == fa.length,
+                timeout=20, what="every entry, despite the broken chain")
+    assert swapped, "no answer was swapped"
+    assert seen.get(StoreOutcome.STALE, 0) >= 1, seen
+    peer = next(iter(b.node.peers.values()))
+    pf = next(ch for ch in peer.channels.values()).feeds[fa.key]
+    assert pf.chained, "the reader never went back to chained requests"

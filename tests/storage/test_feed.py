@@ -457,3 +457,37 @@ async def test_stored_bytes_and_tree_hash_at(open_store: OpenStore) -> None:
     await store.close()
     store = await open_store("w")
     assert store.feed(src.key).stored_bytes == 20015
+
+
+async def test_proofs_over_large_entries_read_no_entry(open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large entries keep their leaf and pair hashes (writer and replica alike): a proof for a
+    range next to them is built from node rows, never by reading a 64 KiB entry back."""
+    from storage.lownodes import LOW_NODE_BYTES
+
+    src = await (await open_store("w")).create_feed()
+    entries = [bytes([k]) * LOW_NODE_BYTES for k in range(13)]
+    await src.append(entries[:5])
+    await src.append(entries[5:])  # the pair (4, 5) closes across two appends
+    dst = await (await open_store("r")).open_feed(src.key)
+    await deliver(src, dst, 0, 13)
+    expected = ref_root_hash(entries)
+    reads: list[tuple[int, int]] = []
+    for feed in (src, dst):
+        def no_read(start: int, end: int, **_: object) -> list[bytes]:
+            reads.append((start, end))
+            raise AssertionError("a proof read entries back")
+        monkeypatch.setattr(feed, "get_range", no_read)
+        for start, end in [(3, 5), (5, 6), (1, 2), (6, 13), (0, 13)]:
+            proof = await feed.proof(start, end)
+            verified = verify_range(src.key, start, entries[start:end], proof)
+            assert verified.signed.tree_hash == expected
+        monkeypatch.undo()
+    assert reads == []
+
+
+async def test_small_entries_still_recompute_their_low_nodes(open_store: OpenStore) -> None:
+    src = await (await open_store("w")).create_feed()
+    await src.append([b"x" * 100] * 7 + [b"y" * 5000])  # one large entry: its leaf and pair stay
+    stored = {k & ((1 << 42) - 1) for (k,) in await src._rows.read("SELECT key FROM nodes")}
+    low = {i for i in stored if tree.depth(i) <= 1}
+    assert low == {14, 13}  # leaf 7 and the pair (6, 7)

@@ -32,7 +32,7 @@ class Files:
     def keep(self, feed_key: bytes, data: Sequence[bytes], start: int = 0) -> None:
         self.copy.update(((feed_key, start + k), e) for k, e in enumerate(data))
 
-    async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
+    async def rebuild(self, feed_key: bytes, seqs: Sequence[int], leaves: Sequence[bytes | None]) -> list[bytes | None]:
         self.calls.append((feed_key, tuple(seqs)))
         return [self.copy.get((feed_key, s)) for s in seqs]
 
@@ -197,7 +197,8 @@ async def test_a_rebuilder_not_ready_loses_nothing(open_store: OpenStore) -> Non
     feed, data, files, _ = await _released(store, 6, 1000)
 
     class NotYet:
-        async def rebuild(self, feed_key: bytes, seqs: Sequence[int]) -> list[bytes | None]:
+        async def rebuild(self, feed_key: bytes, seqs: Sequence[int],
+                          leaves: Sequence[bytes | None]) -> list[bytes | None]:
             raise RebuildUnavailableError("starting")
 
     store.set_rebuilder("g", NotYet())

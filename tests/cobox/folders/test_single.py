@@ -273,3 +273,97 @@ async def test_unbinding_the_folder_stores_its_entries_again(members) -> None:
     os.remove(a.root / "data.bin")  # the files may go now: the store holds everything again
     entries = await a.feed.get_range(0, a.feed.length)
     assert len(entries) == a.feed.length and a.group.stored_bytes() >= 2 * MiB
+
+
+# -- what the review found: a hostile claim at one place, a busy folder, a repeated chunk ------
+
+def test_a_place_claiming_another_chunk_at_the_same_entry_is_passed_over(tmp_path) -> None:
+    """A hostile member's op may name entry (feed, 5) as a chunk it is not; a local file then
+    indexes that entry with another chunk's bytes. The rebuild knows the entry's leaf and takes
+    only the place whose sealed entry has it: the right chunk, whatever the order."""
+    from cobox.entries import encode_chunk, seal
+    from cobox.folders.chunking import chunk_id
+    from storage.tree import leaf_hash
+
+    key, feed = os.urandom(32), os.urandom(32)
+    right, wrong = os.urandom(5000), os.urandom(5000)
+    (tmp_path / "right.bin").write_bytes(right)
+    (tmp_path / "wrong.bin").write_bytes(wrong)
+    entry = seal(key, feed, 5, encode_chunk(right))
+    places = [single.Place("wrong.bin", 0, len(wrong), chunk_id(wrong)),
+              single.Place("right.bin", 0, len(right), chunk_id(right))]
+    out = single._rebuild(str(tmp_path), key, feed, [5], [places], [leaf_hash(entry)])
+    assert out == [entry]
+    # Only the wrong place left: nothing (missing), never the wrong bytes.
+    assert single._rebuild(str(tmp_path), key, feed, [5], [places[:1]], [leaf_hash(entry)]) == [None]
+
+
+class _Sync:
+    """What the index reads of a folder: its Synced records and merged state."""
+
+    def __init__(self, root, state, synced) -> None:  # type: ignore[no-untyped-def]
+        self.root, self.state, self._synced, self.marks = root, state, synced, 0
+        import asyncio
+
+        self.settled = asyncio.Event()
+        self.settled.set()
+
+
+def _state_with(paths: dict[str, int], ref):  # type: ignore[no-untyped-def]
+    """A merged state where each path's version repeats the chunk ``ref`` ``n`` times."""
+    from cobox.folders.merge import FolderState
+    from cobox.folders.model import Put, Stamp
+    from cobox.folders.plan import Synced
+
+    ops = [Put(path, n * ref.size, 0o644, 1, (ref,) * n, k + 1, b"d" * 32, None)
+           for k, (path, n) in enumerate(paths.items())]
+    state = FolderState.merge(ops)
+    synced = {}
+    for op in ops:
+        v = state.versions[op.path][op.stamp]
+        synced[op.path] = Synced(Stamp(op.clock, op.author), op.size, op.mtime, v.content)
+    return state, synced
+
+
+def test_a_file_repeating_one_chunk_is_dropped_from_the_index_in_one_step(tmp_path) -> None:
+    """Zeros or a sparse image repeat one chunk thousands of times under one entry: dropping
+    such a file must not search a list once per place (quadratic, the loop blocked for tens of
+    seconds at 20,000 places). 100,000 places each; the test's timeout bounds it."""
+    from cobox.folders.model import ChunkRef
+
+    ref = ChunkRef(os.urandom(32), os.urandom(32), 7, 16 * 1024)
+    state, synced = _state_with({"a.img": 100_000, "b.img": 100_000}, ref)
+    sync = _Sync(tmp_path, state, synced)
+    index = single.ChunkIndex(sync)  # type: ignore[arg-type]
+    index.refresh()
+    assert len(index.places(ref.feed, ref.seq)) == 200_000
+    assert index.only_in(["a.img"]) == set() and index.only_in(["a.img", "b.img"]) == {(ref.feed, ref.seq)}
+    del sync._synced["a.img"]
+    sync.marks += 1
+    index.refresh()
+    at = index.places(ref.feed, ref.seq)
+    assert len(at) == 100_000 and {p.path for p in at} == {"b.img"}
+    assert index.only_in(["b.img"]) == {(ref.feed, ref.seq)}
+
+
+async def test_a_miss_while_the_folder_moves_files_is_answered_later_not_lost(tmp_path) -> None:
+    """While a round moves or replaces files the index lags behind them: a rebuild that misses
+    then raises RebuildUnavailableError (the entry stays held), and once the round is done the
+    same miss is a real one (None: lost)."""
+    import pytest
+
+    from cobox.folders.model import ChunkRef
+    from storage.errors import RebuildUnavailableError
+
+    ref = ChunkRef(os.urandom(32), os.urandom(32), 3, 4096)
+    state, synced = _state_with({"moved.bin": 1}, ref)  # indexed at a path that no longer holds it
+    sync = _Sync(tmp_path, state, synced)
+    index = single.ChunkIndex(sync)  # type: ignore[arg-type]
+    index.refresh()
+    index.ready.set()
+    rebuilder = single.FolderRebuilder(index, os.urandom(32))
+    sync.settled.clear()  # a round is applying its actions
+    with pytest.raises(RebuildUnavailableError):
+        await rebuilder.rebuild(ref.feed, [ref.seq], [None])
+    sync.settled.set()
+    assert await rebuilder.rebuild(ref.feed, [ref.seq], [None]) == [None]
