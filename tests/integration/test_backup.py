@@ -56,6 +56,11 @@ async def test_seed_serves_a_newcomer_and_cannot_read(daemons, tmp_path):
     # A goes away; B joins for the first time and gets everything from S alone.
     await ok(a.home, "log", "append", "g", "after the seed synced")
     await ok(s.home, "sync", "wait", name, "--timeout", "20")
+
+    async def all_six() -> bool:  # `sync wait` cannot wait for an entry S has not heard of yet
+        return json.loads(await ok(s.home, "seed", "list", "--json"))[0]["feeds"][0]["length"] == 1 + 6
+
+    assert await poll(all_six, 30), "the seed never held the sixth entry"
     await a.stop()
     b = await daemons("b")
     await ok(b.home, "group", "join", uri)
