@@ -33,7 +33,8 @@ run: $(RUN_STAMP)
 test: deps $(TEST_STAMP)
 	$(BIN)/ruff check cobox networker storage tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m 'not slow and not alone'
+	$(BIN)/python -m pytest -q -m 'alone and not slow'
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check cobox networker storage tests bench
