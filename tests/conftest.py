@@ -12,6 +12,7 @@ changes nothing the tests see but the time their processes take to start.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,13 @@ import pytest
 if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
     del os.environ["PYTHONDONTWRITEBYTECODE"]
     os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / f"cobox-tests-pycache-{os.getuid()}")
+
+# A background job of a non-interactive shell (``cmd &``, ``nohup``) starts with SIGINT ignored, and
+# an ignored signal stays ignored in every child: a daemon or a ``log cat --follow`` that a test
+# interrupts with SIGINT would never see it. The tests and their children get the SIGINT a terminal
+# gives (Python's KeyboardInterrupt), however the run was launched.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Tests that measure this machine's responsiveness (a loop-lag bound the issue asks for): `make test`
 # runs them after the parallel run, on their own (``-m alone``), so that the other pytest-xdist

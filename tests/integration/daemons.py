@@ -1,4 +1,5 @@
-"""Run real cobox daemons and CLI commands as separate processes, for the end-to-end tests."""
+"""Run real cobox daemons (separate processes) and CLI commands (client commands in this process, see
+:mod:`tests.integration.inproc`; the rest as processes), for the end-to-end tests."""
 
 from __future__ import annotations
 
