@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine with Python 3.11+ and make:
 #   make run   -- create .venv, install cobox (only what the daemon needs), run it
 #   make test  -- also install the test and bench extras and the system packages the tests need
-#                 (.ci/deps: Debian's chromium), then lint and run the suite
+#                 (.ci/deps: Debian's chromium), then lint and run the suite on every core (pytest-xdist)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -33,7 +33,8 @@ run: $(RUN_STAMP)
 test: deps $(TEST_STAMP)
 	$(BIN)/ruff check cobox networker storage tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m 'not slow and not alone'
+	$(BIN)/python -m pytest -q -m 'alone and not slow'
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check cobox networker storage tests bench

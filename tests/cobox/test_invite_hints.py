@@ -12,8 +12,9 @@ from cobox.errors import InvalidURIError
 from cobox.uri import MAX_HINTS, MAX_URI, RELAYED_ROOM, Invite, parse_invite
 from networker.encoding import encode_key
 
-KEY = os.urandom(32)
-PEER = encode_key(os.urandom(32))
+# Fixed keys: they show in the parameter ids, which must be the same in every pytest-xdist worker.
+KEY = bytes(range(32))
+PEER = encode_key(bytes(range(32, 64)))
 ADDR = f"tcp:198.18.0.1:47100~noise:{PEER}"
 ADDR6 = f"tcp:[2001:db8::1]:47100~noise:{PEER}"
 

@@ -1,4 +1,5 @@
-"""Run real cobox daemons and CLI commands as separate processes, for the end-to-end tests."""
+"""Run real cobox daemons (separate processes) and CLI commands (client commands in this process, see
+:mod:`tests.integration.inproc`; the rest as processes), for the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from tests.integration.inproc import in_process, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_DISCOVERY = ["--no-lan", "--no-dht"]
@@ -22,6 +26,17 @@ def env() -> dict[str, str]:
 
 
 async def cli(home: Path, *args: str, stdin: bytes | None = None, timeout: float = 60) -> tuple[int, str, str]:
+    """``cobox --home HOME ARGS``: (exit code, stdout, stderr). A client command runs in this process
+    (:mod:`tests.integration.inproc`: same entry point, streams and outcome, no interpreter start);
+    the rest, and every command when ``COBOX_TESTS_CLI_PROCESS`` is set, in a new process."""
+    if in_process(args, ROOT):
+        return await run_cli(["--home", str(home), *args], stdin, timeout)
+    return await cli_process(home, *args, stdin=stdin, timeout=timeout)
+
+
+async def cli_process(home: Path, *args: str, stdin: bytes | None = None,
+                      timeout: float = 60) -> tuple[int, str, str]:
+    """``cobox --home HOME ARGS`` as a new ``python -m cobox.cli`` process."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cobox.cli", "--home", str(home), *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -97,3 +112,15 @@ class Daemon:
         self.proc.kill()
         await self.proc.wait()
         await self._drain
+
+
+async def poll(check: Callable[[], Awaitable[object]], timeout: float = 60.0, every: float = 0.2) -> bool:
+    """Call ``check`` (a few CLI commands) until it returns something true, every ``every``
+    seconds for at most ``timeout`` seconds; whether it did. Bounded by time, not by a number of
+    calls: an in-process command takes milliseconds, a process hundreds of them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(every)
+    return True

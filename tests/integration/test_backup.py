@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.daemons import cli, ok
+from tests.integration.daemons import cli, ok, poll
 
 MARKER = "plaintext-marker-7f3a9c"
 
@@ -40,9 +40,7 @@ async def test_seed_serves_a_newcomer_and_cannot_read(daemons, tmp_path):
         st = await backup_status(a.home)
         return bool(st) and st[0]["backed_up"] and st[0]["feeds"][0]["held"] == 6
 
-    for _ in range(200):
-        if await backed_up():
-            break
+    await poll(backed_up)
     assert await backed_up()
     # Backed up means audited: S answered for every one of the 6 entries (fewer than 90).
     audit = (await backup_status(a.home))[0]["feeds"][0]["audit"]
@@ -58,6 +56,11 @@ async def test_seed_serves_a_newcomer_and_cannot_read(daemons, tmp_path):
     # A goes away; B joins for the first time and gets everything from S alone.
     await ok(a.home, "log", "append", "g", "after the seed synced")
     await ok(s.home, "sync", "wait", name, "--timeout", "20")
+
+    async def all_six() -> bool:  # `sync wait` cannot wait for an entry S has not heard of yet
+        return json.loads(await ok(s.home, "seed", "list", "--json"))[0]["feeds"][0]["length"] == 1 + 6
+
+    assert await poll(all_six, 30), "the seed never held the sixth entry"
     await a.stop()
     b = await daemons("b")
     await ok(b.home, "group", "join", uri)
@@ -88,9 +91,7 @@ async def test_quota_stops_the_seed_and_deletes_nothing(daemons):
         seeds[:] = json.loads(await ok(s.home, "seed", "list", "--json"))
         return seeds[0]["quota_full"]
 
-    for _ in range(100):
-        if await full():
-            break
+    await poll(full)
     assert await full()
     held = seeds[0]["stored_bytes"]
     assert 10 * 1024 <= held < 8 * 3000
@@ -98,10 +99,11 @@ async def test_quota_stops_the_seed_and_deletes_nothing(daemons):
     await ok(a.home, "log", "append", "g", "more")
     st = await backup_status(a.home)
     assert st and not st[0]["backed_up"]
-    for _ in range(50):
-        st = await backup_status(a.home)
-        if st[0]["quota_full"]:
-            break
+    async def told_full() -> bool:
+        st[:] = await backup_status(a.home)
+        return st[0]["quota_full"]
+
+    await poll(told_full)
     assert st[0]["quota_full"]
     assert json.loads(await ok(s.home, "seed", "list", "--json"))[0]["stored_bytes"] == held
     assert "REACHED" in await ok(s.home, "seed", "list")
@@ -145,10 +147,14 @@ async def test_keys_backup_and_restore_on_a_fresh_home(daemons):
                    stdin=password)
     assert a_id[:16] in out
     # The daemon restarts under the recovered identity and rejoins the group.
-    for _ in range(100):
+    answers: list[str] = []
+
+    async def restarted() -> bool:
         rc, out, _ = await cli(fresh.home, "status", "--json")
-        if rc == 0 and json.loads(out)["peer_id"] == a_id:
-            break
-    status = json.loads(out)
+        answers[:] = [out]
+        return rc == 0 and json.loads(out)["peer_id"] == a_id
+
+    await poll(restarted)
+    status = json.loads(answers[0])
     assert status["peer_id"] == a_id and [g["name"] for g in status["groups"]] == ["g"]
     assert (await ok(fresh.home, "group", "invite", "g")).strip().split("?")[0] == uri.split("?")[0]

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from networker import decode_key
-from tests.integration.daemons import cli, ok
+from tests.integration.daemons import cli, ok, poll
 from tests.integration.test_backup import MARKER, files_contain
 
-POLL = 200  # bounded polls of a CLI command (each a process: well over the waits needed)
+WAIT = 120.0  # seconds a poll of CLI commands goes on (well over the waits needed, on 2 shared cores)
 
 
 async def seeds(home) -> list[dict]:
@@ -27,10 +27,8 @@ async def invites(home) -> list[dict]:
 
 
 async def until(check, what: str) -> None:
-    for _ in range(POLL):
-        if await check():
-            return
-    raise AssertionError(f"never: {what}")
+    if not await poll(check, WAIT):
+        raise AssertionError(f"never: {what}")
 
 
 @pytest.mark.timeout(300)  # a few dozen CLI processes on 2 shared cores
@@ -143,11 +141,12 @@ async def test_revoke_stops_new_data_says_so_and_clears_after_the_grace(daemons)
         return b["state"] == "revoked" and b["receipts"] is not None and b["receipts"]["quota_full"]
 
     await until(revoked_told, "the member learns of the revoke (statement and receipts)")
-    for _ in range(POLL):
+    async def cleared() -> bool:
         now = await seeds(h.home)
-        if not now:
-            break
-        assert now[0]["stored_bytes"] == before  # no new data until it is cleared
+        assert not now or now[0]["stored_bytes"] == before  # no new data until it is cleared
+        return not now
+
+    await poll(cleared, WAIT)
     assert await seeds(h.home) == []
     assert (await invites(h.home))[0]["revoked"]
     # The member's data is all still there; the revoked invite adds nothing again.

@@ -11,11 +11,25 @@ import sys
 
 import aiohttp
 
-from tests.integration.daemons import ROOT, cli, env, ok
+from tests.integration.daemons import ROOT, cli, env, ok, poll
 
 
 async def log_texts(home) -> list[str]:
     return [json.loads(line)["text"] for line in (await ok(home, "log", "cat", "g", "--json")).splitlines()]
+
+
+async def log_becomes(home, expected: list[str], timeout: float = 30.0) -> list[str]:
+    """The log's texts once they are ``expected`` (polled for at most ``timeout`` s), else the last
+    ones read. Right after ``sync wait`` an entry just appended on another device may still be on
+    its way: ``sync wait`` cannot wait for an entry it has not heard of yet."""
+    seen: list[str] = []
+
+    async def check() -> bool:
+        seen[:] = await log_texts(home)
+        return seen == expected
+
+    await poll(check, timeout)
+    return seen
 
 
 async def test_two_devices_share_a_log_and_survive_a_kill(daemons, tmp_path):
@@ -26,10 +40,10 @@ async def test_two_devices_share_a_log_and_survive_a_kill(daemons, tmp_path):
     await ok(b.home, "peers", "add", await a.address())
     await ok(a.home, "log", "append", "g", "from a")
     await ok(b.home, "sync", "wait", "g", "--timeout", "20")
-    assert await log_texts(b.home) == ["from a"]
+    assert await log_becomes(b.home, ["from a"]) == ["from a"]
     await ok(b.home, "log", "append", "g", "-", stdin=b"from b via stdin")
     await ok(a.home, "sync", "wait", "g", "--timeout", "20")
-    assert await log_texts(a.home) == ["from a", "from b via stdin"]
+    assert await log_becomes(a.home, ["from a", "from b via stdin"]) == ["from a", "from b via stdin"]
 
     # B is killed; A writes meanwhile; B restarts with everything and catches up.
     await b.kill()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from tests.integration.daemons import cli, ok
-from tests.integration.test_cli import log_texts
+from tests.integration.test_cli import log_becomes, log_texts
 
 
 async def carries(home, peer_id: str, group: str) -> bool:
@@ -23,6 +23,7 @@ async def test_a_paused_group_stops_new_entries_and_stays_paused_across_a_restar
         await ok(d.home, "peers", "add", await a.address())
     await ok(a.home, "log", "append", "g", "one")
     await ok(b.home, "sync", "wait", "g", "--timeout", "20")
+    assert await log_becomes(b.home, ["one"]) == ["one"]  # before the pause
     a_id, b_id = (await a.status())["peer_id"], (await b.status())["peer_id"]
 
     assert "paused group g" in await ok(b.home, "pause", "g")
@@ -32,7 +33,7 @@ async def test_a_paused_group_stops_new_entries_and_stays_paused_across_a_restar
     assert not await carries(b.home, a_id, "g") and not await carries(a.home, b_id, "g")
     await ok(a.home, "log", "append", "g", "two")
     await ok(c.home, "sync", "wait", "g", "--timeout", "20")
-    assert await log_texts(c.home) == ["one", "two"]
+    assert await log_becomes(c.home, ["one", "two"]) == ["one", "two"]
     assert await log_texts(b.home) == ["one"]
 
     # B restarts: still paused; the connection comes back, the group's channel does not.
@@ -42,7 +43,7 @@ async def test_a_paused_group_stops_new_entries_and_stays_paused_across_a_restar
     await ok(b.home, "peers", "add", await a.address())
     await ok(a.home, "log", "append", "g", "three")
     await ok(c.home, "sync", "wait", "g", "--timeout", "20")
-    assert await log_texts(c.home) == ["one", "two", "three"]
+    assert await log_becomes(c.home, ["one", "two", "three"]) == ["one", "two", "three"]
     assert not await carries(b.home, a_id, "g")
     assert await log_texts(b.home) == ["one"]
 
@@ -81,5 +82,5 @@ async def test_a_paused_device_is_not_connected_and_limits_survive_a_restart(dae
     await ok(b.home, "peers", "add", await a.address())
     await ok(a.home, "log", "append", "g", "hello")
     await ok(b.home, "sync", "wait", "g", "--timeout", "20")
-    assert await log_texts(b.home) == ["hello"]
+    assert await log_becomes(b.home, ["hello"]) == ["hello"]
     assert json.loads(await ok(b.home, "limits", "--reset", "--json"))["source"] == "config"
