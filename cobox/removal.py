@@ -440,6 +440,11 @@ class Epochs:
         for feed in group.feeds():
             done = self._done.setdefault(feed.key, RangeSet())
             before = _prefix(done)
+            # Entries cleared or held outside the store were folder chunks (only those are
+            # pruned or released): never epoch records. Counting them as scanned keeps the saved
+            # prefix moving past them, so a restart does not rescan (rebuild) the rest.
+            for lo, hi in [*feed.cleared, *feed.outside]:
+                done.add(lo, hi)
             for start, end in list(feed.have):
                 for gap_start, gap_end in done.missing(start, end):
                     seq = gap_start

@@ -142,3 +142,38 @@ async def test_concurrent_removals_by_two_members_end_in_one_epoch(members, chai
     texts = sorted(e.text for e in await hb.current.log())
     assert texts == ["a before", "after", "b before", "c before", "d before"]
     assert all(m.store.feeds(union.namespace) == [] for m in (c, d))
+
+
+async def test_the_epoch_scan_passes_over_cleared_and_released_entries_and_saves_past_them() -> None:
+    """Entries a prune cleared or single copy released are folder chunks, never epoch records:
+    the scan reads none of the released ones (that would rebuild them from the files) and its
+    saved prefix moves past both, so a restart does not scan (rebuild) the rest again."""
+    from types import SimpleNamespace
+
+    from cobox.removal import Epochs
+    from storage import RangeSet
+
+    asked: list[tuple[int, int]] = []
+    saved: dict[str, bytes] = {}
+
+    class Feed:
+        key = b"k" * 32
+        have = RangeSet([(0, 10), (20, 40)])
+        cleared = RangeSet([(10, 20)])
+        outside = RangeSet([(20, 30)])
+
+        async def get_range(self, start: int, end: int, max_bytes: int = 0) -> list[bytes]:
+            asked.append((start, end))
+            return [b"sealed entry"] * (end - start)
+
+    class Store:
+        async def put_record(self, scope: str, key: str, value: bytes) -> None:
+            saved[key] = value
+
+    epochs = object.__new__(Epochs)
+    epochs._done = {}
+    epochs.host = SimpleNamespace(store=Store())
+    epochs.genesis = SimpleNamespace(namespace="ns")
+    await epochs._scan(SimpleNamespace(feeds=lambda: [Feed()]))  # type: ignore[arg-type]
+    assert asked == [(0, 10), (30, 40)]
+    assert saved == {Feed.key.hex(): b"40"}
