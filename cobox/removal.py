@@ -65,7 +65,7 @@ from networker import DeviceIdentity, GroupKeys, RemoteProtocolError
 from storage import Feed, RangeSet, Store
 
 from . import admission, netview
-from .entries import is_epoch_entry
+from .entries import EPOCH_MAGIC, is_epoch_entry
 from .entries_epoch import EpochRecord, decode_epoch
 from .epochs import (
     EPOCH_NOTICE,
@@ -80,11 +80,11 @@ from .epochs import (
     verify,
 )
 from .errors import AdmissionError, MalformedEpochRecordError, RemovalError, UsageError
-from .grouplog import READ_BYTES
 from .groups import Group
 from .uri import MAX_CHAIN
 
 log = logging.getLogger(__name__)
+SCAN_ENTRIES = 4096  # entries whose first bytes the epoch scan reads per query
 MAX_NOTICE = 16  # records in one notice
 GIVEN_SCOPE = "epochgiven"  # :ORIGIN -> the chain of epoch secrets an invite gave (msgpack list of lists)
 
@@ -447,16 +447,14 @@ class Epochs:
                 done.add(lo, hi)
             for start, end in list(feed.have):
                 for gap_start, gap_end in done.missing(start, end):
-                    seq = gap_start
-                    while seq < gap_end:
-                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
-                        if not batch:
-                            break
-                        for k, data in enumerate(batch):
-                            if is_epoch_entry(data):
-                                await self._found(group, feed.key, seq + k, data)
-                        seq += len(batch)
-                        done.add(gap_start, seq)
+                    # Only each entry's first bytes are read: a record starts with its magic,
+                    # and the chunks a scan passes over are most of a group's bytes.
+                    for seq in range(gap_start, gap_end, SCAN_ENTRIES):
+                        hi = min(seq + SCAN_ENTRIES, gap_end)
+                        for k, head in await feed.prefixes(seq, hi, len(EPOCH_MAGIC)):
+                            if is_epoch_entry(head):
+                                await self._found(group, feed.key, k, await feed.get(k))
+                        done.add(gap_start, hi)
             after = _prefix(done)
             if after != before:
                 await self.host.store.put_record(self._scan_scope, feed.key.hex(), str(after).encode())

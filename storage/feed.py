@@ -423,6 +423,14 @@ class Feed:
             raise EntryMissingError(f"entry {seq} of feed {self.key.hex()[:16]} is not stored")
         return data
 
+    async def prefixes(self, start: int, end: int, n: int) -> list[tuple[int, bytes]]:
+        """``(seq, its first n bytes)`` of the entries of ``[start, end)`` held here, in order,
+        without reading the rest (what a scan for a magic needs); b"" for an entry held outside
+        the store (it is rebuilt only when read)."""
+        if start >= end:
+            return []
+        return await self._rows.prefixes(self.id, start, end, n)
+
     async def entry_sizes(self, start: int, end: int) -> list[int]:
         """The stored sizes of entries ``[start, end)`` (all of them must be stored), without
         reading their bytes."""

@@ -195,6 +195,17 @@ class Rows:
         rows = await self.read(sql.SLOTS, (base | start, base | end))
         return [(row[0] & SEQ_MASK, self._data((row[1], row[2], row[3]))) for row in rows]
 
+    async def prefixes(self, feed_id: int, start: int, end: int, n: int) -> list[tuple[int, bytes]]:
+        """``(seq, first n bytes)`` of every row of ``[start, end)``, in order, without reading
+        the rest of any entry (b"" for one held outside the store)."""
+        base = feed_id << KEY_SHIFT
+        out = []
+        for key, head, offset in await self.read(sql.PREFIXES, (n, base | start, base | end)):
+            if head is None:
+                head = self._blobs.read(offset, n) if offset is not None else b""
+            out.append((key & SEQ_MASK, bytes(head)))
+        return out
+
     async def entry_sizes(self, feed_id: int, start: int, end: int) -> list[int]:
         """The sizes of the stored entries of ``[start, end)``, in order."""
         base = feed_id << KEY_SHIFT

@@ -32,6 +32,7 @@ SCOPES = "SELECT DISTINCT scope FROM records ORDER BY scope"
 
 ENTRY = "SELECT data, blob_offset, blob_size FROM entries WHERE key = ?"
 ENTRIES = "SELECT data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key"
+PREFIXES = "SELECT key, substr(data, 1, ?), blob_offset FROM entries WHERE key >= ? AND key < ? ORDER BY key"
 ENTRY_SIZES = "SELECT COALESCE(blob_size, length(data)) FROM entries WHERE key >= ? AND key < ? ORDER BY key"
 NODES_BETWEEN = "SELECT key, hash FROM nodes WHERE key BETWEEN ? AND ?"
 FEEDS = (

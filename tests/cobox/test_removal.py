@@ -146,7 +146,8 @@ async def test_concurrent_removals_by_two_members_end_in_one_epoch(members, chai
 
 async def test_the_epoch_scan_passes_over_cleared_and_released_entries_and_saves_past_them() -> None:
     """Entries a prune cleared or single copy released are folder chunks, never epoch records:
-    the scan reads none of the released ones (that would rebuild them from the files) and its
+    the scan reads none of the released ones (that would rebuild them from the files), only the
+    first bytes of the others, and its
     saved prefix moves past both, so a restart does not scan (rebuild) the rest again."""
     from types import SimpleNamespace
 
@@ -162,9 +163,9 @@ async def test_the_epoch_scan_passes_over_cleared_and_released_entries_and_saves
         cleared = RangeSet([(10, 20)])
         outside = RangeSet([(20, 30)])
 
-        async def get_range(self, start: int, end: int, max_bytes: int = 0) -> list[bytes]:
+        async def prefixes(self, start: int, end: int, n: int) -> list[tuple[int, bytes]]:
             asked.append((start, end))
-            return [b"sealed entry"] * (end - start)
+            return [(k, b"a sealed entry"[:n]) for k in range(start, end)]
 
     class Store:
         async def put_record(self, scope: str, key: str, value: bytes) -> None:

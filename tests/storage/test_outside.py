@@ -249,3 +249,22 @@ async def test_a_lost_replica_entry_is_missing_but_not_cleared(open_store: OpenS
     assert 3 not in dst.have and not dst.cleared and 3 not in dst.outside
     await deliver(src, dst, 3, 4)
     assert 3 in dst.have and 3 not in dst.outside and await dst.get(3) == data[3]
+
+
+async def test_prefixes_read_the_first_bytes_of_stored_entries_and_nothing_of_outside_ones(
+    open_store: OpenStore,
+) -> None:
+    """What the epoch scan reads (``Feed.prefixes``): inline and blob-file entries give their
+    first bytes without the rest; an entry held outside the store gives b"" and is not rebuilt."""
+    store = await open_store()
+    files = Files()
+    store.set_rebuilder("g", files)
+    feed = await store.create_feed("g")
+    small, big = b"small entry bytes", os.urandom(64 * 1024)
+    await feed.append([small, big, b"x"])
+    files.keep(feed.key, [small, big, b"x"])
+    assert await feed.prefixes(0, 3, 8) == [(0, small[:8]), (1, big[:8]), (2, b"x")]
+    assert await feed.release([(1, 2)]) == len(big)
+    calls = len(files.calls)
+    assert await feed.prefixes(0, 3, 8) == [(0, small[:8]), (1, b""), (2, b"x")]
+    assert len(files.calls) == calls  # nothing rebuilt for a prefix
