@@ -5,25 +5,15 @@ rebuilt from A's files and verified against A's signed tree."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 
 from blake3 import blake3
 
-from tests.integration.daemons import ok
+from tests.integration.daemons import ok, poll
 from tests.integration.test_leave import store_bytes
 
 SIZE = 8 * 1024 * 1024
-
-
-async def until(check, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_a_member_keeps_one_copy_and_a_new_member_gets_every_file(daemons, tmp_path):
@@ -41,7 +31,7 @@ async def test_a_member_keeps_one_copy_and_a_new_member_gets_every_file(daemons,
         disk = json.loads(await ok(a.home, "folder", "status", "g", "--json"))["disk"]
         return disk.get("outside_bytes", 0) >= SIZE and disk["stored_bytes"] < SIZE // 10
 
-    await until(released, "a to release the chunk entries its files hold")
+    assert await poll(released, timeout=90), "timed out waiting for a to release the chunk entries its files hold"
     assert store_bytes(a.home) < 0.1 * (SIZE + 5000) + 4 * 1024 * 1024  # the database's few MB floor
     assert "more in your files" in await ok(a.home, "folder", "status", "g")
     b = await daemons("b")
@@ -52,6 +42,6 @@ async def test_a_member_keeps_one_copy_and_a_new_member_gets_every_file(daemons,
     async def got_all() -> bool:
         return all((fb / n).exists() and (fb / n).stat().st_size == len(d) for n, d in files.items())
 
-    await until(got_all, "b to get every file")
+    assert await poll(got_all, timeout=90), "timed out waiting for b to get every file"
     for name, data in files.items():
         assert blake3((fb / name).read_bytes()).digest() == blake3(data).digest()

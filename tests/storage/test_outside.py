@@ -37,6 +37,22 @@ class Files:
         return [self.copy.get((feed_key, s)) for s in seqs]
 
 
+async def _released_replica(open_store: OpenStore, n: int):  # type: ignore[no-untyped-def]
+    """A writer's feed of ``n`` entries in store "a", replicated whole to store "b", whose
+    rebuilder (``Files``) holds them all and which released them all."""
+    a, b = await open_store("a"), await open_store("b")
+    src = await a.create_feed("g")
+    data = entries(n)
+    await src.append(data)
+    files = Files()
+    b.set_rebuilder("g", files)
+    dst = await b.open_feed(src.key, "g")
+    await deliver(src, dst, 0, n)
+    files.keep(src.key, data)
+    assert await dst.release([(0, n)]) == sum(map(len, data))
+    return src, dst, data, files
+
+
 def entries(n: int, size: int = 1000) -> list[bytes]:
     return [os.urandom(size) + k.to_bytes(4, "big") for k in range(n)]
 
@@ -166,16 +182,7 @@ async def test_clear_and_delete_handle_outside_entries(open_store: OpenStore) ->
 
 
 async def test_a_put_of_an_outside_entry_keeps_it_outside(open_store: OpenStore) -> None:
-    a, b = await open_store("a"), await open_store("b")
-    src = await a.create_feed("g")
-    data = entries(8)
-    await src.append(data)
-    files = Files()
-    b.set_rebuilder("g", files)
-    dst = await b.open_feed(src.key, "g")
-    await deliver(src, dst, 0, 8)
-    files.keep(src.key, data)
-    assert await dst.release([(0, 8)]) == sum(map(len, data))
+    src, dst, data, files = await _released_replica(open_store, 8)
     await deliver(src, dst, 2, 5)
     assert list(dst.outside) == [(0, 8)] and dst.stored_bytes == 0
     assert await dst.get_range(0, 8) == data
@@ -233,16 +240,7 @@ async def test_restore_stores_released_entries_again(tmp_path: Path) -> None:
 async def test_a_lost_replica_entry_is_missing_but_not_cleared(open_store: OpenStore) -> None:
     """A replica's entry lost here was not dropped on purpose: it leaves have but not into
     cleared, so the replicator fetches it back; a put stores it again, as a stored entry."""
-    a, b = await open_store("a"), await open_store("b")
-    src = await a.create_feed("g")
-    data = entries(6)
-    await src.append(data)
-    files = Files()
-    b.set_rebuilder("g", files)
-    dst = await b.open_feed(src.key, "g")
-    await deliver(src, dst, 0, 6)
-    files.keep(src.key, data)
-    await dst.release([(0, 6)])
+    src, dst, data, files = await _released_replica(open_store, 6)
     files.copy[(src.key, 3)] = b"changed"
     with pytest.raises(EntryMissingError):
         await dst.get(3)
