@@ -16,7 +16,8 @@ folder) until B's folder holds the same number of files and bytes. Cases:
   (what A's daemon sent meanwhile, framing and all) (``--edit-mb`` MiB file; 0: not run).
 
 One JSON line per case and round (``bench: "folder"``): ``seconds_to_converge``, ``mb_per_s``,
-``files_per_s``, each daemon's ``peak_rss_mb`` (VmHWM from /proc), and ``rsync_seconds`` (``rsync
+``files_per_s``, each daemon's ``peak_rss_mb`` (VmHWM from /proc) and ``cpu_s`` (user + system CPU seconds
+while the clock ran, from /proc), and ``rsync_seconds`` (``rsync
 -a`` of the same tree between two local directories, when rsync is installed). With Syncthing
 installed (``--syncthing auto``), its reference bench (``bench_syncthing.py``, searched beside
 the repository in ``shared/reference-bench`` or given with ``--syncthing-bench``) runs the same
@@ -58,6 +59,12 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_files(root: Path) -> tuple[int, int]:
@@ -145,13 +152,16 @@ async def case(tmp: Path, name: str, fill: Callable[[Path], None], profile: Path
         await ok(b.home, "folder", "add", "g", str(db))
         await ok(b.home, "peers", "add", await a.address())
         await connected(b)
+        assert a.proc is not None and b.proc is not None
+        cpu0 = cpu_seconds(a.proc.pid), cpu_seconds(b.proc.pid)
         t0 = time.perf_counter()
         await ok(a.home, "folder", "add", "g", str(da), timeout=3600)
         took = await converged(db, (files, size), t0)
-        assert a.proc is not None and b.proc is not None
         rows.append(dict(bench="folder", case=name, files=files, bytes=size, seconds_to_converge=round(took, 2),
                          mb_per_s=round(size / took / 1e6, 1), files_per_s=round(files / took, 1),
                          a_peak_rss_mb=peak_rss_mb(a.proc.pid), b_peak_rss_mb=peak_rss_mb(b.proc.pid),
+                         a_cpu_s=round(cpu_seconds(a.proc.pid) - cpu0[0], 2),
+                         b_cpu_s=round(cpu_seconds(b.proc.pid) - cpu0[1], 2),
                          rsync_seconds=rsync_seconds(da, tmp)))
         report(**rows[-1])
         if edit:
