@@ -23,7 +23,9 @@ installed (``--syncthing auto``), its reference bench (``bench_syncthing.py``, s
 the repository in ``shared/reference-bench`` or given with ``--syncthing-bench``) runs the same
 case right after ours, alternately for ``--rounds`` rounds, its rows carrying
 ``bench: "folder-syncthing"``; then one ``bench: "folder-vs-syncthing"`` line per case gives both
-medians and ``ratio`` (Syncthing's seconds / ours: above 1, cobox is faster).
+medians and ``ratio`` (Syncthing's seconds / ours: above 1, cobox is faster). The reference's
+command line has no ``mixed`` case: ``bench/_syncthing_cases.py`` runs its ``case()`` with the
+same tree.
 
 ``--profile DIR`` runs both daemons under pyinstrument (``bench/_profiled.py``): the event
 loop thread's profile and the process CPU time go to ``DIR/<case>-a.txt`` and ``-b.txt``.
@@ -204,9 +206,13 @@ def syncthing_case(script: Path, name: str, args: argparse.Namespace) -> dict[st
     """One case of the Syncthing reference bench (its own process); its JSON row."""
     sizes = {"one-large-file": ["--big-mb", str(args.big_mb), "--small", "0"],
              "small-files": ["--big-mb", "0", "--small", str(args.small)]}
-    if name not in sizes:
+    if name == "mixed":  # not on the reference's command line: its case() with our tree
+        command = [sys.executable, str(REPO / "bench" / "_syncthing_cases.py"), str(script), "mixed", str(args.mixed)]
+    elif name in sizes:
+        command = [sys.executable, str(script), *sizes[name]]
+    else:
         return None
-    out = subprocess.run([sys.executable, str(script), *sizes[name]], check=True, capture_output=True, text=True)
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     report(**row)
     return row
