@@ -11,9 +11,11 @@ reference without storing them again); log entries and fillers are checked and p
 first valid profile of a device names its conflict copies (``FolderState.names``);
 anything else, or anything malformed, is refused and counted against the feed's owner
 (``Group.refuse``); the chunk entries this device appends itself are noted by the sender and
-skipped (``skip``), not decrypted again. Entries held outside the store (``feed.outside``,
-released by ``cobox.folders.single``) are not read at all: they were verified chunk entries
-when they were released, so they count as read chunk entries without being rebuilt.
+skipped (``skip``), not decrypted again. The chunks of other members' feeds go to the
+folder's ``spool`` too (``spool.py``: a large new file written as its chunks arrive). Entries
+held outside the store (``feed.outside``, released by ``cobox.folders.single``) are not read at
+all: they were verified chunk entries when they were released, so they count as read chunk
+entries without being rebuilt.
 Operations are folded into ``state`` (``FolderState.update``, incremental) at most
 ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole read, so
 one reader runs at a time and ``FolderSync`` can plan on a settled state.
@@ -42,6 +44,7 @@ from ..errors import MalformedProfileError, MalformedRecordError
 from .chunking import chunk_id
 from .merge import FolderState
 from .model import ChunkRef, Op
+from .spool import Spool
 
 if TYPE_CHECKING:
     from ..groups import Group
@@ -61,6 +64,7 @@ class OpReader:
         self._ops: list[Op] = []  # decoded, not merged yet
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._forgotten = 0  # how many cleared entries dedup was last told to forget
+        self.spool: Spool | None = None  # other members' runs of chunks, written ahead (spool.py)
 
     async def read(self) -> FolderState:
         """Merge every folder operation of the group read so far, reading new entries first.
@@ -142,25 +146,39 @@ class OpReader:
         """Note one entry: an operation (returns True), one of our chunks, or something else.
         A refused entry is counted against the feed's owner and skipped."""
         author = self.group.owner(feed.key)
-        if author is None or is_epoch_entry(data):
-            return False  # not an admitted feed, or a device removal (cobox.removal)
+        if author is None:
+            return False  # not an admitted feed
+        if is_epoch_entry(data):  # a device removal (cobox.removal)
+            if self.spool is not None:
+                self.spool.other(feed.key, seq)
+            return False
         plain = self.group.open(feed.key, seq, data)
         if plain is None:
             self.group.refuse(feed.key, seq, "does not decrypt with the group key")
+            if self.spool is not None:
+                self.spool.other(feed.key, seq)
             return False
+        spool = None if feed.writable else self.spool
         try:
             obj = unpack(plain)
-            if is_folder_record(obj):
-                self._ops.append(op_from(obj, author=author, seq=seq))
-                return True
-            kind = record_type(obj)
+            kind = None if is_folder_record(obj) else record_type(obj)
             if kind == "chunk":
                 chunk = decode_chunk(obj)
                 self.chunk_entries.setdefault(feed.key, RangeSet()).add(seq, seq + 1)
                 if feed.writable:
                     cid = chunk_id(chunk)
                     self.own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
-            elif kind == "filler":
+                elif spool is not None:
+                    spool.chunk(feed.key, seq, chunk)
+                    spool = None
+                return False
+            if spool is not None:
+                spool.other(feed.key, seq)
+                spool = None
+            if kind is None:
+                self._ops.append(op_from(obj, author=author, seq=seq))
+                return True
+            if kind == "filler":
                 if set(obj) != {"type"}:
                     raise MalformedRecordError("a filler entry with fields")
             elif kind == "log":
@@ -176,4 +194,6 @@ class OpReader:
                 raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
         except MalformedRecordError as e:
             self.group.refuse(feed.key, seq, str(e))
+        if spool is not None:  # refused: it ends the run too
+            spool.other(feed.key, seq)
         return False
