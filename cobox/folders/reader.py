@@ -12,7 +12,9 @@ first valid profile of a device names its conflict copies (``FolderState.names``
 anything else, or anything malformed, is refused and counted against the feed's owner
 (``Group.refuse``); the chunk entries this device appends itself are noted by the sender and
 skipped (``skip``), not decrypted again. The chunks of other members' feeds go to the
-folder's ``spool`` too (``spool.py``: a large new file written as its chunks arrive). Entries
+folder's ``spool`` too (``spool.py``: a large new file written as its chunks arrive), in order
+of place: the held entries after a hole in such a feed are read once the hole fills, or
+``HOLD`` seconds later (``_hold``). Entries
 held outside the store (``feed.outside``, released by ``cobox.folders.single``) are not read at
 all: they were verified chunk entries when they were released, so they count as read chunk
 entries without being rebuilt.
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from storage import RangeSet
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
+HOLD = 2.0  # seconds a hole in a spooled feed is waited for before reading past it
 MERGE_BATCH = 5_000  # decoded operations merged at once (bounds memory and GC work when catching up)
 FREEZE_OPS = 1_000  # a merge of at least this many operations freezes what it built (see read)
 
@@ -65,6 +70,8 @@ class OpReader:
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._forgotten = 0  # how many cleared entries dedup was last told to forget
         self.spool: Spool | None = None  # other members' runs of chunks, written ahead (spool.py)
+        self.on_hold: Callable[[float], None] | None = None  # wake the folder after that many seconds
+        self._holes: dict[bytes, tuple[int, float]] = {}  # feed -> (held entries after a hole, since)
 
     async def read(self) -> FolderState:
         """Merge every folder operation of the group read so far, reading new entries first.
@@ -89,6 +96,8 @@ class OpReader:
                         done.add(gap_start, gap_end)
                         self.chunk_entries.setdefault(feed.key, RangeSet()).add(gap_start, gap_end)
                 for start, end in list(feed.have):
+                    if self._hold(feed, done, start):
+                        break
                     for gap_start, gap_end in done.missing(start, end):
                         seq = gap_start
                         while seq < gap_end:
@@ -102,6 +111,23 @@ class OpReader:
             await self._merge_pending()
             self._forget_cleared()
         return self.state
+
+    def _hold(self, feed: Any, done: RangeSet, start: int) -> bool:
+        """Whether to stop reading ``feed`` before its held entries from ``start`` on, for now:
+        the entries just before are missing (replication stores a few out of order) and the
+        folder spools this feed (``spool.py`` wants a run's entries in order). A hole is waited
+        for at most ``HOLD`` seconds (then it is read past: it may never fill), and the folder
+        is woken then (``on_hold``)."""
+        if (self.spool is None or feed.writable or start == 0 or start - 1 in done
+                or start - 1 in feed.cleared or not self.spool.enabled()):
+            return False
+        now = time.monotonic()
+        seen = self._holes.get(feed.key)
+        if seen is None or seen[0] != start:
+            self._holes[feed.key] = seen = (start, now)
+            if self.on_hold is not None:
+                self.on_hold(HOLD)
+        return now - seen[1] < HOLD
 
     def _forget_cleared(self) -> None:
         """Dedup must not reuse a chunk whose entry was cleared here (``cobox.folders.prune``):

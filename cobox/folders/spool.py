@@ -26,8 +26,9 @@ again would write. Anything else (a version starting elsewhere: its first chunks
 against older ones, or in the middle of a run) is left to the normal path, which reads the
 store.
 
-Replication may store a feed's entries a little out of order (several requests in flight), so
-the spool takes each feed's entries in order of place (``Order``): one that comes early waits
+Replication may store a feed's entries a little out of order (several requests in flight); the
+reader waits a moment for a hole to fill (``OpReader._hold``), and the spool takes each feed's
+entries in order of place (``Order``): one that still comes early waits
 (at most ``REORDER_BYTES`` of chunks and ``REORDER_ENTRIES`` entries) for the ones before it; a
 gap that does not fill within those bounds, or within ``WAIT`` seconds, ends the run and is
 passed over. Only entries stored since the folder started are spooled (``begin``): what a
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 FILE_AFTER = 8 * 1024 * 1024  # a run is held in memory up to this size, then written to a temp file
 MAX_RUNS = 4  # runs kept at once (feeds sending large files at the same time)
 WAIT = 30.0  # seconds an ended run waits for its claim, and a gap for its entries
-REORDER_BYTES = 16 * 1024 * 1024  # chunks held at most while earlier entries are missing
+REORDER_BYTES = 4 * 1024 * 1024  # chunks held at most while earlier entries are missing
 REORDER_ENTRIES = 4096  # entries held at most while earlier ones are missing
 CHECK_EVERY = 64 * 1024 * 1024  # bytes written between checks of the free space
 SPOOL_PREFIX = f"{TMP_PREFIX}spool-"

@@ -99,6 +99,7 @@ class FolderSync:
         self.reader = OpReader(group)
         self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
         self.reader.spool = self.spool = Spool(root, self._room, lambda: self.gate.kind is not FolderKind.SEND_ONLY)
+        self.reader.on_hold = lambda delay: asyncio.get_running_loop().call_later(delay, self.wake)
         self.pending_downloads = 0
         self.pending_bytes = 0
         self.error = ""  # why the last round failed ("" once a round succeeds)

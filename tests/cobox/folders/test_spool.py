@@ -6,11 +6,13 @@ normal way, and nothing a run does is left behind."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 from blake3 import blake3
 
 from cobox.errors import FileChangedError
+from cobox.folders import reader as reader_mod
 from cobox.folders import spool as spool_mod
 from cobox.folders.apply import finish_file
 from cobox.folders.chunking import chunk_id
@@ -18,6 +20,7 @@ from cobox.folders.model import ChunkRef
 from cobox.folders.plan import LocalFile
 from cobox.folders.spool import Spool
 from cobox.folders.sync import FolderSync
+from storage import RangeSet
 from tests.helpers import until
 
 from ..hostile import (
@@ -249,3 +252,23 @@ def test_finish_file_appends_the_rest_and_checks_like_any_download(tmp_path) -> 
     with pytest.raises(FileChangedError):
         finish_file(tmp_path, "d/f.bin", tmp, [], size=9, mode=0o644, mtime=1, expect=LocalFile(1, 1, 0o644))
     assert not tmp.exists() and (tmp_path / "d/f.bin").read_bytes() == b"head-tail"
+
+
+def test_the_reader_waits_a_moment_for_a_hole_in_a_spooled_feed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    r = reader_mod.OpReader(None)  # type: ignore[arg-type]
+    woken: list[float] = []
+    r.on_hold = woken.append
+    feed = SimpleNamespace(key=FEED, writable=False, cleared=RangeSet())
+    done = RangeSet([(0, 5)])
+    assert not r._hold(feed, done, 7)  # no spool: read on
+    r.spool = Spool(tmp_path, lambda n: True)
+    assert not r._hold(feed, done, 5)  # nothing missing before 5
+    now = [1000.0]
+    monkeypatch.setattr(reader_mod.time, "monotonic", lambda: now[0])
+    assert r._hold(feed, done, 7) and woken == [reader_mod.HOLD]  # 5 and 6 missing: wait, and be woken
+    now[0] += reader_mod.HOLD / 2
+    assert r._hold(feed, done, 7) and woken == [reader_mod.HOLD]
+    now[0] += reader_mod.HOLD
+    assert not r._hold(feed, done, 7)  # it may never fill: read past it
+    assert not r._hold(SimpleNamespace(key=FEED, writable=False, cleared=RangeSet([(5, 7)])), done, 7)
+    assert not r._hold(SimpleNamespace(key=OTHER, writable=True, cleared=RangeSet()), done, 7)
