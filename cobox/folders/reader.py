@@ -13,8 +13,8 @@ anything else, or anything malformed, is refused and counted against the feed's 
 (``Group.refuse``); the chunk entries this device appends itself are noted by the sender and
 skipped (``skip``), not decrypted again. The chunks of other members' feeds go to the
 folder's ``spool`` too (``spool.py``: a large new file written as its chunks arrive), in order
-of place: the held entries after a hole in such a feed are read once the hole fills, or
-``HOLD`` seconds later (``_hold``). Entries
+of place: the held entries after a hole where a spooled run goes on are read once the hole
+fills, or ``HOLD`` seconds later (``_hold``). Entries
 held outside the store (``feed.outside``, released by ``cobox.folders.single``) are not read at
 all: they were verified chunk entries when they were released, so they count as read chunk
 entries without being rebuilt.
@@ -71,7 +71,7 @@ class OpReader:
         self._forgotten = 0  # how many cleared entries dedup was last told to forget
         self.spool: Spool | None = None  # other members' runs of chunks, written ahead (spool.py)
         self.on_hold: Callable[[float], None] | None = None  # wake the folder after that many seconds
-        self._holes: dict[bytes, tuple[int, float]] = {}  # feed -> (held entries after a hole, since)
+        self._holes: dict[bytes, tuple[int, float]] = {}  # feed -> (the first entry missing, since)
 
     async def read(self) -> FolderState:
         """Merge every folder operation of the group read so far, reading new entries first.
@@ -95,9 +95,11 @@ class OpReader:
                     for gap_start, gap_end in done.missing(lo, hi):
                         done.add(gap_start, gap_end)
                         self.chunk_entries.setdefault(feed.key, RangeSet()).add(gap_start, gap_end)
+                after = 0  # the end of the held range before
                 for start, end in list(feed.have):
-                    if self._hold(feed, done, start):
+                    if self._hold(feed, done, after, start):
                         break
+                    after = end
                     for gap_start, gap_end in done.missing(start, end):
                         seq = gap_start
                         while seq < gap_end:
@@ -112,19 +114,19 @@ class OpReader:
             self._forget_cleared()
         return self.state
 
-    def _hold(self, feed: Any, done: RangeSet, start: int) -> bool:
+    def _hold(self, feed: Any, done: RangeSet, hole: int, start: int) -> bool:
         """Whether to stop reading ``feed`` before its held entries from ``start`` on, for now:
-        the entries just before are missing (replication stores a few out of order) and the
-        folder spools this feed (``spool.py`` wants a run's entries in order). A hole is waited
-        for at most ``HOLD`` seconds (then it is read past: it may never fill), and the folder
-        is woken then (``on_hold``)."""
-        if (self.spool is None or feed.writable or start == 0 or start - 1 in done
-                or start - 1 in feed.cleared or not self.spool.enabled()):
+        entries ``[hole, start)`` are missing (replication stores a few out of order) and the
+        folder's spool is writing a run that goes on at ``hole`` (``spool.py`` wants a run's
+        entries in order). A hole is waited for at most ``HOLD`` seconds (then it is read past:
+        it may never fill), and the folder is woken then (``on_hold``)."""
+        if (self.spool is None or feed.writable or hole >= start or hole in done
+                or not self.spool.wants(feed.key, hole)):
             return False
         now = time.monotonic()
         seen = self._holes.get(feed.key)
-        if seen is None or seen[0] != start:
-            self._holes[feed.key] = seen = (start, now)
+        if seen is None or seen[0] != hole:
+            self._holes[feed.key] = seen = (hole, now)
             if self.on_hold is not None:
                 self.on_hold(HOLD)
         return now - seen[1] < HOLD

@@ -35,8 +35,8 @@ passed over. Only entries stored since the folder started are spooled (``begin``
 device already held then is not written again.
 
 Bounds: at most ``MAX_RUNS`` runs at once (the oldest is dropped) and ``FILE_AFTER`` bytes in
-memory per run; a run that ended and was not claimed within ``WAIT`` seconds is removed
-(``sweep``, once a round), and every run at ``close``. A crash leaves temp files, which
+memory per run; a run that ended and was not claimed by the end of the round is removed
+(``sweep``), and every run at ``close``. A crash leaves temp files, which
 ``apply.clean_temp`` removes at start. A write that fails (a full disk) drops the run, and so
 does a run about to cross the free space the folder keeps (``room``, checked before a run gets
 its file and every ``CHECK_EVERY`` bytes): the download then reads the store and reports.
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 FILE_AFTER = 8 * 1024 * 1024  # a run is held in memory up to this size, then written to a temp file
 MAX_RUNS = 4  # runs kept at once (feeds sending large files at the same time)
-WAIT = 30.0  # seconds an ended run waits for its claim, and a gap for its entries
+WAIT = 30.0  # seconds a gap waits for its entries
 REORDER_BYTES = 4 * 1024 * 1024  # chunks held at most while earlier entries are missing
 REORDER_ENTRIES = 4096  # entries held at most while earlier ones are missing
 CHECK_EVERY = 64 * 1024 * 1024  # bytes written between checks of the free space
@@ -80,7 +80,7 @@ class Run:
     path: Path | None = None
     fd: int = -1
     checked: int = 0  # size at the last free-space check
-    ended: float | None = None  # when it ended (time.monotonic())
+    ended: bool = False
 
     @property
     def next(self) -> int:
@@ -131,6 +131,13 @@ class Spool:
     def other(self, feed: bytes, seq: int) -> None:
         """Entry ``seq`` of ``feed`` is not a chunk: it ends that feed's run."""
         self._arrive(feed, seq, None)
+
+    def wants(self, feed: bytes, seq: int) -> bool:
+        """Whether a run being written to its file goes on at entry ``seq`` of ``feed`` (the
+        reader waits a moment for it, ``OpReader._hold``)."""
+        with self._lock:
+            run = self._open.get(feed)
+            return run is not None and run.path is not None and run.next == seq and self.enabled()
 
     def _arrive(self, feed: bytes, seq: int, data: bytes | None) -> None:
         with self._lock:
@@ -238,15 +245,16 @@ class Spool:
         return min(len(refs), len(run.ids))
 
     def sweep(self) -> None:
-        """Remove the runs that ended and were not claimed within ``WAIT`` seconds, and go on
-        past a gap that did not fill for as long (once a round)."""
+        """Remove the runs that ended (at the end of each round: the round that read the entry
+        ending a run has downloaded what it could), and go on past a gap that did not fill
+        within ``WAIT`` seconds."""
         now = time.monotonic()
         with self._lock:
             for feed, order in self._order.items():
                 if order.since is not None and now - order.since > WAIT:
                     self._pass_gap(feed, order)
             for run in list(self._runs):
-                if run.ended is not None and now - run.ended > WAIT:
+                if run.ended:
                     self._drop(run)
 
     def close(self) -> None:
@@ -270,7 +278,7 @@ class Spool:
         if run.path is None:
             self._drop(run)  # small: the normal path writes it
         else:
-            run.ended = time.monotonic()
+            run.ended = True
 
     def _file(self, run: Run) -> None:
         if not self.room(run.size):

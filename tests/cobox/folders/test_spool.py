@@ -183,15 +183,19 @@ def test_a_gap_that_does_not_fill_is_passed_over(tmp_path, small_bounds) -> None
     assert claimed_bytes(s, refs(data[5:], 10)) == (b"".join(data[5:]), 15)
 
 
-def test_an_ended_run_and_a_gap_are_given_up_after_a_while(tmp_path, small_bounds, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_an_ended_run_goes_at_the_end_of_the_round_and_a_gap_after_a_while(tmp_path, small_bounds, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     data = chunks(10)
     s = fed(tmp_path, data[:5])
+    s.sweep()
+    assert len(spooled(tmp_path)) == 1  # still going on
     s.other(FEED, 10)
     s.chunk(OTHER, 1, data[5])  # OTHER's entry 0 is missing: this one waits
+    s.sweep()
+    assert spooled(tmp_path) == [] and s.claim(refs(data[:5], 5)) is None
+    assert s.status()["runs"] == 0  # OTHER's chunk still waits for entry 0
     monkeypatch.setattr(spool_mod, "WAIT", 0.0)
     s.sweep()
-    assert s.status()["runs"] == 1 and spooled(tmp_path) == []  # OTHER's run, in memory
-    assert s.claim(refs(data[:5], 5)) is None
+    assert s.status()["runs"] == 1  # passed over: OTHER's run started, in memory
 
 
 def test_no_room_on_the_disk_means_no_spooling(tmp_path, small_bounds) -> None:  # type: ignore[no-untyped-def]
@@ -254,21 +258,24 @@ def test_finish_file_appends_the_rest_and_checks_like_any_download(tmp_path) -> 
     assert not tmp.exists() and (tmp_path / "d/f.bin").read_bytes() == b"head-tail"
 
 
-def test_the_reader_waits_a_moment_for_a_hole_in_a_spooled_feed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_reader_waits_a_moment_for_a_hole_where_a_spooled_run_goes_on(tmp_path, small_bounds, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     r = reader_mod.OpReader(None)  # type: ignore[arg-type]
     woken: list[float] = []
     r.on_hold = woken.append
-    feed = SimpleNamespace(key=FEED, writable=False, cleared=RangeSet())
+    feed = SimpleNamespace(key=FEED, writable=False)
     done = RangeSet([(0, 5)])
-    assert not r._hold(feed, done, 7)  # no spool: read on
-    r.spool = Spool(tmp_path, lambda n: True)
-    assert not r._hold(feed, done, 5)  # nothing missing before 5
+    assert not r._hold(feed, done, 5, 7)  # no spool: read on
+    r.spool = fed(tmp_path, chunks(10)[:4], first=1)  # a run with its file, going on at 5
+    assert r.spool.wants(FEED, 5)
+    assert not r._hold(feed, done, 7, 7)  # no hole
+    assert not r._hold(feed, done, 4, 7)  # 4 was read: the run is not waiting there
+    assert not r._hold(SimpleNamespace(key=OTHER, writable=False), done, 5, 7)  # no run of that feed
     now = [1000.0]
     monkeypatch.setattr(reader_mod.time, "monotonic", lambda: now[0])
-    assert r._hold(feed, done, 7) and woken == [reader_mod.HOLD]  # 5 and 6 missing: wait, and be woken
+    assert r._hold(feed, done, 5, 7) and woken == [reader_mod.HOLD]  # 5 and 6 missing: wait, and be woken
     now[0] += reader_mod.HOLD / 2
-    assert r._hold(feed, done, 7) and woken == [reader_mod.HOLD]
+    assert r._hold(feed, done, 5, 7) and woken == [reader_mod.HOLD]
     now[0] += reader_mod.HOLD
-    assert not r._hold(feed, done, 7)  # it may never fill: read past it
-    assert not r._hold(SimpleNamespace(key=FEED, writable=False, cleared=RangeSet([(5, 7)])), done, 7)
-    assert not r._hold(SimpleNamespace(key=OTHER, writable=True, cleared=RangeSet()), done, 7)
+    assert not r._hold(feed, done, 5, 7)  # it may never fill: read past it
+    r.spool.other(FEED, 5)  # the run ended: nothing to wait for
+    assert not r.spool.wants(FEED, 5)
