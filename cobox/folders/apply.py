@@ -15,6 +15,9 @@ Theory of operation
 4. check ``expect`` again (the window left is between this check and the rename), then
    ``os.replace`` the temp file onto the target and ``fsync`` the directory.
 
+``finish_file`` does the same for a temp file already holding the first chunks, elsewhere under
+``root`` (the receiver's spool, ``spool.py``): it appends the rest.
+
 ``write_files`` does the same for a batch of small files with two file-system syncs for the
 whole batch instead of two fsyncs per file: every temp file is written (and given its mode and
 mtime), then ``sync_fs`` (``syncfs(2)`` of the file system holding ``root``; where it is not
@@ -124,14 +127,46 @@ def write_file(root: Path, path: str, data: Iterable[bytes], *, size: int, mode:
                 raise ValueError(f"{path!r}: got {written} bytes, expected {size}")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, file_mode(mode))
-        os.utime(tmp, ns=(mtime, mtime))
-        _check(target, expect)
-        os.replace(tmp, target)
+        return _install(tmp, target, mode, mtime, expect)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def finish_file(root: Path, path: str, tmp: Path, rest: Iterable[bytes], *, size: int, mode: int, mtime: int,
+                expect: LocalFile | None) -> LocalFile:
+    """``write_file`` for a temp file already holding the first bytes (``tmp``, under ``root``:
+    the spool's, ``spool.py``): append ``rest``, check the size, sync it, and move it to
+    ``root/path`` with the same checks. The temp file is gone afterwards, whatever happens."""
+    try:
+        target = checked_path(root, path, create=True)
+        _check(target, expect)
+        with open(tmp, "ab") as f:
+            for piece in rest:
+                f.write(piece)
+            f.flush()
+            written = os.fstat(f.fileno()).st_size
+            if written != size:
+                raise ValueError(f"{path!r}: got {written} bytes, expected {size}")
+            os.fsync(f.fileno())
+        out = _install(tmp, target, mode, mtime, expect)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    if tmp.parent != target.parent:
+        _fsync_dir(tmp.parent)
+    return out
+
+
+def _install(tmp: Path, target: Path, mode: int, mtime: int, expect: LocalFile | None) -> LocalFile:
+    """Give the synced temp file its mode and mtime, check ``expect`` again, rename it onto
+    ``target`` and sync the directory."""
+    os.chmod(tmp, file_mode(mode))
+    os.utime(tmp, ns=(mtime, mtime))
+    _check(target, expect)
+    os.replace(tmp, target)
     _fsync_dir(target.parent)
     st = target.lstat()
     return LocalFile(st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))

@@ -18,7 +18,8 @@ own, ``AHEAD`` chunks ahead of the thread that writes them (``ahead``): decrypti
 the writes (all three release the GIL) can use both cores (128 MiB written in-process at load
 ~4: 1.39, 1.17 s in one thread; 1.29, 1.02 s with the opening thread). Memory: two runs of
 entries and ``AHEAD`` chunks at most (each bounded by the entry size limit), whatever the file
-size.
+size. A version whose first chunks the folder's spool (``spool.py``) already wrote while they
+arrived (usually all of them) gets only the rest from the store, then is synced and renamed.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from typing import TYPE_CHECKING
 
 from ..entries import decode_chunk_entry
 from ..errors import MalformedChunkError, MalformedRecordError
-from .apply import FileWrite, write_file, write_files
+from .apply import FileWrite, finish_file, write_file, write_files
 from .chunking import chunk_id
 from .merge import Version
 from .model import ChunkRef
 from .plan import LocalFile
+from .spool import Spool
 
 if TYPE_CHECKING:
     from ..groups import Group
@@ -143,11 +145,18 @@ def ahead(make: Callable[[], Iterator[bytes]], depth: int = AHEAD) -> Iterator[b
         thread.join()
 
 
-async def write_version(group: Group, v: Version, root: Path, path: str, expect: LocalFile | None) -> LocalFile:
-    """Write version ``v`` to ``root/path`` atomically (``apply.write_file``), from the store."""
+async def write_version(group: Group, v: Version, root: Path, path: str, expect: LocalFile | None,
+                        spool: Spool | None = None) -> LocalFile:
+    """Write version ``v`` to ``root/path`` atomically (``apply.write_file``), from the store,
+    or from the temp file the ``spool`` already wrote its first chunks to (``apply.finish_file``:
+    the rest from the store)."""
     loop = asyncio.get_running_loop()
-    data = pieces(group, v.chunks, loop) if len(v.chunks) < AHEAD_CHUNKS else \
-        ahead(lambda: pieces(group, v.chunks, loop))
+    spooled = spool.claim(v.chunks) if spool is not None else None
+    refs = v.chunks if spooled is None else v.chunks[spooled[1]:]
+    data = pieces(group, refs, loop) if len(refs) < AHEAD_CHUNKS else ahead(lambda: pieces(group, refs, loop))
+    if spooled is not None:
+        return await asyncio.to_thread(finish_file, root, path, spooled[0], data, size=v.size, mode=v.mode,
+                                       mtime=v.mtime, expect=expect)
     return await asyncio.to_thread(write_file, root, path, data, size=v.size, mode=v.mode, mtime=v.mtime,
                                    expect=expect)
 

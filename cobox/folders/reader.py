@@ -11,9 +11,13 @@ reference without storing them again); log entries and fillers are checked and p
 first valid profile of a device names its conflict copies (``FolderState.names``);
 anything else, or anything malformed, is refused and counted against the feed's owner
 (``Group.refuse``); the chunk entries this device appends itself are noted by the sender and
-skipped (``skip``), not decrypted again. Entries held outside the store (``feed.outside``,
-released by ``cobox.folders.single``) are not read at all: they were verified chunk entries
-when they were released, so they count as read chunk entries without being rebuilt.
+skipped (``skip``), not decrypted again. The chunks of other members' feeds go to the
+folder's ``spool`` too (``spool.py``: a large new file written as its chunks arrive), in order
+of place: the held entries after a hole where a spooled run goes on are read once the hole
+fills, or ``HOLD`` seconds later (``_hold``). Entries
+held outside the store (``feed.outside``, released by ``cobox.folders.single``) are not read at
+all: they were verified chunk entries when they were released, so they count as read chunk
+entries without being rebuilt.
 Operations are folded into ``state`` (``FolderState.update``, incremental) at most
 ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole read, so
 one reader runs at a time and ``FolderSync`` can plan on a settled state.
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from storage import RangeSet
@@ -42,11 +48,13 @@ from ..errors import MalformedProfileError, MalformedRecordError
 from .chunking import chunk_id
 from .merge import FolderState
 from .model import ChunkRef, Op
+from .spool import Spool
 
 if TYPE_CHECKING:
     from ..groups import Group
 
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
+HOLD = 2.0  # seconds a hole in a spooled feed is waited for before reading past it
 MERGE_BATCH = 5_000  # decoded operations merged at once (bounds memory and GC work when catching up)
 FREEZE_OPS = 1_000  # a merge of at least this many operations freezes what it built (see read)
 
@@ -61,6 +69,9 @@ class OpReader:
         self._ops: list[Op] = []  # decoded, not merged yet
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
         self._forgotten = 0  # how many cleared entries dedup was last told to forget
+        self.spool: Spool | None = None  # other members' runs of chunks, written ahead (spool.py)
+        self.on_hold: Callable[[float], None] | None = None  # wake the folder after that many seconds
+        self._holes: dict[bytes, tuple[int, float]] = {}  # feed -> (the first entry missing, since)
 
     async def read(self) -> FolderState:
         """Merge every folder operation of the group read so far, reading new entries first.
@@ -84,7 +95,11 @@ class OpReader:
                     for gap_start, gap_end in done.missing(lo, hi):
                         done.add(gap_start, gap_end)
                         self.chunk_entries.setdefault(feed.key, RangeSet()).add(gap_start, gap_end)
+                after = 0  # the end of the held range before
                 for start, end in list(feed.have):
+                    if self._hold(feed, done, after, start):
+                        break
+                    after = end
                     for gap_start, gap_end in done.missing(start, end):
                         seq = gap_start
                         while seq < gap_end:
@@ -98,6 +113,23 @@ class OpReader:
             await self._merge_pending()
             self._forget_cleared()
         return self.state
+
+    def _hold(self, feed: Any, done: RangeSet, hole: int, start: int) -> bool:
+        """Whether to stop reading ``feed`` before its held entries from ``start`` on, for now:
+        entries ``[hole, start)`` are missing (replication stores a few out of order) and the
+        folder's spool is writing a run that goes on at ``hole`` (``spool.py`` wants a run's
+        entries in order). A hole is waited for at most ``HOLD`` seconds (then it is read past:
+        it may never fill), and the folder is woken then (``on_hold``)."""
+        if (self.spool is None or feed.writable or hole >= start or hole in done
+                or not self.spool.wants(feed.key, hole)):
+            return False
+        now = time.monotonic()
+        seen = self._holes.get(feed.key)
+        if seen is None or seen[0] != hole:
+            self._holes[feed.key] = seen = (hole, now)
+            if self.on_hold is not None:
+                self.on_hold(HOLD)
+        return now - seen[1] < HOLD
 
     def _forget_cleared(self) -> None:
         """Dedup must not reuse a chunk whose entry was cleared here (``cobox.folders.prune``):
@@ -142,25 +174,39 @@ class OpReader:
         """Note one entry: an operation (returns True), one of our chunks, or something else.
         A refused entry is counted against the feed's owner and skipped."""
         author = self.group.owner(feed.key)
-        if author is None or is_epoch_entry(data):
-            return False  # not an admitted feed, or a device removal (cobox.removal)
+        if author is None:
+            return False  # not an admitted feed
+        if is_epoch_entry(data):  # a device removal (cobox.removal)
+            if self.spool is not None:
+                self.spool.other(feed.key, seq)
+            return False
         plain = self.group.open(feed.key, seq, data)
         if plain is None:
             self.group.refuse(feed.key, seq, "does not decrypt with the group key")
+            if self.spool is not None:
+                self.spool.other(feed.key, seq)
             return False
+        spool = None if feed.writable else self.spool
         try:
             obj = unpack(plain)
-            if is_folder_record(obj):
-                self._ops.append(op_from(obj, author=author, seq=seq))
-                return True
-            kind = record_type(obj)
+            kind = None if is_folder_record(obj) else record_type(obj)
             if kind == "chunk":
                 chunk = decode_chunk(obj)
                 self.chunk_entries.setdefault(feed.key, RangeSet()).add(seq, seq + 1)
                 if feed.writable:
                     cid = chunk_id(chunk)
                     self.own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
-            elif kind == "filler":
+                elif spool is not None:
+                    spool.chunk(feed.key, seq, chunk)
+                    spool = None
+                return False
+            if spool is not None:
+                spool.other(feed.key, seq)
+                spool = None
+            if kind is None:
+                self._ops.append(op_from(obj, author=author, seq=seq))
+                return True
+            if kind == "filler":
                 if set(obj) != {"type"}:
                     raise MalformedRecordError("a filler entry with fields")
             elif kind == "log":
@@ -176,4 +222,6 @@ class OpReader:
                 raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
         except MalformedRecordError as e:
             self.group.refuse(feed.key, seq, str(e))
+        if spool is not None:  # refused: it ends the run too
+            spool.other(feed.key, seq)
         return False

@@ -102,6 +102,9 @@ class Recorder:
         try:
             files = [(a, self.root / a.path) for a in puts]
             async for batch in record_batches(files, self.chunker, known.__contains__):
+                if batch.fresh:  # a large file: the operations of the files before go first
+                    while pending:
+                        await settle()
                 task = asyncio.ensure_future(self._append(batch.plaintexts)) if batch.plaintexts else None
                 pending.append((task, batch))
                 if len(pending) > APPENDS_IN_FLIGHT:

@@ -16,7 +16,10 @@ and pads and encodes the chunks not ``known`` (to the group or to this batch), p
 (or a later one), with its chunk ids in order and its ``(size, mtime)`` (``-1`` if they changed
 while it was read), so
 the consumer can reference every chunk of a listed file once that batch is appended. Many small
-files share one batch: one signed append for all their chunks.
+files share one batch: one signed append for all their chunks. A large file (``LARGE_FILE``)
+starts a ``fresh`` batch: the consumer appends the operations of the files before it first, so
+that a receiver sees the large file's chunks as one run of entries starting with its first
+chunk (``spool.py``: the receiver writes such a run into the file as it arrives).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ BATCH_BYTES = 2 * 1024 * 1024  # new chunk plaintext per batch (one signed appen
 BATCH_FILES = 512  # files listed per batch at most
 DEPTH = 2  # batches in flight between the thread and the loop
 WHOLE_READ = 1024 * 1024  # files up to this size are read in one piece
+LARGE_FILE = 8 * 1024 * 1024  # a file this large starts a batch of its own, after the files before (``fresh``)
 
 
 class Stopped(Exception):
@@ -110,6 +114,7 @@ class Batch:
     files: list[ChunkedFile] = dataclasses.field(default_factory=list)
     failed: list[tuple[Any, OSError]] = dataclasses.field(default_factory=list)
     size: int = 0
+    fresh: bool = False  # starts a large file: append the operations of the batches before first
 
 
 def record_batches(files: Sequence[tuple[Any, Path]], chunker: Chunker,
@@ -126,6 +131,10 @@ def record_batches(files: Sequence[tuple[Any, Path]], chunker: Chunker,
             try:
                 with open(path, "rb", buffering=0) as f:
                     before = os.fstat(f.fileno())
+                    if before.st_size >= LARGE_FILE:
+                        if batch.new or batch.files or batch.failed:
+                            emit(batch)
+                        batch = Batch(fresh=True)
                     # A small file is read at once and cut in memory (the same cuts: FastCDC's
                     # cuts do not depend on how the bytes arrive); cut_stream's 512 KiB buffer
                     # per file was the largest per-file cost.

@@ -61,12 +61,14 @@ from .disk import DiskReserve, SpaceFn, disk_space, reason
 from .fetch import write_version, write_versions
 from .gate import Gate
 from .ignore import IgnoreRules
+from .kinds import FolderKind
 from .merge import FolderState, Version
 from .model import Op, Stamp
 from .plan import Download, Forget, LocalFile, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .reader import OpReader
 from .record import Recorder
 from .scan import scan
+from .spool import Spool
 
 if TYPE_CHECKING:
     from ..groups import Group
@@ -95,6 +97,9 @@ class FolderSync:
         self.min_disk_free = min_disk_free if min_disk_free is not None else DiskReserve(percent=1.0)
         self.disk_space = disk_space
         self.reader = OpReader(group)
+        self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
+        self.reader.spool = self.spool = Spool(root, self._room, lambda: self.gate.kind is not FolderKind.SEND_ONLY)
+        self.reader.on_hold = lambda delay: asyncio.get_running_loop().call_later(delay, self.wake)
         self.pending_downloads = 0
         self.pending_bytes = 0
         self.error = ""  # why the last round failed ("" once a round succeeds)
@@ -110,7 +115,6 @@ class FolderSync:
         self.settled = asyncio.Event()  # clear while a round moves, writes or removes files (single.py)
         self.settled.set()
         self._wake = asyncio.Event()
-        self.gate = Gate(self.wake)  # folder type, stable-file wait, rescan/override/revert (gate.py)
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: list[Any] = []
         self.rounds = 0
@@ -128,6 +132,7 @@ class FolderSync:
         if not self.root.is_dir():
             raise FolderError(f"{self.root} is not a directory")
         await asyncio.to_thread(clean_temp, self.root)
+        self.spool.begin({f.key: max((end for _, end in f.have), default=0) for f in self.group.all_feeds()})
         for path, value in (await self.group.store.records(self._scope)).items():
             clock, author, size, mtime, content = msgpack.unpackb(value)
             self._synced[path] = Synced(Stamp(clock, author), size, mtime, content)
@@ -150,9 +155,19 @@ class FolderSync:
         for u in self._unlisten:
             u()
         self._unlisten.clear()
+        await asyncio.to_thread(self.spool.close)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _room(self, size: int) -> bool:
+        """Whether ``size`` more bytes may be written under the folder (the spool asks, from the
+        reader's thread): the free space ``min_disk_free`` keeps."""
+        try:
+            self.min_disk_free.check(self.root, size, self.disk_space)
+        except (OSError, FolderError):
+            return False
+        return True
 
     def _spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]], delay: float = 0.0) -> None:
         """Run ``fn`` as a task; if it ever ends with an exception, record it and start it again
@@ -303,6 +318,7 @@ class FolderSync:
         for path in [p for p in self.failed if p not in state.files and p not in local]:
             del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
+        self.spool.sweep()
         self.gate.round_done()
         t_end = time.monotonic()
         if t_end - t0 > 0.5:  # where a slow round went (bench/folder.py --profile shows these lines)
@@ -368,7 +384,7 @@ class FolderSync:
         if a.replace is not None:  # the replaced version stays in the history (single.py)
             await single.keep_history(self, [a.path], v.chunks)
         try:
-            out = await write_version(self.group, v, self.root, a.path, a.replace)
+            out = await write_version(self.group, v, self.root, a.path, a.replace, self.spool)
         except MalformedChunkError as e:
             self._refuse_version(v, e)
             raise
