@@ -16,7 +16,7 @@ from blake3 import blake3
 from cobox.entries import decode_chunk_entry, decode_op, encode_chunk, encode_op
 from cobox.errors import MalformedChunkError, MalformedRecordError
 from cobox.folders import stream
-from cobox.folders.chunking import Chunker, chunk_id
+from cobox.folders.chunking import UNKEYED, Chunker, chunk_id
 from cobox.folders.fetch import AHEAD_CHUNKS, ahead, runs
 from cobox.folders.model import ChunkRef, Put
 from storage.feed import Feed
@@ -197,6 +197,61 @@ async def test_a_producer_error_reaches_the_consumer() -> None:
     else:
         raise AssertionError("the error was lost")
     assert got == [1]
+
+
+async def _batches(files: list[tuple[str, Path]], known) -> list[stream.Batch]:  # type: ignore[no-untyped-def]
+    batches = [b async for b in stream.record_batches(files, UNKEYED, known)]
+    for b in batches:
+        assert b.size == sum(map(len, b.plaintexts)) and len(b.new) == len(b.plaintexts)
+    return batches
+
+
+def _grows_once(path: Path):  # type: ignore[no-untyped-def]
+    """A ``known`` that, the first time it is asked (while ``path`` is being read), appends to
+    ``path`` as a writer would: the file changes while it is read."""
+    grew: list[bytes] = []
+
+    def known(cid: bytes) -> bool:
+        if not grew:
+            with open(path, "ab") as f:
+                f.write(b"more")
+            grew.append(cid)
+        return False
+
+    return known
+
+
+async def test_a_file_that_changes_while_it_is_read_leaves_no_chunks_to_append(tmp_path) -> None:
+    """No operation records it this round (the next one reads it again), so its new chunks
+    would be stored and replicated for nothing: they leave the batch. A later file with the same
+    bytes still gets them, and the batches handed out before the change was seen keep theirs."""
+    rnd = random.Random(5)
+    torn, other, same = tmp_path / "torn", tmp_path / "other", tmp_path / "same"
+    body = rnd.randbytes(300 * 1024)
+    torn.write_bytes(body)
+    other.write_bytes(rnd.randbytes(100 * 1024))
+    same.write_bytes(body)
+
+    batches = await _batches([("torn", torn), ("other", other)], _grows_once(torn))
+    files = {f.key: f for b in batches for f in b.files}
+    assert (files["torn"].size, files["torn"].mtime) == (-1, -1) and files["other"].size == 100 * 1024
+    assert [cid for b in batches for cid, _ in b.new] == files["other"].ids  # none of torn's
+
+    torn.write_bytes(body)
+    batches = await _batches([("torn", torn), ("same", same)], _grows_once(torn))
+    files = {f.key: f for b in batches for f in b.files}
+    assert files["torn"].size == -1 and files["same"].size == len(body)
+    assert [cid for b in batches for cid, _ in b.new] == files["same"].ids  # each once, for same
+
+    big = rnd.randbytes(5 * stream.BATCH_BYTES // 2)
+    torn.write_bytes(big)
+    batches = await _batches([("torn", torn), ("other", other)], _grows_once(torn))
+    files = {f.key: f for b in batches for f in b.files}
+    assert files["torn"].size == -1
+    mine = set(files["torn"].ids)
+    handed = [b for b in batches if any(cid in mine for cid, _ in b.new)]
+    assert handed and all(b.size >= stream.BATCH_BYTES for b in handed)  # full ones only, not the last
+    assert sum(b.size for b in handed) < len(big)
 
 
 async def test_an_append_that_comes_between_sealing_and_appending_moves_the_batch_not_its_places(members):
