@@ -14,7 +14,9 @@ which ends it, and the consumer waits for the thread before returning.
 and pads and encodes the chunks not ``known`` (to the group or to this batch), packing them into
 ``Batch``es of about ``BATCH_BYTES``. A file is listed in the batch holding its last new chunk
 (or a later one), with its chunk ids in order and its ``(size, mtime)`` (``-1`` if they changed
-while it was read), so
+while it was read; such a file, or one that failed midway, is recorded by no operation, so its
+new chunks still in the batch being filled are taken out of it, not stored by every member for
+nothing; those of batches handed out already stay, to be referenced when it is recorded), so
 the consumer can reference every chunk of a listed file once that batch is appended. Many small
 files share one batch: one signed append for all their chunks. A large file (``LARGE_FILE``)
 starts a ``fresh`` batch: the consumer appends the operations of the files before it first, so
@@ -126,8 +128,18 @@ def record_batches(files: Sequence[tuple[Any, Path]], chunker: Chunker,
         cdc = chunker.cdc()
         batch = Batch()
         seen: set[bytes] = set()  # new chunks already in a batch (a file repeating itself)
+
+        def drop_since(start: int, at: Batch) -> None:
+            """Take out of ``batch`` the new chunks the current file put there (from ``start``
+            of batch ``at``, or all of a later batch): no operation will reference them."""
+            k = start if batch is at else 0
+            seen.difference_update(cid for cid, _ in batch.new[k:])
+            batch.size -= sum(map(len, batch.plaintexts[k:]))
+            del batch.new[k:], batch.plaintexts[k:]
+
         for key, path in files:
             ids: list[bytes] = []
+            start, at = len(batch.new), batch  # where this file's new chunks begin
             try:
                 with open(path, "rb", buffering=0) as f:
                     before = os.fstat(f.fileno())
@@ -155,10 +167,12 @@ def record_batches(files: Sequence[tuple[Any, Path]], chunker: Chunker,
                             batch = Batch()
                 st = os.stat(path)  # by path: it may have been replaced meanwhile
             except OSError as e:
+                drop_since(start, at)
                 batch.failed.append((key, e))
                 continue
             if (st.st_size, st.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 st_size, st_mtime = -1, -1  # changed while being read: not what the scan saw
+                drop_since(start, at)
             else:
                 st_size, st_mtime = st.st_size, st.st_mtime_ns
             batch.files.append(ChunkedFile(key, ids, st_size, st_mtime))
