@@ -8,20 +8,12 @@ path given) with the same fill as ``bench/folder.py``'s. Prints its JSON row.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-
-def mixed(n: int):  # the same tree as bench/folder.py's mixed()
-    def fill(root: Path) -> None:
-        for k in range(n):
-            d = root / f"m{k % 10}"
-            d.mkdir(exist_ok=True)
-            (d / f"f{k}.bin").write_bytes(os.urandom(1 << 20))
-    return fill
+from folder import mixed  # the same tree as bench/folder.py's (this script runs from bench/)
 
 
 def main() -> None:

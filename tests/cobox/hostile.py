@@ -12,6 +12,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from blake3 import blake3
 
 from cobox.folders.sync import FolderSync
 from cobox.groups import Group
@@ -71,6 +72,11 @@ def connect(a: Member, b: Member) -> None:
 
 def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def digests(root: Path) -> dict[str, str]:
+    """``tree`` as BLAKE3 digests (what a failed comparison prints stays short)."""
+    return {path: blake3(data).hexdigest() for path, data in tree(root).items()}
 
 
 @pytest.fixture(name="members")

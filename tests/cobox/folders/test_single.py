@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 
-from blake3 import blake3
-
 from cobox.folders import history as folder_history
 from cobox.folders import prune, single
 from cobox.folders.reader import OpReader
@@ -18,15 +16,11 @@ from tests.helpers import until
 
 from ..hostile import (
     connect,
+    digests,
     members_fixture,  # noqa: F401 - the fixture "members"
-    tree,
 )
 
 MiB = 1024 * 1024
-
-
-def digests(root) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {path: blake3(data).hexdigest() for path, data in tree(root).items()}
 
 
 def rebuilds(m) -> int:  # type: ignore[no-untyped-def]

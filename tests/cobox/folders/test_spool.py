@@ -9,7 +9,6 @@ import os
 from types import SimpleNamespace
 
 import pytest
-from blake3 import blake3
 
 from cobox.errors import FileChangedError
 from cobox.folders import reader as reader_mod
@@ -25,15 +24,11 @@ from tests.helpers import until
 
 from ..hostile import (
     connect,
+    digests,
     members_fixture,  # noqa: F401 - the fixture "members"
-    tree,
-)
+    )
 
 MiB = 1024 * 1024
-
-
-def digests(root) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {path: blake3(data).hexdigest() for path, data in tree(root).items()}
 
 
 def spooled(root) -> list[str]:  # type: ignore[no-untyped-def]
