@@ -2,7 +2,8 @@
 
 A writer process fills a feed (not timed); a reader process with its own data directory then
 connects and replicates all of it. Timed from the connect command to the last verified entry
-stored on the reader.
+stored on the reader. ``writer_cpu_s`` and ``reader_cpu_s`` are each process's user + system
+CPU seconds while the clock ran (from /proc).
 
     python bench/replicate.py [--entries N] [--entry-bytes B]
 """
@@ -23,6 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.integration.procs import PeerProcess
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--entries", type=int, default=100_000)
@@ -36,10 +43,12 @@ async def main() -> None:
         try:
             feed = (await writer.call(cmd="append", n=args.entries, size=args.entry_bytes,
                                       batch=batch, timeout=600))["feed"]
+            cpu0 = cpu_seconds(writer.proc.pid), cpu_seconds(reader.proc.pid)
             t0 = time.perf_counter()
             await reader.call(cmd="connect", addr=writer.address)
             done = await reader.call(cmd="wait", feed=feed, length=args.entries, timeout=600)
             elapsed = time.perf_counter() - t0
+            cpu = cpu_seconds(writer.proc.pid) - cpu0[0], cpu_seconds(reader.proc.pid) - cpu0[1]
             assert done["ok"], "replication did not finish"
             w_rss = (await writer.call(cmd="status"))["rss_mb"]
             r_rss = (await reader.call(cmd="status"))["rss_mb"]
@@ -53,6 +62,8 @@ async def main() -> None:
         entries_per_s=round(args.entries / elapsed),
         mb_per_s=round(args.entries * args.entry_bytes / elapsed / 1e6, 1),
         seconds=round(elapsed, 2),
+        writer_cpu_s=round(cpu[0], 2),
+        reader_cpu_s=round(cpu[1], 2),
         writer_peak_rss_mb=round(w_rss, 1),
         reader_peak_rss_mb=round(r_rss, 1),
     )

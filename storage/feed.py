@@ -385,10 +385,9 @@ class Feed:
         if ours.length == signed.length and ours.tree_hash != signed.tree_hash:
             await forks.record_fork(self._rows, self, ours, signed, None, None, None)
         # Nodes under the range are read with one index seek (usually finding none); the few
-        # outside it (proof nodes and the path to the roots) by key.
+        # outside it (proof nodes and the path to the roots) by key, in the same read.
         lo, hi = 2 * start, 2 * end - 2
-        stored = await self._rows.nodes_between(self.id, lo, hi)
-        stored.update(await self._rows.nodes(self.id, [i for i in nodes if not lo <= i <= hi]))
+        stored = await self._rows.nodes_between(self.id, lo, hi, [i for i in nodes if not lo <= i <= hi])
         stored = {i: h for i, h in stored.items() if i in nodes}
         stored.update((i, self._uncommitted[i]) for i in nodes if i in self._uncommitted)
         for i, h in stored.items():
@@ -447,17 +446,19 @@ class Feed:
             return []
         if not self.have.contains_range(start, end):
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
-        if max_bytes is not None:
-            total = 0
-            for k, size in enumerate(await self._rows.entry_sizes(self.id, start, end)):
-                total += size
-                if total > max_bytes and k > 0:
-                    end = start + k
-                    break
         if outside.overlaps(self.outside, start, end):
-            return await outside.read(self, start, end, await self._rows.slots(self.id, start, end))
-        entries = await self._rows.entries(self.id, start, end)
-        if len(entries) != end - start:
+            if max_bytes is not None:
+                total = 0
+                for k, size in enumerate(await self._rows.entry_sizes(self.id, start, end)):
+                    total += size
+                    if total > max_bytes and k > 0:
+                        end = start + k
+                        break
+            if outside.overlaps(self.outside, start, end):
+                return await outside.read(self, start, end, await self._rows.slots(self.id, start, end))
+            max_bytes = None  # the cut prefix holds no outside entry
+        entries, complete = await self._rows.entries(self.id, start, end, max_bytes)  # one round trip
+        if not complete:
             raise EntryMissingError(f"entries [{start}, {end}) are not all stored")
         return entries
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -45,6 +45,8 @@ KEY_SHIFT = 42
 SEQ_MASK = (1 << KEY_SHIFT) - 1
 MAX_FEEDS = 1 << 21  # feed ids stay below 2^21, so keys stay below 2^63
 MAX_READ_PARAMS = 900  # below SQLite's default limit of host parameters per statement
+
+T = TypeVar("T")
 
 BLOB_PENDING = "blob_pending"  # 1 while a compacted blob file waits for its rename (storage/compaction.py)
 
@@ -166,6 +168,15 @@ class Rows:
         except sqlite3.Error as e:
             raise db.map_error(e) from None
 
+    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(reader's sqlite3 connection)`` in its thread: several queries in one round trip."""
+        if self.closed:
+            raise StoreClosedError("the store is closed")
+        try:
+            return await db.in_thread(self._reader, fn)
+        except sqlite3.Error as e:
+            raise db.map_error(e) from None
+
     def _data(self, row: Sequence[Any]) -> bytes | None:
         """An entry's bytes from its ``(data, blob_offset, blob_size)`` row; None for an entry
         held outside the store (both NULL)."""
@@ -183,10 +194,29 @@ class Rows:
         rows = await self.read(sql.ENTRY, ((feed_id << KEY_SHIFT) | seq,))
         return self._data(rows[0]) if rows else None
 
-    async def entries(self, feed_id: int, start: int, end: int) -> list[bytes]:
-        """The stored entries of ``[start, end)``, in order (missing and outside ones are left out)."""
+    async def entries(self, feed_id: int, start: int, end: int,
+                      max_bytes: int | None = None) -> tuple[list[bytes], bool]:
+        """The stored entries of ``[start, end)`` in order, cut (with ``max_bytes``) to the longest
+        prefix of at least one entry whose total size fits; and whether every entry of that prefix
+        was there (not missing, not held outside). The sizes and the rows are one round trip; the
+        blob-file preads stay on the loop, as before (in the reader's thread each pread would hand
+        the GIL to the loop and wait to take it back)."""
         base = feed_id << KEY_SHIFT
-        return [d for r in await self.read(sql.ENTRIES, (base | start, base | end)) if (d := self._data(r)) is not None]
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], int]:
+            stop = end
+            if max_bytes is not None:
+                total = 0
+                for k, (size,) in enumerate(conn.execute(sql.ENTRY_SIZES, (base | start, base | end))):
+                    total += size
+                    if total > max_bytes and k > 0:
+                        stop = start + k
+                        break
+            return conn.execute(sql.ENTRIES, (base | start, base | stop)).fetchall(), stop
+
+        rows, stop = await self._in_reader(run)
+        out = [d for r in rows if (d := self._data(r)) is not None]
+        return out, len(out) == stop - start
 
     async def slots(self, feed_id: int, start: int, end: int) -> list[tuple[int, bytes | None]]:
         """``(seq, data)`` for every row of ``[start, end)``, in order; data None for an entry held
@@ -225,10 +255,17 @@ class Rows:
                 out[key & SEQ_MASK] = h
         return out
 
-    async def nodes_between(self, feed_id: int, lo: int, hi: int) -> dict[int, bytes]:
-        """The stored nodes of a feed with indices in ``[lo, hi]``."""
+    async def nodes_between(self, feed_id: int, lo: int, hi: int, also: Sequence[int] = ()) -> dict[int, bytes]:
+        """The stored nodes of a feed with indices in ``[lo, hi]`` and of ``also`` (looked up by
+        key), in one read as long as ``also`` fits one statement."""
         base = feed_id << KEY_SHIFT
-        return {key & SEQ_MASK: h for key, h in await self.read(sql.NODES_BETWEEN, (base | lo, base | hi))}
+        if len(also) > MAX_READ_PARAMS - 2:
+            return {**await self.nodes(feed_id, also), **await self.nodes_between(feed_id, lo, hi)}
+        query = sql.NODES_BETWEEN
+        if also:
+            query += f" UNION ALL SELECT key, hash FROM nodes WHERE key IN ({','.join('?' * len(also))})"
+        rows = await self.read(query, (base | lo, base | hi, *(base | i for i in also)))
+        return {key & SEQ_MASK: h for key, h in rows}
 
     # -- writing a feed's tree ----------------------------------------------------------------
 

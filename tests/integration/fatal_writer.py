@@ -25,6 +25,9 @@ class FailingConnection:
     async def execute(self, *_a: object) -> None:
         raise sqlite3.OperationalError("disk I/O error (injected by the test)")
 
+    async def _execute(self, *_a: object) -> None:  # what storage.db.in_thread calls: a transaction
+        raise sqlite3.OperationalError("disk I/O error (injected by the test)")
+
     async def rollback(self) -> None:
         await self.real.rollback()
 

@@ -87,7 +87,8 @@ async def test_keys_on_disk_are_feed_shifted_by_42_or_seq(open_store: OpenStore)
     node_keys = [k for (k,) in await store.read("SELECT key FROM nodes")]
     assert node_keys and all(k >> 42 == second.id for k in node_keys)
     assert await store.rows.nodes(second.id, [3]) == await second.node_hashes([3])
-    assert await store.rows.entries(second.id, 1, 3) == [b"d", b"e"]
+    assert await store.rows.entries(second.id, 1, 3) == ([b"d", b"e"], True)
+    assert await store.rows.entries(second.id, 3, 9) == ([b"f"], False)
     assert await store.rows.entry_sizes(second.id, 0, 9) == [1, 1, 1, 1]
     assert await store.rows.entry(first.id, 2) is None
 
@@ -129,3 +130,28 @@ async def test_record_scope_is_a_typed_handle(open_store: OpenStore) -> None:
     assert await store.records("groups") == {"b": b"22"}  # the same rows as the string API
     with pytest.raises(ValueError):
         store.scope("")
+
+
+async def test_nodes_between_reads_the_others_in_the_same_query(open_store: OpenStore) -> None:
+    store = await open_store("s")
+    feed = await store.create_feed()
+    await feed.append([bytes([k]) * 9000 for k in range(8)])  # large entries: every node is stored
+    every = await store.rows.nodes(feed.id, range(15))
+    assert len(every) == 15
+    queries: list[str] = []
+    real = store.rows.read
+
+    async def counting(query: str, params: object = ()) -> list[object]:
+        queries.append(query)
+        return await real(query, params)  # type: ignore[arg-type]
+
+    store.rows.read = counting  # type: ignore[method-assign]
+    got = await store.rows.nodes_between(feed.id, 4, 6, [1, 11, 13, 99])
+    assert got == {i: every[i] for i in (4, 5, 6, 1, 11, 13)}
+    assert len(queries) == 1
+    assert await store.rows.nodes_between(feed.id, 8, 10) == {i: every[i] for i in (8, 9, 10)}
+    # More keys than one statement takes: still every node, in more than one read.
+    queries.clear()
+    many = [16 + k for k in range(rows.MAX_READ_PARAMS)]
+    assert await store.rows.nodes_between(feed.id, 0, 2, [*many, 7]) == {i: every[i] for i in (0, 1, 2, 7)}
+    assert len(queries) > 1

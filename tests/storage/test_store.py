@@ -15,6 +15,7 @@ import nacl.signing
 import pytest
 
 from storage import Store, verify_range
+from storage.blobs import BlobFile
 from storage.errors import (
     FeedNotFoundError,
     StorageError,
@@ -397,3 +398,75 @@ async def test_records_round_trip_and_survive_reopen(open_store: OpenStore) -> N
     store = await open_store("s")
     assert await store.records("groups") == {"friends": b"updated"}
     assert await store.records("other") == {"friends": b"three"}
+
+
+async def test_a_commit_is_one_round_trip_with_the_blob_write_off_the_loop(
+        open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await open_store("s")
+    feed = await store.create_feed()
+    await feed.append([b"first"])
+    conn = store._writer_conn
+    trips: list[object] = []
+    real_execute = conn._execute
+
+    async def counting(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await real_execute(fn, *args)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(conn, "_execute", counting)
+    threads: list[threading.Thread] = []
+    real_append = BlobFile.append
+
+    def append(self: BlobFile, blobs: list[bytes]) -> list[int]:
+        threads.append(threading.current_thread())
+        return real_append(self, blobs)
+
+    monkeypatch.setattr(BlobFile, "append", append)
+    entries = [b"small", bytes([1]) * 20_000, bytes([2]) * 30_000]
+    await feed.append(entries)
+    assert len(trips) == 1  # blob bytes, BEGIN, every statement and COMMIT together
+    assert threads and threads[0] is not threading.current_thread()
+    assert await feed.get_range(1, 4) == entries
+
+
+async def test_a_range_read_is_one_round_trip(open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await open_store("s")
+    feed = await store.create_feed()
+    entries = [b"small", bytes([1]) * 20_000, bytes([2]) * 30_000, b"tiny", bytes([3]) * 9000]
+    await feed.append(entries)
+    conn = store._reader
+    trips: list[object] = []
+    real_execute = conn._execute
+
+    async def counting(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await real_execute(fn, *args)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(conn, "_execute", counting)
+    assert await feed.get_range(0, 5) == entries
+    assert len(trips) == 1
+    trips.clear()
+    assert await feed.get_range(0, 5, max_bytes=20_010) == entries[:2]  # the longest prefix that fits
+    assert await feed.get_range(2, 5, max_bytes=10) == entries[2:3]  # at least one entry
+    assert await feed.get_range(3, 5, max_bytes=None) == entries[3:]
+    assert len(trips) == 3
+
+
+async def test_a_checkpoint_syncs_the_blob_file_first_in_one_round_trip(
+        open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await open_store("s")
+    feed = await store.create_feed()
+    await feed.append([bytes([1]) * 20_000])
+    conn = store._writer_conn
+    trips: list[object] = []
+    real_execute = conn._execute
+
+    async def counting(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await real_execute(fn, *args)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(conn, "_execute", counting)
+    synced: list[threading.Thread] = []
+    monkeypatch.setattr(BlobFile, "sync", lambda self: synced.append(threading.current_thread()))
+    assert await store.writer.checkpoint()
+    assert len(trips) == 1 and synced == [conn._thread]  # the connection's own thread: no second hop
