@@ -9,9 +9,13 @@ those entries as well would keep everything twice. So a namespace can be given a
 of held entries that the rebuilder reproduces *exactly*:
 
 1. ``release`` takes the held entries of the ranges that are not outside yet, in batches of
-   ``BATCH`` (one transaction each, serialized with clears by the feed's clear lock), reads
-   their stored bytes and asks the rebuilder for them; only entries whose rebuilt bytes equal
-   the stored bytes are released (anything else stays stored: nothing is released on trust).
+   at most ``BATCH`` entries and ``BATCH_BYTES`` of data (one transaction each, serialized with
+   clears by the feed's clear lock), reads their stored bytes and asks the rebuilder for them;
+   only entries whose rebuilt bytes equal the stored bytes are released (anything else stays
+   stored: nothing is released on trust). A batch's stored and rebuilt bytes are in memory
+   together, so the byte bound is what bounds a release's memory: 256 chunk entries of 64 KiB
+   were 32 MiB at once, on top of what serving the same feed holds (a release pass runs while
+   peers still fetch the entries it releases).
 2. The transaction keeps what proofs need, as a clear does (:mod:`storage.clearing`: the leaf
    of every released entry and the parent of every pair touching it), gives the entry's blob
    extent to ``blob_free`` and turns its row into an *outside row*: ``data`` and
@@ -21,7 +25,8 @@ of held entries that the rebuilder reproduces *exactly*:
    ``outside`` / ``outside_bytes`` grow. The outside rows are the record: a reopen finds them
    again (``sql/0003_outside.sql`` indexes them), so nothing else has to agree with them.
 4. ``restore(seqs)`` stores released entries again, rebuilt and verified (the layer above is
-   about to overwrite the content they come from and wants to keep them as history).
+   about to overwrite the content they come from and wants to keep them as history), in
+   batches bounded as a release's.
 
 Reading (``get``, ``get_range`` and through them serving; ``node_hashes`` never rebuilds: it uses
 the stored leaves) rebuilds outside entries through the rebuilder (:func:`read`) and checks each
@@ -61,7 +66,8 @@ from .ranges import RangeSet
 if TYPE_CHECKING:
     from .rows import Rows
 
-BATCH = 256  # entries released per transaction (as clearing.BATCH)
+BATCH = 256  # entries released per transaction at most (as clearing.BATCH)
+BATCH_BYTES = 4 * 1024 * 1024  # entry data per release or restore transaction at most (one entry above it goes alone)
 
 
 class Rebuilder(Protocol):
@@ -125,6 +131,32 @@ class Rebuilders:
         return self._by_namespace.get(namespace)
 
 
+async def batches(feed: Feed, spans: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """The entries of ``spans`` (sorted, disjoint ``[start, end)`` runs) in batches of at most
+    ``BATCH`` entries and ``BATCH_BYTES`` of entry data (their sizes are read, not their bytes;
+    a batch has one entry at least). An entry no longer held when the sizes are read counts as
+    empty (the batch's own check drops it)."""
+    out: list[list[int]] = []
+    batch: list[int] = []
+    size = 0
+    for lo, hi in spans:
+        try:
+            sizes = await feed.entry_sizes(lo, hi)
+        except EntryMissingError:
+            sizes = []
+        if len(sizes) != hi - lo:
+            sizes = [0] * (hi - lo)
+        for seq, n in zip(range(lo, hi), sizes):
+            if batch and (len(batch) >= BATCH or size + n > BATCH_BYTES):
+                out.append(batch)
+                batch, size = [], 0
+            batch.append(seq)
+            size += n
+    if batch:
+        out.append(batch)
+    return out
+
+
 def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """Sorted sequence numbers as ``[start, end)`` runs."""
     out: list[tuple[int, int]] = []
@@ -167,14 +199,7 @@ async def release(feed: Feed, ranges: Iterable[tuple[int, int]]) -> int:
         wanted.remove(a, b)
     freed = 0
     async with feed._clear_lock:
-        batch: list[int] = []
-        for lo, hi in wanted:
-            for start in range(lo, hi, BATCH):
-                batch.extend(range(start, min(start + BATCH, hi)))
-                while len(batch) >= BATCH:
-                    freed += await _release_batch(feed, batch[:BATCH])
-                    del batch[:BATCH]
-        if batch:
+        for batch in await batches(feed, wanted):
             freed += await _release_batch(feed, batch)
     return freed
 
@@ -288,9 +313,8 @@ async def restore(feed: Feed, seqs: Sequence[int]) -> int:
     feed._rows.check_writable()
     restored = 0
     async with feed._clear_lock:
-        wanted = sorted({s for s in seqs if s in feed.outside})
-        for k in range(0, len(wanted), BATCH):
-            batch = [s for s in wanted[k:k + BATCH] if s in feed.outside]
+        for wanted in await batches(feed, runs(s for s in seqs if s in feed.outside)):
+            batch = [s for s in wanted if s in feed.outside]
             leaves = await feed._rows.nodes(feed.id, [tree.index(0, s) for s in batch])
             try:
                 rebuilt = await _rebuild(feed, batch, leaves)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import FeedEvent, Store, verify_range
+from storage import FeedEvent, Store, outside, verify_range
 from storage.blobs import BLOB_THRESHOLD
 from storage.errors import EntryMissingError, RebuildUnavailableError
 
@@ -266,3 +266,33 @@ async def test_prefixes_read_the_first_bytes_of_stored_entries_and_nothing_of_ou
     calls = len(files.calls)
     assert await feed.prefixes(0, 3, 8) == [(0, small[:8]), (1, b""), (2, b"x")]
     assert len(files.calls) == calls  # nothing rebuilt for a prefix
+
+
+async def test_release_and_restore_batches_are_bounded_in_bytes(open_store: OpenStore,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's stored and rebuilt bytes are in memory together: each rebuild a release or a
+    restore asks for holds at most ``BATCH_BYTES`` of entries (an entry larger goes alone) and
+    ``BATCH`` entries, whatever the number of entries released."""
+    monkeypatch.setattr(outside, "BATCH_BYTES", 10_000)
+    monkeypatch.setattr(outside, "BATCH", 4)
+    store = await open_store()
+    files = Files()
+    store.set_rebuilder("g", files)
+    feed = await store.create_feed("g")
+    data = entries(30, 3000) + entries(1, 20_000) + entries(9, 500)
+    await feed.append(data)
+    files.keep(feed.key, data)
+
+    def sizes(calls: list[tuple[bytes, tuple[int, ...]]]) -> list[list[int]]:
+        return [[len(data[s]) for s in seqs] for _, seqs in calls]
+
+    assert await feed.release([(0, 40)]) == sum(map(len, data))
+    assert list(feed.outside) == [(0, 40)]
+    released = sizes(files.calls)
+    assert [s for _, seqs in files.calls for s in seqs] == list(range(40))  # each once, in order
+    assert released == [[3004] * 3] * 10 + [[20_004]] + [[504] * 4, [504] * 4, [504]]
+    files.calls.clear()
+    assert await feed.restore(list(range(40))) == sum(map(len, data))
+    restored = sizes(files.calls)
+    assert all(len(b) <= 4 and (sum(b) <= 10_000 or len(b) == 1) for b in restored), restored
+    assert not feed.outside and await feed.get_range(0, 40) == data
