@@ -190,6 +190,7 @@ class Daemon:
                                  lambda: self.folders, lambda: self.swarm)
         self.controls.load()  # pauses and limits, before any group joins the node
         self.syncing = Syncing(self.folders, store, sup, self.controls, cfg.folders)
+        self.syncing.served = lambda group: netview.bytes_served(node, [f.key for f in group.all_feeds()])
         self.twins.node = node
         self.node.on_event.append(self.twins.on_peer_event)
         for address in cfg.network.listen:

@@ -119,6 +119,16 @@ def bytes_received(node: Any, feed_keys: Iterable[bytes]) -> int:
     return total
 
 
+def bytes_served(node: Any, feed_keys: Iterable[bytes]) -> int:
+    """Bytes of entries of these feeds sent to peers since the daemon started."""
+    total = 0
+    for key in feed_keys:
+        rep = node.replicators.find(key)
+        if rep is not None:
+            total += rep.bytes_served
+    return total
+
+
 def pause_feeds(channel: Any, paused: bool) -> None:
     """Stop (or resume) requesting the feeds of ``channel`` (a backup peer over its quota)."""
     channel.peer.set_paused(channel, paused)

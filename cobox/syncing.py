@@ -29,6 +29,7 @@ status, the controls and the API) holds exactly the folders whose ``folder:NAME`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from storage import Store
@@ -59,6 +60,7 @@ class Syncing:
         self.supervisor = supervisor
         self.controls = controls
         self.settings = settings
+        self.served: Callable[[Group], int] = lambda group: 0  # bytes of a group's feeds sent to peers (daemon)
 
     async def resume(self, groups: dict[str, Group]) -> None:
         """Start every recorded folder of a group in ``groups``."""
@@ -101,7 +103,8 @@ class Syncing:
         self.supervisor.spawn(f"folder:{group.name}", serve, restart="backoff")
         self.supervisor.spawn(f"prune:{group.name}", lambda: folder_prune.run(sync, cfg.history_days),
                               restart="backoff")
-        self.supervisor.spawn(f"single:{group.name}", lambda: folder_single.run(sync, cfg.single_copy),
+        self.supervisor.spawn(f"single:{group.name}",
+                              lambda: folder_single.run(sync, cfg.single_copy, served=lambda: self.served(group)),
                               restart="backoff")
         return sync
 

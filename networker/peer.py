@@ -454,3 +454,6 @@ class Peer:
                                          proof.upgrade_from, proof.upgrade))
             if pf is not None:
                 pf.sent_length = proof.length
+        rep = self.replicators.find(feed.key)
+        if rep is not None:
+            rep.bytes_served += sum(map(len, entries))

@@ -184,6 +184,7 @@ class FeedReplicator:
         self._paused = False
         self.entries_received = 0
         self._bytes_received = 0
+        self.bytes_served = 0  # bytes of entries sent to peers (``NodePeer._serve``)
         self._rotation = 0
         self._wake = wake  # asks the shell to schedule again (after a command from above)
 

@@ -32,10 +32,10 @@ and for the replicas of other members' feeds alike: every member has the group k
   peers. Syncthing's versioning draws the same line: it keeps what remote changes replace.
 - :func:`release_pass` releases the held chunk entries the index covers, at most ``MAX_RELEASE``
   per pass, in the store's batches; :func:`run` (the service ``single:NAME``) runs one pass when
-  the folder has been quiet (no file marked) ``QUIET`` seconds after a change, and again while a
-  pass left work. Only a member (the group key) does this: a backup peer has no files and never
-  releases. ``[folders] single_copy = false`` keeps the second copy (the rebuilder still serves
-  entries released before).
+  the folder has been quiet (no file marked, no entry served to a peer) ``QUIET`` seconds after
+  a change, and again while a pass left work. Only a member (the group key) does this: a backup
+  peer has no files and never releases. ``[folders] single_copy = false`` keeps the second copy
+  (the rebuilder still serves entries released before).
 
 The folder reader does not rebuild outside entries to re-read them at restart: they were
 verified chunk entries when released (``OpReader`` counts them as chunk entries unread).
@@ -47,7 +47,7 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -318,10 +318,13 @@ async def forget(group: Group, *, restore: bool = True) -> int:
     return restored
 
 
-async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET) -> None:
+async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET,
+              served: Callable[[], int] = lambda: 0) -> None:
     """The service ``single:NAME``: build the index once the folder's first round has read the
     state, then (with ``single_copy``) release what the files hold whenever the folder has been
-    quiet ``quiet`` seconds after a change."""
+    quiet ``quiet`` seconds after a change, and no peer took entries of the group's feeds from
+    here meanwhile (``served``: a counter of bytes served; a pass reads and seals every chunk
+    again, which a transfer under way would share the CPU with)."""
     install(sync)  # at once: a read before the index is built waits for it, it loses nothing
     while sync.rounds < 1:
         await asyncio.sleep(POLL)
@@ -330,11 +333,12 @@ async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET) -> None
         await asyncio.Event().wait()  # serve rebuilds only, until cancelled
     done: int | None = None
     seen, since = sync.marks, asyncio.get_running_loop().time()
+    sent = served()
     while True:
         await asyncio.sleep(POLL)
         now = asyncio.get_running_loop().time()
-        if sync.marks != seen:
-            seen, since = sync.marks, now
+        if sync.marks != seen or served() != sent:
+            seen, sent, since = sync.marks, served(), now
             continue
         if seen == done or now - since < quiet:
             continue

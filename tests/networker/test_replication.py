@@ -46,6 +46,8 @@ async def test_one_writer_one_reader(make_device):
     r = replica(b, feed.key)
     assert await r.get_range(0, 500) == data
     assert r.length == 500 and not r.writable and r.namespace == b.group.namespace
+    served = a.node.replicators.find(feed.key)
+    assert served is not None and served.bytes_served >= sum(map(len, data))  # what a counted as sent
 
 
 async def test_writers_on_both_sides_and_live_appends(make_device):

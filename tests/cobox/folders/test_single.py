@@ -164,6 +164,35 @@ async def test_the_service_releases_once_the_folder_is_quiet(members) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_the_service_waits_while_peers_are_taking_entries_from_here(members, monkeypatch) -> None:
+    """A release pass reads and seals every chunk again: not while a peer is still fetching
+    (the served counter moves), but once it has stopped for the quiet time."""
+    import asyncio
+
+    monkeypatch.setattr(single, "POLL", 0.02)
+    a = await members("a")
+    (a.root / "one.bin").write_bytes(os.urandom(2 * MiB))
+    served = [0]
+
+    def serving() -> int:
+        served[0] += 1 if fetching else 0  # a peer fetching: bytes go out between two looks
+        return served[0]
+
+    fetching = True
+    task = asyncio.ensure_future(single.run(a.sync, True, quiet=0.2, served=serving))
+    try:
+        await a.sync.round()
+        await until(lambda: served[0] > 100, timeout=30, what="the service to look many times")
+        assert a.feed.outside_bytes == 0 and not task.done()  # 2 s of looks, each one serving: nothing released
+        fetching = False
+        await until(lambda: task.done() or a.feed.outside_bytes >= 2 * MiB, timeout=30, what="the release")
+        if task.done():
+            task.result()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_single_copy_off_releases_nothing_but_serves_what_was_released(members) -> None:
     import asyncio
 
