@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 QUIET = 5.0  # seconds without a file marked before a release pass
 POLL = 1.0  # seconds between two looks at the folder's marks
+MAX_DEFER = 600.0  # seconds a release pass waits at most for peers to stop fetching
 MAX_RELEASE = 16384  # entries released per pass (about 1 GiB of 64 KiB chunks)
 READY_WAIT = 30.0  # seconds a rebuild waits for the index to be built first
 
@@ -324,7 +325,7 @@ async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET,
     state, then (with ``single_copy``) release what the files hold whenever the folder has been
     quiet ``quiet`` seconds after a change, and no peer took entries of the group's feeds from
     here meanwhile (``served``: a counter of bytes served; a pass reads and seals every chunk
-    again, which a transfer under way would share the CPU with)."""
+    again, which a transfer under way would share the CPU with; at most ``MAX_DEFER`` seconds)."""
     install(sync)  # at once: a read before the index is built waits for it, it loses nothing
     while sync.rounds < 1:
         await asyncio.sleep(POLL)
@@ -333,15 +334,19 @@ async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET,
         await asyncio.Event().wait()  # serve rebuilds only, until cancelled
     done: int | None = None
     seen, since = sync.marks, asyncio.get_running_loop().time()
-    sent = served()
+    sent, busy = served(), since
     while True:
         await asyncio.sleep(POLL)
         now = asyncio.get_running_loop().time()
-        if sync.marks != seen or served() != sent:
-            seen, sent, since = sync.marks, served(), now
+        if sync.marks != seen:
+            seen, since = sync.marks, now
             continue
+        if served() != sent:
+            sent, busy = served(), now
         if seen == done or now - since < quiet:
             continue
+        if now - busy < quiet and now - since < MAX_DEFER:
+            continue  # peers are fetching: after them (but not forever in a group always busy)
         freed, more = await release_pass(sync)
         if freed:
             log.info("folder of %s: %d bytes of chunk entries released (held in the files)", sync.group.name, freed)
