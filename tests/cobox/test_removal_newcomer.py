@@ -96,8 +96,10 @@ async def test_a_device_invited_after_a_removal_reads_every_epoch_with_the_same_
                 what="a to open the genesis channel with d")
 
     await log_has(hd.current, {"a before", "b before", "a after"}, "d to read both epochs")
-    await until(lambda: len(ed.records) == 1, what="d to read the removal record")
-    assert ed.resolution.steps[0].removed == {c.id} and ed.resolution.steps[0].records
+    # The records are read before the resolution is made of them: wait for both.
+    await until(lambda: len(ed.records) == 1 and bool(ed.resolution.steps)
+                and ed.resolution.steps[0].removed == {c.id}, what="d to read and resolve the removal record")
+    assert ed.resolution.steps[0].records
     assert hd.current.keys.chunker_key == ha.current.keys.chunker_key == a.group.keys.chunker_key
     assert ed.status()["chunker_id"] == ea.status()["chunker_id"] != ""
     await hd.current.append("d after")
@@ -158,6 +160,7 @@ async def test_an_invite_from_an_epoch_of_concurrent_removals_gets_the_newcomer_
     assert he.current.discovery_key == ha.current.discovery_key
     connect(e, b)
     await log_has(he.current, {"a before", "b before", "a in the union"}, "e to read both epochs")
-    await until(lambda: len(ee.records) == 2, what="e to read both removal records")
-    assert ee.resolution.steps[0].removed == {c.id, d.id} and he.current.removal is None
+    await until(lambda: len(ee.records) == 2 and bool(ee.resolution.steps)
+                and ee.resolution.steps[0].removed == {c.id, d.id}, what="e to read and resolve both removal records")
+    assert he.current.removal is None
     assert he.current.keys.chunker_key == ha.current.keys.chunker_key
