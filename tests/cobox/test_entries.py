@@ -49,3 +49,28 @@ def test_formats_live_in_entries_and_the_model_does_not_import_them() -> None:
     assert not hasattr(model, "encode_op") and "entries" not in model.__dict__
     with pytest.raises(AttributeError):
         _ = model.encode_op
+
+
+def test_encode_chunk_writes_exactly_msgpack_of_the_padded_chunk() -> None:
+    # encode_chunk builds the bytes itself (one copy); the format is msgpack's, byte for byte
+    # (synthetic nonces and the single-copy rebuild depend on it).
+    sizes = [1, 2, 254, 255, 256, 257, 1000, 65400, 65534, 65535, 65536, 65537, 300_000, entries.MAX_CHUNK_BYTES]
+    for n in sizes:
+        data = bytes(range(256)) * (n // 256) + b"\xff" * (n % 256)
+        want = msgpack.packb({"type": "chunk", "data": entries.pad(data)}, use_bin_type=True)
+        assert entries.encode_chunk(data) == want, n
+        assert entries.encode_chunk(memoryview(data)) == want, n
+        assert entries.decode_chunk_entry(want) == data
+    with pytest.raises(ValueError):
+        entries.encode_chunk(b"")
+
+
+def test_seal_gives_libsodium_xchacha20poly1305_bytes() -> None:
+    import nacl.bindings
+
+    plain = entries.encode_chunk(b"chunk" * 1000)
+    sealed = entries.seal(KEY, FEED, 9, plain)
+    nonce, body = sealed[:entries.NONCE_BYTES], sealed[entries.NONCE_BYTES:]
+    place = FEED + (9).to_bytes(8, "big")
+    assert body == nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, place, nonce, KEY)
+    assert entries.open_entry(KEY, FEED, 9, bytearray(sealed)) == plain
