@@ -254,12 +254,26 @@ def pad(data: bytes) -> bytes:
 def unpad(padded: bytes) -> bytes:
     if type(padded) is not bytes or not MIN_PADDED <= len(padded) <= MAX_PADDED:
         raise MalformedChunkError("chunk entry: padded data of a bad type or size")
-    end = len(padded.rstrip(b"\0")) - 1
-    if end < 1 or padded[end] != MARK:
+    return padded[:_chunk_length(padded, 0, len(padded))]
+
+
+def _chunk_length(buf: bytes, start: int, stop: int) -> int:
+    """The length of the chunk padded in ``buf[start:stop]``, its padding strictly checked (see
+    ``unpad``). The last non-zero byte is found by stripping ever longer tails, not a copy of
+    the whole (the padding is a few percent of the size at most, 255 bytes below 256)."""
+    tail = 1024
+    while True:
+        lo = max(start, stop - tail)
+        kept = len(buf[lo:stop].rstrip(b"\0"))
+        if kept or lo == start:
+            break
+        tail *= 8
+    end = lo + kept - 1 - start  # where the mark must be
+    if end < 1 or buf[start + end] != MARK:
         raise MalformedChunkError("chunk entry: bad padding")
-    if padded_size(end + 1) != len(padded):
+    if padded_size(end + 1) != stop - start:
         raise MalformedChunkError("chunk entry: padding longer than its size class")
-    return padded[:end]
+    return end
 
 
 # msgpack of {"type": "chunk", "data": b""} without the empty bin's header: what precedes the
@@ -294,7 +308,18 @@ def chunk_of(obj: Any) -> bytes:
 
 
 def decode_chunk_entry(plain: bytes) -> bytes:
-    """The chunk stored in an entry's plaintext; ``MalformedChunkError`` for anything else."""
+    """The chunk stored in an entry's plaintext; ``MalformedChunkError`` for anything else.
+    The encoding ``encode_chunk`` writes is read in place (one copy: the chunk returned); any
+    other encoding of the same map goes through msgpack, with the same checks."""
+    if type(plain) is bytes and plain.startswith(_CHUNK_PREFIX):
+        at = len(_CHUNK_PREFIX)
+        tag = plain[at] if len(plain) > at else 0
+        if tag == 0xC5 or tag == 0xC6:
+            head = _BIN16 if tag == 0xC5 else _BIN32
+            off = at + head.size
+            size = head.unpack_from(plain, at)[1] if len(plain) >= off else -1
+            if off + size == len(plain) and MIN_PADDED <= size <= MAX_PADDED:
+                return plain[off:off + _chunk_length(plain, off, len(plain))]
     try:
         obj = msgpack.unpackb(plain, raw=False, max_bin_len=MAX_PADDED, max_str_len=16, max_array_len=0,
                               max_map_len=2, max_ext_len=0)
