@@ -7,6 +7,8 @@ under the group's encryption key, a synthetic 24-byte nonce in front of the ciph
 "Sealing" below: the same place and plaintext always seal to the same bytes), and
 ``feed key || u64(seq)`` as associated data, so an entry cannot be moved to another feed or
 position unnoticed; ``open_entry`` returns ``None`` for anything that does not authenticate.
+The cipher is libsodium's ``crypto_aead_xchacha20poly1305_ietf``, computed with OpenSSL's
+ChaCha20-Poly1305 (:mod:`cobox.xchacha`: the same bytes, 2.5x faster on the test machine).
 
 Sealing
 ~~~~~~~
@@ -133,10 +135,9 @@ import struct
 from typing import Any
 
 import msgpack
-import nacl.bindings
-import nacl.exceptions
 from blake3 import blake3
 
+from . import xchacha
 from .errors import MalformedChunkError, MalformedLogEntryError, MalformedOpError
 from .folders.model import ChunkRef, Delete, Mkdir, Op, Put, Rename, Stamp
 from .folders.paths import is_normal
@@ -184,18 +185,15 @@ def seal(key: bytes, feed_key: bytes, seq: int, plain: bytes) -> bytes:
     hasher = blake3(place, key=nonce_key_of(key))
     hasher.update(plain)
     nonce = hasher.digest(NONCE_BYTES)
-    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, place, nonce, key)
+    return nonce + xchacha.encrypt(key, nonce, plain, place)  # libsodium's bytes, OpenSSL's speed
 
 
 def open_entry(key: bytes | None, feed_key: bytes, seq: int, data: bytes) -> bytes | None:
     """The plaintext of a stored entry; ``None`` if there is no key or it does not authenticate."""
     if key is None or len(data) < NONCE_BYTES + TAG_BYTES:
         return None
-    try:
-        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            data[NONCE_BYTES:], feed_key + _U64.pack(seq), data[:NONCE_BYTES], key)
-    except nacl.exceptions.CryptoError:
-        return None
+    view = memoryview(data)  # no copy of the ciphertext
+    return xchacha.decrypt(key, bytes(view[:NONCE_BYTES]), view[NONCE_BYTES:], feed_key + _U64.pack(seq))
 
 
 # -- log entries --------------------------------------------------------------------------------
@@ -256,17 +254,45 @@ def pad(data: bytes) -> bytes:
 def unpad(padded: bytes) -> bytes:
     if type(padded) is not bytes or not MIN_PADDED <= len(padded) <= MAX_PADDED:
         raise MalformedChunkError("chunk entry: padded data of a bad type or size")
-    end = len(padded.rstrip(b"\0")) - 1
-    if end < 1 or padded[end] != MARK:
+    return padded[:_chunk_length(padded, 0, len(padded))]
+
+
+def _chunk_length(buf: bytes, start: int, stop: int) -> int:
+    """The length of the chunk padded in ``buf[start:stop]``, its padding strictly checked (see
+    ``unpad``). The last non-zero byte is found by stripping ever longer tails, not a copy of
+    the whole (the padding is a few percent of the size at most, 255 bytes below 256)."""
+    tail = 1024
+    while True:
+        lo = max(start, stop - tail)
+        kept = len(buf[lo:stop].rstrip(b"\0"))
+        if kept or lo == start:
+            break
+        tail *= 8
+    end = lo + kept - 1 - start  # where the mark must be
+    if end < 1 or buf[start + end] != MARK:
         raise MalformedChunkError("chunk entry: bad padding")
-    if padded_size(end + 1) != len(padded):
+    if padded_size(end + 1) != stop - start:
         raise MalformedChunkError("chunk entry: padding longer than its size class")
-    return padded[:end]
+    return end
 
 
-def encode_chunk(data: bytes) -> bytes:
-    """The plaintext of the entry that stores ``data`` (a chunk)."""
-    return msgpack.packb({"type": CHUNK_TYPE, "data": pad(data)}, use_bin_type=True)
+# msgpack of {"type": "chunk", "data": b""} without the empty bin's header: what precedes the
+# header of ``data`` in every chunk entry (msgpack keeps a dict's order).
+_CHUNK_PREFIX = msgpack.packb({"type": CHUNK_TYPE, "data": b""}, use_bin_type=True)[:-2]
+_MARK_BYTE = bytes([MARK])
+_BIN16, _BIN32 = struct.Struct(">BH"), struct.Struct(">BI")
+
+
+def encode_chunk(data: bytes | bytearray | memoryview) -> bytes:
+    """The plaintext of the entry that stores ``data`` (a chunk): the bytes of
+    ``msgpack.packb({"type": "chunk", "data": pad(data)})``, written in one copy (msgpack would
+    copy the padded chunk three times: into ``pad``'s result, its buffer and the bytes it returns)."""
+    if not data:
+        raise ValueError("a chunk is never empty")
+    n = len(data) + 1
+    size = padded_size(n)  # at least MIN_PADDED (256): a bin 16 or bin 32
+    header = _BIN16.pack(0xC5, size) if size < 1 << 16 else _BIN32.pack(0xC6, size)
+    return b"".join((_CHUNK_PREFIX, header, data, _MARK_BYTE, bytes(size - n)))
 
 
 def is_chunk_record(obj: Any) -> bool:
@@ -282,7 +308,18 @@ def chunk_of(obj: Any) -> bytes:
 
 
 def decode_chunk_entry(plain: bytes) -> bytes:
-    """The chunk stored in an entry's plaintext; ``MalformedChunkError`` for anything else."""
+    """The chunk stored in an entry's plaintext; ``MalformedChunkError`` for anything else.
+    The encoding ``encode_chunk`` writes is read in place (one copy: the chunk returned); any
+    other encoding of the same map goes through msgpack, with the same checks."""
+    if type(plain) is bytes and plain.startswith(_CHUNK_PREFIX):
+        at = len(_CHUNK_PREFIX)
+        tag = plain[at] if len(plain) > at else 0
+        if tag == 0xC5 or tag == 0xC6:
+            head = _BIN16 if tag == 0xC5 else _BIN32
+            off = at + head.size
+            size = head.unpack_from(plain, at)[1] if len(plain) >= off else -1
+            if off + size == len(plain) and MIN_PADDED <= size <= MAX_PADDED:
+                return plain[off:off + _chunk_length(plain, off, len(plain))]
     try:
         obj = msgpack.unpackb(plain, raw=False, max_bin_len=MAX_PADDED, max_str_len=16, max_array_len=0,
                               max_map_len=2, max_ext_len=0)
