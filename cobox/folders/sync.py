@@ -15,7 +15,8 @@ state (``FolderState.update``: incremental, decoding and merging in a worker thr
 every path) and does it: a download streams its chunks from the store in runs, opened and
 verified against their BLAKE3 ids in the writer thread, into ``apply.write_file`` (temp file,
 fsync, rename), so memory stays bounded whatever the file size (:mod:`.fetch`); small files
-(``SMALL_FILE``) are written ``SMALL_BATCH`` at a time with two file-system syncs per batch;
+(``SMALL_FILE``) are written ``SMALL_BATCH`` at a time (``SMALL_BATCH_BYTES`` at most) with two
+file-system syncs per batch;
 the local changes of a round are recorded together (:mod:`.record`: chunked in a worker
 thread, many chunks per signed append, many operations per append). A download waits until
 every chunk it needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
@@ -74,8 +75,9 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 log = logging.getLogger(__name__)
-SMALL_FILE = 256 * 1024  # downloads up to this size are written in batches (fetch.write_versions)
-SMALL_BATCH = 128  # files per batch (at most 32 MiB held)
+SMALL_FILE = 4 * 1024 * 1024  # downloads up to this size are written in batches (fetch.write_versions)
+SMALL_BATCH = 128  # files per batch at most
+SMALL_BATCH_BYTES = 8 * 1024 * 1024  # bytes per batch at most (held in memory while it is written)
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
 
@@ -288,7 +290,7 @@ class FolderSync:
                     continue
                 if isinstance(a, Download) and a.version.size <= SMALL_FILE:
                     small.append(a)
-                    if len(small) < SMALL_BATCH:
+                    if len(small) < SMALL_BATCH and sum(d.version.size for d in small) < SMALL_BATCH_BYTES:
                         continue
                 if small:
                     await self._download_small(small)
