@@ -9,7 +9,8 @@ sealed in a thread), with up to ``APPENDS_IN_FLIGHT`` appends awaiting their com
 thread goes on. When a batch's appends are committed its chunks have their places
 (``ChunkRef(feed, seq)``, noted in ``OpReader.own_chunks`` and skipped by the reader); then the
 ``Put`` operations of the files the batch completes are appended together (``record_many``: one
-append) and their ``Synced`` records written together (their commits are grouped). A chunk the
+append) and their ``Synced`` records written together (their commits are grouped), in a task of
+their own (up to ``OPS_IN_FLIGHT``), so that the next batch does not wait for those commits. A chunk the
 group already references (or this device already stores, or this pipeline already queued) is
 referenced again, never stored twice. A file that changed while it was read is left for the
 next round; one that cannot be read is returned with its error.
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 APPENDS_IN_FLIGHT = 2  # signed appends of chunk batches awaiting their commit while the next is cut
+OPS_IN_FLIGHT = 4  # appends of a batch's operations (and their Synced records) awaiting their commits
 MAX_FILLERS = 1 << 20  # entries written at most to make clock room for one op
 APPEND_FILLERS = 1024  # filler entries per signed append
 
@@ -90,6 +92,13 @@ class Recorder:
                 ops.append(state.put(a.path, f.size, a.local.mode, f.mtime, refs, self.group.device_id, a.base))
             if not ops:
                 return
+            # Appended and marked in a task of their own: the next batch's chunks need not wait
+            # for these two commits (``OPS_IN_FLIGHT`` at most).
+            finishing.append(asyncio.ensure_future(finish(ops)))
+            while len(finishing) > OPS_IN_FLIGHT:
+                await finishing.popleft()
+
+        async def finish(ops: list[Op]) -> None:
             try:
                 recorded = await self.record_many(ops)
             except FolderError as e:
@@ -99,22 +108,30 @@ class Recorder:
             await mark([(op.path, Synced(op.stamp, op.size, op.mtime, op.content))
                         for op in recorded if isinstance(op, Put)])
 
+        async def drain() -> None:
+            while pending:
+                await settle()
+            while finishing:
+                await finishing.popleft()
+
+        finishing: collections.deque[asyncio.Future[None]] = collections.deque()
         try:
             files = [(a, self.root / a.path) for a in puts]
             async for batch in record_batches(files, self.chunker, known.__contains__):
                 if batch.fresh:  # a large file: the operations of the files before go first
-                    while pending:
-                        await settle()
+                    await drain()
                 task = asyncio.ensure_future(self._append(batch.plaintexts)) if batch.plaintexts else None
                 pending.append((task, batch))
                 if len(pending) > APPENDS_IN_FLIGHT:
                     await settle()
-            while pending:
-                await settle()
+            await drain()
         finally:
             for task, _ in pending:
                 if task is not None:
                     task.cancel()
+            for op_task in finishing:
+                op_task.cancel()
+            await asyncio.gather(*finishing, return_exceptions=True)
         return failed
 
     async def record_many(self, ops: list[Op]) -> list[Op]:

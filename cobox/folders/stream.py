@@ -201,8 +201,10 @@ class Appender:
     3. the lock is released by a callback queued after that step, so the next batch is sealed
        while this one waits for its commit (batches pipeline, places stay in order).
 
-    Small batches (operations) and a device without its own feed yet go through
-    ``Group.append_records``."""
+    Small batches (operations) go through ``Group.append_records`` (sealed on the loop), under
+    the same lock, so that they do not take the places of a large batch sealing in the thread
+    (which would then be sealed again, on the loop); a device without its own feed yet goes
+    through it directly."""
 
     SMALL = 64 * 1024  # bytes below which sealing on the loop is cheaper than a thread hop
 
@@ -214,9 +216,17 @@ class Appender:
         """Append ``plaintexts`` as one signed batch; the place of the first (and ``await`` it
         returns once committed)."""
         feed = self.group.own_feed()
-        if feed is None or sum(map(len, plaintexts)) < self.SMALL:
+        if feed is None:
             return int(await self.group.append_records(plaintexts))
         await self._lock.acquire()
+        if sum(map(len, plaintexts)) < self.SMALL:  # sealed on the loop, after a batch sealing now
+            try:
+                small = asyncio.ensure_future(self.group.append_records(plaintexts))
+            except BaseException:
+                self._lock.release()
+                raise
+            asyncio.get_running_loop().call_soon(self._lock.release)  # after it took its places
+            return int(await small)
         try:
             first = feed.next_seq
             sealed = await asyncio.to_thread(self._seal, feed.key, first, plaintexts)

@@ -287,6 +287,41 @@ async def test_an_append_that_comes_between_sealing_and_appending_moves_the_batc
     assert [a.group.open(feed.key, first + k, await feed.get(first + k)) for k in range(4)] == batch
 
 
+async def test_a_small_append_through_the_appender_waits_for_the_batch_sealing_before_it(members):
+    """Operations appended while a batch of chunks is sealed in the thread (record_puts appends
+    a batch's operations in a task of its own) must not take that batch's places: the batch
+    would be sealed again, on the event loop. They go after it, and nothing is sealed twice."""
+    import asyncio
+    import threading
+
+    a = await members("a")
+    await a.write(b"first")
+    appender = stream.Appender(a.group)
+    original = appender._seal
+    sealing, go = threading.Event(), threading.Event()
+    seals: list[int] = []
+
+    def slow_seal(feed_key, first, plaintexts):  # type: ignore[no-untyped-def]
+        seals.append(first)
+        sealing.set()
+        go.wait(10)
+        return original(feed_key, first, plaintexts)
+
+    appender._seal = slow_seal  # type: ignore[method-assign]
+    batch = [os.urandom(40_000) for _ in range(4)]
+    large = asyncio.ensure_future(appender.append(batch))
+    await asyncio.to_thread(sealing.wait, 10)
+    small = asyncio.ensure_future(appender.append([b"an operation"]))
+    for _ in range(50):  # give the small append every chance to jump the queue (it must not)
+        await asyncio.sleep(0)
+    assert not small.done() and a.feed.next_seq == 1
+    go.set()
+    assert (await large, await small) == (1, 5)
+    assert seals == [1]  # sealed once, for the places it got
+    assert [a.group.open(a.feed.key, 1 + k, await a.feed.get(1 + k)) for k in range(4)] == batch
+    assert a.group.open(a.feed.key, 5, await a.feed.get(5)) == b"an operation"
+
+
 def test_ahead_yields_in_order_bounded_and_stops_with_its_consumer() -> None:
     made: list[int] = []
 
