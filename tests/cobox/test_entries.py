@@ -63,3 +63,62 @@ def test_encode_chunk_writes_exactly_msgpack_of_the_padded_chunk() -> None:
         assert entries.decode_chunk_entry(want) == data
     with pytest.raises(ValueError):
         entries.encode_chunk(b"")
+
+
+def _reference_decode_chunk_entry(plain: bytes) -> bytes:
+    # the decoder as it was written first: msgpack, then the padding stripped whole
+    try:
+        obj = msgpack.unpackb(plain, raw=False, max_bin_len=entries.MAX_PADDED, max_str_len=16, max_array_len=0,
+                              max_map_len=2, max_ext_len=0)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise MalformedChunkError("not msgpack") from None
+    if type(obj) is not dict or len(obj) != 2 or obj.get("type") != "chunk" or "data" not in obj:
+        raise MalformedChunkError("not a chunk entry")
+    padded = obj["data"]
+    if type(padded) is not bytes or not entries.MIN_PADDED <= len(padded) <= entries.MAX_PADDED:
+        raise MalformedChunkError("bad size")
+    end = len(padded.rstrip(b"\0")) - 1
+    if end < 1 or padded[end] != entries.MARK or entries.padded_size(end + 1) != len(padded):
+        raise MalformedChunkError("bad padding")
+    return padded[:end]
+
+
+def test_decode_chunk_entry_accepts_and_refuses_exactly_what_msgpack_and_unpad_do() -> None:
+    import random
+
+    rnd = random.Random(5)
+
+    def variants(chunk: bytes) -> list[bytes]:
+        good = entries.encode_chunk(chunk)
+        padded = entries.pad(chunk)
+        out = [good, good[:-1], good + b"\0", good[:-1] + b"\1", good[:20], good[:23], b"", b"\x80"]
+        out.append(msgpack.packb({"data": padded, "type": "chunk"}, use_bin_type=True))  # other key order
+        out.append(msgpack.packb({"type": "chunk", "data": padded + bytes(4096)}, use_bin_type=True))
+        out.append(msgpack.packb({"type": "chunk", "data": chunk + bytes(len(padded) - len(chunk))},
+                                 use_bin_type=True))  # no mark
+        out.append(msgpack.packb({"type": "chunk", "data": bytes(len(padded))}, use_bin_type=True))  # all zeros
+        out.append(msgpack.packb({"type": "chunk", "data": b"\x80" + bytes(len(padded) - 1)}, use_bin_type=True))
+        prefix = good[:len(good) - len(padded)]
+        if prefix[-3] == 0xC5:  # the same bin in a bin 32 header: valid msgpack, read the same
+            out.append(prefix[:-3] + b"\xc6" + len(padded).to_bytes(4, "big") + padded)
+        bad = bytearray(good)
+        bad[rnd.randrange(len(good))] ^= 1 << rnd.randrange(8)
+        out.append(bytes(bad))
+        return out
+
+    sizes = [1, 2, 3, 200, 254, 255, 256, 1000, 4000, 65000, 65535, 65536, 70000, 300_000]
+    sizes += [rnd.randrange(1, 200_000) for _ in range(40)]
+    for n in sizes:
+        chunk = rnd.randbytes(n - 1) + rnd.choice((b"\0", b"\x80", b"\x01"))  # a chunk may end like padding
+        for plain in variants(chunk):
+            try:
+                want: bytes | type[MalformedChunkError] = _reference_decode_chunk_entry(plain)
+            except MalformedChunkError:
+                want = MalformedChunkError
+            try:
+                got: bytes | type[MalformedChunkError] = entries.decode_chunk_entry(plain)
+            except MalformedChunkError:
+                got = MalformedChunkError
+            assert got == want, (n, plain[:32].hex())
+            if want is not MalformedChunkError:
+                assert entries.unpad(msgpack.unpackb(plain)["data"]) == want
