@@ -320,7 +320,7 @@ class FolderSync:
         for path in [p for p in self.failed if p not in state.files and p not in local]:
             del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
-        self.spool.sweep()
+        await asyncio.to_thread(self.spool.sweep)  # may unlink a large temp file: off the loop
         self.gate.round_done()
         t_end = time.monotonic()
         if t_end - t0 > 0.5:  # where a slow round went (bench/folder.py --profile shows these lines)
