@@ -10,8 +10,10 @@ consecutive chunk entries of one feed, seconds before the operation. ``OpReader`
 entry of another member's feed it hands to ``Spool.chunk`` (in the reader's worker thread), and
 every other entry to ``Spool.other``. Per feed the spool keeps the current run: its first place,
 each chunk's size and BLAKE3 id, and its bytes, in memory until the run passes ``FILE_AFTER``
-bytes, then in a temp file ``.cobox-tmp-spool-<random>`` at the folder's root, appended to as
-chunks come. Any other entry of that feed, or a chunk that does not follow, ends the run.
+bytes (more than a sender keeps in flight between a batch of small files' chunks and their
+operations, so runs of small files end in memory and cost no write), then in a temp file
+``.cobox-tmp-spool-<random>`` at the folder's root, appended to as chunks come. Any other entry
+of that feed, or a chunk that does not follow, ends the run.
 
 When a round downloads a version (``fetch.write_version``), ``claim(refs)`` looks for a run with
 a file that starts at the version's first chunk and whose places, sizes and ids are the
@@ -34,12 +36,13 @@ gap that does not fill within those bounds, or within ``WAIT`` seconds, ends the
 passed over. Only entries stored since the folder started are spooled (``begin``): what a
 device already held then is not written again.
 
-Bounds: at most ``MAX_RUNS`` runs at once (the oldest is dropped) and ``FILE_AFTER`` bytes in
-memory per run; a run that ended and was not claimed by the end of the round is removed
-(``sweep``), and every run at ``close``. A crash leaves temp files, which
-``apply.clean_temp`` removes at start. A write that fails (a full disk) drops the run, and so
-does a run about to cross the free space the folder keeps (``room``, checked before a run gets
-its file and every ``CHECK_EVERY`` bytes): the download then reads the store and reports.
+Bounds: at most ``MAX_RUNS`` runs at once (the oldest is dropped), ``FILE_AFTER`` bytes in
+memory per run and ``HELD_BYTES`` for all of them; a run that ended and was not claimed by the
+end of the round is removed (``sweep``), and every run at ``close``. A crash leaves temp files,
+which ``apply.clean_temp`` removes at start. A write that fails (a full disk) drops the run,
+and so does a run about to cross the free space the folder keeps (``room``, checked before a
+run gets its file and every ``CHECK_EVERY`` bytes): the download then reads the store and
+reports.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ from .paths import TMP_PREFIX
 
 log = logging.getLogger(__name__)
 
-FILE_AFTER = 8 * 1024 * 1024  # a run is held in memory up to this size, then written to a temp file
+FILE_AFTER = 16 * 1024 * 1024  # a run is held in memory up to this size, then written to a temp file
+HELD_BYTES = 32 * 1024 * 1024  # held in memory by all runs together at most (then the run growing gets its file)
 MAX_RUNS = 4  # runs kept at once (feeds sending large files at the same time)
 WAIT = 30.0  # seconds a gap waits for its entries
 REORDER_BYTES = 4 * 1024 * 1024  # chunks held at most while earlier entries are missing
@@ -191,7 +195,7 @@ class Spool:
         try:
             if run.path is None:
                 run.held.append(data)
-                if run.size > FILE_AFTER:
+                if run.size > FILE_AFTER or sum(r.size for r in self._runs if r.path is None) > HELD_BYTES:
                     self._file(run)
             else:
                 self._write(run, [data])

@@ -55,8 +55,8 @@ async def test_a_large_new_file_is_written_as_its_chunks_arrive_and_only_renamed
 async def test_large_files_recorded_among_small_ones_each_arrive_as_a_run_of_their_own(members) -> None:
     a, b = await members("a"), await members("b")
     await b.sync.round()
-    files = {"a.txt": os.urandom(3000), "b-big.bin": os.urandom(12 * MiB), "c.txt": os.urandom(5000),
-             "d-big.bin": os.urandom(10 * MiB), "e.txt": os.urandom(100)}
+    files = {"a.txt": os.urandom(3000), "b-big.bin": os.urandom(20 * MiB), "c.txt": os.urandom(5000),
+             "d-big.bin": os.urandom(18 * MiB), "e.txt": os.urandom(100)}
     for path, data in files.items():
         (a.root / path).write_bytes(data)
     await a.sync.round()
@@ -70,7 +70,7 @@ async def test_large_files_recorded_among_small_ones_each_arrive_as_a_run_of_the
 
 async def test_a_folder_started_again_does_not_spool_what_its_device_held(members) -> None:
     a, b = await members("a"), await members("b")
-    (a.root / "big.bin").write_bytes(os.urandom(12 * MiB))
+    (a.root / "big.bin").write_bytes(os.urandom(20 * MiB))
     await a.sync.round()
     connect(a, b)
     await b.caught_up(a, timeout=30)  # stored while B's folder was not running (a daemon stopped)
@@ -274,3 +274,15 @@ def test_the_reader_waits_a_moment_for_a_hole_where_a_spooled_run_goes_on(tmp_pa
     assert not r._hold(feed, done, 5, 7)  # it may never fill: read past it
     r.spool.other(FEED, 5)  # the run ended: nothing to wait for
     assert not r.spool.wants(FEED, 5)
+
+
+def test_what_runs_hold_in_memory_together_is_bounded(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(spool_mod, "FILE_AFTER", 10_000)
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", 2_000)
+    s = Spool(tmp_path, lambda n: True)
+    for seq, c in enumerate(chunks(3)):  # ~900 bytes: below both bounds, in memory
+        s.chunk(FEED, seq, c)
+    assert spooled(tmp_path) == []
+    for seq, c in enumerate(chunks(4)):  # together above HELD_BYTES: the run growing gets its file
+        s.chunk(OTHER, seq, c)
+    assert len(spooled(tmp_path)) == 1 and s.wants(OTHER, 4) and not s.wants(FEED, 3)
