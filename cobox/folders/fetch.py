@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from ..entries import decode_chunk_entry
 from ..errors import MalformedChunkError, MalformedRecordError
-from .apply import FileWrite, finish_file, write_file, write_files
+from .apply import FileWrite, checked_path, finish_file, write_file, write_files
 from .chunking import chunk_id
 from .merge import Version
 from .model import ChunkRef
@@ -43,6 +44,7 @@ from .spool import Spool
 
 if TYPE_CHECKING:
     from ..groups import Group
+    from .single import Place
 
 BATCH_RUN_ENTRIES = 1024  # entries per hop for a batch of small files (``write_versions``)
 RUN_ENTRIES = 32  # chunk entries fetched per hop to the event loop (about 2.5 MiB)
@@ -79,8 +81,33 @@ def open_chunk(group: Group, ref: ChunkRef, data: bytes) -> bytes:
     return chunk
 
 
-def pieces(group: Group, refs: Sequence[ChunkRef], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
-    """The verified chunks of ``refs`` in order (run in a worker thread, see the module docstring)."""
+def local_chunk(root: Path, ref: ChunkRef, places: Sequence[Place]) -> bytes | None:
+    """Chunk ``ref`` read from one of this device's files that held it (``places``), if it is
+    still there: the bytes read must have the chunk's size and BLAKE3 id (a file changed since
+    gives None, and the store is read instead)."""
+    for place in places:
+        try:
+            fd = os.open(checked_path(root, place.path, create=False), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            data = os.pread(fd, ref.size, place.offset)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if len(data) == ref.size and chunk_id(data) == ref.id:
+            return data
+    return None
+
+
+def pieces(group: Group, refs: Sequence[ChunkRef], loop: asyncio.AbstractEventLoop,
+           local: Callable[[ChunkRef], bytes | None] | None = None,
+           maybe_local: Callable[[ChunkRef], bool] = lambda ref: False) -> Iterator[bytes]:
+    """The verified chunks of ``refs`` in order (run in a worker thread, see the module
+    docstring). A run whose every chunk ``local`` finds in this device's files (an edited file:
+    most of its chunks are the old version's) is read from them, not from the store; the next
+    run is read from the store ahead unless ``maybe_local`` says its first chunk may be here."""
     cuts = runs(refs)
 
     def fetch(k: int) -> concurrent.futures.Future[list[bytes]]:
@@ -88,15 +115,32 @@ def pieces(group: Group, refs: Sequence[ChunkRef], loop: asyncio.AbstractEventLo
         feed = group.store.feed(refs[i].feed)
         return asyncio.run_coroutine_threadsafe(feed.get_range(refs[i].seq, refs[j - 1].seq + 1), loop)
 
-    ahead = fetch(0) if cuts else None
-    for k, (i, j) in enumerate(cuts):
-        assert ahead is not None
-        entries = ahead.result()
-        ahead = fetch(k + 1) if k + 1 < len(cuts) else None
-        for ref, data in zip(refs[i:j], entries, strict=True):
-            yield open_chunk(group, ref, data)
-    if ahead is not None:
-        ahead.cancel()
+    def here(k: int) -> list[bytes] | None:
+        i, j = cuts[k]
+        if local is None or not maybe_local(refs[i]):
+            return None
+        found = []
+        for ref in refs[i:j]:
+            data = local(ref)
+            if data is None:
+                return None
+            found.append(data)
+        return found
+
+    ahead: tuple[int, concurrent.futures.Future[list[bytes]]] | None = None
+    try:
+        for k, (i, j) in enumerate(cuts):
+            chunks = here(k) if ahead is None or ahead[0] != k else None
+            if chunks is not None:
+                yield from chunks
+                continue
+            entries = (ahead[1] if ahead is not None and ahead[0] == k else fetch(k)).result()
+            ahead = (k + 1, fetch(k + 1)) if k + 1 < len(cuts) and not maybe_local(refs[cuts[k + 1][0]]) else None
+            for ref, data in zip(refs[i:j], entries, strict=True):
+                yield open_chunk(group, ref, data)
+    finally:
+        if ahead is not None:
+            ahead[1].cancel()
 
 
 _END = object()
@@ -146,14 +190,24 @@ def ahead(make: Callable[[], Iterator[bytes]], depth: int = AHEAD) -> Iterator[b
 
 
 async def write_version(group: Group, v: Version, root: Path, path: str, expect: LocalFile | None,
-                        spool: Spool | None = None) -> LocalFile:
+                        spool: Spool | None = None, places: dict[tuple[bytes, int], list[Place]] | None = None,
+                        ) -> LocalFile:
     """Write version ``v`` to ``root/path`` atomically (``apply.write_file``), from the store,
     or from the temp file the ``spool`` already wrote its first chunks to (``apply.finish_file``:
-    the rest from the store)."""
+    the rest from the store). ``places``: where this device's files hold some of its chunks
+    (``single.local_places``), read from there instead of the store when they still match."""
     loop = asyncio.get_running_loop()
     spooled = spool.claim(v.chunks) if spool is not None else None
     refs = v.chunks if spooled is None else v.chunks[spooled[1]:]
-    data = pieces(group, refs, loop) if len(refs) < AHEAD_CHUNKS else ahead(lambda: pieces(group, refs, loop))
+    held = places or {}
+
+    def local(ref: ChunkRef) -> bytes | None:
+        return local_chunk(root, ref, held.get((ref.feed, ref.seq), ()))
+
+    def make() -> Iterator[bytes]:
+        return pieces(group, refs, loop, local if held else None, lambda ref: (ref.feed, ref.seq) in held)
+
+    data = make() if len(refs) < AHEAD_CHUNKS else ahead(make)
     if spooled is not None:
         return await asyncio.to_thread(finish_file, root, path, spooled[0], data, size=v.size, mode=v.mode,
                                        mtime=v.mtime, expect=expect)

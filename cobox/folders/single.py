@@ -236,6 +236,21 @@ def index_of(sync: FolderSync) -> ChunkIndex:
     return index
 
 
+def local_places(sync: FolderSync, refs: Sequence[ChunkRef]) -> dict[Key, list[Place]]:
+    """Where this device's files hold the chunk entries ``refs`` name (a snapshot, taken on the
+    event loop, for a download to read them from instead of the store: ``fetch.local_chunk``)."""
+    index = _indexes.get(sync)
+    if index is None or not index.ready.is_set():
+        return {}
+    index.refresh()
+    out: dict[Key, list[Place]] = {}
+    for ref in refs:
+        places = index.places(ref.feed, ref.seq)
+        if places:
+            out[(ref.feed, ref.seq)] = places
+    return out
+
+
 def install(sync: FolderSync) -> ChunkIndex:
     """Make the folder's files the rebuilder of every epoch of its group (a member only)."""
     index = index_of(sync)
@@ -355,4 +370,4 @@ async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET,
 
 
 __all__ = ["ChunkIndex", "FolderRebuilder", "Place", "build", "forget", "index_of", "install", "keep_history",
-           "outside_held", "release_pass", "run"]
+           "local_places", "outside_held", "release_pass", "run"]

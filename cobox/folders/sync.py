@@ -386,7 +386,8 @@ class FolderSync:
         if a.replace is not None:  # the replaced version stays in the history (single.py)
             await single.keep_history(self, [a.path], v.chunks)
         try:
-            out = await write_version(self.group, v, self.root, a.path, a.replace, self.spool)
+            out = await write_version(self.group, v, self.root, a.path, a.replace, self.spool,
+                                      single.local_places(self, v.chunks))
         except MalformedChunkError as e:
             self._refuse_version(v, e)
             raise
