@@ -14,10 +14,9 @@ anything else, or anything malformed, is refused and counted against the feed's 
 skipped (``skip``), not decrypted again. The chunks of other members' feeds go to the
 folder's ``spool`` too (``spool.py``: a large new file written as its chunks arrive), in order
 of place: the held entries after a hole where a spooled run goes on are read once the hole
-fills, or ``HOLD`` seconds later (``_hold``). Entries
-held outside the store (``feed.outside``, released by ``cobox.folders.single``) are not read at
-all: they were verified chunk entries when they were released, so they count as read chunk
-entries without being rebuilt.
+fills, or ``HOLD`` seconds later (``_hold``). Entries held outside the store (``feed.outside``,
+released by ``cobox.folders.single``) are not read at all: they were verified chunk entries
+when they were released, so they count as read chunk entries without being rebuilt.
 Operations are folded into ``state`` (``FolderState.update``, incremental) at most
 ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole read, so
 one reader runs at a time and ``FolderSync`` can plan on a settled state.
