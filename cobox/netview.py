@@ -111,22 +111,18 @@ def entries_received(node: Any) -> int:
 
 
 def bytes_received(node: Any, feed_keys: Iterable[bytes]) -> int:
-    total = 0
-    for key in feed_keys:
-        rep = node.replicators.find(key)
-        if rep is not None:
-            total += rep.bytes_received
-    return total
+    """Bytes of verified entries of these feeds downloaded from peers since the daemon started."""
+    return _feed_total(node, feed_keys, "bytes_received")
 
 
 def bytes_served(node: Any, feed_keys: Iterable[bytes]) -> int:
     """Bytes of entries of these feeds sent to peers since the daemon started."""
-    total = 0
-    for key in feed_keys:
-        rep = node.replicators.find(key)
-        if rep is not None:
-            total += rep.bytes_served
-    return total
+    return _feed_total(node, feed_keys, "bytes_served")
+
+
+def _feed_total(node: Any, feed_keys: Iterable[bytes], counter: str) -> int:
+    reps = (node.replicators.find(key) for key in feed_keys)
+    return sum(getattr(rep, counter) for rep in reps if rep is not None)
 
 
 def pause_feeds(channel: Any, paused: bool) -> None:

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
 import pytest
@@ -400,20 +401,26 @@ async def test_records_round_trip_and_survive_reopen(open_store: OpenStore) -> N
     assert await store.records("other") == {"friends": b"three"}
 
 
+def round_trips(conn: Any, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The calls made from now on to ``conn``'s worker thread (aiosqlite's ``_execute``)."""
+    trips: list[object] = []
+    real_execute = conn._execute
+
+    async def counting(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await real_execute(fn, *args)
+
+    monkeypatch.setattr(conn, "_execute", counting)
+    return trips
+
+
 async def test_a_commit_is_one_round_trip_with_the_blob_write_off_the_loop(
         open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store = await open_store("s")
     feed = await store.create_feed()
     await feed.append([b"first"])
     conn = store._writer_conn
-    trips: list[object] = []
-    real_execute = conn._execute
-
-    async def counting(fn: object, *args: object) -> object:
-        trips.append(fn)
-        return await real_execute(fn, *args)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(conn, "_execute", counting)
+    trips = round_trips(conn, monkeypatch)
     threads: list[threading.Thread] = []
     real_append = BlobFile.append
 
@@ -435,14 +442,7 @@ async def test_a_range_read_is_one_round_trip(open_store: OpenStore, monkeypatch
     entries = [b"small", bytes([1]) * 20_000, bytes([2]) * 30_000, b"tiny", bytes([3]) * 9000]
     await feed.append(entries)
     conn = store._reader
-    trips: list[object] = []
-    real_execute = conn._execute
-
-    async def counting(fn: object, *args: object) -> object:
-        trips.append(fn)
-        return await real_execute(fn, *args)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(conn, "_execute", counting)
+    trips = round_trips(conn, monkeypatch)
     assert await feed.get_range(0, 5) == entries
     assert len(trips) == 1
     trips.clear()
@@ -458,14 +458,7 @@ async def test_a_checkpoint_syncs_the_blob_file_first_in_one_round_trip(
     feed = await store.create_feed()
     await feed.append([bytes([1]) * 20_000])
     conn = store._writer_conn
-    trips: list[object] = []
-    real_execute = conn._execute
-
-    async def counting(fn: object, *args: object) -> object:
-        trips.append(fn)
-        return await real_execute(fn, *args)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(conn, "_execute", counting)
+    trips = round_trips(conn, monkeypatch)
     synced: list[threading.Thread] = []
     monkeypatch.setattr(BlobFile, "sync", lambda self: synced.append(threading.current_thread()))
     assert await store.writer.checkpoint()
