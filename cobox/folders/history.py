@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import FolderError, UsageError
 from . import fetch
-from .merge import Version
+from .merge import FolderState, Version
 from .paths import normalize_path
 from .plan import LocalFile
-from .sync import FolderSync, find_version, version_id
+from .sync import FolderSync
 
 POLL = 0.05  # seconds between two looks at the restored file
 
@@ -61,6 +61,22 @@ async def restore(sync: FolderSync, file: str, version: str | None, to: str | No
     placed = await in_place(sync.root / path, put.size, put.mtime, wait)
     return {"restored": path, "version": version_id(v), "in_place": placed}
 
+
+
+def version_id(v: Version) -> str:
+    return f"{v.stamp.clock}-{v.stamp.author.hex()[:8]}"
+
+
+def find_version(state: FolderState, path: str, vid: str | None) -> Version:
+    history = [v for v in state.history(path) if not v.deleted]
+    if not history:
+        raise FolderError(f"no version of {path!r} is known")
+    if vid is None:
+        return history[-1]
+    for v in history:
+        if version_id(v) == vid:
+            return v
+    raise FolderError(f"{path!r} has no version {vid!r} (see `cobox folder history`)")
 
 def restore_target(to: Path, path: str, force: bool) -> tuple[Path, LocalFile | None]:
     """Where a restore ``to`` writes, and the file it may replace there (``None``: none)."""

@@ -487,20 +487,4 @@ class FolderSync:
         }
 
 
-def version_id(v: Version) -> str:
-    return f"{v.stamp.clock}-{v.stamp.author.hex()[:8]}"
-
-
-def find_version(state: FolderState, path: str, vid: str | None) -> Version:
-    history = [v for v in state.history(path) if not v.deleted]
-    if not history:
-        raise FolderError(f"no version of {path!r} is known")
-    if vid is None:
-        return history[-1]
-    for v in history:
-        if version_id(v) == vid:
-            return v
-    raise FolderError(f"{path!r} has no version {vid!r} (see `cobox folder history`)")
-
-
-__all__ = ["FolderSync", "find_version", "version_id"]
+__all__ = ["FolderSync"]
