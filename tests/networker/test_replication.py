@@ -349,7 +349,11 @@ async def test_a_broken_chain_falls_back_to_plain_requests_and_chains_again(make
         return None
 
     def release(d: bytes) -> bytes | None:
-        if swapped and msgpack.unpackb(d)[0] == m.Data.type_id:
+        # Only a Data proved from a longer tree than the held one builds its upgrade on that
+        # tree; one from the same tree (the writer did not append in between) would be taken
+        # in either order, so it passes and the held one waits for the next.
+        f = msgpack.unpackb(d)
+        if f[0] == m.Data.type_id and f[6] > msgpack.unpackb(swapped[0])[6]:
             ca._outbox.put_nowait(d)
             ca.tap = None
             return swapped[0]
