@@ -231,8 +231,13 @@ class Feed:
 
     # -- writing ----------------------------------------------------------------------------
 
-    async def append(self, entries: Sequence[bytes]) -> int:
-        """Append a batch of entries under one signature; return the new length."""
+    async def append(self, entries: Sequence[bytes], *, outside: Sequence[int] = ()) -> int:
+        """Append a batch of entries under one signature; return the new length.
+
+        ``outside``: the positions (indices into ``entries``) of entries the namespace's
+        rebuilder holds already (a member's chunk entries, whose plaintext its file has): they
+        are appended as outside rows (:mod:`storage.outside`), their leaf and pair hashes kept,
+        their data not written. Without a rebuilder they are stored like the rest."""
         if self._signer is None:
             raise NotWritableError(f"feed {self.key.hex()[:16]} is a replica")
         if not entries:
@@ -252,11 +257,17 @@ class Feed:
         self._pending = after
         epoch = self._epoch
 
+        aside = sorted({k for k in outside if 0 <= k < len(entries)}) if self.rebuilder is not None else []
+        aside_bytes = sum(len(entries[k]) for k in aside)
+
         def on_commit() -> None:
             self._committed = after
             self._signed = signed
             self.have.add(before.length, length)
-            self.stored_bytes += sum(map(len, entries))
+            for k in aside:
+                self.outside.add(before.length + k, before.length + k + 1)
+            self.outside_bytes += aside_bytes
+            self.stored_bytes += sum(map(len, entries)) - aside_bytes
             self._recent.remember_nodes([*nodes, *roots])
             self._emit(FeedEvent("append", before.length, length, length))
 
@@ -266,10 +277,16 @@ class Feed:
 
         # Leaves and their parents over small entries are not stored: the entries are, and those
         # hashes are cheap to recompute (node_hashes); that halves the node rows.
-        kept = [(i, h) for i, h in nodes if not recomputable(i, before.length, entries, within=False)]
+        # Over an outside entry nothing can be recomputed: its leaf and pair hashes are kept, as
+        # a release keeps them (``node_hashes`` recomputes a pair from stored leaves otherwise).
+        held = {before.length + k for k in aside}
+        kept = [(i, h) for i, h in nodes
+                if not recomputable(i, before.length, entries, within=False)
+                or held and any(k in held for k in range(*tree.leaf_span(i)))]
         await self._rows.write_tree(
             self.id, before.length, entries, kept,
             signed, on_commit=on_commit, on_abort=on_abort, is_current=lambda: self._epoch == epoch,
+            outside=aside,
         )
         return length
 

@@ -272,18 +272,21 @@ class Rows:
     def write_tree(
         self, feed_id: int, start: int, entries: Sequence[bytes], nodes: Iterable[tuple[int, bytes]],
         signed: SignedTree, *, on_commit: Callable[[], None], on_abort: Callable[[], None],
-        is_current: Callable[[], bool] | None = None,
+        is_current: Callable[[], bool] | None = None, outside: Sequence[int] = (),
     ) -> Coroutine[Any, Any, None]:
         """Store ``entries`` as ``start, start + 1, ...``, the tree ``nodes`` (index, hash) and
         ``signed`` (kept only when longer than the stored signed tree) in one job; await the
-        result to wait for the commit."""
+        result to wait for the commit. The entries at the positions ``outside`` (indices into
+        ``entries``) get outside rows instead: their size, not their data (``storage.outside``)."""
         base = feed_id << KEY_SHIFT
+        aside = set(outside)
         return self._submit(db.WriteJob(
             statements=[
                 (sql.INSERT_NODE, [(base | i, h) for i, h in nodes]),
                 (sql.UPSERT_SIGNATURE, [(feed_id, signed.length, signed.tree_hash, signed.signature)]),
+                (sql.INSERT_OUTSIDE, [(base | (start + k), len(entries[k])) for k in sorted(aside)]),
             ],
-            entries=[(base | (start + k), e) for k, e in enumerate(entries)],
+            entries=[(base | (start + k), e) for k, e in enumerate(entries) if k not in aside],
             on_commit=on_commit,
             on_abort=on_abort,
             is_current=is_current,

@@ -92,6 +92,7 @@ OUTSIDE_ISLANDS = (
     f"  SELECT key, blob_size, key - ROW_NUMBER() OVER (ORDER BY key) AS island FROM entries WHERE {OUTSIDE_WHERE}"
     ") GROUP BY key >> ?1, island"
 )
+INSERT_OUTSIDE = "INSERT OR IGNORE INTO entries (key, data, blob_offset, blob_size) VALUES (?, NULL, NULL, ?)"
 SLOTS = "SELECT key, data, blob_offset, blob_size FROM entries WHERE key >= ? AND key < ? ORDER BY key"
 
 BLOB_EXTENTS = "SELECT key, blob_offset, blob_size FROM entries WHERE blob_offset IS NOT NULL ORDER BY blob_offset"

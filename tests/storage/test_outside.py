@@ -296,3 +296,51 @@ async def test_release_and_restore_batches_are_bounded_in_bytes(open_store: Open
     restored = sizes(files.calls)
     assert all(len(b) <= 4 and (sum(b) <= 10_000 or len(b) == 1) for b in restored), restored
     assert not feed.outside and await feed.get_range(0, 40) == data
+
+
+async def test_an_append_can_put_entries_outside_at_once(tmp_path: Path) -> None:
+    """``append(outside=)``: the rebuilder holds those entries already (a member's file), so
+    their rows keep only the size, no data is written for them, and everything else works as
+    after a release: have, proofs (no rebuild), reads that rebuild and verify, a replica that
+    verifies them, small entries beside them (whose pair hashes are otherwise recomputed), and
+    a reopen."""
+    async with await Store.open(tmp_path / "s") as store:
+        files = Files()
+        store.set_rebuilder("g", files)
+        feed = await store.create_feed("g")
+        data = [*entries(3, 20_000), b"small op", *entries(2, 300), *entries(1, BIG)]
+        files.keep(feed.key, data)
+        aside = [0, 1, 2, 4, 6]  # entries 3 and 5 (small) are stored
+        await feed.append(data, outside=aside)
+        assert list(feed.have) == [(0, 7)] and list(feed.outside) == [(0, 3), (4, 5), (6, 7)]
+        held = sum(len(data[k]) for k in aside)
+        assert feed.outside_bytes == held and feed.stored_bytes == sum(map(len, data)) - held
+        rows = await store.read("SELECT key & 63, data IS NULL AND blob_offset IS NULL FROM entries ORDER BY key")
+        assert [tuple(r) for r in rows] == [(k, int(k in aside)) for k in range(7)]
+        files.calls.clear()
+        for k in range(7):
+            verify_range(feed.key, k, [data[k]], await feed.proof(k))  # proofs need no rebuild
+        assert files.calls == []
+        assert await feed.get_range(0, 7) == data
+        assert {s for _, seqs in files.calls for s in seqs} == set(aside)
+        other = await Store.open(tmp_path / "r")
+        async with other:
+            dst = await other.open_feed(feed.key)
+            await deliver(feed, dst, 0, 7)
+            assert await dst.get_range(0, 7) == data
+        files.copy[(feed.key, 1)] = b"changed on disk"
+        with pytest.raises(EntryMissingError):
+            await feed.get(1)
+        assert 1 not in feed.have and 1 in feed.cleared  # lost here, never answered wrong
+    async with await Store.open(tmp_path / "s") as store:
+        feed = store.feeds()[0]
+        assert list(feed.outside) == [(0, 1), (2, 3), (4, 5), (6, 7)] and 1 in feed.cleared
+
+
+async def test_an_append_without_a_rebuilder_stores_everything(open_store: OpenStore) -> None:
+    store = await open_store()
+    feed = await store.create_feed("g")
+    data = entries(4, 20_000)
+    await feed.append(data, outside=[0, 1, 2, 3])
+    assert not feed.outside and feed.stored_bytes == sum(map(len, data))
+    assert await feed.get_range(0, 4) == data
