@@ -232,12 +232,9 @@ class Feed:
     # -- writing ----------------------------------------------------------------------------
 
     async def append(self, entries: Sequence[bytes], *, outside: Sequence[int] = ()) -> int:
-        """Append a batch of entries under one signature; return the new length.
-
-        ``outside``: the positions (indices into ``entries``) of entries the namespace's
-        rebuilder holds already (a member's chunk entries, whose plaintext its file has): they
-        are appended as outside rows (:mod:`storage.outside`), their leaf and pair hashes kept,
-        their data not written. Without a rebuilder they are stored like the rest."""
+        """Append a batch of entries under one signature; return the new length. ``outside``:
+        positions in ``entries`` the namespace's rebuilder holds already, appended as outside
+        rows (:mod:`storage.outside`); without a rebuilder they are stored like the rest."""
         if self._signer is None:
             raise NotWritableError(f"feed {self.key.hex()[:16]} is a replica")
         if not entries:
@@ -277,12 +274,10 @@ class Feed:
 
         # Leaves and their parents over small entries are not stored: the entries are, and those
         # hashes are cheap to recompute (node_hashes); that halves the node rows.
-        # Over an outside entry nothing can be recomputed: its leaf and pair hashes are kept, as
-        # a release keeps them (``node_hashes`` recomputes a pair from stored leaves otherwise).
+        # An outside entry keeps its leaf and pair hashes, as a release keeps them.
         held = {before.length + k for k in aside}
-        kept = [(i, h) for i, h in nodes
-                if not recomputable(i, before.length, entries, within=False)
-                or held and any(k in held for k in range(*tree.leaf_span(i)))]
+        kept = [(i, h) for i, h in nodes if not recomputable(i, before.length, entries, within=False)
+                or (held and any(k in held for k in range(*tree.leaf_span(i))))]
         await self._rows.write_tree(
             self.id, before.length, entries, kept,
             signed, on_commit=on_commit, on_abort=on_abort, is_current=lambda: self._epoch == epoch,

@@ -276,10 +276,8 @@ class Rows:
     ) -> Coroutine[Any, Any, None]:
         """Store ``entries`` as ``start, start + 1, ...``, the tree ``nodes`` (index, hash) and
         ``signed`` (kept only when longer than the stored signed tree) in one job; await the
-        result to wait for the commit. The entries at the positions ``outside`` (indices into
-        ``entries``) get outside rows instead: their size, not their data (``storage.outside``)."""
-        base = feed_id << KEY_SHIFT
-        aside = set(outside)
+        result to wait for the commit. Those at positions ``outside`` get outside rows (size only)."""
+        base, aside = feed_id << KEY_SHIFT, set(outside)
         return self._submit(db.WriteJob(
             statements=[
                 (sql.INSERT_NODE, [(base | i, h) for i, h in nodes]),
