@@ -24,7 +24,11 @@ of held entries that the rebuilder reproduces *exactly*:
 3. ``have`` is unchanged (peers still see the entries held), ``stored_bytes`` drops,
    ``outside`` / ``outside_bytes`` grow. The outside rows are the record: a reopen finds them
    again (``sql/0003_outside.sql`` indexes them), so nothing else has to agree with them.
-4. ``restore(seqs)`` stores released entries again, rebuilt and verified (the layer above is
+4. ``Feed.append(entries, outside=positions)`` appends entries the rebuilder holds already
+   (the caller just read them from there) straight as outside rows, leaves and pair parents
+   kept: no data is written. This one is on the caller's word, not checked against a stored
+   copy (there is none); every read still verifies the rebuilt bytes against the leaf.
+5. ``restore(seqs)`` stores released entries again, rebuilt and verified (the layer above is
    about to overwrite the content they come from and wants to keep them as history), in
    batches bounded as a release's.
 

@@ -274,16 +274,16 @@ class Rows:
         signed: SignedTree, *, on_commit: Callable[[], None], on_abort: Callable[[], None],
         is_current: Callable[[], bool] | None = None, outside: Sequence[int] = (),
     ) -> Coroutine[Any, Any, None]:
-        """Store ``entries`` as ``start, start + 1, ...``, the tree ``nodes`` (index, hash) and
-        ``signed`` (kept only when longer than the stored signed tree) in one job; await the
-        result to wait for the commit. Those at positions ``outside`` get outside rows (size only)."""
+        """Store ``entries`` as ``start, start + 1, ...`` (those at positions ``outside`` as outside
+        rows: size only), ``nodes`` (index, hash) and ``signed`` (if longer) in one awaitable job."""
         base, aside = feed_id << KEY_SHIFT, set(outside)
+        statements: list[tuple[str, list[Any]]] = [
+            (sql.INSERT_NODE, [(base | i, h) for i, h in nodes]),
+            (sql.UPSERT_SIGNATURE, [(feed_id, signed.length, signed.tree_hash, signed.signature)])]
+        if aside:
+            statements.append((sql.INSERT_OUTSIDE, [(base | (start + k), len(entries[k])) for k in sorted(aside)]))
         return self._submit(db.WriteJob(
-            statements=[
-                (sql.INSERT_NODE, [(base | i, h) for i, h in nodes]),
-                (sql.UPSERT_SIGNATURE, [(feed_id, signed.length, signed.tree_hash, signed.signature)]),
-                (sql.INSERT_OUTSIDE, [(base | (start + k), len(entries[k])) for k in sorted(aside)]),
-            ],
+            statements=statements,
             entries=[(base | (start + k), e) for k, e in enumerate(entries) if k not in aside],
             on_commit=on_commit,
             on_abort=on_abort,

@@ -352,8 +352,8 @@ async def test_a_broken_chain_falls_back_to_plain_requests_and_chains_again(make
         # Only a Data proved from a longer tree than the held one builds its upgrade on that
         # tree; one from the same tree (the writer did not append in between) would be taken
         # in either order, so it passes and the held one waits for the next.
-        f = msgpack.unpackb(d)
-        if f[0] == m.Data.type_id and f[6] > msgpack.unpackb(swapped[0])[6]:
+        msg, held = m.decode(d), m.decode(swapped[0])
+        if isinstance(msg, m.Data) and isinstance(held, m.Data) and msg.length > held.length:
             ca._outbox.put_nowait(d)
             ca.tap = None
             return swapped[0]
