@@ -29,7 +29,8 @@ against older ones, or in the middle of a run) is left to the normal path, which
 store.
 
 Replication may store a feed's entries a little out of order (several requests in flight); the
-reader waits a moment for a hole to fill (``OpReader._hold``), and the spool takes each feed's
+reader waits a moment for a hole to fill where a run worth keeping goes on (``wants``: one with
+its file, or ``HOLD_AFTER`` bytes in memory), and the spool takes each feed's
 entries in order of place (``Order``): one that still comes early waits
 (at most ``REORDER_BYTES`` of chunks and ``REORDER_ENTRIES`` entries) for the ones before it; a
 gap that does not fill within those bounds, or within ``WAIT`` seconds, ends the run and is
@@ -69,6 +70,7 @@ MAX_RUNS = 4  # runs kept at once (feeds sending large files at the same time)
 WAIT = 30.0  # seconds a gap waits for its entries
 REORDER_BYTES = 4 * 1024 * 1024  # chunks held at most while earlier entries are missing
 REORDER_ENTRIES = 4096  # entries held at most while earlier ones are missing
+HOLD_AFTER = 1024 * 1024  # a run this large is waited for at a hole (``wants``), in memory or in its file
 CHECK_EVERY = 64 * 1024 * 1024  # bytes written between checks of the free space
 SPOOL_PREFIX = f"{TMP_PREFIX}spool-"
 
@@ -137,11 +139,15 @@ class Spool:
         self._arrive(feed, seq, None)
 
     def wants(self, feed: bytes, seq: int) -> bool:
-        """Whether a run being written to its file goes on at entry ``seq`` of ``feed`` (the
-        reader waits a moment for it, ``OpReader._hold``)."""
+        """Whether a run goes on at entry ``seq`` of ``feed`` that is worth waiting a moment
+        for (the reader does, ``OpReader._hold``): one being written to its file, or one still
+        in memory that holds ``HOLD_AFTER`` bytes already (a large file's first megabytes: when
+        only runs with a file were waited for, the first hole in those, which replication makes
+        often, ended the run, so no large file was ever written from the spool)."""
         with self._lock:
             run = self._open.get(feed)
-            return run is not None and run.path is not None and run.next == seq and self.enabled()
+            return (run is not None and (run.path is not None or run.size >= HOLD_AFTER) and run.next == seq
+                    and self.enabled())
 
     def _arrive(self, feed: bytes, seq: int, data: bytes | None) -> None:
         with self._lock:

@@ -286,3 +286,30 @@ def test_what_runs_hold_in_memory_together_is_bounded(tmp_path, monkeypatch) -> 
     for seq, c in enumerate(chunks(4)):  # together above HELD_BYTES: the run growing gets its file
         s.chunk(OTHER, seq, c)
     assert len(spooled(tmp_path)) == 1 and s.wants(OTHER, 4) and not s.wants(FEED, 3)
+
+
+def test_a_large_run_still_in_memory_is_waited_for_at_a_hole(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replication stores a large file's entries a little out of order from its first megabytes
+    on. The reader waited only where a run with a file went on, so the first hole (more than
+    ``REORDER_BYTES`` behind it) ended the run still in memory, and the file was written again
+    from the store after its operation came (256 MiB: a second of the round, measured). A run in
+    memory of ``HOLD_AFTER`` bytes is waited for too; a small one (small files) is not."""
+    monkeypatch.setattr(spool_mod, "HOLD_AFTER", 2000)
+    monkeypatch.setattr(spool_mod, "FILE_AFTER", 3000)
+    r = reader_mod.OpReader(None)  # type: ignore[arg-type]
+    r.on_hold = lambda _delay: None
+    feed = SimpleNamespace(key=FEED, writable=False)
+    data = chunks(8)  # about 2,400 bytes: above HOLD_AFTER, below FILE_AFTER
+    r.spool = fed(tmp_path, data[:4], first=1)
+    done = RangeSet([(0, 5)])
+    assert not r.spool.wants(FEED, 5) and not r._hold(feed, done, 5, 7)  # small: read on
+    r.spool = fed(tmp_path, data, first=1)
+    done = RangeSet([(0, 9)])
+    assert spooled(tmp_path) == []  # still in memory
+    assert r.spool.wants(FEED, 9) and r._hold(feed, done, 9, 11)  # large: the hole is waited for
+    # What the hold spares: the entries after the hole reach the spool only once it filled,
+    # so the run goes on whole (into its file now) and a download claims all of it.
+    more = chunks(3)
+    for k, c in enumerate(more):
+        r.spool.chunk(FEED, 9 + k, c)
+    assert claimed_bytes(r.spool, refs(data + more, 1)) == (b"".join(data + more), 11)
