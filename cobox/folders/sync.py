@@ -16,7 +16,9 @@ every path) and does it: a download streams its chunks from the store in runs, o
 verified against their BLAKE3 ids in the writer thread, into ``apply.write_file`` (temp file,
 fsync, rename), so memory stays bounded whatever the file size (:mod:`.fetch`); small files
 (``SMALL_FILE``) are written ``SMALL_BATCH`` at a time (``SMALL_BATCH_BYTES`` at most) with two
-file-system syncs per batch;
+file-system syncs per batch, ``SMALL_IN_FLIGHT`` batches at once (any other action waits for the
+batches planned before it; the free-space check of a batch does not count the one beside it, so
+the reserve may be crossed by one batch at most);
 the local changes of a round are recorded together (:mod:`.record`: chunked in a worker
 thread, many chunks per signed append, many operations per append). A download waits until
 every chunk it needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
@@ -42,6 +44,7 @@ exception. Nothing here dies silently.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -77,6 +80,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SMALL_FILE = 4 * 1024 * 1024  # downloads up to this size are written in batches (fetch.write_versions)
 SMALL_BATCH = 128  # files per batch at most
+SMALL_IN_FLIGHT = 2  # batches written at once (one thread each: reading, opening and writing overlap)
 SMALL_BATCH_BYTES = 8 * 1024 * 1024  # bytes per batch at most (held in memory while it is written)
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
@@ -274,6 +278,7 @@ class FolderSync:
         waiting = waiting_bytes = 0
         puts = [a for a in actions if isinstance(a, RecordPut) and not dirs.handles(a)]
         small: list[Download] = []  # small downloads are written in batches
+        batches: collections.deque[asyncio.Future[None]] = collections.deque()  # being written
         new_dirs = [a for a in actions if isinstance(a, RecordPut) and dirs.handles(a)]
         self.settled.clear()
         try:
@@ -293,15 +298,24 @@ class FolderSync:
                     if len(small) < SMALL_BATCH and sum(d.version.size for d in small) < SMALL_BATCH_BYTES:
                         continue
                 if small:
-                    await self._download_small(small)
+                    batches.append(asyncio.ensure_future(self._download_small(small)))
+                    if len(batches) >= SMALL_IN_FLIGHT:
+                        await batches.popleft()
                     if small[-1] is a:
                         small = []
                         continue
                     small = []
+                while batches:  # any other action comes after the downloads planned before it
+                    await batches.popleft()
                 await self._act_one(a)
             if small:
-                await self._download_small(small)
+                batches.append(asyncio.ensure_future(self._download_small(small)))
+            while batches:
+                await batches.popleft()
         finally:
+            for t in batches:
+                t.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
             self.settled.set()
         t_act = time.monotonic()
         try:

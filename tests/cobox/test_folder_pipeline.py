@@ -382,3 +382,51 @@ async def test_a_large_version_with_one_miswired_chunk_is_refused_and_leaves_no_
     failed = victim.sync.status()["failed"]
     assert [f["path"] for f in failed] == ["evil.bin"] and "not a chunk" in failed[0]["reason"]
     assert not [p for p in victim.root.rglob("*") if p.name.startswith(".cobox-tmp-")]
+
+
+async def test_small_batches_are_written_two_at_a_time_and_a_large_download_waits(members, monkeypatch) -> None:
+    """``SMALL_IN_FLIGHT`` batches of small downloads are written at once; an action of another
+    kind (here a large file) starts only once the batches planned before it are written."""
+    import asyncio
+
+    from cobox.folders import sync as sync_mod
+
+    monkeypatch.setattr(sync_mod, "SMALL_BATCH", 3)
+    monkeypatch.setattr(sync_mod, "SMALL_FILE", 10_000)
+    events: list[str] = []
+    running = [0, 0]  # now, at most
+    started = [0]
+    write_versions, write_version = sync_mod.write_versions, sync_mod.write_version
+
+    async def counted_versions(group, items, root):  # type: ignore[no-untyped-def]
+        running[0] += 1
+        running[1] = max(running)
+        started[0] += 1
+        try:
+            # Slow writing, each batch slower than the one before (not a synchronisation: the
+            # assertions hold whatever the timing; without the wait, the large file starts
+            # while the second batch is still being written).
+            await asyncio.to_thread(time.sleep, 0.05 * started[0])
+            return await write_versions(group, items, root)
+        finally:
+            running[0] -= 1
+            events.append("batch")
+
+    async def counted_version(group, v, *args, **kw):  # type: ignore[no-untyped-def]
+        events.append(f"large:{v.path}:{running[0]}")
+        return await write_version(group, v, *args, **kw)
+
+    monkeypatch.setattr(sync_mod, "write_versions", counted_versions)
+    monkeypatch.setattr(sync_mod, "write_version", counted_version)
+    a, b = await members("a"), await members("b")
+    files = {f"{c}{k:02}.txt": os.urandom(500 + k) for c in "ac" for k in range(6)}
+    files["b-large.bin"] = os.urandom(50_000)  # planned between two batches of small ones (by path)
+    for path, data in files.items():
+        (a.root / path).write_bytes(data)
+    await a.sync.round()
+    connect(a, b)
+    await b.caught_up(a, timeout=30)
+    await b.sync.round()
+    assert digests(b.root) == digests(a.root)
+    assert running[1] == sync_mod.SMALL_IN_FLIGHT == 2
+    assert events == ["batch"] * 2 + ["large:b-large.bin:0"] + ["batch"] * 2, events
