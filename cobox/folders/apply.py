@@ -24,7 +24,9 @@ mtime), then ``sync_fs`` (``syncfs(2)`` of the file system holding ``root``; whe
 available, an fsync of each temp file), then each is checked and renamed, then ``sync_fs``
 again (the renames). One path's failure is returned for that path; the others go on.
 
-Any exception removes the temp file and leaves the old file untouched; a crash (kill -9) may
+All three start the writeback of what they write as they go and drop a synced file's pages
+from the page cache (``writeback.py``: a download does not fill the cache, and its fresh pages
+were its largest cost). Any exception removes the temp file and leaves the old file untouched; a crash (kill -9) may
 leave a temp file, which scans ignore and ``clean_temp`` removes. ``remove_file`` and
 ``move_file`` make the same ``expect`` check; ``move_file`` refuses to replace an existing
 target.
@@ -46,6 +48,7 @@ from cobox.errors import FileChangedError, UnsafePathError
 
 from .paths import TMP_PREFIX, normalize_path
 from .plan import LocalFile
+from .writeback import DROP_AFTER, Flusher, drop
 
 _umask_lock = threading.Lock()
 
@@ -120,13 +123,18 @@ def write_file(root: Path, path: str, data: Iterable[bytes], *, size: int, mode:
     try:
         with os.fdopen(fd, "wb") as f:
             written = 0
+            flusher = Flusher(f.fileno())
             for piece in data:
                 f.write(piece)
                 written += len(piece)
+                if written - flusher.head >= flusher.every:
+                    f.flush()
+                    flusher.wrote(written)
             if written != size:
                 raise ValueError(f"{path!r}: got {written} bytes, expected {size}")
             f.flush()
             os.fsync(f.fileno())
+            drop(f.fileno(), written)
         return _install(tmp, target, mode, mtime, expect)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -143,13 +151,20 @@ def finish_file(root: Path, path: str, tmp: Path, rest: Iterable[bytes], *, size
         target = checked_path(root, path, create=True)
         _check(target, expect)
         with open(tmp, "ab") as f:
+            written = os.fstat(f.fileno()).st_size
+            flusher = Flusher(f.fileno(), written)
             for piece in rest:
                 f.write(piece)
+                written += len(piece)
+                if written - flusher.head >= flusher.every:
+                    f.flush()
+                    flusher.wrote(written)
             f.flush()
             written = os.fstat(f.fileno()).st_size
             if written != size:
                 raise ValueError(f"{path!r}: got {written} bytes, expected {size}")
             os.fsync(f.fileno())
+            drop(f.fileno(), written)
         out = _install(tmp, target, mode, mtime, expect)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -249,6 +264,14 @@ def write_files(root: Path, files: list[FileWrite]) -> list[LocalFile | Exceptio
         temps.append((k, tmp, target))
     try:
         sync_fs(root, [t for _, t, _ in temps])
+        for k, tmp, _ in temps:  # synced: their pages may go (writeback.py)
+            if files[k].size >= DROP_AFTER:
+                with contextlib.suppress(OSError):
+                    fd = os.open(tmp, os.O_RDONLY)
+                    try:
+                        drop(fd, files[k].size)
+                    finally:
+                        os.close(fd)
         for k, tmp, target in temps:
             try:
                 _check(target, files[k].expect)

@@ -61,6 +61,7 @@ from pathlib import Path
 from .chunking import chunk_id
 from .model import ChunkRef
 from .paths import TMP_PREFIX
+from .writeback import Flusher
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Run:
     fd: int = -1
     checked: int = 0  # size at the last free-space check
     ended: bool = False
+    flusher: Flusher | None = None  # writeback behind the file's writes (writeback.py)
 
     @property
     def next(self) -> int:
@@ -295,6 +297,7 @@ class Spool:
             raise OSError("the free space the folder keeps (folders.min_disk_free) would be crossed")
         run.path = self.root / f"{SPOOL_PREFIX}{secrets.token_hex(8)}"
         run.fd = os.open(run.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        run.flusher = Flusher(run.fd)
         run.checked = run.size
         held, run.held = run.held, []
         self._write(run, held)
@@ -308,6 +311,8 @@ class Spool:
             view = memoryview(piece)
             while view:
                 view = view[os.write(run.fd, view):]
+        if run.flusher is not None:
+            run.flusher.wrote(run.size)
 
     def _drop(self, run: Run) -> None:
         if run in self._runs:
