@@ -24,12 +24,12 @@ mtime), then ``sync_fs`` (``syncfs(2)`` of the file system holding ``root``; whe
 available, an fsync of each temp file), then each is checked and renamed, then ``sync_fs``
 again (the renames). One path's failure is returned for that path; the others go on.
 
-All three start the writeback of what they write as they go and drop a synced file's pages
-from the page cache (``writeback.py``: a download does not fill the cache, and its fresh pages
-were its largest cost). Any exception removes the temp file and leaves the old file untouched; a crash (kill -9) may
-leave a temp file, which scans ignore and ``clean_temp`` removes. ``remove_file`` and
-``move_file`` make the same ``expect`` check; ``move_file`` refuses to replace an existing
-target.
+``write_file`` and ``finish_file`` start the writeback of what they write as they go, and all
+three drop a synced file's pages from the page cache (``writeback.py``: a download does not fill
+the cache, and its fresh pages were its largest cost). Any exception removes the temp file and
+leaves the old file untouched; a crash (kill -9) may leave a temp file, which scans ignore and
+``clean_temp`` removes. ``remove_file`` and ``move_file`` make the same ``expect`` check;
+``move_file`` refuses to replace an existing target.
 """
 
 from __future__ import annotations
