@@ -127,7 +127,7 @@ def write_file(root: Path, path: str, data: Iterable[bytes], *, size: int, mode:
             for piece in data:
                 f.write(piece)
                 written += len(piece)
-                if written - flusher.head >= flusher.every:
+                if flusher.due(written):
                     f.flush()
                     flusher.wrote(written)
             if written != size:
@@ -156,7 +156,7 @@ def finish_file(root: Path, path: str, tmp: Path, rest: Iterable[bytes], *, size
             for piece in rest:
                 f.write(piece)
                 written += len(piece)
-                if written - flusher.head >= flusher.every:
+                if flusher.due(written):
                     f.flush()
                     flusher.wrote(written)
             f.flush()
@@ -187,16 +187,19 @@ def _install(tmp: Path, target: Path, mode: int, mtime: int, expect: LocalFile |
     return LocalFile(st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
 
 
-def sync_fs(root: Path, fds_or_paths: Iterable[Path]) -> None:
+def sync_fs(root: Path, fds_or_paths: Iterable[Path], root_fd: int | None = None) -> None:
     """Make everything written under ``root`` durable: ``syncfs(2)``, else an fsync of each
-    path given and of their directories."""
+    path given and of their directories. ``root_fd``: ``root`` opened *before* the writes (a
+    file system's writeback error is reported to the descriptors opened before it, and only
+    once to one opened after: a batch syncing beside another one would miss it)."""
     if _syncfs is not None:
-        fd = os.open(root, os.O_RDONLY)
+        fd = os.open(root, os.O_RDONLY) if root_fd is None else root_fd
         try:
             if _syncfs(fd) == 0:
                 return
         finally:
-            os.close(fd)
+            if root_fd is None:
+                os.close(fd)
     dirs = set()
     for p in fds_or_paths:
         fd = os.open(p, os.O_RDONLY)
@@ -238,6 +241,14 @@ class FileWrite:
 def write_files(root: Path, files: list[FileWrite]) -> list[LocalFile | Exception]:
     """Atomically write a batch of small files (see the module docstring); per file, what was
     written or why not (``FileChangedError``, ``OSError``, ``UnsafePathError``, ...)."""
+    root_fd = os.open(root, os.O_RDONLY)  # before any write: see sync_fs
+    try:
+        return _write_files(root, files, root_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _write_files(root: Path, files: list[FileWrite], root_fd: int) -> list[LocalFile | Exception]:
     out: list[LocalFile | Exception] = []
     temps: list[tuple[int, Path, Path]] = []  # (index, temp, target)
     for k, w in enumerate(files):
@@ -263,7 +274,7 @@ def write_files(root: Path, files: list[FileWrite]) -> list[LocalFile | Exceptio
         out.append(e_placeholder)
         temps.append((k, tmp, target))
     try:
-        sync_fs(root, [t for _, t, _ in temps])
+        sync_fs(root, [t for _, t, _ in temps], root_fd)
         for k, tmp, _ in temps:  # synced: their pages may go (writeback.py)
             if files[k].size >= DROP_AFTER:
                 with contextlib.suppress(OSError):
@@ -280,7 +291,7 @@ def write_files(root: Path, files: list[FileWrite]) -> list[LocalFile | Exceptio
                 out[k] = LocalFile(st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
             except Exception as e:
                 out[k] = e
-        sync_fs(root, [target for k, _, target in temps if isinstance(out[k], LocalFile)])
+        sync_fs(root, [target for k, _, target in temps if isinstance(out[k], LocalFile)], root_fd)
     finally:
         for k, tmp, _ in temps:
             if out[k] is e_placeholder or isinstance(out[k], Exception):

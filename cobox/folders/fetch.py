@@ -197,7 +197,8 @@ async def write_version(group: Group, v: Version, root: Path, path: str, expect:
     the rest from the store). ``places``: where this device's files hold some of its chunks
     (``single.local_places``), read from there instead of the store when they still match."""
     loop = asyncio.get_running_loop()
-    spooled = spool.claim(v.chunks) if spool is not None else None
+    # In a thread: the spool's lock may be held by the reader waiting for a writeback.
+    spooled = await asyncio.to_thread(spool.claim, v.chunks) if spool is not None else None
     refs = v.chunks if spooled is None else v.chunks[spooled[1]:]
     held = places or {}
 

@@ -30,7 +30,9 @@ store.
 
 Replication may store a feed's entries a little out of order (several requests in flight); the
 reader waits a moment for a hole to fill where a run worth keeping goes on (``wants``: one with
-its file, or ``HOLD_AFTER`` bytes in memory), and the spool takes each feed's
+its file, or ``HOLD_AFTER`` bytes in memory: a large file's first megabytes; the cost, a hole
+that does not fill holds the operations after it back for ``HOLD`` seconds once per run, is
+paid also by runs of small files that never get a file), and the spool takes each feed's
 entries in order of place (``Order``): one that still comes early waits
 (at most ``REORDER_BYTES`` of chunks and ``REORDER_ENTRIES`` entries) for the ones before it; a
 gap that does not fill within those bounds, or within ``WAIT`` seconds, ends the run and is

@@ -117,6 +117,7 @@ class FolderSync:
         self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
         self._stopping = False
         self._synced: dict[str, Synced] = {}
+        self._replacing: list[list[Download]] = []  # the replacing downloads of small batches in flight
         self.marks = 0  # changes of _synced so far (cobox.folders.single watches it)
         self.settled = asyncio.Event()  # clear while a round moves, writes or removes files (single.py)
         self.settled.set()
@@ -285,6 +286,8 @@ class FolderSync:
             for a in actions:
                 if dirs.handles(a):  # a directory: made or removed here, recorded all together (dirs.py)
                     if not isinstance(a, RecordPut):
+                        while batches:  # after the downloads planned before it (below)
+                            await batches.popleft()
                         await self._act_one(a)
                     continue
                 if isinstance(a, RecordPut):
@@ -313,8 +316,8 @@ class FolderSync:
             while batches:
                 await batches.popleft()
         finally:
-            for t in batches:
-                t.cancel()
+            # Not cancelled: a batch's thread writes and renames whatever happens, and its
+            # files must be marked (and ``settled`` set only once no file moves any more).
             await asyncio.gather(*batches, return_exceptions=True)
             self.settled.set()
         t_act = time.monotonic()
@@ -413,7 +416,12 @@ class FolderSync:
         self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
 
     async def _download_small(self, batch: list[Download]) -> None:
-        """Download small files together (``fetch.write_versions``: one thread, two syncs)."""
+        """Download small files together (``fetch.write_versions``: one thread, two syncs).
+        Runs beside another batch (``SMALL_IN_FLIGHT``): their paths differ; ``failed``,
+        ``_bad_versions`` and the marks are per path; ``keep_history`` is given the paths the
+        other batch is replacing too (``_replacing``), since the chunk index learns of them
+        only when that batch marks them: an entry held by one file of each would otherwise be
+        kept by neither."""
         todo = []
         for a in batch:
             bad = self._bad_versions.get((a.version.path, a.version.stamp))
@@ -421,11 +429,20 @@ class FolderSync:
                 todo.append(a)
             else:
                 self._fail(a.path, "cannot apply", MalformedChunkError(bad))
+        replacing = [a for a in todo if a.replace is not None]
+        self._replacing.append(replacing)
+        try:
+            await self._write_small(todo)
+        finally:  # marked (or failed): the index knows what it holds now
+            del self._replacing[next(k for k, r in enumerate(self._replacing) if r is replacing)]
+
+    async def _write_small(self, todo: list[Download]) -> None:
         try:
             size = sum(a.version.size for a in todo)
             await asyncio.to_thread(self.min_disk_free.check, self.root, size, self.disk_space)
-            await single.keep_history(self, [a.path for a in todo if a.replace is not None],
-                                      [c for a in todo for c in a.version.chunks])
+            others = [a for r in self._replacing for a in r]  # this batch's and the one beside it
+            await single.keep_history(self, [a.path for a in others],
+                                      [c for a in [*todo, *others] for c in a.version.chunks])
             results = await write_versions(self.group, [(a.version, a.path, a.replace) for a in todo], self.root)
         except EntryMissingError as e:  # a chunk no longer held here (cobox.folders.single): next round
             log.info("folder %s: %d small downloads wait: %s", self.root, len(todo), e)

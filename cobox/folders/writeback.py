@@ -16,26 +16,32 @@ the final ``fsync`` finds little left to write, and a large download no longer p
 the machine's other programs had cached. :func:`drop` drops a whole file once it is synced.
 
 Durability is unchanged: ``sync_file_range`` is a hint, not a sync (no metadata, no disk
-cache); what makes a file durable is still its ``fsync`` before the rename. Errors are ignored
-here (a failed writeback shows at that ``fsync``). Where ``sync_file_range`` does not exist
-(not Linux) the flusher does nothing.
+cache); what makes a file durable is still its ``fsync`` before the rename. But a wait for
+writeback *consumes* a writeback error for that open file (the kernel reports each error once
+per file description): the later ``fsync`` would then return 0 for a file the disk failed to
+write. So every failure of ``sync_file_range`` is raised (``OSError``: the caller removes its
+temp file, as for a failed write), except the ones that say the file system does not support
+it (``EINVAL``, ``ENOSYS``, ``ESPIPE``, ``EOPNOTSUPP``), which switch the flusher off for that
+file. ``posix_fadvise`` consumes no error; its failure only leaves the pages cached. Where
+``sync_file_range`` does not exist (not Linux) the flusher does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import errno
 import os
 from collections.abc import Callable
 
 FLUSH_BYTES = 8 * 1024 * 1024  # written between two writeback starts
 DROP_AFTER = 256 * 1024  # files at least this large are dropped from the page cache once synced
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_*
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.ESPIPE, errno.EOPNOTSUPP}
 
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).sync_file_range
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -53,29 +59,43 @@ class Flusher:
     def __init__(self, fd: int, start: int = 0, every: int | None = None) -> None:
         self.fd = fd
         self.every = every or FLUSH_BYTES
-        self.head = start  # written up to here, writeback started up to ``head`` minus the rest
-        self._started: tuple[int, int] | None = None  # the range whose writeback runs
-        self.dropped = 0  # bytes dropped from the cache (tests)
+        self.head = start  # the end of the last range handed to the writeback
+        self._running: tuple[int, int] | None = None  # that range: its writeback may still run
+        self.on = _SYNC_FILE_RANGE is not None
+        self.dropped = 0  # bytes asked out of the cache (tests)
+
+    def due(self, end: int) -> bool:
+        """Whether ``wrote(end)`` has work to do (a caller with a buffer flushes it first)."""
+        return self.on and end - self.head >= self.every
 
     def wrote(self, end: int) -> None:
-        """The file is written up to ``end``."""
-        if _SYNC_FILE_RANGE is None or end - self.head < self.every:
+        """The file is written up to ``end``. Raises ``OSError`` for a failed writeback."""
+        if not self.due(end):
             return
         lo, self.head = self.head, end
-        _SYNC_FILE_RANGE(self.fd, lo, end - lo, _WRITE)
-        before, self._started = self._started, (lo, end)
-        if before is not None:
-            a, b = before
-            if _SYNC_FILE_RANGE(self.fd, a, b - a, _WAIT_BEFORE | _WRITE | _WAIT_AFTER) == 0:
-                self._drop(a, b - a)
+        if not self._sync(lo, end, _WRITE):
+            return
+        before, self._running = self._running, (lo, end)
+        if before is not None and self._sync(*before, _WAIT_BEFORE | _WRITE | _WAIT_AFTER):
+            self._drop(*before)
 
-    def _drop(self, offset: int, length: int) -> None:
+    def _sync(self, lo: int, hi: int, flags: int) -> bool:
+        assert _SYNC_FILE_RANGE is not None
+        if _SYNC_FILE_RANGE(self.fd, lo, hi - lo, flags) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in _UNSUPPORTED:
+            self.on = False
+            return False
+        raise OSError(err, f"writeback failed: {os.strerror(err)}")
+
+    def _drop(self, lo: int, hi: int) -> None:
         if _FADVISE is not None:
             try:
-                _FADVISE(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+                _FADVISE(self.fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
             except OSError:
                 return
-            self.dropped += length
+            self.dropped += hi - lo
 
 
 def drop(fd: int, size: int) -> bool:

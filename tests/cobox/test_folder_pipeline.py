@@ -398,15 +398,21 @@ async def test_small_batches_are_written_two_at_a_time_and_a_large_download_wait
     started = [0]
     write_versions, write_version = sync_mod.write_versions, sync_mod.write_version
 
+    second = asyncio.Event()
+
     async def counted_versions(group, items, root):  # type: ignore[no-untyped-def]
         running[0] += 1
         running[1] = max(running)
         started[0] += 1
         try:
-            # Slow writing, each batch slower than the one before (not a synchronisation: the
-            # assertions hold whatever the timing; without the wait, the large file starts
-            # while the second batch is still being written).
-            await asyncio.to_thread(time.sleep, 0.05 * started[0])
+            if started[0] == 1:  # the first batch goes on once the second one has started
+                await asyncio.wait_for(second.wait(), 10)
+            else:
+                second.set()
+                # Later batches write slowly, each slower than the one before (not a
+                # synchronisation: without the wait for the batches planned before it, the
+                # large file would start while one of them is still being written).
+                await asyncio.to_thread(time.sleep, 0.05 * started[0])
             return await write_versions(group, items, root)
         finally:
             running[0] -= 1

@@ -436,3 +436,36 @@ def test_a_local_chunk_that_changed_on_disk_is_not_used(tmp_path) -> None:  # ty
     (tmp_path / "f").write_bytes(b"012xxx6789")
     assert local_chunk(tmp_path, ref, [place]) is None
     assert local_chunk(tmp_path, ref, [single.Place("gone", 0, 4, ref.id)]) is None
+
+
+async def test_two_small_batches_replacing_files_that_share_a_released_chunk_keep_it(members, monkeypatch) -> None:
+    """Small downloads run two batches at once (sync.SMALL_IN_FLIGHT). Files X and Y hold the
+    same released chunk; both are replaced by a remote change, X in one batch and Y in the
+    other. Each batch's keep_history saw the other file still holding the chunk (the index
+    learns of a replacement only when its batch marks it), so neither stored it again and the
+    old version's chunk was gone with both files. Each batch now counts the other's paths."""
+    from cobox.folders import sync as sync_mod
+
+    monkeypatch.setattr(sync_mod, "SMALL_BATCH", 1)
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    same = os.urandom(200_000)
+    await recorded(a, {"x.bin": same, "y.bin": same})
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.build(b.sync)
+    await single.release_pass(b.sync)
+    replica = b.store.feed(a.feed.key)
+    shared = {(c.feed, c.seq) for c in b.sync.state.files["x.bin"].chunks}
+    assert shared == {(c.feed, c.seq) for c in b.sync.state.files["y.bin"].chunks}
+    assert all(s in replica.outside for _, s in shared)
+    (a.root / "x.bin").write_bytes(os.urandom(150_000))
+    (a.root / "y.bin").write_bytes(os.urandom(150_000))
+    await a.sync.round()
+    await b.caught_up(a)
+    await b.sync.round()
+    assert (b.root / "x.bin").read_bytes() == (a.root / "x.bin").read_bytes()
+    assert (b.root / "y.bin").read_bytes() == (a.root / "y.bin").read_bytes()
+    # The old version is history here: its chunk is stored again, not lost with both files.
+    assert all(s in replica.have and s not in replica.outside for _, s in shared), shared
+    assert not replica.cleared

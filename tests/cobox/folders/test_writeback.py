@@ -4,6 +4,8 @@ and what they write is unchanged."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 
 import pytest
@@ -46,6 +48,44 @@ def test_a_flusher_written_backwards_or_by_little_does_nothing(tmp_path) -> None
         os.close(fd)
 
 
+def failing(err: int):  # type: ignore[no-untyped-def]
+    """A sync_file_range that fails with ``err`` once writeback is waited for."""
+    def fn(fd: int, offset: int, nbytes: int, flags: int) -> int:
+        if flags == writeback._WRITE:
+            return 0
+        ctypes.set_errno(err)
+        return -1
+    return fn
+
+
+def test_a_failed_writeback_is_raised_and_the_download_installs_nothing(tmp_path, monkeypatch) -> None:
+    """Waiting for writeback consumes the error for the open file (its fsync would then return
+    0): the flusher raises it, and write_file removes its temp file and leaves the target."""
+    monkeypatch.setattr(writeback, "_SYNC_FILE_RANGE", failing(errno.EIO))
+    monkeypatch.setattr(writeback, "FLUSH_BYTES", 64 * KiB)
+    (tmp_path / "kept.bin").write_bytes(b"old")
+    old = apply.LocalFile(3, (tmp_path / "kept.bin").stat().st_mtime_ns, 0o644)
+    data = [os.urandom(16 * KiB) for _ in range(20)]
+    with pytest.raises(OSError) as e:
+        write_file(tmp_path, "kept.bin", iter(data), size=320 * KiB, mode=0o644, mtime=1, expect=old)
+    assert e.value.errno == errno.EIO
+    assert (tmp_path / "kept.bin").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin"]  # no temp file left
+
+
+def test_a_file_system_without_sync_file_range_switches_the_flusher_off(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(writeback, "_SYNC_FILE_RANGE", failing(errno.EINVAL))
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        f = writeback.Flusher(fd, every=4 * KiB)
+        for k in range(1, 6):
+            os.write(fd, b"z" * 4 * KiB)
+            f.wrote(k * 4 * KiB)
+        assert not f.on and not f.due(100 * KiB) and f.dropped == 0
+    finally:
+        os.close(fd)
+
+
 class Counting(writeback.Flusher):
     made: list[Counting] = []
 
@@ -71,6 +111,7 @@ def counted(monkeypatch):  # type: ignore[no-untyped-def]
     return drops
 
 
+@pytest.mark.skipif(writeback._SYNC_FILE_RANGE is None, reason="sync_file_range is Linux's")
 def test_downloads_and_the_spool_write_behind_a_flusher_and_drop_what_they_synced(tmp_path, counted,
                                                                                  monkeypatch) -> None:
     from cobox.folders.chunking import chunk_id
