@@ -79,6 +79,19 @@ def digests(root: Path) -> dict[str, str]:
     return {path: blake3(data).hexdigest() for path, data in tree(root).items()}
 
 
+async def sent(a: Member, b: Member, files: dict[str, bytes], timeout: float = 30) -> None:
+    """Write ``files`` into A's folder and record them; connect A and B; B takes everything and
+    applies it; both folders then hold the same files."""
+    for path, data in files.items():
+        (a.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (a.root / path).write_bytes(data)
+    await a.sync.round()
+    connect(a, b)
+    await b.caught_up(a, timeout=timeout)
+    await b.sync.round()
+    assert digests(b.root) == digests(a.root)
+
+
 @pytest.fixture(name="members")
 async def members_fixture(tmp_path) -> AsyncIterator[Callable[..., Any]]:
     made: list[Member] = []

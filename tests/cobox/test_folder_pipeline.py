@@ -21,7 +21,7 @@ from cobox.folders.fetch import AHEAD_CHUNKS, ahead, runs
 from cobox.folders.model import ChunkRef, Put
 from storage.feed import Feed
 
-from .hostile import connect, members_fixture, tree  # noqa: F401 - the fixture "members"
+from .hostile import connect, members_fixture, sent, tree  # noqa: F401 - the fixture "members"
 
 T = int(time.time()) * 10**9
 
@@ -427,12 +427,6 @@ async def test_small_batches_are_written_two_at_a_time_and_a_large_download_wait
     a, b = await members("a"), await members("b")
     files = {f"{c}{k:02}.txt": os.urandom(500 + k) for c in "ac" for k in range(6)}
     files["b-large.bin"] = os.urandom(50_000)  # planned between two batches of small ones (by path)
-    for path, data in files.items():
-        (a.root / path).write_bytes(data)
-    await a.sync.round()
-    connect(a, b)
-    await b.caught_up(a, timeout=30)
-    await b.sync.round()
-    assert digests(b.root) == digests(a.root)
+    await sent(a, b, files)
     assert running[1] == sync_mod.SMALL_IN_FLIGHT == 2
     assert events == ["batch"] * 2 + ["large:b-large.bin:0"] + ["batch"] * 2, events

@@ -26,7 +26,8 @@ from ..hostile import (
     connect,
     digests,
     members_fixture,  # noqa: F401 - the fixture "members"
-    )
+    sent,
+)
 
 MiB = 1024 * 1024
 
@@ -57,13 +58,7 @@ async def test_large_files_recorded_among_small_ones_each_arrive_as_a_run_of_the
     await b.sync.round()
     files = {"a.txt": os.urandom(3000), "b-big.bin": os.urandom(20 * MiB), "c.txt": os.urandom(5000),
              "d-big.bin": os.urandom(18 * MiB), "e.txt": os.urandom(100)}
-    for path, data in files.items():
-        (a.root / path).write_bytes(data)
-    await a.sync.round()
-    connect(a, b)
-    await b.caught_up(a, timeout=30)
-    await b.sync.round()
-    assert digests(b.root) == digests(a.root)
+    await sent(a, b, files)
     assert b.sync.spool.claimed == 2
     assert spooled(b.root) == []
 
