@@ -43,7 +43,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Protocol
 
-from storage import Feed, Proof
+from storage import Feed, Proof, healing
 from storage.errors import StaleProofError, StorageError, VerificationError
 
 from . import messages as m
@@ -287,7 +287,10 @@ class Peer:
         msg, pf = a.data, a.request.peer
         proof = Proof(msg.length, msg.signature, msg.nodes, msg.upgrade_from, msg.upgrade)
         try:
-            await pf.feed.put_range(msg.start, msg.entries, proof)
+            if pf.feed.writable:  # our own entries, wanted back: checked against our leaves
+                await healing.heal(pf.feed, msg.start, msg.entries)
+            else:
+                await pf.feed.put_range(msg.start, msg.entries, proof)
         except VerificationError as e:
             self.execute(a.channel.stored(a.request, StoreOutcome.INVALID, reason=str(e)))
             return

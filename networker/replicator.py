@@ -280,8 +280,8 @@ class FeedReplicator:
     def schedule(self, budget: Budget) -> list[Want]:
         """The requests to make now: for every peer with room (``budget(pf)``), ranges nobody
         is fetching yet. Peers are visited in rotation so that none is always asked first."""
-        if self.feed.writable or not self.peers or self._paused:
-            return []
+        if (self.feed.writable and self.wanted is None) or not self.peers or self._paused:
+            return []  # a writer asks only for its own entries it wants back (storage.healing)
         wants: list[Want] = []
         taken = base = self.inflight
         n = len(self.peers)

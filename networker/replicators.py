@@ -77,6 +77,9 @@ class Replicators:
         return link.budget(pf) if isinstance(link, Mux) else 0
 
     def _changed(self, rep: FeedReplicator, event: FeedEvent) -> None:
+        if event.kind == "want":  # a writer wants its own entries back (storage.healing)
+            rep.want(event.start, event.end)
+            return
         for pf in rep.on_local_change(event):
             peer = self._peers.get(pf.link)  # type: ignore[call-overload]
             if peer is not None and isinstance(pf.channel, Channel):

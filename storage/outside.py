@@ -38,7 +38,8 @@ against its stored leaf hash before returning it. A rebuilder that cannot answer
 or it raises ``RebuildUnavailableError``: a daemon still starting) makes the read fail with that
 error and loses nothing. A rebuild that fails (None) or does not verify makes the entry *lost
 here* (:func:`lose`): in one transaction its row goes (and, for a writable feed, ``cleared``
-gains it, as after a clear: nobody else can give it back); ``have`` loses it and
+gains it, as after a clear: its replicator fetches nothing by itself, and the layer above asks
+for it back only if it needs it again, :mod:`storage.healing`); ``have`` loses it and
 ``EntryMissingError`` is raised: the network answers ``NoData``, missing, never wrong. Just
 after that (``call_soon``) a ``clear`` :class:`FeedEvent` is emitted and the replicator sends a
 full Have. A lost entry of a replica is not added to ``cleared``: it was not dropped on purpose,
@@ -284,7 +285,7 @@ async def _lose(feed: Feed, seqs: Sequence[int]) -> None:  # under the clear loc
     for lo, hi in spans:
         size += sum(await feed._rows.entry_sizes(feed.id, lo, hi))
     cleared = feed.cleared.copy()
-    if feed.writable:  # nobody else writes it: gone for good. A replica may fetch it back.
+    if feed.writable:  # as a clear: wanted back only on demand (storage.healing). A replica fetches it back.
         for lo, hi in spans:
             cleared.add(lo, hi)
 

@@ -2,25 +2,23 @@
 
 Theory of operation
 -------------------
-Entries and tree nodes are keyed by one integer, ``(feed_id << KEY_SHIFT) | n`` (``n`` is a
-sequence number for an entry, a flat-tree index for a node), so that their rows live in the
-tables' own rowid b-trees, one feed's rows next to each other and in order (see
-``sql/0001_feeds.sql``). Nothing outside this module builds or takes apart such a key, and
-nothing outside it runs SQL (its text is in :mod:`storage.statements`; the writer loop in
-``db.py`` inserts the entries a job carries): :class:`Feed` and :class:`Store` speak to the
+Entries and tree nodes are keyed by one integer, ``(feed_id << KEY_SHIFT) | n`` (``n`` is a sequence number
+for an entry, a flat-tree index for a node), so that their rows live in the tables' own rowid b-trees, one
+feed's rows next to each other and in order (see ``sql/0001_feeds.sql``). Nothing outside this module builds
+or takes apart such a key, and nothing outside it runs SQL (its text is in :mod:`storage.statements`; the
+writer loop in ``db.py`` inserts the entries a job carries): :class:`Feed` and :class:`Store` speak to the
 database only through :class:`Rows`.
 
-Reads go to the reader connection and come back as Python values (bytes, dicts, frozen
-dataclasses). Writes are built here as :class:`db.WriteJob` statements and handed to the one
-writer task; the caller's ``on_commit`` / ``on_abort`` callbacks run when the job is (or is not)
-on disk, so in-memory state never gets ahead of the database.
+Reads go to the reader connection and come back as Python values (bytes, dicts, frozen dataclasses). Writes
+are built here as :class:`db.WriteJob` statements and handed to the one writer task; the caller's
+``on_commit`` / ``on_abort`` callbacks run when the job is (or is not) on disk, so in-memory state never gets
+ahead of the database.
 
-The interface is small on purpose: a feed's tree (entries + nodes + signature, one job per
-append or verified put), single and ranged entry reads, node reads by index or by index range,
-fork evidence, the feeds table, and the opaque records the layers above keep. The two delete
-paths, clearing entries (``clear_entries``) and deleting a feed (``delete_feed``), run alone in
-their transaction, record the blob extents they free in ``blob_free`` and give them back
-afterwards (``reclaim``, see ``storage/blobs.py``).
+The interface is small on purpose: a feed's tree (entries + nodes + signature, one job per append or verified
+put), single and ranged entry reads, node reads by index or by index range, fork evidence, the feeds table,
+and the opaque records the layers above keep. The two delete paths, clearing entries (``clear_entries``) and
+deleting a feed (``delete_feed``), run alone in their transaction, record the blob extents they free in
+``blob_free`` and give them back afterwards (``reclaim``, see ``storage/blobs.py``).
 """
 
 from __future__ import annotations
@@ -384,11 +382,13 @@ class Rows:
         await self.reclaim()
 
     async def restore_entries(self, feed_id: int, entries: Sequence[tuple[int, bytes]], *,
-                              on_commit: Callable[[], None]) -> None:
-        """Store again the data of outside rows (``(seq, data)``), replacing the rows, in one
-        transaction of its own."""
+                              on_commit: Callable[[], None], cleared: RangeSet | None = None) -> None:
+        """Store again the data of outside or deleted rows (``(seq, data)``), replacing them,
+        and record ``cleared`` as the feed's cleared ranges if given, in one transaction."""
         base = feed_id << KEY_SHIFT
-        await self._submit(db.WriteJob(statements=(), entries=[(base | s, d) for s, d in entries],
+        kept: list[tuple[str, Sequence[tuple[int, ...]]]] = [] if cleared is None else [
+            (sql.DELETE_CLEARED, [(feed_id,)]), (sql.INSERT_CLEARED, [(feed_id, s, e) for s, e in cleared])]
+        await self._submit(db.WriteJob(statements=kept, entries=[(base | s, d) for s, d in entries],
                                        on_commit=on_commit, alone=True, replace=True))
 
     async def delete_feed(self, feed_id: int, *, on_commit: Callable[[], None]) -> None:

@@ -30,6 +30,13 @@ and for the replicas of other members' feeds alike: every member has the group k
   it): its released entries become lost here, and the old version lives on where the change
   arrives as a remote one (every other member keeps it, by the step above) and on backup
   peers. Syncthing's versioning draws the same line: it keeps what remote changes replace.
+- :func:`available` (a download's check): one of this device's own entries that is gone here
+  (released to a file changed since, then lost; or pruned) may still be needed, when another
+  member's change references it (a version restored from its history, a file deduplicated
+  against it). It is wanted back from the peers that hold it (``storage.healing``: checked
+  against the leaf this device kept); before that, an entry still held outside but in no indexed
+  file is read once the round is done (:func:`lose_unheld`), which finds it lost. Without this a
+  download waited for it forever.
 - :func:`release_pass` releases the held chunk entries the index covers, at most ``MAX_RELEASE``
   per pass, in the store's batches; :func:`run` (the service ``single:NAME``) runs one pass when
   the folder has been quiet (no file marked, no entry served to a peer) ``QUIET`` seconds after
@@ -44,6 +51,7 @@ verified chunk entries when released (``OpReader`` counts them as chunk entries 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import weakref
@@ -51,7 +59,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from storage.errors import RebuildUnavailableError
+from storage import healing
+from storage.errors import FeedNotFoundError, RebuildUnavailableError, StorageError
 from storage.outside import runs
 from storage.tree import leaf_hash
 
@@ -62,6 +71,7 @@ from .plan import Synced
 
 if TYPE_CHECKING:
     from ..groups import Group
+    from .merge import Version
     from .sync import FolderSync
 
 log = logging.getLogger(__name__)
@@ -313,6 +323,52 @@ async def keep_history(sync: FolderSync, paths: Sequence[str], keep: Iterable[Ch
     return restored
 
 
+def rebuildable(sync: FolderSync, feed_key: bytes, seq: int) -> bool:
+    """Whether a file indexed now may rebuild the entry: False only once the index is built and
+    up to date and no file of it holds the entry (a file changed here since it was released)."""
+    index = index_of(sync)
+    if not index.ready.is_set():
+        return True
+    index.refresh()
+    return bool(index.places(feed_key, seq))
+
+
+def available(sync: FolderSync, v: Version, unheld: set[Key]) -> bool:
+    """Whether every chunk of ``v`` can be read here now, for a download. One of this device's
+    own entries that is gone here (released to a file changed since, or pruned) is wanted back
+    from the peers that hold it (``storage.healing``); one still held outside but in a file no
+    longer indexed goes into ``unheld``: read once the round is done (a read while files move
+    would only wait), it turns out lost, and is then wanted back (:func:`lose_unheld`)."""
+    ok = True
+    for ref in v.chunks:
+        try:
+            feed = sync.group.store.feed(ref.feed)
+        except FeedNotFoundError:
+            return False
+        if not feed.has(ref.seq):
+            if not feed.writable:
+                return False  # a replica's entries are replicated as they come
+            healing.want_back(feed, ref.seq, ref.seq + 1)
+            ok = False
+        elif feed.writable and ref.seq in feed.outside and not rebuildable(sync, ref.feed, ref.seq):
+            unheld.add((ref.feed, ref.seq))
+            ok = False
+    return ok
+
+
+async def lose_unheld(sync: FolderSync, unheld: set[Key]) -> None:
+    """Read the entries :func:`available` found in no indexed file (the round is done: a miss now
+    is real), and want back from peers what is lost."""
+    taken = sorted(unheld)
+    unheld.clear()
+    for feed_key in {k for k, _ in taken}:
+        feed = sync.group.store.feed(feed_key)
+        for lo, hi in runs(s for k, s in taken if k == feed_key):
+            with contextlib.suppress(StorageError):
+                await feed.get_range(lo, hi)  # rebuilt after all (a file holds them again), or lost
+            healing.want_back(feed, lo, hi)  # what is lost now
+
+
 def outside_held(sync: FolderSync, feed_key: bytes, seq: int) -> bool:
     """Whether an entry held outside the store can still be rebuilt here (its file is indexed)."""
     return bool(index_of(sync).places(feed_key, seq))
@@ -369,5 +425,5 @@ async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET,
             done = seen
 
 
-__all__ = ["ChunkIndex", "FolderRebuilder", "Place", "build", "forget", "index_of", "install", "keep_history",
-           "local_places", "outside_held", "release_pass", "run"]
+__all__ = ["ChunkIndex", "FolderRebuilder", "Place", "available", "build", "forget", "index_of", "install",
+           "keep_history", "local_places", "lose_unheld", "outside_held", "rebuildable", "release_pass", "run"]

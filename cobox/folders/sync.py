@@ -21,7 +21,9 @@ batches planned before it; the free-space check of a batch does not count the on
 the reserve may be crossed by one batch at most);
 the local changes of a round are recorded together (:mod:`.record`: chunked in a worker
 thread, many chunks per signed append, many operations per append). A download waits until
-every chunk it needs has been replicated. Rounds run one at a time, on a change of any of the group's feeds,
+every chunk it needs has been replicated; a chunk entry of this device's own feed that is gone
+here (released to a file changed since, or pruned) is wanted back from the peers that still
+hold it (``storage.healing``). Rounds run one at a time, on a change of any of the group's feeds,
 on file-system events (``watchfiles``), and every ``rescan`` seconds.
 
 The ``Synced`` record of each path (the version the disk last agreed with) is kept in the
@@ -55,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from storage.errors import EntryMissingError, FeedNotFoundError
+from storage.errors import EntryMissingError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError
 from . import dirs, single
@@ -117,6 +119,7 @@ class FolderSync:
         self._bad_versions: dict[tuple[str, Stamp], str] = {}  # -> why its chunks are not valid
         self._stopping = False
         self._synced: dict[str, Synced] = {}
+        self._unheld: set[tuple[bytes, int]] = set()  # own entries held outside, their file changed
         self._replacing: list[list[Download]] = []  # the replacing downloads of small batches in flight
         self.marks = 0  # changes of _synced so far (cobox.folders.single watches it)
         self.settled = asyncio.Event()  # clear while a round moves, writes or removes files (single.py)
@@ -292,7 +295,7 @@ class FolderSync:
                     continue
                 if isinstance(a, RecordPut):
                     continue  # all together, below
-                if isinstance(a, Download) and not self._available(a.version):
+                if isinstance(a, Download) and not single.available(self, a.version, self._unheld):
                     waiting += 1
                     waiting_bytes += a.version.size
                     continue
@@ -320,6 +323,7 @@ class FolderSync:
             # files must be marked (and ``settled`` set only once no file moves any more).
             await asyncio.gather(*batches, return_exceptions=True)
             self.settled.set()
+        await single.lose_unheld(self, self._unheld)
         t_act = time.monotonic()
         try:
             await dirs.record_all(self, new_dirs)
@@ -384,15 +388,6 @@ class FolderSync:
             await self._forget(a.path)
 
     # -- actions ------------------------------------------------------------------------------
-
-    def _available(self, v: Version) -> bool:
-        for ref in v.chunks:
-            try:
-                if not self.group.store.feed(ref.feed).has(ref.seq):
-                    return False
-            except FeedNotFoundError:
-                return False
-        return True
 
     async def _download(self, a: Download) -> None:
         v = a.version

@@ -100,3 +100,17 @@ def test_a_whole_feed_replicates_between_two_sides_in_memory():
     assert [(x.start, x.end) for x in b.outbox if isinstance(x, m.Request)] == [(3000, 3010)]
     pump(a, b)
     assert dst.length == 3010
+
+
+def test_a_writer_asks_only_for_its_own_entries_it_wants_back():
+    """A writable feed's replicator requests nothing by itself; what the writer wants back
+    (storage.healing: lost or cleared here, needed again) is asked of a peer that has it."""
+    from storage.ranges import RangeSet
+
+    feed = FakeFeed(key("w"), writable=True, entries={k: b"x" for k in range(10) if k not in (3, 4)},
+                    known_length=10, cleared=RangeSet([(3, 5)]))
+    rep = FeedReplicator(feed, Ledger())  # type: ignore[arg-type]
+    p = peer(rep, "B", 10)
+    assert rep.schedule(lambda pf: 5) == [] and not rep.unconfirmed(p)
+    rep.want(3, 5)
+    assert spans(rep.schedule(lambda pf: 5)) == [("B", 3, 5)]  # cleared here: asked for all the same

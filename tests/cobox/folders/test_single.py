@@ -469,3 +469,35 @@ async def test_two_small_batches_replacing_files_that_share_a_released_chunk_kee
     # The old version is history here: its chunk is stored again, not lost with both files.
     assert all(s in replica.have and s not in replica.outside for _, s in shared), shared
     assert not replica.cleared
+
+
+async def test_a_writer_fetches_back_its_own_entries_that_a_peer_still_holds(members) -> None:
+    """A's chunk entries are released (held in A's file), then A's file changes: they are lost
+    here (cleared: nothing here can rebuild them). B still holds them and records a file with
+    the same content (its chunks dedup against A's entries). A must write that file: it wants
+    its own entries back (storage.healing), B sends them, A checks them against its own leaves
+    and writes the file, where before its round waited for them forever."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    v1 = os.urandom(3 * MiB)
+    await recorded(a, {"data.bin": v1})
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.release_pass(a.sync)
+    refs = a.sync.state.files["data.bin"].chunks
+    assert all(r.seq in a.feed.outside for r in refs)
+    (a.root / "data.bin").write_bytes(os.urandom(3 * MiB))  # changed here, not scanned yet
+    (b.root / "copy.bin").write_bytes(v1)
+    await b.sync.round()
+    await b.sync.read_ops()
+    assert [(r.feed, r.seq) for r in b.sync.state.files["copy.bin"].chunks] == [(r.feed, r.seq) for r in refs]
+    await a.caught_up(b)
+    await a.sync.round()  # records the new data.bin (copy.bin's download waits: files are moving)
+    await a.sync.round()  # copy.bin's chunks turn out lost here, and are wanted back from peers
+    assert all(r.seq in a.feed.cleared or a.feed.has(r.seq) for r in refs)
+    await until(lambda: all(a.feed.has(r.seq) and r.seq not in a.feed.outside for r in refs), timeout=30,
+                what="a to get its entries back")
+    assert not any(r.seq in a.feed.cleared for r in refs)
+    await a.sync.round()
+    assert (a.root / "copy.bin").read_bytes() == v1
+    assert a.group.refusals.as_json() == {} and b.group.refusals.as_json() == {}
