@@ -289,6 +289,11 @@ class Peer:
         try:
             if pf.feed.writable:  # our own entries, wanted back: checked against our leaves
                 await healing.heal(pf.feed, msg.start, msg.entries)
+                # Answered once: stored again, or (no leaf to check against) not to be asked for
+                # in a loop; a later clear is not undone by a want that outlived its heal.
+                wanted = pf.replicator.wanted
+                if wanted is not None:
+                    wanted.remove(msg.start, msg.start + len(msg.entries))
             else:
                 await pf.feed.put_range(msg.start, msg.entries, proof)
         except VerificationError as e:

@@ -21,24 +21,37 @@ which wakes the layer above and announces them to peers, as a replica's download
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import tree
 from .errors import NotWritableError, VerificationError
 from .events import FeedEvent
+from .outside import runs
+from .ranges import RangeSet
 
 if TYPE_CHECKING:
     from .feed import Feed
 
+MAX_PUT_ENTRIES = 16384  # as Feed.put_range
+MAX_ENTRY_BYTES = 4 * 1024 * 1024
+
+
+_wanted: weakref.WeakKeyDictionary[Feed, RangeSet] = weakref.WeakKeyDictionary()
+
 
 def want_back(feed: Feed, start: int, end: int) -> None:
-    """Ask the replicator to fetch ``[start, end)`` of this writable feed back from peers."""
+    """Ask the replicator to fetch ``[start, end)`` of this writable feed back from peers. Only
+    what is missing and not asked for already makes a ``want`` event (a caller may ask again
+    every round: the event wakes the feed's listeners, a folder among them, once)."""
     if not feed.writable:
         raise NotWritableError("a replica fetches what it lacks by itself")
-    end = min(end, feed.length)
-    if start < end and feed.have.missing(start, end):
-        feed._emit(FeedEvent("want", start, end, feed.length))
+    asked = _wanted.setdefault(feed, RangeSet())
+    for lo, hi in feed.have.missing(start, min(end, feed.length)):
+        for a, b in asked.missing(lo, hi):
+            asked.add(a, b)
+            feed._emit(FeedEvent("want", a, b, feed.length))
 
 
 async def heal(feed: Feed, start: int, entries: Sequence[bytes]) -> int:
@@ -47,6 +60,8 @@ async def heal(feed: Feed, start: int, entries: Sequence[bytes]) -> int:
     if not feed.writable:
         raise NotWritableError("a replica's entries come with proofs: put_range")
     feed._rows.check_writable()
+    if len(entries) > MAX_PUT_ENTRIES or any(len(e) > MAX_ENTRY_BYTES for e in entries):
+        raise VerificationError("more entries, or larger ones, than a put takes")
     seqs = [start + k for k in range(len(entries)) if start + k < feed.length and start + k not in feed.have]
     if not seqs:
         return 0
@@ -70,14 +85,17 @@ async def heal(feed: Feed, start: int, entries: Sequence[bytes]) -> int:
         size = sum(len(d) for _, d in good)
 
         def on_commit() -> None:
+            asked = _wanted.get(feed)
             for s, _ in good:
                 feed.have.add(s, s + 1)
+                if asked is not None:
+                    asked.remove(s, s + 1)  # held again: a later loss is asked for anew
             feed.cleared = cleared
             feed.stored_bytes += size
 
         await feed._rows.restore_entries(feed.id, good, on_commit=on_commit, cleared=cleared)
-    for s, _ in good:
-        feed._emit(FeedEvent("download", s, s + 1, feed.length))
+    for lo, hi in runs(s for s, _ in good):
+        feed._emit(FeedEvent("download", lo, hi, feed.length))
     return size
 
 

@@ -67,7 +67,7 @@ class OpReader:
         self.chunk_entries: dict[bytes, RangeSet] = {}  # feed -> entries read as chunks (cobox.folders.prune)
         self._ops: list[Op] = []  # decoded, not merged yet
         self._read: dict[bytes, RangeSet] = {}  # feed -> entries read
-        self._forgotten = 0  # how many cleared entries dedup was last told to forget
+        self._forgotten: object = ()  # the cleared ranges dedup was last told to forget
         self.spool: Spool | None = None  # other members' runs of chunks, written ahead (spool.py)
         self.on_hold: Callable[[float], None] | None = None  # wake the folder after that many seconds
         self._holes: dict[bytes, tuple[int, float]] = {}  # feed -> (the first entry missing, since)
@@ -135,9 +135,9 @@ class OpReader:
         after a restart the merge learns those chunks again from the operations. Done when what
         is cleared has changed since the last time (a restart: the first read)."""
         cleared = {f.key: f.cleared for f in self.group.feeds() if f.cleared}
-        total = sum(len(c) for c in cleared.values())
-        if total != self._forgotten:
-            self._forgotten = total
+        seen = tuple((k, tuple(c)) for k, c in sorted(cleared.items()))  # not a total: heals shrink it
+        if seen != self._forgotten:
+            self._forgotten = seen
             self.state.forget_chunks(cleared)
             for cid, ref in list(self.own_chunks.items()):
                 if ref.seq in cleared.get(ref.feed, ()):

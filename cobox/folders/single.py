@@ -79,6 +79,7 @@ QUIET = 5.0  # seconds without a file marked before a release pass
 POLL = 1.0  # seconds between two looks at the folder's marks
 MAX_DEFER = 600.0  # seconds a release pass waits at most for peers to stop fetching
 MAX_RELEASE = 16384  # entries released per pass (about 1 GiB of 64 KiB chunks)
+UNHELD_READ = 64  # entries read at a time to find out whether they are lost
 READY_WAIT = 30.0  # seconds a rebuild waits for the index to be built first
 
 Key = tuple[bytes, int]
@@ -364,8 +365,9 @@ async def lose_unheld(sync: FolderSync, unheld: set[Key]) -> None:
     for feed_key in {k for k, _ in taken}:
         feed = sync.group.store.feed(feed_key)
         for lo, hi in runs(s for k, s in taken if k == feed_key):
-            with contextlib.suppress(StorageError):
-                await feed.get_range(lo, hi)  # rebuilt after all (a file holds them again), or lost
+            for a in range(lo, hi, UNHELD_READ):  # bounded reads: a file may hold them after all
+                with contextlib.suppress(StorageError):
+                    await feed.get_range(a, min(hi, a + UNHELD_READ))  # rebuilt, or lost here
             healing.want_back(feed, lo, hi)  # what is lost now
 
 

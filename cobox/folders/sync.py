@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from storage import FeedEvent
 from storage.errors import EntryMissingError
 
 from ..errors import FileChangedError, FolderError, MalformedChunkError
@@ -147,14 +148,18 @@ class FolderSync:
             clock, author, size, mtime, content = msgpack.unpackb(value)
             self._synced[path] = Synced(Stamp(clock, author), size, mtime, content)
         for feed in self.group.all_feeds():
-            self._unlisten.append(feed.listen(lambda _e: self._wake.set()))
+            self._unlisten.append(feed.listen(self._on_feed_event))
         for epoch in self.group.chain():  # every epoch's feeds are read (cobox.removal)
             self._unlisten.append(epoch.on_feed_added(
-                lambda feed: self._unlisten.append(feed.listen(lambda _e: self._wake.set()))))
+                lambda feed: self._unlisten.append(feed.listen(self._on_feed_event))))
         self._stopping = False
         self._spawn("folder-sync", self._run)
         self._spawn("folder-watch", self._watch)
         self._wake.set()
+
+    def _on_feed_event(self, event: FeedEvent) -> None:
+        if event.kind != "want":  # our own wish to get entries back: nothing new to do yet
+            self._wake.set()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -23,14 +23,17 @@ async def test_cleared_entries_come_back_checked_against_the_kept_leaves(open_st
     await feed.clear(2, 7)
     wants: list[tuple[str, int, int]] = []
     feed.listen(lambda e: wants.append((e.kind, e.start, e.end)))
-    healing.want_back(feed, 0, 7)  # only what is missing matters: 2..6
+    healing.want_back(feed, 0, 7)  # only what is missing is asked for: 2..6
     healing.want_back(feed, 0, 2)  # all held: nothing to ask
-    assert wants == [("want", 0, 7)]
+    healing.want_back(feed, 3, 7)  # asked for already: no second event
+    assert wants == [("want", 2, 7)]
     stored = await healing.heal(feed, 2, data[2:5])
     assert stored == sum(map(len, data[2:5]))
     assert [await feed.get(k) for k in range(5)] == data[:5]
     assert list(feed.cleared) == [(5, 7)] and list(feed.have) == [(0, 5)]
-    assert ("download", 2, 3) in wants
+    assert ("download", 2, 5) in wants  # one event per run
+    healing.want_back(feed, 0, 7)  # 5 and 6 are still asked for; 2..4 are held
+    assert wants.count(("want", 2, 7)) == 1 and len([w for w in wants if w[0] == "want"]) == 1
     # Changed bytes are refused and store nothing; nor does one already held come back twice.
     forged = os.urandom(len(data[5]))
     with pytest.raises(VerificationError):

@@ -501,3 +501,43 @@ async def test_a_writer_fetches_back_its_own_entries_that_a_peer_still_holds(mem
     await a.sync.round()
     assert (a.root / "copy.bin").read_bytes() == v1
     assert a.group.refusals.as_json() == {} and b.group.refusals.as_json() == {}
+    # Answered, the range is no longer wanted: a later clear (a prune) is not fetched back.
+    wanted = a.node.replicators.find(a.feed.key).wanted
+    assert wanted is not None and not any(wanted.intersection(r.seq, r.seq + 1) for r in refs)
+
+
+async def test_wanting_entries_back_that_nobody_holds_neither_repeats_nor_wakes_the_folder(members) -> None:
+    """Each round asks again for the entries its download lacks; only the first ask makes a
+    'want' event, and that event does not wake the folder (a round per event, with nobody to
+    answer, went on at thousands of rounds a second)."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    v1 = os.urandom(2 * MiB)
+    await recorded(a, {"data.bin": v1})
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.release_pass(a.sync)
+    (a.root / "data.bin").write_bytes(os.urandom(2 * MiB))
+    (b.root / "copy.bin").write_bytes(v1)
+    await b.sync.round()
+    await a.caught_up(b)
+    await b.node.close()  # nobody can give A its entries back now
+    kinds: list[str] = []
+    a.feed.listen(lambda e: kinds.append(e.kind))
+    await a.sync.start()  # the folder's loop, woken by feed events
+    try:
+        for _ in range(4):
+            await a.sync.round()
+        wants = kinds.count("want")
+        assert wants >= 1 and not (a.root / "copy.bin").exists()
+        a.sync._wake.clear()
+        await a.sync.round()  # asks again: no new event, nothing wakes the folder
+        assert kinds.count("want") == wants and not a.sync._wake.is_set()
+        from storage import FeedEvent
+
+        a.sync._on_feed_event(FeedEvent("want", 0, 1, a.feed.length))  # the folder's own wish
+        assert not a.sync._wake.is_set()
+        a.sync._on_feed_event(FeedEvent("download", 0, 1, a.feed.length))
+        assert a.sync._wake.is_set()
+    finally:
+        await a.sync.stop()
