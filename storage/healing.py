@@ -28,15 +28,12 @@ from typing import TYPE_CHECKING
 from . import tree
 from .errors import NotWritableError, VerificationError
 from .events import FeedEvent
+from .feed import MAX_ENTRY_BYTES, MAX_PUT_ENTRIES
 from .outside import runs
 from .ranges import RangeSet
 
 if TYPE_CHECKING:
     from .feed import Feed
-
-MAX_PUT_ENTRIES = 16384  # as Feed.put_range
-MAX_ENTRY_BYTES = 4 * 1024 * 1024
-
 
 _wanted: weakref.WeakKeyDictionary[Feed, RangeSet] = weakref.WeakKeyDictionary()
 
