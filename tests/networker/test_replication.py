@@ -374,3 +374,49 @@ async def test_a_broken_chain_falls_back_to_plain_requests_and_chains_again(make
     peer = next(iter(b.node.peers.values()))
     pf = next(ch for ch in peer.channels.values()).feeds[fa.key]
     assert pf.chained, "the reader never went back to chained requests"
+
+
+async def test_a_writer_wants_its_cleared_entries_back_and_refuses_changed_ones(make_device):
+    """storage.healing over the wire: a writer that cleared some of its entries asks a peer
+    that keeps them for them back; bytes that are not what it wrote (checked against the leaves
+    it kept) disconnect that peer and store nothing; a peer that sends them as they were heals
+    the feed."""
+    from storage import healing
+
+    a, b, c = await make_device("a"), await make_device("b"), await make_device("c")
+    fa = await a.group.create_feed()
+    data = entries(40)
+    await fa.append(data)
+    connect(a, c)  # C keeps everything, for later
+    ab, ba = memory_pair(a.id, b.id)
+
+    def corrupt(d: bytes) -> bytes:  # what B sends back of A's entries 5..9: changed
+        msg = msgpack.unpackb(d)
+        if msg[0] == m.Data.type_id and msg[4] >= 5 and msg[4] < 10:
+            msg[5][0] = msg[5][0] + b"!"
+            return msgpack.packb(msg, use_bin_type=True)
+        return d
+
+    a.node.add_connection(ab)
+    b.node.add_connection(ba)
+    await until(lambda: has_feed(b, fa.key, 40) and has_feed(c, fa.key, 40), what="b and c to hold a's feed")
+    await fa.clear(5, 10)
+    assert list(fa.cleared) == [(5, 10)]
+    # Only B is asked (A's connections go first, then B's alone comes back), and B answers
+    # with changed bytes.
+    for p in list(a.node.peers.values()):
+        p.close("test")
+    await until(lambda: not a.node.peers, what="a's connections to close")
+    ab, ba = memory_pair(a.id, b.id)
+    ba.tap = corrupt
+    pa = a.node.add_connection(ab)
+    b.node.add_connection(ba)
+    healing.want_back(fa, 0, 40)
+    await until(lambda: pa.closed.is_set(), what="a to drop b for changed entries")
+    assert "came back changed" in pa.close_reason
+    assert not any(fa.has(s) for s in range(5, 10)) and list(fa.cleared) == [(5, 10)]
+    # C sends them as they were: healed, and the same bytes as written.
+    connect(a, c)
+    healing.want_back(fa, 0, 40)
+    await until(lambda: all(fa.has(s) for s in range(5, 10)), what="a to get its entries back from c")
+    assert await fa.get_range(0, 40) == data and not fa.cleared
