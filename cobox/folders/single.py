@@ -324,16 +324,6 @@ async def keep_history(sync: FolderSync, paths: Sequence[str], keep: Iterable[Ch
     return restored
 
 
-def rebuildable(sync: FolderSync, feed_key: bytes, seq: int) -> bool:
-    """Whether a file indexed now may rebuild the entry: False only once the index is built and
-    up to date and no file of it holds the entry (a file changed here since it was released)."""
-    index = index_of(sync)
-    if not index.ready.is_set():
-        return True
-    index.refresh()
-    return bool(index.places(feed_key, seq))
-
-
 def available(sync: FolderSync, v: Version, unheld: set[Key]) -> bool:
     """Whether every chunk of ``v`` can be read here now, for a download. One of this device's
     own entries that is gone here (released to a file changed since, or pruned) is wanted back
@@ -341,6 +331,7 @@ def available(sync: FolderSync, v: Version, unheld: set[Key]) -> bool:
     longer indexed goes into ``unheld``: read once the round is done (a read while files move
     would only wait), it turns out lost, and is then wanted back (:func:`lose_unheld`)."""
     ok = True
+    index: ChunkIndex | None = None  # looked at (and brought up to date) once, if needed
     for ref in v.chunks:
         try:
             feed = sync.group.store.feed(ref.feed)
@@ -351,9 +342,14 @@ def available(sync: FolderSync, v: Version, unheld: set[Key]) -> bool:
                 return False  # a replica's entries are replicated as they come
             healing.want_back(feed, ref.seq, ref.seq + 1)
             ok = False
-        elif feed.writable and ref.seq in feed.outside and not rebuildable(sync, ref.feed, ref.seq):
-            unheld.add((ref.feed, ref.seq))
-            ok = False
+        elif feed.writable and ref.seq in feed.outside:
+            if index is None:
+                index = index_of(sync)
+                index.refresh()
+            # Not built yet: it knows nothing, so no file is known to have changed.
+            if index.ready.is_set() and not index.places(ref.feed, ref.seq):
+                unheld.add((ref.feed, ref.seq))
+                ok = False
     return ok
 
 
@@ -428,4 +424,4 @@ async def run(sync: FolderSync, single_copy: bool, quiet: float = QUIET,
 
 
 __all__ = ["ChunkIndex", "FolderRebuilder", "Place", "available", "build", "forget", "index_of", "install",
-           "keep_history", "local_places", "lose_unheld", "outside_held", "rebuildable", "release_pass", "run"]
+           "keep_history", "local_places", "lose_unheld", "outside_held", "release_pass", "run"]
