@@ -15,10 +15,7 @@ state (``FolderState.update``: incremental, decoding and merging in a worker thr
 every path) and does it: a download streams its chunks from the store in runs, opened and
 verified against their BLAKE3 ids in the writer thread, into ``apply.write_file`` (temp file,
 fsync, rename), so memory stays bounded whatever the file size (:mod:`.fetch`); small files
-(``SMALL_FILE``) are written ``SMALL_BATCH`` at a time (``SMALL_BATCH_BYTES`` at most) with two
-file-system syncs per batch, ``SMALL_IN_FLIGHT`` batches at once (any other action waits for the
-batches planned before it; the free-space check of a batch does not count the one beside it, so
-the reserve may be crossed by one batch at most);
+are written in batches, two at once, two file-system syncs per batch (:mod:`.smallbatch`);
 the local changes of a round are recorded together (:mod:`.record`: chunked in a worker
 thread, many chunks per signed append, many operations per append). A download waits until
 every chunk it needs has been replicated; a chunk entry of this device's own feed that is gone
@@ -46,7 +43,6 @@ exception. Nothing here dies silently.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -65,16 +61,17 @@ from . import dirs, single
 from .apply import clean_temp, move_file, remove_file
 from .chunking import Chunker
 from .disk import DiskReserve, SpaceFn, disk_space, reason
-from .fetch import write_version, write_versions
+from .fetch import write_version
 from .gate import Gate
 from .ignore import IgnoreRules
 from .kinds import FolderKind
 from .merge import FolderState, Version
 from .model import Op, Stamp
-from .plan import Download, Forget, LocalFile, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
+from .plan import Download, Forget, MarkSynced, MoveLocal, RecordDelete, RecordPut, RemoveLocal, Synced, plan
 from .reader import OpReader
 from .record import Recorder
 from .scan import scan
+from .smallbatch import SmallDownloads
 from .spool import Spool
 
 if TYPE_CHECKING:
@@ -121,7 +118,6 @@ class FolderSync:
         self._stopping = False
         self._synced: dict[str, Synced] = {}
         self._unheld: set[tuple[bytes, int]] = set()  # own entries held outside, their file changed
-        self._replacing: list[list[Download]] = []  # the replacing downloads of small batches in flight
         self.marks = 0  # changes of _synced so far (cobox.folders.single watches it)
         self.settled = asyncio.Event()  # clear while a round moves, writes or removes files (single.py)
         self.settled.set()
@@ -286,16 +282,14 @@ class FolderSync:
         t_plan = time.monotonic()
         waiting = waiting_bytes = 0
         puts = [a for a in actions if isinstance(a, RecordPut) and not dirs.handles(a)]
-        small: list[Download] = []  # small downloads are written in batches
-        batches: collections.deque[asyncio.Future[None]] = collections.deque()  # being written
+        small = SmallDownloads(self)  # written in batches, two at once (smallbatch.py)
         new_dirs = [a for a in actions if isinstance(a, RecordPut) and dirs.handles(a)]
         self.settled.clear()
         try:
             for a in actions:
                 if dirs.handles(a):  # a directory: made or removed here, recorded all together (dirs.py)
                     if not isinstance(a, RecordPut):
-                        while batches:  # after the downloads planned before it (below)
-                            await batches.popleft()
+                        await small.flush()  # after the downloads planned before it
                         await self._act_one(a)
                     continue
                 if isinstance(a, RecordPut):
@@ -304,29 +298,14 @@ class FolderSync:
                     waiting += 1
                     waiting_bytes += a.version.size
                     continue
-                if isinstance(a, Download) and a.version.size <= SMALL_FILE:
-                    small.append(a)
-                    if len(small) < SMALL_BATCH and sum(d.version.size for d in small) < SMALL_BATCH_BYTES:
-                        continue
-                if small:
-                    batches.append(asyncio.ensure_future(self._download_small(small)))
-                    if len(batches) >= SMALL_IN_FLIGHT:
-                        await batches.popleft()
-                    if small[-1] is a:
-                        small = []
-                        continue
-                    small = []
-                while batches:  # any other action comes after the downloads planned before it
-                    await batches.popleft()
+                if isinstance(a, Download) and small.takes(a):
+                    await small.add(a)
+                    continue
+                await small.flush()  # any other action comes after the downloads planned before it
                 await self._act_one(a)
-            if small:
-                batches.append(asyncio.ensure_future(self._download_small(small)))
-            while batches:
-                await batches.popleft()
+            await small.flush()
         finally:
-            # Not cancelled: a batch's thread writes and renames whatever happens, and its
-            # files must be marked (and ``settled`` set only once no file moves any more).
-            await asyncio.gather(*batches, return_exceptions=True)
+            await small.close()  # its files marked, and ``settled`` set only once no file moves
             self.settled.set()
         await single.lose_unheld(self, self._unheld)
         t_act = time.monotonic()
@@ -414,55 +393,6 @@ class FolderSync:
         self._bad_versions[(v.path, v.stamp)] = str(e)
         # counted against the op's author, once per stamp
         self.group.refusals.record(v.stamp.author, b"op:" + v.stamp.author, v.stamp.clock, f"{v.path!r}: {e}")
-
-    async def _download_small(self, batch: list[Download]) -> None:
-        """Download small files together (``fetch.write_versions``: one thread, two syncs).
-        Runs beside another batch (``SMALL_IN_FLIGHT``): their paths differ; ``failed``,
-        ``_bad_versions`` and the marks are per path; ``keep_history`` is given the paths the
-        other batch is replacing too (``_replacing``), since the chunk index learns of them
-        only when that batch marks them: an entry held by one file of each would otherwise be
-        kept by neither."""
-        todo = []
-        for a in batch:
-            bad = self._bad_versions.get((a.version.path, a.version.stamp))
-            if bad is None:
-                todo.append(a)
-            else:
-                self._fail(a.path, "cannot apply", MalformedChunkError(bad))
-        replacing = [a for a in todo if a.replace is not None]
-        self._replacing.append(replacing)
-        try:
-            await self._write_small(todo)
-        finally:  # marked (or failed): the index knows what it holds now
-            del self._replacing[next(k for k, r in enumerate(self._replacing) if r is replacing)]
-
-    async def _write_small(self, todo: list[Download]) -> None:
-        try:
-            size = sum(a.version.size for a in todo)
-            await asyncio.to_thread(self.min_disk_free.check, self.root, size, self.disk_space)
-            others = [a for r in self._replacing for a in r]  # this batch's and the one beside it
-            await single.keep_history(self, [a.path for a in others],
-                                      [c for a in [*todo, *others] for c in a.version.chunks])
-            results = await write_versions(self.group, [(a.version, a.path, a.replace) for a in todo], self.root)
-        except EntryMissingError as e:  # a chunk no longer held here (cobox.folders.single): next round
-            log.info("folder %s: %d small downloads wait: %s", self.root, len(todo), e)
-            return
-        except (OSError, FolderError) as e:
-            for a in todo:
-                self._fail(a.path, "cannot apply", e)
-            return
-        marks = []
-        for a, r in zip(todo, results, strict=True):
-            if isinstance(r, LocalFile):
-                self.failed.pop(a.path, None)
-                marks.append((a.path, Synced(a.version.stamp, r.size, r.mtime, a.version.content)))
-            elif isinstance(r, FileChangedError):
-                log.info("not touching %s now: %s", a.path, r)
-            else:
-                if isinstance(r, MalformedChunkError):
-                    self._refuse_version(a.version, r)
-                self._fail(a.path, "cannot apply", r)
-        await self._mark_all(marks)
 
     async def _record_puts(self, puts: list[RecordPut]) -> dict[str, BaseException]:
         return await self.recorder.record_puts(puts, self.state, self._mark_all, self._wake.set)

@@ -389,14 +389,15 @@ async def test_small_batches_are_written_two_at_a_time_and_a_large_download_wait
     kind (here a large file) starts only once the batches planned before it are written."""
     import asyncio
 
+    from cobox.folders import smallbatch
     from cobox.folders import sync as sync_mod
 
-    monkeypatch.setattr(sync_mod, "SMALL_BATCH", 3)
-    monkeypatch.setattr(sync_mod, "SMALL_FILE", 10_000)
+    monkeypatch.setattr(smallbatch, "SMALL_BATCH", 3)
+    monkeypatch.setattr(smallbatch, "SMALL_FILE", 10_000)
     events: list[str] = []
     running = [0, 0]  # now, at most
     started = [0]
-    write_versions, write_version = sync_mod.write_versions, sync_mod.write_version
+    write_versions, write_version = smallbatch.write_versions, sync_mod.write_version
 
     second = asyncio.Event()
 
@@ -422,11 +423,11 @@ async def test_small_batches_are_written_two_at_a_time_and_a_large_download_wait
         events.append(f"large:{v.path}:{running[0]}")
         return await write_version(group, v, *args, **kw)
 
-    monkeypatch.setattr(sync_mod, "write_versions", counted_versions)
+    monkeypatch.setattr(smallbatch, "write_versions", counted_versions)
     monkeypatch.setattr(sync_mod, "write_version", counted_version)
     a, b = await members("a"), await members("b")
     files = {f"{c}{k:02}.txt": os.urandom(500 + k) for c in "ac" for k in range(6)}
     files["b-large.bin"] = os.urandom(50_000)  # planned between two batches of small ones (by path)
     await sent(a, b, files)
-    assert running[1] == sync_mod.SMALL_IN_FLIGHT == 2
+    assert running[1] == smallbatch.SMALL_IN_FLIGHT == 2
     assert events == ["batch"] * 2 + ["large:b-large.bin:0"] + ["batch"] * 2, events

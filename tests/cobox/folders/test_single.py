@@ -439,14 +439,14 @@ def test_a_local_chunk_that_changed_on_disk_is_not_used(tmp_path) -> None:  # ty
 
 
 async def test_two_small_batches_replacing_files_that_share_a_released_chunk_keep_it(members, monkeypatch) -> None:
-    """Small downloads run two batches at once (sync.SMALL_IN_FLIGHT). Files X and Y hold the
+    """Small downloads run two batches at once (smallbatch.SMALL_IN_FLIGHT). Files X and Y hold the
     same released chunk; both are replaced by a remote change, X in one batch and Y in the
     other. Each batch's keep_history saw the other file still holding the chunk (the index
     learns of a replacement only when its batch marks it), so neither stored it again and the
     old version's chunk was gone with both files. Each batch now counts the other's paths."""
-    from cobox.folders import sync as sync_mod
+    from cobox.folders import smallbatch
 
-    monkeypatch.setattr(sync_mod, "SMALL_BATCH", 1)
+    monkeypatch.setattr(smallbatch, "SMALL_BATCH", 1)
     a, b = await members("a"), await members("b")
     connect(a, b)
     same = os.urandom(200_000)
