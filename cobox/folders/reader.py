@@ -20,6 +20,13 @@ when they were released, so they count as read chunk entries without being rebui
 Operations are folded into ``state`` (``FolderState.update``, incremental) at most
 ``MERGE_BATCH`` at a time, in a worker thread too. ``merging`` is held for the whole read, so
 one reader runs at a time and ``FolderSync`` can plan on a settled state.
+
+Reading ahead (``prefetch``): entries arrive while a round writes files, and the folder's
+prefetch task decodes them then (the same walk, ``_walk``, without the merge), so that
+decryption and the downloads' writes overlap instead of taking turns; the next round's read
+only merges. What the walk shares with the event loop is touched on the loop: chunk entries
+taken in the worker thread are counted into ``chunk_entries`` after each slice
+(``_note_chunks``), and devices' names go into the state with the next merge.
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ class OpReader:
         self.spool: Spool | None = None  # other members' runs of chunks, written ahead (spool.py)
         self.on_hold: Callable[[float], None] | None = None  # wake the folder after that many seconds
         self._holes: dict[bytes, tuple[int, float]] = {}  # feed -> (the first entry missing, since)
+        self._walking = asyncio.Lock()  # one walk over the feeds at a time (read or prefetch)
+        self._noted: list[tuple[bytes, int]] = []  # chunk entries taken in a thread, for chunk_entries
+        self._names: dict[bytes, str] = {}  # devices' names found, not merged yet
 
     async def read(self) -> FolderState:
         """Merge every folder operation of the group read so far, reading new entries first.
@@ -87,31 +97,62 @@ class OpReader:
         moved to the permanent generation (``gc.freeze``): later collections skip the state,
         which lives as long as the folder. The cost: garbage cycles that exist at that moment
         are kept too (few: the decoded operations are freed by reference counting)."""
-        async with self.merging:
-            for feed in self.group.all_feeds():
-                done = self._read.setdefault(feed.key, RangeSet())
-                for lo, hi in list(feed.outside):  # released chunk entries: nothing to rebuild
-                    for gap_start, gap_end in done.missing(lo, hi):
-                        done.add(gap_start, gap_end)
-                        self.chunk_entries.setdefault(feed.key, RangeSet()).add(gap_start, gap_end)
-                after = 0  # the end of the held range before
-                for start, end in list(feed.have):
-                    if self._hold(feed, done, after, start):
-                        break
-                    after = end
-                    for gap_start, gap_end in done.missing(start, end):
-                        seq = gap_start
-                        while seq < gap_end:
-                            # Bounded slices: a feed of large chunks is never held in memory at once.
-                            batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
-                            if not batch:
-                                break
-                            await asyncio.to_thread(self._take_all, feed, seq, batch)
-                            seq += len(batch)
-                            done.add(gap_start, seq)
+        async with self.merging, self._walking:
+            await self._walk(merge=True)
             await self._merge_pending()
             self._forget_cleared()
         return self.state
+
+    async def prefetch(self) -> None:
+        """Decrypt and decode what other members' feeds brought since the last walk, without
+        merging it, so that reading overlaps a round's downloads: a round then merges what was
+        decoded meanwhile (``read``) instead of reading it then. Entries arrive while a round
+        writes files; reading them only once the round ends left the disk idle during reads and
+        the decryption idle during writes. The state is not touched (a round acts on the state
+        it planned on, and the recorder builds operations on it); at most ``MERGE_BATCH``
+        decoded operations wait for a merge, then the prefetch stops. This device's own feed
+        is left to ``read``: its chunk entries are skipped once their append returns, and a
+        walk in between would decrypt them again."""
+        if self._walking.locked():
+            return  # a read or another prefetch is walking: it reads what is new
+        async with self._walking:
+            await self._walk(merge=False)
+
+    async def _walk(self, merge: bool) -> None:
+        """Take every entry not read yet, feed by feed, in bounded slices (see ``read``)."""
+        for feed in self.group.all_feeds():
+            if not merge and (feed.writable or len(self._ops) >= MERGE_BATCH):
+                continue
+            done = self._read.setdefault(feed.key, RangeSet())
+            for lo, hi in list(feed.outside):  # released chunk entries: nothing to rebuild
+                for gap_start, gap_end in done.missing(lo, hi):
+                    done.add(gap_start, gap_end)
+                    self.chunk_entries.setdefault(feed.key, RangeSet()).add(gap_start, gap_end)
+            after = 0  # the end of the held range before
+            for start, end in list(feed.have):
+                if self._hold(feed, done, after, start):
+                    break
+                after = end
+                for gap_start, gap_end in done.missing(start, end):
+                    seq = gap_start
+                    while seq < gap_end:
+                        # Bounded slices: a feed of large chunks is never held in memory at once.
+                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
+                        if not batch:
+                            break
+                        await asyncio.to_thread(self._take_all, feed, seq, batch, merge)
+                        self._note_chunks()
+                        seq += len(batch)
+                        done.add(gap_start, seq)
+                        if not merge and len(self._ops) >= MERGE_BATCH:
+                            return
+
+    def _note_chunks(self) -> None:
+        """Count the chunk entries taken in a worker thread into ``chunk_entries``, on the loop
+        (``skip`` and a prune use those ranges there too)."""
+        noted, self._noted = self._noted, []
+        for key, seq in noted:
+            self.chunk_entries.setdefault(key, RangeSet()).add(seq, seq + 1)
 
     def _hold(self, feed: Any, done: RangeSet, hole: int, start: int) -> bool:
         """Whether to stop reading ``feed`` before its held entries from ``start`` on, for now:
@@ -150,21 +191,30 @@ class OpReader:
         self._read.setdefault(feed_key, RangeSet()).add(start, end)
         self.chunk_entries.setdefault(feed_key, RangeSet()).add(start, end)
 
-    def _take_all(self, feed: Any, seq: int, batch: list[bytes]) -> None:  # in a worker thread
-        """Decode a slice of entries, merging every ``MERGE_BATCH`` operations on the way."""
+    def _take_all(self, feed: Any, seq: int, batch: list[bytes], merge: bool) -> None:  # in a worker thread
+        """Decode a slice of entries, merging every ``MERGE_BATCH`` operations on the way (when
+        ``merge``: a ``read``, not a ``prefetch``)."""
         for k, data in enumerate(batch):
             self.take(feed, seq + k, data)
-            if len(self._ops) >= MERGE_BATCH:
+            if merge and len(self._ops) >= MERGE_BATCH:
                 ops, self._ops = self._ops, []
                 self._update(ops)
 
     async def _merge_pending(self) -> None:
         """Fold the operations decoded so far into the state, in a worker thread."""
+        self._note_chunks()
         while self._ops:
             ops, self._ops = self._ops[:MERGE_BATCH], self._ops[MERGE_BATCH:]
             await asyncio.to_thread(self._update, ops)
+        self._merge_names()
+
+    def _merge_names(self) -> None:
+        names, self._names = self._names, {}
+        for author, name in names.items():
+            self.state.names.setdefault(author, name)
 
     def _update(self, ops: list[Op]) -> None:  # in a worker thread
+        self._merge_names()  # before the operations: a conflict copy is named by its author
         self.state.update(ops)
         if len(ops) >= FREEZE_OPS:
             gc.freeze()
@@ -191,7 +241,7 @@ class OpReader:
             kind = None if is_folder_record(obj) else record_type(obj)
             if kind == "chunk":
                 chunk = decode_chunk(obj)
-                self.chunk_entries.setdefault(feed.key, RangeSet()).add(seq, seq + 1)
+                self._noted.append((feed.key, seq))  # into chunk_entries on the loop (_note_chunks)
                 if feed.writable:
                     cid = chunk_id(chunk)
                     self.own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
@@ -211,10 +261,10 @@ class OpReader:
             elif kind == "log":
                 decode_log(obj)  # (Group.log shows them)
             elif kind == PROFILE_TYPE:  # a device's name: the first one names its conflict copies
-                if author not in self.state.names:
+                if author not in self.state.names and author not in self._names:
                     try:
                         profile = claimed_by(Profile.from_obj(self.group.discovery_key, obj), author)
-                        self.state.names[author] = profile.name
+                        self._names[author] = profile.name  # into the state with the next merge
                     except MalformedProfileError:
                         pass  # cobox.devices refuses and reports it
             else:

@@ -122,6 +122,7 @@ class FolderSync:
         self.settled = asyncio.Event()  # clear while a round moves, writes or removes files (single.py)
         self.settled.set()
         self._wake = asyncio.Event()
+        self._fresh = asyncio.Event()  # entries stored since the last prefetch began (_prefetch)
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: list[Any] = []
         self.rounds = 0
@@ -151,11 +152,13 @@ class FolderSync:
         self._stopping = False
         self._spawn("folder-sync", self._run)
         self._spawn("folder-watch", self._watch)
+        self._spawn("folder-prefetch", self._prefetch)
         self._wake.set()
 
     def _on_feed_event(self, event: FeedEvent) -> None:
         if event.kind != "want":  # our own wish to get entries back: nothing new to do yet
             self._wake.set()
+            self._fresh.set()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -228,6 +231,15 @@ class FolderSync:
             else:
                 self.failures = 0
                 self.error = ""
+
+    async def _prefetch(self) -> None:
+        """Decode entries as they arrive, also while a round writes files (``OpReader.prefetch``:
+        nothing is merged; the next round merges what was decoded)."""
+        while True:
+            await self._fresh.wait()
+            self._fresh.clear()
+            if not self.paused():
+                await self.reader.prefetch()
 
     async def _watch(self) -> None:
         try:

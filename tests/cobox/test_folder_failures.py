@@ -159,4 +159,4 @@ async def test_a_failing_round_is_recorded_and_retried_with_backoff(members):
     status = victim.sync.status()
     assert status["error"] == "" and "boom" in status["last_error"] and status["last_error_time"]
     await until(lambda: victim.sync.restarts == 1, 10, "the watch task restarted")
-    assert len([t for t in victim.sync._tasks if not t.done()]) == 2
+    assert len([t for t in victim.sync._tasks if not t.done()]) == 3  # sync, watch, prefetch
