@@ -133,10 +133,9 @@ import struct
 from typing import Any
 
 import msgpack
-import nacl.bindings
-import nacl.exceptions
 from blake3 import blake3
 
+from . import xchacha
 from .errors import MalformedChunkError, MalformedLogEntryError, MalformedOpError
 from .folders.model import ChunkRef, Delete, Mkdir, Op, Put, Rename, Stamp
 from .folders.paths import is_normal
@@ -184,18 +183,15 @@ def seal(key: bytes, feed_key: bytes, seq: int, plain: bytes) -> bytes:
     hasher = blake3(place, key=nonce_key_of(key))
     hasher.update(plain)
     nonce = hasher.digest(NONCE_BYTES)
-    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, place, nonce, key)
+    return nonce + xchacha.encrypt(plain, place, nonce, key)
 
 
 def open_entry(key: bytes | None, feed_key: bytes, seq: int, data: bytes) -> bytes | None:
     """The plaintext of a stored entry; ``None`` if there is no key or it does not authenticate."""
     if key is None or len(data) < NONCE_BYTES + TAG_BYTES:
         return None
-    try:
-        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            data[NONCE_BYTES:], feed_key + _U64.pack(seq), data[:NONCE_BYTES], key)
-    except nacl.exceptions.CryptoError:
-        return None
+    view = memoryview(data)
+    return xchacha.decrypt(view[NONCE_BYTES:], feed_key + _U64.pack(seq), bytes(view[:NONCE_BYTES]), key)
 
 
 # -- log entries --------------------------------------------------------------------------------
