@@ -85,6 +85,7 @@ from .uri import MAX_CHAIN
 
 log = logging.getLogger(__name__)
 SCAN_ENTRIES = 4096  # entries whose first bytes the epoch scan reads per query
+SCAN_PAUSE = 0.25  # seconds from the start of one scan pass to the next, at least
 MAX_NOTICE = 16  # records in one notice
 GIVEN_SCOPE = "epochgiven"  # :ORIGIN -> the chain of epoch secrets an invite gave (msgpack list of lists)
 
@@ -429,12 +430,18 @@ class Epochs:
     # -- the scanner --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Scan every feed of every epoch for records, whenever one grows (a service)."""
+        """Scan every feed of every epoch for records, whenever one grows (a service), at most
+        one pass per ``SCAN_PAUSE`` seconds: a feed that grows by thousands of entries a second
+        while a folder syncs is scanned a few times a second, not once per stored range (a
+        query each, measured: 400 while 300 MiB arrived)."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
+            began = loop.time()
             for group in list(self.held.values()):
                 await self._scan(group)
+            await asyncio.sleep(max(0.0, began + SCAN_PAUSE - loop.time()))
 
     async def _scan(self, group: Group) -> None:
         for feed in group.feeds():

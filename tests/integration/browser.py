@@ -4,12 +4,16 @@ Debian's chromium for Playwright; axe-core's accessibility check."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
+import webbrowser
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import until
 
 
 def fake_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -17,10 +21,23 @@ def fake_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     writes its arguments as JSON to the returned path."""
     argv = tmp_path / "browser-argv.json"
     script = tmp_path / "fake-browser"
-    script.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(argv)!r}, 'w'))\n")
+    script.write_text(f"#!{sys.executable}\nimport json, os, sys\n"  # whole or not at all: written, then renamed
+                      f"json.dump(sys.argv[1:], open({str(argv)!r} + '.tmp', 'w'))\n"
+                      f"os.replace({str(argv)!r} + '.tmp', {str(argv)!r})\n")
     script.chmod(0o700)
     monkeypatch.setenv("BROWSER", str(script))
+    # ``webbrowser`` reads $BROWSER once per process: a client command run in this process
+    # (tests.integration.inproc) would otherwise start the stand-in of an earlier test.
+    monkeypatch.setattr(webbrowser, "_tryorder", None)
+    monkeypatch.setattr(webbrowser, "_browsers", {})
     return argv
+
+
+async def browser_argv(argv: Path, timeout: float = 20) -> list[str]:
+    """What the fake browser was started with: ``webbrowser`` starts it in the background, so
+    ``cobox open`` may return before it has written its file."""
+    await until(argv.exists, timeout, "the browser to start")
+    return list(json.loads(argv.read_text()))
 
 
 # -- the browser tests' shared pieces (tests/integration/test_dashboard*.py) --------------------------

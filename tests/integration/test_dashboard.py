@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.integration.browser import fake_browser
+from tests.integration.browser import browser_argv, fake_browser
 from tests.integration.daemons import ROOT, ok
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -109,7 +109,7 @@ async def test_dashboard_logs_in_creates_a_group_and_updates_live(daemons, tmp_p
     a, b = await daemons("a"), await daemons("b")
     argv_file = fake_browser(tmp_path, monkeypatch)
     await ok(a.home, "open")
-    argv = json.loads(argv_file.read_text())
+    argv = await browser_argv(argv_file)
     login_page = a.home / "dashboard-login.html"
     assert argv == [login_page.as_uri()]  # all the browser's command line shows: a path
     assert stat.S_IMODE(login_page.stat().st_mode) == 0o600

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.integration.browser import fake_browser
+from tests.integration.browser import browser_argv, fake_browser
 from tests.integration.daemons import ROOT, cli, env, ok
 
 NO_NETWORK_CONFIG = '[lan]\nenabled = false\n[dht]\nenabled = false\n[network]\nlisten = ["tcp:127.0.0.1:0"]\n'
@@ -38,13 +38,13 @@ async def test_what_the_process_list_shows_of_cobox_open_cannot_log_in(daemons, 
     cli_argv = ["cobox", "--home", str(a.home), "open"]
     rc, out, err = await cli(a.home, "open")
     assert rc == 0, err
-    browser_argv = json.loads(argv_file.read_text())
+    argv = await browser_argv(argv_file)
     page = a.home / "dashboard-login.html"
-    assert browser_argv == [page.as_uri()]
+    assert argv == [page.as_uri()]
     assert stat.S_IMODE(page.stat().st_mode) == 0o600 and stat.S_IMODE(a.home.stat().st_mode) == 0o700
 
     # The snooper: every command line it saw, whole and in pieces, as a login code.
-    seen = cli_argv + browser_argv
+    seen = cli_argv + argv
     guesses = set(seen) | {piece for s in seen for piece in re.split(r"[/#=?:.&]", s) if piece}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
                                      cookie_jar=aiohttp.DummyCookieJar()) as http:
