@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
+PREFETCH_BYTES = 1024 * 1024  # per slice read ahead: beside a round's downloads (peak RSS 130-142 -> 125-128 MB)
 HOLD = 2.0  # seconds a hole in a spooled feed is waited for before reading past it
 MERGE_BATCH = 5_000  # decoded operations merged at once (bounds memory and GC work when catching up)
 FREEZE_OPS = 1_000  # a merge of at least this many operations freezes what it built (see read)
@@ -137,7 +138,7 @@ class OpReader:
                     seq = gap_start
                     while seq < gap_end:
                         # Bounded slices: a feed of large chunks is never held in memory at once.
-                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES)
+                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES if merge else PREFETCH_BYTES)
                         if not batch:
                             break
                         await asyncio.to_thread(self._take_all, feed, seq, batch, merge)
