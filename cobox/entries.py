@@ -305,6 +305,12 @@ def chunk_of(obj: Any) -> bytes:
     return unpad(obj["data"])
 
 
+def is_chunk_plaintext(plain: bytes) -> bool:
+    """Whether ``plain`` starts the way ``encode_chunk`` writes a chunk entry (then
+    ``decode_chunk_entry`` reads it in place); anything else is for ``unpack``."""
+    return type(plain) is bytes and plain.startswith(_CHUNK_PREFIX)
+
+
 def decode_chunk_entry(plain: bytes) -> bytes:
     """The chunk stored in an entry's plaintext; ``MalformedChunkError`` for anything else.
     The encoding ``encode_chunk`` writes is read in place (one copy: the chunk returned); any

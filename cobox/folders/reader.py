@@ -41,16 +41,19 @@ from storage import RangeSet
 
 from ..devices import Profile, claimed_by
 from ..entries import (
+    MAX_CHUNK_BYTES,
     PROFILE_TYPE,
     decode_chunk,
+    decode_chunk_entry,
     decode_log,
+    is_chunk_plaintext,
     is_epoch_entry,
     is_folder_record,
     op_from,
     record_type,
     unpack,
 )
-from ..errors import MalformedProfileError, MalformedRecordError
+from ..errors import MalformedChunkError, MalformedProfileError, MalformedRecordError
 from .chunking import chunk_id
 from .merge import FolderState
 from .model import ChunkRef, Op
@@ -238,10 +241,15 @@ class OpReader:
             return False
         spool = None if feed.writable else self.spool
         try:
-            obj = unpack(plain)
-            kind = None if is_folder_record(obj) else record_type(obj)
+            if is_chunk_plaintext(plain):  # how encode_chunk writes one: read in place, no msgpack object
+                obj, kind = None, "chunk"
+            else:
+                obj = unpack(plain)
+                kind = None if is_folder_record(obj) else record_type(obj)
             if kind == "chunk":
-                chunk = decode_chunk(obj)
+                chunk = decode_chunk(obj) if obj is not None else decode_chunk_entry(plain)
+                if len(chunk) > MAX_CHUNK_BYTES:  # as decode_chunk checks
+                    raise MalformedChunkError("a chunk entry with oversized data")
                 self._noted.append((feed.key, seq))  # into chunk_entries on the loop (_note_chunks)
                 if feed.writable:
                     cid = chunk_id(chunk)

@@ -61,3 +61,20 @@ async def test_a_running_folder_reads_ahead_by_itself(members) -> None:
     connect(a, b)
     await b.caught_up(a, timeout=30)
     await until(lambda: [op.path for op in b.sync.reader._ops] == ["notes.txt"], 10, "the prefetch")
+
+
+async def test_chunk_entries_are_read_in_place_and_a_malformed_one_is_refused(members) -> None:
+    from cobox.entries import encode_chunk
+    a, b = await members("a"), await members("b")
+    good = encode_chunk(b"a chunk of a file")
+    bad_padding = good[:-1] + b"\x07"  # the same start, padding that does not check
+    oversized_class = good + b"\0"  # a size that is not the padded size of its chunk
+    seqs = [await a.write(raw) for raw in (good, bad_padding, oversized_class)]
+    connect(a, b)
+    await b.caught_up(a, timeout=30)
+    refused = b.group.refusals.count(a.id)
+    await b.sync.reader.prefetch()
+    assert b.group.refusals.count(a.id) == refused + 2  # each counted against its author, and skipped
+    assert seqs[0] in b.sync.reader.chunk_entries[a.feed.key]  # the good one read as a chunk entry
+    assert all(s not in b.sync.reader.chunk_entries[a.feed.key] for s in seqs[1:])
+    assert b.sync.reader._ops == []
