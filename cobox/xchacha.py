@@ -13,9 +13,11 @@ transport uses it) has vector code (4.3 GB/s) and releases the GIL from 2 KiB on
 entry of at least ``FAST_FROM`` bytes the subkey comes from libsodium's own HChaCha20 (the
 symbol ``crypto_core_hchacha20`` of the library PyNaCl loaded, called through ctypes, which
 releases the GIL too) and the rest from OpenSSL; smaller entries, and any machine where that
-symbol cannot be found, take PyNaCl's function whole. No primitive is written here: both halves
-are the libraries' own, composed the way libsodium composes them, and the tests check every
-path against PyNaCl byte for byte (and forgeries refused by both).
+symbol cannot be found or whose OpenSSL lacks ChaCha20-Poly1305 (checked once, at import), take
+PyNaCl's function whole. Both paths refuse a key or nonce of the wrong type or length alike.
+No primitive is written here: both halves are the libraries' own, composed the way libsodium
+composes them, and the tests check every path against PyNaCl byte for byte (and forgeries
+refused by both).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 
-import nacl._sodium
 import nacl.bindings
 import nacl.exceptions
 from cryptography.exceptions import InvalidTag
@@ -37,9 +38,13 @@ _ZEROS = bytes(4)
 
 
 def _find_hchacha20() -> Callable[..., int] | None:
+    """libsodium's HChaCha20, when this machine gives both halves (else PyNaCl does it all)."""
     try:
+        import nacl._sodium  # PyNaCl's own build of libsodium: the library it already loaded
+
         fn = ctypes.CDLL(nacl._sodium.__file__).crypto_core_hchacha20
-    except (OSError, AttributeError):
+        ChaCha20Poly1305(bytes(KEY_BYTES)).encrypt(bytes(12), b"", None)  # an OpenSSL without it (FIPS)?
+    except Exception:  # any reason at all: the portable path is always there
         return None
     fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
     fn.restype = ctypes.c_int
@@ -49,19 +54,24 @@ def _find_hchacha20() -> Callable[..., int] | None:
 _hchacha20 = _find_hchacha20()
 
 
+def _check(key: bytes, nonce: bytes) -> None:
+    """The same refusal on every path (PyNaCl's own is a ``TypeError`` of its kind)."""
+    if type(key) is not bytes or len(key) != KEY_BYTES or type(nonce) is not bytes or len(nonce) != NONCE_BYTES:
+        raise ValueError("XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce, as bytes")
+
+
 def _rfc8439(key: bytes, nonce: bytes) -> tuple[ChaCha20Poly1305, bytes]:
     """The ChaCha20-Poly1305-IETF cipher and 12-byte nonce that XChaCha20 ``(key, nonce)`` is."""
-    if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES:
-        raise ValueError("XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce")
     subkey = ctypes.create_string_buffer(KEY_BYTES)
     assert _hchacha20 is not None
-    if _hchacha20(subkey, bytes(nonce[:16]), key, None) != 0:
+    if _hchacha20(subkey, nonce[:16], key, None) != 0:
         raise ValueError("HChaCha20 failed")
-    return ChaCha20Poly1305(subkey.raw), _ZEROS + bytes(nonce[16:])
+    return ChaCha20Poly1305(subkey.raw), _ZEROS + nonce[16:]
 
 
 def encrypt(plain: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes:
     """``crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, key)``: ciphertext + tag."""
+    _check(key, nonce)
     if _hchacha20 is None or len(plain) < FAST_FROM:
         return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, key)
     cipher, n12 = _rfc8439(key, nonce)
@@ -70,6 +80,7 @@ def encrypt(plain: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes:
 
 def decrypt(ciphertext: bytes | memoryview, ad: bytes, nonce: bytes, key: bytes) -> bytes | None:
     """The plaintext, or ``None`` when ``ciphertext`` does not authenticate under ``ad``."""
+    _check(key, nonce)
     if len(ciphertext) < TAG_BYTES:
         return None
     if _hchacha20 is None or len(ciphertext) < FAST_FROM + TAG_BYTES:

@@ -26,12 +26,15 @@ prefetch task decodes them then (the same walk, ``_walk``, without the merge), s
 decryption and the downloads' writes overlap instead of taking turns; the next round's read
 only merges. What the walk shares with the event loop is touched on the loop: chunk entries
 taken in the worker thread are counted into ``chunk_entries`` after each slice
-(``_note_chunks``), and devices' names go into the state with the next merge.
+and refusals counted against their authors after each slice (``_apply_taken``), and devices'
+names go into the state with the next merge. A walk cancelled (the folder stops) waits for its
+thread's slice before it lets go of the lock (``_in_thread``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import Callable
@@ -41,7 +44,6 @@ from storage import RangeSet
 
 from ..devices import Profile, claimed_by
 from ..entries import (
-    MAX_CHUNK_BYTES,
     PROFILE_TYPE,
     decode_chunk,
     decode_chunk_entry,
@@ -53,7 +55,7 @@ from ..entries import (
     record_type,
     unpack,
 )
-from ..errors import MalformedChunkError, MalformedProfileError, MalformedRecordError
+from ..errors import MalformedProfileError, MalformedRecordError
 from .chunking import chunk_id
 from .merge import FolderState
 from .model import ChunkRef, Op
@@ -63,10 +65,24 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 READ_BYTES = 4 * 1024 * 1024  # entries read per slice when catching up
+READ_ENTRIES = 4096  # and at most this many (the rows of a slice are listed on the loop: ~1 ms per 1,000)
 PREFETCH_BYTES = 1024 * 1024  # per slice read ahead: beside a round's downloads (peak RSS 130-142 -> 125-128 MB)
 HOLD = 2.0  # seconds a hole in a spooled feed is waited for before reading past it
 MERGE_BATCH = 5_000  # decoded operations merged at once (bounds memory and GC work when catching up)
 FREEZE_OPS = 1_000  # a merge of at least this many operations freezes what it built (see read)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread; cancelled, it still waits for the thread to finish
+    before raising (a thread cannot be stopped, and the walk's lock must outlive its work)."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(fut)
+        raise
 
 
 class OpReader:
@@ -84,7 +100,9 @@ class OpReader:
         self._holes: dict[bytes, tuple[int, float]] = {}  # feed -> (the first entry missing, since)
         self._walking = asyncio.Lock()  # one walk over the feeds at a time (read or prefetch)
         self._noted: list[tuple[bytes, int]] = []  # chunk entries taken in a thread, for chunk_entries
+        self._refused: list[tuple[bytes, int, str]] = []  # entries refused in a thread (feed, seq, why)
         self._names: dict[bytes, str] = {}  # devices' names found, not merged yet
+        self.swept_upto: int | None = None  # the spool's mark at the end of the last read
 
     async def read(self) -> FolderState:
         """Merge every folder operation of the group read so far, reading new entries first.
@@ -105,6 +123,8 @@ class OpReader:
             await self._walk(merge=True)
             await self._merge_pending()
             self._forget_cleared()
+            if self.spool is not None:
+                self.swept_upto = self.spool.mark()  # the runs this read's round may sweep
         return self.state
 
     async def prefetch(self) -> None:
@@ -141,22 +161,26 @@ class OpReader:
                     seq = gap_start
                     while seq < gap_end:
                         # Bounded slices: a feed of large chunks is never held in memory at once.
-                        batch = await feed.get_range(seq, gap_end, max_bytes=READ_BYTES if merge else PREFETCH_BYTES)
+                        batch = await feed.get_range(seq, min(gap_end, seq + READ_ENTRIES),
+                                                     max_bytes=READ_BYTES if merge else PREFETCH_BYTES)
                         if not batch:
                             break
-                        await asyncio.to_thread(self._take_all, feed, seq, batch, merge)
-                        self._note_chunks()
+                        await _in_thread(self._take_all, feed, seq, batch, merge)
+                        self.apply_taken()
                         seq += len(batch)
                         done.add(gap_start, seq)
                         if not merge and len(self._ops) >= MERGE_BATCH:
                             return
 
-    def _note_chunks(self) -> None:
-        """Count the chunk entries taken in a worker thread into ``chunk_entries``, on the loop
-        (``skip`` and a prune use those ranges there too)."""
+    def apply_taken(self) -> None:
+        """Count the chunk entries and refusals that ``take`` noted in a worker thread, on the
+        loop (``skip`` and a prune use ``chunk_entries`` there; refusals are not thread-safe)."""
         noted, self._noted = self._noted, []
         for key, seq in noted:
             self.chunk_entries.setdefault(key, RangeSet()).add(seq, seq + 1)
+        refused, self._refused = self._refused, []
+        for key, seq, reason in refused:
+            self.group.refuse(key, seq, reason)
 
     def _hold(self, feed: Any, done: RangeSet, hole: int, start: int) -> bool:
         """Whether to stop reading ``feed`` before its held entries from ``start`` on, for now:
@@ -206,10 +230,10 @@ class OpReader:
 
     async def _merge_pending(self) -> None:
         """Fold the operations decoded so far into the state, in a worker thread."""
-        self._note_chunks()
+        self.apply_taken()
         while self._ops:
             ops, self._ops = self._ops[:MERGE_BATCH], self._ops[MERGE_BATCH:]
-            await asyncio.to_thread(self._update, ops)
+            await _in_thread(self._update, ops)
         self._merge_names()
 
     def _merge_names(self) -> None:
@@ -235,7 +259,7 @@ class OpReader:
             return False
         plain = self.group.open(feed.key, seq, data)
         if plain is None:
-            self.group.refuse(feed.key, seq, "does not decrypt with the group key")
+            self._refused.append((feed.key, seq, "does not decrypt with the group key"))
             if self.spool is not None:
                 self.spool.other(feed.key, seq)
             return False
@@ -248,9 +272,7 @@ class OpReader:
                 kind = None if is_folder_record(obj) else record_type(obj)
             if kind == "chunk":
                 chunk = decode_chunk(obj) if obj is not None else decode_chunk_entry(plain)
-                if len(chunk) > MAX_CHUNK_BYTES:  # as decode_chunk checks
-                    raise MalformedChunkError("a chunk entry with oversized data")
-                self._noted.append((feed.key, seq))  # into chunk_entries on the loop (_note_chunks)
+                self._noted.append((feed.key, seq))  # into chunk_entries on the loop (apply_taken)
                 if feed.writable:
                     cid = chunk_id(chunk)
                     self.own_chunks[cid] = ChunkRef(cid, feed.key, seq, len(chunk))
@@ -279,7 +301,7 @@ class OpReader:
             else:
                 raise MalformedRecordError(f"unknown record type {str(kind)[:40]!r}")
         except MalformedRecordError as e:
-            self.group.refuse(feed.key, seq, str(e))
+            self._refused.append((feed.key, seq, str(e)))
         if spool is not None:  # refused: it ends the run too
             spool.other(feed.key, seq)
         return False

@@ -90,6 +90,7 @@ class Run:
     fd: int = -1
     checked: int = 0  # size at the last free-space check
     ended: bool = False
+    ended_at: int = 0  # the spool's mark when it ended (sweep)
     flusher: Flusher | None = None  # writeback behind the file's writes (writeback.py)
 
     @property
@@ -116,6 +117,7 @@ class Spool:
         self._open: dict[bytes, Run] = {}  # feed -> its run still being extended
         self._order: dict[bytes, Order] = {}
         self._lock = threading.Lock()
+        self._marks = 0  # reads that merged what was decoded (mark)
         self.claimed = 0  # versions written from the spool (tests, status)
 
     # -- the reader's side (a worker thread) ---------------------------------------------------
@@ -258,17 +260,26 @@ class Spool:
                 return k
         return min(len(refs), len(run.ids))
 
-    def sweep(self) -> None:
-        """Remove the runs that ended (at the end of each round: the round that read the entry
-        ending a run has downloaded what it could), and go on past a gap that did not fill
-        within ``WAIT`` seconds."""
+    def mark(self) -> int:
+        """A read has merged every operation decoded so far: the runs that ended until now are
+        those its round can claim. Returns the mark to ``sweep`` with at that round's end."""
+        with self._lock:
+            self._marks += 1
+            return self._marks
+
+    def sweep(self, upto: int | None = None) -> None:
+        """Remove the runs that ended before ``mark`` returned ``upto`` (at the end of each round:
+        the round that merged the entry ending a run has downloaded what it could; a run the
+        reader ended after that read, reading ahead while the round acted, waits for the next
+        round), all ended runs without ``upto``; and go on past a gap that did not fill within
+        ``WAIT`` seconds."""
         now = time.monotonic()
         with self._lock:
             for feed, order in self._order.items():
                 if order.since is not None and now - order.since > WAIT:
                     self._pass_gap(feed, order)
             for run in list(self._runs):
-                if run.ended:
+                if run.ended and (upto is None or run.ended_at < upto):
                     self._drop(run)
 
     def close(self) -> None:
@@ -293,6 +304,7 @@ class Spool:
             self._drop(run)  # small: the normal path writes it
         else:
             run.ended = True
+            run.ended_at = self._marks
 
     def _file(self, run: Run) -> None:
         if not self.room(run.size):

@@ -238,8 +238,12 @@ class FolderSync:
         while True:
             await self._fresh.wait()
             self._fresh.clear()
-            if not self.paused():
+            if self.paused():
+                continue
+            try:
                 await self.reader.prefetch()
+            except Exception as e:  # an entry cleared meanwhile, ...: the next round's read tells
+                log.debug("folder %s: reading ahead: %s: %s", self.root, type(e).__name__, e)
 
     async def _watch(self) -> None:
         try:
@@ -262,7 +266,9 @@ class FolderSync:
         return self.reader._ops
 
     def _take(self, feed: Any, seq: int, data: bytes) -> bool:
-        return self.reader.take(feed, seq, data)
+        taken = self.reader.take(feed, seq, data)
+        self.reader.apply_taken()
+        return taken
 
     async def read_ops(self) -> FolderState:
         """Read and merge what is new (:class:`.reader.OpReader`)."""
@@ -272,6 +278,7 @@ class FolderSync:
         self.rounds += 1
         t0 = time.monotonic()
         state = await self.read_ops()
+        swept_upto = self.reader.swept_upto  # runs that end after this read wait for the next round
         t_read = time.monotonic()
         rules = await asyncio.to_thread(IgnoreRules.load, self.root)
         synced = dict(self._synced)
@@ -337,7 +344,7 @@ class FolderSync:
         for path in [p for p in self.failed if p not in state.files and p not in local]:
             del self.failed[path]  # gone on both sides
         self.pending_downloads, self.pending_bytes = waiting, waiting_bytes
-        await asyncio.to_thread(self.spool.sweep)  # may unlink a large temp file: off the loop
+        await asyncio.to_thread(self.spool.sweep, swept_upto)  # may unlink a large temp file: off the loop
         self.gate.round_done()
         t_end = time.monotonic()
         if t_end - t0 > 0.5:  # where a slow round went (bench/folder.py --profile shows these lines)

@@ -6,7 +6,7 @@ import os
 
 import nacl.bindings
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cobox import xchacha
@@ -48,10 +48,25 @@ def test_a_changed_byte_anywhere_is_refused(path, size) -> None:  # type: ignore
     assert xchacha.decrypt(sealed[:xchacha.TAG_BYTES - 1], ad, nonce, key) is None
 
 
-@settings(max_examples=200, deadline=None)
+def test_the_fast_path_is_found_here() -> None:
+    assert xchacha._hchacha20 is not None  # else every figure in bench/README.md is PyNaCl's
+
+
+@pytest.mark.parametrize("bad", [
+    dict(key=bytes(31)), dict(key=bytearray(32)), dict(nonce=bytes(23)), dict(nonce=memoryview(bytes(24)))])
+@pytest.mark.parametrize("size", [10, 10 * xchacha.FAST_FROM])
+def test_a_wrong_key_or_nonce_is_refused_the_same_way_on_every_path(path, bad, size) -> None:  # type: ignore[no-untyped-def]
+    args = dict(key=bytes(32), nonce=bytes(24)) | bad
+    with pytest.raises(ValueError):
+        xchacha.encrypt(bytes(size), b"", args["nonce"], args["key"])
+    with pytest.raises(ValueError):
+        xchacha.decrypt(bytes(size), b"", args["nonce"], args["key"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plain=st.binary(max_size=3 * xchacha.FAST_FROM), ad=st.binary(max_size=64),
        nonce=st.binary(min_size=24, max_size=24), key=st.binary(min_size=32, max_size=32))
-def test_any_input_matches_libsodium(plain, ad, nonce, key) -> None:  # type: ignore[no-untyped-def]
+def test_any_input_matches_libsodium(path, plain, ad, nonce, key) -> None:  # type: ignore[no-untyped-def]
     sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, key)
     assert xchacha.encrypt(plain, ad, nonce, key) == sealed
     assert xchacha.decrypt(sealed, ad, nonce, key) == plain

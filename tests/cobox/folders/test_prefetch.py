@@ -78,3 +78,38 @@ async def test_chunk_entries_are_read_in_place_and_a_malformed_one_is_refused(me
     assert seqs[0] in b.sync.reader.chunk_entries[a.feed.key]  # the good one read as a chunk entry
     assert all(s not in b.sync.reader.chunk_entries[a.feed.key] for s in seqs[1:])
     assert b.sync.reader._ops == []
+
+
+async def test_a_cancelled_walk_lets_go_only_once_its_thread_is_done(members) -> None:
+    # A thread cannot be stopped: a walk released on cancellation would let the next one run
+    # beside it (two threads taking entries, a spool written after it closed).
+    import asyncio
+    import threading
+
+    import pytest
+    a, b = await members("a"), await members("b")
+    (a.root / "notes.txt").write_bytes(b"hello")
+    await a.sync.round()
+    connect(a, b)
+    await b.caught_up(a, timeout=30)
+    r = b.sync.reader
+    entered, release = threading.Event(), threading.Event()
+    real = r._take_all
+
+    def slow(*args):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait(10)
+        real(*args)
+
+    r._take_all = slow  # type: ignore[method-assign]
+    task = asyncio.create_task(r.prefetch())
+    await until(entered.is_set, 10, "the walk's thread")
+    task.cancel()
+    for _ in range(20):  # the cancellation is delivered; the walk must still hold on
+        await asyncio.sleep(0)
+    assert not task.done() and r._walking.locked()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not r._walking.locked()
+    assert [op.path for op in r._ops] == ["notes.txt"]  # the thread's slice was taken whole

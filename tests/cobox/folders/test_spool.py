@@ -188,6 +188,26 @@ def test_an_ended_run_goes_at_the_end_of_the_round_and_a_gap_after_a_while(tmp_p
     assert s.status()["runs"] == 1  # passed over: OTHER's run started, in memory
 
 
+def test_a_run_that_ends_after_the_rounds_read_is_kept_for_the_next_round(tmp_path, small_bounds) -> None:  # type: ignore[no-untyped-def]
+    # Reading ahead (OpReader.prefetch) may take a large file's Put while a round acts, after
+    # that round's read: the round cannot have claimed the run, so its sweep must leave it.
+    data = chunks(10)
+    s = fed(tmp_path, data)
+    upto = s.mark()  # the round's read
+    s.other(FEED, 15)  # the Put, read ahead while the round acts
+    s.sweep(upto)  # that round ends
+    assert len(spooled(tmp_path)) == 1
+    upto = s.mark()  # the next round's read merges the Put
+    content, k = claimed_bytes(s, refs(data, 5))
+    assert (content, k) == (b"".join(data), 10)
+    s.sweep(upto)
+    (tmp_path / "x").mkdir()
+    other = fed(tmp_path / "x", data)
+    other.other(FEED, 15)
+    other.sweep(other.mark())  # ended before the read: its round had the chance
+    assert other.status()["runs"] == 0
+
+
 def test_no_room_on_the_disk_means_no_spooling(tmp_path, small_bounds) -> None:  # type: ignore[no-untyped-def]
     data = chunks(10)
     s = fed(tmp_path, data, room=lambda n: False)
