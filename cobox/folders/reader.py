@@ -24,11 +24,12 @@ one reader runs at a time and ``FolderSync`` can plan on a settled state.
 Reading ahead (``prefetch``): entries arrive while a round writes files, and the folder's
 prefetch task decodes them then (the same walk, ``_walk``, without the merge), so that
 decryption and the downloads' writes overlap instead of taking turns; the next round's read
-only merges. What the walk shares with the event loop is touched on the loop: chunk entries
-taken in the worker thread are counted into ``chunk_entries`` after each slice
-and refusals counted against their authors after each slice (``_apply_taken``), and devices'
-names go into the state with the next merge. A walk cancelled (the folder stops) waits for its
-thread's slice before it lets go of the lock (``_in_thread``).
+only merges. What the walk shares with the event loop is touched on the loop: the chunk
+entries and the refusals a worker thread noted are applied after each slice (``apply_taken``:
+``chunk_entries``, ``Group.refuse``), devices' names with the next merge. The spool's runs that
+reading ahead ends after a round's read are left for the next round (``Spool.mark``). A walk
+that is cancelled (the folder stops) waits for its thread's slice before it lets go of the
+lock (``_in_thread``).
 """
 
 from __future__ import annotations

@@ -41,11 +41,12 @@ device already held then is not written again.
 
 Bounds: at most ``MAX_RUNS`` runs at once (the oldest is dropped), ``FILE_AFTER`` bytes in
 memory per run and ``HELD_BYTES`` for all of them; a run that ended and was not claimed by the
-end of the round is removed (``sweep``), and every run at ``close``. A crash leaves temp files,
-which ``apply.clean_temp`` removes at start. A write that fails (a full disk) drops the run,
-and so does a run about to cross the free space the folder keeps (``room``, checked before a
-run gets its file and every ``CHECK_EVERY`` bytes): the download then reads the store and
-reports.
+end of the round whose read merged the entry that ended it is removed (``sweep``; one ended by
+reading ahead while a round acts waits for the next round: ``mark``), and every run at
+``close``. A crash leaves temp files, which ``apply.clean_temp`` removes at start. A write
+that fails (a full disk) drops the run, and so does a run about to cross the free space the
+folder keeps (``room``, checked before a run gets its file and every ``CHECK_EVERY`` bytes):
+the download then reads the store and reports.
 """
 
 from __future__ import annotations
