@@ -137,9 +137,8 @@ class OpReader:
         it planned on, and the recorder builds operations on it); at most ``MERGE_BATCH``
         decoded operations wait for a merge, then the prefetch stops. This device's own feed
         is left to ``read``: its chunk entries are skipped once their append returns, and a
-        walk in between would decrypt them again."""
-        if self._walking.locked():
-            return  # a read or another prefetch is walking: it reads what is new
+        walk in between would decrypt them again. While a round's read walks, this waits for it
+        and then reads what came meanwhile, beside the round's downloads."""
         async with self._walking:
             await self._walk(merge=False)
 
