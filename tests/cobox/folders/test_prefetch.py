@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 
+import pytest
+
+from cobox.entries import encode_chunk
 from tests.helpers import until
 
 from ..hostile import (
@@ -64,7 +69,6 @@ async def test_a_running_folder_reads_ahead_by_itself(members) -> None:
 
 
 async def test_chunk_entries_are_read_in_place_and_a_malformed_one_is_refused(members) -> None:
-    from cobox.entries import encode_chunk
     a, b = await members("a"), await members("b")
     good = encode_chunk(b"a chunk of a file")
     bad_padding = good[:-1] + b"\x07"  # the same start, padding that does not check
@@ -83,10 +87,6 @@ async def test_chunk_entries_are_read_in_place_and_a_malformed_one_is_refused(me
 async def test_a_cancelled_walk_lets_go_only_once_its_thread_is_done(members) -> None:
     # A thread cannot be stopped: a walk released on cancellation would let the next one run
     # beside it (two threads taking entries, a spool written after it closed).
-    import asyncio
-    import threading
-
-    import pytest
     a, b = await members("a"), await members("b")
     (a.root / "notes.txt").write_bytes(b"hello")
     await a.sync.round()
