@@ -78,10 +78,6 @@ if TYPE_CHECKING:
     from ..groups import Group
 
 log = logging.getLogger(__name__)
-SMALL_FILE = 4 * 1024 * 1024  # downloads up to this size are written in batches (fetch.write_versions)
-SMALL_BATCH = 128  # files per batch at most
-SMALL_IN_FLIGHT = 2  # batches written at once (one thread each: reading, opening and writing overlap)
-SMALL_BATCH_BYTES = 8 * 1024 * 1024  # bytes per batch at most (held in memory while it is written)
 BACKOFF_MAX = 60.0  # seconds between two attempts after repeated failures, at most
 MAX_FAILED_SHOWN = 100  # paths listed in status (all are counted)
 

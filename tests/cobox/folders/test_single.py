@@ -37,6 +37,19 @@ async def recorded(m, files: dict[str, bytes]):  # type: ignore[no-untyped-def]
     await single.build(m.sync)
 
 
+async def released_by_b(members, files: dict[str, bytes]):  # type: ignore[no-untyped-def]
+    """A records ``files``; B, connected, takes them, applies them and releases its replica of
+    A's chunk entries (held in B's files now). Returns A, B and that replica."""
+    a, b = await members("a"), await members("b")
+    connect(a, b)
+    await recorded(a, files)
+    await b.caught_up(a)
+    await b.sync.round()
+    await single.build(b.sync)
+    await single.release_pass(b.sync)
+    return a, b, b.store.feed(a.feed.key)
+
+
 async def test_released_entries_are_served_rebuilt_and_a_new_member_gets_every_file(members) -> None:
     a = await members("a")
     files = {"big.bin": os.urandom(6 * MiB), "sub/mid.bin": os.urandom(MiB + 12345),
@@ -235,16 +248,9 @@ async def test_a_remote_change_keeps_the_replaced_version_in_history(members, tm
     """B released A's chunks (its file holds them); A edits the file and removes another; before
     B overwrites and removes its files, it stores again what only they held, so B can still
     restore the old versions (its history), and the new version's chunks stay released."""
-    a, b = await members("a"), await members("b")
-    connect(a, b)
     old = os.urandom(3 * MiB)
     gone = os.urandom(MiB)
-    await recorded(a, {"data.bin": old, "gone.bin": gone})
-    await b.caught_up(a)
-    await b.sync.round()
-    await single.build(b.sync)
-    await single.release_pass(b.sync)
-    replica = b.store.feed(a.feed.key)
+    a, b, replica = await released_by_b(members, {"data.bin": old, "gone.bin": gone})
     assert replica.outside_bytes >= 4 * MiB
     v_old, v_gone = b.sync.state.files["data.bin"], b.sync.state.files["gone.bin"]
     new = bytearray(old)
@@ -267,14 +273,7 @@ async def test_a_remote_change_keeps_the_replaced_version_in_history(members, tm
 async def test_a_member_fetches_back_a_replica_entry_its_file_no_longer_holds(members) -> None:
     """B released A's chunks; B's file changes locally; the entry B can no longer rebuild is
     fetched back from A (it is history B keeps), not left missing for good."""
-    a, b = await members("a"), await members("b")
-    connect(a, b)
-    await recorded(a, {"data.bin": os.urandom(2 * MiB)})
-    await b.caught_up(a)
-    await b.sync.round()
-    await single.build(b.sync)
-    await single.release_pass(b.sync)
-    replica = b.store.feed(a.feed.key)
+    a, b, replica = await released_by_b(members, {"data.bin": os.urandom(2 * MiB)})
     ref = b.sync.state.files["data.bin"].chunks[0]
     assert ref.seq in replica.outside
     with open(b.root / "data.bin", "r+b") as f:
@@ -447,15 +446,8 @@ async def test_two_small_batches_replacing_files_that_share_a_released_chunk_kee
     from cobox.folders import smallbatch
 
     monkeypatch.setattr(smallbatch, "SMALL_BATCH", 1)
-    a, b = await members("a"), await members("b")
-    connect(a, b)
     same = os.urandom(200_000)
-    await recorded(a, {"x.bin": same, "y.bin": same})
-    await b.caught_up(a)
-    await b.sync.round()
-    await single.build(b.sync)
-    await single.release_pass(b.sync)
-    replica = b.store.feed(a.feed.key)
+    a, b, replica = await released_by_b(members, {"x.bin": same, "y.bin": same})
     shared = {(c.feed, c.seq) for c in b.sync.state.files["x.bin"].chunks}
     assert shared == {(c.feed, c.seq) for c in b.sync.state.files["y.bin"].chunks}
     assert all(s in replica.outside for _, s in shared)
