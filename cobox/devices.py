@@ -54,8 +54,9 @@ import nacl.signing
 from networker import RemoteProtocolError
 
 from . import netview
-from .entries import NONCE_BYTES, PROFILE_TYPE, TAG_BYTES, record_type, unpack
+from .entries import PROFILE_TYPE, record_type, unpack
 from .entries_profile import MAX_PROFILE_BYTES, check_name, decode_profile, encode_profile, profile_of
+from .entries_seal import NONCE_BYTES, TAG_BYTES
 from .errors import DeviceNotFoundError, MalformedProfileError, MalformedRecordError, UsageError
 
 if TYPE_CHECKING:

@@ -55,7 +55,8 @@ from .backup.receipts import EXTENSION as RECEIPT_EXTENSION
 from .backup.receipts import RELEASE_EXTENSION, BadReceiptError, BadReleaseError, Receipt, Release
 from .backup.seeding import Seeding
 from .devices import PROFILE_EXTENSION, Profiles
-from .entries import encode_log, open_entry, seal
+from .entries import encode_log
+from .entries_seal import open_entry, seal
 from .epochs import EPOCH_NOTICE, EpochGate
 from .errors import AdmissionError, NotAMemberError
 from .grouplog import LogEntry, read_log

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Sealing is deterministic (``cobox.entries``, "Sealing"): the entry at ``(feed, seq)`` is a
+Sealing is deterministic (:mod:`cobox.entries_seal`): the entry at ``(feed, seq)`` is a
 function of the group key, its place and its plaintext, and a chunk entry's plaintext is a
 function of the chunk (``encode_chunk``: msgpack of the padded chunk). So a member whose synced
 file holds a chunk can rebuild that chunk's entry, byte for byte, from the file, and the store
@@ -64,7 +64,8 @@ from storage.errors import FeedNotFoundError, RebuildUnavailableError, StorageEr
 from storage.outside import runs
 from storage.tree import leaf_hash
 
-from ..entries import encode_chunk, seal
+from ..entries import encode_chunk
+from ..entries_seal import seal
 from .chunking import chunk_id
 from .model import ChunkRef
 from .plan import Synced

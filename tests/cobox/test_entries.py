@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from cobox import entries
+from cobox import entries, entries_seal
 from cobox.errors import MalformedChunkError, MalformedLogEntryError, MalformedOpError
 from cobox.folders import model, padding
 
@@ -14,13 +14,13 @@ FEED = b"\x07" * 32
 
 
 def test_a_sealed_entry_opens_only_at_its_own_place_and_key() -> None:
-    sealed = entries.seal(KEY, FEED, 5, b"plain")
-    assert entries.open_entry(KEY, FEED, 5, sealed) == b"plain"
-    assert entries.open_entry(KEY, FEED, 6, sealed) is None  # moved to another seq
-    assert entries.open_entry(KEY, b"\x08" * 32, 5, sealed) is None  # moved to another feed
-    assert entries.open_entry(bytes(32), FEED, 5, sealed) is None
-    assert entries.open_entry(None, FEED, 5, sealed) is None  # a backup peer has no key
-    assert entries.open_entry(KEY, FEED, 5, sealed[:30]) is None  # shorter than nonce + tag
+    sealed = entries_seal.seal(KEY, FEED, 5, b"plain")
+    assert entries_seal.open_entry(KEY, FEED, 5, sealed) == b"plain"
+    assert entries_seal.open_entry(KEY, FEED, 6, sealed) is None  # moved to another seq
+    assert entries_seal.open_entry(KEY, b"\x08" * 32, 5, sealed) is None  # moved to another feed
+    assert entries_seal.open_entry(bytes(32), FEED, 5, sealed) is None
+    assert entries_seal.open_entry(None, FEED, 5, sealed) is None  # a backup peer has no key
+    assert entries_seal.open_entry(KEY, FEED, 5, sealed[:30]) is None  # shorter than nonce + tag
 
 
 def test_log_entries_round_trip_and_refuse_anything_else() -> None:

@@ -1,4 +1,4 @@
-"""Deterministic sealing (cobox.entries "Sealing"): the same place and plaintext seal to the same
+"""Deterministic sealing (cobox.entries_seal): the same place and plaintext seal to the same
 bytes, anything else changes the nonce, and the opener is the one every entry always used."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import nacl.bindings
 from blake3 import blake3
 
-from cobox.entries import NONCE_BYTES, NONCE_CONTEXT, encode_chunk, nonce_key_of, open_entry, seal
+from cobox.entries import encode_chunk
+from cobox.entries_seal import NONCE_BYTES, NONCE_CONTEXT, nonce_key_of, open_entry, seal
 
 KEY = bytes(range(32))
 FEED = b"\x07" * 32

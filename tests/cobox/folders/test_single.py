@@ -311,7 +311,8 @@ def test_a_place_claiming_another_chunk_at_the_same_entry_is_passed_over(tmp_pat
     """A hostile member's op may name entry (feed, 5) as a chunk it is not; a local file then
     indexes that entry with another chunk's bytes. The rebuild knows the entry's leaf and takes
     only the place whose sealed entry has it: the right chunk, whatever the order."""
-    from cobox.entries import encode_chunk, seal
+    from cobox.entries import encode_chunk
+    from cobox.entries_seal import seal
     from cobox.folders.chunking import chunk_id
     from storage.tree import leaf_hash
 
