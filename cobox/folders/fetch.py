@@ -217,27 +217,37 @@ async def write_version(group: Group, v: Version, root: Path, path: str, expect:
 
 
 async def write_versions(group: Group, items: Sequence[tuple[Version, str, LocalFile | None]],
-                         root: Path) -> list[LocalFile | Exception]:
+                         root: Path, spool: Spool | None = None) -> list[LocalFile | Exception]:
     """Write a batch of small versions (``(version, path, expect)``) with ``apply.write_files``:
-    their entries read on the loop (one ``get_range`` per run of consecutive places across the
-    whole batch: a sender appends many small files' chunks in one run), opened, verified and written in
-    one worker thread, two file-system syncs for the batch. Per item: what was written or why
-    not (a ``MalformedChunkError`` for a version whose references name bad entries)."""
-    refs = [ref for v, _, _ in items for ref in v.chunks]  # a sender's small files: mostly one run
+    the chunks the ``spool`` kept in memory as they arrived (``Spool.take``), the others' entries
+    read on the loop (one ``get_range`` per run of consecutive places across the whole batch: a
+    sender appends many small files' chunks in one run), opened, verified and written in one
+    worker thread, two file-system syncs for the batch. Per item: what was written or why not (a
+    ``MalformedChunkError`` for a version whose references name bad entries)."""
+    def taken() -> list[list[bytes] | None]:
+        return [spool.take(v.chunks) if spool is not None else None for v, _, _ in items]
+
+    # In a thread: the spool's lock may be held by the reader waiting for a writeback.
+    held = await asyncio.to_thread(taken) if spool is not None else [None] * len(items)
+    refs = [ref for (v, _, _), h in zip(items, held, strict=True) if h is None for ref in v.chunks]
     entries: list[bytes] = []
-    for i, j in runs(refs, BATCH_RUN_ENTRIES):
+    for i, j in runs(refs, BATCH_RUN_ENTRIES):  # a sender's small files: mostly one run
         entries += await group.store.feed(refs[i].feed).get_range(refs[i].seq, refs[j - 1].seq + 1)
-    stored: list[list[bytes]] = []
-    for v, _, _ in items:
-        stored.append(entries[:len(v.chunks)])
-        del entries[:len(v.chunks)]
+    stored: list[list[bytes] | None] = []
+    for (v, _, _), h in zip(items, held, strict=True):
+        if h is None:
+            stored.append(entries[:len(v.chunks)])
+            del entries[:len(v.chunks)]
+        else:
+            stored.append(None)
 
     def work() -> list[LocalFile | Exception]:
         out: list[LocalFile | Exception | None] = []
         writes: list[FileWrite] = []
-        for (v, path, expect), entries in zip(items, stored, strict=True):
+        for (v, path, expect), entries, h in zip(items, stored, held, strict=True):
             try:
-                data = [open_chunk(group, ref, e) for ref, e in zip(v.chunks, entries, strict=True)]
+                data = h if entries is None else [open_chunk(group, ref, e)
+                                                  for ref, e in zip(v.chunks, entries, strict=True)]
             except MalformedChunkError as e:
                 out.append(e)
                 continue

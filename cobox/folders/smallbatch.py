@@ -104,7 +104,8 @@ class SmallDownloads:
             others = [a for r in self._replacing for a in r]  # this batch's and the ones beside it
             await single.keep_history(sync, [a.path for a in others],
                                       [c for a in [*todo, *others] for c in a.version.chunks])
-            results = await write_versions(sync.group, [(a.version, a.path, a.replace) for a in todo], sync.root)
+            results = await write_versions(sync.group, [(a.version, a.path, a.replace) for a in todo], sync.root,
+                                     sync.spool)
         except EntryMissingError as e:  # a chunk no longer held here (cobox.folders.single): next round
             log.info("folder %s: %d small downloads wait: %s", sync.root, len(todo), e)
             return

@@ -15,7 +15,7 @@ operations, so runs of small files end in memory and cost no write), then in a t
 ``.cobox-tmp-spool-<random>`` at the folder's root, appended to as chunks come. Any other entry
 of that feed, or a chunk that does not follow, ends the run.
 
-When a round downloads a version (``fetch.write_version``), ``claim(refs)`` looks for a run with
+When a round downloads a large version (``fetch.write_version``), ``claim(refs)`` looks for a run with
 a file that starts at the version's first chunk and whose places, sizes and ids are the
 version's references, one for one, for as far as the run goes: then the temp file holds the
 version's first bytes (usually all of them; the last chunks may have been stored while the
@@ -28,6 +28,15 @@ again would write. Anything else (a version starting elsewhere: its first chunks
 against older ones, or in the middle of a run) is left to the normal path, which reads the
 store.
 
+A run that ends in memory (small files: a sender appends a batch of them, up to
+``smallbatch.SMALL_BATCH_BYTES``, then their operations) is kept for the round that merges the
+operation ending it: a batch of small downloads (``fetch.write_versions``) takes each version's
+chunks out of it (``take(refs)``: a version's references, one for one, anywhere in the run),
+checked as a claim is, and writes them without reading the store or opening an entry again.
+What ended runs keep in memory is bounded (``KEPT_BYTES``, ``KEPT_RUNS``): a run that would
+cross it is dropped at once, so the runs kept are the ones the rounds reach first, and what a
+version took is let go at once.
+
 Replication may store a feed's entries a little out of order (several requests in flight); the
 reader waits a moment for a hole to fill where a run worth keeping goes on (``wants``: one with
 its file, or ``HOLD_AFTER`` bytes in memory: a large file's first megabytes; the cost, a hole
@@ -39,8 +48,9 @@ gap that does not fill within those bounds, or within ``WAIT`` seconds, ends the
 passed over. Only entries stored since the folder started are spooled (``begin``): what a
 device already held then is not written again.
 
-Bounds: at most ``MAX_RUNS`` runs at once (the oldest is dropped), ``FILE_AFTER`` bytes in
-memory per run and ``HELD_BYTES`` for all of them; a run that ended and was not claimed by the
+Bounds: at most ``MAX_RUNS`` runs growing or in a file at once (the oldest is dropped),
+``FILE_AFTER`` bytes in memory per run and ``HELD_BYTES`` for all of them, ``KEPT_BYTES`` for
+the ended runs kept in memory; a run that ended and was not claimed by the
 end of the round whose read merged the entry that ended it is removed (``sweep``; one ended by
 reading ahead while a round acts waits for the next round: ``mark``), and every run at
 ``close``. A crash leaves temp files, which ``apply.clean_temp`` removes at start. A write
@@ -74,6 +84,8 @@ MAX_RUNS = 4  # runs kept at once (feeds sending large files at the same time)
 WAIT = 30.0  # seconds a gap waits for its entries
 REORDER_BYTES = 4 * 1024 * 1024  # chunks held at most while earlier entries are missing
 REORDER_ENTRIES = 4096  # entries held at most while earlier ones are missing
+KEPT_BYTES = 8 * 1024 * 1024  # ended runs kept in memory for batches of small downloads (take), at most
+KEPT_RUNS = 256  # and how many of them
 HOLD_AFTER = 1024 * 1024  # a run this large is waited for at a hole (``wants``), in memory or in its file
 CHECK_EVERY = 64 * 1024 * 1024  # bytes written between checks of the free space
 SPOOL_PREFIX = f"{TMP_PREFIX}spool-"
@@ -85,7 +97,8 @@ class Run:
     first: int
     sizes: list[int] = dataclasses.field(default_factory=list)
     ids: list[bytes] = dataclasses.field(default_factory=list)
-    held: list[bytes] = dataclasses.field(default_factory=list)  # the bytes, until the run has a file
+    held: list[bytes | None] = dataclasses.field(default_factory=list)  # the bytes, until the run has a file
+    taken: int = 0  # bytes of an ended run in memory that ``take`` handed out (None in ``held``)
     size: int = 0
     path: Path | None = None
     fd: int = -1
@@ -116,10 +129,13 @@ class Spool:
         self.enabled = enabled  # false for a folder that does not receive (send-only)
         self._runs: list[Run] = []  # every run kept, oldest first
         self._open: dict[bytes, Run] = {}  # feed -> its run still being extended
+        self._kept: list[Run] = []  # ended runs kept in memory for ``take``, oldest first
+        self._kept_bytes = 0  # what they still hold
         self._order: dict[bytes, Order] = {}
         self._lock = threading.Lock()
         self._marks = 0  # reads that merged what was decoded (mark)
-        self.claimed = 0  # versions written from the spool (tests, status)
+        self.claimed = 0  # versions written from the spool's files (tests, status)
+        self.taken = 0  # versions written from runs kept in memory (take)
 
     # -- the reader's side (a worker thread) ---------------------------------------------------
 
@@ -251,15 +267,44 @@ class Spool:
             self.claimed += 1
             return path, k
 
+    def take(self, refs: Sequence[ChunkRef]) -> list[bytes] | None:
+        """The chunks of ``refs``, if an ended run kept in memory holds every one of them, one
+        for one (place, size and id), from anywhere in the run; they are taken out of it. None
+        otherwise (also for chunks another version took: the store has them)."""
+        if not refs:
+            return None
+        first = refs[0]
+        with self._lock:
+            for run in self._kept:
+                at = first.seq - run.first
+                if (run.feed == first.feed and at >= 0 and at + len(refs) <= len(run.ids)
+                        and self._prefix(run, refs, at) == len(refs)):
+                    break
+            else:
+                return None
+            data = run.held[at:at + len(refs)]
+            if any(d is None for d in data):
+                return None
+            run.held[at:at + len(refs)] = [None] * len(refs)
+            size = sum(run.sizes[at:at + len(refs)])
+            run.taken += size
+            self._kept_bytes -= size
+            if run.taken == run.size:
+                self._kept.remove(run)
+            self.taken += 1
+            return data  # type: ignore[return-value]  # no None among them (checked)
+
     @staticmethod
-    def _prefix(run: Run, refs: Sequence[ChunkRef]) -> int:
-        """How many of ``refs``, from the first, are the run's chunks one for one."""
-        for k in range(min(len(refs), len(run.ids))):
-            ref = refs[k]
-            if (ref.feed != run.feed or ref.seq != run.first + k or ref.size != run.sizes[k]
-                    or ref.id != run.ids[k]):
+    def _prefix(run: Run, refs: Sequence[ChunkRef], at: int = 0) -> int:
+        """How many of ``refs``, from the first, are the run's chunks one for one from its
+        ``at``-th chunk on."""
+        n = min(len(refs), len(run.ids) - at)
+        for k in range(n):
+            ref, i = refs[k], at + k
+            if (ref.feed != run.feed or ref.seq != run.first + i or ref.size != run.sizes[i]
+                    or ref.id != run.ids[i]):
                 return k
-        return min(len(refs), len(run.ids))
+        return n
 
     def mark(self) -> int:
         """A read has merged every operation decoded so far: the runs that ended until now are
@@ -282,6 +327,8 @@ class Spool:
             for run in list(self._runs):
                 if run.ended and (upto is None or run.ended_at < upto):
                     self._drop(run)
+            for run in [r for r in self._kept if upto is None or r.ended_at < upto]:
+                self._let_go(run)
 
     def close(self) -> None:
         """Remove every run (the folder stops); where each feed is stays known."""
@@ -292,20 +339,34 @@ class Spool:
                 order.since = None
             for run in list(self._runs):
                 self._drop(run)
+            for run in list(self._kept):
+                self._let_go(run)
 
     def status(self) -> dict[str, int]:
         with self._lock:
-            return {"runs": len(self._runs), "bytes": sum(r.size for r in self._runs), "claimed": self.claimed}
+            return {"runs": len(self._runs) + len(self._kept),
+                    "bytes": sum(r.size for r in self._runs) + self._kept_bytes, "claimed": self.claimed,
+                    "taken": self.taken}
 
     # -- under the lock ------------------------------------------------------------------------
 
     def _end(self, run: Run) -> None:
         del self._open[run.feed]
-        if run.path is None:
-            self._drop(run)  # small: the normal path writes it
-        else:
-            run.ended = True
-            run.ended_at = self._marks
+        run.ended = True
+        run.ended_at = self._marks
+        if run.path is not None:
+            return
+        held = run.held
+        self._drop(run)  # in memory: kept for ``take`` if there is room
+        if self._kept_bytes + run.size <= KEPT_BYTES and len(self._kept) < KEPT_RUNS:
+            run.held = held
+            self._kept.append(run)
+            self._kept_bytes += run.size
+
+    def _let_go(self, run: Run) -> None:
+        self._kept.remove(run)
+        self._kept_bytes -= run.size - run.taken
+        run.held = []
 
     def _file(self, run: Run) -> None:
         if not self.room(run.size):
@@ -315,7 +376,7 @@ class Spool:
         run.flusher = Flusher(run.fd)
         run.checked = run.size
         held, run.held = run.held, []
-        self._write(run, held)
+        self._write(run, [h for h in held if h is not None])  # (an open run has no None)
 
     def _write(self, run: Run, pieces: list[bytes]) -> None:
         if run.size - run.checked >= CHECK_EVERY:

@@ -60,6 +60,7 @@ async def test_large_files_recorded_among_small_ones_each_arrive_as_a_run_of_the
              "d-big.bin": os.urandom(18 * MiB), "e.txt": os.urandom(100)}
     await sent(a, b, files)
     assert b.sync.spool.claimed == 2
+    assert b.sync.spool.taken >= 1  # the small files, from their runs kept in memory
     assert spooled(b.root) == []
 
 
@@ -118,7 +119,7 @@ def test_a_run_in_order_is_claimed_whole_and_leaves_nothing(tmp_path, small_boun
     s.other(FEED, 15)  # the Put
     content, k = claimed_bytes(s, refs(data, 5))
     assert (content, k) == (b"".join(data), 10)
-    assert s.status() == {"runs": 0, "bytes": 0, "claimed": 1}
+    assert s.status() == {"runs": 0, "bytes": 0, "claimed": 1, "taken": 0}
     assert len(spooled(tmp_path)) == 1  # the claimed file, the caller's now
 
 
@@ -157,12 +158,52 @@ def test_references_that_are_not_the_run_claim_nothing_or_only_what_matches(tmp_
         assert s.status()["runs"] == 1  # still there for the right version
 
 
-def test_a_small_run_stays_in_memory_and_is_dropped_when_it_ends(tmp_path, small_bounds) -> None:  # type: ignore[no-untyped-def]
-    data = chunks(2)
+def test_a_small_run_stays_in_memory_and_its_versions_are_taken_from_anywhere_in_it(tmp_path, small_bounds) -> None:  # type: ignore[no-untyped-def]
+    data = chunks(3)  # three small files of one chunk each, then their operations
     s = fed(tmp_path, data)
     assert spooled(tmp_path) == []
-    s.other(FEED, 7)
-    assert s.status()["runs"] == 0 and s.claim(refs(data, 5)) is None
+    s.other(FEED, 8)
+    assert s.claim(refs(data, 5)) is None  # no file to rename: small versions are taken
+    assert s.take(refs(data[1:2], 6)) == [data[1]]
+    assert s.take(refs(data[1:2], 6)) is None  # taken already: a duplicate reference reads the store
+    assert s.take(refs(data[2:], 7)) == [data[2]] and s.take(refs(data[:1], 5)) == [data[0]]
+    assert s.status() == {"runs": 0, "bytes": 0, "claimed": 0, "taken": 3}  # all let go
+
+
+@pytest.mark.parametrize("change", ["seq", "feed", "id", "size", "beyond"])
+def test_a_version_is_taken_only_if_the_run_holds_all_of_it_one_for_one(tmp_path, small_bounds, change) -> None:  # type: ignore[no-untyped-def]
+    data = chunks(3)
+    s = fed(tmp_path, data)
+    s.other(FEED, 8)
+    want = refs(data[:2], 5)
+    if change == "seq":
+        want = refs(data[:2], 6)
+    elif change == "feed":
+        want = refs(data[:2], 5, OTHER)
+    elif change == "id":
+        want[1] = ChunkRef(b"x" * 32, FEED, 6, want[1].size)
+    elif change == "size":
+        want[1] = ChunkRef(want[1].id, FEED, 6, want[1].size + 1)
+    else:
+        want = [*refs(data, 5), ChunkRef(b"x" * 32, FEED, 8, 10)]
+    assert s.take(want) is None
+    assert s.take(refs(data, 5)) == data  # nothing was taken out by the refusal
+
+
+def test_what_ended_runs_keep_in_memory_is_bounded_and_goes_with_the_round(tmp_path, small_bounds, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(spool_mod, "KEPT_BYTES", 1000)
+    s = Spool(tmp_path, lambda n: True)
+    first, second = chunks(2), chunks(2)  # ~600 bytes each: the second does not fit beside the first
+    for k, c in enumerate(first):
+        s.chunk(FEED, k, c)
+    s.other(FEED, 2)
+    for k, c in enumerate(second):
+        s.chunk(OTHER, k, c)
+    s.other(OTHER, 2)
+    assert s.take(refs(second, 0, OTHER)) is None  # dropped at once: the first run is what rounds reach first
+    upto = s.mark()
+    s.sweep(upto)
+    assert s.take(refs(first, 0)) is None and s.status()["runs"] == 0  # the round that merged it ended
 
 
 def test_a_gap_that_does_not_fill_is_passed_over(tmp_path, small_bounds) -> None:  # type: ignore[no-untyped-def]
