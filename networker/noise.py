@@ -21,9 +21,12 @@ each direction's key and nonce are taken from noiseprotocol's cipher states into
 on the wire (Noise's ``ENCRYPT(k, n++, ad="", plaintext)`` with the 96-bit nonce of 32 zero bits
 and ``n`` little-endian), without noiseprotocol's per-message layers and copies (it accepts
 only ``bytes``, so every slice of a large message was copied twice more). Sealing writes every
-frame of a message into one buffer (``encrypt_into``); opening keeps the parts of a message as
-views and joins them once. 256 messages of 1 MiB, sealed and opened in turn on the test machine:
-sealing 0.26 -> 0.17 s, opening 0.31 -> 0.18 s (ChaCha20-Poly1305 itself takes ~0.12 s).
+frame of a message into one buffer (``encrypt_into``); opening decrypts a frame that lies wholly
+inside the message it continues straight into that message's buffer (``decrypt_into``), so a
+large message is neither copied nor joined. 256 messages of 1 MiB, sealed and opened in turn on
+the test machine: sealing 0.26 -> 0.17 s, opening 0.31 -> 0.18 s (ChaCha20-Poly1305 itself
+takes ~0.12 s); decrypting in place, opening 256 MiB whose messages are all kept took 0.43-0.52
+-> 0.14-0.16 s (each kept plaintext had taken fresh memory, then was copied into the join).
 """
 
 from __future__ import annotations
@@ -85,8 +88,9 @@ class NoiseSession:
         self._noise.set_prologue(PROLOGUE)
         self._noise.start_handshake()
         self._step = 0
-        self._parts: list[memoryview] = []  # the received parts of the message being reassembled
-        self._expected = -1  # bytes still missing from the message being reassembled
+        self._message = bytearray()  # the message being reassembled, filled up to _filled
+        self._filled = 0
+        self._expected = -1  # bytes still missing from it (-1: none begun)
         self._tx: _Direction | None = None
         self._rx: _Direction | None = None
 
@@ -178,16 +182,28 @@ class NoiseSession:
             pos += size
         return out
 
-    def open(self, ciphertext: bytes) -> list[bytes]:
+    def open(self, ciphertext: bytes | memoryview) -> list[bytearray]:
         """Decrypt one Noise message; return the application messages it completes."""
+        out: list[bytearray] = []
+        self._open(ciphertext, out)
+        return out
+
+    def _open(self, ciphertext: bytes | memoryview, out: list[bytearray]) -> None:
+        """Decrypt one Noise message into the message it continues (in place when it lies
+        wholly inside one: no copy of the plaintext) or parse it; complete messages go to ``out``."""
         rx = self._rx
         if rx is None:
             raise RemoteProtocolError("transport message before the handshake is complete")
+        size = len(ciphertext) - TAG_BYTES
         try:
+            if 0 <= size <= self._expected:
+                rx.aead.decrypt_into(rx.nonce(), ciphertext, None,
+                                     memoryview(self._message)[self._filled:self._filled + size])
+                self._took(size, out)
+                return
             plain = rx.aead.decrypt(rx.nonce(), ciphertext, None)
         except (InvalidTag, ValueError):
             raise RemoteProtocolError("a message failed to decrypt") from None
-        out = []
         view = memoryview(plain)
         while view:
             if self._expected < 0:
@@ -196,14 +212,19 @@ class NoiseSession:
                 (n,) = _LEN.unpack(view[:_LEN.size])
                 if n > self.max_message_bytes:
                     raise RemoteProtocolError(f"peer announced a message of {n} bytes")
-                self._expected = n
+                self._message, self._filled, self._expected = bytearray(n), 0, n
                 view = view[_LEN.size:]
+                if n == 0:
+                    self._took(0, out)
+                    continue
             take = min(self._expected, len(view))
-            self._parts.append(view[:take])
+            self._message[self._filled:self._filled + take] = view[:take]
             view = view[take:]
-            self._expected -= take
-            if self._expected == 0:
-                out.append(b"".join(self._parts))
-                self._parts = []
-                self._expected = -1
-        return out
+            self._took(take, out)
+
+    def _took(self, n: int, out: list[bytearray]) -> None:
+        self._filled += n
+        self._expected -= n
+        if self._expected == 0:
+            out.append(self._message)
+            self._message, self._filled, self._expected = bytearray(), 0, -1

@@ -111,7 +111,8 @@ class SecureConnection:
             raise ConnectionClosedError(f"connection lost: {e}") from None
 
     async def recv(self) -> bytes:
-        """The next application message; raises ``ConnectionClosedError`` at EOF."""
+        """The next application message (a ``bytearray`` when the session assembled it from
+        its frames: bytes-like, not hashable); raises ``ConnectionClosedError`` at EOF."""
         while not self._inbox:
             frame = await _read_frame(self._reader)
             self.bytes_received += len(frame) + 2

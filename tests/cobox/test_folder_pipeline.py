@@ -401,7 +401,7 @@ async def test_small_batches_are_written_two_at_a_time_and_a_large_download_wait
 
     second = asyncio.Event()
 
-    async def counted_versions(group, items, root):  # type: ignore[no-untyped-def]
+    async def counted_versions(group, items, root, spool=None):  # type: ignore[no-untyped-def]
         running[0] += 1
         running[1] = max(running)
         started[0] += 1
@@ -414,7 +414,7 @@ async def test_small_batches_are_written_two_at_a_time_and_a_large_download_wait
                 # synchronisation: without the wait for the batches planned before it, the
                 # large file would start while one of them is still being written).
                 await asyncio.to_thread(time.sleep, 0.05 * started[0])
-            return await write_versions(group, items, root)
+            return await write_versions(group, items, root, spool)
         finally:
             running[0] -= 1
             events.append("batch")

@@ -157,3 +157,30 @@ def test_a_replayed_frame_is_fatal():
     assert r.open(frame) == [b"one"]
     with pytest.raises(RemoteProtocolError, match="decrypt"):
         r.open(frame)  # the nonce moved on: the same ciphertext no longer opens
+
+
+# -- opening in place ---------------------------------------------------------------------------
+
+def test_several_messages_in_one_frame_and_a_message_over_many_are_opened():
+    """Our sender starts each message in a frame of its own; another may pack them, and a large
+    message continues over frames, each decrypted in place into the message."""
+    i, r = handshake()
+    packed = b"".join(len(m).to_bytes(4, "big") + m for m in (b"one", b"", b"three"))
+    assert i._tx is not None
+    frame = (len(packed) + 16).to_bytes(2, "big") + i._tx.aead.encrypt(i._tx.nonce(), packed, None)
+    big = os.urandom(3 * 65519)
+    got = []
+    for f in unframe(frame + bytes(i.seal(big)) + bytes(i.seal(b"after"))):
+        got += r.open(f)
+    assert got == [b"one", b"", b"three", big, b"after"]
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_flipped_frame_anywhere_in_a_message_is_fatal(where):
+    i, r = handshake()
+    frames = unframe(i.seal(os.urandom(3 * 65519)))
+    k = {"first": 0, "middle": 1, "last": len(frames) - 1}[where]
+    frames[k] = frames[k][:-1] + bytes([frames[k][-1] ^ 0x01])
+    with pytest.raises(RemoteProtocolError, match="decrypt"):
+        for f in frames:
+            r.open(f)
