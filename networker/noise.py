@@ -45,6 +45,7 @@ PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE = b"cobox/1"
 MAX_PLAINTEXT = 65535 - 16
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+FIRST_ROOM = 1024 * 1024 + 64 * 1024  # a message's buffer at first: a Data message (up to 1 MiB of entries) whole
 _LEN = struct.Struct(">I")
 _NONCE = struct.Struct("<4xQ")  # Noise's ChaChaPoly nonce: 32 zero bits, then n little-endian
 TAG_BYTES = 16
@@ -197,6 +198,7 @@ class NoiseSession:
         size = len(ciphertext) - TAG_BYTES
         try:
             if 0 <= size <= self._expected:
+                self._room(size)
                 rx.aead.decrypt_into(rx.nonce(), ciphertext, None,
                                      memoryview(self._message)[self._filled:self._filled + size])
                 self._took(size, out)
@@ -212,15 +214,25 @@ class NoiseSession:
                 (n,) = _LEN.unpack(view[:_LEN.size])
                 if n > self.max_message_bytes:
                     raise RemoteProtocolError(f"peer announced a message of {n} bytes")
-                self._message, self._filled, self._expected = bytearray(n), 0, n
+                # Room for what a sender's message usually is; more only as its bytes come, so
+                # that a length alone (4 bytes) never makes this session hold megabytes.
+                self._message, self._filled, self._expected = bytearray(min(n, FIRST_ROOM)), 0, n
                 view = view[_LEN.size:]
                 if n == 0:
                     self._took(0, out)
                     continue
             take = min(self._expected, len(view))
+            self._room(take)
             self._message[self._filled:self._filled + take] = view[:take]
             view = view[take:]
             self._took(take, out)
+
+    def _room(self, n: int) -> None:
+        """Make the message's buffer hold ``n`` more bytes (doubling, up to its announced size)."""
+        need = self._filled + n
+        if need > len(self._message):
+            grown = min(max(need, 2 * len(self._message)), self._filled + self._expected)
+            self._message.extend(bytes(grown - len(self._message)))
 
     def _took(self, n: int, out: list[bytearray]) -> None:
         self._filled += n

@@ -184,3 +184,19 @@ def test_a_flipped_frame_anywhere_in_a_message_is_fatal(where):
     with pytest.raises(RemoteProtocolError, match="decrypt"):
         for f in frames:
             r.open(f)
+
+
+def test_an_announced_length_alone_does_not_make_the_session_hold_megabytes():
+    """The message's buffer grows as its bytes come: a peer that announces 8 MiB and sends
+    a few bytes costs this side at most the first room (then a message of 3 MiB is whole)."""
+    from networker.noise import FIRST_ROOM
+    i, r = handshake()
+    frames = unframe(i.seal(os.urandom(8 * 1024 * 1024 - 100)))
+    assert r.open(frames[0]) == []
+    assert len(r._message) <= FIRST_ROOM
+    i, r = handshake()
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    got = []
+    for f in unframe(i.seal(big)):
+        got += r.open(f)
+    assert got == [big] and len(got[0]) == len(big)
