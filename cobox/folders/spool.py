@@ -71,6 +71,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from storage.blobs import write_gathered
+
 from .chunking import chunk_id
 from .model import ChunkRef
 from .paths import TMP_PREFIX
@@ -383,10 +385,7 @@ class Spool:
             if not self.room(CHECK_EVERY):
                 raise OSError("the free space the folder keeps (folders.min_disk_free) would be crossed")
             run.checked = run.size
-        for piece in pieces:
-            view = memoryview(piece)
-            while view:
-                view = view[os.write(run.fd, view):]
+        write_gathered(run.fd, pieces)
         if run.flusher is not None:
             run.flusher.wrote(run.size)
 

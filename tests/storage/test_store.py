@@ -379,7 +379,7 @@ async def test_blob_file_out_of_space(open_store: OpenStore, monkeypatch: pytest
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr("storage.blobs.os.pwrite", no_space)
+        m.setattr("storage.blobs.os.pwritev", no_space)
         with pytest.raises(StoreFullError):
             await feed.append([b"small", bytes(10_000)])
     assert feed.length == 1

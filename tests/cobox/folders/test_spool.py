@@ -260,9 +260,9 @@ def test_a_failed_write_drops_the_run(tmp_path, small_bounds, monkeypatch) -> No
     s = fed(tmp_path, data[:4])
     assert len(spooled(tmp_path)) == 1
 
-    def full(fd: int, data: bytes) -> int:
+    def full(fd: int, views: list[memoryview]) -> int:
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(spool_mod.os, "write", full)
+    monkeypatch.setattr(spool_mod.os, "writev", full)
     s.chunk(FEED, 9, data[4])
     assert spooled(tmp_path) == [] and s.status()["runs"] == 0
 
