@@ -68,7 +68,15 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
 _FALLOCATE = _fallocate()
 
 
-IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
+def _iov_max() -> int:
+    try:
+        n = os.sysconf("SC_IOV_MAX")
+    except (ValueError, OSError, AttributeError):
+        return 16  # POSIX's least
+    return min(n, 1024) if n > 0 else 16
+
+
+IOV_MAX = _iov_max()  # pieces one writev takes
 
 
 def write_gathered(fd: int, pieces: Sequence[bytes | bytearray | memoryview], pos: int | None = None) -> None:

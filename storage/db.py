@@ -378,32 +378,46 @@ class Writer:
         return bool(rows) and rows[0][0] == 0
 
 
-MAX_BOUND = 32766  # bound parameters in one statement (SQLite's default limit since 3.32)
+MAX_ROWS = 512  # rows in one multi-row statement (see execute_rows)
 _VALUES = re.compile(r"(INSERT\b.*?\bVALUES\s*)(\(\?(?:,\s*\?)*\))(.*)", re.S)
 
 
 @functools.lru_cache(maxsize=64)
-def _split_values(sql: str) -> tuple[str, str, str] | None:
+def _split_values(sql: str) -> tuple[str, str, int] | None:
     m = _VALUES.fullmatch(sql)
-    return None if m is None else (m[1], m[2], m[3])
+    if m is None or "?" in m[1] or "?" in m[3]:
+        return None
+    return m[1], m[3], m[2].count("?")
+
+
+@functools.lru_cache(maxsize=1024)
+def _multi(head: str, tail: str, width: int, n: int) -> str:
+    one = f"({', '.join('?' * width)})"
+    return f"{head}{','.join([one] * n)}{tail}"
 
 
 def execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[SqlRow]) -> None:
-    """``conn.executemany(sql, rows)``, but an ``INSERT ... VALUES (?, ...)`` runs as one
-    statement of many rows (as many as ``MAX_BOUND`` parameters allow): the same rows in the
-    same order, one step instead of one per row. ``sqlite3`` lets go of the GIL at every step,
-    and getting it back while the event loop's thread is busy can take a switch interval
-    (5 ms): a transaction of 50 rows beside a busy thread took 92 ms a row at a time, 15 ms as
-    one statement."""
+    """``conn.executemany(sql, rows)``, but an ``INSERT ... VALUES (?, ...)`` runs as a few
+    statements of many rows: the same rows in the same order, one step per statement instead
+    of one per row. ``sqlite3`` lets go of the GIL at every step, and getting it back while the
+    event loop's thread is busy can take a switch interval (5 ms): a transaction of 50 rows
+    beside a busy thread took 92 ms a row at a time, 15 ms as one statement.
+
+    The statements hold power-of-two numbers of rows (at most ``MAX_ROWS``, and within the
+    connection's limit of bound parameters), so that a few texts are compiled once and then
+    found in the connection's statement cache. Rows of the wrong width go to ``executemany``,
+    which refuses them as it always did."""
     parts = _split_values(sql) if len(rows) > 1 else None
-    if parts is None:
+    if parts is None or any(len(row) != parts[2] for row in rows):
         conn.executemany(sql, rows)
         return
-    head, one, tail = parts
-    per = max(1, MAX_BOUND // one.count("?"))
-    for k in range(0, len(rows), per):
-        batch = rows[k:k + per]
-        conn.execute(f"{head}{','.join([one] * len(batch))}{tail}", [v for row in batch for v in row])
+    head, tail, width = parts
+    most = max(1, min(MAX_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    k = 0
+    while k < len(rows):
+        n = 1 << (min(most, len(rows) - k).bit_length() - 1)  # the largest power of two that fits
+        conn.execute(_multi(head, tail, width, n), [v for row in rows[k:k + n] for v in row])
+        k += n
 
 
 async def in_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

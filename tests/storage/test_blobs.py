@@ -37,12 +37,16 @@ def test_at_the_file_position(tmp_path) -> None:
     assert path.read_bytes() == b"".join(pieces)
 
 
+@pytest.mark.parametrize("iov_max", [1024, 2])
 @pytest.mark.parametrize("room", [1, 5, 100])
-def test_short_writes_are_resumed_where_they_stopped(tmp_path, monkeypatch, room) -> None:
-    """The kernel may write fewer bytes than asked, stopping inside a piece."""
+def test_short_writes_are_resumed_where_they_stopped(tmp_path, monkeypatch, room, iov_max) -> None:
+    """The kernel may write fewer bytes than asked, stopping inside a piece (and a call takes
+    at most ``IOV_MAX`` pieces)."""
+    monkeypatch.setattr(blobs, "IOV_MAX", iov_max)
     calls = []
 
     def short_pwritev(fd, views, pos):
+        assert len(views) <= iov_max
         data = b"".join(views)[:room]
         calls.append(len(data))
         return os.pwrite(fd, data, pos)
