@@ -99,7 +99,7 @@ async def test_a_cancelled_walk_lets_go_only_once_its_thread_is_done(members) ->
     def slow(*args):  # type: ignore[no-untyped-def]
         entered.set()
         release.wait(10)
-        real(*args)
+        return real(*args)
 
     r._take_all = slow  # type: ignore[method-assign]
     task = asyncio.create_task(r.prefetch())
@@ -113,3 +113,42 @@ async def test_a_cancelled_walk_lets_go_only_once_its_thread_is_done(members) ->
         await task
     assert not r._walking.locked()
     assert [op.path for op in r._ops] == ["notes.txt"]  # the thread's slice was taken whole
+
+
+async def test_a_slice_is_taken_in_turns_with_the_loop_running_between_them(members, monkeypatch) -> None:
+    # A worker thread decoding many small entries keeps the GIL from the loop (each decryption
+    # lets go of it for too short a time to be taken); so a slice is taken in bounded turns.
+    from cobox.folders import reader as reader_mod
+
+    a, b = await members("a"), await members("b")
+    names = [f"f{k}.txt" for k in range(12)]
+    for name in names:
+        (a.root / name).write_bytes(name.encode())
+    await a.sync.round()
+    connect(a, b)
+    await b.caught_up(a, timeout=30)
+    monkeypatch.setattr(reader_mod, "TAKE_SECONDS", 0.0)  # every entry past the deadline: a turn each
+    r = b.sync.reader
+    turns: list[int] = []
+    ticks = 0
+    real = r._take_all
+
+    def counted(feed, seq, batch, merge, start):  # type: ignore[no-untyped-def]
+        turns.append(start)
+        return real(feed, seq, batch, merge, start)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    r._take_all = counted  # type: ignore[method-assign]
+    tick = asyncio.create_task(ticker())
+    try:
+        await r.prefetch()
+    finally:
+        tick.cancel()
+    assert turns == list(range(len(turns))) and len(turns) > len(names)  # one entry a turn, in order, none twice
+    assert ticks >= len(turns)  # the loop ran between the turns
+    assert sorted(op.path for op in r._ops) == sorted(names)  # each operation taken once
