@@ -23,7 +23,9 @@ and ``n`` little-endian), without noiseprotocol's per-message layers and copies 
 only ``bytes``, so every slice of a large message was copied twice more). Sealing writes every
 frame of a message into one buffer (``encrypt_into``); opening decrypts a frame that lies wholly
 inside the message it continues straight into that message's buffer (``decrypt_into``), so a
-large message is neither copied nor joined. 256 messages of 1 MiB, sealed and opened in turn on
+large message is not joined from pieces; only a frame that also carries a length or the start of
+the next message is decrypted apart and copied in, and the buffer, which grows as the message's
+bytes come, copies what it holds when it doubles. 256 messages of 1 MiB, sealed and opened in turn on
 the test machine: sealing 0.26 -> 0.17 s, opening 0.31 -> 0.18 s (ChaCha20-Poly1305 itself
 takes ~0.12 s); decrypting in place, opening 256 MiB whose messages are all kept took 0.43-0.52
 -> 0.14-0.16 s (each kept plaintext had taken fresh memory, then was copied into the join).

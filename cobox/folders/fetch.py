@@ -19,7 +19,9 @@ the writes (all three release the GIL) can use both cores (128 MiB written in-pr
 ~4: 1.39, 1.17 s in one thread; 1.29, 1.02 s with the opening thread). Memory: two runs of
 entries and ``AHEAD`` chunks at most (each bounded by the entry size limit), whatever the file
 size. A version whose first chunks the folder's spool (``spool.py``) already wrote while they
-arrived (usually all of them) gets only the rest from the store, then is synced and renamed.
+arrived (usually all of them) gets only the rest from the store, then is synced and renamed; a
+small one whose chunks an ended run kept in memory takes them from there (``Spool.take``, in
+``write_versions``) instead of reading their entries again.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A round's downloads of files up to ``SMALL_FILE`` are gathered, in plan order, into batches of
 ``SMALL_BATCH`` files and ``SMALL_BATCH_BYTES`` at most; each batch is one
-``fetch.write_versions`` (its entries read in runs, opened and written in one worker thread,
+``fetch.write_versions`` (its chunks taken from the spool's ended runs kept in memory,
+``Spool.take``, or its entries read in runs; opened and written in one worker thread,
 two file-system syncs for the whole batch) and one commit of its ``Synced`` records. Up to
 ``SMALL_IN_FLIGHT`` batches are written at once, one thread each, so that reading, opening and
 writing overlap. Any other action of the round waits for the batches planned before it
