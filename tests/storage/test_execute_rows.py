@@ -96,3 +96,20 @@ def test_other_statements_and_odd_rows_run_row_by_row() -> None:
     with pytest.raises(sqlite3.ProgrammingError):  # refused as executemany refuses it, not flattened
         db.execute_rows(conn, statements.INSERT_NODE, [(1, b"x", 2), (b"y",)])
     assert conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == 0
+
+
+def test_a_row_that_fails_fails_the_transaction_and_a_rollback_leaves_nothing() -> None:
+    # The writer's transactions: a failing row (here a duplicate key, past the first full
+    # statement of 512 rows, which already ran) raises; the caller's rollback removes every
+    # row of the transaction, those of statements that succeeded included, as with executemany.
+    for run in (db.execute_rows, lambda c, s, r: c.executemany(s, r)):
+        conn = _schema()
+        conn.execute("INSERT INTO nodes (key, hash) VALUES (?, ?)", (-1, b"kept"))
+        rows = [(k, bytes([k % 256])) for k in range(700)] + [(600, b"again")] + [(k, b"") for k in range(700, 900)]
+        conn.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.IntegrityError):
+            run(conn, "INSERT INTO nodes (key, hash) VALUES (?, ?)", rows)
+        conn.rollback()
+        assert conn.execute("SELECT key, hash FROM nodes").fetchall() == [(-1, b"kept")]
+        run(conn, "INSERT INTO nodes (key, hash) VALUES (?, ?)", rows[:10])  # the connection goes on
+        assert conn.execute("SELECT count(*) FROM nodes").fetchone() == (11,)
