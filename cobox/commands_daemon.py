@@ -23,7 +23,6 @@ from . import config as configuration
 from . import service
 from .control.client import Client
 from .errors import CoboxError, DaemonNotRunningError
-from .malloc import limit_arenas
 from .paths import Home
 from .welcome import next_steps
 
@@ -146,7 +145,6 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 async def daemon(args: argparse.Namespace, home: Home) -> tuple[int, bool]:
     from .main import make_daemon
 
-    limit_arenas()  # before the daemon's threads exist (malloc.py)
     home.ensure()
     config = configuration.load(home.root, overrides=flag_overrides(args))
     first_run = not home.identity.exists()
