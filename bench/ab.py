@@ -87,6 +87,9 @@ def main() -> None:
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, folder_args = p.parse_args(argv[:cut]), argv[cut + 1:]  # after --: bench/folder.py's own
+    fixed = [a for a in folder_args if a.split("=")[0] in ("--rounds", "--syncthing")]
+    if fixed:
+        raise SystemExit(f"{fixed[0]}: ab.py runs bench/folder.py with --rounds 1 --syncthing no itself")
     other = args.other.resolve()
     if not (other / "bench" / "folder.py").is_file():
         raise SystemExit(f"{other} has no bench/folder.py")
