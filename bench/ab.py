@@ -66,13 +66,19 @@ def figure(row: dict[str, object], key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def summary(rows: list[dict[str, object]]) -> dict[str, object]:
-    """One side's runs of one case: the medians, the largest peak RSS, every run's seconds."""
-    out: dict[str, object] = {}
+def medians(rows: list[dict[str, object]]) -> dict[str, float]:
+    """The median of each of ``FIGURES`` over one side's runs of one case."""
+    out = {}
     for key in FIGURES:
         values = [v for v in (figure(r, key) for r in rows) if v is not None]
         if values:
             out[key] = round(statistics.median(values), 2)
+    return out
+
+
+def summary(rows: list[dict[str, object]]) -> dict[str, object]:
+    """One side's runs of one case: the medians, the largest peak RSS, every run's seconds."""
+    out: dict[str, object] = dict(medians(rows))
     out["peak_rss_mb"] = max(figure(r, k) or 0.0 for r in rows for k in ("a_peak_rss_mb", "b_peak_rss_mb"))
     out["runs"] = [figure(r, "seconds_to_converge") for r in rows]
     return out
@@ -106,8 +112,8 @@ def main() -> None:
         base, oth = rows.get((case, "base"), []), rows.get((case, "other"), [])
         if not base or not oth:
             continue
-        seconds = [statistics.median(figure(r, "seconds_to_converge") or 0.0 for r in side) for side in (base, oth)]
-        ratio = round(seconds[0] / seconds[1], 2) if seconds[1] else None
+        b, o = medians(base).get("seconds_to_converge"), medians(oth).get("seconds_to_converge")
+        ratio = round(b / o, 2) if b and o else None
         print(json.dumps(dict(bench="folder-ab", case=case, rounds=len(base), base=summary(base),
                               other=summary(oth), ratio=ratio)), flush=True)
 
