@@ -52,6 +52,7 @@ from .errors import (
 )
 from .framing import HEADER_BYTES, encode_frame, frame_length
 from .identity import DeviceIdentity
+from .inbound import Inbound
 from .limits import LogThrottle, PendingHandshakes, ip_key
 from .noise import NoiseSession
 from .ratelimit import Lane
@@ -76,6 +77,10 @@ class SecureConnection:
                  session: NoiseSession, remote_address: str, remote_host: str | None = None) -> None:
         self._reader = reader
         self._writer = writer
+        streams = writer.transport.get_protocol()
+        if not isinstance(streams, asyncio.StreamReaderProtocol):
+            raise TypeError("a SecureConnection is made from an asyncio stream pair")
+        self._inbound = Inbound(writer.transport, streams, reader)
         self._session = session
         self._inbox: collections.deque[bytes] = collections.deque()
         self.remote_address = remote_address
@@ -106,7 +111,7 @@ class SecureConnection:
         self._writer.write(data)
         self.bytes_sent += len(data)
         try:
-            await self._writer.drain()
+            await self._inbound.drain()
         except (ConnectionError, OSError) as e:
             raise ConnectionClosedError(f"connection lost: {e}") from None
 
@@ -114,9 +119,12 @@ class SecureConnection:
         """The next application message (a ``bytearray`` when the session assembled it from
         its frames: bytes-like, not hashable); raises ``ConnectionClosedError`` at EOF."""
         while not self._inbox:
-            frame = await _read_frame(self._reader)
+            try:
+                frame = await self._inbound.frame()
+            except (ConnectionError, OSError) as e:
+                raise ConnectionClosedError(str(e)) from None
             self.bytes_received += len(frame) + 2
-            self._inbox.extend(self._session.open(frame))
+            self._inbox.extend(self._session.open(frame))  # the frame is a view: opened before any await
             if self.lane is not None:
                 wait = self.lane.received(len(frame) + 2, asyncio.get_running_loop().time())
                 if wait > 0:
@@ -134,6 +142,7 @@ class SecureConnection:
         if self._inbox:
             raise RemoteProtocolError("messages after the last control message")
         self._closed = True
+        self._inbound.give_back()
         return self._reader, self._writer
 
     async def wait_closed(self) -> None:
