@@ -354,11 +354,11 @@ def test_ahead_hands_the_producers_error_to_the_consumer_in_order() -> None:
 
 
 async def test_a_large_version_with_one_miswired_chunk_is_refused_and_leaves_no_temp_file(members):
-    """A hostile member's Put names the real chunks of a 3 MiB file, but one in the middle
+    """A hostile member's Put names the real chunks of a 12 MiB file, but one in the middle
     points at its log entry: the receiver (opening in a thread ahead of the writer) refuses the
     version with the reason, removes its temp file, and syncs the rest."""
     victim, attacker = await members("victim"), await members("attacker")
-    (attacker.root / "real.bin").write_bytes(os.urandom(3 << 20))
+    (attacker.root / "real.bin").write_bytes(os.urandom(12 << 20))
     await attacker.sync.round()
     feed = attacker.feed
     refs = []
