@@ -44,7 +44,7 @@ Padmé size class (Nikitin et al., "Reducing Metadata Leakage from Encrypted Fil
 Communication with PURBs", PETS 2019): a length ``L`` with ``E = floor(log2 L)`` keeps its top
 ``floor(log2 E) + 1`` bits and has the lower ones rounded up, so at most ``O(log log L)`` bits
 of the length remain visible and the overhead is below ``1 / 2**(floor(log2 E) + 1)``: under
-3.2 % for 2**16..2**31 bytes (chunks: 64 KiB to 1 MiB), under 6.3 % for 256 bytes..64 KiB (small files
+3.2 % for 2**16..2**31 bytes (chunks: 32 KiB to 512 KiB), under 6.3 % for 256 bytes..64 KiB (small files
 are one chunk each). Sizes below ``MIN_PADDED`` are padded to ``MIN_PADDED``. The msgpack header
 of ``data`` depends only on the padded length, so the entry size is a function of the class.
 

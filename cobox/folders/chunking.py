@@ -11,20 +11,21 @@ Detection and Deduplication", as ``pyfastcdc`` 0.3 implements it in Cython, the 
 without the GIL): a gear hash ``h = (h << 1) + G[b]`` over the bytes, rolled two bytes per step,
 tested against a spread mask, with normalized chunking at level 2 (a harder mask before the
 average size, an easier one after it), no cut before ``min`` bytes and a forced cut at ``max``.
-Sizes: ``AVG`` 256 KiB, ``MIN`` 64 KiB, ``MAX`` 1 MiB (FastCDC skips the first ``min`` bytes of
-each chunk, so the mean chunk is about ``avg + min``, 320 KiB). The last chunk is what remains;
+Sizes: ``AVG`` 128 KiB, ``MIN`` 32 KiB, ``MAX`` 512 KiB (FastCDC skips the first ``min`` bytes of
+each chunk, so the mean chunk is about ``avg + min``, 160 KiB). The last chunk is what remains;
 an empty stream has no chunks. These parameters and the seed derivation below are a format
 constant: changing them moves every boundary (no deduplication against older data).
 
-Why 256 KiB (64 KiB until 2026-12-04): every chunk is a feed entry, and each entry costs both
-devices a row, tree nodes, a proof's share, an encryption, a hash call and the interpreter's
-steps around them. At 256 KiB the two daemons used 5-10 % less CPU on a 256 MiB file and on
-300 files of 1 MiB (``bench/README.md``, session 14); a 1 MiB edit in the middle of 1 GiB still
-sends under 2 MiB (1.5-1.7 MiB: more chunk bytes change, and the new version's chunk list is a
-quarter as long). Syncthing's blocks for such files are 128 KiB to 512 KiB. What was recorded
-with the old sizes stays valid (a version lists its chunks with their sizes); only a file
-recorded again after the change is cut anew, so its first new version after it shares no
-chunks with the ones before.
+Why 128 KiB (64 KiB until 2026-12-04): every chunk is a feed entry, and each entry costs both
+devices a row, tree nodes, a share of a proof, an encryption, a hash call and the interpreter's
+steps around them; fewer entries, less CPU (``bench/README.md``, session 14). Larger chunks
+make an edit send more: the chunks around the edit's ends travel whole. ``bench/edit_chunks.py``
+(60 seeds and places of a 1 MiB edit, with a 1 GiB file's chunk list): 128 KiB sends a median
+1.58 MiB, 2.21 MiB at most, and over 2 MiB in 4 of 60; 64 KiB 1.74 MiB, 2.15, 2 of 60; 256 KiB
+(64 KiB to 1 MiB) 1.71 MiB but 3.4 at most and over 2 MiB in 18 of 60. Syncthing's blocks for
+large files are 128 KiB to 512 KiB. What was recorded with the old sizes stays valid (a version
+lists its chunks with their sizes); only a file recorded again after the change is cut anew, so
+its first new version after it shares no chunks with the ones before.
 
 Keyed boundaries (the hostile-member issue): a backup peer holds only ciphertext, but it sees
 entry sizes; if it could chunk a candidate file the group's way it could tell which known file
@@ -41,13 +42,13 @@ uint64), and without the chunker key the seed is uniformly random (BLAKE3 is a P
 cuts depend on the low 48 bits of the seed: an exhaustive test is 2**48 chunkings of the
 candidate. A search bit-group by bit-group is conceivable (the low mask bits depend on the low
 seed bits only), but each guess can only be checked against chunk sizes seen through Padmé
-size classes (:mod:`cobox.folders.padding`: a 256 KiB chunk is seen to about 8 KiB), which
+size classes (:mod:`cobox.folders.padding`: a 128 KiB chunk is seen to about 4 KiB), which
 leaves many cut candidates per observed chunk. This is weaker than the 256 secret words the
 numpy chunker used before; it is what a compiled chunker from a maintained package offers (a
 3-4x faster sender). What leaks without the key is what leaked before: the number of chunk
 entries and their size classes.
 
-Memory: at most ``2 * max`` bytes of buffer (pyfastcdc's stream buffer, 2 MiB), plus one chunk
+Memory: at most ``2 * max`` bytes of buffer (pyfastcdc's stream buffer, 1 MiB), plus one chunk
 handed out.
 """
 
@@ -63,7 +64,7 @@ SEED_CONTEXT = "cobox 2026-12 folders fastcdc2020 seed v1"  # the unkeyed (test)
 SEED_LABEL = b"cobox 2026-12 fastcdc2020 seed"  # hashed under a group's chunker key
 NORMALIZATION = 2  # FastCDC's normalized chunking level
 READ_SIZE = 1024 * 1024  # bytes per read of a file
-AVG, MIN, MAX = 256 * 1024, 64 * 1024, 1024 * 1024
+AVG, MIN, MAX = 128 * 1024, 32 * 1024, 512 * 1024
 
 
 class _Readable(Protocol):

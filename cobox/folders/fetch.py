@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from .single import Place
 
 BATCH_RUN_ENTRIES = 1024  # entries per hop for a batch of small files (``write_versions``)
-RUN_ENTRIES = 8  # chunk entries fetched per hop to the event loop (about 2.5 MiB)
-AHEAD = 8  # verified chunks the opening thread may be ahead of the writing one (about 2.5 MiB)
+RUN_ENTRIES = 16  # chunk entries fetched per hop to the event loop (about 2.5 MiB)
+AHEAD = 16  # verified chunks the opening thread may be ahead of the writing one (about 2.5 MiB)
 AHEAD_CHUNKS = 8  # versions of fewer chunks are opened in the writing thread itself
 
 

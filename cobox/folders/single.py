@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 QUIET = 5.0  # seconds without a file marked before a release pass
 POLL = 1.0  # seconds between two looks at the folder's marks
 MAX_DEFER = 600.0  # seconds a release pass waits at most for peers to stop fetching
-MAX_RELEASE = 16384  # entries released per pass (about 5 GiB of 320 KiB chunks)
+MAX_RELEASE = 16384  # entries released per pass (about 2.5 GiB of 160 KiB chunks)
 UNHELD_READ = 64  # entries read at a time to find out whether they are lost
 READY_WAIT = 30.0  # seconds a rebuild waits for the index to be built first
 

@@ -38,7 +38,7 @@ def test_streaming_matches_the_whole_buffer_cut() -> None:
     sizes = [len(c) for c in chunks(io.BytesIO(data), avg=1024, min=256, max=4096)]
     assert sizes == reference_cuts(data, 1024, 256, 4096)
     assert [len(c) for c in chunks(io.BytesIO(data))] == reference_cuts(data, AVG, MIN, MAX)
-    assert (AVG, MIN, MAX) == (256 * 1024, 64 * 1024, 1024 * 1024)  # a format constant: see the module
+    assert (AVG, MIN, MAX) == (128 * 1024, 32 * 1024, 512 * 1024)  # a format constant: see the module
 
 
 def test_deterministic_and_lossless_whatever_the_pieces() -> None:
@@ -59,11 +59,11 @@ def test_deterministic_and_lossless_whatever_the_pieces() -> None:
 
 
 def test_bounds() -> None:
-    data = rand(20_000_000, 2)
+    data = rand(10_000_000, 2)
     sizes = [len(c) for c in chunks(io.BytesIO(data))]
     assert all(MIN <= s <= MAX for s in sizes[:-1])
     assert 0 < sizes[-1] <= MAX
-    assert 200 * 1024 < sum(sizes) / len(sizes) < 440 * 1024  # around avg + min (FastCDC skips min)
+    assert AVG < sum(sizes) / len(sizes) < 1.4 * (AVG + MIN)  # around avg + min (FastCDC skips min)
 
 
 def test_runs_of_equal_bytes_cut_at_max() -> None:
@@ -113,8 +113,8 @@ def test_bounded_memory_on_a_large_stream() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert size == total and n > 400
-    assert peak < 4 * MAX + 2 * 1024 * 1024, peak  # the stream buffer (2 * MAX), a chunk, a block
+    assert size == total and n > 800
+    assert peak < 6 * 1024 * 1024, peak  # the stream buffer (2 * MAX), a chunk, the source's blocks
 
 
 # --- keyed boundaries (issue 11 item 11) ------------------------------------------------------
