@@ -95,6 +95,8 @@ class Inbound(asyncio.BufferedProtocol):
                 raise self._lost
             if self._eof:
                 raise ConnectionResetError("connection closed by peer")
+            if self._waiter is not None:
+                raise RuntimeError("frame() called while another task is waiting for a frame")
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -209,7 +211,7 @@ class Inbound(asyncio.BufferedProtocol):
             grown[:unread] = self._view[self._start:self._end]
             self._buf, self._view = grown, memoryview(grown)  # views handed out keep the old one
         elif unread:
-            self._buf[:unread] = self._view[self._start:self._end]
+            self._view[:unread] = self._view[self._start:self._end]  # memoryview copies as memmove: overlap is fine
         self._start, self._end = 0, unread
 
     def _pause_if_full(self) -> None:

@@ -8,6 +8,7 @@ sockets are exercised by every test that opens a SecureConnection."""
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 
 import pytest
@@ -82,6 +83,23 @@ async def test_frames_split_across_reads_come_whole_and_in_order() -> None:
     assert got == payloads
 
 
+async def test_frames_taken_while_reads_come_in_odd_sizes_are_whole() -> None:
+    """Reads and takes interleaved, so the unread bytes move to the buffer's front while they
+    overlap where they go (the tail too short for another read)."""
+    rng = random.Random(5)
+    _, _, proto = setup()
+    payloads = [rng.randbytes(rng.choice([1, 7, 1000, 16_000, 40_000, 65_535])) for _ in range(300)]
+    stream = memoryview(b"".join(frame(p) for p in payloads))
+    got: list[bytes] = []
+    while stream:
+        k = rng.randint(1, 100_000)
+        arrive(proto, bytes(stream[:k]), step=rng.randint(1, 70_000))
+        stream = stream[k:]
+        while (view := proto._next()) is not None:  # every frame complete so far, without waiting
+            got.append(bytes(view))
+    assert got == payloads
+
+
 async def test_a_frame_waits_for_its_last_byte() -> None:
     _, _, proto = setup()
     data = frame(b"x" * 50_000)
@@ -97,6 +115,16 @@ async def test_bytes_the_reader_held_at_takeover_come_first() -> None:
     _, _, proto = setup(leftover=frame(b"first") + frame(b"sec"))
     arrive(proto, frame(b"third"))
     assert [bytes(await proto.frame()) for _ in range(3)] == [b"first", b"sec", b"third"]
+
+
+async def test_one_task_waits_for_frames_at_a_time() -> None:
+    _, _, proto = setup()
+    first = asyncio.ensure_future(proto.frame())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError):
+        await proto.frame()
+    arrive(proto, frame(b"one"))
+    assert bytes(await asyncio.wait_for(first, 2)) == b"one"
 
 
 async def test_reading_pauses_when_full_and_resumes_when_taken() -> None:
