@@ -20,10 +20,11 @@ session's).
 
 Back-pressure: reading pauses while ``HIGH`` bytes or more wait to be taken (the remote then
 meets TCP's window, as with a ``StreamReader``, which paused at 128 KiB) and resumes when the
-caller has taken them down to ``LOW``. The buffer starts at ``INITIAL`` bytes (a connection of
-small messages stays there) and grows to ``CAPACITY``, room for ``HIGH`` and a whole frame, the
-first time a read would not fit; the unread bytes move to its front only when its tail is
-short, and the next read starts at the front whenever every byte was taken.
+caller has taken them down to ``LOW``. The buffer starts at ``INITIAL`` bytes and doubles,
+up to ``CAPACITY`` (room for ``HIGH`` and a whole frame), only when the unread bytes and a read
+of ``MIN_READ`` would not fit: a connection of small messages stays small, one that carries
+Data messages grows once and keeps its buffer. The unread bytes move to the front only when the
+tail is short, and the next read starts at the front whenever every byte was taken.
 
 Writing is left to the ``StreamWriter``; only its flow control moves here (``pause_writing``
 and ``resume_writing`` now reach this protocol, so :meth:`Inbound.drain` waits in its place).
@@ -44,8 +45,8 @@ HIGH = 512 * 1024  # unread bytes at which reading pauses
 LOW = 128 * 1024  # and resumes: far enough below that a pause and its resume (an epoll_ctl each)
 # come once in several frames, not once a frame as at 128 and 64 KiB
 INITIAL = 16 * 1024  # a connection's first buffer: most never carry more than small messages
-CAPACITY = HIGH + HEADER_BYTES + MAX_FRAME + 64 * 1024  # the buffer once a frame does not fit
-MIN_READ = 16 * 1024  # free bytes a read is given at least
+CAPACITY = HIGH + HEADER_BYTES + MAX_FRAME + 64 * 1024  # the most it doubles to
+MIN_READ = 4 * 1024  # free bytes a read is given at least
 _LEN = struct.Struct(">H")
 
 
@@ -62,12 +63,14 @@ class Inbound(asyncio.BufferedProtocol):
         self._start = 0  # first byte not yet taken
         self._end = 0  # end of the bytes read
         self._paused = False  # reading
-        self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._waiter: asyncio.Future[None] | None = None
         # asyncio has no public way to take what a StreamReader holds without awaiting: its
         # attributes (the same from 3.4 to 3.13) are read here and in give_back, nowhere else.
         raw: Any = reader
+        self._write_paused = bool(getattr(streams, "_paused", False))  # the stream pair's write pause, carried over
+        if self._write_paused:
+            streams.resume_writing()  # and cleared there: give_back sets it again if still paused
         self._eof: bool = raw._eof  # no more bytes will come
         self._lost: ConnectionResetError | None = None  # the connection ended
         if reader.exception() is not None:
@@ -137,7 +140,15 @@ class Inbound(asyncio.BufferedProtocol):
 
     def give_back(self) -> None:
         """Return the transport to the stream pair, the bytes not taken as frames in the
-        reader's buffer (a relay circuit's first bytes of another session)."""
+        reader's buffer (a relay circuit's first bytes of another session). A task still waiting
+        here for a frame or a drain gets ``ConnectionResetError``: nothing reaches this protocol
+        any more."""
+        handed = ConnectionResetError("the connection was handed back to its stream pair")
+        self._lost = self._lost or handed
+        self._wake()
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_exception(handed)
         rest = bytes(self._view[self._start:self._end])
         self._start = self._end = 0
         if self._write_paused:
@@ -207,7 +218,7 @@ class Inbound(asyncio.BufferedProtocol):
         in a larger buffer if this one cannot hold them and ``n`` more."""
         unread = self._end - self._start
         if len(self._buf) < unread + n:
-            grown = bytearray(max(CAPACITY, 2 * len(self._buf), unread + n))
+            grown = bytearray(max(min(2 * len(self._buf), CAPACITY), unread + n))
             grown[:unread] = self._view[self._start:self._end]
             self._buf, self._view = grown, memoryview(grown)  # views handed out keep the old one
         elif unread:

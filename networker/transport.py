@@ -78,8 +78,8 @@ class SecureConnection:
         self._reader = reader
         self._writer = writer
         streams = writer.transport.get_protocol()
-        if not isinstance(streams, asyncio.StreamReaderProtocol):
-            raise TypeError("a SecureConnection is made from an asyncio stream pair")
+        if not isinstance(streams, asyncio.StreamReaderProtocol):  # None: the connection is gone already
+            raise ConnectionClosedError("connection closed before it was established")
         self._inbound = Inbound(writer.transport, streams, reader)
         self._session = session
         self._inbox: collections.deque[bytes] = collections.deque()
@@ -139,6 +139,8 @@ class SecureConnection:
     def detach(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Stop using this Noise session and hand over the raw stream (a relay circuit after its
         last control message); unread messages of the session are a protocol error."""
+        if self._closed:
+            raise ConnectionClosedError("connection closed")
         if self._inbox:
             raise RemoteProtocolError("messages after the last control message")
         self._closed = True

@@ -214,6 +214,46 @@ async def test_give_back_resumes_a_paused_transport() -> None:
     assert await asyncio.wait_for(reader.readexactly(inbound.HIGH), 2) == b"z" * inbound.HIGH
 
 
+async def test_a_task_still_waiting_at_give_back_is_told() -> None:
+    _, _, proto = setup()
+    proto.pause_writing()
+    waiting = asyncio.ensure_future(proto.frame())
+    draining = asyncio.ensure_future(proto.drain())
+    await asyncio.sleep(0)
+    proto.give_back()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(waiting, 2)
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(draining, 2)
+
+
+async def test_a_connection_of_small_messages_keeps_a_small_buffer() -> None:
+    _, _, proto = setup()
+    for _ in range(200):  # bursts of small frames, taken a little later each time
+        arrive(proto, frame(b"m" * 300) * 10, step=1500)
+        for _ in range(10):
+            assert bytes(await proto.frame()) == b"m" * 300
+    arrive(proto, frame(b"m" * 300) * 100, step=9000)  # 30 KB unread: it doubles, not to CAPACITY
+    assert len(proto._buf) <= 4 * inbound.INITIAL
+    arrive(proto, frame(b"d" * 65535) * 3, step=65536)  # a Data message's frames: it grows
+    assert len(proto._buf) >= 3 * 65537
+
+
+async def test_a_write_pause_at_takeover_is_carried_over() -> None:
+    transport = FakeTransport()
+    reader = asyncio.StreamReader(limit=2 ** 16)
+    streams = asyncio.StreamReaderProtocol(reader)
+    transport.set_protocol(streams)
+    streams.connection_made(transport)
+    streams.pause_writing()
+    proto = Inbound(transport, streams, reader)
+    draining = asyncio.ensure_future(proto.drain())
+    await asyncio.sleep(0)
+    assert not draining.done()
+    proto.resume_writing()
+    await asyncio.wait_for(draining, 2)
+
+
 async def test_a_transport_without_buffered_reads_is_served_too() -> None:
     _, _, proto = setup()
     data = frame(b"q" * 60_000) + frame(b"r" * 65_535)
