@@ -20,11 +20,12 @@ session's).
 
 Back-pressure: reading pauses while ``HIGH`` bytes or more wait to be taken (the remote then
 meets TCP's window, as with a ``StreamReader``, which paused at 128 KiB) and resumes when the
-caller has taken them down to ``LOW``. The buffer starts at ``INITIAL`` bytes and doubles,
-up to ``CAPACITY`` (room for ``HIGH`` and a whole frame), only when the unread bytes and a read
-of ``MIN_READ`` would not fit: a connection of small messages stays small, one that carries
-Data messages grows once and keeps its buffer. The unread bytes move to the front only when the
-tail is short, and the next read starts at the front whenever every byte was taken.
+caller has taken them down to ``LOW``. The buffer starts at ``INITIAL`` bytes and doubles, up
+to ``CAPACITY`` (room for ``HIGH`` and a whole frame), when a read fills all it was offered
+(more is waiting: a connection carrying Data messages) or when the unread bytes and a read of
+``MIN_READ`` would not fit; a connection of small messages keeps a small buffer. The unread
+bytes move to the front only when the tail is short, and the next read starts at the front
+whenever every byte was taken.
 
 Writing is left to the ``StreamWriter``; only its flow control moves here (``pause_writing``
 and ``resume_writing`` now reach this protocol, so :meth:`Inbound.drain` waits in its place).
@@ -63,6 +64,7 @@ class Inbound(asyncio.BufferedProtocol):
         self._start = 0  # first byte not yet taken
         self._end = 0  # end of the bytes read
         self._paused = False  # reading
+        self._offered = 0  # the bytes the last get_buffer offered
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._waiter: asyncio.Future[None] | None = None
         # asyncio has no public way to take what a StreamReader holds without awaiting: its
@@ -168,10 +170,13 @@ class Inbound(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self._buf) - self._end < MIN_READ:
             self._make_room(MIN_READ)
+        self._offered = len(self._buf) - self._end
         return self._view[self._end:]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        if nbytes == self._offered and len(self._buf) < CAPACITY:
+            self._make_room(len(self._buf))  # a read that filled all it was given: more waits, double
         self._pause_if_full()
         self._wake()
 

@@ -239,6 +239,25 @@ async def test_a_connection_of_small_messages_keeps_a_small_buffer() -> None:
     assert len(proto._buf) >= 3 * 65537
 
 
+async def test_reads_that_fill_the_buffer_grow_it_even_when_taken_at_once() -> None:
+    """A bulk connection whose reader keeps up: each read fills what it was offered (more is
+    waiting in the socket), so the buffer doubles up to CAPACITY even though few bytes are ever
+    left unread (small buffers mean a system call per few kilobytes)."""
+    _, _, proto = setup()
+    stream = memoryview(frame(b"d" * 65535) * 200)
+    taken = 0
+    while len(stream) > len(proto._buf):
+        buf = proto.get_buffer(-1)
+        buf[:] = stream[:len(buf)]  # the kernel had more: the read fills the whole offer
+        proto.buffer_updated(len(buf))
+        stream = stream[len(buf):]
+        while (view := proto._next()) is not None:
+            assert bytes(view) == b"d" * 65535
+            taken += 1
+    assert taken > 0
+    assert inbound.CAPACITY <= len(proto._buf) <= 2 * inbound.CAPACITY
+
+
 async def test_a_write_pause_at_takeover_is_carried_over() -> None:
     transport = FakeTransport()
     reader = asyncio.StreamReader(limit=2 ** 16)
