@@ -62,7 +62,7 @@ def arrive(proto: Inbound, data: bytes, step: int = 7000) -> None:
         view = view[k:]
 
 
-def setup(leftover: bytes = b"") -> tuple[FakeTransport, asyncio.StreamReader, Inbound]:
+def setup(leftover: bytes = b"", write_paused: bool = False) -> tuple[FakeTransport, asyncio.StreamReader, Inbound]:
     transport = FakeTransport()
     reader = asyncio.StreamReader(limit=2 ** 16)
     streams = asyncio.StreamReaderProtocol(reader)
@@ -70,6 +70,8 @@ def setup(leftover: bytes = b"") -> tuple[FakeTransport, asyncio.StreamReader, I
     streams.connection_made(transport)
     if leftover:
         reader.feed_data(leftover)
+    if write_paused:
+        streams.pause_writing()
     proto = Inbound(transport, streams, reader)
     assert transport.protocol is proto
     return transport, reader, proto
@@ -172,15 +174,19 @@ async def test_a_waiting_reader_and_drain_wake_when_the_connection_is_lost() -> 
         await asyncio.wait_for(draining, 2)
 
 
-async def test_drain_waits_for_resume_writing() -> None:
-    _, _, proto = setup()
-    await asyncio.wait_for(proto.drain(), 2)  # not paused: at once
-    proto.pause_writing()
+async def drain_waits_for_resume(proto: Inbound) -> None:
     draining = asyncio.ensure_future(proto.drain())
     await asyncio.sleep(0)
     assert not draining.done()
     proto.resume_writing()
     await asyncio.wait_for(draining, 2)
+
+
+async def test_drain_waits_for_resume_writing() -> None:
+    _, _, proto = setup()
+    await asyncio.wait_for(proto.drain(), 2)  # not paused: at once
+    proto.pause_writing()
+    await drain_waits_for_resume(proto)
 
 
 async def test_give_back_leaves_the_bytes_not_taken_to_the_stream_reader() -> None:
@@ -259,18 +265,8 @@ async def test_reads_that_fill_the_buffer_grow_it_even_when_taken_at_once() -> N
 
 
 async def test_a_write_pause_at_takeover_is_carried_over() -> None:
-    transport = FakeTransport()
-    reader = asyncio.StreamReader(limit=2 ** 16)
-    streams = asyncio.StreamReaderProtocol(reader)
-    transport.set_protocol(streams)
-    streams.connection_made(transport)
-    streams.pause_writing()
-    proto = Inbound(transport, streams, reader)
-    draining = asyncio.ensure_future(proto.drain())
-    await asyncio.sleep(0)
-    assert not draining.done()
-    proto.resume_writing()
-    await asyncio.wait_for(draining, 2)
+    _, _, proto = setup(write_paused=True)
+    await drain_waits_for_resume(proto)
 
 
 async def test_a_transport_without_buffered_reads_is_served_too() -> None:
